@@ -1,0 +1,111 @@
+"""KV transfers as flows sharing ports max-min fairly (progressive filling).
+
+A flow crosses a set of ports (the sender's egress, the receiver's ingress); each port has a
+capacity in B/s. Whenever a flow starts or ends, every flow's rate is recomputed, so concurrent
+transfers each get their fair share and a transfer's time follows the load it meets.
+"""
+from __future__ import annotations
+
+import simpy
+
+__all__ = ["Port", "Network"]
+
+# A flow is finished when what is left would take under a nanosecond (or under one byte):
+# float time cannot resolve less, and waiting for it would stall the clock.
+_EPS_S = 1e-9
+
+
+def _finished(f) -> bool:
+    return f.remaining <= max(1.0, f.rate * _EPS_S)
+
+
+class Port:
+    __slots__ = ("name", "capacity", "bytes", "busy_area", "_active")
+
+    def __init__(self, name: str, capacity: float):
+        self.name, self.capacity = name, capacity
+        self.bytes = 0.0       # bytes that crossed this port
+        self.busy_area = 0.0   # integral of utilisation over time
+        self._active = 0
+
+
+class _Flow:
+    __slots__ = ("ports", "remaining", "rate", "event")
+
+    def __init__(self, ports, nbytes, event):
+        self.ports, self.remaining, self.rate, self.event = ports, nbytes, 0.0, event
+
+
+class Network:
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self._flows: list[_Flow] = []
+        self._last = 0.0
+        self._version = 0
+
+    def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float) -> simpy.Event:
+        """Event that succeeds when ``nbytes`` have crossed ``ports`` after ``setup_s``."""
+        done = self.env.event()
+        if nbytes <= 0:
+            self.env.timeout(setup_s).callbacks.append(lambda _: done.succeed())
+            return done
+
+        def start(_):
+            self._advance()
+            self._flows.append(_Flow(ports, float(nbytes), done))
+            self._reschedule()
+        self.env.timeout(setup_s).callbacks.append(start)
+        return done
+
+    def _advance(self) -> None:
+        """Move every flow forward at its current rate up to now."""
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0:
+            for f in self._flows:
+                moved = f.rate * dt
+                f.remaining -= moved
+                for p in f.ports:
+                    p.bytes += moved
+                    p.busy_area += f.rate / p.capacity * dt
+        self._last = now
+
+    def _rates(self) -> None:
+        """Max-min fair rates by progressive filling over the ports."""
+        unfrozen = set(range(len(self._flows)))
+        cap = {}
+        for f in self._flows:
+            f.rate = 0.0
+            for p in f.ports:
+                cap[p] = p.capacity
+        while unfrozen:
+            count: dict[Port, int] = {}
+            for i in unfrozen:
+                for p in self._flows[i].ports:
+                    count[p] = count.get(p, 0) + 1
+            port = min(count, key=lambda p: cap[p] / count[p])
+            share = cap[port] / count[port]
+            for i in [i for i in unfrozen if port in self._flows[i].ports]:
+                f = self._flows[i]
+                f.rate = share
+                for p in f.ports:
+                    cap[p] -= share
+                unfrozen.discard(i)
+
+    def _reschedule(self) -> None:
+        finished = [f for f in self._flows if _finished(f)]
+        if finished:
+            self._flows = [f for f in self._flows if not _finished(f)]
+            for f in finished:
+                f.event.succeed()
+        self._rates()
+        self._version += 1
+        if self._flows:
+            v = self._version
+            t = min(f.remaining / f.rate for f in self._flows)
+            self.env.timeout(t).callbacks.append(lambda _: self._on_timer(v))
+
+    def _on_timer(self, version: int) -> None:
+        if version == self._version:
+            self._advance()
+            self._reschedule()

@@ -1,0 +1,79 @@
+"""Routers pick an instance for a request. A registry keyed by the YAML name.
+
+A router is a small class with ``pick(instances, request) -> instance``; one is made per
+placement and stage, with its own random stream, so it holds no global state. Instances expose
+``load_tokens`` (outstanding token work) and ``n_requests`` (requests in the instance).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["Router", "ROUTERS", "register", "make_router"]
+
+
+class Router(Protocol):
+    def pick(self, instances: list, request) -> object: ...
+
+
+ROUTERS: dict[str, type] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        if name in ROUTERS:
+            raise ValueError(f"router {name!r} registered twice")
+        ROUTERS[name] = cls
+        return cls
+    return deco
+
+
+def make_router(name: str, rng: np.random.Generator) -> Router:
+    return ROUTERS[name](rng)
+
+
+@register("round-robin")
+class RoundRobin:
+    def __init__(self, rng):
+        self._next = 0
+
+    def pick(self, instances, request):
+        inst = instances[self._next % len(instances)]
+        self._next += 1
+        return inst
+
+
+@register("least-loaded")
+class LeastLoaded:
+    """Fewest outstanding tokens (queued prompt tokens, or reserved KV tokens on decode)."""
+
+    def __init__(self, rng):
+        pass
+
+    def pick(self, instances, request):
+        return min(instances, key=lambda i: i.load_tokens)
+
+
+@register("join-shortest-queue")
+class JoinShortestQueue:
+    def __init__(self, rng):
+        pass
+
+    def pick(self, instances, request):
+        return min(instances, key=lambda i: i.n_requests)
+
+
+@register("power-of-two")
+class PowerOfTwo:
+    """Sample two instances at random, take the one with fewer outstanding tokens."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def pick(self, instances, request):
+        if len(instances) == 1:
+            return instances[0]
+        a, b = self.rng.choice(len(instances), size=2, replace=False)
+        ia, ib = instances[a], instances[b]
+        return ia if ia.load_tokens <= ib.load_tokens else ib

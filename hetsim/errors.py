@@ -1,0 +1,40 @@
+"""Errors that the CLI turns into one line on stderr and exit code 2.
+
+Every user-facing input problem is a :class:`ConfigError` carrying the file and the dotted key
+path, so the message reads ``scenarios/x.yaml: placements.disagg.pools.decode.tp: must be ...``.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["ConfigError", "suggest"]
+
+
+class ConfigError(ValueError):
+    """Bad user input: a file, a key path inside it and what is wrong."""
+
+    def __init__(self, message: str, *, file: str | None = None, path: str = ""):
+        self.file = file
+        self.path = path
+        self.message = message
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        parts = [p for p in (self.file, self.path) if p]
+        return ": ".join([*parts, self.message])
+
+    def with_file(self, file: str) -> "ConfigError":
+        """Return the same error attributed to ``file`` (keeps an existing attribution)."""
+        return self if self.file else ConfigError(self.message, file=file, path=self.path)
+
+    def under(self, prefix: str) -> "ConfigError":
+        """Return the same error with ``prefix`` prepended to its key path."""
+        path = f"{prefix}.{self.path}" if self.path and prefix else (prefix or self.path)
+        return ConfigError(self.message, file=self.file, path=path)
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
+    match = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,237 @@
+"""Accelerator and interconnect profiles: small YAML files referenced by name.
+
+Units are converted once here (GB/s -> B/s, TFLOP/s -> FLOP/s, us -> s) and exposed as
+properties with SI units, so nothing downstream converts again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import build, fraction, meta, non_negative, positive, read_yaml, at_least_one
+from .errors import ConfigError, suggest
+
+__all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp",
+           "PRECISION_BYTES", "load_accelerator", "load_interconnect", "list_profiles",
+           "profile_dirs"]
+
+#: Bytes per element of each numeric format hetsim knows.
+PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+                   "fp4": 0.5, "int4": 0.5}
+Precision = str
+
+
+def _known_precision(v):
+    bad = [p for p in (v if isinstance(v, (list, dict)) else [v]) if p not in PRECISION_BYTES]
+    if bad:
+        return (f"unknown precision {bad[0]!r}" + suggest(bad[0], PRECISION_BYTES)
+                + f"; known: {', '.join(PRECISION_BYTES)}")
+    return None
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str = field(metadata=meta("short tag used in comments, e.g. STAS-A"))
+    ref: str = field(metadata=meta("where the number comes from: URL, repository@commit and path"))
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Price:
+    usd_per_hour: float = field(metadata=meta("on-demand $ per accelerator-hour", non_negative))
+    date: str = field(default="", metadata=meta("when the price was observed"))
+    source: str = field(default="", metadata=meta("source key or provider/SKU"))
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fractions of datasheet peaks and fixed overheads (assumptions until calibrated)."""
+    gemm: float = field(default=0.7, metadata=meta("fraction of dense peak a large GEMM reaches",
+                                                   fraction))
+    attention: float = field(default=0.5, metadata=meta(
+        "fraction of dense peak that flash-style prefill attention reaches", fraction))
+    hbm: float = field(default=0.8, metadata=meta("fraction of HBM bandwidth memory-bound "
+                                                  "kernels reach", fraction))
+    kernel_overhead_us: float = field(default=4.0, metadata=meta(
+        "fixed cost per kernel launch (us)", non_negative))
+    iteration_overhead_ms: float = field(default=3.0, metadata=meta(
+        "fixed cost per engine iteration: scheduling, sampling, host sync (ms)", non_negative))
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ScaleUp:
+    link: str = field(metadata=meta("interconnect profile name of the scale-up fabric"))
+    domain_size: int = field(default=8, metadata=meta("accelerators in one scale-up domain",
+                                                      positive))
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    description: str
+    vendor: str
+    tflops: dict[str, float] = field(metadata=meta("dense peak TFLOP/s (TOPS for int) per "
+                                                   "precision", _known_precision))
+    precisions: list[str] = field(metadata=meta("precisions the matrix units compute in",
+                                                _known_precision, at_least_one))
+    hbm_gb: float = field(metadata=meta("usable device memory, GB (1e9 B)", positive))
+    hbm_bandwidth_tbps: float = field(metadata=meta("device memory bandwidth, TB/s", positive))
+    compute_units: int = field(metadata=meta("SMs / CUs / cores that GEMM tiles spread over",
+                                             positive))
+    scale_up: ScaleUp | None = None
+    scale_out_nic: str = field(default="", metadata=meta("typical per-accelerator NIC profile"))
+    host_link: str = field(default="pcie-gen5", metadata=meta("host interconnect profile"))
+    tdp_w: float = field(default=0.0, metadata=meta("board power, W", non_negative))
+    price: Price | None = None
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    aliases: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list, metadata=meta(
+        "where every number comes from", at_least_one))
+    notes: str = ""
+
+    def __post_init__(self):
+        missing = [p for p in self.precisions if p not in self.tflops]
+        if missing:
+            raise ConfigError(f"precision {missing[0]!r} is listed but has no peak",
+                              path="tflops")
+
+    # SI-unit views, converted once.
+    def peak_flops(self, precision: str) -> float:
+        return self.tflops[precision] * 1e12
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm_gb * 1e9
+
+    @property
+    def hbm_bandwidth(self) -> float:
+        return self.hbm_bandwidth_tbps * 1e12
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.price.usd_per_hour if self.price else 0.0
+
+    def supports(self, precision: str) -> bool:
+        return precision in self.precisions
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    name: str
+    description: str
+    kind: str = field(metadata=meta("scale-up | network | host"))
+    bandwidth_gb_s: float = field(metadata=meta("per-direction bandwidth per port, GB/s",
+                                                positive))
+    latency_us: float = field(metadata=meta("one-way latency, us", non_negative))
+    efficiency: float = field(default=0.85, metadata=meta("achievable fraction of bandwidth for "
+                                                          "large transfers", fraction))
+    per_transfer_overhead_us: float = field(default=0.0, metadata=meta(
+        "fixed cost per transfer: descriptor, registration, connection (us)", non_negative))
+    rdma: bool = field(default=True, metadata=meta("GPU-direct capable (false: staged TCP)"))
+    per_peer_gb_s: float | None = field(default=None, metadata=meta(
+        "per-direction bandwidth to one peer in a point-to-point mesh (xGMI), GB/s", positive))
+    collective_base_us: float = field(default=6.6, metadata=meta(
+        "fixed start-up of a ring collective, us (NCCL ring LL base latency)", non_negative))
+    collective_hop_us: float | None = field(default=None, metadata=meta(
+        "per-hop latency inside a ring collective, us (default: latency_us)", non_negative))
+    aliases: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list, metadata=meta(
+        "where every number comes from", at_least_one))
+    notes: str = ""
+
+    @property
+    def bandwidth(self) -> float:
+        """Achievable per-direction bandwidth, B/s."""
+        return self.bandwidth_gb_s * 1e9 * self.efficiency
+
+    @property
+    def latency(self) -> float:
+        return self.latency_us * 1e-6
+
+    @property
+    def per_transfer_overhead(self) -> float:
+        return self.per_transfer_overhead_us * 1e-6
+
+    def collective_bandwidth(self, n_devices: int) -> float:
+        """Achievable per-device, per-direction bandwidth of a ring over ``n_devices``, B/s.
+
+        NOTE: on a point-to-point mesh (xGMI) a ring of n uses n-1 peer links at most, so a TP2
+        group on MI300X gets 64 GB/s, not 448.
+        """
+        bw = self.bandwidth
+        if self.per_peer_gb_s:
+            bw = min(bw, self.per_peer_gb_s * 1e9 * self.efficiency * max(1, n_devices - 1))
+        return bw
+
+    @property
+    def collective_hop(self) -> float:
+        return (self.latency_us if self.collective_hop_us is None else self.collective_hop_us) * 1e-6
+
+
+_KINDS = {"accelerator": ("accelerators", Accelerator), "interconnect": ("interconnects",
+                                                                        Interconnect)}
+
+
+def profile_dirs(extra: list[str | Path] = ()) -> list[Path]:
+    """Directories searched for profiles, first match wins.
+
+    ``extra`` (e.g. a scenario's ``hardware_profiles:``), then ``$HETSIM_PROFILE_PATH``
+    (os.pathsep-separated), then the profiles shipped with hetsim.
+    """
+    dirs = [Path(p) for p in extra]
+    dirs += [Path(p) for p in os.environ.get("HETSIM_PROFILE_PATH", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    for shipped in (here / "_profiles", here.parent / "hardware_profiles"):
+        if shipped.is_dir():
+            dirs.append(shipped)
+            break
+    return dirs
+
+
+def _index(kind: str, dirs: list[Path]) -> dict[str, Path]:
+    sub, _ = _KINDS[kind]
+    index: dict[str, Path] = {}
+    for d in reversed(dirs):  # earlier directories override later ones
+        local: dict[str, Path] = {}
+        for f in sorted((d / sub).glob("*.yaml")) if (d / sub).is_dir() else []:
+            raw = read_yaml(f)
+            if not isinstance(raw, dict) or "name" not in raw:
+                raise ConfigError("profile must be a mapping with a 'name'", file=str(f))
+            for n in [raw["name"], *(raw.get("aliases") or [])]:
+                if n in local:
+                    raise ConfigError(f"duplicate {kind} name {n!r} (also in {local[n]})",
+                                      file=str(f))
+                local[n] = f
+        index.update(local)
+    return index
+
+
+def list_profiles(kind: str, extra_dirs: list[str | Path] = ()) -> list[str]:
+    """Canonical names (not aliases) of the profiles of ``kind``."""
+    index = _index(kind, profile_dirs(extra_dirs))
+    return sorted({n for n, f in index.items() if n == read_yaml(f)["name"]})
+
+
+def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
+    _, cls = _KINDS[kind]
+    index = _index(kind, profile_dirs(extra_dirs))
+    if name not in index:
+        raise ConfigError(f"unknown {kind} {name!r}" + suggest(name, index)
+                          + f"; see `hetsim profiles list`")
+    f = index[name]
+    try:
+        return build(cls, read_yaml(f))
+    except ConfigError as e:
+        raise e.with_file(str(f)) from None
+
+
+def load_accelerator(name: str, extra_dirs: list[str | Path] = ()) -> Accelerator:
+    """Load an accelerator profile by name or alias, e.g. ``load_accelerator("h100-sxm")``."""
+    return _load("accelerator", name, extra_dirs)
+
+
+def load_interconnect(name: str, extra_dirs: list[str | Path] = ()) -> Interconnect:
+    """Load an interconnect profile by name or alias, e.g. ``load_interconnect("roce-400g")``."""
+    return _load("interconnect", name, extra_dirs)

@@ -1,0 +1,202 @@
+"""Model architectures as data: a catalog of YAML files, or a Hugging Face ``config.json``.
+
+:meth:`ModelConfig.kv_bytes_per_token` is the one place KV-cache size is computed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import build, meta, non_negative, positive, read_yaml
+from .errors import ConfigError, suggest
+from .hardware import PRECISION_BYTES
+
+__all__ = ["ModelConfig", "MoE", "MLA", "load_model", "list_models", "from_hf_config"]
+
+CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
+
+
+@dataclass(frozen=True)
+class MoE:
+    num_experts: int = field(metadata=meta("routed experts per MoE layer", positive))
+    top_k: int = field(metadata=meta("routed experts per token", positive))
+    expert_ffn_size: int = field(metadata=meta("intermediate size of one expert", positive))
+    shared_experts: int = field(default=0, metadata=meta("always-active experts", non_negative))
+    first_dense_layers: int = field(default=0, metadata=meta(
+        "leading layers with a dense FFN of ffn_size instead of experts", non_negative))
+
+
+@dataclass(frozen=True)
+class MLA:
+    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds a compressed latent."""
+    kv_lora_rank: int = field(metadata=meta("latent KV dimension", positive))
+    qk_rope_dim: int = field(metadata=meta("decoupled RoPE key dimension", positive))
+    qk_nope_dim: int = field(metadata=meta("per-head non-RoPE query/key dimension", positive))
+    v_head_dim: int = field(metadata=meta("per-head value dimension", positive))
+    q_lora_rank: int = field(default=0, metadata=meta("query low-rank dimension (0: none)",
+                                                      non_negative))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    num_layers: int = field(metadata=meta("transformer blocks", positive))
+    hidden_size: int = field(metadata=meta("model width", positive))
+    num_heads: int = field(metadata=meta("query heads", positive))
+    ffn_size: int = field(metadata=meta("dense FFN intermediate size", positive))
+    vocab_size: int = field(metadata=meta("vocabulary size", positive))
+    num_kv_heads: int = field(default=0, metadata=meta("KV heads (0: = num_heads, MHA)",
+                                                       non_negative))
+    head_dim: int = field(default=0, metadata=meta("per-head dim (0: hidden/heads)", non_negative))
+    gated_ffn: bool = field(default=True, metadata=meta("SwiGLU-style gate+up projections"))
+    tied_embeddings: bool = False
+    moe: MoE | None = None
+    mla: MLA | None = None
+    max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
+    aliases: list[str] = field(default_factory=list)
+    source: str = field(default="", metadata=meta("where the architecture numbers come from"))
+
+    def __post_init__(self):
+        if self.num_kv_heads == 0:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                              f"{self.num_kv_heads}", path="num_kv_heads")
+
+    # --- KV cache: the one function -------------------------------------------------------
+    def kv_heads_per_rank(self, tp: int = 1) -> int:
+        """KV heads one TP rank holds; heads are replicated when there are fewer than ranks."""
+        return max(1, math.ceil(self.num_kv_heads / tp))
+
+    def kv_bytes_per_token(self, precision: str = "bf16", tp: int = 1) -> float:
+        """KV-cache bytes per token held by ONE rank of a TP group (all layers).
+
+        MHA/GQA: 2 (K and V) x layers x kv_heads/tp x head_dim x bytes. MLA: the latent and the
+        RoPE key, replicated on every rank. Multiply by ``tp`` for the whole instance.
+        """
+        try:
+            b = PRECISION_BYTES[precision]
+        except KeyError:
+            raise ConfigError(f"unknown precision {precision!r}" + suggest(precision,
+                                                                           PRECISION_BYTES)) from None
+        if self.mla:
+            return self.num_layers * (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b
+        return 2 * self.num_layers * self.kv_heads_per_rank(tp) * self.head_dim * b
+
+    # --- parameter counts ----------------------------------------------------------------
+    def attention_params(self) -> int:
+        h, H, d = self.hidden_size, self.num_heads, self.head_dim
+        if self.mla:
+            m = self.mla
+            q = (h * m.q_lora_rank + m.q_lora_rank * H * (m.qk_nope_dim + m.qk_rope_dim)
+                 if m.q_lora_rank else h * H * (m.qk_nope_dim + m.qk_rope_dim))
+            kv = h * (m.kv_lora_rank + m.qk_rope_dim) + m.kv_lora_rank * H * (m.qk_nope_dim
+                                                                             + m.v_head_dim)
+            return q + kv + H * m.v_head_dim * h
+        return h * H * d + 2 * h * self.num_kv_heads * d + H * d * h
+
+    def _ffn_params(self, size: int) -> int:
+        return (3 if self.gated_ffn else 2) * self.hidden_size * size
+
+    def ffn_params(self, layer: int, active: bool = False) -> int:
+        """FFN (or MoE) parameters of one layer; ``active``: only those one token uses."""
+        if not self.moe or layer < self.moe.first_dense_layers:
+            return self._ffn_params(self.ffn_size)
+        m = self.moe
+        experts = (m.top_k if active else m.num_experts) + m.shared_experts
+        return experts * self._ffn_params(m.expert_ffn_size) + self.hidden_size * m.num_experts
+
+    def num_params(self, active: bool = False) -> int:
+        """Total parameters (or parameters active per token, for MoE)."""
+        emb = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+        return emb + sum(self.attention_params() + self.ffn_params(i, active)
+                         for i in range(self.num_layers))
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+
+def _catalog_index() -> dict[str, Path]:
+    index: dict[str, Path] = {}
+    for f in sorted(CATALOG.glob("*.yaml")):
+        raw = read_yaml(f)
+        for n in [raw["name"], *(raw.get("aliases") or [])]:
+            if n in index:
+                raise ConfigError(f"duplicate model name {n!r} (also in {index[n]})", file=str(f))
+            index[n] = f
+    return index
+
+
+def list_models() -> list[str]:
+    return sorted({read_yaml(f)["name"] for f in CATALOG.glob("*.yaml")})
+
+
+def load_model(name_or_path: str | Path) -> ModelConfig:
+    """A catalog model by name (``"llama-3.1-70b"``), a model YAML, or an HF ``config.json``."""
+    s = str(name_or_path)
+    if s.endswith(".json"):
+        return from_hf_config(s)
+    if s.endswith((".yaml", ".yml")):
+        try:
+            return build(ModelConfig, read_yaml(s))
+        except ConfigError as e:
+            raise e.with_file(s) from None
+    index = _catalog_index()
+    if s not in index:
+        raise ConfigError(f"unknown model {s!r}" + suggest(s, index)
+                          + "; give a catalog name, a model .yaml or an HF config.json")
+    try:
+        return build(ModelConfig, read_yaml(index[s]))
+    except ConfigError as e:
+        raise e.with_file(str(index[s])) from None
+
+
+def from_hf_config(path: str | Path) -> ModelConfig:
+    """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek)."""
+    p = Path(path)
+    try:
+        c = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(p)) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"invalid JSON at line {e.lineno}: {e.msg}", file=str(p)) from None
+
+    def get(*keys, default=None):
+        for k in keys:
+            if k in c:
+                return c[k]
+        if default is None:
+            raise ConfigError(f"missing key (one of {', '.join(keys)})", file=str(p))
+        return default
+
+    hidden = get("hidden_size", "n_embd", "d_model")
+    heads = get("num_attention_heads", "n_head", "num_heads")
+    mt = c.get("model_type", "")
+    ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
+    d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
+             num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
+             num_heads=heads, num_kv_heads=c.get("num_key_value_heads") or heads,
+             head_dim=c.get("head_dim") or hidden // heads, ffn_size=ffn,
+             vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
+             tied_embeddings=bool(c.get("tie_word_embeddings", mt in ("opt", "bloom"))),
+             max_context=c.get("max_position_embeddings") or 131072, source=str(p))
+    experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
+    if experts:
+        d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
+                        expert_ffn_size=c.get("moe_intermediate_size") or ffn,
+                        shared_experts=c.get("n_shared_experts") or 0,
+                        first_dense_layers=c.get("first_k_dense_replace") or 0)
+    if c.get("kv_lora_rank"):
+        d["mla"] = dict(kv_lora_rank=c["kv_lora_rank"], qk_rope_dim=c["qk_rope_head_dim"],
+                        qk_nope_dim=c["qk_nope_head_dim"], v_head_dim=c["v_head_dim"],
+                        q_lora_rank=c.get("q_lora_rank") or 0)
+        d["head_dim"] = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+    try:
+        return build(ModelConfig, d)
+    except ConfigError as e:
+        raise e.with_file(str(p)) from None

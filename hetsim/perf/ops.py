@@ -1,0 +1,163 @@
+"""Operator costs on one accelerator: rooflines with achievable-efficiency curves.
+
+Every op is ``max(compute_time, memory_time) + kernel_overhead`` where
+- compute_time = FLOPs / (peak(precision) x efficiency x shape_efficiency), and shape_efficiency
+  models tile padding and wave quantization over the device's compute units (with split-K for
+  tall-skinny shapes, as cuBLAS/hipBLASLt heuristics do);
+- memory_time = bytes / (HBM bandwidth x hbm efficiency).
+"""
+from __future__ import annotations
+
+import math
+
+from ..hardware import PRECISION_BYTES, Accelerator, Interconnect, load_interconnect
+from ..errors import ConfigError
+
+__all__ = ["PerfModel", "GEMM_TILES"]
+
+#: Candidate output tiles (m, n, relative efficiency of the tile's inner loop). Smaller tiles fill
+#: more compute units but reuse operands less. A library picks the best per shape.
+GEMM_TILES = ((128, 256, 1.0), (128, 128, 0.95), (64, 128, 0.85), (64, 64, 0.7))
+#: Flash-attention query tile (rows of Q per thread block).
+ATTN_Q_TILE = 128
+#: Minimum K slice per split in split-K GEMMs.
+SPLITK_MIN_K = 512
+
+
+class PerfModel:
+    """Time of operators on ``acc``; the TP all-reduce runs over ``link`` (default: its scale-up)."""
+
+    def __init__(self, acc: Accelerator, link: Interconnect | None = None):
+        self.acc = acc
+        if link is None:
+            link = load_interconnect(acc.scale_up.link) if acc.scale_up else None
+        self.link = link
+        e = acc.efficiency
+        self._bw = acc.hbm_bandwidth * e.hbm
+        self._kernel = e.kernel_overhead_us * 1e-6
+        self.iteration_overhead = e.iteration_overhead_ms * 1e-3
+
+    # --- helpers -------------------------------------------------------------------------
+    def _peak(self, precision: str) -> float:
+        if not self.acc.supports(precision):
+            raise ConfigError(f"{self.acc.name} does not compute in {precision} (supports "
+                              f"{', '.join(self.acc.precisions)})")
+        return self.acc.peak_flops(precision)
+
+    def shape_efficiency(self, m: int, n: int, k: int = 1 << 20) -> float:
+        """Fraction of the GEMM ceiling an (m x k)@(k x n) reaches: padding x waves x tile."""
+        units = self.acc.compute_units
+        best = 0.0
+        for tm, tn, tile_eff in GEMM_TILES:
+            tiles_m, tiles_n = -(-m // tm), -(-n // tn)
+            tiles = tiles_m * tiles_n
+            pad = (m * n) / (tiles_m * tm * tiles_n * tn)
+            split = max(1, min(units // tiles, k // SPLITK_MIN_K)) if tiles < units else 1
+            work = tiles * split
+            waves = -(-work // units)
+            best = max(best, tile_eff * pad * work / (waves * units))
+        return best
+
+    def memory_time(self, nbytes: float) -> float:
+        """A memory-bound kernel moving ``nbytes`` through HBM."""
+        return nbytes / self._bw + self._kernel
+
+    # --- public op API -------------------------------------------------------------------
+    def gemm_time(self, m: int, n: int, k: int, precision: str = "bf16",
+                  weight_precision: str | None = None) -> float:
+        """Seconds for (m x k) @ (k x n): activations in ``precision``, the (k x n) operand in
+        ``weight_precision`` (weight-only quantization reads fewer bytes, computes at
+        ``precision``)."""
+        if m <= 0 or n <= 0 or k <= 0:
+            return 0.0
+        a = PRECISION_BYTES[precision]
+        w = PRECISION_BYTES[weight_precision or precision]
+        flops = 2.0 * m * n * k
+        ceiling = self._peak(precision) * self.acc.efficiency.gemm
+        compute = flops / (ceiling * self.shape_efficiency(m, n, k))
+        memory = ((m * k + m * n) * a + k * n * w) / self._bw
+        return max(compute, memory) + self._kernel
+
+    def attention_prefill_time(self, batch: int, seq_len: int, n_heads: int, n_kv_heads: int,
+                               head_dim: int, precision: str = "bf16") -> float:
+        """Causal attention of ``batch`` prompts of ``seq_len`` tokens (heads of one rank)."""
+        return self.attention_chunks_time([(seq_len, seq_len)] * batch, n_heads, n_kv_heads,
+                                          head_dim, precision)
+
+    def attention_chunks_time(self, chunks, n_heads: int, n_kv_heads: int, head_dim: int,
+                              precision: str = "bf16", kv_precision: str | None = None,
+                              v_head_dim: int | None = None) -> float:
+        """Causal attention for prompt chunks ``[(q_len, kv_len), ...]``: each chunk's q_len new
+        tokens attend to kv_len tokens (previous context + themselves)."""
+        if not chunks:
+            return 0.0
+        b = PRECISION_BYTES[precision]
+        kvb = PRECISION_BYTES[kv_precision or precision]
+        vd = v_head_dim or head_dim
+        pairs = 0.0   # (query, key) pairs under the causal mask
+        q_tokens = kv_tokens = q_tiles = 0
+        for q, kv in chunks:
+            prior = kv - q
+            pairs += q * prior + q * (q + 1) / 2
+            q_tokens += q
+            kv_tokens += kv
+            q_tiles += -(-q // ATTN_Q_TILE)
+        flops = 2.0 * pairs * n_heads * (head_dim + vd)
+        units = self.acc.compute_units
+        work = q_tiles * n_heads
+        pad = q_tokens / (q_tiles * ATTN_Q_TILE)
+        waves = pad * work / (-(-work // units) * units)
+        ceiling = self._peak(precision) * self.acc.efficiency.attention
+        compute = flops / (ceiling * waves)
+        memory = (q_tokens * n_heads * (head_dim + vd) * b
+                  + kv_tokens * n_kv_heads * (head_dim + vd) * kvb) / self._bw
+        return max(compute, memory) + self._kernel
+
+    def attention_decode_time(self, batch: int, kv_len: int, n_heads: int, n_kv_heads: int,
+                              head_dim: int, precision: str = "bf16",
+                              kv_precision: str | None = None) -> float:
+        """One query token per sequence against ``kv_len`` cached tokens each."""
+        return self.attention_decode_total_time(batch, batch * kv_len, n_heads, n_kv_heads,
+                                                head_dim, precision, kv_precision)
+
+    def attention_decode_total_time(self, batch: int, total_kv: int, n_heads: int,
+                                    n_kv_heads: int, head_dim: int, precision: str = "bf16",
+                                    kv_precision: str | None = None,
+                                    kv_width: int | None = None) -> float:
+        """Decode attention for ``batch`` sequences holding ``total_kv`` cached tokens in all.
+
+        NOTE: depends on the batch only through (batch, sum of context lengths), which lets the
+        engine keep decode steps O(1). ``kv_width`` overrides the cached elements per token and
+        head (MLA caches one latent instead of K and V).
+        """
+        if batch <= 0:
+            return 0.0
+        b = PRECISION_BYTES[precision]
+        kvb = PRECISION_BYTES[kv_precision or precision]
+        width = kv_width if kv_width is not None else 2 * head_dim
+        flops = 2.0 * total_kv * n_heads * width
+        compute = flops / (self._peak(precision) * self.acc.efficiency.attention)
+        memory = (total_kv * n_kv_heads * width * kvb + 2 * batch * n_heads * head_dim * b) / self._bw
+        return max(compute, memory) + self._kernel
+
+    def allreduce_time(self, nbytes: float, n_devices: int) -> float:
+        """Ring all-reduce of ``nbytes`` per device over the scale-up link (alpha-beta)."""
+        if n_devices <= 1 or nbytes <= 0:
+            return 0.0
+        if self.link is None:
+            raise ConfigError(f"{self.acc.name} has no scale-up link for TP > 1")
+        steps = 2 * (n_devices - 1)
+        alpha = self.link.collective_base_us * 1e-6 + steps * self.link.collective_hop
+        beta = steps / n_devices * nbytes / self.link.collective_bandwidth(n_devices)
+        return alpha + beta
+
+    def prefill_time(self, model, tp: int, prompt_lens, precision: str = "bf16") -> float:
+        """One batched prefill iteration over whole prompts."""
+        from .step import StepModel
+        return StepModel(model, self, tp, precision).prefill_time(prompt_lens)
+
+    def decode_time(self, model, tp: int, context_lens, precision: str = "bf16") -> float:
+        """One decode step for a batch with the given per-request context lengths."""
+        from .step import StepModel
+        lens = list(context_lens)
+        return StepModel(model, self, tp, precision).decode_time(len(lens), sum(lens))

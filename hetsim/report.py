@@ -1,0 +1,105 @@
+"""Human-facing outputs: the comparison table, the output folder and its plots."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+__all__ = ["format_table", "write_outputs"]
+
+# (header, getter, format)
+COLUMNS = [
+    ("placement", lambda s: s["name"], "{}"),
+    ("accel", lambda s: s["accelerators"], "{}"),
+    ("$/h", lambda s: s["cost_per_hour_usd"], "{:.2f}"),
+    ("done", lambda s: f'{s["completed"]}/{s["requests"]}', "{}"),
+    ("TTFT p50", lambda s: s["ttft_s"]["p50"], "{:.3f}"),
+    ("TTFT p99", lambda s: s["ttft_s"]["p99"], "{:.3f}"),
+    ("TPOT p50", lambda s: s["tpot_s"]["p50"], "{:.4f}"),
+    ("TPOT p99", lambda s: s["tpot_s"]["p99"], "{:.4f}"),
+    ("tok/s", lambda s: s["output_tokens_per_s"], "{:.0f}"),
+    ("SLO att.", lambda s: s["slo_attainment"], "{:.1%}"),
+    ("goodput r/s", lambda s: s["goodput_rps"], "{:.2f}"),
+    ("$/M tok", lambda s: s["usd_per_million_output_tokens"], "{:.2f}"),
+    ("goodput/$h", lambda s: s["goodput_rps_per_dollar_hour"], "{:.4f}"),
+    ("bottleneck", lambda s: s["bottleneck"], "{}"),
+]
+
+
+def _cell(get, fmt, s) -> str:
+    v = get(s)
+    return "-" if v is None else fmt.format(v)
+
+
+def format_table(summaries: list[dict], title: str = "") -> str:
+    rows = [[h for h, _, _ in COLUMNS]] + [[_cell(g, f, s) for _, g, f in COLUMNS]
+                                           for s in summaries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    out = ([title] if title else []) + [line(rows[0]), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + [line(r) for r in rows[1:]])
+
+
+def _plots(result, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    df = result.requests
+    slo = result.scenario.slo
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, col, target in ((axes[0], "ttft_s", slo.ttft_s), (axes[1], "tpot_s", slo.tpot_s)):
+        for name, g in df.groupby("placement", sort=False):
+            x = np.sort(g[col].dropna().to_numpy())
+            if len(x):
+                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=name)
+        ax.axvline(target, color="k", ls="--", lw=0.8, label="SLO")
+        ax.set_xscale("log")
+        ax.set_xlabel(col.replace("_s", " (s)").upper())
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result.scenario.name}: latency CDFs")
+    fig.tight_layout()
+    fig.savefig(out / "latency_cdf.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for s in result.summaries:
+        ax.scatter(s["cost_per_hour_usd"], s["goodput_rps"], s=40)
+        ax.annotate(s["name"], (s["cost_per_hour_usd"], s["goodput_rps"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("cost ($/h)")
+    ax.set_ylabel("goodput (requests/s within SLO)")
+    ax.set_title("cost vs goodput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "cost_vs_goodput.png", dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result, out_dir: str | Path) -> Path:
+    """Write summary.json, requests.csv, scenario.resolved.yaml and plots, atomically:
+    everything goes to a temporary sibling folder that is renamed into place at the end."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "summary.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        result.requests.to_csv(tmp / "requests.csv", index=False)
+        (tmp / "scenario.resolved.yaml").write_text(
+            yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
+        _plots(result, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,261 @@
+"""Workloads: arrival processes and length distributions -> an identical request stream.
+
+Each random source (arrival gaps, input lengths, output lengths) gets its own
+``numpy.random.Generator`` spawned from one ``SeedSequence``, so every placement sees the same
+requests and changing one source never shifts another.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import build, meta, non_negative, positive
+from .errors import ConfigError, suggest
+
+__all__ = ["Arrival", "Lengths", "WorkloadSpec", "Requests", "generate", "PRESETS",
+           "load_workload"]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    process: str = field(default="poisson", metadata=meta(
+        "poisson | gamma | constant | closed"))
+    rate_rps: float | None = field(default=None, metadata=meta("mean arrival rate, requests/s",
+                                                               positive))
+    cv: float = field(default=1.0, metadata=meta("gamma: coefficient of variation of gaps",
+                                                 positive))
+    concurrency: int | None = field(default=None, metadata=meta(
+        "closed: number of clients, each sending its next request when the last completes",
+        positive))
+    think_time_s: float = field(default=0.0, metadata=meta("closed: pause between requests",
+                                                           non_negative))
+
+    def __post_init__(self):
+        kinds = ("poisson", "gamma", "constant", "closed")
+        if self.process not in kinds:
+            raise ConfigError(f"unknown arrival process {self.process!r}"
+                              + suggest(self.process, kinds) + f"; one of {', '.join(kinds)}",
+                              path="process")
+        if self.process == "closed" and not self.concurrency:
+            raise ConfigError("closed loop needs concurrency: N", path="concurrency")
+        if self.process != "closed" and not self.rate_rps:
+            raise ConfigError(f"{self.process} arrivals need rate_rps", path="rate_rps")
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """A token-length distribution; every draw is rounded and clipped to [min_tokens, max]."""
+    dist: str = field(default="fixed", metadata=meta(
+        "fixed | uniform | normal | lognormal | empirical"))
+    value: int | None = field(default=None, metadata=meta("fixed: the length", positive))
+    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", positive))
+    max: int | None = field(default=None, metadata=meta("upper bound / clip", positive))
+    mean: float | None = field(default=None, metadata=meta("normal/lognormal: mean length",
+                                                           positive))
+    median: float | None = field(default=None, metadata=meta("lognormal: median (instead of mean)",
+                                                             positive))
+    std: float | None = field(default=None, metadata=meta("normal: standard deviation",
+                                                          non_negative))
+    sigma: float | None = field(default=None, metadata=meta("lognormal: sigma of log-length",
+                                                            non_negative))
+    file: str | None = field(default=None, metadata=meta(
+        "empirical: CSV histogram with columns tokens,weight (relative to the scenario)"))
+    preset: str | None = field(default=None, metadata=meta("named preset, e.g. azure-conv-2023"))
+
+    def __post_init__(self):
+        need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
+                "lognormal": ("sigma",), "empirical": ("file",)}
+        if self.preset:
+            return
+        if self.dist not in need:
+            raise ConfigError(f"unknown distribution {self.dist!r}" + suggest(self.dist, need)
+                              + f"; one of {', '.join(need)}", path="dist")
+        for k in need[self.dist]:
+            if getattr(self, k) is None:
+                raise ConfigError(f"{self.dist} needs {k}", path=k)
+        if self.dist == "lognormal" and (self.mean is None) == (self.median is None):
+            raise ConfigError("lognormal needs exactly one of mean or median", path="mean")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"min {self.min} > max {self.max}", path="min")
+
+
+# Presets from the published statistics of the Azure LLM inference traces (2023, CC-BY):
+# conversation: input median 1020 / p90 2735, output median 129 / p90 424 (max 1000),
+# near-Poisson arrivals (CV ~1.1); code: input median 1469 / p90 5194 (p99 7436), output
+# median 13 / p90 55 (p99 252), very bursty (CV ~13). Lognormals are fitted to median and
+# p90: sigma = ln(p90/median) / 1.2816. Source: shared/reference/validation.md (Splitwise /
+# Azure public dataset).
+def _ln(median, p90, max_):
+    return {"dist": "lognormal", "median": median, "sigma": round(math.log(p90 / median) / 1.2816, 4),
+            "max": max_}
+
+
+PRESETS = {
+    "azure-conv-2023": {"input_tokens": _ln(1020, 2735, 8192), "output_tokens": _ln(129, 424, 1000),
+                        "arrival_cv": 1.1},
+    "azure-code-2023": {"input_tokens": _ln(1469, 5194, 8192), "output_tokens": _ln(13, 55, 1000),
+                        "arrival_cv": 13.0},
+    # Stage-pressure regimes.
+    "prefill-heavy": {"input_tokens": _ln(4096, 8192, 16384), "output_tokens": _ln(64, 128, 512),
+                      "arrival_cv": 1.0},
+    "decode-heavy": {"input_tokens": _ln(256, 512, 2048), "output_tokens": _ln(1024, 2048, 4096),
+                     "arrival_cv": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    requests: int = field(default=1000, metadata=meta("number of requests", positive))
+    seed: int = field(default=0, metadata=meta("seed of the SeedSequence all sources spawn from"))
+    arrival: Arrival | None = None
+    input_tokens: Lengths | None = None
+    output_tokens: Lengths | None = None
+    trace: str | None = field(default=None, metadata=meta(
+        "CSV with timestamp_s,input_tokens,output_tokens (replaces arrival and lengths)"))
+    preset: str | None = field(default=None, metadata=meta(
+        "fills input/output lengths (and gamma CV when arrival has no cv) from a named preset"))
+
+    def __post_init__(self):
+        if self.preset and self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}" + suggest(self.preset, PRESETS),
+                              path="preset")
+        if self.trace:
+            return
+        if self.arrival is None:
+            raise ConfigError("required key is missing (or give trace:)", path="arrival")
+        if not self.preset:
+            for k in ("input_tokens", "output_tokens"):
+                if getattr(self, k) is None:
+                    raise ConfigError("required key is missing (or give preset:)", path=k)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The request stream: arrival times (NaN for closed-loop) and token counts."""
+    arrival_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    closed_concurrency: int | None = None
+    think_time_s: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.input_tokens)
+
+
+def _lengths_spec(spec: Lengths | None, role: str, preset: str | None) -> Lengths:
+    name = (spec.preset if spec is not None and spec.preset else None) or (
+        preset if spec is None else None)
+    if name:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}" + suggest(name, PRESETS),
+                              path=f"{role}.preset")
+        return build(Lengths, PRESETS[name][role], role)
+    return spec
+
+
+def _read_histogram(path: Path, where: str):
+    try:
+        rows = list(csv.DictReader(path.open()))
+    except FileNotFoundError:
+        raise ConfigError(f"histogram file not found: {path}", path=where) from None
+    try:
+        tokens = np.array([float(r["tokens"]) for r in rows])
+        weight = np.array([float(r["weight"]) for r in rows])
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError(f"{path}: needs numeric columns tokens,weight", path=where) from None
+    if len(rows) == 0 or (weight < 0).any() or weight.sum() <= 0 or (tokens <= 0).any():
+        raise ConfigError(f"{path}: needs positive tokens and non-negative weights", path=where)
+    return tokens, weight / weight.sum()
+
+
+def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, base: Path,
+                   where: str) -> np.ndarray:
+    d = spec.dist
+    if d == "fixed":
+        x = np.full(n, float(spec.value))
+    elif d == "uniform":
+        x = rng.integers(spec.min, spec.max + 1, size=n).astype(float)
+    elif d == "normal":
+        x = rng.normal(spec.mean, spec.std, size=n)
+    elif d == "lognormal":
+        mu = math.log(spec.median) if spec.median else math.log(spec.mean) - spec.sigma ** 2 / 2
+        x = rng.lognormal(mu, spec.sigma, size=n)
+    else:  # empirical
+        tokens, p = _read_histogram(base / spec.file, f"{where}.file")
+        x = rng.choice(tokens, size=n, p=p)
+    lo = spec.min if spec.min is not None and d != "uniform" else 1
+    hi = spec.max if spec.max is not None else np.inf
+    return np.clip(np.rint(x), lo, hi).astype(np.int64)
+
+
+def _arrivals(a: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
+    if a.process == "closed":
+        return np.full(n, np.nan)
+    mean_gap = 1.0 / a.rate_rps
+    if a.process == "poisson":
+        gaps = rng.exponential(mean_gap, size=n)
+    elif a.process == "gamma":  # shape k = 1/cv^2, scale = mean/k
+        k = 1.0 / a.cv ** 2
+        gaps = rng.gamma(k, mean_gap / k, size=n)
+    else:
+        gaps = np.full(n, mean_gap)
+    gaps[0] = 0.0  # the first request arrives at t=0
+    return np.cumsum(gaps)
+
+
+def _read_trace(path: Path, limit: int | None) -> Requests:
+    try:
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise ConfigError(f"trace file not found: {path}", path="workload.trace") from None
+    try:
+        t = np.array([float(r["timestamp_s"]) for r in rows])
+        i = np.array([int(float(r["input_tokens"])) for r in rows])
+        o = np.array([int(float(r["output_tokens"])) for r in rows])
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError(f"{path}: needs columns timestamp_s,input_tokens,output_tokens",
+                          path="workload.trace") from None
+    if len(t) == 0 or (i <= 0).any() or (o <= 0).any() or (np.diff(t) < 0).any():
+        raise ConfigError(f"{path}: needs rows with sorted timestamps and positive token counts",
+                          path="workload.trace")
+    order = slice(0, limit)
+    return Requests(t[order] - t[0], i[order], o[order])
+
+
+def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None = None) -> Requests:
+    """Draw the request stream. ``base`` resolves relative file paths (the scenario's folder)."""
+    base = Path(base)
+    if spec.trace:
+        reqs = _read_trace(base / spec.trace, spec.requests)
+    else:
+        ss = np.random.SeedSequence(spec.seed)
+        arr_rng, in_rng, out_rng = (np.random.default_rng(s) for s in ss.spawn(3))
+        a = spec.arrival
+        if spec.preset and a.process == "gamma" and "cv" not in _explicit(a):
+            a = Arrival(**{**a.__dict__, "cv": PRESETS[spec.preset]["arrival_cv"]})
+        n = spec.requests
+        inp = sample_lengths(_lengths_spec(spec.input_tokens, "input_tokens", spec.preset), n,
+                             in_rng, base, "workload.input_tokens")
+        out = sample_lengths(_lengths_spec(spec.output_tokens, "output_tokens", spec.preset), n,
+                             out_rng, base, "workload.output_tokens")
+        reqs = Requests(_arrivals(a, n, arr_rng), inp, out, a.concurrency, a.think_time_s)
+    if max_context:
+        over = reqs.input_tokens + reqs.output_tokens > max_context
+        if over.any():
+            inp = np.minimum(reqs.input_tokens, max_context - 1)
+            out = np.minimum(reqs.output_tokens, max_context - inp)
+            reqs = Requests(reqs.arrival_s, inp, out, reqs.closed_concurrency, reqs.think_time_s)
+    return reqs
+
+
+def _explicit(a: Arrival) -> set:
+    return {k for k, v in a.__dict__.items() if v != Arrival.__dataclass_fields__[k].default}
+
+
+def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
+    return build(WorkloadSpec, data, path)
