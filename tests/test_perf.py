@@ -1,0 +1,97 @@
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import hetsim
+from hetsim.errors import ConfigError
+
+H100 = hetsim.PerfModel(hetsim.load_accelerator("h100-sxm"))
+A100 = hetsim.PerfModel(hetsim.load_accelerator("a100-sxm"))
+L70 = hetsim.load_model("llama-3.1-70b")
+dims = st.integers(1, 16384)
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=dims, n=dims, k=dims, dm=st.integers(0, 4096))
+def test_gemm_more_rows_never_faster(m, n, k, dm):
+    # NOTE: monotone in m holds because tiles are re-chosen per shape and padding only grows
+    assert H100.gemm_time(m + dm, n, k) >= H100.gemm_time(m, n, k) * (1 - 1e-12) or dm == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(m=dims, n=dims, k=dims)
+def test_gemm_between_roofline_bounds(m, n, k):
+    t = H100.gemm_time(m, n, k)
+    peak = 2 * m * n * k / 989e12
+    bytes_ = 2 * (m * k + k * n + m * n) / 3.35e12
+    assert t >= max(peak, bytes_)     # never faster than the datasheet roofline
+    assert t < 200 * max(peak, bytes_) + 1e-4
+
+
+def test_large_gemm_reaches_the_measured_ceiling():
+    t = H100.gemm_time(8192, 8192, 8192)
+    tflops = 2 * 8192 ** 3 / t / 1e12
+    assert 700 < tflops <= 0.80 * 989      # MAMF: 794.5 TFLOP/s measured on H100 SXM
+
+
+@pytest.mark.parametrize("batch", [1, 16, 128])
+def test_decode_is_bandwidth_bound(batch):
+    # validation.md: batch-1 decode of a 70B bf16 model at TP8 reads ~17.5 GB per GPU per step
+    t = H100.decode_time(L70, 8, [1024] * batch)
+    nbytes = 17.5e9 + batch * 1024 * L70.kv_bytes_per_token("bf16", tp=8)   # weights + KV
+    assert t > nbytes / 3.35e12                  # never beats the datasheet bandwidth
+    assert t < 2 * nbytes / 3.35e12 + 5e-3       # 0.8 of peak plus fixed per-step costs
+
+
+def test_splitwise_speedup_ratios():
+    # validation.md (Splitwise): H100 vs A100 prefill 1.7-2.5x, decode 1.35-1.55x (BLOOM/Llama)
+    for name in ("bloom-176b", "llama-2-70b"):
+        m = hetsim.load_model(name)
+        pre = A100.prefill_time(m, 8, [1500]) / H100.prefill_time(m, 8, [1500])
+        dec = A100.decode_time(m, 8, [1500] * 16) / H100.decode_time(m, 8, [1500] * 16)
+        assert 1.7 <= pre <= 2.5, (name, pre)
+        assert 1.3 <= dec <= 1.6, (name, dec)
+
+
+def test_prefill_scales_superlinearly_with_length():
+    t1, t8 = (H100.prefill_time(L70, 8, [n]) for n in (2048, 16384))
+    assert t8 > 8 * t1 * 0.95            # attention is quadratic
+
+
+def test_attention_decode_linear_in_context():
+    a = H100.attention_decode_time(32, 1000, 8, 1, 128)
+    b = H100.attention_decode_time(32, 2000, 8, 1, 128)
+    assert b > a and b < 2 * a + 1e-5
+
+
+def test_allreduce_alpha_beta():
+    assert H100.allreduce_time(1e6, 1) == 0
+    small, large = H100.allreduce_time(1e3, 8), H100.allreduce_time(1e9, 8)
+    assert small > 6e-6                               # latency floor
+    assert large == pytest.approx(2 * 7 / 8 * 1e9 / (450e9 * 0.83), rel=0.01)
+
+
+def test_fp8_speeds_up_prefill_and_unsupported_precision_errors():
+    assert H100.prefill_time(L70, 8, [4096], "fp8") < H100.prefill_time(L70, 8, [4096], "bf16")
+    with pytest.raises(ConfigError, match="does not compute in fp8"):
+        A100.prefill_time(L70, 8, [512], "fp8")
+
+
+def test_memory_plan():
+    acc = hetsim.load_accelerator("h100-sxm")
+    plan = hetsim.memory_plan(L70, acc, 8, "bf16")
+    assert plan.weight_bytes == pytest.approx(70.6e9 * 2 / 8, rel=0.01)
+    assert plan.kv_tokens * plan.kv_bytes_per_token <= plan.kv_bytes
+    fp8 = hetsim.memory_plan(L70, acc, 8, hetsim.Formats("bf16", "fp8", "fp8"))
+    assert fp8.kv_tokens > 2 * plan.kv_tokens        # half-size weights and half-size KV
+    with pytest.raises(ConfigError, match="does not fit"):
+        hetsim.memory_plan(L70, acc, 1, "bf16")
+
+
+def test_moe_and_mla_models_run():
+    ds = hetsim.load_model("deepseek-v3")
+    h200 = hetsim.PerfModel(hetsim.load_accelerator("h200-sxm"))
+    t_small, t_big = h200.decode_time(ds, 8, [2000] * 8), h200.decode_time(ds, 8, [2000] * 256)
+    assert 0 < t_small < t_big
+    mx = hetsim.load_model("mixtral-8x7b")
+    # a batch-1 decode touches 2 of 8 experts: far less than the dense-equivalent weights
+    assert H100.decode_time(mx, 2, [100]) < 0.6 * (mx.num_params() * 2 / 2) / 3.35e12

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from hetsim.config import build
+from hetsim.errors import ConfigError
+from hetsim.workload import WorkloadSpec, generate
+
+
+def spec(**kw):
+    d = {"requests": 20000, "seed": 5, "arrival": {"process": "poisson", "rate_rps": 10.0},
+         "input_tokens": {"dist": "fixed", "value": 100},
+         "output_tokens": {"dist": "fixed", "value": 10}}
+    d.update(kw)
+    return build(WorkloadSpec, d)
+
+
+def test_poisson_rate_and_determinism():
+    a, b = generate(spec()), generate(spec())
+    assert np.array_equal(a.arrival_s, b.arrival_s)
+    gaps = np.diff(a.arrival_s)
+    assert gaps.mean() == pytest.approx(0.1, rel=0.03)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+
+
+def test_gamma_cv_and_constant():
+    g = generate(spec(arrival={"process": "gamma", "rate_rps": 10.0, "cv": 3.0}))
+    gaps = np.diff(g.arrival_s)
+    assert gaps.mean() == pytest.approx(0.1, rel=0.1)
+    assert gaps.std() / gaps.mean() == pytest.approx(3.0, rel=0.1)
+    c = generate(spec(arrival={"process": "constant", "rate_rps": 4.0}))
+    assert np.allclose(np.diff(c.arrival_s), 0.25)
+
+
+def test_changing_one_source_leaves_the_others():
+    a = generate(spec())
+    b = generate(spec(arrival={"process": "poisson", "rate_rps": 20.0},
+                      input_tokens={"dist": "uniform", "min": 10, "max": 20}))
+    assert np.array_equal(a.output_tokens, b.output_tokens)
+
+
+def test_length_distributions():
+    ln = generate(spec(input_tokens={"dist": "lognormal", "mean": 1024, "sigma": 0.8,
+                                     "max": 100000})).input_tokens
+    assert ln.mean() == pytest.approx(1024, rel=0.03)
+    clipped = generate(spec(input_tokens={"dist": "lognormal", "mean": 1024, "sigma": 0.8,
+                                          "max": 2000})).input_tokens
+    assert clipped.max() == 2000 and clipped.min() >= 1
+    u = generate(spec(input_tokens={"dist": "uniform", "min": 10, "max": 20})).input_tokens
+    assert u.min() == 10 and u.max() == 20
+    n = generate(spec(input_tokens={"dist": "normal", "mean": 500, "std": 50})).input_tokens
+    assert n.mean() == pytest.approx(500, rel=0.01)
+
+
+def test_empirical_and_trace(tmp_path):
+    (tmp_path / "h.csv").write_text("tokens,weight\n100,1\n200,3\n")
+    e = generate(spec(input_tokens={"dist": "empirical", "file": "h.csv"}), tmp_path).input_tokens
+    assert set(np.unique(e)) == {100, 200}
+    assert (e == 200).mean() == pytest.approx(0.75, abs=0.02)
+    (tmp_path / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n"
+                                    "10.0,5,6\n10.5,7,8\n12,9,1\n")
+    t = generate(build(WorkloadSpec, {"trace": "t.csv", "requests": 10}), tmp_path)
+    assert t.arrival_s.tolist() == [0.0, 0.5, 2.0] and t.output_tokens.tolist() == [6, 8, 1]
+
+
+def test_presets_match_published_medians():
+    w = build(WorkloadSpec, {"requests": 20000, "seed": 1, "preset": "azure-conv-2023",
+                             "arrival": {"process": "poisson", "rate_rps": 1.0}})
+    r = generate(w)
+    assert np.median(r.input_tokens) == pytest.approx(1020, rel=0.05)
+    assert np.percentile(r.input_tokens, 90) == pytest.approx(2735, rel=0.07)
+    assert np.median(r.output_tokens) == pytest.approx(129, rel=0.05)
+    code = generate(build(WorkloadSpec, {"requests": 20000, "seed": 1, "preset": "azure-code-2023",
+                                         "arrival": {"process": "gamma", "rate_rps": 1.0}}))
+    gaps = np.diff(code.arrival_s)
+    assert gaps.std() / gaps.mean() > 5          # the preset's bursty CV (~13) is applied
+
+
+@pytest.mark.parametrize("bad,where", [
+    ({"arrival": {"process": "poison", "rate_rps": 1}}, "did you mean 'poisson'"),
+    ({"arrival": {"process": "poisson", "rate_rps": -1}}, "must be > 0"),
+    ({"arrival": {"process": "closed"}}, "concurrency"),
+    ({"input_tokens": {"dist": "lognormal", "sigma": 1}}, "exactly one of mean or median"),
+    ({"input_tokens": {"dist": "uniform", "min": 9, "max": 3}}, "min 9 > max 3"),
+])
+def test_bad_workloads(bad, where):
+    with pytest.raises(ConfigError, match=where):
+        spec(**bad)
