@@ -17,7 +17,9 @@ __all__ = ["PerfModel", "GEMM_TILES"]
 
 #: Candidate output tiles (m, n, relative efficiency of the tile's inner loop). Smaller tiles fill
 #: more compute units but reuse operands less. A library picks the best per shape.
-GEMM_TILES = ((128, 256, 1.0), (128, 128, 0.95), (64, 128, 0.85), (64, 64, 0.7))
+GEMM_TILES = ((128, 256, 1.0), (128, 128, 0.95), (64, 128, 0.85), (64, 64, 0.7),
+              (16, 64, 0.5),    # small-m kernels (decode batches)
+              (1, 256, 0.25))   # GEMV: no operand reuse, only ever wins for a handful of rows
 #: Flash-attention query tile (rows of Q per thread block).
 ATTN_Q_TILE = 128
 #: Minimum K slice per split in split-K GEMMs.
