@@ -33,8 +33,12 @@ class Arrival:
         positive))
     think_time_s: float = field(default=0.0, metadata=meta("closed: pause between requests",
                                                            non_negative))
+    trace: str | None = field(default=None, metadata=meta(
+        "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
 
     def __post_init__(self):
+        if self.trace:
+            return
         kinds = ("poisson", "gamma", "constant", "closed")
         if self.process not in kinds:
             raise ConfigError(f"unknown arrival process {self.process!r}"
@@ -123,7 +127,7 @@ class WorkloadSpec:
         if self.preset and self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}" + suggest(self.preset, PRESETS),
                               path="preset")
-        if self.trace:
+        if self.trace or (self.arrival is not None and self.arrival.trace):
             return
         if self.arrival is None:
             raise ConfigError("required key is missing (or give trace:)", path="arrival")
@@ -230,8 +234,9 @@ def _read_trace(path: Path, limit: int | None) -> Requests:
 def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None = None) -> Requests:
     """Draw the request stream. ``base`` resolves relative file paths (the scenario's folder)."""
     base = Path(base)
-    if spec.trace:
-        reqs = _read_trace(base / spec.trace, spec.requests)
+    trace = spec.trace or (spec.arrival.trace if spec.arrival else None)
+    if trace:
+        reqs = _read_trace(base / trace, spec.requests)
     else:
         ss = np.random.SeedSequence(spec.seed)
         arr_rng, in_rng, out_rng = (np.random.default_rng(s) for s in ss.spawn(3))

@@ -60,6 +60,9 @@ def test_empirical_and_trace(tmp_path):
                                     "10.0,5,6\n10.5,7,8\n12,9,1\n")
     t = generate(build(WorkloadSpec, {"trace": "t.csv", "requests": 10}), tmp_path)
     assert t.arrival_s.tolist() == [0.0, 0.5, 2.0] and t.output_tokens.tolist() == [6, 8, 1]
+    # the spelling: arrival: {trace: path.csv}
+    t2 = generate(build(WorkloadSpec, {"arrival": {"trace": "t.csv"}, "requests": 2}), tmp_path)
+    assert t2.arrival_s.tolist() == [0.0, 0.5] and t2.input_tokens.tolist() == [5, 7]
 
 
 def test_presets_match_published_medians():

@@ -142,17 +142,21 @@ class DecodeInstance(_Instance):
             heapq.heappush(self.active, (r.done_step, r.id, r))
             self.ctx_sum += r.input_tokens + 1
 
+    def _complete(self, r: Request) -> None:
+        """Last token produced: release the request's KV and hand it back."""
+        r.last_token_s = self.env.now
+        self.kv.release(r.kv_blocks)
+        self.load_tokens -= r.input_tokens + r.output_tokens
+        self.n_requests -= 1
+        r.to(State.COMPLETED)
+        r.done.succeed()
+
     def _finish(self) -> None:
-        env, active = self.env, self.active
+        active = self.active
         while active and active[0][0] <= self.step_no:
             _, _, r = heapq.heappop(active)
             self.ctx_sum -= r.input_tokens + r.output_tokens
-            r.last_token_s = env.now
-            self.kv.release(r.kv_blocks)
-            self.load_tokens -= r.input_tokens + r.output_tokens
-            self.n_requests -= 1
-            r.to(State.COMPLETED)
-            r.done.succeed()
+            self._complete(r)
 
     def _run(self):
         while True:
@@ -243,12 +247,7 @@ class MixedInstance(DecodeInstance):
                 self.prefilling.remove(entry)
                 r.prefill_end_s = r.first_token_s = env.now
                 if r.output_tokens == 1:
-                    r.last_token_s = env.now
-                    self.kv.release(r.kv_blocks)
-                    self.load_tokens -= r.input_tokens + r.output_tokens
-                    self.n_requests -= 1
-                    r.to(State.COMPLETED)
-                    r.done.succeed()
+                    self._complete(r)
                 else:
                     r.to(State.DECODING)
                     self.pending.append(r)
