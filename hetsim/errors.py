@@ -21,8 +21,10 @@ class ConfigError(ValueError):
         super().__init__(self.format())
 
     def format(self) -> str:
+        """One line, always: control characters from user keys or values are escaped."""
         parts = [p for p in (self.file, self.path) if p]
-        return ": ".join([*parts, self.message])
+        text = ": ".join([*parts, self.message])
+        return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
     def with_file(self, file: str) -> "ConfigError":
         """Return the same error attributed to ``file`` (keeps an existing attribution)."""
