@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .engine.sim import Simulation
+from .errors import ConfigError, suggest
 from .metrics import records_frame, summarize
 from .scenario import Scenario, load_scenario, resolve_scenario
 from .workload import generate
@@ -39,6 +40,10 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
     model, resolved = resolve_scenario(sc)
     reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context)
     names = placements or list(resolved)
+    for name in names:
+        if name not in resolved:
+            raise ConfigError(f"unknown placement {name!r}" + suggest(name, resolved)
+                              + f"; one of {', '.join(resolved)}", file=sc.source_file)
     summaries, frames = [], []
     for name in names:
         pl = resolved[name]

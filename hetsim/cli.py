@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "action", None) == "show" and not args.name:
         parser.error("profiles show needs a NAME")
-    if getattr(args, "placement", None):
-        pass
     try:
         return args.func(args)
     except ConfigError as e:

@@ -123,3 +123,9 @@ def test_console_script_exit_code_in_subprocess(tmp_path, base_dict):
     f = write(tmp_path, d)
     p = subprocess.run([sys.executable, "-m", "hetsim", "run", f], capture_output=True, text=True)
     assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1
+
+
+def test_unknown_placement_is_a_clean_error(capsys):
+    assert main(["run", str(SCENARIOS / "quickstart.yaml"), "--placement", "disagg-1p3d"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown placement 'disagg-1p3d' (did you mean 'disagg-1p3d-h100'?)" in err
