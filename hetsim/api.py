@@ -20,6 +20,7 @@ class Result:
     scenario: Scenario
     summaries: list[dict]
     requests: pd.DataFrame   # one row per (placement, request)
+    staging: pd.DataFrame | None = None   # prefill-held KV over time (disaggregated only)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -44,7 +45,7 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
         if name not in resolved:
             raise ConfigError(f"unknown placement {name!r}" + suggest(name, resolved)
                               + f"; one of {', '.join(resolved)}", file=sc.source_file)
-    summaries, frames = [], []
+    summaries, frames, staging = [], [], []
     for name in names:
         pl = resolved[name]
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
@@ -52,4 +53,19 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
         df = records_frame(res.requests, name)
         summaries.append(summarize(df, pl, sc.slo, res))
         frames.append(df)
-    return Result(sc, summaries, pd.concat(frames, ignore_index=True))
+        staging.append(staging_frame(res, pl, name))
+    return Result(sc, summaries, pd.concat(frames, ignore_index=True),
+                  pd.concat(staging, ignore_index=True))
+
+
+def staging_frame(res, pl, name: str) -> pd.DataFrame:
+    """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
+    rows = []
+    for pname, insts in res.instances.items():
+        pool = pl.pools[pname]
+        if pool.spec.role != "prefill":
+            continue
+        for inst in insts:
+            rows += [(name, inst.name, t, b, b * pool.spec.block_size) for t, b in inst.timeline]
+    return pd.DataFrame(rows, columns=["placement", "instance", "t_s", "held_blocks",
+                                       "held_tokens"])

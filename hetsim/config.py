@@ -100,6 +100,10 @@ def _convert(tp, value, path: str):
                 return _convert(arg, value, path)
             except ConfigError as e:
                 errors.append(e)
+                # a mapping given where a section is allowed: its own error is the precise one
+                if isinstance(value, dict) and (dataclasses.is_dataclass(arg)
+                                                or typing.get_origin(arg) is dict):
+                    raise
         if len(errors) == 1:
             raise errors[0]
         raise ConfigError("must be " + " or ".join(_describe(a) for a in args

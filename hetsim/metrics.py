@@ -25,6 +25,11 @@ def records_frame(requests, placement: str) -> pd.DataFrame:
                             / (df["output_tokens"] - 1).clip(lower=1), np.nan)
     df["e2e_s"] = df["last_token_s"] - df["arrival_s"]
     df["transfer_s"] = df["transfer_end_s"] - df["transfer_start_s"]
+    # How long finished KV sat on the prefill side before its transfer began (waiting for
+    # decode room), and the transfer time not hidden behind the prefill computing it.
+    df["kv_wait_s"] = (df["transfer_start_s"] - df["prefill_end_s"]).clip(lower=0)
+    df["kv_transfer_exposed_s"] = df["transfer_end_s"] - np.maximum(df["prefill_end_s"],
+                                                                    df["transfer_start_s"])
     return df
 
 
@@ -56,14 +61,25 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
     tokens_per_s = out_tokens / duration
     goodput = float(ok.sum()) / duration
     util, step = {}, {}
-    kv_occ = {}
+    kv_occ, staging = {}, {}
+    preempt = {"count": 0, "swapped_bytes": 0.0, "recomputed_tokens": 0, "device_s": 0.0}
     for pname, insts in sim.instances.items():
         util[pname] = sum(i.busy_s for i in insts) / (len(insts) * duration)
         ntok = sum(i.decode_tokens for i in insts)
         step[pname] = sum(i.decode_token_s for i in insts) / ntok if ntok else None
         kv_occ[pname] = {"mean": float(np.mean([i.kv.mean_occupancy(sim.end_s) for i in insts])),
                          "peak": max(i.kv.peak / i.kv.capacity for i in insts)}
-    link_util = {p.name: p.busy_area / duration for p in sim.ports}
+        if placement.pools[pname].spec.role == "prefill":
+            # KV of finished prompts still owned by prefill (waiting for, or in, transfer)
+            staging[pname] = {
+                "mean": float(np.mean([i.mean_held(sim.end_s) / i.kv.capacity for i in insts])),
+                "peak": max(i.held_peak / i.kv.capacity for i in insts)}
+        for i in insts:
+            preempt["count"] += getattr(i, "preemptions", 0)
+            preempt["swapped_bytes"] += getattr(i, "swapped_bytes", 0.0)
+            preempt["recomputed_tokens"] += getattr(i, "recomputed_tokens", 0)
+            preempt["device_s"] += getattr(i, "preemption_s", 0.0)
+    link_util = link_utilization(sim.ports, duration)
     transfers = df["transfer_s"]
     summary = {
         "name": placement.name,
@@ -87,14 +103,37 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
         "goodput_rps_per_dollar_hour": goodput / cost if cost > 0 else None,
         "kv_transfer_bytes": float(df["kv_bytes"].sum()),
         "kv_transfer_s": percentiles(transfers),
+        "kv_wait_s": _mean_p99(df["kv_wait_s"]),
+        "kv_transfer_exposed_s": _mean_p99(df["kv_transfer_exposed_s"]),
+        "kv_conversion_s_total": float(df["conversion_s"].sum()),
+        "kv_conversion_bytes": float(sim.stats.get("conversion_bytes", 0.0)),
+        "prefix_cached_tokens": int(df["cached_tokens"].sum()),
+        "preemptions": preempt,
         "pool_utilization": util,
         "decode_step_s": step,
-        "link_utilization": {"max": max(link_util.values(), default=0.0),
-                             "mean": float(np.mean(list(link_util.values()))) if link_util else 0.0},
+        "link_utilization": link_util,
         "kv_occupancy": kv_occ,
+        "kv_staging": staging,
     }
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}
+
+
+def _mean_p99(x: pd.Series) -> dict:
+    x = x.dropna().to_numpy()
+    if len(x) == 0:
+        return {"mean": None, "p99": None}
+    return {"mean": float(x.mean()), "p99": float(np.percentile(x, 99))}
+
+
+def link_utilization(ports, duration: float) -> dict:
+    """Busy fraction of each link: per group of ports (a pool's NICs, a shared cross-site
+    link), the mean and the busiest port."""
+    groups: dict[str, list[float]] = {}
+    for p in ports:
+        if p.group:
+            groups.setdefault(p.group, []).append(p.busy_area / duration)
+    return {g: {"mean": float(np.mean(u)), "max": float(max(u))} for g, u in groups.items()}
 
 
 def bottleneck(s: dict, placement: ResolvedPlacement, slo: SLO) -> str:
@@ -114,6 +153,7 @@ def bottleneck(s: dict, placement: ResolvedPlacement, slo: SLO) -> str:
                                           u if role == "prefill" else 0.0)
         if role in ("decode", "mixed") and step is not None:
             scores["decode-bound"] = max(scores.get("decode-bound", 0.0), step / slo.tpot_s)
-    scores["transfer-bound"] = s["link_utilization"]["max"]
+    scores["transfer-bound"] = max((u["max"] for u in s["link_utilization"].values()),
+                                   default=0.0)
     scores["memory-bound"] = max((o["mean"] for o in s["kv_occupancy"].values()), default=0.0)
     return max(scores, key=scores.get)

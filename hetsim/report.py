@@ -85,7 +85,8 @@ def _plots(result, out: Path) -> None:
 
 
 def write_outputs(result, out_dir: str | Path) -> Path:
-    """Write summary.json, requests.csv, scenario.resolved.yaml and plots, atomically:
+    """Write summary.json, requests.csv, kv_staging.csv (disaggregated placements: KV held on
+    the prefill side over time), scenario.resolved.yaml and plots, atomically:
     everything goes to a temporary sibling folder that is renamed into place at the end."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,8 @@ def write_outputs(result, out_dir: str | Path) -> Path:
     try:
         (tmp / "summary.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
         result.requests.to_csv(tmp / "requests.csv", index=False)
+        if result.staging is not None and len(result.staging):
+            result.staging.to_csv(tmp / "kv_staging.csv", index=False)
         (tmp / "scenario.resolved.yaml").write_text(
             yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
         _plots(result, tmp)

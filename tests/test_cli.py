@@ -75,8 +75,29 @@ BAD = [
     (lambda d: d["workload"]["arrival"].update(rate_rps=0),
      "workload.arrival.rate_rps: must be > 0, got 0"),
     (lambda d: d["workload"].update(requests=-5), "workload.requests: must be > 0, got -5"),
-    (lambda d: d["placements"]["disagg"].pop("kv_link"),
-     "placements.disagg.kv_link: a placement with a decode pool needs kv_link"),
+    (lambda d: d["placements"]["disagg"].update(kv_link=None, kv_transfer={"conversion": "decoed"}),
+     "placements.disagg.kv_transfer.conversion: must be one of prefill, decode, none, got "
+     "'decoed' (did you mean 'decode'?)"),
+    (lambda d: (d["placements"]["disagg"]["pools"]["d"].update(precision={"compute": "bf16",
+                                                                           "kv": "fp8"}),
+                d["placements"]["disagg"].update(kv_link=None, kv_transfer={
+                    "link": "roce-400g", "conversion": "none"})),
+     "placements.disagg.kv_transfer.conversion: pools 'p' and 'd' hold KV in different formats "
+     "(dtype bf16 vs fp8) and conversion is none"),
+    (lambda d: d["placements"]["disagg"].update(kv_transfer={"engine": "rdma"}, kv_link=None,
+                                                pools={**d["placements"]["disagg"]["pools"]},
+                                                ) or d["placements"]["disagg"]["pools"]["p"]
+     .update(nic="tcp-25g"),
+     "placements.disagg.kv_transfer.engine: engine rdma needs GPU-direct NICs; pool 'p' uses "
+     "tcp-25g"),
+    (lambda d: d["placements"]["disagg"]["pools"]["p"].update(site="remote"),
+     "placements.disagg.kv_link: pools are on sites local, remote; KV between sites needs "
+     "kv_transfer.cross_site"),
+    (lambda d: d["placements"]["disagg"]["pools"]["d"].update(precision={"compute": "fp8",
+                                                                           "weights": "bf16"}),
+     "placements.disagg.pools.d.precision.weights: weights (bf16) are wider than compute (fp8)"),
+    (lambda d: d["placements"]["disagg"]["pools"]["d"].update(preemption="swap"),
+     "placements.disagg.pools.d.preemption: preemption: swap needs kv_offload"),
     (lambda d: d["placements"]["disagg"].update(kv_link="roce-40g"),
      "placements.disagg.kv_link: unknown interconnect 'roce-40g' (did you mean 'roce-400g'?)"),
     (lambda d: d.update(model="llama-3-70"), "model: unknown model 'llama-3-70'"),

@@ -20,13 +20,15 @@ def _finished(f) -> bool:
 
 
 class Port:
-    __slots__ = ("name", "capacity", "bytes", "busy_area", "_active")
+    """A capacity some flows share: a NIC direction, a host link, a fabric link, or one flow's
+    own rate cap (``group`` None: not reported as a link)."""
+    __slots__ = ("name", "capacity", "bytes", "busy_area", "active", "group")
 
-    def __init__(self, name: str, capacity: float):
-        self.name, self.capacity = name, capacity
+    def __init__(self, name: str, capacity: float, group: str | None = None):
+        self.name, self.capacity, self.group = name, capacity, group
         self.bytes = 0.0       # bytes that crossed this port
         self.busy_area = 0.0   # integral of utilisation over time
-        self._active = 0
+        self.active = 0        # flows crossing it now
 
 
 class _Flow:
@@ -43,19 +45,38 @@ class Network:
         self._last = 0.0
         self._version = 0
 
-    def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float) -> simpy.Event:
-        """Event that succeeds when ``nbytes`` have crossed ``ports`` after ``setup_s``."""
+    def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float,
+                 cap: float | None = None) -> simpy.Event:
+        """Event that succeeds when ``nbytes`` have crossed ``ports`` after ``setup_s``.
+
+        ``cap`` limits the flow's own rate (B/s) until :meth:`uncap` (a layer-wise stream that
+        cannot run ahead of the prefill producing it)."""
         done = self.env.event()
+        done.cap_port = Port("cap", cap) if cap else None
         if nbytes <= 0:
             self.env.timeout(setup_s).callbacks.append(lambda _: done.succeed())
             return done
+        if done.cap_port is not None:
+            ports = (*ports, done.cap_port)
 
         def start(_):
             self._advance()
+            for p in ports:
+                p.active += 1
             self._flows.append(_Flow(ports, float(nbytes), done))
             self._reschedule()
         self.env.timeout(setup_s).callbacks.append(start)
         return done
+
+    def uncap(self, transfer: simpy.Event) -> None:
+        """Lift a transfer's rate cap from now on."""
+        port = getattr(transfer, "cap_port", None)
+        if port is None or transfer.triggered:
+            return
+        self._advance()
+        port.capacity = float("inf")
+        if self._flows:
+            self._reschedule()
 
     def _advance(self) -> None:
         """Move every flow forward at its current rate up to now."""
@@ -67,7 +88,8 @@ class Network:
                 f.remaining -= moved
                 for p in f.ports:
                     p.bytes += moved
-                    p.busy_area += f.rate / p.capacity * dt
+                    if p.capacity != float("inf"):
+                        p.busy_area += f.rate / p.capacity * dt
         self._last = now
 
     def _rates(self) -> None:
@@ -97,6 +119,8 @@ class Network:
         if finished:
             self._flows = [f for f in self._flows if not _finished(f)]
             for f in finished:
+                for p in f.ports:
+                    p.active -= 1
                 f.event.succeed()
         self._rates()
         self._version += 1

@@ -1,8 +1,10 @@
 """Routers pick an instance for a request. A registry keyed by the YAML name.
 
 A router is a small class with ``pick(instances, request) -> instance``; one is made per
-placement and stage, with its own random stream, so it holds no global state. Instances expose
-``load_tokens`` (outstanding token work) and ``n_requests`` (requests in the instance).
+placement and stage, with its own random stream and the placement's router settings, so it holds
+no global state. Instances expose ``role``, ``load_tokens`` (outstanding token work),
+``n_requests`` (requests in the instance), ``kv`` (its block pool) and ``port`` (its NIC, whose
+``active`` counts the transfers crossing it). Adding a router is one class with ``@register``.
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ def register(name: str):
     return deco
 
 
-def make_router(name: str, rng: np.random.Generator) -> Router:
-    return ROUTERS[name](rng)
+def make_router(name: str, rng: np.random.Generator, spec=None) -> Router:
+    router = ROUTERS[name](rng)
+    router.spec = spec
+    return router
 
 
 @register("round-robin")
@@ -77,3 +81,39 @@ class PowerOfTwo:
         a, b = self.rng.choice(len(instances), size=2, replace=False)
         ia, ib = instances[a], instances[b]
         return ia if ia.load_tokens <= ib.load_tokens else ib
+
+
+@register("kv-aware")
+class KVAware:
+    """Decode handoffs: the most free KV memory (after queued reservations), discounted by the
+    transfers already crossing the instance's NIC (each one halves what a new one would get)."""
+
+    def __init__(self, rng):
+        pass
+
+    @staticmethod
+    def score(inst) -> float:
+        kv = inst.kv
+        queued = sum(n for n, _ in kv._waiters)
+        free = (kv.free - queued) / kv.capacity
+        port = getattr(inst, "port", None)
+        flows = port.active if port is not None else 0
+        return free / (1 + flows)
+
+    def pick(self, instances, request):
+        return max(instances, key=self.score)
+
+
+@register("length-threshold")
+class LengthThreshold:
+    """PrfaaS: prompts shorter than ``threshold_tokens`` stay on the local mixed (or decode)
+    instances; long ones go to the (remote) prefill pool. Least-loaded within each side."""
+
+    def __init__(self, rng):
+        pass
+
+    def pick(self, instances, request):
+        threshold = self.spec.threshold_tokens if self.spec else 2048
+        want = "prefill" if request.input_tokens >= threshold else "mixed"
+        side = [i for i in instances if i.role == want] or instances
+        return min(side, key=lambda i: i.load_tokens)

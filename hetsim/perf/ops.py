@@ -77,8 +77,26 @@ class PerfModel:
         flops = 2.0 * m * n * k
         ceiling = self._peak(precision) * self.acc.efficiency.gemm
         compute = flops / (ceiling * self.shape_efficiency(m, n, k))
+        if w < a:
+            compute += self.dequant_time(m, n, k)
         memory = ((m * k + m * n) * a + k * n * w) / self._bw
         return max(compute, memory) + self._kernel
+
+    def dequant_time(self, m: int, n: int, k: int) -> float:
+        """Extra compute of a weight-only GEMM: every M-tile of thread blocks re-expands the
+        (k x n) weight tile to the compute format on the vector units (Marlin-style fused
+        kernels). NOTE: one vector op per element per 128-row tile at the fp32 (CUDA-core)
+        rate; hidden under weight reads at decode-sized m, ~5-10% at prefill-sized m."""
+        vector = self.acc.peak_flops("fp32") if "fp32" in self.acc.tflops else \
+            self._peak(next(iter(self.acc.precisions))) / 16
+        return -(-m // 128) * k * n / (vector * self.acc.efficiency.gemm)
+
+    def kv_convert_time(self, nbytes_in: float, nbytes_out: float, layers: int = 1) -> float:
+        """A memory-bound pass that reads KV in one format and writes it in another (dtype
+        cast, re-blocking, layout or re-sharding), one kernel per layer, on one device."""
+        if nbytes_in <= 0:
+            return 0.0
+        return (nbytes_in + nbytes_out) / self._bw + layers * self._kernel
 
     def attention_prefill_time(self, batch: int, seq_len: int, n_heads: int, n_kv_heads: int,
                                head_dim: int, precision: str = "bf16") -> float:
