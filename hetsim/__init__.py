@@ -1,4 +1,9 @@
-"""hetsim: a discrete-event simulator of heterogeneous prefill/decode LLM inference clusters."""
+"""hetsim: a discrete-event simulator of heterogeneous prefill/decode LLM inference clusters.
+
+The simulator entry points (``run``, ``Result``, ``Scenario``, ``load_scenario``) load lazily,
+so ``hetsim.hardware``, ``hetsim.perf`` and ``hetsim.calibrate`` import without SimPy or pandas
+(the calibration package runs on GPU machines that have only torch, numpy and yaml).
+"""
 from .errors import ConfigError
 from .hardware import Accelerator, Interconnect, list_profiles, load_accelerator, load_interconnect
 from .models import ModelConfig, list_models, load_model
@@ -8,8 +13,14 @@ __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "Accelerator", "Interconnect", "load_accelerator", "load_interconnect",
            "list_profiles", "ModelConfig", "load_model", "list_models", "PerfModel", "StepModel",
-           "Formats", "MemoryPlan", "memory_plan", "__version__"]
-from .api import Result, run  # noqa: E402
-from .scenario import Scenario, load_scenario  # noqa: E402
+           "Formats", "MemoryPlan", "memory_plan", "__version__", "run", "Result", "Scenario",
+           "load_scenario"]
 
-__all__ += ["run", "Result", "Scenario", "load_scenario"]
+_LAZY = {"run": "api", "Result": "api", "Scenario": "scenario", "load_scenario": "scenario"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'hetsim' has no attribute {name!r}")

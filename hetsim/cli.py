@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("action", choices=["list", "show"])
     pr.add_argument("name", nargs="?", help="profile or model name (for show)")
     pr.set_defaults(func=_cmd_profiles)
+    from .calibrate.cli import build_parser as calibrate_parser
+    calibrate_parser(sub.add_parser("calibrate", help="fit a profile to torch measurements on "
+                                    "this device (needs torch) or to a CSV"))
     return p
 
 

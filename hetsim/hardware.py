@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import build, fraction, meta, non_negative, positive, read_yaml, at_least_one
 from .errors import ConfigError, suggest
 
-__all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp",
+__all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp", "Curve",
+           "Calibration",
            "PRECISION_BYTES", "load_accelerator", "load_interconnect", "list_profiles",
            "profile_dirs"]
 
@@ -61,6 +63,63 @@ class Efficiency:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """A fitted throughput correction as a function of one shape variable: log(scale) piecewise
+    linear in log2(x) (so a knot-to-knot slope <= 1 keeps time non-decreasing in work between
+    knots too), flat beyond the ends. 1.0 means "as the datasheet model predicts"."""
+    log2_x: list[float] = field(metadata=meta("knots: log2 of the shape variable", at_least_one))
+    scale: list[float] = field(metadata=meta("throughput multiplier at each knot", at_least_one))
+
+    def __post_init__(self):
+        if len(self.log2_x) != len(self.scale):
+            raise ConfigError("log2_x and scale differ in length", path="scale")
+        if any(b <= a for a, b in zip(self.log2_x, self.log2_x[1:])):
+            raise ConfigError("knots must increase", path="log2_x")
+        if any(s <= 0 for s in self.scale):
+            raise ConfigError("scales must be > 0", path="scale")
+
+    def __call__(self, x: float) -> float:
+        import math
+        lx = math.log2(max(x, 1e-30))
+        xs, ys = self.log2_x, self.scale
+        if lx <= xs[0]:
+            return ys[0]
+        if lx >= xs[-1]:
+            return ys[-1]
+        i = next(i for i in range(1, len(xs)) if xs[i] >= lx)
+        f = (lx - xs[i - 1]) / (xs[i] - xs[i - 1])
+        return ys[i - 1] * (ys[i] / ys[i - 1]) ** f
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``hetsim calibrate`` measured and fitted, with provenance."""
+    device: str = field(metadata=meta("device name as torch reports it"))
+    torch: str = ""
+    driver: str = ""
+    date: str = ""
+    base_profile: str = field(default="", metadata=meta("the datasheet profile it refines"))
+    grid: str = field(default="", metadata=meta("shape grid: quick | full | csv"))
+    measurements: str = field(default="", metadata=meta("raw measurements CSV beside the file"))
+    gemm: dict[str, Curve] = field(default_factory=dict, metadata=meta(
+        "per precision: compute-throughput correction vs m, fitted on compute-bound GEMMs"))
+    gemm_memory: dict[str, Curve] = field(default_factory=dict, metadata=meta(
+        "per precision: memory-throughput correction vs m, fitted on memory-bound GEMMs "
+        "(caches push it above 1, small-m kernels below)"))
+    attention_prefill: dict[str, Curve] = field(default_factory=dict, metadata=meta(
+        "per precision: compute-throughput correction vs query tokens"))
+    attention_decode: dict[str, Curve] = field(default_factory=dict, metadata=meta(
+        "per precision: decode-attention compute-throughput correction vs FLOPs"))
+    attention_decode_memory: dict[str, Curve] = field(default_factory=dict, metadata=meta(
+        "per KV precision: decode-attention memory-throughput correction vs bytes read"))
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
+        "median / p90 absolute percentage error per op class, before and after, held-out"))
+    base_efficiency: dict[str, Any] = field(default_factory=dict, metadata=meta(
+        "the datasheet profile's efficiency block, restored when re-fitting"))
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class ScaleUp:
     link: str = field(metadata=meta("interconnect profile name of the scale-up fabric"))
     domain_size: int = field(default=8, metadata=meta("accelerators in one scale-up domain",
@@ -86,6 +145,7 @@ class Accelerator:
     tdp_w: float = field(default=0.0, metadata=meta("board power, W", non_negative))
     price: Price | None = None
     efficiency: Efficiency = field(default_factory=Efficiency)
+    calibration: Calibration | None = None
     aliases: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list, metadata=meta(
         "where every number comes from", at_least_one))
@@ -190,21 +250,29 @@ def profile_dirs(extra: list[str | Path] = ()) -> list[Path]:
     return dirs
 
 
-def _index(kind: str, dirs: list[Path]) -> dict[str, Path]:
+#: Calibrated accelerator profiles (``hetsim calibrate`` output) live beside the datasheet ones
+#: and take precedence over them; ``name@datasheet`` asks for the datasheet profile.
+CALIBRATED = "calibrated"
+DATASHEET_SUFFIX = "@datasheet"
+
+
+def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Path]:
     sub, _ = _KINDS[kind]
+    subs = [sub] + ([CALIBRATED] if kind == "accelerator" and calibrated else [])
     index: dict[str, Path] = {}
     for d in reversed(dirs):  # earlier directories override later ones
-        local: dict[str, Path] = {}
-        for f in sorted((d / sub).glob("*.yaml")) if (d / sub).is_dir() else []:
-            raw = read_yaml(f)
-            if not isinstance(raw, dict) or "name" not in raw:
-                raise ConfigError("profile must be a mapping with a 'name'", file=str(f))
-            for n in [raw["name"], *(raw.get("aliases") or [])]:
-                if n in local:
-                    raise ConfigError(f"duplicate {kind} name {n!r} (also in {local[n]})",
-                                      file=str(f))
-                local[n] = f
-        index.update(local)
+        for s in subs:        # calibrated/ overrides accelerators/ within a directory
+            local: dict[str, Path] = {}
+            for f in sorted((d / s).glob("*.yaml")) if (d / s).is_dir() else []:
+                raw = read_yaml(f)
+                if not isinstance(raw, dict) or "name" not in raw:
+                    raise ConfigError("profile must be a mapping with a 'name'", file=str(f))
+                for n in [raw["name"], *(raw.get("aliases") or [])]:
+                    if n in local:
+                        raise ConfigError(f"duplicate {kind} name {n!r} (also in {local[n]})",
+                                          file=str(f))
+                    local[n] = f
+            index.update(local)
     return index
 
 
@@ -216,7 +284,10 @@ def list_profiles(kind: str, extra_dirs: list[str | Path] = ()) -> list[str]:
 
 def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
     _, cls = _KINDS[kind]
-    index = _index(kind, profile_dirs(extra_dirs))
+    datasheet = name.endswith(DATASHEET_SUFFIX)
+    if datasheet:
+        name = name[:-len(DATASHEET_SUFFIX)]
+    index = _index(kind, profile_dirs(extra_dirs), calibrated=not datasheet)
     if name not in index:
         raise ConfigError(f"unknown {kind} {name!r}" + suggest(name, index)
                           + f"; see `hetsim profiles list`")
@@ -228,7 +299,10 @@ def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
 
 
 def load_accelerator(name: str, extra_dirs: list[str | Path] = ()) -> Accelerator:
-    """Load an accelerator profile by name or alias, e.g. ``load_accelerator("h100-sxm")``."""
+    """Load an accelerator profile by name or alias, e.g. ``load_accelerator("h100-sxm")``.
+
+    A calibrated profile of that name (``hardware_profiles/calibrated/``) wins over the datasheet
+    one; ``"h100-sxm@datasheet"`` forces the datasheet profile."""
     return _load("accelerator", name, extra_dirs)
 
 

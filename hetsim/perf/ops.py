@@ -38,6 +38,15 @@ class PerfModel:
         self._bw = acc.hbm_bandwidth * e.hbm
         self._kernel = e.kernel_overhead_us * 1e-6
         self.iteration_overhead = e.iteration_overhead_ms * 1e-3
+        self._cal = acc.calibration
+
+    def _corr(self, kind: str, precision: str, x: float) -> float:
+        """Calibrated throughput correction (1.0 without a calibration for this op/format)."""
+        cal = self._cal
+        if cal is None:
+            return 1.0
+        curve = getattr(cal, kind).get(precision)
+        return curve(x) if curve is not None else 1.0
 
     # --- helpers -------------------------------------------------------------------------
     def _peak(self, precision: str) -> float:
@@ -72,15 +81,22 @@ class PerfModel:
         ``precision``)."""
         if m <= 0 or n <= 0 or k <= 0:
             return 0.0
+        compute, memory = self.gemm_parts(m, n, k, precision, weight_precision)
+        compute /= self._corr("gemm", precision, m)
+        if self._cal is not None:
+            memory /= self._corr("gemm_memory", precision, m)
+        if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
+            compute += self.dequant_time(m, n, k)
+        return max(compute, memory) + self._kernel
+
+    def gemm_parts(self, m: int, n: int, k: int, precision: str = "bf16",
+                   weight_precision: str | None = None) -> tuple[float, float]:
+        """(compute seconds before calibration, memory seconds) of a GEMM."""
         a = PRECISION_BYTES[precision]
         w = PRECISION_BYTES[weight_precision or precision]
-        flops = 2.0 * m * n * k
         ceiling = self._peak(precision) * self.acc.efficiency.gemm
-        compute = flops / (ceiling * self.shape_efficiency(m, n, k))
-        if w < a:
-            compute += self.dequant_time(m, n, k)
-        memory = ((m * k + m * n) * a + k * n * w) / self._bw
-        return max(compute, memory) + self._kernel
+        compute = 2.0 * m * n * k / (ceiling * self.shape_efficiency(m, n, k))
+        return compute, ((m * k + m * n) * a + k * n * w) / self._bw
 
     def dequant_time(self, m: int, n: int, k: int) -> float:
         """Extra compute of a weight-only GEMM: every M-tile of thread blocks re-expands the
@@ -111,6 +127,14 @@ class PerfModel:
         tokens attend to kv_len tokens (previous context + themselves)."""
         if not chunks:
             return 0.0
+        compute, memory, q_tokens = self.attention_prefill_parts(
+            chunks, n_heads, n_kv_heads, head_dim, precision, kv_precision, v_head_dim)
+        compute /= self._corr("attention_prefill", precision, q_tokens)
+        return max(compute, memory) + self._kernel
+
+    def attention_prefill_parts(self, chunks, n_heads, n_kv_heads, head_dim, precision="bf16",
+                                kv_precision=None, v_head_dim=None):
+        """(compute seconds before calibration, memory seconds, query tokens)."""
         b = PRECISION_BYTES[precision]
         kvb = PRECISION_BYTES[kv_precision or precision]
         vd = v_head_dim or head_dim
@@ -128,10 +152,9 @@ class PerfModel:
         pad = q_tokens / (q_tiles * ATTN_Q_TILE)
         waves = pad * work / (-(-work // units) * units)
         ceiling = self._peak(precision) * self.acc.efficiency.attention
-        compute = flops / (ceiling * waves)
         memory = (q_tokens * n_heads * (head_dim + vd) * b
                   + kv_tokens * n_kv_heads * (head_dim + vd) * kvb) / self._bw
-        return max(compute, memory) + self._kernel
+        return flops / (ceiling * waves), memory, q_tokens
 
     def attention_decode_time(self, batch: int, kv_len: int, n_heads: int, n_kv_heads: int,
                               head_dim: int, precision: str = "bf16",
@@ -152,13 +175,23 @@ class PerfModel:
         """
         if batch <= 0:
             return 0.0
+        compute, memory, nbytes = self.attention_decode_parts(
+            batch, total_kv, n_heads, n_kv_heads, head_dim, precision, kv_precision, kv_width)
+        if self._cal is not None:
+            compute /= self._corr("attention_decode", precision, compute * self._peak(precision))
+            memory /= self._corr("attention_decode_memory", kv_precision or precision, nbytes)
+        return max(compute, memory) + self._kernel
+
+    def attention_decode_parts(self, batch, total_kv, n_heads, n_kv_heads, head_dim,
+                               precision="bf16", kv_precision=None, kv_width=None):
+        """(compute seconds, memory seconds, bytes read), before calibration."""
         b = PRECISION_BYTES[precision]
         kvb = PRECISION_BYTES[kv_precision or precision]
         width = kv_width if kv_width is not None else 2 * head_dim
         flops = 2.0 * total_kv * n_heads * width
         compute = flops / (self._peak(precision) * self.acc.efficiency.attention)
-        memory = (total_kv * n_kv_heads * width * kvb + 2 * batch * n_heads * head_dim * b) / self._bw
-        return max(compute, memory) + self._kernel
+        nbytes = total_kv * n_kv_heads * width * kvb + 2 * batch * n_heads * head_dim * b
+        return compute, nbytes / self._bw, nbytes
 
     def allreduce_time(self, nbytes: float, n_devices: int) -> float:
         """Ring all-reduce of ``nbytes`` per device over the scale-up link (alpha-beta)."""

@@ -1,0 +1,235 @@
+"""``hetsim calibrate``: measure, fit, check, write. Also ``python -m hetsim.calibrate``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["main", "build_parser", "calibrate"]
+
+
+class Progress:
+    """``stage i/n`` on stderr, for runs longer than a second."""
+
+    def __init__(self, quiet=False):
+        self.quiet, self.t0, self.shown, self.last = quiet, time.monotonic(), False, 0.0
+
+    def __call__(self, stage, i, n):
+        now = time.monotonic()
+        if self.quiet or now - self.t0 < 1.0 or (now - self.last < 0.25 and i < n):
+            return
+        self.shown, self.last = True, now
+        sys.stderr.write(f"\rcalibrate: {stage} {i}/{n}        ")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _base_raw(accelerator: str | None, device: str, threads: int | None) -> dict:
+    """The datasheet profile to refine: a name, a .yaml path, or the host CPU."""
+    from ..config import read_yaml
+    if accelerator and accelerator.endswith((".yaml", ".yml")):
+        raw = read_yaml(accelerator)
+        if not isinstance(raw, dict):
+            raise ConfigError("profile must be a mapping", file=accelerator)
+        return raw
+    if accelerator:
+        from ..hardware import _index, profile_dirs
+        index = _index("accelerator", profile_dirs(), calibrated=False)
+        if accelerator not in index:
+            from ..errors import suggest
+            raise ConfigError(f"unknown accelerator {accelerator!r}" + suggest(accelerator, index),
+                              path="--accelerator")
+        return read_yaml(index[accelerator])
+    if device == "cpu":
+        from .host import host_profile
+        return host_profile("cpu", threads)
+    raise ConfigError("--accelerator NAME is required off the CPU (the datasheet profile to "
+                      "calibrate, e.g. h100-sxm)", path="--accelerator")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError("measuring needs torch: pip install torch==2.13.0 (the CPU build), "
+                          "then pip install -e '.[calibrate]'; or fit timings measured elsewhere "
+                          "with --from-csv", path="calibrate") from None
+    return torch
+
+
+def measure_all(torch, device, base, quick, progress):
+    from . import measure, reference
+    from .grid import grid as make_grid
+    g = make_grid("cpu" if device == "cpu" else "gpu", quick)
+    timer = measure.Timer(torch, device, g.reps)
+    precs = measure.supported_precisions(torch, device, base.precisions)
+    if not precs:
+        raise ConfigError(f"none of {base.name}'s precisions ({', '.join(base.precisions)}) can "
+                          f"be measured on {device}", path="--accelerator")
+    rows = measure.memory(torch, timer, g)
+    rows += measure.gemms(torch, timer, g, precs, progress)
+    rows += measure.attention(torch, timer, g, precs, progress)
+    main_p = "fp32" if device == "cpu" else ("bf16" if "bf16" in precs else precs[0])
+    for op, cfg in (("probe", reference.PROBE), ("probe_deep", reference.PROBE_DEEP)):
+        for r in reference.measure(torch, timer, cfg, main_p, (), ((1, 16), (4, 64))):
+            r["op"] = op
+            rows.append(r)
+    return rows, g, main_p
+
+
+def check(torch, device, fit, precision, quick, progress):
+    """Reference transformer iterations, measured vs predicted before and after calibration."""
+    from ..perf import PerfModel, StepModel
+    from . import measure, reference
+    cfg = reference.CPU_REF if device == "cpu" else reference.GPU_REF
+    if device == "cpu":
+        pre = [(1, 64), (1, 256), (4, 128), (1, 1024)] if quick else [
+            (1, 32), (1, 128), (1, 512), (4, 256), (1, 1024), (2, 1024), (1, 2048)]
+        dec = [(1, 128), (8, 512), (32, 256)] if quick else [
+            (1, 128), (1, 2048), (8, 512), (16, 1024), (32, 256), (64, 512)]
+    else:
+        pre = [(1, 512), (1, 2048), (4, 1024), (1, 8192)] if quick else [
+            (1, 256), (1, 1024), (1, 4096), (4, 2048), (8, 1024), (1, 16384)]
+        dec = [(1, 1024), (32, 2048), (128, 1024)] if quick else [
+            (1, 512), (1, 8192), (16, 2048), (64, 4096), (128, 1024), (256, 2048)]
+    timer = measure.Timer(torch, device, 3 if device == "cpu" else 10)
+    rows = reference.measure(torch, timer, cfg, precision, pre, dec, progress)
+    mc = cfg.model_config()
+    out = {}
+    for label, acc in (("before", fit.base), ("after", fit.fitted)):
+        step = StepModel(mc, PerfModel(acc, link=None), 1, precision)
+        for r in rows:
+            if r["op"] == "ref_prefill":
+                p = step.prefill_time([r["seq"]] * r["batch"])
+            else:
+                p = step.decode_time(r["batch"], r["batch"] * (r["kv_len"] + 1))
+            r[label] = p
+    for phase in ("ref_prefill", "ref_decode"):
+        sel = [r for r in rows if r["op"] == phase]
+        e = {lab: [abs(r[lab] - r["seconds"]) / r["seconds"] for r in sel]
+             for lab in ("before", "after")}
+        out[phase] = {"n": len(sel), **{f"{lab}_{k}": float(f(e[lab]))
+                                        for lab in ("before", "after")
+                                        for k, f in (("median", np.median),
+                                                     ("p90", lambda x: np.percentile(x, 90)))}}
+    return out, rows
+
+
+def table(accuracy: dict) -> str:
+    names = {"gemm": "GEMM (held-out shapes)", "attention_prefill": "prefill attention (held-out)",
+             "attention_decode": "decode attention (held-out)",
+             "ref_prefill": "reference prefill iteration", "ref_decode": "reference decode iteration"}
+    lines = ["| op class / phase | n | before: median | p90 | after: median | p90 |",
+             "|---|---|---|---|---|---|"]
+    for k, v in accuracy.items():
+        lines.append(f"| {names.get(k, k)} | {v['n']:.0f} | {v['before_median']:.1%} | "
+                     f"{v['before_p90']:.1%} | {v['after_median']:.1%} | {v['after_p90']:.1%} |")
+    return "\n".join(lines)
+
+
+def calibrate(args) -> int:
+    from .fit import fit_profile, read_csv, write_csv
+    device = args.device
+    out = Path(args.out)
+    progress = Progress(args.quiet)
+    torch = None
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        base_raw = _base_raw(args.accelerator, device or "cpu", args.threads)
+        grid_name, dev_name, tv, drv = "csv", f"measurements in {Path(args.from_csv).name}", "", ""
+        main_p = next((r["precision"] for r in rows if r["op"] == "probe"), None)
+    else:
+        torch = _torch()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.threads and device == "cpu":
+            torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        from ..config import build
+        from ..hardware import Accelerator
+        from . import measure
+        from .fit import base_accelerator
+        base_raw = _base_raw(args.accelerator, device, args.threads or (
+            torch.get_num_threads() if device == "cpu" else None))
+        base = base_accelerator(base_raw)
+        rows, g, main_p = measure_all(torch, device, base, args.quick, progress)
+        grid_name, dev_name = g.name, measure.device_name(torch, device)
+        tv, drv = str(torch.__version__), str(measure.driver_version(torch, device))
+        del build, Accelerator
+    csv_path = out.with_suffix(".csv")
+    fit = fit_profile(base_raw, rows, name=args.name or (None if args.accelerator else "cpu"),
+                      device=dev_name, torch_version=tv, driver=drv, grid=grid_name,
+                      measurements=csv_path.name)
+    accuracy = dict(fit.accuracy)
+    if args.check:
+        torch = torch or _torch()
+        dev = device or "cpu"
+        ref_acc, ref_rows = check(torch, dev, fit, main_p or ("fp32" if dev == "cpu" else "bf16"),
+                                  args.quick, progress)
+        accuracy.update(ref_acc)
+        rows = [r for r in rows if not r["op"].startswith("ref_")] + [
+            {k: v for k, v in r.items() if k not in ("before", "after")} for r in ref_rows]
+        fit.profile["calibration"]["accuracy"] = {
+            k: {kk: float(f"{vv:.4g}") for kk, vv in v.items()} for k, v in accuracy.items()}
+    progress.close()
+    # write both files next to each other, atomically
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_yaml, tmp_csv = out.with_name(f".{out.name}.tmp"), csv_path.with_name(f".{csv_path.name}.tmp")
+    try:
+        header = (f"# Calibrated by `hetsim calibrate` ({fit.profile['calibration']['device']}, "
+                  f"{fit.profile['calibration']['date']}); raw measurements: {csv_path.name}\n")
+        tmp_yaml.write_text(header + yaml.safe_dump(fit.profile, sort_keys=False, width=100))
+        if not args.from_csv or Path(args.from_csv).resolve() != csv_path.resolve():
+            write_csv(rows, tmp_csv)
+            os.replace(tmp_csv, csv_path)
+        os.replace(tmp_yaml, out)
+    finally:
+        for t in (tmp_yaml, tmp_csv):
+            if t.exists():
+                t.unlink()
+    print(f"{fit.profile['name']}: {len(rows)} measurements on {fit.profile['calibration']['device']}")
+    print(table(accuracy))
+    print(f"wrote {out} and {csv_path}")
+    return 0
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="hetsim calibrate")
+    p.description = ("Measure torch reference kernels on a device (or read --from-csv), fit the "
+                     "performance model's efficiency curves and overheads, and write a "
+                     "calibrated profile with its raw measurements beside it.")
+    p.add_argument("--accelerator", metavar="NAME|FILE",
+                   help="datasheet profile to refine (default on --device cpu: the host CPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"] + [f"cuda:{i}" for i in range(16)],
+                   help="where to measure (default: cuda if available, else cpu)")
+    p.add_argument("--out", required=True, metavar="FILE.yaml",
+                   help="calibrated profile; raw measurements go to FILE.csv beside it")
+    p.add_argument("--name", help="name of the calibrated profile (default: the base's, or cpu)")
+    p.add_argument("--quick", action="store_true", help="a small shape grid (CPU: seconds)")
+    p.add_argument("--check", action="store_true", help="also time the reference transformer "
+                   "and report whole-iteration error before and after calibration")
+    p.add_argument("--from-csv", metavar="CSV", help="fit timings measured elsewhere (columns: "
+                   "op,precision,m,n,k,batch,seq,kv_len,heads,kv_heads,head_dim,bytes,seconds)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=calibrate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"hetsim: error: {e}", file=sys.stderr)
+        return 2

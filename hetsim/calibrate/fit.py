@@ -1,0 +1,356 @@
+"""Fit a profile's efficiency curves to measurements, and say how accurate the result is.
+
+The fitted model keeps the performance model's structure (roofline, tile and wave
+quantization) and calibrates what a datasheet cannot know:
+- ``efficiency.hbm`` from the device copy, ``efficiency.kernel_overhead_us`` from a trivial
+  kernel, ``efficiency.iteration_overhead_ms`` from a tiny reference-transformer iteration;
+- shape-aware throughput corrections (:class:`hetsim.hardware.Curve`): GEMM compute vs m (small-m
+  kernels, wave effects the tile model misses), prefill attention compute vs query tokens
+  (short contexts), decode attention compute vs FLOPs and memory throughput vs bytes read.
+  Each path's correction is fitted from the measurements that path binds. A knot is the median,
+  over the measured shapes at that x, of (model time / measured time); knots are constrained so
+  that more work never takes less time (the correction grows at most linearly in x, and the
+  memory-bound GEMM correction never grows with m).
+Accuracy is measured on held-out shapes: one (n, k) pair in three and every fourth m (GEMM),
+every third shape (attention), fitted on the rest.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from ..config import build, to_dict
+from ..errors import ConfigError
+from ..hardware import PRECISION_BYTES, Accelerator
+from ..perf import PerfModel
+
+CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "heads", "kv_heads",
+               "head_dim", "bytes", "seconds")
+#: which shape columns each op needs
+OP_SHAPES = {"gemm": ("m", "n", "k"), "attn_prefill": ("batch", "seq", "heads", "kv_heads",
+                                                       "head_dim"),
+             "attn_decode": ("batch", "kv_len", "heads", "kv_heads", "head_dim"),
+             "copy": ("bytes",), "h2d": ("bytes",), "d2h": ("bytes",), "launch": (),
+             "ref_prefill": ("batch", "seq"), "ref_decode": ("batch", "kv_len"),
+             "probe": ("batch", "kv_len"), "probe_deep": ("batch", "kv_len")}
+CLASSES = {"gemm": "gemm", "attn_prefill": "attention_prefill", "attn_decode": "attention_decode"}
+
+
+# --- CSV ----------------------------------------------------------------------------------
+def write_csv(rows, path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in CSV_COLUMNS})
+
+
+def read_csv(path) -> list[dict]:
+    """Read measurements; every problem is a one-line ConfigError naming file, line, column."""
+    p = Path(path)
+    try:
+        f = open(p, newline="")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    with f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        for need in ("op", "precision", "seconds"):
+            if need not in cols:
+                raise ConfigError(f"missing column {need!r}; columns are "
+                                  f"{', '.join(CSV_COLUMNS)} (see docs/calibration.md)",
+                                  file=str(path))
+        rows = []
+        for i, raw in enumerate(reader, start=2):
+            where = f"line {i}"
+            op = (raw.get("op") or "").strip()
+            if op not in OP_SHAPES:
+                from ..errors import suggest
+                raise ConfigError(f"unknown op {op!r}" + suggest(op, OP_SHAPES)
+                                  + f"; one of {', '.join(OP_SHAPES)}", file=str(path), path=where)
+            prec = (raw.get("precision") or "").strip()
+            if prec not in PRECISION_BYTES:
+                raise ConfigError(f"unknown precision {prec!r}", file=str(path),
+                                  path=f"{where}.precision")
+            row = {"op": op, "precision": prec}
+            for c in (*OP_SHAPES[op], "seconds"):
+                v = (raw.get(c) or "").strip()
+                try:
+                    x = float(v)
+                except ValueError:
+                    raise ConfigError(f"{op} needs a number in column {c!r}, got {v!r}",
+                                      file=str(path), path=f"{where}.{c}") from None
+                if not math.isfinite(x) or x <= 0:
+                    raise ConfigError(f"must be > 0, got {v}", file=str(path),
+                                      path=f"{where}.{c}")
+                row[c] = x if c == "seconds" else int(x)
+            rows.append(row)
+    if not any(r["op"] in CLASSES for r in rows):
+        raise ConfigError("no gemm or attention measurements to fit", file=str(path))
+    return rows
+
+
+# --- predictions --------------------------------------------------------------------------
+def predict(pm: PerfModel, r: dict) -> float:
+    """What ``pm`` predicts for one measured op."""
+    op, p = r["op"], r["precision"]
+    if op == "gemm":
+        return pm.gemm_time(r["m"], r["n"], r["k"], p)
+    if op == "attn_prefill":
+        return pm.attention_chunks_time([(r["seq"], r["seq"])] * r["batch"], r["heads"],
+                                        r["kv_heads"], r["head_dim"], p)
+    if op == "attn_decode":
+        return pm.attention_decode_time(r["batch"], r["kv_len"], r["heads"], r["kv_heads"],
+                                        r["head_dim"], p)
+    raise ValueError(op)
+
+
+def _implied(pm: PerfModel, r: dict) -> tuple[float, float]:
+    """(x, factor): the throughput correction that makes ``pm`` reproduce this measurement."""
+    op, p = r["op"], r["precision"]
+    avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
+    if op == "gemm":
+        compute, _ = pm.gemm_parts(r["m"], r["n"], r["k"], p)
+        return r["m"], compute / avail
+    if op == "attn_prefill":
+        compute, _, q = pm.attention_prefill_parts([(r["seq"], r["seq"])] * r["batch"],
+                                                   r["heads"], r["kv_heads"], r["head_dim"], p)
+        return q, compute / avail
+    raise ValueError(op)   # decode attention: see _decode_points
+
+
+def _curve(points: list[tuple[float, float]], envelope: bool = False,
+           max_slope: float = 1.0) -> dict:
+    """Knots at each distinct log2(x): the median factor there, then limited so that the
+    correction grows at most linearly in x (time never falls as work grows).
+
+    ``envelope``: for one path of a two-path roofline fitted from the same measurements; knots
+    at bins two octaves wide, valued at the 90th percentile of the factors in the bin, since
+    points where the other path binds understate this path's throughput. ``max_slope``: how fast
+    (in log-log) the correction may grow with x: 1 where work is proportional to x, 0 where it
+    is not (memory-bound GEMMs move about the same bytes at m=1 and m=16)."""
+    by: dict[float, list[float]] = {}
+    if envelope:
+        groups: dict[int, list] = {}
+        for x, f in points:
+            groups.setdefault(int(math.log2(x) // 2), []).append((math.log2(x), f))
+        for g in groups.values():
+            by[round(statistics.median(lx for lx, _ in g), 6)] = [
+                float(np.percentile([f for _, f in g], 90))]
+    else:
+        for x, f in points:
+            by.setdefault(round(math.log2(x), 6), []).append(f)
+    xs = sorted(by)
+    ys = [statistics.median(by[x]) for x in xs]
+    for i in range(1, len(xs)):
+        ys[i] = min(ys[i], ys[i - 1] * 2 ** (max_slope * (xs[i] - xs[i - 1])))
+    return {"log2_x": [float(x) for x in xs], "scale": [float(f"{y:.6g}") for y in ys]}
+
+
+# --- fitting ------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    profile: dict                      # YAML-ready, loadable as an Accelerator
+    accuracy: dict                     # op class -> {n, before_median, before_p90, after_...}
+    base: Accelerator
+    fitted: Accelerator
+    held_out: list[dict] = field(default_factory=list)
+
+
+def _held_out(rows) -> list[bool]:
+    """One (n, k) in three and every fourth m for GEMMs; every third attention shape."""
+    gm = sorted({r["m"] for r in rows if r["op"] == "gemm"})
+    nks = sorted({(r["n"], r["k"]) for r in rows if r["op"] == "gemm"})
+    out, counter = [], {}
+    for r in rows:
+        if r["op"] == "gemm":
+            i_m = gm.index(r["m"])
+            inner = 0 < i_m < len(gm) - 1
+            out.append(nks.index((r["n"], r["k"])) % 3 == 2 or (inner and i_m % 4 == 3))
+        elif r["op"] in ("attn_prefill", "attn_decode"):
+            c = counter[r["op"]] = counter.get(r["op"], -1) + 1
+            out.append(c % 3 == 2)
+        else:
+            out.append(False)
+    return out
+
+
+def _stage1(base: Accelerator, rows, probe=None) -> Accelerator:
+    """Scalars: HBM efficiency from the copy, kernel overhead from the launch probe."""
+    eff = base.efficiency
+    copies = [r for r in rows if r["op"] == "copy"]
+    hbm = eff.hbm
+    if copies:
+        bw = statistics.median(r["bytes"] / r["seconds"] for r in copies)
+        hbm = min(1.0, bw / base.hbm_bandwidth)
+    launches = [r["seconds"] for r in rows if r["op"] == "launch"]
+    kernel = statistics.median(launches) * 1e6 if launches else eff.kernel_overhead_us
+    return dataclasses.replace(base, efficiency=dataclasses.replace(
+        eff, hbm=float(f"{hbm:.4g}"), kernel_overhead_us=float(f"{kernel:.4g}")))
+
+
+def _with_overheads(s1: Accelerator, rows) -> Accelerator:
+    """Fit curves, read the probes against them, then set the kernel and iteration overheads
+    (the curves are then re-fitted by the caller with the final kernel overhead)."""
+    o = overheads(_with_curves(s1, _curves(s1, rows)), rows)
+    if o is None:
+        return s1
+    kernel, iteration = o
+    return dataclasses.replace(s1, efficiency=dataclasses.replace(
+        s1.efficiency, kernel_overhead_us=float(f"{kernel * 1e6:.4g}"),
+        iteration_overhead_ms=float(f"{iteration * 1e3:.4g}")))
+
+
+def _curves(acc: Accelerator, rows) -> dict:
+    pm = PerfModel(acc, link=None)
+    pts: dict[tuple[str, str], list] = {}
+    for r in rows:
+        if r["op"] == "attn_decode":
+            p = r["precision"]
+            compute, memory, nbytes = pm.attention_decode_parts(
+                r["batch"], r["batch"] * r["kv_len"], r["heads"], r["kv_heads"], r["head_dim"], p)
+            avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
+            pts.setdefault(("attention_decode", p), []).append(
+                (compute * pm._peak(p), compute / avail))
+            pts.setdefault(("attention_decode_memory", p), []).append((nbytes, memory / avail))
+        elif r["op"] == "gemm":
+            # each path's correction comes from the GEMMs that path binds (datasheet roofline)
+            compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], r["precision"])
+            avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
+            key = "gemm" if compute >= memory else "gemm_memory"
+            pts.setdefault((key, r["precision"]), []).append(
+                (r["m"], max(compute, memory) / avail))
+        elif r["op"] in CLASSES:
+            pts.setdefault((CLASSES[r["op"]], r["precision"]), []).append(_implied(pm, r))
+    out: dict[str, dict] = {"gemm": {}, "gemm_memory": {}, "attention_prefill": {},
+                            "attention_decode": {}, "attention_decode_memory": {}}
+    for (cls, prec), points in pts.items():
+        out[cls][prec] = _curve(points, envelope=cls.startswith("attention_decode"),
+                                max_slope=0.0 if cls == "gemm_memory" else 1.0)
+    return out
+
+
+def _with_curves(acc: Accelerator, curves: dict, **cal) -> Accelerator:
+    from ..hardware import Calibration
+    c = build(Calibration, {"device": cal.pop("device", "?"), **curves, **cal})
+    return dataclasses.replace(acc, calibration=c)
+
+
+def _errors(pm_before: PerfModel, pm_after: PerfModel, rows) -> dict:
+    acc = {}
+    for op, cls in CLASSES.items():
+        sel = [r for r in rows if r["op"] == op]
+        if not sel:
+            continue
+        b = [abs(predict(pm_before, r) - r["seconds"]) / r["seconds"] for r in sel]
+        a = [abs(predict(pm_after, r) - r["seconds"]) / r["seconds"] for r in sel]
+        acc[cls] = {"n": len(sel), "before_median": float(np.median(b)),
+                    "before_p90": float(np.percentile(b, 90)),
+                    "after_median": float(np.median(a)), "after_p90": float(np.percentile(a, 90))}
+    return acc
+
+
+def base_accelerator(raw: dict) -> Accelerator:
+    """The datasheet profile a raw profile dict describes (a calibrated one is stripped back to
+    its base: its calibration removed and its original efficiency restored)."""
+    raw = dict(raw)
+    cal = raw.pop("calibration", None)
+    if cal and cal.get("base_efficiency"):
+        raw["efficiency"] = cal["base_efficiency"]
+    return build(Accelerator, raw)
+
+
+def _probe_residuals(acc: Accelerator, rows, op: str) -> float | None:
+    """Median of (measured - predicted without the iteration overhead) over ``op`` rows."""
+    from ..perf import StepModel
+    from .reference import PROBE, PROBE_DEEP
+    cfg = PROBE if op == "probe" else PROBE_DEEP
+    sel = [r for r in rows if r["op"] == op]
+    if not sel:
+        return None
+    pm = PerfModel(acc, link=None)
+    res = []
+    for r in sel:
+        step = StepModel(cfg.model_config(), pm, 1, r["precision"])
+        res.append(r["seconds"] - step.decode_time(r["batch"], r["batch"] * (r["kv_len"] + 1))
+                   + pm.iteration_overhead)
+    return statistics.median(res)
+
+
+def _kernels_per_layer(acc: Accelerator) -> float:
+    """How many kernel launches the step model charges per layer (from its own accounting)."""
+    from ..perf import StepModel
+    from .reference import PROBE, PROBE_DEEP
+    times = []
+    for k_us in (0.0, 1000.0):
+        a = dataclasses.replace(acc, efficiency=dataclasses.replace(acc.efficiency,
+                                                                    kernel_overhead_us=k_us))
+        pm = PerfModel(a, link=None)
+        times.append([StepModel(c.model_config(), pm, 1, acc.precisions[0]).decode_time(1, 17)
+                      for c in (PROBE, PROBE_DEEP)])
+    per_layer = ((times[1][1] - times[1][0]) - (times[0][1] - times[0][0])) / 2
+    return per_layer / 1e-3
+
+
+def overheads(acc: Accelerator, rows) -> tuple[float, float] | None:
+    """(kernel overhead s, iteration overhead s) from the probes: a 1-layer and a 3-layer tiny
+    reference decode iteration. Their difference is the per-layer cost the op model does not
+    see (eager-mode ops it does not enumerate: RoPE, norms, views, cache writes), spread over
+    the kernels it charges per layer; what is left of the 1-layer residual is per-iteration."""
+    r1, r3 = _probe_residuals(acc, rows, "probe"), _probe_residuals(acc, rows, "probe_deep")
+    if r1 is None:
+        return None
+    kernel = acc.efficiency.kernel_overhead_us * 1e-6
+    extra = max(0.0, (r3 - r1) / 2) if r3 is not None else 0.0
+    kernel += extra / _kernels_per_layer(acc)
+    return kernel, max(0.0, r1 - extra)
+
+
+def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, device: str = "?",
+                torch_version: str = "", driver: str = "", grid: str = "",
+                measurements: str = "") -> FitResult:
+    """Fit ``rows`` (measurement dicts) on top of the datasheet profile ``base_raw``."""
+    base = base_accelerator(base_raw)
+    for r in rows:
+        if r["op"] in CLASSES and not base.supports(r["precision"]):
+            raise ConfigError(f"{base.name} does not compute in {r['precision']} (supports "
+                              f"{', '.join(base.precisions)}); measured {r['op']} rows in it")
+    # held-out accuracy: fit on the training part, score the held-out part
+    mask = _held_out(rows)
+    train = [r for r, h in zip(rows, mask) if not h]
+    held = [r for r, h in zip(rows, mask) if h and r["op"] in CLASSES]
+    s1 = _with_overheads(_stage1(base, train), train)
+    fitted_train = _with_curves(s1, _curves(s1, train))
+    accuracy = _errors(PerfModel(base, link=None), PerfModel(fitted_train, link=None), held)
+    # the profile: fit on everything
+    s1 = _stage1(base, rows)
+    s1 = _with_overheads(s1, rows)
+    curves = _curves(s1, rows)
+    base_eff = {k: v for k, v in to_dict(base.efficiency).items()}
+    cal = dict(device=device, torch=torch_version, driver=driver, date=date.today().isoformat(),
+               base_profile=base.name, grid=grid, measurements=measurements,
+               accuracy={k: {kk: float(f"{vv:.4g}") for kk, vv in v.items()}
+                         for k, v in accuracy.items()},
+               notes="held-out accuracy: fitted without the held-out shapes")
+    fitted = _with_curves(s1, curves, **cal)
+    out = to_dict(fitted)
+    out["calibration"]["base_efficiency"] = base_eff
+    if name:
+        out["name"] = name
+    out["description"] = base.description.replace(" (datasheet-level)", "") + " (calibrated)"
+    out["aliases"] = []
+    eff = out["efficiency"]
+    eff["note"] = (f"calibrated by hetsim calibrate on {device}: hbm from a device copy, "
+                   f"kernel overhead from a trivial kernel, iteration overhead from a tiny "
+                   f"reference iteration; shape-aware curves under calibration")
+    out["sources"] = list(out.get("sources") or []) + [{
+        "key": "CAL", "ref": f"hetsim calibrate, {device}, torch {torch_version}, "
+                             f"{date.today().isoformat()}", "note": f"raw: {measurements}"}]
+    return FitResult(out, accuracy, base, fitted, held)

@@ -1,0 +1,236 @@
+"""Calibration: the CPU run end to end, fits that respect physics, CSV round trips and errors,
+and the package boundary (the simulator never imports torch; calibration never imports SimPy).
+
+The end-to-end tests need torch (the README's test command installs the CPU build); the fitting
+tests use synthetic measurements and need only numpy.
+"""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import hetsim
+from hetsim.calibrate import fit_profile, read_csv, write_csv
+from hetsim.calibrate.cli import main as calibrate_main
+from hetsim.calibrate.fit import predict
+from hetsim.config import read_yaml
+from hetsim.hardware import Accelerator, _index, load_accelerator, profile_dirs
+from hetsim.perf import PerfModel
+
+from .conftest import SCENARIOS
+
+H100_RAW = read_yaml(_index("accelerator", profile_dirs(), calibrated=False)["h100-sxm"])
+
+
+def synthetic_rows(factor, precision="bf16"):
+    """Measurements of an imaginary device: the datasheet model's op time (without its 3 us
+    launch overhead) x ``factor(row)``, plus the device's own 4 us launch overhead."""
+    pm = PerfModel(hetsim.load_accelerator("h100-sxm@datasheet"), link=None)
+    rows = [{"op": "copy", "precision": "fp32", "bytes": 2 ** 31,
+             "seconds": 2 ** 31 / (3.35e12 * 0.7)},
+            {"op": "launch", "precision": "fp32", "seconds": 4e-6}]
+    for m in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192):
+        for n, k in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (1536, 4096),
+                     (4096, 1024)):
+            rows.append({"op": "gemm", "precision": precision, "m": m, "n": n, "k": k})
+    for b, s in ((1, 256), (1, 512), (1, 1024), (1, 2048), (4, 1024), (1, 4096), (1, 8192)):
+        rows.append({"op": "attn_prefill", "precision": precision, "batch": b, "seq": s,
+                     "heads": 32, "kv_heads": 8, "head_dim": 128})
+    for b, s in ((1, 512), (8, 1024), (16, 2048), (64, 4096), (128, 1024), (32, 8192)):
+        rows.append({"op": "attn_decode", "precision": precision, "batch": b, "kv_len": s,
+                     "heads": 32, "kv_heads": 8, "head_dim": 128})
+    for r in rows:
+        if "seconds" not in r:
+            r["seconds"] = (predict(pm, r) - pm._kernel) * factor(r) + 4e-6
+    return rows
+
+
+# --- fitting (no torch) -----------------------------------------------------------------------
+def test_fit_generalises_to_held_out_shapes():
+    """A device whose memory-bound GEMMs reach 80% of the modelled bandwidth, whose
+    compute-bound GEMMs lose 50% below m=1024 and 10% above, and whose attention runs at 60%
+    of the model: the fitted, shape-aware curves predict shapes they never saw."""
+    pm = PerfModel(hetsim.load_accelerator("h100-sxm@datasheet"), link=None)
+
+    def f(r):
+        if r["op"] == "gemm":
+            c, m = pm.gemm_parts(r["m"], r["n"], r["k"], "bf16")
+            return 1.25 if m > c else (1.5 if r["m"] < 1024 else 1.1)
+        return 1 / 0.6
+    fit = fit_profile(H100_RAW, synthetic_rows(f))
+    for cls in ("gemm", "attention_prefill", "attention_decode"):
+        a = fit.accuracy[cls]
+        assert a["before_median"] > 0.15, cls
+        assert a["after_median"] < 0.05 and a["after_p90"] < 0.2, (cls, a)
+    # shape-aware, not one scalar: each path and each m range gets its own correction
+    cal = fit.fitted.calibration
+    assert fit.fitted.efficiency.hbm == pytest.approx(0.7, rel=1e-3)   # from the copy row
+    # relative to that bandwidth: 1.25x slower than the datasheet's 0.8 of peak
+    assert cal.gemm_memory["bf16"](4) == pytest.approx(0.8 / (0.7 * 1.25), rel=0.02)
+    assert cal.gemm["bf16"](512) == pytest.approx(1 / 1.5, rel=0.05)
+    assert cal.gemm["bf16"](4096) == pytest.approx(1 / 1.1, rel=0.05)
+    Accelerator(**{**fit.fitted.__dict__})   # still a valid profile
+
+
+def test_fitted_times_never_fall_as_work_grows():
+    import random
+    rnd = random.Random(0)
+    fit = fit_profile(H100_RAW, synthetic_rows(lambda r: rnd.uniform(0.5, 3.0)))
+    pm = PerfModel(fit.fitted, link=None)
+    ms = [1, 2, 3, 5, 8, 13, 16, 31, 64, 100, 128, 300, 512, 1000, 2048, 5000, 8192, 20000]
+    for n, k in ((4096, 4096), (1536, 4096), (28672, 8192)):
+        t = [pm.gemm_time(m, n, k, "bf16") for m in ms]
+        assert all(b >= a * (1 - 1e-9) for a, b in zip(t, t[1:])), (n, k, t)
+    seqs = [64, 128, 200, 512, 1000, 2048, 4096, 10000, 32768]
+    t = [pm.attention_prefill_time(1, s, 32, 8, 128, "bf16") for s in seqs]
+    assert all(b >= a for a, b in zip(t, t[1:]))
+    for b in (1, 8, 64):
+        t = [pm.attention_decode_time(b, s, 32, 8, 128, "bf16") for s in seqs]
+        assert all(y >= x for x, y in zip(t, t[1:])), t
+
+
+def test_calibrated_profile_moves_simulation_in_expected_direction(tmp_path):
+    """A device measured 1.5x slower than its datasheet: TTFT and TPOT rise, goodput never."""
+    fit = fit_profile(H100_RAW, synthetic_rows(lambda r: 1.5))
+    d = tmp_path / "profiles" / "calibrated"
+    d.mkdir(parents=True)
+    (d / "h100-sxm.yaml").write_text(yaml.safe_dump(fit.profile, sort_keys=False))
+    sc = yaml.safe_load((SCENARIOS / "quickstart.yaml").read_text())
+    sc["workload"]["requests"] = 200
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(sc))
+    sc["hardware_profiles"] = ["profiles"]
+    (tmp_path / "cal.yaml").write_text(yaml.safe_dump(sc))
+    base = {s["name"]: s for s in hetsim.run(tmp_path / "base.yaml").summaries}
+    cal = {s["name"]: s for s in hetsim.run(tmp_path / "cal.yaml").summaries}
+    for name in base:
+        assert cal[name]["ttft_s"]["mean"] > base[name]["ttft_s"]["mean"]
+        assert cal[name]["tpot_s"]["mean"] > base[name]["tpot_s"]["mean"]
+        assert cal[name]["goodput_rps"] <= base[name]["goodput_rps"] + 1e-9
+
+
+def test_calibrated_profile_wins_and_datasheet_can_be_asked_for(tmp_path):
+    fit = fit_profile(H100_RAW, synthetic_rows(lambda r: 2.0))
+    (tmp_path / "calibrated").mkdir()
+    (tmp_path / "calibrated" / "h100-sxm.yaml").write_text(yaml.safe_dump(fit.profile))
+    assert load_accelerator("h100-sxm", [tmp_path]).calibration is not None
+    assert load_accelerator("h100-sxm@datasheet", [tmp_path]).calibration is None
+
+
+def test_unsupported_precision_is_a_clear_error(tmp_path, capsys):
+    rows = synthetic_rows(lambda r: 1.0, precision="bf16")
+    for r in rows:
+        if r["op"] == "gemm":
+            r["precision"] = "fp8"
+    f = tmp_path / "m.csv"
+    write_csv(rows, f)
+    assert calibrate_main(["--from-csv", str(f), "--accelerator", "a100-sxm",
+                           "--out", str(tmp_path / "a.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a100-sxm does not compute in fp8" in err
+    assert not (tmp_path / "a.yaml").exists()
+
+
+BAD_CSV = [
+    ("op,precision,m,n,k\ngemm,bf16,1,2,3\n", "missing column 'seconds'"),
+    ("op,precision,m,n,k,seconds\ngem,bf16,1,2,3,0.1\n", "line 2: unknown op 'gem' (did you mean 'gemm'?)"),
+    ("op,precision,m,n,k,seconds\ngemm,bf16,1,x,3,0.1\n", "line 2.n: gemm needs a number in column 'n'"),
+    ("op,precision,m,n,k,seconds\ngemm,bf16,1,2,3,-1\n", "line 2.seconds: must be > 0"),
+    ("op,precision,m,n,k,seconds\ngemm,bf17,1,2,3,0.1\n", "line 2.precision: unknown precision"),
+    ("op,precision,bytes,seconds\ncopy,fp32,100,0.1\n", "no gemm or attention measurements"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD_CSV)
+def test_bad_csv_one_line_exit_2(tmp_path, capsys, text, expected):
+    f = tmp_path / "bad.csv"
+    f.write_text(text)
+    assert calibrate_main(["--from-csv", str(f), "--accelerator", "h100-sxm",
+                           "--out", str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{f}: " in err and expected in err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+# --- package boundaries -------------------------------------------------------------------------
+def test_simulator_never_imports_torch():
+    code = ("import sys, hetsim; hetsim.run(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    p = subprocess.run([sys.executable, "-c", code, str(SCENARIOS / "quickstart.yaml")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_calibration_imports_without_simpy_or_pandas(tmp_path):
+    rows = synthetic_rows(lambda r: 1.3)
+    f = tmp_path / "m.csv"
+    write_csv(rows, f)
+    code = ("import sys\n"
+            "for m in ('simpy', 'pandas', 'scipy', 'matplotlib'): sys.modules[m] = None\n"
+            "from hetsim.calibrate.cli import main\n"
+            f"sys.exit(main(['--from-csv', {str(f)!r}, '--accelerator', 'h100-sxm', "
+            f"'--out', {str(tmp_path / 'o.yaml')!r}, '-q']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o.yaml").exists()
+
+
+# --- on this CPU, with torch ----------------------------------------------------------------------
+torch = pytest.importorskip("torch", reason="install the CPU build: pip install torch==2.13.0")
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cal") / "calibrated"
+    out = d / "cpu.yaml"
+    assert calibrate_main(["--device", "cpu", "--quick", "--out", str(out), "--check",
+                           "-q"]) == 0
+    return out
+
+
+def test_cpu_calibration_end_to_end_writes_a_loadable_profile(cpu_run):
+    acc = load_accelerator("cpu", [cpu_run.parent.parent])
+    cal = acc.calibration
+    assert cal is not None and cal.torch.startswith("2.") and cal.grid == "quick"
+    assert "fp32" in cal.gemm and "fp32" in cal.attention_prefill and "fp32" in cal.attention_decode
+    for k in ("gemm", "attention_prefill", "attention_decode", "ref_prefill", "ref_decode"):
+        assert k in cal.accuracy and cal.accuracy[k]["n"] >= 1
+    rows = read_csv(cpu_run.with_suffix(".csv"))
+    assert {r["op"] for r in rows} >= {"gemm", "attn_prefill", "attn_decode", "copy", "launch",
+                                        "probe"}
+    # calibration helps where it was fitted: held-out GEMM and prefill-attention medians drop
+    for k in ("gemm", "attention_prefill"):
+        assert cal.accuracy[k]["after_median"] < cal.accuracy[k]["before_median"], k
+    # the whole reference prefill iteration (never used in the fit) gets closer too
+    assert cal.accuracy["ref_prefill"]["after_median"] < cal.accuracy["ref_prefill"]["before_median"]
+    # and the model can drive a simulation on it
+    pm = PerfModel(acc, link=None)
+    m = hetsim.ModelConfig(name="t", num_layers=2, hidden_size=512, num_heads=8, num_kv_heads=2,
+                           ffn_size=1408, vocab_size=4096)
+    assert 0 < hetsim.StepModel(m, pm, 1, "fp32").prefill_time([256]) < 10
+
+
+def test_from_csv_round_trips(cpu_run, tmp_path):
+    out = tmp_path / "again.yaml"
+    assert calibrate_main(["--from-csv", str(cpu_run.with_suffix(".csv")), "--accelerator",
+                           str(cpu_run), "--out", str(out), "-q"]) == 0
+    a, b = read_yaml(cpu_run), read_yaml(out)
+    for k in ("gemm", "gemm_memory", "attention_prefill", "attention_decode",
+              "attention_decode_memory", "base_efficiency"):
+        assert a["calibration"][k] == b["calibration"][k], k
+    assert a["efficiency"] == {**b["efficiency"], "note": a["efficiency"]["note"]}
+    assert a["tflops"] == b["tflops"] and a["hbm_bandwidth_tbps"] == b["hbm_bandwidth_tbps"]
+    for cls in ("gemm", "attention_prefill", "attention_decode"):
+        assert a["calibration"]["accuracy"][cls] == b["calibration"]["accuracy"][cls]
+
+
+def test_missing_torch_is_a_clear_error(tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from hetsim.cli import main\n"
+            f"sys.exit(main(['calibrate', '--device', 'cpu', '--out', {str(tmp_path / 'c.yaml')!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "pip install torch==2.13.0" in p.stderr
