@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError
@@ -60,6 +61,99 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _pct(text: str) -> float:
+    t = text.strip()
+    try:
+        return float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a tolerance: {text!r} (e.g. 5% or 0.05)") from None
+
+
+def _cmd_goodput(args) -> int:
+    from .goodput import goodput
+    from .scenario import load_scenario
+    sc = load_scenario(args.scenario)
+    if args.placement:
+        for n in args.placement:
+            if n not in sc.placements:
+                from .errors import suggest
+                raise ConfigError(f"unknown placement {n!r}" + suggest(n, sc.placements),
+                                  file=args.scenario)
+
+    def progress(name, k):
+        if not args.quiet:
+            sys.stderr.write(f"\rgoodput: {name}: {k} rates simulated   ")
+            sys.stderr.flush()
+    res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
+                  rel_tol=args.tolerance, progress=progress)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    out = {"scenario": sc.name, "slo": {"ttft_s": sc.slo.ttft_s, "tpot_s": sc.slo.tpot_s,
+                                        "attainment": sc.slo.attainment,
+                                        "percentile": sc.slo.percentile},
+           "placements": [r.to_json() for r in res]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    form = (f"p{sc.slo.percentile:g} TTFT<={sc.slo.ttft_s}s and TPOT<={sc.slo.tpot_s}s"
+            if sc.slo.percentile else f"{sc.slo.attainment:.0%} of requests within TTFT<="
+            f"{sc.slo.ttft_s}s and TPOT<={sc.slo.tpot_s}s")
+    print(f"{sc.name}: max rate with {form} ({args.seeds} seeds x {res[0].requests} requests "
+          f"per rate)")
+    rows = [("placement", "goodput r/s", "tok/s", "r/s per accel", "r/s per $/h",
+             "attainment (95% CI)", "rates tried")]
+    for r in out["placements"]:
+        a = r["attainment_at_goodput"]
+        rows.append((r["name"], f"{r['max_goodput_rps']:.3g}" + ("" if r["bracketed"] else "*"),
+                     f"{r['max_goodput_tokens_per_s']:.0f}", f"{r['per_accelerator_rps']:.3g}",
+                     "-" if r["per_dollar_hour_rps"] is None else f"{r['per_dollar_hour_rps']:.3g}",
+                     "-" if a is None else f"{a['mean']:.1%} ({a['ci95'][0]:.0%}-{a['ci95'][1]:.0%})",
+                     str(len(r["curve"]))))
+    w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
+    for i, x in enumerate(rows):
+        print("  ".join(c.ljust(w[j]) if j == 0 else c.rjust(w[j]) for j, c in enumerate(x)))
+        if i == 0:
+            print("  ".join("-" * k for k in w))
+    if any(not r["bracketed"] for r in out["placements"]):
+        print("* not bracketed: the SLO held at the highest rate tried, or failed at the lowest")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .check import baseline_json, format_results, junit_xml, run_check
+    baseline_path = Path(args.baseline) if args.baseline else None
+    baseline = None
+    if baseline_path and not args.update_baseline:
+        try:
+            baseline = json.loads(baseline_path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("baseline not found (create it with --update-baseline)",
+                              file=str(baseline_path)) from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"not JSON: {e.msg} at line {e.lineno}",
+                              file=str(baseline_path)) from None
+        if not isinstance(baseline, dict) or "placements" not in baseline:
+            raise ConfigError("not a hetsim baseline (no 'placements')", file=str(baseline_path))
+    results, metrics = run_check(args.plan, baseline, args.tolerance)
+    from .check import load_plan
+    sc_name = load_plan(args.plan)[0].name
+    if args.update_baseline:
+        target = baseline_path or Path(args.plan).with_suffix(".baseline.json")
+        target.write_text(json.dumps(baseline_json(sc_name, metrics, args.tolerance), indent=2,
+                                     sort_keys=True) + "\n")
+        print(f"wrote {target} ({sum(len(m) for m in metrics.values())} metrics)")
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(results, f"hetsim.check.{sc_name}"))
+    print(format_results(results, args.verbose))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        print(f"FAIL: {len(failed)} of {len(results)} checks; first: {failed[0].placement}: "
+              f"{failed[0].message}")
+        return 1
+    print(f"PASS: {len(results)} checks")
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from .scenario import load_scenario
     for f in args.scenario:
@@ -112,6 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("action", choices=["list", "show"])
     pr.add_argument("name", nargs="?", help="profile or model name (for show)")
     pr.set_defaults(func=_cmd_profiles)
+    g = sub.add_parser("goodput", help="highest arrival rate within SLO, per placement")
+    g.add_argument("scenario")
+    g.add_argument("--placement", action="append", metavar="NAME")
+    g.add_argument("--seeds", type=int, default=3, help="request streams per rate (default 3)")
+    g.add_argument("--requests", type=int, help="requests per run (default: the scenario's)")
+    g.add_argument("--tolerance", type=_pct, default=0.02,
+                   help="stop bisecting at this relative width (default 2%%)")
+    g.add_argument("--json", action="store_true")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=_cmd_goodput)
+    c = sub.add_parser("check", help="run a plan and check its expectations and baseline "
+                       "(exit 0 pass, 1 regression, 2 bad input)")
+    c.add_argument("plan", help="scenario YAML with expect: blocks")
+    c.add_argument("--baseline", metavar="JSON", help="compare every metric with this baseline")
+    c.add_argument("--tolerance", type=_pct, default=0.05,
+                   help="allowed drift from the baseline (default 5%%)")
+    c.add_argument("--junit", metavar="XML", help="write a JUnit report")
+    c.add_argument("--update-baseline", action="store_true",
+                   help="rewrite the baseline from this run (on purpose)")
+    c.add_argument("-v", "--verbose", action="store_true", help="list passing baseline metrics")
+    c.set_defaults(func=_cmd_check)
     from .calibrate.cli import build_parser as calibrate_parser
     calibrate_parser(sub.add_parser("calibrate", help="fit a profile to torch measurements on "
                                     "this device (needs torch) or to a CSV"))

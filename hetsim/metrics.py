@@ -9,7 +9,7 @@ import pandas as pd
 from .engine.request import RECORD_COLUMNS
 from .scenario import SLO, ResolvedPlacement
 
-__all__ = ["records_frame", "summarize", "percentiles"]
+__all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -44,6 +44,22 @@ def slo_met(df: pd.DataFrame, slo: SLO) -> pd.Series:
     """Completed, TTFT within SLO and TPOT within SLO (single-token outputs have no TPOT)."""
     ok_tpot = df["tpot_s"].isna() | (df["tpot_s"] <= slo.tpot_s)
     return (df["state"] == "completed") & (df["ttft_s"] <= slo.ttft_s) & ok_tpot
+
+
+def meets(df: pd.DataFrame, slo: SLO, ok: pd.Series | None = None) -> bool:
+    """Whether a run meets the SLO: the attainment fraction, or (``slo.percentile``) the p-th
+    percentile TTFT and TPOT each within target, dropped requests counting as infinitely slow."""
+    if not len(df):
+        return False
+    if slo.percentile is None:
+        ok = slo_met(df, slo) if ok is None else ok
+        return bool(ok.mean() >= slo.attainment)
+    done = df["state"] == "completed"
+    ttft = df["ttft_s"].where(done, np.inf).to_numpy()
+    tpot = df["tpot_s"].where(done, np.inf).dropna().to_numpy()
+    q = slo.percentile
+    return bool(np.percentile(ttft, q, method="higher") <= slo.ttft_s and
+                (len(tpot) == 0 or np.percentile(tpot, q, method="higher") <= slo.tpot_s))
 
 
 def _nan_none(x):
@@ -94,7 +110,7 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
         "throughput_rps": len(done) / duration,
         "output_tokens_per_s": tokens_per_s,
         "slo_attainment": float(ok.mean()) if len(df) else 0.0,
-        "meets_slo": bool(len(df) and ok.mean() >= slo.attainment),
+        "meets_slo": meets(df, slo, ok),
         "goodput_rps": goodput,
         "accelerators": sum(p.accelerators for p in placement.pools.values()),
         "cost_per_hour_usd": cost,

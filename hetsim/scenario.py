@@ -228,6 +228,10 @@ class SLO:
     tpot_s: float = field(metadata=meta("time-per-output-token target, s", positive))
     attainment: float = field(default=0.9, metadata=meta(
         "fraction of requests that must meet both", fraction))
+    percentile: float | None = field(default=None, metadata=meta(
+        "MLPerf form: the p-th percentile TTFT and TPOT must each be within target "
+        "(instead of an attainment fraction)",
+        lambda v: None if 0 < v < 100 else f"must be in (0, 100), got {v}"))
 
 
 @dataclass(frozen=True)

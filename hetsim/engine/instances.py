@@ -264,13 +264,16 @@ class DecodeInstance(_Instance):
                     yield self._sleep()
                 continue
             assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-            work, evs = self._take_work()
             t = self.step.decode_time(n, self.ctx_sum)
             self.decode_tokens += n
             self.decode_token_s += t * n
-            yield self._iterate(t + work)
-            for ev in evs:
-                ev.succeed()
+            if self._work:
+                work, evs = self._take_work()
+                yield self._iterate(t + work)
+                for ev in evs:
+                    ev.succeed()
+            else:
+                yield self._iterate(t)
             self.step_no += 1
             self.ctx_sum += n
             self._finish()

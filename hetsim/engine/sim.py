@@ -186,7 +186,10 @@ class Simulation:
             staged = 0
             yield d.reserve(req)
         req.kv_reserved_s = env.now
-        req.kv_granted.succeed()
+        if req.kv_granted is not None:     # layer-wise: the request's process is waiting on it
+            req.kv_granted.succeed()
+        else:
+            req.to(State.TRANSFERRING)
         conv = 0.0
         if side == "decode":
             conv = req.conversion_s = conv_s(req.input_tokens)
@@ -225,10 +228,10 @@ class Simulation:
         if not any(d.fits(req) for d in self.receivers):
             req.drop("prompt + output exceed every decode instance's KV capacity")
             return
-        req.kv_granted = env.event()
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
         if layerwise:
             req.started = env.event()
+            req.kv_granted = env.event()
         prefill_done = p.submit(req)
         handoff = None
         if layerwise:   # stream from the moment the prefill starts
@@ -241,14 +244,15 @@ class Simulation:
             req.to(State.COMPLETED)
             p.release(req.kv_blocks)
             return
-        if handoff is None:
+        req.to(State.WAIT_KV)
+        if handoff is None:   # whole transfer: the handoff runs in the request's own process
             d = self._target.pop(req.id, None) or self.router_decode.pick(
                 [d for d in self.receivers if d.fits(req)], req)
-            handoff = env.process(self._handoff(req, p, d))
-        req.to(State.WAIT_KV)
-        yield req.kv_granted
-        req.to(State.TRANSFERRING)
-        yield handoff
+            yield from self._handoff(req, p, d)
+        else:
+            yield req.kv_granted
+            req.to(State.TRANSFERRING)
+            yield handoff
         yield d.join(req)
 
     def _colocated(self, req: Request, m=None):

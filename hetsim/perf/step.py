@@ -51,6 +51,13 @@ class StepModel:
         self.kv_heads = m.kv_heads_per_rank(tp)
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
+        self._decode_linear = None
+        if pm._cal is None:
+            # Uncalibrated decode attention per layer is max(a T, b T + g B) + kernel in the
+            # batch B and total context T: read the coefficients off the op model once.
+            c1, m1, _ = self._decode_parts(1, 1)
+            _, m2, _ = self._decode_parts(1, 2)
+            self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm._kernel)
 
     # --- shapes --------------------------------------------------------------------------
     def _gemm_shapes(self):
@@ -135,8 +142,25 @@ class StepModel:
             self.attn_precision, self.formats.kv, v_head_dim=v)
 
     def decode_attention_time(self, batch: int, total_kv: int) -> float:
+        lin = self._decode_linear
+        if lin is not None and batch > 0:   # hot path: one call per decode step
+            a, b, g, k = lin
+            return self.model.num_layers * (max(a * total_kv, b * total_kv + g * batch) + k)
+        return self._decode_attention_time(batch, total_kv)
+
+    def _decode_parts(self, batch: int, total_kv: int):
+        """(compute, memory, bytes) of one layer's decode attention, before calibration."""
         m = self.model
         if m.mla:  # absorbed MLA: every head reads the one shared latent (+ RoPE key)
+            width = m.mla.kv_lora_rank + m.mla.qk_rope_dim
+            return self.pm.attention_decode_parts(batch, total_kv, self.heads, 1, width // 2,
+                                                  self.attn_precision, self.formats.kv, width)
+        return self.pm.attention_decode_parts(batch, total_kv, self.heads, self.kv_heads,
+                                              m.head_dim, self.attn_precision, self.formats.kv)
+
+    def _decode_attention_time(self, batch: int, total_kv: int) -> float:
+        m = self.model
+        if m.mla:
             width = m.mla.kv_lora_rank + m.mla.qk_rope_dim
             per_layer = self.pm.attention_decode_total_time(
                 batch, total_kv, self.heads, 1, width // 2, self.attn_precision,

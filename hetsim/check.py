@@ -1,0 +1,193 @@
+"""``hetsim check``: CI regression of capacity plans.
+
+A plan is a scenario with expectations: ``expect:`` at the top level applies to every placement,
+``expect:`` inside a placement to that one (and wins on the same metric). Metrics are the keys
+of the run summary, nested ones dotted (``ttft_s.p99``, ``link_utilization.prefill.nic.max``).
+The run is deterministic, so a stored baseline of every numeric metric catches silent model
+changes: drift beyond the tolerance fails even while the bounds hold.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from .config import build, meta, read_yaml
+from .errors import ConfigError, suggest
+
+__all__ = ["Bound", "CheckResult", "load_plan", "run_check", "flatten", "junit_xml"]
+
+
+@dataclass(frozen=True)
+class Bound:
+    min: float | None = field(default=None, metadata=meta("lowest acceptable value"))
+    max: float | None = field(default=None, metadata=meta("highest acceptable value"))
+
+    def __post_init__(self):
+        if self.min is None and self.max is None:
+            raise ConfigError("needs min or max", path="min")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"min {self.min} > max {self.max}", path="min")
+
+
+@dataclass
+class CheckResult:
+    placement: str
+    metric: str
+    kind: str            # "bound" | "baseline"
+    value: float | None
+    expected: str
+    passed: bool
+    message: str = ""
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_plan(path: str | Path):
+    """The scenario and its expectations ({placement: {metric: Bound}}), validated."""
+    from .scenario import Scenario, load_scenario
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError("a plan must be a mapping (a scenario with expect:)", file=str(path))
+    raw = dict(raw)
+    top = raw.pop("expect", None) or {}
+    per = {}
+    for name, pl in (raw.get("placements") or {}).items():
+        if isinstance(pl, dict) and "expect" in pl:
+            pl = dict(pl)
+            per[name] = pl.pop("expect") or {}
+            raw["placements"][name] = pl
+    import tempfile
+    import yaml
+    # validate the scenario part with the usual loader (errors name the plan file)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=Path(path).parent,
+                                     delete=False) as f:
+        yaml.safe_dump(raw, f)
+        tmp = f.name
+    try:
+        sc = load_scenario(tmp)
+    except ConfigError as e:
+        raise ConfigError(e.message, file=str(path), path=e.path) from None
+    finally:
+        Path(tmp).unlink()
+    import dataclasses
+    sc = dataclasses.replace(sc, source_file=str(path))
+    expects = {}
+    for name in sc.placements:
+        merged = {}
+        for where, block in ((("expect",), top), ((f"placements.{name}.expect",), per.get(name, {}))):
+            if not isinstance(block, dict):
+                raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
+                                  path=where[0])
+            for metric, b in block.items():
+                try:
+                    merged[metric] = (build(Bound, b, f"{where[0]}.{metric}"),
+                                      f"{where[0]}.{metric}")
+                except ConfigError as e:
+                    raise e.with_file(str(path)) from None
+        expects[name] = merged
+    return sc, expects
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    if a == b:
+        return True
+    return abs(a - b) <= tol * max(abs(a), abs(b)) + 1e-12
+
+
+def run_check(path, baseline: dict | None = None, tolerance: float = 0.05,
+              progress=None) -> tuple[list[CheckResult], dict]:
+    """Run the plan; check bounds and drift. Returns (results, metrics per placement)."""
+    from .api import run
+    sc, expects = load_plan(path)
+    result = run(sc, progress=progress)
+    metrics = {s["name"]: {k: v for k, v in flatten(s).items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and (v is None or math.isfinite(v))}
+               for s in result.summaries}
+    results = []
+    for s in result.summaries:
+        name, flat = s["name"], flatten(s)
+        for metric, (b, where) in expects[name].items():
+            if metric not in flat:
+                raise ConfigError(f"unknown metric {metric!r}" + suggest(metric, flat),
+                                  file=str(path), path=where)
+            v = flat[metric]
+            want = " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
+                                             f"<= {b.max:g}" if b.max is not None else "") if x)
+            ok = v is not None and (b.min is None or v >= b.min) and (b.max is None or v <= b.max)
+            results.append(CheckResult(name, metric, "bound", v, want, ok,
+                                       "" if ok else f"{metric} = {_fmt(v)}, expected {want}"))
+        if baseline is not None:
+            base = baseline.get("placements", {}).get(name)
+            if base is None:
+                results.append(CheckResult(name, "(baseline)", "baseline", None, "present",
+                                           False, f"placement {name!r} is not in the baseline"))
+                continue
+            for metric, bv in base.items():
+                v = metrics[name].get(metric)
+                ok = v is not None and _close(v, bv, tolerance)
+                results.append(CheckResult(
+                    name, metric, "baseline", v, f"{_fmt(bv)} ± {tolerance:.0%}", ok,
+                    "" if ok else f"{metric} drifted: {_fmt(v)} vs baseline {_fmt(bv)} "
+                                  f"({_drift(v, bv)})"))
+    return results, metrics
+
+
+def _fmt(v) -> str:
+    return "missing" if v is None else f"{v:.6g}"
+
+
+def _drift(v, b) -> str:
+    if v is None:
+        return "missing"
+    if b == 0:
+        return f"{v:+.3g} absolute"
+    return f"{(v - b) / abs(b):+.1%}"
+
+
+def baseline_json(sc_name: str, metrics: dict, tolerance: float) -> dict:
+    return {"scenario": sc_name, "tolerance": tolerance, "placements": metrics}
+
+
+def format_results(results: list[CheckResult], show_passed_baseline: bool = False) -> str:
+    rows = [("placement", "check", "metric", "value", "expected", "status")]
+    for r in results:
+        if r.kind == "baseline" and r.passed and not show_passed_baseline:
+            continue
+        rows.append((r.placement, r.kind, r.metric, _fmt(r.value), r.expected,
+                     "ok" if r.passed else "FAIL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    n_base = sum(r.kind == "baseline" for r in results)
+    bad_base = sum(r.kind == "baseline" and not r.passed for r in results)
+    if n_base:
+        lines.append(f"baseline: {n_base - bad_base}/{n_base} metrics within tolerance")
+    return "\n".join(lines)
+
+
+def junit_xml(results: list[CheckResult], suite: str) -> str:
+    fails = sum(not r.passed for r in results)
+    out = [f'<?xml version="1.0" encoding="utf-8"?>',
+           f'<testsuites><testsuite name="{escape(suite)}" tests="{len(results)}" '
+           f'failures="{fails}" errors="0">']
+    for r in results:
+        name = escape(f"{r.placement}: {r.kind} {r.metric}", {'"': "&quot;"})
+        out.append(f'<testcase classname="{escape(suite)}.{escape(r.placement)}" name="{name}">')
+        if not r.passed:
+            out.append(f'<failure message="{escape(r.message, {chr(34): "&quot;"})}"/>')
+        out.append("</testcase>")
+    out.append("</testsuite></testsuites>")
+    return "\n".join(out) + "\n"

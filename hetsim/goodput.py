@@ -1,0 +1,166 @@
+"""Goodput search: the highest arrival rate at which a placement still meets its SLO.
+
+For each placement, the rate is bracketed (doubling up from the scenario's rate while the SLO
+holds, halving down while it does not) and then bisected. Every rate is simulated with several
+seeds (independent request streams); a rate passes when the mean SLO attainment over the seeds
+reaches the target (or, with ``slo.percentile``, when most seeds meet the percentile form).
+Noise can make attainment non-monotone near the knee: bisection keeps the invariant "lo passed,
+hi failed" and so always ends with a rate that was observed to pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine.sim import Simulation
+from .errors import ConfigError
+from .metrics import meets, records_frame, slo_met
+from .scenario import Scenario, resolve_scenario
+from .workload import generate
+
+__all__ = ["GoodputResult", "search", "goodput"]
+
+
+@dataclass
+class Point:
+    rate_rps: float
+    attainment: float              # mean over seeds
+    attainment_std: float          # across seeds
+    passed: bool
+    tokens_per_s: float            # output tokens/s of requests meeting the SLO (mean)
+
+
+@dataclass
+class GoodputResult:
+    name: str
+    max_goodput_rps: float
+    max_goodput_tokens_per_s: float
+    accelerators: int
+    cost_per_hour_usd: float
+    seeds: int
+    requests: int
+    curve: list[Point] = field(default_factory=list)
+    bracketed: bool = True         # False: never passed, or passed at the highest rate tried
+
+    def to_json(self) -> dict:
+        knee = next((p for p in self.curve if p.rate_rps == self.max_goodput_rps), None)
+        return {
+            "name": self.name,
+            "max_goodput_rps": self.max_goodput_rps,
+            "max_goodput_tokens_per_s": self.max_goodput_tokens_per_s,
+            "per_accelerator_rps": self.max_goodput_rps / self.accelerators,
+            "per_dollar_hour_rps": (self.max_goodput_rps / self.cost_per_hour_usd
+                                    if self.cost_per_hour_usd else None),
+            "accelerators": self.accelerators,
+            "cost_per_hour_usd": self.cost_per_hour_usd,
+            "seeds": self.seeds,
+            "requests_per_run": self.requests,
+            "bracketed": self.bracketed,
+            # a normal-approximation 95% interval of the mean attainment at the reported rate
+            "attainment_at_goodput": None if knee is None else {
+                "mean": knee.attainment,
+                "ci95": [max(0.0, knee.attainment - 1.96 * knee.attainment_std
+                             / math.sqrt(self.seeds)),
+                         min(1.0, knee.attainment + 1.96 * knee.attainment_std
+                             / math.sqrt(self.seeds))]},
+            "curve": [{"rate_rps": p.rate_rps, "attainment": p.attainment,
+                       "passed": p.passed} for p in self.curve],
+        }
+
+
+def search(evaluate, start: float, *, rel_tol: float = 0.02, max_steps: int = 40,
+           lo_limit: float = 1e-3, hi_limit: float = 1e6, progress=None) -> tuple[float, list,
+                                                                                  bool]:
+    """Largest passing rate. ``evaluate(rate) -> Point``. Returns (rate or 0, points, bracketed).
+
+    Robust to non-monotone noise: only the invariant lo-passed / hi-failed is kept."""
+    points: dict[float, Point] = {}
+
+    def ev(r):
+        r = float(f"{r:.6g}")
+        if r not in points:
+            points[r] = evaluate(r)
+            if progress:
+                progress(len(points))
+        return points[r]
+
+    lo = hi = None
+    r = start
+    for _ in range(max_steps):
+        if ev(r).passed:
+            lo = r
+            if hi is not None or r * 2 > hi_limit:
+                break
+            r *= 2
+        else:
+            hi = r
+            if lo is not None or r / 2 < lo_limit:
+                break
+            r /= 2
+    if lo is None:
+        return 0.0, sorted(points.values(), key=lambda p: p.rate_rps), False
+    if hi is None:
+        return lo, sorted(points.values(), key=lambda p: p.rate_rps), False
+    steps = 0
+    while (hi - lo) / lo > rel_tol and steps < max_steps:
+        mid = (lo + hi) / 2
+        if ev(mid).passed:
+            lo = mid
+        else:
+            hi = mid
+        steps += 1
+    lo = float(f"{lo:.6g}")
+    return lo, sorted(points.values(), key=lambda p: p.rate_rps), True
+
+
+def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
+    arrival = sc.workload.arrival
+    if arrival is None or arrival.process == "closed" or arrival.trace or sc.workload.trace:
+        raise ConfigError("goodput search varies the arrival rate: it needs a poisson, gamma "
+                          "or constant arrival process", path="workload.arrival")
+    slo = sc.slo
+
+    def evaluate(rate: float) -> Point:
+        att, tok, ok = [], [], []
+        for s in seeds:
+            w = dataclasses.replace(sc.workload, requests=requests, seed=s,
+                                    arrival=dataclasses.replace(arrival, rate_rps=rate))
+            reqs = generate(w, sc.base_dir, max_context=model.max_context)
+            res = Simulation(placement, model, reqs, seed=s).run()
+            df = records_frame(res.requests, placement.name)
+            good = slo_met(df, slo)
+            start = float(df["arrival_s"].min())
+            dur = max(res.end_s - start, 1e-12)
+            att.append(float(good.mean()))
+            tok.append(float(df.loc[good, "output_tokens"].sum()) / dur)
+            ok.append(meets(df, slo, good))
+        mean = float(np.mean(att))
+        passed = (mean >= slo.attainment) if slo.percentile is None else (sum(ok) * 2 > len(ok))
+        return Point(rate, mean, float(np.std(att)), passed, float(np.mean(tok)))
+    return evaluate
+
+
+def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3,
+            requests: int | None = None, rel_tol: float = 0.02, progress=None
+            ) -> list[GoodputResult]:
+    """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed."""
+    model, resolved = resolve_scenario(sc)
+    names = placements or list(resolved)
+    n = requests or sc.workload.requests
+    seed_list = [sc.workload.seed + i for i in range(seeds)]
+    start = sc.workload.arrival.rate_rps if sc.workload.arrival else None
+    out = []
+    for name in names:
+        pl = resolved[name]
+        ev = _evaluator(sc, model, pl, seed_list, n)
+        cb = (lambda k, _n=name: progress(_n, k)) if progress else None
+        rate, pts, bracketed = search(ev, start or 1.0, rel_tol=rel_tol, progress=cb)
+        knee = next((p for p in pts if p.rate_rps == rate), None)
+        out.append(GoodputResult(
+            name, rate, knee.tokens_per_s if knee else 0.0,
+            sum(p.accelerators for p in pl.pools.values()),
+            sum(p.usd_per_hour for p in pl.pools.values()), seeds, n, pts, bracketed))
+    return out

@@ -1,0 +1,191 @@
+"""Goodput search (bracketing, noise, determinism) and ``hetsim check`` (bounds, baseline drift,
+JUnit, bad plans)."""
+import copy
+import json
+import random
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+import hetsim
+from hetsim.cli import main
+from hetsim.goodput import Point, goodput, search
+
+from .conftest import ROOT, scenario_from
+
+PLAN = ROOT / "examples" / "ci" / "plan.yaml"
+BASELINE = ROOT / "examples" / "ci" / "baseline.json"
+
+
+# --- search -------------------------------------------------------------------------------------
+def threshold(knee, noise=None):
+    def ev(r):
+        ok = r <= knee if noise is None else (r <= knee) != (noise.random() < 0.3
+                                                              and abs(r - knee) < 0.2 * knee)
+        return Point(r, 0.95 if ok else 0.5, 0.0, ok, r * 100)
+    return ev
+
+
+@pytest.mark.parametrize("start", [0.1, 1.0, 7.3, 50.0, 900.0])
+def test_search_brackets_a_monotone_knee(start):
+    rate, pts, bracketed = search(threshold(7.3), start, rel_tol=0.01)
+    assert bracketed and 7.3 * 0.99 <= rate <= 7.3
+    assert any(p.passed for p in pts) and any(not p.passed for p in pts)
+
+
+def test_search_survives_non_monotone_noise():
+    for seed in range(20):
+        rate, pts, _ = search(threshold(5.0, random.Random(seed)), 1.0, rel_tol=0.01)
+        passed = {p.rate_rps for p in pts if p.passed}
+        assert rate in passed                      # it reports a rate that was seen to pass
+        assert 0.7 * 5.0 <= rate <= 1.3 * 5.0
+
+
+def test_search_never_passing_or_always_passing():
+    assert search(lambda r: Point(r, 0.0, 0.0, False, 0.0), 1.0)[0] == 0.0
+    rate, _, bracketed = search(lambda r: Point(r, 1.0, 0.0, True, 0.0), 1.0, hi_limit=64)
+    assert rate == 64 and not bracketed
+
+
+# --- goodput on the simulator -------------------------------------------------------------------
+def small(base_dict, tmp_path, **slo):
+    d = copy.deepcopy(base_dict)
+    d["workload"]["requests"] = 150
+    d["slo"].update(slo)
+    d["placements"]["disagg2"] = copy.deepcopy(d["placements"]["disagg"])
+    d["placements"]["disagg2"]["pools"]["d"]["instances"] = 2
+    return scenario_from(d, tmp_path)
+
+
+def test_goodput_is_deterministic_and_meets_slo_at_the_knee(tmp_path, base_dict):
+    sc = small(base_dict, tmp_path)
+    a = [r.to_json() for r in goodput(sc, seeds=2)]
+    b = [r.to_json() for r in goodput(sc, seeds=2)]
+    assert a == b
+    for r in a:
+        assert r["bracketed"] and r["max_goodput_rps"] > 0
+        knee = r["attainment_at_goodput"]
+        assert knee["mean"] >= sc.slo.attainment
+        above = [p for p in r["curve"] if p["rate_rps"] > r["max_goodput_rps"]]
+        assert above and not any(p["passed"] for p in above if p["rate_rps"] >
+                                 r["max_goodput_rps"] * 1.5)
+        assert r["per_accelerator_rps"] == pytest.approx(r["max_goodput_rps"] / r["accelerators"])
+    g = {r["name"]: r["max_goodput_rps"] for r in a}
+    assert g["disagg2"] >= g["disagg"]           # more decode capacity never hurts
+
+
+def test_percentile_slo_form(tmp_path, base_dict):
+    sc = small(base_dict, tmp_path, percentile=99)
+    assert sc.slo.percentile == 99
+    r = hetsim.run(sc)
+    assert all(isinstance(s["meets_slo"], bool) for s in r.summaries)
+    res = goodput(sc, ["disagg"], seeds=2)
+    assert res[0].max_goodput_rps > 0
+
+
+def test_goodput_cli_json(tmp_path, base_dict, capsys):
+    sc = small(base_dict, tmp_path)
+    assert main(["goodput", sc.source_file, "--json", "-q", "--seeds", "2",
+                 "--placement", "disagg"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    p = out["placements"][0]
+    for k in ("name", "max_goodput_rps", "max_goodput_tokens_per_s", "per_accelerator_rps",
+              "per_dollar_hour_rps", "curve"):
+        assert k in p
+    assert {"rate_rps", "attainment"} <= set(p["curve"][0])
+
+
+def test_goodput_needs_a_rate(tmp_path, base_dict, capsys):
+    d = copy.deepcopy(base_dict)
+    d["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(d))
+    assert main(["goodput", str(f), "-q"]) == 2
+    assert "needs a poisson, gamma or constant arrival" in capsys.readouterr().err
+
+
+# --- hetsim check -------------------------------------------------------------------------------
+def plan_copy(tmp_path, edit=None):
+    d = yaml.safe_load(PLAN.read_text())
+    if edit:
+        edit(d)
+    f = tmp_path / "plan.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    return f
+
+
+def test_shipped_plan_passes_against_its_baseline(tmp_path, capsys):
+    junit = tmp_path / "r.xml"
+    assert main(["check", str(PLAN), "--baseline", str(BASELINE), "--junit", str(junit)]) == 0
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("failures") == "0" and int(suite.get("tests")) > 10
+
+
+@pytest.mark.parametrize("edit,metric", [
+    (lambda d: d["placements"]["hetero-1p2d"]["pools"]["decode"].update(instances=1),
+     "ttft_s.p99"),
+    (lambda d: d["placements"]["hetero-1p2d"].update(kv_link="tcp-25g"), "ttft_s.p99"),
+])
+def test_a_worse_plan_fails_and_names_the_metric(tmp_path, capsys, edit, metric):
+    f = plan_copy(tmp_path, edit)
+    junit = tmp_path / "r.xml"
+    assert main(["check", str(f), "--baseline", str(BASELINE), "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and metric in out
+    assert int(ET.parse(junit).getroot().find("testsuite").get("failures")) >= 1
+
+
+def test_baseline_catches_a_small_model_change_while_bounds_hold(tmp_path, capsys, monkeypatch):
+    from hetsim.perf import ops
+    orig = ops.PerfModel.__init__
+
+    def slower(self, *a, **k):          # a 10% slower GEMM ceiling: a "model change"
+        orig(self, *a, **k)
+        self._cal = None
+        self._peak_scale = 0.9
+    monkeypatch.setattr(ops.PerfModel, "__init__", slower)
+    monkeypatch.setattr(ops.PerfModel, "_peak",
+                        lambda self, p: self.acc.peak_flops(p) * self._peak_scale)
+    assert main(["check", str(PLAN), "--baseline", str(BASELINE)]) == 1
+    out = capsys.readouterr().out
+    assert "drifted" in out
+    bounds = [line for line in out.splitlines() if " bound " in line]
+    assert bounds and all(line.rstrip().endswith("ok") for line in bounds)
+
+
+def test_update_baseline_rewrites_on_purpose(tmp_path, capsys):
+    b = tmp_path / "b.json"
+    assert main(["check", str(PLAN), "--baseline", str(b), "--update-baseline"]) == 0
+    data = json.loads(b.read_text())
+    assert data["placements"]["hetero-1p2d"]["goodput_rps"] > 0
+    assert main(["check", str(PLAN), "--baseline", str(b), "--tolerance", "0.1%"]) == 0
+
+
+BAD_PLANS = [
+    (lambda d: d["expect"].update({"ttft_s.p999": {"max": 1}}),
+     "expect.ttft_s.p999: unknown metric 'ttft_s.p999' (did you mean 'ttft_s.p99'?)"),
+    (lambda d: d["expect"].update({"goodput_rps": {}}), "expect.goodput_rps.min: needs min or max"),
+    (lambda d: d["expect"].update({"goodput_rps": {"min": 5, "max": 1}}), "min 5.0 > max 1.0"),
+    (lambda d: d["expect"].update({"goodput_rps": {"minimum": 5}}),
+     "expect.goodput_rps.minimum: unknown key (did you mean 'min'?)"),
+    (lambda d: d["placements"]["hetero-1p2d"]["pools"]["decode"].update(tp=3),
+     "placements.hetero-1p2d.pools.decode.tp: must be a power of two"),
+]
+
+
+@pytest.mark.parametrize("edit,expected", BAD_PLANS)
+def test_bad_plans_exit_2_one_line(tmp_path, capsys, edit, expected):
+    f = plan_copy(tmp_path, edit)
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{f}: " in err and expected in err
+
+
+def test_bad_baseline_files(tmp_path, capsys):
+    bad = tmp_path / "b.json"
+    bad.write_text("{not json")
+    assert main(["check", str(PLAN), "--baseline", str(bad)]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    assert main(["check", str(PLAN), "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "--update-baseline" in capsys.readouterr().err
