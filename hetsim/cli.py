@@ -154,6 +154,71 @@ def _cmd_check(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    import yaml
+    from .plan import load_plan_spec, plan
+    spec = load_plan_spec(args.spec)
+    progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
+        f"\rplan: {st} {i}/{n}   "), sys.stderr.flush()))
+    res = plan(spec, progress)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.yaml").write_text(
+        f"# written by `hetsim plan {args.spec}`; run it with `hetsim run`\n"
+        + yaml.safe_dump(res.scenario_dict(), sort_keys=False, width=100))
+    _plan_png(res, out / "pareto.png")
+    rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "frontier")]
+    front = {id(c) for c in res.frontier}
+    for c in sorted(res.verified, key=lambda c: c.cost):
+        rows.append((c.name(), str(c.accelerators), f"{c.cost:.2f}",
+                     "yes" if c.verified else "no",
+                     "-" if c.attainment is None else f"{c.attainment:.1%}",
+                     "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
+                     "*" if id(c) in front else ""))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"{spec.name}: {res.target_rps:g} req/s within SLO; {res.considered} candidates "
+          f"considered, {res.pruned} pruned analytically ({res.infeasible} infeasible, the rest "
+          f"dearer than the short list), {res.simulated} simulated, {res.wall_s:.1f} s")
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w[j]) for j, c in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * k for k in w))
+    best = res.best
+    print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else
+          "no candidate met the SLO at the target rate within the inventory and budget")
+    print(f"wrote {out}/plan.yaml and {out}/pareto.png")
+    return 0 if best else 1
+
+
+def _plan_png(res, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"colocated": "C0", "homogeneous-pd": "C1", "heterogeneous-pd": "C2"}
+    for c in res.verified:
+        if c.goodput_rps is not None:
+            ax.scatter(c.cost, c.goodput_rps, color=colors[c.shape], s=30,
+                       label=c.shape)
+    f = res.frontier
+    if f:
+        ax.plot([c.cost for c in f], [c.goodput_rps for c in f], "k--", lw=0.8,
+                label="Pareto frontier")
+    ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
+    h, lab = ax.get_legend_handles_labels()
+    uniq = dict(zip(lab, h))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+    ax.set_xlabel("cost ($/h)")
+    ax.set_ylabel("goodput (req/s within SLO)")
+    ax.set_title(f"{res.spec.name}: cost vs goodput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _cmd_validate(args) -> int:
     from .scenario import load_scenario
     for f in args.scenario:
@@ -216,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_cmd_goodput)
+    pl = sub.add_parser("plan", help="cheapest clusters from an inventory that meet a target "
+                        "load (analytical pruning, then simulation)")
+    pl.add_argument("spec", help="plan spec YAML (model, workload, slo, inventory, ...)")
+    pl.add_argument("--out", default="plan-out", metavar="DIR",
+                    help="where plan.yaml and pareto.png go (default plan-out/)")
+    pl.add_argument("-q", "--quiet", action="store_true")
+    pl.set_defaults(func=_cmd_plan)
     c = sub.add_parser("check", help="run a plan and check its expectations and baseline "
                        "(exit 0 pass, 1 regression, 2 bad input)")
     c.add_argument("plan", help="scenario YAML with expect: blocks")

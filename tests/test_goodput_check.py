@@ -189,3 +189,55 @@ def test_bad_baseline_files(tmp_path, capsys):
     assert "not JSON" in capsys.readouterr().err
     assert main(["check", str(PLAN), "--baseline", str(tmp_path / "none.json")]) == 2
     assert "--update-baseline" in capsys.readouterr().err
+
+
+# --- hetsim plan --------------------------------------------------------------------------------
+PLAN_SPEC = ROOT / "examples" / "plan" / "llama8b-chat.yaml"
+
+
+def small_spec(tmp_path, **edits):
+    d = yaml.safe_load(PLAN_SPEC.read_text())
+    d.update(verify=1, verify_requests=300, target_rps=8, inventory={
+        "h100-sxm": {"max": 4}, "a100-sxm": {"max": 4}}, precisions=["bf16"], tp=[1],
+        interconnects=["roce-400g"])
+    d.update(edits)
+    f = tmp_path / "spec.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    return f
+
+
+def test_planner_plans_pass_their_own_verification(tmp_path, capsys):
+    f = small_spec(tmp_path)
+    out = tmp_path / "out"
+    assert main(["plan", str(f), "--out", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "considered" in text and "simulated" in text
+    assert (out / "pareto.png").stat().st_size > 1000
+    sc = hetsim.load_scenario(out / "plan.yaml")      # a runnable scenario
+    assert len(sc.placements) >= 2
+    for s in hetsim.run(sc).summaries:
+        assert s["meets_slo"], s["name"]
+
+
+def test_planner_respects_caps_and_budget(tmp_path, capsys):
+    from hetsim.plan import load_plan_spec, plan
+    spec = load_plan_spec(small_spec(tmp_path, budget_usd_per_hour=4.0))
+    res = plan(spec)
+    for c in res.verified:
+        assert c.cost <= 4.0 + max(o.price for o, _ in c.pools.values())
+        used = {}
+        for o, n in c.pools.values():
+            used[o.acc] = used.get(o.acc, 0) + o.tp * n
+        assert all(v <= 4 for v in used.values())
+    assert 0 <= res.infeasible <= res.considered - res.simulated
+    assert res.considered > res.simulated > 0
+
+
+def test_bad_plan_spec(tmp_path, capsys):
+    f = small_spec(tmp_path, inventory={"h100-sx": {"max": 4}})
+    assert main(["plan", str(f), "-q", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inventory.h100-sx: unknown accelerator" in err
+    f = small_spec(tmp_path, shapes=["colocatd"])
+    assert main(["plan", str(f), "-q", "--out", str(tmp_path / "o")]) == 2
+    assert "did you mean 'colocated'" in capsys.readouterr().err

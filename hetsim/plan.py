@@ -1,0 +1,357 @@
+"""``hetsim plan``: the cheapest clusters that serve a target load within SLO, from an inventory.
+
+Search in three steps, so it stays practical:
+1. **Enumerate** colocated, homogeneous-PD and heterogeneous-PD candidates over the inventory's
+   accelerators, the allowed TP degrees and compute precisions, and the candidate KV links.
+2. **Prune analytically** with the performance model: memory fit, precision support, TP
+   dividing the heads, per-instance capacity under the SLOs (prefill: an M/D/1 queue whose
+   90th-percentile wait plus service fits the TTFT target; decode: the largest batch whose step
+   fits the TPOT target and whose KV fits memory), rate matching (each pool sized to the target),
+   KV link load, availability caps and the budget.
+3. **Verify by simulation** the cheapest survivors of each shape at the target rate (growing the
+   pool that misses its SLO by one instance, up to three times), then measure the goodput of the
+   verified plans for the cost-vs-goodput Pareto frontier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import build, meta, positive, read_yaml
+from .errors import ConfigError, suggest
+from .hardware import load_accelerator, load_interconnect
+from .models import load_model
+from .perf import Formats, PerfModel, StepModel, memory_plan
+from .scenario import SLO, Placement, Pool, Scenario
+from .workload import WorkloadSpec, generate
+
+__all__ = ["PlanSpec", "Candidate", "plan", "load_plan_spec"]
+
+
+@dataclass(frozen=True)
+class Stock:
+    max: int | None = field(default=None, metadata=meta("accelerators available", positive))
+    price_usd_per_hour: float | None = field(default=None, metadata=meta(
+        "override the profile's price", positive))
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    name: str
+    model: str
+    workload: WorkloadSpec
+    slo: SLO
+    inventory: dict[str, Stock] = field(metadata=meta("accelerator -> {max, price_usd_per_hour}"))
+    target_rps: float | None = field(default=None, metadata=meta(
+        "load to serve (default: the workload's rate)", positive))
+    tp: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata=meta(
+        "tensor-parallel degrees to consider"))
+    precisions: list[str] = field(default_factory=lambda: ["bf16"], metadata=meta(
+        "compute precisions to consider (where the accelerator supports them)"))
+    interconnects: list[str] = field(default_factory=lambda: ["roce-400g"], metadata=meta(
+        "candidate KV links for disaggregated plans"))
+    shapes: list[str] = field(default_factory=lambda: ["colocated", "homogeneous-pd",
+                                                       "heterogeneous-pd"])
+    budget_usd_per_hour: float | None = field(default=None, metadata=meta(
+        "most a plan may cost", positive))
+    verify: int = field(default=3, metadata=meta("candidates per shape verified by simulation",
+                                                 positive))
+    verify_requests: int = field(default=600, metadata=meta("requests per verification run",
+                                                            positive))
+    description: str = ""
+
+    def __post_init__(self):
+        kinds = ("colocated", "homogeneous-pd", "heterogeneous-pd")
+        for s in self.shapes:
+            if s not in kinds:
+                raise ConfigError(f"unknown shape {s!r}" + suggest(s, kinds), path="shapes")
+        if not self.inventory:
+            raise ConfigError("needs at least one accelerator", path="inventory")
+
+
+@dataclass
+class Option:
+    """One instance type for one role: accelerator, TP, precision, analytical capacity."""
+    acc: str
+    tp: int
+    precision: str
+    price: float          # $/h per instance
+    capacity_rps: float   # requests/s one instance sustains within its SLO share
+
+    @property
+    def label(self) -> str:
+        return f"{self.acc} tp{self.tp} {self.precision}"
+
+
+@dataclass
+class Candidate:
+    shape: str
+    pools: dict            # name -> (Option, instances)
+    link: str | None
+    cost: float
+    estimate_rps: float
+    verified: bool | None = None
+    attainment: float | None = None
+    goodput_rps: float | None = None
+
+    @property
+    def accelerators(self) -> int:
+        return sum(o.tp * n for o, n in self.pools.values())
+
+    def name(self) -> str:
+        parts = [f"{n}x{o.acc}-tp{o.tp}-{o.precision}" for o, n in self.pools.values()]
+        return f"{self.shape}:" + "+".join(parts) + (f"@{self.link}" if self.link else "")
+
+    def placement(self) -> dict:
+        pools = {}
+        for role, (o, n) in self.pools.items():
+            pools[role] = {"role": role, "accelerator": o.acc, "instances": n, "tp": o.tp,
+                           "precision": o.precision, "price_usd_per_hour": o.price / o.tp}
+        pl = {"pools": pools, "router": "least-loaded"}
+        if self.link:
+            pl["kv_link"] = self.link
+        return pl
+
+
+def load_plan_spec(path) -> PlanSpec:
+    raw = read_yaml(path)
+    try:
+        spec = build(PlanSpec, raw)
+        _resolve_names(spec)
+    except ConfigError as e:
+        raise e.with_file(str(path)) from None
+    return spec
+
+
+def _resolve_names(spec: PlanSpec) -> None:
+    for a in spec.inventory:
+        try:
+            load_accelerator(a)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=f"inventory.{a}") from None
+    for i, link in enumerate(spec.interconnects):
+        try:
+            load_interconnect(link)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=f"interconnects[{i}]") from None
+    try:
+        load_model(spec.model)
+    except ConfigError as e:
+        raise ConfigError(e.message, path="model") from None
+
+
+# --- analytical capacity ----------------------------------------------------------------------
+def _options(spec: PlanSpec, model, mean_in: float, mean_out: float):
+    """Per accelerator x TP x precision: prefill, decode and colocated instance capacities."""
+    slo = spec.slo
+    out = []
+    for name, stock in spec.inventory.items():
+        acc = load_accelerator(name)
+        price = stock.price_usd_per_hour if stock.price_usd_per_hour is not None else \
+            acc.usd_per_hour
+        for tp, prec in itertools.product(spec.tp, spec.precisions):
+            if not acc.supports(prec) or model.num_heads % tp:
+                continue
+            if acc.scale_up and tp > acc.scale_up.domain_size:
+                continue
+            if stock.max is not None and tp > stock.max:
+                continue
+            try:
+                mem = memory_plan(model, acc, tp, Formats.of(prec))
+            except ConfigError:
+                continue
+            step = StepModel(model, PerfModel(acc), tp, prec)
+            L, O = max(1, int(mean_in)), max(1, int(mean_out))
+            # prefill: M/D/1 with service S; p90 wait ~ 2.3 x mean wait (exponential tail)
+            S = step.prefill_time([L])
+            pre = 0.0
+            if S < slo.ttft_s:
+                lo, hi = 0.0, 0.999
+                for _ in range(40):
+                    rho = (lo + hi) / 2
+                    wait90 = 2.3 * rho * S / (2 * (1 - rho))
+                    lo, hi = (rho, hi) if S + wait90 <= slo.ttft_s else (lo, rho)
+                pre = lo / S
+            # decode: largest batch whose step fits TPOT (90% margin) and whose KV fits
+            kv_cap = mem.kv_tokens // (L + O)
+            B, best = 1, 0.0
+            while B <= min(kv_cap, 1024):
+                t = step.decode_time(B, int(B * (L + O / 2)))
+                if t > 0.9 * slo.tpot_s:
+                    break
+                best = B / (t * O)
+                B *= 2
+            dec = best
+            # colocated: the same device time-shares prefill and decode
+            mixed = 1 / (1 / pre + 1 / dec) if pre > 0 and dec > 0 else 0.0
+            out.append((Option(name, tp, prec, price * tp, 0.0), pre, dec, mixed))
+    return out
+
+
+def _size(cap: float, target: float) -> int | None:
+    return None if cap <= 0 else max(1, math.ceil(target / cap))
+
+
+def _candidates(spec: PlanSpec, model, opts, target: float, kv_bytes: float):
+    """Enumerate and prune. Returns (survivors, considered, pruned)."""
+    cands, considered = [], 0
+    caps = {a: s.max for a, s in spec.inventory.items()}
+
+    def fits(pools):
+        used: dict[str, int] = {}
+        for o, n in pools.values():
+            used[o.acc] = used.get(o.acc, 0) + o.tp * n
+        return all(caps[a] is None or u <= caps[a] for a, u in used.items())
+
+    if "colocated" in spec.shapes:
+        for o, _, _, mixed in opts:
+            considered += 1
+            n = _size(mixed, target)
+            if n is None:
+                continue
+            c = Candidate("colocated", {"mixed": (dataclasses.replace(o, capacity_rps=mixed), n)},
+                          None, o.price * n, mixed * n)
+            if fits(c.pools):
+                cands.append(c)
+    pd = [s for s in ("homogeneous-pd", "heterogeneous-pd") if s in spec.shapes]
+    if pd:
+        for (op, pre, _, _), (od, _, dec, _), link in itertools.product(opts, opts,
+                                                                         spec.interconnects):
+            shape = "homogeneous-pd" if op.acc == od.acc else "heterogeneous-pd"
+            if shape not in pd:
+                continue
+            considered += 1
+            n_p, n_d = _size(pre, target), _size(dec, target)
+            if n_p is None or n_d is None:
+                continue
+            lk = load_interconnect(link)
+            # the KV of every request crosses the prefill NICs: keep them under 70% busy
+            if target * kv_bytes > 0.7 * lk.bandwidth * op.tp * n_p:
+                continue
+            pools = {"prefill": (dataclasses.replace(op, capacity_rps=pre), n_p),
+                     "decode": (dataclasses.replace(od, capacity_rps=dec), n_d)}
+            c = Candidate(shape, pools, link, op.price * n_p + od.price * n_d,
+                          min(pre * n_p, dec * n_d))
+            if fits(pools):
+                cands.append(c)
+    if spec.budget_usd_per_hour is not None:
+        cands = [c for c in cands if c.cost <= spec.budget_usd_per_hour]
+    return cands, considered, considered - len(cands)
+
+
+# --- verification -----------------------------------------------------------------------------
+def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int) -> Scenario:
+    w = dataclasses.replace(spec.workload, requests=requests,
+                            arrival=dataclasses.replace(spec.workload.arrival, rate_rps=rate))
+    return Scenario(name=spec.name, model=spec.model, workload=w, slo=spec.slo,
+                    placements={c.name(): build(Placement, c.placement()) for c in cands})
+
+
+def _verify(spec: PlanSpec, c: Candidate, target: float) -> Candidate:
+    from .api import run
+    for _ in range(4):
+        s = run(_scenario(spec, [c], target, spec.verify_requests)).summaries[0]
+        c.attainment = s["slo_attainment"]
+        if s["meets_slo"]:
+            c.verified = True
+            return c
+        # grow the pool under pressure by one instance
+        role = "mixed" if "mixed" in c.pools else (
+            "prefill" if s["ttft_s"]["p90"] and s["ttft_s"]["p90"] > spec.slo.ttft_s
+            else "decode")
+        o, n = c.pools[role]
+        c.pools[role] = (o, n + 1)
+        c.cost += o.price
+        if spec.budget_usd_per_hour is not None and c.cost > spec.budget_usd_per_hour:
+            break
+    c.verified = False
+    return c
+
+
+def pareto(cands: list[Candidate]) -> list[Candidate]:
+    """Verified candidates no other beats on both cost (lower) and goodput (higher)."""
+    pts = [c for c in cands if c.verified and c.goodput_rps is not None]
+    front = []
+    for c in sorted(pts, key=lambda c: (c.cost, -c.goodput_rps)):
+        if not front or c.goodput_rps > front[-1].goodput_rps:
+            front.append(c)
+    return front
+
+
+@dataclass
+class PlanResult:
+    spec: PlanSpec
+    target_rps: float
+    considered: int
+    pruned: int
+    simulated: int
+    wall_s: float
+    verified: list[Candidate]
+    frontier: list[Candidate]
+    infeasible: int = 0    # pruned because no instance count could meet the SLO or limits
+
+    @property
+    def best(self) -> Candidate | None:
+        ok = [c for c in self.verified if c.verified]
+        return min(ok, key=lambda c: c.cost) if ok else None
+
+    def scenario_dict(self) -> dict:
+        """A runnable scenario whose placements are the chosen plans (cheapest first)."""
+        chosen, seen = [], set()
+        for c in sorted([c for c in self.verified if c.verified], key=lambda c: c.cost):
+            if c.name() not in seen:
+                seen.add(c.name())
+                chosen.append(c)
+        from .config import to_dict
+        w = to_dict(dataclasses.replace(self.spec.workload, arrival=dataclasses.replace(
+            self.spec.workload.arrival, rate_rps=self.target_rps)))
+        return {"name": f"{self.spec.name}-plan", "model": self.spec.model,
+                "description": f"hetsim plan: cheapest verified plans for {self.target_rps:g} "
+                               f"req/s ({self.considered} considered, {self.pruned} pruned, "
+                               f"{self.simulated} simulated)",
+                "workload": {k: v for k, v in w.items() if v is not None},
+                "slo": {k: v for k, v in to_dict(self.spec.slo).items() if v is not None},
+                "placements": {c.name().replace(":", "-").replace("+", "_").replace("@", "-at-"):
+                               c.placement() for c in chosen}}
+
+
+def plan(spec: PlanSpec, progress=None) -> PlanResult:
+    from .goodput import goodput
+    t0 = time.monotonic()
+    model = load_model(spec.model)
+    target = spec.target_rps or (spec.workload.arrival.rate_rps if spec.workload.arrival
+                                 else None)
+    if not target:
+        raise ConfigError("needs target_rps or a rate-driven workload", path="target_rps")
+    reqs = generate(dataclasses.replace(spec.workload, requests=2000), ".", model.max_context)
+    mean_in, mean_out = float(np.mean(reqs.input_tokens)), float(np.mean(reqs.output_tokens))
+    opts = _options(spec, model, mean_in, mean_out)
+    cands, considered, infeasible = _candidates(spec, model, opts, target,
+                                                mean_in * model.kv_bytes_per_token("bf16"))
+    short = []
+    for shape in spec.shapes:   # the cheapest distinct pool layouts of each shape
+        seen: set = set()
+        for c in sorted([c for c in cands if c.shape == shape], key=lambda c: c.cost):
+            key = tuple((o.label, n) for o, n in c.pools.values())
+            if key not in seen and len(seen) < spec.verify:
+                seen.add(key)
+                short.append(c)
+    verified, simulated = [], 0
+    for i, c in enumerate(short):
+        if progress:
+            progress("verify", i + 1, len(short))
+        verified.append(_verify(spec, c, target))
+        simulated += 1
+    ok = [c for c in verified if c.verified]
+    if ok:
+        sc = _scenario(spec, ok, target, spec.verify_requests)
+        for c, r in zip(ok, goodput(sc, seeds=1, requests=spec.verify_requests,
+                                    rel_tol=0.05)):
+            c.goodput_rps = r.max_goodput_rps
+    return PlanResult(spec, target, considered, considered - simulated, simulated,
+                      time.monotonic() - t0, verified, pareto(verified), infeasible)
