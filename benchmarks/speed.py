@@ -60,7 +60,7 @@ def main():
                              text=True, check=True).stdout
         rows.append(json.loads(out))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| requests | wall (s) | simulated req/s | peak RSS (MB) |\n|---|---|---|---|")
+    print("\n| requests | wall (s) | simulated req/s | peak RSS (MB) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['requests']:,} | {r['wall_s']} | {r['requests_per_s']:,} | {r['peak_rss_mb']} |")
 

@@ -8,7 +8,6 @@ changes: drift beyond the tolerance fails even while the bounds hold.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,44 +55,32 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def load_plan(path: str | Path):
     """The scenario and its expectations ({placement: {metric: Bound}}), validated."""
-    from .scenario import Scenario, load_scenario
+    from .scenario import scenario_from_dict
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("a plan must be a mapping (a scenario with expect:)", file=str(path))
     raw = dict(raw)
     top = raw.pop("expect", None) or {}
     per = {}
-    for name, pl in (raw.get("placements") or {}).items():
-        if isinstance(pl, dict) and "expect" in pl:
-            pl = dict(pl)
-            per[name] = pl.pop("expect") or {}
-            raw["placements"][name] = pl
-    import tempfile
-    import yaml
-    # validate the scenario part with the usual loader (errors name the plan file)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=Path(path).parent,
-                                     delete=False) as f:
-        yaml.safe_dump(raw, f)
-        tmp = f.name
-    try:
-        sc = load_scenario(tmp)
-    except ConfigError as e:
-        raise ConfigError(e.message, file=str(path), path=e.path) from None
-    finally:
-        Path(tmp).unlink()
-    import dataclasses
-    sc = dataclasses.replace(sc, source_file=str(path))
+    placements = raw.get("placements")
+    if isinstance(placements, dict):
+        raw["placements"] = placements = dict(placements)
+        for name, pl in placements.items():
+            if isinstance(pl, dict) and "expect" in pl:
+                pl = dict(pl)
+                per[name] = pl.pop("expect") or {}
+                placements[name] = pl
+    sc = scenario_from_dict(raw, path)
     expects = {}
     for name in sc.placements:
-        merged = {}
-        for where, block in ((("expect",), top), ((f"placements.{name}.expect",), per.get(name, {}))):
+        merged = {}   # a placement's own expectation wins over the top-level one
+        for where, block in (("expect", top), (f"placements.{name}.expect", per.get(name, {}))):
             if not isinstance(block, dict):
                 raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
-                                  path=where[0])
+                                  path=where)
             for metric, b in block.items():
                 try:
-                    merged[metric] = (build(Bound, b, f"{where[0]}.{metric}"),
-                                      f"{where[0]}.{metric}")
+                    merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
                 except ConfigError as e:
                     raise e.with_file(str(path)) from None
         expects[name] = merged
@@ -180,7 +167,7 @@ def format_results(results: list[CheckResult], show_passed_baseline: bool = Fals
 
 def junit_xml(results: list[CheckResult], suite: str) -> str:
     fails = sum(not r.passed for r in results)
-    out = [f'<?xml version="1.0" encoding="utf-8"?>',
+    out = ['<?xml version="1.0" encoding="utf-8"?>',
            f'<testsuites><testsuite name="{escape(suite)}" tests="{len(results)}" '
            f'failures="{fails}" errors="0">']
     for r in results:

@@ -290,7 +290,7 @@ def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
     index = _index(kind, profile_dirs(extra_dirs), calibrated=not datasheet)
     if name not in index:
         raise ConfigError(f"unknown {kind} {name!r}" + suggest(name, index)
-                          + f"; see `hetsim profiles list`")
+                          + "; see `hetsim profiles list`")
     f = index[name]
     try:
         return build(cls, read_yaml(f))

@@ -27,7 +27,7 @@ from .errors import ConfigError, suggest
 from .hardware import load_accelerator, load_interconnect
 from .models import load_model
 from .perf import Formats, PerfModel, StepModel, memory_plan
-from .scenario import SLO, Placement, Pool, Scenario
+from .scenario import SLO, Placement, Scenario
 from .workload import WorkloadSpec, generate
 
 __all__ = ["PlanSpec", "Candidate", "plan", "load_plan_spec"]

@@ -477,8 +477,13 @@ def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlace
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; every error names the file and key path."""
+    return scenario_from_dict(read_yaml(path), path)
+
+
+def scenario_from_dict(raw, path: str | Path) -> Scenario:
+    """Validate a parsed scenario that came from ``path`` (errors name it; relative paths in it
+    resolve against its folder)."""
     path = str(path)
-    raw = read_yaml(path)
     try:
         sc = build(Scenario, raw)
         sc = Scenario(**{**sc.__dict__, "source_file": path})

@@ -4,10 +4,8 @@ and the package boundary (the simulator never imports torch; calibration never i
 The end-to-end tests need torch (the README's test command installs the CPU build); the fitting
 tests use synthetic measurements and need only numpy.
 """
-import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

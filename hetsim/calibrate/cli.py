@@ -155,8 +155,6 @@ def calibrate(args) -> int:
         if args.threads and device == "cpu":
             torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        from ..config import build
-        from ..hardware import Accelerator
         from . import measure
         from .fit import base_accelerator
         base_raw = _base_raw(args.accelerator, device, args.threads or (
@@ -165,7 +163,6 @@ def calibrate(args) -> int:
         rows, g, main_p = measure_all(torch, device, base, args.quick, progress)
         grid_name, dev_name = g.name, measure.device_name(torch, device)
         tv, drv = str(torch.__version__), str(measure.driver_version(torch, device))
-        del build, Accelerator
     csv_path = out.with_suffix(".csv")
     fit = fit_profile(base_raw, rows, name=args.name or (None if args.accelerator else "cpu"),
                       device=dev_name, torch_version=tv, driver=drv, grid=grid_name,

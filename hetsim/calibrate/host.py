@@ -15,7 +15,7 @@ import numpy as np
 
 
 def _cpuinfo() -> tuple[str, float | None, str]:
-    model, ghz, flags = "cpu", None, ""
+    model, ghz = "cpu", None
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:

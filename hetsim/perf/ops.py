@@ -8,8 +8,6 @@ Every op is ``max(compute_time, memory_time) + kernel_overhead`` where
 """
 from __future__ import annotations
 
-import math
-
 from ..hardware import PRECISION_BYTES, Accelerator, Interconnect, load_interconnect
 from ..errors import ConfigError
 

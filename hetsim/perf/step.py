@@ -62,7 +62,7 @@ class StepModel:
     # --- shapes --------------------------------------------------------------------------
     def _gemm_shapes(self):
         """Per-layer (n, k, count) of the attention projections and the dense FFN, one rank."""
-        m, tp = self.model, self.tp
+        m = self.model
         h, H, d = m.hidden_size, self.heads, m.head_dim
         if m.mla:
             a = m.mla
