@@ -314,3 +314,30 @@ def test_bottleneck_names_the_stage_under_pressure():
         sc = hetsim.load_scenario(DS / f)
         s = {x["name"]: x for x in hetsim.run(sc, placements=[placement]).summaries}
         assert s[placement]["bottleneck"] == want, (f, placement)
+
+
+def test_preempted_sequences_go_before_new_reservations(tmp_path, base_dict, monkeypatch):
+    """vLLM's order: while a preempted sequence waits, no incoming transfer gets KV blocks."""
+    from hetsim.engine.memory import BlockPool
+    seen = {"blocked": 0, "granted": 0}
+    orig = BlockPool.grant
+
+    def grant(self):
+        before = len(self._waiters)
+        closed = self.gate is not None and not self.gate()
+        orig(self)
+        if closed:
+            assert len(self._waiters) == before, "granted a reservation past a preempted one"
+            seen["blocked"] += before > 0
+        elif self.gate is not None:
+            seen["granted"] += before - len(self._waiters)
+    monkeypatch.setattr(BlockPool, "grant", grant)
+    sc = disagg(base_dict, tmp_path, {
+        "recompute": pools(d_memory_utilization=0.24, d_preemption="recompute")},
+        requests=200, arrival={"process": "poisson", "rate_rps": 20.0},
+        input_tokens={"dist": "uniform", "min": 500, "max": 3000},
+        output_tokens={"dist": "uniform", "min": 100, "max": 900})
+    s, r = run(sc)
+    assert s["recompute"]["preemptions"]["count"] > 0
+    assert (r.requests["state"] == "completed").all()
+    assert seen["blocked"] > 0 and seen["granted"] > 0   # the gate was exercised both ways

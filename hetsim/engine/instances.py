@@ -378,8 +378,9 @@ class OnDemandDecodeInstance(DecodeInstance):
       generated tokens (a chunk of that many tokens in its next iteration);
     - ``swap``: its KV is copied to the host tier over the host link (the copy occupies the
       iteration), and copied back on re-admission; if the host tier is full it is recomputed.
-    Preempted requests are re-admitted before newly arrived ones. Growth events come off a heap
-    keyed by step, so the cost is O(blocks), not O(tokens).
+    Preempted requests are re-admitted before newly arrived ones, and while any waits no new KV
+    reservation (an incoming transfer) is granted. Growth events come off a heap keyed by step,
+    so the cost is O(blocks), not O(tokens).
     """
 
     def __init__(self, *a):
@@ -400,6 +401,7 @@ class OnDemandDecodeInstance(DecodeInstance):
             self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
                 self.pool.memory.kv_bytes_per_token * self.pool.spec.tp * spec.block_size))
         self.host_link = self.pool.offload_link
+        self.kv.gate = lambda: not self.preempted
 
     def reserve(self, req: Request) -> simpy.Event:
         req.kv_blocks = self.kv.blocks(req.input_tokens + 1)
@@ -447,6 +449,8 @@ class OnDemandDecodeInstance(DecodeInstance):
                                 - self.step.pm.iteration_overhead)
                 self.recomputed_tokens += r.ctx0 - 1
             self._start(r, r.ctx0, r.remaining)
+        if not self.preempted:
+            self.kv.grant()      # the gate opened: queued reservations may go now
         while self.pending and self.running < self.max_seqs:
             r = self.pending.popleft()
             r.decode_start_s = self.env.now

@@ -22,6 +22,7 @@ class BlockPool:
         self._released: simpy.Event | None = None
         self._area = 0.0   # integral of used blocks over time, for mean occupancy
         self._last = 0.0
+        self.gate = None   # optional () -> bool: may queued reservations be granted now?
 
     def blocks(self, tokens: int) -> int:
         return -(-int(tokens) // self.block_size)
@@ -42,8 +43,8 @@ class BlockPool:
         self.peak = max(self.peak, self.used)
 
     def try_reserve(self, n: int) -> bool:
-        """Reserve now if the blocks are free and nobody queues ahead."""
-        if self._waiters or n > self.free:
+        """Reserve now if the blocks are free, nobody queues ahead and the gate is open."""
+        if self._waiters or n > self.free or (self.gate is not None and not self.gate()):
             return False
         self._take(n)
         return True
@@ -62,12 +63,17 @@ class BlockPool:
         self._account()
         self.used -= n
         assert self.used >= 0
-        while self._waiters and self._waiters[0][0] <= self.free:
-            m, ev = self._waiters.popleft()
-            self._take(m)
-            ev.succeed()
+        self.grant()
         if self._released is not None:
             ev, self._released = self._released, None
+            ev.succeed()
+
+    def grant(self) -> None:
+        """Grant queued reservations, in order, while they fit and the gate is open."""
+        gate = self.gate
+        while self._waiters and self._waiters[0][0] <= self.free and (gate is None or gate()):
+            m, ev = self._waiters.popleft()
+            self._take(m)
             ev.succeed()
 
     def wait_release(self) -> simpy.Event:
