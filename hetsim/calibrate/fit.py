@@ -149,8 +149,23 @@ def _curve(points: list[tuple[float, float]], envelope: bool = False,
             by.setdefault(round(math.log2(x), 6), []).append(f)
     xs = sorted(by)
     ys = [statistics.median(by[x]) for x in xs]
-    for i in range(1, len(xs)):
-        ys[i] = min(ys[i], ys[i - 1] * 2 ** (max_slope * (xs[i] - xs[i - 1])))
+    ws = [len(by[x]) for x in xs]
+    # time ~ x**max_slope / scale must not fall as x grows, i.e. h = log2(scale) -
+    # max_slope * log2(x) must not rise: the closest such h (weighted least squares, pool
+    # adjacent violators), so one slow outlier is averaged with its neighbours instead of
+    # capping every knot after it
+    h = [math.log2(y) - max_slope * x for x, y in zip(xs, ys)]
+    blocks: list[list[float]] = []     # [weighted mean, weight, count]
+    for hv, w in zip(h, ws):
+        blocks.append([hv, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            b = blocks.pop()
+            a = blocks[-1]
+            a[0] = (a[0] * a[1] + b[0] * b[1]) / (a[1] + b[1])
+            a[1] += b[1]
+            a[2] += b[2]
+    h = [b[0] for b in blocks for _ in range(b[2])]
+    ys = [2 ** (hv + max_slope * x) for x, hv in zip(xs, h)]
     return {"log2_x": [float(x) for x in xs], "scale": [float(f"{y:.6g}") for y in ys]}
 
 
