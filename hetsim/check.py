@@ -155,9 +155,8 @@ def format_results(results: list[CheckResult], show_passed_baseline: bool = Fals
             continue
         rows.append((r.placement, r.kind, r.metric, _fmt(r.value), r.expected,
                      "ok" if r.passed else "FAIL"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    from .report import text_table
+    lines = [text_table(rows)]
     n_base = sum(r.kind == "baseline" for r in results)
     bad_base = sum(r.kind == "baseline" and not r.passed for r in results)
     if n_base:

@@ -109,11 +109,8 @@ def _cmd_goodput(args) -> int:
                      "-" if r["per_dollar_hour_rps"] is None else f"{r['per_dollar_hour_rps']:.3g}",
                      "-" if a is None else f"{a['mean']:.1%} ({a['ci95'][0]:.0%}-{a['ci95'][1]:.0%})",
                      str(len(r["curve"]))))
-    w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-    for i, x in enumerate(rows):
-        print("  ".join(c.ljust(w[j]) if j == 0 else c.rjust(w[j]) for j, c in enumerate(x)))
-        if i == 0:
-            print("  ".join("-" * k for k in w))
+    from .report import text_table
+    print(text_table(rows, numeric=True))
     if any(not r["bracketed"] for r in out["placements"]):
         print("* not bracketed: the SLO held at the highest rate tried, or failed at the lowest")
     return 0
@@ -177,14 +174,11 @@ def _cmd_plan(args) -> int:
                      "-" if c.attainment is None else f"{c.attainment:.1%}",
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
                      "*" if id(c) in front else ""))
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{spec.name}: {res.target_rps:g} req/s within SLO; {res.considered} candidates "
           f"considered, {res.pruned} pruned analytically ({res.infeasible} infeasible, the rest "
           f"dearer than the short list), {res.simulated} simulated, {res.wall_s:.1f} s")
-    for i, r in enumerate(rows):
-        print("  ".join(c.ljust(w[j]) for j, c in enumerate(r)))
-        if i == 0:
-            print("  ".join("-" * k for k in w))
+    from .report import text_table
+    print(text_table(rows))
     best = res.best
     print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else
           "no candidate met the SLO at the target rate within the inventory and budget")

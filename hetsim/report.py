@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["format_table", "write_outputs"]
+__all__ = ["format_table", "text_table", "write_outputs"]
 
 # (header, getter, format)
 COLUMNS = [
@@ -35,14 +35,20 @@ def _cell(get, fmt, s) -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def text_table(rows, numeric: bool = False) -> str:
+    """Aligned plain-text table: the first row is the header, a rule under it. ``numeric``
+    right-aligns every column but the first."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    line = lambda r: "  ".join(c.rjust(w) if numeric and i else c.ljust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths)]
+                     + [line(r) for r in rows[1:]])
+
+
 def format_table(summaries: list[dict], title: str = "") -> str:
     rows = [[h for h, _, _ in COLUMNS]] + [[_cell(g, f, s) for _, g, f in COLUMNS]
                                            for s in summaries]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                               for i, (c, w) in enumerate(zip(r, widths)))
-    out = ([title] if title else []) + [line(rows[0]), "  ".join("-" * w for w in widths)]
-    return "\n".join(out + [line(r) for r in rows[1:]])
+    return (f"{title}\n" if title else "") + text_table(rows, numeric=True)
 
 
 def _plots(result, out: Path) -> None:

@@ -112,24 +112,10 @@ def predict(pm: PerfModel, r: dict) -> float:
     raise ValueError(op)
 
 
-def _implied(pm: PerfModel, r: dict) -> tuple[float, float]:
-    """(x, factor): the throughput correction that makes ``pm`` reproduce this measurement."""
-    op, p = r["op"], r["precision"]
-    avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
-    if op == "gemm":
-        compute, _ = pm.gemm_parts(r["m"], r["n"], r["k"], p)
-        return r["m"], compute / avail
-    if op == "attn_prefill":
-        compute, _, q = pm.attention_prefill_parts([(r["seq"], r["seq"])] * r["batch"],
-                                                   r["heads"], r["kv_heads"], r["head_dim"], p)
-        return q, compute / avail
-    raise ValueError(op)   # decode attention: see _decode_points
-
-
 def _curve(points: list[tuple[float, float]], envelope: bool = False,
            max_slope: float = 1.0) -> dict:
-    """Knots at each distinct log2(x): the median factor there, then limited so that the
-    correction grows at most linearly in x (time never falls as work grows).
+    """Knots at each distinct log2(x): the median factor there, then the closest knots under
+    which time never falls as work grows (see the isotonic step below).
 
     ``envelope``: for one path of a two-path roofline fitted from the same measurements; knots
     at bins two octaves wide, valued at the 90th percentile of the factors in the bin, since
@@ -227,23 +213,26 @@ def _curves(acc: Accelerator, rows) -> dict:
     pm = PerfModel(acc, link=None)
     pts: dict[tuple[str, str], list] = {}
     for r in rows:
-        if r["op"] == "attn_decode":
-            p = r["precision"]
+        op, p = r["op"], r["precision"]
+        if op not in CLASSES:
+            continue
+        # the factor that makes a path reproduce this measurement (less the launch overhead)
+        avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
+        add = lambda key, x, model_s: pts.setdefault((key, p), []).append(  # noqa: E731
+            (x, model_s / avail))
+        if op == "gemm":
+            # each path's correction comes from the GEMMs that path binds (datasheet roofline)
+            compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], p)
+            add("gemm" if compute >= memory else "gemm_memory", r["m"], max(compute, memory))
+        elif op == "attn_prefill":
+            compute, _, q = pm.attention_prefill_parts([(r["seq"], r["seq"])] * r["batch"],
+                                                       r["heads"], r["kv_heads"], r["head_dim"], p)
+            add("attention_prefill", q, compute)
+        else:   # decode attention: both paths, each later taken at its upper envelope
             compute, memory, nbytes = pm.attention_decode_parts(
                 r["batch"], r["batch"] * r["kv_len"], r["heads"], r["kv_heads"], r["head_dim"], p)
-            avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
-            pts.setdefault(("attention_decode", p), []).append(
-                (compute * pm._peak(p), compute / avail))
-            pts.setdefault(("attention_decode_memory", p), []).append((nbytes, memory / avail))
-        elif r["op"] == "gemm":
-            # each path's correction comes from the GEMMs that path binds (datasheet roofline)
-            compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], r["precision"])
-            avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
-            key = "gemm" if compute >= memory else "gemm_memory"
-            pts.setdefault((key, r["precision"]), []).append(
-                (r["m"], max(compute, memory) / avail))
-        elif r["op"] in CLASSES:
-            pts.setdefault((CLASSES[r["op"]], r["precision"]), []).append(_implied(pm, r))
+            add("attention_decode", compute * pm._peak(p), compute)
+            add("attention_decode_memory", nbytes, memory)
     out: dict[str, dict] = {"gemm": {}, "gemm_memory": {}, "attention_prefill": {},
                             "attention_decode": {}, "attention_decode_memory": {}}
     for (cls, prec), points in pts.items():

@@ -148,28 +148,23 @@ class StepModel:
             return self.model.num_layers * (max(a * total_kv, b * total_kv + g * batch) + k)
         return self._decode_attention_time(batch, total_kv)
 
-    def _decode_parts(self, batch: int, total_kv: int):
-        """(compute, memory, bytes) of one layer's decode attention, before calibration."""
+    def _decode_args(self, batch: int, total_kv: int) -> tuple:
+        """Per-layer arguments of the op model's decode attention for this model and rank."""
         m = self.model
         if m.mla:  # absorbed MLA: every head reads the one shared latent (+ RoPE key)
             width = m.mla.kv_lora_rank + m.mla.qk_rope_dim
-            return self.pm.attention_decode_parts(batch, total_kv, self.heads, 1, width // 2,
-                                                  self.attn_precision, self.formats.kv, width)
-        return self.pm.attention_decode_parts(batch, total_kv, self.heads, self.kv_heads,
-                                              m.head_dim, self.attn_precision, self.formats.kv)
+            return (batch, total_kv, self.heads, 1, width // 2, self.attn_precision,
+                    self.formats.kv, width)
+        return (batch, total_kv, self.heads, self.kv_heads, m.head_dim, self.attn_precision,
+                self.formats.kv, None)
+
+    def _decode_parts(self, batch: int, total_kv: int):
+        """(compute, memory, bytes) of one layer's decode attention, before calibration."""
+        return self.pm.attention_decode_parts(*self._decode_args(batch, total_kv))
 
     def _decode_attention_time(self, batch: int, total_kv: int) -> float:
-        m = self.model
-        if m.mla:
-            width = m.mla.kv_lora_rank + m.mla.qk_rope_dim
-            per_layer = self.pm.attention_decode_total_time(
-                batch, total_kv, self.heads, 1, width // 2, self.attn_precision,
-                self.formats.kv, kv_width=width)
-        else:
-            per_layer = self.pm.attention_decode_total_time(
-                batch, total_kv, self.heads, self.kv_heads, m.head_dim, self.attn_precision,
-                self.formats.kv)
-        return m.num_layers * per_layer
+        return self.model.num_layers * self.pm.attention_decode_total_time(
+            *self._decode_args(batch, total_kv))
 
     # --- iterations ----------------------------------------------------------------------
     def time(self, chunks=(), n_logits_prefill: int = 0, decode_n: int = 0,
