@@ -166,22 +166,34 @@ def _cmd_plan(args) -> int:
         f"# written by `hetsim plan {args.spec}`; run it with `hetsim run`\n"
         + yaml.safe_dump(res.scenario_dict(), sort_keys=False, width=100))
     _plan_png(res, out / "pareto.png")
-    rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "frontier")]
+    per_acc = spec.objective == "goodput-per-accelerator"
+    rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
+             "frontier")]
     front = {id(c) for c in res.frontier}
-    for c in sorted(res.verified, key=lambda c: c.cost):
+    key = ((lambda c: -(c.goodput_rps or 0) / c.accelerators) if per_acc
+           else (lambda c: c.cost))
+    for c in sorted(res.verified, key=key):
         rows.append((c.name(), str(c.accelerators), f"{c.cost:.2f}",
                      "yes" if c.verified else "no",
                      "-" if c.attainment is None else f"{c.attainment:.1%}",
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
+                     "-" if c.goodput_rps is None else f"{c.goodput_rps / c.accelerators:.3g}",
                      "*" if id(c) in front else ""))
-    print(f"{spec.name}: {res.target_rps:g} req/s within SLO; {res.considered} candidates "
-          f"considered, {res.pruned} pruned analytically ({res.infeasible} infeasible, the rest "
-          f"dearer than the short list), {res.simulated} simulated, {res.wall_s:.1f} s")
+    goal = ("most goodput per accelerator" if per_acc
+            else f"{res.target_rps:g} req/s within SLO")
+    rest = "ranked below the short list" if per_acc else "dearer than the short list"
+    print(f"{spec.name}: {goal}; {res.considered} candidates considered, {res.pruned} pruned "
+          f"analytically ({res.infeasible} infeasible, the rest {rest}), {res.simulated} "
+          f"simulated, {res.wall_s:.1f} s")
     from .report import text_table
     print(text_table(rows))
     best = res.best
-    print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else
-          "no candidate met the SLO at the target rate within the inventory and budget")
+    if per_acc:
+        print(f"best per accelerator: {best.name()} at {best.goodput_rps / best.accelerators:.3g}"
+              f" req/s per accelerator" if best else "no unit met the SLO at any rate")
+    else:
+        print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else
+              "no candidate met the SLO at the target rate within the inventory and budget")
     print(f"wrote {out}/plan.yaml and {out}/pareto.png")
     return 0 if best else 1
 
@@ -200,7 +212,8 @@ def _plan_png(res, path) -> None:
     if f:
         ax.plot([c.cost for c in f], [c.goodput_rps for c in f], "k--", lw=0.8,
                 label="Pareto frontier")
-    ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
+    if res.spec.objective == "cost":
+        ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
     h, lab = ax.get_legend_handles_labels()
     uniq = dict(zip(lab, h))
     ax.legend(uniq.values(), uniq.keys(), fontsize=8)

@@ -11,6 +11,11 @@ Search in three steps, so it stays practical:
 3. **Verify by simulation** the cheapest survivors of each shape at the target rate (growing the
    pool that misses its SLO by one instance, up to three times), then measure the goodput of the
    verified plans for the cost-vs-goodput Pareto frontier.
+
+``objective: goodput-per-accelerator`` asks DistServe's question instead: which serving unit (one
+colocated instance, or one prefill instance plus one decode instance) sustains the most goodput
+per accelerator within the inventory. Units are ranked by their analytical capacity per
+accelerator, and the best ``verify`` of each shape get a simulated goodput search.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -63,6 +69,12 @@ class PlanSpec:
                                                  positive))
     verify_requests: int = field(default=600, metadata=meta("requests per verification run",
                                                             positive))
+    objective: Literal["cost", "goodput-per-accelerator"] = field(default="cost", metadata=meta(
+        "cost: the cheapest plans serving target_rps | goodput-per-accelerator: the serving "
+        "unit (one colocated instance, or one prefill + one decode instance, as DistServe "
+        "searches) with the most goodput per accelerator"))
+    seeds: int = field(default=1, metadata=meta("seeds per rate in the goodput searches",
+                                                positive))
     description: str = ""
 
     def __post_init__(self):
@@ -193,12 +205,17 @@ def _options(spec: PlanSpec, model, mean_in: float, mean_out: float):
     return out
 
 
-def _size(cap: float, target: float) -> int | None:
-    return None if cap <= 0 else max(1, math.ceil(target / cap))
+def _size(cap: float, target: float | None) -> int | None:
+    """Instances of capacity ``cap`` to serve ``target`` (None: one unit, if it serves at all)."""
+    if cap <= 0:
+        return None
+    return 1 if target is None else max(1, math.ceil(target / cap))
 
 
-def _candidates(spec: PlanSpec, model, opts, target: float, kv_bytes: float):
-    """Enumerate and prune. Returns (survivors, considered, pruned)."""
+def _candidates(spec: PlanSpec, opts, kv_bytes: float, target: float | None):
+    """Enumerate and prune. ``target`` sizes each pool to that rate; None enumerates serving
+    units (one colocated instance, or one prefill + one decode instance) for the
+    per-accelerator objective. Returns (survivors, considered, pruned)."""
     cands, considered = [], 0
     caps = {a: s.max for a, s in spec.inventory.items()}
 
@@ -231,7 +248,8 @@ def _candidates(spec: PlanSpec, model, opts, target: float, kv_bytes: float):
                 continue
             lk = load_interconnect(link)
             # the KV of every request crosses the prefill NICs: keep them under 70% busy
-            if target * kv_bytes > 0.7 * lk.bandwidth * op.tp * n_p:
+            load = target if target is not None else min(pre, dec)
+            if load * kv_bytes > 0.7 * lk.bandwidth * op.tp * n_p:
                 continue
             pools = {"prefill": (dataclasses.replace(op, capacity_rps=pre), n_p),
                      "decode": (dataclasses.replace(od, capacity_rps=dec), n_d)}
@@ -242,6 +260,27 @@ def _candidates(spec: PlanSpec, model, opts, target: float, kv_bytes: float):
     if spec.budget_usd_per_hour is not None:
         cands = [c for c in cands if c.cost <= spec.budget_usd_per_hour]
     return cands, considered, considered - len(cands)
+
+
+def _plan_per_accelerator(spec: PlanSpec, opts, kv_bytes: float, target: float, t0: float,
+                          progress):
+    from .goodput import goodput
+    units, considered, infeasible = _candidates(spec, opts, kv_bytes, None)
+    short = []
+    for shape in spec.shapes:
+        ranked = sorted((c for c in units if c.shape == shape),
+                        key=lambda c: (-c.estimate_rps / c.accelerators, c.cost, c.name()))
+        short += ranked[:spec.verify]
+    for i, c in enumerate(short):
+        if progress:
+            progress("goodput", i + 1, len(short))
+        sc = _scenario(spec, [c], max(c.estimate_rps, 0.05), spec.verify_requests)
+        r = goodput(sc, seeds=spec.seeds, requests=spec.verify_requests, rel_tol=0.02)[0]
+        c.goodput_rps, c.verified = r.max_goodput_rps, r.max_goodput_rps > 0
+        c.attainment = next((p.attainment for p in r.curve if p.rate_rps == r.max_goodput_rps),
+                            None)
+    return PlanResult(spec, target, considered, considered - len(short), len(short),
+                      time.monotonic() - t0, short, pareto(short), infeasible)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -297,23 +336,36 @@ class PlanResult:
 
     @property
     def best(self) -> Candidate | None:
+        """The cheapest verified plan, or (goodput-per-accelerator) the unit with the most
+        goodput per accelerator (fewer accelerators, then cheaper, on a tie)."""
         ok = [c for c in self.verified if c.verified]
-        return min(ok, key=lambda c: c.cost) if ok else None
+        if not ok:
+            return None
+        if self.spec.objective == "goodput-per-accelerator":
+            return min(ok, key=lambda c: (-c.goodput_rps / c.accelerators, c.accelerators,
+                                          c.cost))
+        return min(ok, key=lambda c: c.cost)
 
     def scenario_dict(self) -> dict:
         """A runnable scenario whose placements are the chosen plans (cheapest first)."""
+        per_acc = self.spec.objective == "goodput-per-accelerator"
         chosen, seen = [], set()
-        for c in sorted([c for c in self.verified if c.verified], key=lambda c: c.cost):
+        order = ((lambda c: (-c.goodput_rps / c.accelerators, c.cost)) if per_acc
+                 else (lambda c: c.cost))
+        for c in sorted([c for c in self.verified if c.verified], key=order):
             if c.name() not in seen:
                 seen.add(c.name())
                 chosen.append(c)
         from .config import to_dict
+        # per accelerator: every unit at the best unit's goodput, so the run shows the knee
+        rate = chosen[0].goodput_rps if per_acc and chosen else self.target_rps
         w = to_dict(dataclasses.replace(self.spec.workload, arrival=dataclasses.replace(
-            self.spec.workload.arrival, rate_rps=self.target_rps)))
+            self.spec.workload.arrival, rate_rps=rate)))
+        what = ("serving units by goodput per accelerator" if per_acc
+                else f"cheapest verified plans for {self.target_rps:g} req/s")
         return {"name": f"{self.spec.name}-plan", "model": self.spec.model,
-                "description": f"hetsim plan: cheapest verified plans for {self.target_rps:g} "
-                               f"req/s ({self.considered} considered, {self.pruned} pruned, "
-                               f"{self.simulated} simulated)",
+                "description": f"hetsim plan: {what} ({self.considered} considered, "
+                               f"{self.pruned} pruned, {self.simulated} simulated)",
                 "workload": {k: v for k, v in w.items() if v is not None},
                 "slo": {k: v for k, v in to_dict(self.spec.slo).items() if v is not None},
                 "placements": {c.name().replace(":", "-").replace("+", "_").replace("@", "-at-"):
@@ -331,8 +383,10 @@ def plan(spec: PlanSpec, progress=None) -> PlanResult:
     reqs = generate(dataclasses.replace(spec.workload, requests=2000), ".", model.max_context)
     mean_in, mean_out = float(np.mean(reqs.input_tokens)), float(np.mean(reqs.output_tokens))
     opts = _options(spec, model, mean_in, mean_out)
-    cands, considered, infeasible = _candidates(spec, model, opts, target,
-                                                mean_in * model.kv_bytes_per_token("bf16"))
+    kv_bytes = mean_in * model.kv_bytes_per_token("bf16")
+    if spec.objective == "goodput-per-accelerator":
+        return _plan_per_accelerator(spec, opts, kv_bytes, target, t0, progress)
+    cands, considered, infeasible = _candidates(spec, opts, kv_bytes, target)
     short = []
     for shape in spec.shapes:   # the cheapest distinct pool layouts of each shape
         seen: set = set()

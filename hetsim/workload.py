@@ -54,7 +54,7 @@ class Arrival:
 class Lengths:
     """A token-length distribution; every draw is rounded and clipped to [min_tokens, max]."""
     dist: str = field(default="fixed", metadata=meta(
-        "fixed | uniform | normal | lognormal | empirical"))
+        "fixed | uniform | normal | lognormal | empirical | quantiles"))
     value: int | None = field(default=None, metadata=meta("fixed: the length", positive))
     min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", positive))
     max: int | None = field(default=None, metadata=meta("upper bound / clip", positive))
@@ -68,11 +68,14 @@ class Lengths:
                                                             non_negative))
     file: str | None = field(default=None, metadata=meta(
         "empirical: CSV histogram with columns tokens,weight (relative to the scenario)"))
+    quantiles: list[list[float]] | None = field(default=None, metadata=meta(
+        "quantiles: [[p, tokens], ...] from p=0 to p=1 (a published percentile table); "
+        "draws interpolate linearly between the points"))
     preset: str | None = field(default=None, metadata=meta("named preset, e.g. azure-conv-2023"))
 
     def __post_init__(self):
         need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
-                "lognormal": ("sigma",), "empirical": ("file",)}
+                "lognormal": ("sigma",), "empirical": ("file",), "quantiles": ("quantiles",)}
         if self.preset:
             return
         if self.dist not in need:
@@ -85,6 +88,27 @@ class Lengths:
             raise ConfigError("lognormal needs exactly one of mean or median", path="mean")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ConfigError(f"min {self.min} > max {self.max}", path="min")
+        if self.dist == "quantiles":
+            _check_quantiles(self.quantiles)
+
+
+def _check_quantiles(q) -> None:
+    """[[p, tokens], ...]: p rising strictly from 0 to 1, tokens positive and non-decreasing."""
+    if len(q) < 2:
+        raise ConfigError("needs at least two points, [[0, lo], [1, hi]]", path="quantiles")
+    for i, pt in enumerate(q):
+        if len(pt) != 2:
+            raise ConfigError(f"each point is [p, tokens], got {pt!r}", path=f"quantiles[{i}]")
+        p, tok = pt
+        if not 0 <= p <= 1 or tok <= 0:
+            raise ConfigError(f"needs 0 <= p <= 1 and tokens > 0, got {pt!r}",
+                              path=f"quantiles[{i}]")
+        if i and (p <= q[i - 1][0] or tok < q[i - 1][1]):
+            raise ConfigError(f"p must rise and tokens must not fall, got {q[i - 1]!r} then "
+                              f"{pt!r}", path=f"quantiles[{i}]")
+    if q[0][0] != 0 or q[-1][0] != 1:
+        raise ConfigError("the table must start at p=0 and end at p=1 (the min and the max)",
+                          path="quantiles")
 
 
 # Presets from the published statistics of the Azure LLM inference traces (2023, CC-BY):
@@ -103,6 +127,24 @@ PRESETS = {
                         "arrival_cv": 1.1},
     "azure-code-2023": {"input_tokens": _ln(1469, 5194, 8192), "output_tokens": _ln(13, 55, 1000),
                         "arrival_cv": 13.0},
+    # ShareGPT as DistServe's artifact prepares it for OPT models (multi-turn prompts: a random
+    # number of turns concatenated, the next turn as the output; OPT tokenizer; prompt + output
+    # < 2048): percentiles of the request lengths (lengths only; no timings) of the 300-request
+    # OPT-13B ShareGPT workload in LLMServe/DistServe simdistserve/benchmarks/alignment/
+    # data-ground-truth/opt-13b-sharegpt-workload/ (Apache-2.0). Input mean 780 / median 758,
+    # output mean 176 / median 67. Poisson arrivals.
+    "sharegpt-distserve": {
+        "input_tokens": {"dist": "quantiles", "quantiles": [
+            [0, 9], [0.025, 15], [0.05, 31], [0.1, 94], [0.15, 180], [0.2, 279], [0.25, 345],
+            [0.3, 430], [0.35, 501], [0.4, 573], [0.45, 658], [0.5, 758], [0.55, 821],
+            [0.6, 867], [0.65, 972], [0.7, 1047], [0.75, 1157], [0.8, 1319], [0.85, 1421],
+            [0.9, 1512], [0.95, 1718], [0.975, 1787], [0.99, 1889], [1, 2003]]},
+        "output_tokens": {"dist": "quantiles", "quantiles": [
+            [0, 2], [0.025, 3], [0.05, 5], [0.1, 9], [0.15, 12], [0.2, 14], [0.25, 18],
+            [0.3, 23], [0.35, 33], [0.4, 36], [0.45, 48], [0.5, 67], [0.55, 112], [0.6, 164],
+            [0.65, 201], [0.7, 236], [0.75, 278], [0.8, 337], [0.85, 403], [0.9, 478],
+            [0.95, 594], [0.975, 780], [0.99, 834], [1, 1085]]},
+        "arrival_cv": 1.0},
     # Stage-pressure regimes.
     "prefill-heavy": {"input_tokens": _ln(4096, 8192, 16384), "output_tokens": _ln(64, 128, 512),
                       "arrival_cv": 1.0},
@@ -188,6 +230,9 @@ def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, base: Path,
     elif d == "lognormal":
         mu = math.log(spec.median) if spec.median else math.log(spec.mean) - spec.sigma ** 2 / 2
         x = rng.lognormal(mu, spec.sigma, size=n)
+    elif d == "quantiles":   # inverse CDF, piecewise linear between the given percentiles
+        p, tokens = np.array(spec.quantiles, dtype=float).T
+        x = np.interp(rng.random(n), p, tokens)
     else:  # empirical
         tokens, p = _read_histogram(base / spec.file, f"{where}.file")
         x = rng.choice(tokens, size=n, p=p)

@@ -88,3 +88,44 @@ def test_presets_match_published_medians():
 def test_bad_workloads(bad, where):
     with pytest.raises(ConfigError, match=where):
         spec(**bad)
+
+
+# --- quantile tables ----------------------------------------------------------------------------
+QT = [[0, 10], [0.5, 100], [0.9, 1000], [1, 2000]]
+
+
+def test_quantile_table_reproduces_its_percentiles():
+    r = generate(spec(input_tokens={"dist": "quantiles", "quantiles": QT}))
+    x = r.input_tokens
+    assert x.min() >= 10 and x.max() <= 2000
+    assert np.percentile(x, 50) == pytest.approx(100, rel=0.05)
+    assert np.percentile(x, 90) == pytest.approx(1000, rel=0.05)
+    # piecewise uniform between the points: the mean is the table's integral
+    exact = sum((p1 - p0) * (t0 + t1) / 2 for (p0, t0), (p1, t1) in zip(QT, QT[1:]))
+    assert x.mean() == pytest.approx(exact, rel=0.03)
+
+
+@pytest.mark.parametrize("table, where", [
+    ([[0, 10]], "quantiles"),
+    ([[0, 10], [0.5, 5], [1, 20]], "quantiles[1]"),       # tokens fall
+    ([[0, 10], [0.5, 20], [0.5, 30], [1, 40]], "quantiles[2]"),   # p does not rise
+    ([[0.1, 10], [1, 20]], "quantiles"),                   # does not start at p=0
+    ([[0, 10], [1.5, 20]], "quantiles[1]"),                # p > 1
+    ([[0, 10, 3], [1, 20]], "quantiles[0]"),               # not a pair
+])
+def test_bad_quantile_tables_name_the_point(table, where):
+    with pytest.raises(ConfigError) as e:
+        spec(input_tokens={"dist": "quantiles", "quantiles": table})
+    assert e.value.path.endswith(where)
+
+
+def test_sharegpt_distserve_preset_matches_its_source():
+    """The preset's percentiles are those of DistServe's OPT-13B ShareGPT workload (input mean
+    780 / median 758, output mean 176 / median 67); OPT's 2048-token context clips the pairs."""
+    r = generate(spec(preset="sharegpt-distserve", input_tokens=None, output_tokens=None,
+                      requests=40000), max_context=2048)
+    assert np.median(r.input_tokens) == pytest.approx(758, rel=0.05)
+    assert np.median(r.output_tokens) == pytest.approx(67, rel=0.1)
+    assert r.input_tokens.mean() == pytest.approx(780, rel=0.05)
+    assert r.output_tokens.mean() == pytest.approx(176, rel=0.08)
+    assert (r.input_tokens + r.output_tokens).max() <= 2048
