@@ -112,6 +112,9 @@ class Calibration:
         "per precision: decode-attention compute-throughput correction vs FLOPs"))
     attention_decode_memory: dict[str, Curve] = field(default_factory=dict, metadata=meta(
         "per KV precision: decode-attention memory-throughput correction vs bytes read"))
+    allreduce: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
+        "per device count: {latency_s, bus_bandwidth_gb_s} of a measured all-reduce "
+        "(nccl-tests' bus bandwidth); replaces the scale-up link's alpha-beta for that count"))
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
         "median / p90 absolute percentage error per op class, before and after, held-out"))
     base_efficiency: dict[str, Any] = field(default_factory=dict, metadata=meta(

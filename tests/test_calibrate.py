@@ -239,3 +239,48 @@ def test_missing_torch_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "pip install torch==2.13.0" in p.stderr
+
+
+# --- all-reduce (multi-GPU hosts) -------------------------------------------------------------
+def allreduce_rows(n, latency, busbw, sizes=(2 ** 16, 2 ** 20, 2 ** 24, 2 ** 27)):
+    return [{"op": "allreduce", "precision": "fp16", "bytes": b, "devices": n,
+             "seconds": latency + 2 * (n - 1) / n * b / busbw} for b in sizes]
+
+
+def test_allreduce_fit_recovers_latency_and_bus_bandwidth(tmp_path):
+    rows = (synthetic_rows(lambda r: 1.0) + allreduce_rows(2, 20e-6, 180e9)
+            + allreduce_rows(4, 35e-6, 210e9) + allreduce_rows(8, 50e-6, 230e9, sizes=(2 ** 20,)))
+    fit = fit_profile(H100_RAW, rows)
+    ar = fit.profile["calibration"]["allreduce"]
+    assert set(ar) == {"2", "4"}                    # one size cannot separate the two terms
+    assert ar["2"]["latency_s"] == pytest.approx(20e-6, rel=0.01)
+    assert ar["2"]["bus_bandwidth_gb_s"] == pytest.approx(180, rel=0.01)
+    assert ar["4"]["bus_bandwidth_gb_s"] == pytest.approx(210, rel=0.01)
+    # the CSV carries the device count and round-trips
+    f = tmp_path / "m.csv"
+    write_csv(rows, f)
+    assert fit_profile(H100_RAW, read_csv(f)).profile["calibration"]["allreduce"] == ar
+    # the performance model uses the fit for the counts it covers, the link model otherwise
+    pm, ds = PerfModel(fit.fitted), PerfModel(load_accelerator("h100-sxm@datasheet"))
+    assert pm.allreduce_time(2 ** 22, 2) == pytest.approx(20e-6 + 2 ** 22 / 180e9, rel=1e-3)
+    assert pm.allreduce_time(2 ** 22, 8) == ds.allreduce_time(2 ** 22, 8)
+
+
+def test_slow_measured_allreduce_slows_tensor_parallel_iterations():
+    from hetsim.perf import StepModel
+    base = synthetic_rows(lambda r: 1.0)
+    fast = fit_profile(H100_RAW, base + allreduce_rows(2, 10e-6, 400e9)).fitted
+    slow = fit_profile(H100_RAW, base + allreduce_rows(2, 60e-6, 20e9)).fitted
+    m = hetsim.load_model("llama-3.1-8b")
+    t = {k: StepModel(m, PerfModel(a), 2, "bf16") for k, a in (("fast", fast), ("slow", slow))}
+    assert t["slow"].prefill_time([2048]) > t["fast"].prefill_time([2048])
+    assert t["slow"].decode_time(32, 32 * 1024) > t["fast"].decode_time(32, 32 * 1024)
+    one = {k: StepModel(m, PerfModel(a), 1, "bf16").prefill_time([2048])
+           for k, a in (("fast", fast), ("slow", slow))}
+    assert one["slow"] == one["fast"]                # TP1 never all-reduces
+
+
+def test_allreduce_is_measured_only_with_several_gpus():
+    import torch
+    from hetsim.calibrate import measure
+    assert measure.allreduce(torch, "cpu", 2) == []

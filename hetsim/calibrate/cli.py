@@ -79,6 +79,7 @@ def measure_all(torch, device, base, quick, progress):
     rows = measure.memory(torch, timer, g)
     rows += measure.gemms(torch, timer, g, precs, progress)
     rows += measure.attention(torch, timer, g, precs, progress)
+    rows += measure.allreduce(torch, device, g.reps, progress=progress)   # multi-GPU hosts
     main_p = "fp32" if device == "cpu" else ("bf16" if "bf16" in precs else precs[0])
     for op, cfg in (("probe", reference.PROBE), ("probe_deep", reference.PROBE_DEEP)):
         for r in reference.measure(torch, timer, cfg, main_p, (), ((1, 16), (4, 64))):

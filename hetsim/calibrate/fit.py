@@ -32,14 +32,15 @@ from ..hardware import PRECISION_BYTES, Accelerator
 from ..perf import PerfModel
 
 CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "heads", "kv_heads",
-               "head_dim", "bytes", "seconds")
+               "head_dim", "bytes", "devices", "seconds")
 #: which shape columns each op needs
 OP_SHAPES = {"gemm": ("m", "n", "k"), "attn_prefill": ("batch", "seq", "heads", "kv_heads",
                                                        "head_dim"),
              "attn_decode": ("batch", "kv_len", "heads", "kv_heads", "head_dim"),
              "copy": ("bytes",), "h2d": ("bytes",), "d2h": ("bytes",), "launch": (),
              "ref_prefill": ("batch", "seq"), "ref_decode": ("batch", "kv_len"),
-             "probe": ("batch", "kv_len"), "probe_deep": ("batch", "kv_len")}
+             "probe": ("batch", "kv_len"), "probe_deep": ("batch", "kv_len"),
+             "allreduce": ("bytes", "devices")}
 CLASSES = {"gemm": "gemm", "attn_prefill": "attention_prefill", "attn_decode": "attention_decode"}
 
 
@@ -317,6 +318,28 @@ def overheads(acc: Accelerator, rows) -> tuple[float, float] | None:
     return kernel, max(0.0, r1 - extra)
 
 
+def fit_allreduce(rows) -> dict[str, dict[str, float]]:
+    """Per device count n: ``t = latency + 2(n-1)/n x bytes / bus_bandwidth`` by least squares
+    over the measured sizes (nccl-tests' bus bandwidth, so counts compare). Needs two sizes."""
+    out = {}
+    by_n: dict[int, list] = {}
+    for r in rows:
+        if r["op"] == "allreduce" and r["devices"] > 1:
+            by_n.setdefault(r["devices"], []).append((r["bytes"], r["seconds"]))
+    for n, pts in sorted(by_n.items()):
+        if len({b for b, _ in pts}) < 2:
+            continue
+        x, y = np.array(pts, dtype=float).T
+        slope, lat = np.polyfit(x, y, 1)
+        if lat < 0:                       # through the origin: latency below resolution
+            lat, slope = 0.0, float((x @ y) / (x @ x))
+        if slope <= 0:
+            continue
+        out[str(n)] = {"latency_s": float(f"{lat:.4g}"),
+                       "bus_bandwidth_gb_s": float(f"{2 * (n - 1) / n / slope / 1e9:.4g}")}
+    return out
+
+
 def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, device: str = "?",
                 torch_version: str = "", driver: str = "", grid: str = "",
                 measurements: str = "") -> FitResult:
@@ -342,6 +365,7 @@ def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, de
                base_profile=base.name, grid=grid, measurements=measurements,
                accuracy={k: {kk: float(f"{vv:.4g}") for kk, vv in v.items()}
                          for k, v in accuracy.items()},
+               allreduce=fit_allreduce(rows),
                notes="held-out accuracy: fitted without the held-out shapes")
     fitted = _with_curves(s1, curves, **cal)
     out = to_dict(fitted)

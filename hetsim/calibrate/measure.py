@@ -127,6 +127,41 @@ def memory(torch, timer, grid):
     return rows
 
 
+#: all-reduce message sizes, bytes per device: latency-bound to bandwidth-bound (a TP prefill
+#: all-reduces tokens x hidden x 2 bytes: 8k tokens of an 8k hidden is 128 MiB)
+ALLREDUCE_BYTES = tuple(2 ** k for k in (16, 18, 20, 22, 24, 26, 27))
+
+
+def allreduce(torch, device: str, reps: int, sizes=ALLREDUCE_BYTES, progress=None):
+    """All-reduce over 2, 4, 8 ... of this host's GPUs (single-process NCCL,
+    ``torch.cuda.nccl.all_reduce``), fp16, when more than one is present; none otherwise."""
+    if not device.startswith("cuda") or torch.cuda.device_count() < 2:
+        return []
+    from torch.cuda import nccl
+    count = torch.cuda.device_count()
+    counts = [n for n in (2, 4, 8, 16) if n <= count]
+    rows, todo = [], [(n, b) for n in counts for b in sizes]
+    for i, (n, nbytes) in enumerate(todo):
+        xs = [torch.zeros(nbytes // 2, dtype=torch.float16, device=f"cuda:{d}")
+              for d in range(n)]
+
+        def run(xs=xs, n=n):
+            nccl.all_reduce(xs)
+            for d in range(n):
+                torch.cuda.synchronize(d)
+        run()
+        run()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t)
+        rows.append(_row("allreduce", "fp16", min(ts), bytes=nbytes, devices=n))
+        if progress:
+            progress("all-reduce", i + 1, len(todo))
+    return rows
+
+
 def device_name(torch, device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()

@@ -192,9 +192,15 @@ class PerfModel:
         return compute, nbytes / self._bw, nbytes
 
     def allreduce_time(self, nbytes: float, n_devices: int) -> float:
-        """Ring all-reduce of ``nbytes`` per device over the scale-up link (alpha-beta)."""
+        """Ring all-reduce of ``nbytes`` per device over the scale-up link (alpha-beta), or the
+        calibrated fit for this device count when the profile has one."""
         if n_devices <= 1 or nbytes <= 0:
             return 0.0
+        cal = self.acc.calibration
+        fit = cal.allreduce.get(str(n_devices)) if cal is not None else None
+        if fit:   # measured on this device (hetsim calibrate): latency + bus-bandwidth term
+            return fit["latency_s"] + 2 * (n_devices - 1) / n_devices * nbytes / (
+                fit["bus_bandwidth_gb_s"] * 1e9)
         if self.link is None:
             raise ConfigError(f"{self.acc.name} has no scale-up link for TP > 1")
         steps = 2 * (n_devices - 1)
