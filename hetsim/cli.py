@@ -170,14 +170,13 @@ def _cmd_plan(args) -> int:
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
              "frontier")]
     front = {id(c) for c in res.frontier}
-    key = ((lambda c: -(c.goodput_rps or 0) / c.accelerators) if per_acc
-           else (lambda c: c.cost))
+    key = (lambda c: -c.per_accelerator_rps) if per_acc else (lambda c: c.cost)
     for c in sorted(res.verified, key=key):
         rows.append((c.name(), str(c.accelerators), f"{c.cost:.2f}",
                      "yes" if c.verified else "no",
                      "-" if c.attainment is None else f"{c.attainment:.1%}",
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
-                     "-" if c.goodput_rps is None else f"{c.goodput_rps / c.accelerators:.3g}",
+                     "-" if c.goodput_rps is None else f"{c.per_accelerator_rps:.3g}",
                      "*" if id(c) in front else ""))
     goal = ("most goodput per accelerator" if per_acc
             else f"{res.target_rps:g} req/s within SLO")
@@ -189,7 +188,7 @@ def _cmd_plan(args) -> int:
     print(text_table(rows))
     best = res.best
     if per_acc:
-        print(f"best per accelerator: {best.name()} at {best.goodput_rps / best.accelerators:.3g}"
+        print(f"best per accelerator: {best.name()} at {best.per_accelerator_rps:.3g}"
               f" req/s per accelerator" if best else "no unit met the SLO at any rate")
     else:
         print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else

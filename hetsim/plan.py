@@ -115,6 +115,10 @@ class Candidate:
     def accelerators(self) -> int:
         return sum(o.tp * n for o, n in self.pools.values())
 
+    @property
+    def per_accelerator_rps(self) -> float:
+        return (self.goodput_rps or 0.0) / self.accelerators
+
     def name(self) -> str:
         parts = [f"{n}x{o.acc}-tp{o.tp}-{o.precision}" for o, n in self.pools.values()]
         return f"{self.shape}:" + "+".join(parts) + (f"@{self.link}" if self.link else "")
@@ -342,15 +346,15 @@ class PlanResult:
         if not ok:
             return None
         if self.spec.objective == "goodput-per-accelerator":
-            return min(ok, key=lambda c: (-c.goodput_rps / c.accelerators, c.accelerators,
-                                          c.cost))
+            return min(ok, key=lambda c: (-c.per_accelerator_rps, c.accelerators, c.cost))
         return min(ok, key=lambda c: c.cost)
 
     def scenario_dict(self) -> dict:
-        """A runnable scenario whose placements are the chosen plans (cheapest first)."""
+        """A runnable scenario whose placements are the chosen plans (cheapest first, or most
+        goodput per accelerator first)."""
         per_acc = self.spec.objective == "goodput-per-accelerator"
         chosen, seen = [], set()
-        order = ((lambda c: (-c.goodput_rps / c.accelerators, c.cost)) if per_acc
+        order = ((lambda c: (-c.per_accelerator_rps, c.cost)) if per_acc
                  else (lambda c: c.cost))
         for c in sorted([c for c in self.verified if c.verified], key=order):
             if c.name() not in seen:
