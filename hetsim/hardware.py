@@ -115,6 +115,13 @@ class Calibration:
     allreduce: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
         "per device count: {latency_s, bus_bandwidth_gb_s} of a measured all-reduce "
         "(nccl-tests' bus bandwidth); replaces the scale-up link's alpha-beta for that count"))
+    engine_overhead_ms: float = field(default=0.0, metadata=meta(
+        "the part of efficiency.iteration_overhead_ms kept from the base profile: the serving "
+        "engine's host work per iteration (scheduling, sampling), which device kernels do not "
+        "show; the rest was measured", non_negative))
+    small_kernel_us: float = field(default=0.0, metadata=meta(
+        "measured cost of one tiny kernel (from the probes); charged only to the surplus "
+        "kernels of the unfused torch reference when scoring whole iterations", non_negative))
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
         "median / p90 absolute percentage error per op class, before and after, held-out"))
     base_efficiency: dict[str, Any] = field(default_factory=dict, metadata=meta(

@@ -284,3 +284,101 @@ def test_allreduce_is_measured_only_with_several_gpus():
     import torch
     from hetsim.calibrate import measure
     assert measure.allreduce(torch, "cpu", 2) == []
+
+
+# --- GPU-side fitting details (synthetic, no torch) -------------------------------------------
+def probe_rows(kernel_s, iteration_s, k1=51, k3=149):
+    """1- and 3-layer probes on a device where every counted kernel costs ``kernel_s`` and an
+    iteration ``iteration_s`` more (the probes' own work is negligible)."""
+    return [{"op": op, "precision": "bf16", "batch": b, "kv_len": s, "kernels": k,
+             "seconds": iteration_s + k * kernel_s}
+            for op, k in (("probe", k1), ("probe_deep", k3)) for b, s in ((1, 16), (4, 64))]
+
+
+def test_kernel_and_iteration_overheads_from_gemms_and_counted_probe_kernels():
+    # GEMVs cost 4 us + bytes / (0.8 x 3.35 TB/s) (synthetic_rows); tiny kernels 1.5 us each;
+    # the device adds 20 us per iteration; the base profile's 1.5 ms engine overhead is kept
+    fit = fit_profile(H100_RAW, synthetic_rows(lambda r: 1.0) + probe_rows(1.5e-6, 20e-6))
+    eff, cal = fit.fitted.efficiency, fit.fitted.calibration
+    assert eff.kernel_overhead_us == pytest.approx(4.0, rel=0.02)      # a real kernel's floor
+    assert eff.hbm == pytest.approx(0.8, rel=0.02)      # GEMV streaming beats the 0.7 copy
+    assert cal.small_kernel_us == pytest.approx(1.5, rel=0.02)
+    assert cal.engine_overhead_ms == 1.5
+    assert eff.iteration_overhead_ms == pytest.approx(1.5 + 0.020, abs=2e-3)
+    from hetsim.calibrate.fit import device_only, gemm_floor
+    assert device_only(fit.fitted).efficiency.iteration_overhead_ms == pytest.approx(0.02, abs=2e-3)
+    a, bw = gemm_floor(fit.base, synthetic_rows(lambda r: 1.0))
+    assert a == pytest.approx(4e-6, rel=0.02) and bw == pytest.approx(0.8 * 3.35e12, rel=0.02)
+    # without kernel counts (older CSVs) the probes' extra time is spread over the step
+    # model's own kernels, as before
+    legacy = [{k: v for k, v in r.items() if k != "kernels"} for r in probe_rows(1.5e-6, 20e-6)]
+    old = fit_profile(H100_RAW, synthetic_rows(lambda r: 1.0) + legacy).fitted.calibration
+    assert old.small_kernel_us > 3 * cal.small_kernel_us
+
+
+def test_gemm_floor_refuses_a_poor_fit():
+    from hetsim.calibrate.fit import gemm_floor
+    rows = synthetic_rows(lambda r: 1.0)
+    base = load_accelerator("h100-sxm@datasheet")
+    assert gemm_floor(base, [r for r in rows if r["op"] != "gemm" or r["m"] > 16]) is None
+    noisy = [dict(r, seconds=r["seconds"] * (5 if i % 2 else 0.2)) for i, r in enumerate(rows)]
+    assert gemm_floor(base, noisy) is None
+
+
+def test_kernels_column_is_optional_and_checked(tmp_path):
+    rows = synthetic_rows(lambda r: 1.0) + probe_rows(1.5e-6, 20e-6)
+    f = tmp_path / "m.csv"
+    write_csv(rows, f)
+    back = read_csv(f)
+    assert [r.get("kernels") for r in back if r["op"].startswith("probe")] == [51, 51, 149, 149]
+    assert all("kernels" not in r for r in back if r["op"] == "gemm")
+    text = f.read_text().replace(",51,", ",many,", 1)
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(hetsim.ConfigError, match=r"kernels.*whole number"):
+        read_csv(tmp_path / "bad.csv")
+
+
+def test_timer_rotates_inputs_and_copies_only_on_gpus():
+    from hetsim.calibrate import measure
+    assert measure.copies("cpu", 1) == 1
+    assert measure.copies("cuda", 2 ** 30) == 1
+    assert measure.copies("cuda", 2 ** 20) == measure.MAX_COPIES
+    assert measure.copies("cuda", 64 * 2 ** 20) == 4         # 256 MiB of operands in rotation
+    calls = []
+    t = measure.Timer(None, "cpu", reps=5)([lambda i=i: calls.append(i) for i in range(3)])
+    assert t >= 0 and sorted(set(calls)) == [0, 1, 2] and len(calls) == 7    # 2 warm-ups + 5
+
+
+def test_reference_kernel_count_sees_the_unfused_layer():
+    torch = pytest.importorskip("torch")
+    from hetsim.calibrate.reference import PROBE, PROBE_DEEP, Reference, count_kernels
+    counts = []
+    for cfg in (PROBE, PROBE_DEEP):
+        net = Reference(torch, cfg, "cpu", torch.float32)
+        cache, x = net.cache(1, 17), torch.randn(1, 1, cfg.hidden)
+        with torch.no_grad():
+            counts.append(count_kernels(torch, lambda: net.forward(x, cache, 16)))
+    per_layer = (counts[1] - counts[0]) / 2
+    assert per_layer == int(per_layer) and per_layer > 16    # more than a fused layer's ~16
+    assert counts[0] > per_layer                              # plus the final norm and head
+
+
+# --- the shipped H100 calibration -------------------------------------------------------------
+def test_shipped_h100_calibration_refits_to_itself_and_beats_the_datasheet(tmp_path):
+    """The committed profile is what the committed measurements and today's fitting code give
+    (so a change to the fit shows up here), and it predicts its device better than the
+    datasheet profile does."""
+    src = load_accelerator("h100-sxm")
+    assert src.calibration is not None and "H100" in src.calibration.device
+    shipped = [d for d in profile_dirs() if (d / "calibrated" / "h100-sxm.yaml").exists()][0]
+    yml = shipped / "calibrated" / "h100-sxm.yaml"
+    out = tmp_path / "h100-sxm.yaml"
+    assert calibrate_main(["--from-csv", str(yml.with_suffix(".csv")), "--accelerator", str(yml),
+                           "--out", str(out), "-q"]) == 0
+    a, b = read_yaml(yml), read_yaml(out)
+    assert a["efficiency"] == b["efficiency"]
+    assert a["calibration"] == {**b["calibration"], "measurements": "h100-sxm.csv"}
+    acc = a["calibration"]["accuracy"]
+    for cls in ("gemm", "attention_prefill", "attention_decode"):
+        assert acc[cls]["after_median"] < acc[cls]["before_median"], cls
+    assert acc["ref_prefill"]["after_median"] < 0.15 and acc["ref_decode"]["after_median"] < 0.15

@@ -76,8 +76,9 @@ def test_same_low_bit_format_acts_differently_per_side():
     bf16, fp8 = StepModel(m, pm, 4, "bf16"), StepModel(m, pm, 4, "fp8")
     # prefill: fp8 raises usable FLOP/s
     assert fp8.prefill_time([4096]) < 0.7 * bf16.prefill_time([4096])
-    # decode: fp8 weights + KV cut bytes per step, and fp8 KV doubles KV capacity
-    assert fp8.decode_time(32, 32 * 2048) < 0.7 * bf16.decode_time(32, 32 * 2048)
+    # decode: fp8 weights + KV halve the bytes per step (not the fixed per-step costs: kernel
+    # launches, the engine's scheduling), and fp8 KV doubles KV capacity
+    assert fp8.decode_time(32, 32 * 2048) < 0.75 * bf16.decode_time(32, 32 * 2048)
     kv16 = memory_plan(m, acc, 4, "bf16")
     kv8 = memory_plan(m, acc, 4, hetsim.perf.Formats("bf16", "bf16", "fp8"))
     assert kv8.kv_tokens == pytest.approx(2 * kv16.kv_tokens, rel=0.01)

@@ -32,7 +32,9 @@ from ..hardware import PRECISION_BYTES, Accelerator
 from ..perf import PerfModel
 
 CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "heads", "kv_heads",
-               "head_dim", "bytes", "devices", "seconds")
+               "head_dim", "bytes", "devices", "kernels", "seconds")
+#: optional columns: read where present (older files and other tools may lack them)
+OPTIONAL = ("kernels",)
 #: which shape columns each op needs
 OP_SHAPES = {"gemm": ("m", "n", "k"), "attn_prefill": ("batch", "seq", "heads", "kv_heads",
                                                        "head_dim"),
@@ -92,6 +94,14 @@ def read_csv(path) -> list[dict]:
                     raise ConfigError(f"must be > 0, got {v}", file=str(path),
                                       path=f"{where}.{c}")
                 row[c] = x if c == "seconds" else int(x)
+            for c in OPTIONAL:
+                v = (raw.get(c) or "").strip()
+                if v:
+                    try:
+                        row[c] = int(v)
+                    except ValueError:
+                        raise ConfigError(f"column {c!r} must be a whole number, got {v!r}",
+                                          file=str(path), path=f"{where}.{c}") from None
             rows.append(row)
     if not any(r["op"] in CLASSES for r in rows):
         raise ConfigError("no gemm or attention measurements to fit", file=str(path))
@@ -131,9 +141,12 @@ def _curve(points: list[tuple[float, float]], envelope: bool = False,
         for g in groups.values():
             by[round(statistics.median(lx for lx, _ in g), 6)] = [
                 float(np.percentile([f for _, f in g], 90))]
-    else:
+    else:   # half-octave bins (a grid of powers of two gives one knot per measured x)
+        groups = {}
         for x, f in points:
-            by.setdefault(round(math.log2(x), 6), []).append(f)
+            groups.setdefault(round(2 * math.log2(x)), []).append((math.log2(x), f))
+        for g in groups.values():
+            by[round(statistics.median(lx for lx, _ in g), 6)] = [f for _, f in g]
     xs = sorted(by)
     ys = [statistics.median(by[x]) for x in xs]
     ws = [len(by[x]) for x in xs]
@@ -184,30 +197,91 @@ def _held_out(rows) -> list[bool]:
     return out
 
 
-def _stage1(base: Accelerator, rows, probe=None) -> Accelerator:
-    """Scalars: HBM efficiency from the copy, kernel overhead from the launch probe."""
+def gemm_floor(acc: Accelerator, rows) -> tuple[float, float] | None:
+    """(fixed seconds per kernel, bytes/s) of memory-bound GEMMs: ``time = a + bytes / bw``
+    fitted (least relative squares) over the GEMMs with m <= 16 that the roofline calls
+    memory-bound, per precision, then the median over precisions. These are weight-streaming
+    kernels as a decode step runs them, so ``a`` is what a real kernel costs beyond its bytes
+    (launch, DRAM latency, split-K reduction) and ``bw`` what a well-tuned kernel gets from
+    HBM. None where the fit is not trustworthy (fewer than 4 shapes, a non-positive term, or a
+    median relative error over 20%)."""
+    pm = PerfModel(acc, link=None)
+    by: dict[str, dict[tuple[int, int], list]] = {}
+    for r in rows:
+        if r["op"] != "gemm" or r["m"] > 16:
+            continue
+        compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], r["precision"])
+        if compute >= memory:
+            continue
+        size = PRECISION_BYTES[r["precision"]]
+        nbytes = (r["m"] * r["k"] + r["k"] * r["n"]) * size + r["m"] * r["n"] * 2
+        by.setdefault(r["precision"], {}).setdefault((r["n"], r["k"]), []).append(
+            (nbytes, r["seconds"]))
+    fits = []
+    for shapes in by.values():
+        if len(shapes) < 4:
+            continue
+        x = np.array([statistics.median(b for b, _ in v) for v in shapes.values()], dtype=float)
+        y = np.array([statistics.median(t for _, t in v) for v in shapes.values()])
+        if np.ptp(x) <= 0:
+            continue
+        slope, a = np.polyfit(x, y, 1, w=1 / y)
+        if slope <= 0 or a <= 0 or np.median(np.abs(a + slope * x - y) / y) > 0.2:
+            continue
+        fits.append((float(a), float(1 / slope)))
+    if not fits:
+        return None
+    return (statistics.median(f[0] for f in fits), statistics.median(f[1] for f in fits))
+
+
+def _stage1(base: Accelerator, rows) -> Accelerator:
+    """Scalars: HBM efficiency from the better of a device copy and the weight-streaming
+    GEMMs; kernel overhead from the GEMMs' fixed cost, else from a trivial kernel."""
     eff = base.efficiency
     copies = [r for r in rows if r["op"] == "copy"]
     hbm = eff.hbm
-    if copies:
-        bw = statistics.median(r["bytes"] / r["seconds"] for r in copies)
-        hbm = min(1.0, bw / base.hbm_bandwidth)
+    floor = gemm_floor(base, rows)
+    bws = [statistics.median(r["bytes"] / r["seconds"] for r in copies)] if copies else []
+    if floor:
+        bws.append(floor[1])
+    if bws:
+        hbm = min(1.0, max(bws) / base.hbm_bandwidth)
     launches = [r["seconds"] for r in rows if r["op"] == "launch"]
     kernel = statistics.median(launches) * 1e6 if launches else eff.kernel_overhead_us
+    if floor:
+        kernel = floor[0] * 1e6
     return dataclasses.replace(base, efficiency=dataclasses.replace(
         eff, hbm=float(f"{hbm:.4g}"), kernel_overhead_us=float(f"{kernel:.4g}")))
 
 
 def _with_overheads(s1: Accelerator, rows) -> Accelerator:
-    """Fit curves, read the probes against them, then set the kernel and iteration overheads
-    (the curves are then re-fitted by the caller with the final kernel overhead)."""
+    """Fit curves, read the probes against them, then set the iteration overhead, and the
+    kernel overhead where the GEMMs gave none (the curves are then re-fitted by the caller
+    with the final kernel overhead)."""
     o = overheads(_with_curves(s1, _curves(s1, rows)), rows)
     if o is None:
         return s1
     kernel, iteration = o
+    small = kernel
+    if gemm_floor(s1, rows) is not None:        # real kernels' fixed cost stands
+        kernel = s1.efficiency.kernel_overhead_us * 1e-6
+    # the base profile's iteration overhead is the serving engine's host work (scheduling,
+    # sampling), which no device kernel shows; the probe measures the device's own part
+    engine_ms = s1.efficiency.iteration_overhead_ms
     return dataclasses.replace(s1, efficiency=dataclasses.replace(
         s1.efficiency, kernel_overhead_us=float(f"{kernel * 1e6:.4g}"),
-        iteration_overhead_ms=float(f"{iteration * 1e3:.4g}")))
+        iteration_overhead_ms=float(f"{engine_ms + iteration * 1e3:.4g}")),
+        calibration=_with_curves(s1, {}, small_kernel_us=float(f"{small * 1e6:.4g}")).calibration)
+
+
+def device_only(acc: Accelerator) -> Accelerator:
+    """``acc`` without the serving engine's host overhead per iteration (what a bare torch
+    reference iteration, which has no scheduler, should be compared with)."""
+    engine_ms = acc.calibration.engine_overhead_ms if acc.calibration else \
+        acc.efficiency.iteration_overhead_ms
+    return dataclasses.replace(acc, efficiency=dataclasses.replace(
+        acc.efficiency, iteration_overhead_ms=max(
+            0.0, acc.efficiency.iteration_overhead_ms - engine_ms)))
 
 
 def _curves(acc: Accelerator, rows) -> dict:
@@ -224,7 +298,10 @@ def _curves(acc: Accelerator, rows) -> dict:
         if op == "gemm":
             # each path's correction comes from the GEMMs that path binds (datasheet roofline)
             compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], p)
-            add("gemm" if compute >= memory else "gemm_memory", r["m"], max(compute, memory))
+            if compute >= memory:
+                add("gemm", pm.gemm_rows(r["m"], r["n"], r["k"]), compute)
+            else:
+                add("gemm_memory", r["m"], memory)
         elif op == "attn_prefill":
             compute, _, q = pm.attention_prefill_parts([(r["seq"], r["seq"])] * r["batch"],
                                                        r["heads"], r["kv_heads"], r["head_dim"], p)
@@ -272,50 +349,60 @@ def base_accelerator(raw: dict) -> Accelerator:
     return build(Accelerator, raw)
 
 
-def _probe_residuals(acc: Accelerator, rows, op: str) -> float | None:
-    """Median of (measured - predicted without the iteration overhead) over ``op`` rows."""
+def _without_overheads(acc: Accelerator, kernel_us: float = 0.0) -> PerfModel:
+    return PerfModel(dataclasses.replace(acc, efficiency=dataclasses.replace(
+        acc.efficiency, kernel_overhead_us=kernel_us, iteration_overhead_ms=0.0)), link=None)
+
+
+def _probe(acc: Accelerator, rows, op: str) -> tuple[float, float] | None:
+    """(median residual s, kernels per iteration) of the ``op`` probe rows: measured time less
+    the step model's work with no kernel or iteration overhead; kernels as counted at
+    measurement time, else as many as the step model charges."""
     from ..perf import StepModel
     from .reference import PROBE, PROBE_DEEP
     cfg = PROBE if op == "probe" else PROBE_DEEP
     sel = [r for r in rows if r["op"] == op]
     if not sel:
         return None
-    pm = PerfModel(acc, link=None)
-    res = []
+    mc = cfg.model_config()
+    res, kernels = [], []
     for r in sel:
-        step = StepModel(cfg.model_config(), pm, 1, r["precision"])
-        res.append(r["seconds"] - step.decode_time(r["batch"], r["batch"] * (r["kv_len"] + 1))
-                   + pm.iteration_overhead)
-    return statistics.median(res)
-
-
-def _kernels_per_layer(acc: Accelerator) -> float:
-    """How many kernel launches the step model charges per layer (from its own accounting)."""
-    from ..perf import StepModel
-    from .reference import PROBE, PROBE_DEEP
-    times = []
-    for k_us in (0.0, 1000.0):
-        a = dataclasses.replace(acc, efficiency=dataclasses.replace(acc.efficiency,
-                                                                    kernel_overhead_us=k_us))
-        pm = PerfModel(a, link=None)
-        times.append([StepModel(c.model_config(), pm, 1, acc.precisions[0]).decode_time(1, 17)
-                      for c in (PROBE, PROBE_DEEP)])
-    per_layer = ((times[1][1] - times[1][0]) - (times[0][1] - times[0][0])) / 2
-    return per_layer / 1e-3
+        p = r["precision"]
+        ctx = r["batch"] * (r["kv_len"] + 1)
+        work = StepModel(mc, _without_overheads(acc), 1, p).decode_time(r["batch"], ctx)
+        res.append(r["seconds"] - work)
+        if r.get("kernels"):
+            kernels.append(r["kernels"])
+        else:   # what the step model charges: its time per ms of kernel overhead
+            slow = StepModel(mc, _without_overheads(acc, 1000.0), 1, p).decode_time(r["batch"], ctx)
+            kernels.append((slow - work) / 1e-3)
+    return statistics.median(res), statistics.median(kernels)
 
 
 def overheads(acc: Accelerator, rows) -> tuple[float, float] | None:
     """(kernel overhead s, iteration overhead s) from the probes: a 1-layer and a 3-layer tiny
-    reference decode iteration. Their difference is the per-layer cost the op model does not
-    see (eager-mode ops it does not enumerate: RoPE, norms, views, cache writes), spread over
-    the kernels it charges per layer; what is left of the 1-layer residual is per-iteration."""
-    r1, r3 = _probe_residuals(acc, rows, "probe"), _probe_residuals(acc, rows, "probe_deep")
-    if r1 is None:
+    reference decode iteration, whose work is negligible. Their difference over the difference
+    in kernels launched is the cost of one (tiny) kernel; what is left of the 1-layer probe is
+    the device's fixed cost per iteration. With one probe, the launch measurement stands."""
+    p1, p3 = _probe(acc, rows, "probe"), _probe(acc, rows, "probe_deep")
+    if p1 is None:
         return None
     kernel = acc.efficiency.kernel_overhead_us * 1e-6
-    extra = max(0.0, (r3 - r1) / 2) if r3 is not None else 0.0
-    kernel += extra / _kernels_per_layer(acc)
-    return kernel, max(0.0, r1 - extra)
+    if p3 is not None and p3[1] > p1[1] and p3[0] > p1[0]:
+        kernel = (p3[0] - p1[0]) / (p3[1] - p1[1])
+    return kernel, max(0.0, p1[0] - p1[1] * kernel)
+
+
+def model_kernels(acc: Accelerator, cfg, precision: str, op: str, batch: int, n: int) -> float:
+    """Kernels the step model charges for one reference iteration (prefill of ``batch`` x ``n``
+    tokens, or decode of ``batch`` sequences at context ``n``)."""
+    from ..perf import StepModel
+    times = []
+    for k_us in (0.0, 1000.0):
+        step = StepModel(cfg.model_config(), _without_overheads(acc, k_us), 1, precision)
+        times.append(step.prefill_time([n] * batch) if op.endswith("prefill")
+                     else step.decode_time(batch, batch * (n + 1)))
+    return (times[1] - times[0]) / 1e-3
 
 
 def fit_allreduce(rows) -> dict[str, dict[str, float]]:
@@ -342,7 +429,8 @@ def fit_allreduce(rows) -> dict[str, dict[str, float]]:
 
 def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, device: str = "?",
                 torch_version: str = "", driver: str = "", grid: str = "",
-                measurements: str = "") -> FitResult:
+                measurements: str = "", timing: str = "",
+                measured: str | None = None) -> FitResult:
     """Fit ``rows`` (measurement dicts) on top of the datasheet profile ``base_raw``."""
     base = base_accelerator(base_raw)
     for r in rows:
@@ -361,24 +449,31 @@ def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, de
     s1 = _with_overheads(s1, rows)
     curves = _curves(s1, rows)
     base_eff = {k: v for k, v in to_dict(base.efficiency).items()}
-    cal = dict(device=device, torch=torch_version, driver=driver, date=date.today().isoformat(),
+    when = measured or date.today().isoformat()
+    cal = dict(device=device, torch=torch_version, driver=driver, date=when,
                base_profile=base.name, grid=grid, measurements=measurements,
                accuracy={k: {kk: float(f"{vv:.4g}") for kk, vv in v.items()}
                          for k, v in accuracy.items()},
                allreduce=fit_allreduce(rows),
-               notes="held-out accuracy: fitted without the held-out shapes")
+               engine_overhead_ms=base.efficiency.iteration_overhead_ms,
+               small_kernel_us=s1.calibration.small_kernel_us if s1.calibration else 0.0,
+               notes="held-out accuracy: fitted without the held-out shapes"
+               + (f"; timing: {timing}" if timing else ""))
     fitted = _with_curves(s1, curves, **cal)
     out = to_dict(fitted)
     out["calibration"]["base_efficiency"] = base_eff
     if name:
         out["name"] = name
-    out["description"] = base.description.replace(" (datasheet-level)", "") + " (calibrated)"
+    out["description"] = base.description.replace(" (datasheet-level)", "").removesuffix(
+        " (calibrated)") + " (calibrated)"
     out["aliases"] = []
     eff = out["efficiency"]
-    eff["note"] = (f"calibrated by hetsim calibrate on {device}: hbm from a device copy, "
-                   f"kernel overhead from a trivial kernel, iteration overhead from a tiny "
-                   f"reference iteration; shape-aware curves under calibration")
-    out["sources"] = list(out.get("sources") or []) + [{
-        "key": "CAL", "ref": f"hetsim calibrate, {device}, torch {torch_version}, "
-                             f"{date.today().isoformat()}", "note": f"raw: {measurements}"}]
+    eff["note"] = (f"calibrated by hetsim calibrate on {device}: hbm from the better of a "
+                   f"device copy and weight-streaming GEMMs, kernel overhead from the GEMMs' "
+                   f"fixed cost (else a trivial kernel), iteration overhead = the base's engine "
+                   f"overhead + the device's own (1- and 3-layer probes); shape-aware curves "
+                   f"under calibration")
+    out["sources"] = [s for s in out.get("sources") or [] if s.get("key") != "CAL"] + [{
+        "key": "CAL", "ref": f"hetsim calibrate, {device}, torch {torch_version}, {when}",
+        "note": f"raw: {measurements}"}]
     return FitResult(out, accuracy, base, fitted, held)

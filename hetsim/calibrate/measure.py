@@ -2,35 +2,116 @@
 (dicts with the CSV columns of :mod:`hetsim.calibrate.fit`)."""
 from __future__ import annotations
 
+import sys
 import time
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
                 "fp8": "float8_e4m3fn"}
 
 
+#: on a GPU, inputs are rotated over copies adding up to at least this many bytes, so
+#: repeated calls stream their operands from HBM as a serving step does (a layer's weights are
+#: never in L2 when its GEMM runs), instead of hitting a 50 MB L2
+ROTATE_BYTES = 256 * 2 ** 20
+MAX_COPIES = 32
+
+
+def copies(device: str, nbytes: int) -> int:
+    """How many copies of ``nbytes`` of inputs to rotate over (1 off the GPU)."""
+    if not device.startswith("cuda") or nbytes <= 0:
+        return 1
+    return max(1, min(MAX_COPIES, -(-ROTATE_BYTES // nbytes)))
+
+
 class Timer:
-    """Best (minimum) wall time of a callable on ``device`` over ``reps`` runs after two
-    warm-ups: interference from other processes only ever adds time, so the minimum is the
-    stable estimate on shared machines. We synchronize around each repetition (CUDA)."""
+    """Seconds per call of a callable (or of a list of callables over rotated inputs).
 
-    def __init__(self, torch, device: str, reps: int):
+    CPU: the minimum wall time over ``reps`` runs after two warm-ups (interference from other
+    processes only ever adds time, so the minimum is the stable estimate on shared machines).
+
+    CUDA: the calls are captured back to back in a CUDA graph, ``inner`` of them (enough for
+    about a millisecond), and the graph is replayed ``reps`` times between CUDA events; the
+    result is the minimum over replays of the time per call. Serving engines launch decode
+    iterations as CUDA graphs too, so this is GPU time without the Python dispatch cost of eager
+    torch (tens of microseconds per op, which would otherwise be fitted as "kernel overhead").
+    Where capture fails, eager back-to-back calls between events are timed instead."""
+
+    def __init__(self, torch, device: str, reps: int, target_s: float = 1e-3,
+                 budget_s: float = 0.25):
         self.torch, self.device, self.reps = torch, device, reps
-
-    def _sync(self):
-        if self.device.startswith("cuda"):
-            self.torch.cuda.synchronize()
+        self.target_s, self.budget_s = target_s, budget_s
+        self.graphs = 0          # how many timings used CUDA graphs (provenance)
+        self.eager = 0
 
     def __call__(self, fn) -> float:
-        fn()                      # warm-up (allocations, kernel selection, thread pools)
-        fn()
-        self._sync()
+        fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+        if self.device.startswith("cuda"):
+            return self._cuda(fns)
+        for i in range(2):                            # two warm-ups
+            fns[i % len(fns)]()
         ts = []
-        for _ in range(self.reps):
+        for i in range(self.reps):
             t = time.perf_counter()
-            fn()
-            self._sync()
+            fns[i % len(fns)]()
             ts.append(time.perf_counter() - t)
         return min(ts)
+
+    def _cuda(self, fns) -> float:
+        t = self.torch
+        side = t.cuda.Stream()
+        side.wait_stream(t.cuda.current_stream())
+        with t.cuda.stream(side):             # warm-up off the capture stream (as torch asks)
+            for f in fns:
+                f()
+            fns[0]()
+        t.cuda.current_stream().wait_stream(side)
+        t.cuda.synchronize()
+        start, end = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
+
+        def eager(n):
+            start.record()
+            for i in range(n):
+                fns[i % len(fns)]()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / n
+
+        est = eager(len(fns))
+        inner = max(1, min(1000, round(self.target_s / max(est, 1e-7))))
+        reps = max(3, min(self.reps, round(self.budget_s / max(est * inner, 1e-9))))
+        try:
+            g = t.cuda.CUDAGraph()
+            with t.cuda.graph(g):
+                for i in range(inner):
+                    fns[i % len(fns)]()
+            g.replay()
+            t.cuda.synchronize()
+        except Exception:                     # noqa: BLE001 - not capturable: time eagerly
+            t.cuda.synchronize()
+            self.eager += 1
+            return min(eager(inner) for _ in range(reps))
+        self.graphs += 1
+        best = float("inf")
+        for _ in range(reps):
+            start.record()
+            g.replay()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3 / inner)
+        del g
+        return best
+
+
+def warm_up(torch, device: str, seconds: float = 0.5) -> None:
+    """Large matmuls for ``seconds`` before the first timing, so clocks have left idle."""
+    if not device.startswith("cuda"):
+        return
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for _ in range(20):
+            a @ a
+        torch.cuda.synchronize()
 
 
 def supported_precisions(torch, device: str, wanted) -> list[str]:
@@ -44,6 +125,8 @@ def supported_precisions(torch, device: str, wanted) -> list[str]:
             continue
         if p in ("fp16",) and device == "cpu":
             continue          # no fp16 GEMM kernels worth timing on CPUs
+        if p == "fp32" and device.startswith("cuda"):
+            continue          # CUDA-core fp32: no serving engine computes in it; minutes saved
         if p in TORCH_DTYPES:
             out.append(p)
     return out
@@ -56,19 +139,33 @@ def _row(op, precision, seconds, **shape):
 def gemms(torch, timer, grid, precisions, progress=None):
     rows, dev = [], timer.device
     todo = [(p, m, n, k) for p in precisions for m in grid.gemm_m for n, k in grid.gemm_nk]
+    failed: set[str] = set()
     for i, (p, m, n, k) in enumerate(todo):
-        if p == "fp8":
-            a = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
-            b = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn).t()
-            one = torch.ones((), device=dev)
-            fn = lambda a=a, b=b, one=one: torch._scaled_mm(  # noqa: E731
-                a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-        else:
+        if p in failed:
+            continue
+        size = 1 if p == "fp8" else (2 if p in ("bf16", "fp16") else 4)
+
+        def make(p=p, m=m, n=n, k=k):
+            if p == "fp8":
+                a = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
+                b = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn).t()
+                one = torch.ones((), device=dev)
+                return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one,
+                                                out_dtype=torch.bfloat16)
             dt = getattr(torch, TORCH_DTYPES[p])
             a = torch.randn(m, k, device=dev, dtype=dt)
             b = torch.randn(k, n, device=dev, dtype=dt)
-            fn = lambda a=a, b=b: a @ b  # noqa: E731
-        rows.append(_row("gemm", p, timer(fn), m=m, n=n, k=k))
+            return lambda: a @ b
+        try:
+            fns = [make() for _ in range(copies(dev, (m * k + k * n) * size))]
+            rows.append(_row("gemm", p, timer(fns), m=m, n=n, k=k))
+        except RuntimeError as e:          # e.g. no fp8 GEMM in this torch/driver build
+            if p == precisions[0]:
+                raise
+            failed.add(p)
+            print(f"\ncalibrate: warning: {p} GEMMs skipped ({str(e).splitlines()[0]})",
+                  file=sys.stderr)
+        fns = None
         if progress:
             progress("gemm", i + 1, len(todo))
     return rows
@@ -84,20 +181,20 @@ def attention(torch, timer, grid, precisions, progress=None):
                for h in grid.heads])
     for i, (op, p, b, s, (H, kvh, d)) in enumerate(todo):
         dt = getattr(torch, TORCH_DTYPES[p])
-        if op == "attn_prefill":
-            q = torch.randn(b, H, s, d, device=dev, dtype=dt)
-            kv = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
-            fn = lambda q=q, kv=kv: F.scaled_dot_product_attention(  # noqa: E731
-                q, kv, kv, is_causal=True, enable_gqa=True)
-            rows.append(_row(op, p, timer(fn), batch=b, seq=s, heads=H, kv_heads=kvh,
-                             head_dim=d))
-        else:
-            q = torch.randn(b, H, 1, d, device=dev, dtype=dt)
-            kv = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
-            fn = lambda q=q, kv=kv: F.scaled_dot_product_attention(  # noqa: E731
-                q, kv, kv, enable_gqa=True)
-            rows.append(_row(op, p, timer(fn), batch=b, kv_len=s, heads=H, kv_heads=kvh,
-                             head_dim=d))
+        q_len = s if op == "attn_prefill" else 1
+
+        def make(b=b, s=s, H=H, kvh=kvh, d=d, dt=dt, q_len=q_len):
+            q = torch.randn(b, H, q_len, d, device=dev, dtype=dt)
+            k = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
+            v = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
+            return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q_len > 1,
+                                                          enable_gqa=True)
+        nbytes = b * (H * q_len + 2 * kvh * s) * d * (4 if p == "fp32" else 2)
+        fns = [make() for _ in range(copies(dev, nbytes))]
+        shape = dict(batch=b, heads=H, kv_heads=kvh, head_dim=d)
+        shape.update(seq=s) if op == "attn_prefill" else shape.update(kv_len=s)
+        rows.append(_row(op, p, timer(fns), **shape))
+        fns = None
         if progress:
             progress("attention", i + 1, len(todo))
     return rows

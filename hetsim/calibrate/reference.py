@@ -86,6 +86,35 @@ class Reference:
                 for _ in range(c.layers)]
 
 
+#: aten ops that move no data (no kernel) although the dispatcher does not mark them as views
+_NO_KERNEL = {"aten._unsafe_view.default", "aten.empty.memory_format", "aten.detach.default"}
+
+
+def count_kernels(torch, fn) -> int | None:
+    """Kernels one call of ``fn`` launches, counted as the non-view aten ops it dispatches
+    (None where the dispatch hook is unavailable). The eager reference launches several times
+    the kernels per layer that a serving engine's fused layer does, so the per-kernel cost is
+    fitted per counted kernel, not per kernel the step model charges."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError:
+        return None
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and str(func) not in _NO_KERNEL:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+    try:
+        with Count():
+            fn()
+    except Exception:                         # noqa: BLE001 - counting is best effort
+        return None
+    return Count.n
+
+
 def measure(torch, timer, cfg: RefConfig, precision: str, prefill, decode, progress=None):
     """Rows ("ref_prefill", batch, seq) and ("ref_decode", batch, kv_len) of whole iterations."""
     from .measure import TORCH_DTYPES
@@ -100,13 +129,13 @@ def measure(torch, timer, cfg: RefConfig, precision: str, prefill, decode, progr
                 x = torch.randn(b, s, cfg.hidden, device=timer.device, dtype=net.dtype)
                 fn = lambda x=x, cache=cache: net.forward(x, cache, 0)  # noqa: E731
                 rows.append({"op": op, "precision": precision, "batch": b, "seq": s,
-                             "seconds": timer(fn)})
+                             "seconds": timer(fn), "kernels": count_kernels(torch, fn)})
             else:
                 cache = net.cache(b, s + 1)
                 x = torch.randn(b, 1, cfg.hidden, device=timer.device, dtype=net.dtype)
                 fn = lambda x=x, cache=cache, s=s: net.forward(x, cache, s)  # noqa: E731
                 rows.append({"op": op, "precision": precision, "batch": b, "kv_len": s,
-                             "seconds": timer(fn)})
+                             "seconds": timer(fn), "kernels": count_kernels(torch, fn)})
             if progress:
                 progress("reference", i + 1, len(todo))
     return rows

@@ -43,7 +43,12 @@ class PerfModel:
         cal = self._cal
         if cal is None:
             return 1.0
-        curve = getattr(cal, kind).get(precision)
+        curves = getattr(cal, kind)
+        curve = curves.get(precision)
+        if curve is None and kind.endswith("_memory") and curves:
+            # a memory path's correction is about bytes, not their format: a KV format that
+            # was not measured (fp8 KV, say) streams as the measured 16-bit ones do
+            curve = curves.get("bf16") or curves.get("fp16") or next(iter(curves.values()))
         return curve(x) if curve is not None else 1.0
 
     # --- helpers -------------------------------------------------------------------------
@@ -80,12 +85,20 @@ class PerfModel:
         if m <= 0 or n <= 0 or k <= 0:
             return 0.0
         compute, memory = self.gemm_parts(m, n, k, precision, weight_precision)
-        compute /= self._corr("gemm", precision, m)
+        if self._cal is not None:
+            # the correction is a function of the padded rows the tiles compute, which grow
+            # with the uncorrected time, so a curve rising at most linearly keeps time monotone
+            compute /= self._corr("gemm", precision, self.gemm_rows(m, n, k))
         if self._cal is not None:
             memory /= self._corr("gemm_memory", precision, m)
         if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
             compute += self.dequant_time(m, n, k)
         return max(compute, memory) + self._kernel
+
+    def gemm_rows(self, m: int, n: int, k: int) -> float:
+        """Rows a GEMM's tiles effectively compute (m over its shape efficiency): the shape
+        variable of the calibrated compute correction."""
+        return m / self.shape_efficiency(m, n, k)
 
     def gemm_parts(self, m: int, n: int, k: int, precision: str = "bf16",
                    weight_precision: str | None = None) -> tuple[float, float]:
