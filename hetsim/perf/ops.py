@@ -84,12 +84,13 @@ class PerfModel:
         ``precision``)."""
         if m <= 0 or n <= 0 or k <= 0:
             return 0.0
-        compute, memory = self.gemm_parts(m, n, k, precision, weight_precision)
+        se = self.shape_efficiency(m, n, k)
+        compute, memory = self._gemm_parts(m, n, k, precision, weight_precision, se)
         if self._cal is not None:
-            # the correction is a function of the padded rows the tiles compute, which grow
-            # with the uncorrected time, so a curve rising at most linearly keeps time monotone
-            compute /= self._corr("gemm", precision, self.gemm_rows(m, n, k))
-        if self._cal is not None:
+            # the correction is a function of the padded rows the tiles compute (m / se), which
+            # grow with the uncorrected time, so a curve rising at most linearly keeps time
+            # monotone in m
+            compute /= self._corr("gemm", precision, m / se)
             memory /= self._corr("gemm_memory", precision, m)
         if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
             compute += self.dequant_time(m, n, k)
@@ -103,10 +104,14 @@ class PerfModel:
     def gemm_parts(self, m: int, n: int, k: int, precision: str = "bf16",
                    weight_precision: str | None = None) -> tuple[float, float]:
         """(compute seconds before calibration, memory seconds) of a GEMM."""
+        return self._gemm_parts(m, n, k, precision, weight_precision,
+                                self.shape_efficiency(m, n, k))
+
+    def _gemm_parts(self, m, n, k, precision, weight_precision, se):
         a = PRECISION_BYTES[precision]
         w = PRECISION_BYTES[weight_precision or precision]
         ceiling = self._peak(precision) * self.acc.efficiency.gemm
-        compute = 2.0 * m * n * k / (ceiling * self.shape_efficiency(m, n, k))
+        compute = 2.0 * m * n * k / (ceiling * se)
         return compute, ((m * k + m * n) * a + k * n * w) / self._bw
 
     def dequant_time(self, m: int, n: int, k: int) -> float:
