@@ -213,8 +213,7 @@ def gemm_floor(acc: Accelerator, rows) -> tuple[float, float] | None:
         compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], r["precision"])
         if compute >= memory:
             continue
-        size = PRECISION_BYTES[r["precision"]]
-        nbytes = (r["m"] * r["k"] + r["k"] * r["n"]) * size + r["m"] * r["n"] * 2
+        nbytes = memory * pm._bw                  # the bytes the model moves
         by.setdefault(r["precision"], {}).setdefault((r["n"], r["k"]), []).append(
             (nbytes, r["seconds"]))
     fits = []
@@ -234,9 +233,10 @@ def gemm_floor(acc: Accelerator, rows) -> tuple[float, float] | None:
     return (statistics.median(f[0] for f in fits), statistics.median(f[1] for f in fits))
 
 
-def _stage1(base: Accelerator, rows) -> Accelerator:
+def _stage1(base: Accelerator, rows) -> tuple[Accelerator, bool]:
     """Scalars: HBM efficiency from the better of a device copy and the weight-streaming
-    GEMMs; kernel overhead from the GEMMs' fixed cost, else from a trivial kernel."""
+    GEMMs; kernel overhead from the GEMMs' fixed cost, else from a trivial kernel. Also
+    whether the GEMMs gave the kernel overhead."""
     eff = base.efficiency
     copies = [r for r in rows if r["op"] == "copy"]
     hbm = eff.hbm
@@ -251,27 +251,26 @@ def _stage1(base: Accelerator, rows) -> Accelerator:
     if floor:
         kernel = floor[0] * 1e6
     return dataclasses.replace(base, efficiency=dataclasses.replace(
-        eff, hbm=float(f"{hbm:.4g}"), kernel_overhead_us=float(f"{kernel:.4g}")))
+        eff, hbm=float(f"{hbm:.4g}"), kernel_overhead_us=float(f"{kernel:.4g}"))), bool(floor)
 
 
-def _with_overheads(s1: Accelerator, rows) -> Accelerator:
+def _with_overheads(s1: Accelerator, rows, keep_kernel: bool) -> tuple[Accelerator, float]:
     """Fit curves, read the probes against them, then set the iteration overhead, and the
-    kernel overhead where the GEMMs gave none (the curves are then re-fitted by the caller
-    with the final kernel overhead)."""
+    kernel overhead unless ``keep_kernel`` (the GEMMs gave it); also the probes' tiny-kernel
+    cost in us (0 without probes). The caller re-fits the curves with the final overhead."""
     o = overheads(_with_curves(s1, _curves(s1, rows)), rows)
     if o is None:
-        return s1
+        return s1, 0.0
     kernel, iteration = o
-    small = kernel
-    if gemm_floor(s1, rows) is not None:        # real kernels' fixed cost stands
+    small_us = float(f"{kernel * 1e6:.4g}")
+    if keep_kernel:                              # real kernels' fixed cost stands
         kernel = s1.efficiency.kernel_overhead_us * 1e-6
     # the base profile's iteration overhead is the serving engine's host work (scheduling,
     # sampling), which no device kernel shows; the probe measures the device's own part
     engine_ms = s1.efficiency.iteration_overhead_ms
     return dataclasses.replace(s1, efficiency=dataclasses.replace(
         s1.efficiency, kernel_overhead_us=float(f"{kernel * 1e6:.4g}"),
-        iteration_overhead_ms=float(f"{engine_ms + iteration * 1e3:.4g}")),
-        calibration=_with_curves(s1, {}, small_kernel_us=float(f"{small * 1e6:.4g}")).calibration)
+        iteration_overhead_ms=float(f"{engine_ms + iteration * 1e3:.4g}"))), small_us
 
 
 def device_only(acc: Accelerator) -> Accelerator:
@@ -441,12 +440,13 @@ def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, de
     mask = _held_out(rows)
     train = [r for r, h in zip(rows, mask) if not h]
     held = [r for r, h in zip(rows, mask) if h and r["op"] in CLASSES]
-    s1 = _with_overheads(_stage1(base, train), train)
+    s1, from_gemms = _stage1(base, train)
+    s1, _ = _with_overheads(s1, train, from_gemms)
     fitted_train = _with_curves(s1, _curves(s1, train))
     accuracy = _errors(PerfModel(base, link=None), PerfModel(fitted_train, link=None), held)
     # the profile: fit on everything
-    s1 = _stage1(base, rows)
-    s1 = _with_overheads(s1, rows)
+    s1, from_gemms = _stage1(base, rows)
+    s1, small_us = _with_overheads(s1, rows, from_gemms)
     curves = _curves(s1, rows)
     base_eff = {k: v for k, v in to_dict(base.efficiency).items()}
     when = measured or date.today().isoformat()
@@ -456,7 +456,7 @@ def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, de
                          for k, v in accuracy.items()},
                allreduce=fit_allreduce(rows),
                engine_overhead_ms=base.efficiency.iteration_overhead_ms,
-               small_kernel_us=s1.calibration.small_kernel_us if s1.calibration else 0.0,
+               small_kernel_us=small_us,
                notes="held-out accuracy: fitted without the held-out shapes"
                + (f"; timing: {timing}" if timing else ""))
     fitted = _with_curves(s1, curves, **cal)

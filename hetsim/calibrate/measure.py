@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..hardware import PRECISION_BYTES
+
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
                 "fp8": "float8_e4m3fn"}
 
@@ -143,7 +145,7 @@ def gemms(torch, timer, grid, precisions, progress=None):
     for i, (p, m, n, k) in enumerate(todo):
         if p in failed:
             continue
-        size = 1 if p == "fp8" else (2 if p in ("bf16", "fp16") else 4)
+        size = PRECISION_BYTES[p]
 
         def make(p=p, m=m, n=n, k=k):
             if p == "fp8":
@@ -189,7 +191,7 @@ def attention(torch, timer, grid, precisions, progress=None):
             v = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
             return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q_len > 1,
                                                           enable_gqa=True)
-        nbytes = b * (H * q_len + 2 * kvh * s) * d * (4 if p == "fp32" else 2)
+        nbytes = b * (H * q_len + 2 * kvh * s) * d * PRECISION_BYTES[p]
         fns = [make() for _ in range(copies(dev, nbytes))]
         shape = dict(batch=b, heads=H, kv_heads=kvh, head_dim=d)
         shape.update(seq=s) if op == "attn_prefill" else shape.update(kv_len=s)
