@@ -243,21 +243,74 @@ def test_bad_plan_spec(tmp_path, capsys):
     assert "did you mean 'colocated'" in capsys.readouterr().err
 
 
-def test_planner_finds_distserves_placement():
+def _distserve_ref():
+    """benchmarks/distserve_ref.py: DistServe's simulator method with its own step-time fits."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("distserve_ref",
+                                                  ROOT / "benchmarks" / "distserve_ref.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_distserve_method_reproduces_its_published_simulator_output():
+    """The re-implemented method is anchored to DistServe's own simulator output: prefill TP2 +
+    decode TP1 at 3 req/s on 300 ShareGPT requests, p90 TTFT 119.0 ms and p90 TPOT 20.2 ms
+    (simdistserve alignment notebook; its simulate_dist gives the decode workers the prefill TP,
+    hence the TP2 decode fit). Our 300 requests are hetsim's draw from the published lengths,
+    not DistServe's sample, so agreement is asked within 20%."""
+    import dataclasses
+
+    import numpy as np
+
+    from hetsim.plan import load_plan_spec
+    from hetsim.workload import generate
+    ref = _distserve_ref()
+    w = load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml").workload
+    w = dataclasses.replace(w, requests=300,
+                            arrival=dataclasses.replace(w.arrival, rate_rps=3.0))
+    p90 = []
+    for s in range(5):
+        r = generate(dataclasses.replace(w, seed=s))
+        ttft, tpot = ref.simulate(r.arrival_s, r.input_tokens, r.output_tokens, 2, 2)
+        assert (ttft > 0).all() and (tpot > 0).all()
+        p90.append((np.percentile(ttft, 90), np.percentile(tpot, 90)))
+    ttft90, tpot90 = np.mean(p90, axis=0)
+    assert ttft90 == pytest.approx(0.1190, rel=0.2)
+    assert tpot90 == pytest.approx(0.0202, rel=0.2)
+    # and the method is a real simulator: more load, longer TTFT; TP4 prefill, shorter
+    r = generate(dataclasses.replace(w, seed=0, arrival=dataclasses.replace(w.arrival,
+                                                                             rate_rps=6.0)))
+    hi, _ = ref.simulate(r.arrival_s, r.input_tokens, r.output_tokens, 2, 2)
+    fast, _ = ref.simulate(r.arrival_s, r.input_tokens, r.output_tokens, 4, 2)
+    assert np.percentile(hi, 90) > ttft90 > np.percentile(fast, 90)
+
+
+def test_planner_reproduces_distserves_placement_search():
     """DistServe's simulator reference (validation.md): OPT-13B on ShareGPT, 4 x A100 in one node,
     p90 TTFT 200 ms and p90 TPOT 100 ms; the best unit per GPU is prefill TP2 + decode TP1.
     The per-accelerator search must pick the same unit, from the same space (one prefill and one
-    decode instance, TP 1/2/4, at most 4 GPUs). Its rate is a benchmark figure, not asserted:
-    see benchmarks/distserve.py and README "Validation"."""
+    decode instance, TP 1/2/4, at most 4 GPUs), and its rate must be within 20% of DistServe's
+    simulator method (its step-time fits, batching and metric rules) on the same requests,
+    seeds and search. DistServe's published 1.56 req/s per GPU is not reproducible from its
+    published inputs (README "DistServe's placement search")."""
+    import dataclasses
+
     from hetsim.plan import load_plan_spec, plan
     from hetsim.scenario import scenario_from_dict
-    res = plan(load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml"))
+    spec = load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml")
+    res = plan(spec)
     best = res.best
     assert best.name() == "homogeneous-pd:1xa100-sxm-tp2-fp16+1xa100-sxm-tp1-fp16@nvlink3"
     assert all(c.accelerators <= 4 for c in res.verified)      # the node's four GPUs
     assert res.infeasible == 5 and res.simulated == 4           # TP4 pairs need 5+ GPUs
     per_gpu = {c.name(): c.goodput_rps / c.accelerators for c in res.verified}
     assert per_gpu[best.name()] == max(per_gpu.values()) > 0
+    # the same unit under DistServe's method, on the plan's requests and seeds
+    w = dataclasses.replace(spec.workload, requests=spec.verify_requests)
+    method = _distserve_ref().goodput(w, 2, 1, seeds=[w.seed + i for i in range(spec.seeds)],
+                                      slo=spec.slo, start=w.arrival.rate_rps)
+    assert best.goodput_rps == pytest.approx(method, rel=0.2)
     # the written plan is runnable, best unit first, at that unit's goodput
     sc = scenario_from_dict(res.scenario_dict(), "plan.yaml")
     assert next(iter(sc.placements)).startswith("homogeneous-pd-1xa100-sxm-tp2-fp16_1xa100")
