@@ -24,18 +24,14 @@ prefill TP2 + decode TP1 at 1.56 req/s per GPU.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 import hetsim
 from hetsim import plan as plan_mod
 from hetsim.engine import sim as sim_mod
 from hetsim.perf import PerfModel, StepModel
-from hetsim.workload import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import distserve_ref as ref  # noqa: E402
@@ -44,10 +40,6 @@ from distserve_ref import fit_decode, fit_prefill  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "plan" / "distserve-opt13b.yaml"
 REFERENCE = 1.56    # req/s per GPU, prefill TP2 + decode TP1
-# DistServe's simulator at prefill TP2 + decode TP1, 3 req/s, its 300-request ShareGPT sample
-# (align-with-real.nb.ipynb): p90 TTFT and p90 TPOT, seconds.
-ALIGNMENT = (0.1190, 0.0202)
-
 
 class FittedStep(StepModel):
     """DistServe's iteration-time fits in place of hetsim's operator model (TP 1, 2, 4)."""
@@ -73,29 +65,12 @@ def step_check() -> None:
                   f"{d * 1e3:.1f} ms | {h / d:.2f} |")
 
 
-def method_goodput(spec, tp_prefill: int, tp_decode: int) -> float:
-    """DistServe's method (distserve_ref) on the plan's own requests, seeds and SLO."""
-    w = dataclasses.replace(spec.workload, requests=spec.verify_requests)
-    seeds = [w.seed + i for i in range(spec.seeds)]
-    return ref.goodput(w, tp_prefill, tp_decode, seeds=seeds, slo=spec.slo,
-                       start=spec.workload.arrival.rate_rps)
-
-
 def alignment_check(spec) -> None:
-    """DistServe's simulate_dist passes TP_Decode=TP_Prefill to its workers, so its decode
-    iterations use the TP2 fit here; the 300 requests are hetsim's draw, not DistServe's sample."""
-    w = dataclasses.replace(spec.workload, requests=300,
-                            arrival=dataclasses.replace(spec.workload.arrival, rate_rps=3.0))
-    rows = []
-    for s in range(5):
-        r = generate(dataclasses.replace(w, seed=s))
-        ttft, tpot = ref.simulate(r.arrival_s, r.input_tokens, r.output_tokens, 2, 2)
-        rows.append((np.percentile(ttft, 90), np.percentile(tpot, 90)))
-    t, p = np.mean(rows, axis=0)
+    t, p = ref.alignment_point(spec.workload)
+    (t0, p0) = ref.ALIGNMENT
     print(f"\nDistServe's method re-implemented, prefill TP2 + decode TP1 at 3 req/s (5 seeds): "
-          f"p90 TTFT {t * 1e3:.0f} ms ({t / ALIGNMENT[0] - 1:+.0%} of DistServe's simulator, "
-          f"{ALIGNMENT[0] * 1e3:.0f}), p90 TPOT {p * 1e3:.1f} ms ({p / ALIGNMENT[1] - 1:+.0%} of "
-          f"{ALIGNMENT[1] * 1e3:.1f})")
+          f"p90 TTFT {t * 1e3:.0f} ms ({t / t0 - 1:+.0%} of DistServe's simulator, "
+          f"{t0 * 1e3:.0f}), p90 TPOT {p * 1e3:.1f} ms ({p / p0 - 1:+.0%} of {p0 * 1e3:.1f})")
 
 
 def search(label: str) -> float:
@@ -108,7 +83,7 @@ def search(label: str) -> float:
           "hetsim / method |\n|---|---|---|---|---|---|")
     for c in sorted(res.verified, key=lambda c: -c.goodput_rps / c.accelerators):
         (p, _), (d, _) = c.pools["prefill"], c.pools["decode"]
-        m = method_goodput(spec, p.tp, d.tp) / c.accelerators
+        m = ref.plan_goodput(spec, p.tp, d.tp) / c.accelerators
         print(f"| prefill TP{p.tp} + decode TP{d.tp} | {c.accelerators} | "
               f"{c.goodput_rps:.2f} | {c.goodput_rps / c.accelerators:.2f} | {m:.2f} | "
               f"{c.goodput_rps / c.accelerators / m:.2f} |")

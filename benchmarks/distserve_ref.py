@@ -120,3 +120,30 @@ def goodput(workload, tp_prefill: int, tp_decode: int, *, seeds, slo, rel_tol: f
         return Point(rate, float(np.mean(ok)), 0.0, sum(ok) * 2 > len(ok), 0.0)
     rate, _, _ = search(evaluate, start, rel_tol=rel_tol)
     return rate
+
+
+def plan_goodput(spec, tp_prefill: int, tp_decode: int) -> float:
+    """The method on a plan spec's own requests, seeds, SLO and starting rate."""
+    w = dataclasses.replace(spec.workload, requests=spec.verify_requests)
+    return goodput(w, tp_prefill, tp_decode, seeds=[w.seed + i for i in range(spec.seeds)],
+                   slo=spec.slo, start=w.arrival.rate_rps)
+
+
+# DistServe's simulator at prefill TP2 + decode TP1, 3 req/s, its 300-request ShareGPT sample
+# (simdistserve/benchmarks/alignment/align-with-real.nb.ipynb): p90 TTFT and p90 TPOT, seconds.
+ALIGNMENT = (0.1190, 0.0202)
+
+
+def alignment_point(workload, seeds=range(5)) -> tuple[float, float]:
+    """Mean p90 TTFT and p90 TPOT (s) of the method at DistServe's alignment point: 300 requests
+    at 3 req/s, prefill TP2 + decode TP1. DistServe's simulate_dist gives the decode workers the
+    prefill TP (``TP_Decode=TP_Prefill``), so the decode iterations use the TP2 fit here."""
+    w = dataclasses.replace(workload, requests=300,
+                            arrival=dataclasses.replace(workload.arrival, rate_rps=3.0))
+    p90 = []
+    for s in seeds:
+        r = generate(dataclasses.replace(w, seed=s))
+        ttft, tpot = simulate(r.arrival_s, r.input_tokens, r.output_tokens, 2, 2)
+        p90.append((np.percentile(ttft, 90), np.percentile(tpot, 90)))
+    t, p = np.mean(p90, axis=0)
+    return float(t), float(p)
