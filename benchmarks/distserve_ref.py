@@ -28,6 +28,7 @@ import dataclasses
 
 import numpy as np
 
+from hetsim import load_model
 from hetsim.goodput import Point, search
 from hetsim.workload import generate
 
@@ -105,7 +106,7 @@ def passes(ttft, tpot, ttft_s: float, tpot_s: float, percentile: float) -> bool:
 
 
 def goodput(workload, tp_prefill: int, tp_decode: int, *, seeds, slo, rel_tol: float = 0.02,
-            start: float = 1.0, base=".") -> float:
+            start: float = 1.0, base=".", max_context: int | None = None) -> float:
     """Highest rate (req/s) at which most seeds pass, found by hetsim's own bracketing and
     bisection over the same request streams hetsim draws (``workload`` is a WorkloadSpec)."""
     def evaluate(rate: float) -> Point:
@@ -113,7 +114,7 @@ def goodput(workload, tp_prefill: int, tp_decode: int, *, seeds, slo, rel_tol: f
         for s in seeds:
             w = dataclasses.replace(workload, seed=s,
                                     arrival=dataclasses.replace(workload.arrival, rate_rps=rate))
-            r = generate(w, base)
+            r = generate(w, base, max_context=max_context)
             ttft, tpot = simulate(r.arrival_s, r.input_tokens, r.output_tokens,
                                   tp_prefill, tp_decode)
             ok.append(passes(ttft, tpot, slo.ttft_s, slo.tpot_s, slo.percentile))
@@ -123,10 +124,12 @@ def goodput(workload, tp_prefill: int, tp_decode: int, *, seeds, slo, rel_tol: f
 
 
 def plan_goodput(spec, tp_prefill: int, tp_decode: int) -> float:
-    """The method on a plan spec's own requests, seeds, SLO and starting rate."""
+    """The method on a plan spec's own requests (clipped to the model's context, as hetsim's
+    goodput search draws them), seeds, SLO and starting rate."""
     w = dataclasses.replace(spec.workload, requests=spec.verify_requests)
     return goodput(w, tp_prefill, tp_decode, seeds=[w.seed + i for i in range(spec.seeds)],
-                   slo=spec.slo, start=w.arrival.rate_rps)
+                   slo=spec.slo, start=w.arrival.rate_rps,
+                   max_context=load_model(spec.model).max_context)
 
 
 # DistServe's simulator at prefill TP2 + decode TP1, 3 req/s, its 300-request ShareGPT sample
