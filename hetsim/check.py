@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from .config import build, meta, read_yaml
+from .config import build, meta, read_json, read_yaml
 from .errors import ConfigError, suggest
 
 __all__ = ["Bound", "CheckResult", "load_plan", "run_check", "flatten", "junit_xml"]
@@ -93,11 +93,30 @@ def _close(a: float, b: float, tol: float) -> bool:
     return abs(a - b) <= tol * max(abs(a), abs(b)) + 1e-12
 
 
-def run_check(path, baseline: dict | None = None, tolerance: float = 0.05,
+def load_baseline(path: str | Path) -> dict:
+    """A stored baseline (``hetsim check --update-baseline`` output), checked for shape."""
+    base = read_json(path, missing="baseline not found (create it with --update-baseline)")
+    places = base.get("placements") if isinstance(base, dict) else None
+    if not isinstance(places, dict):
+        raise ConfigError("not a hetsim baseline (no 'placements' mapping)", file=str(path))
+    for name, metrics in places.items():
+        if not isinstance(metrics, dict):
+            raise ConfigError("must be a mapping of metric: number", file=str(path),
+                              path=f"placements.{name}")
+        for metric, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"must be a finite number, got {v!r}", file=str(path),
+                                  path=f"placements.{name}.{metric}")
+    return base
+
+
+def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
               progress=None) -> tuple[list[CheckResult], dict]:
-    """Run the plan; check bounds and drift. Returns (results, metrics per placement)."""
+    """Run the plan (a path, or what :func:`load_plan` returned); check bounds and drift.
+    Returns (results, metrics per placement)."""
     from .api import run
-    sc, expects = load_plan(path)
+    sc, expects = plan if isinstance(plan, tuple) else load_plan(plan)
+    path = sc.source_file
     result = run(sc, progress=progress)
     metrics = {s["name"]: {k: v for k, v in flatten(s).items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -10,7 +10,11 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_INTERNAL"]
+
+#: Exit code of a crash (sysexits' EX_SOFTWARE), kept apart from 1 (a failed check or plan)
+#: and 2 (bad input).
+EXIT_INTERNAL = 70
 
 
 class _Progress:
@@ -39,7 +43,9 @@ class _Progress:
 def _cmd_run(args) -> int:
     from .api import run
     from .report import format_table, write_outputs
+    from .outputs import check_output_dir
     from .scenario import load_scenario
+    out = check_output_dir(args.out, args.force) if args.out else None
     sc = load_scenario(args.scenario)
     progress = _Progress() if not args.quiet else None
     try:
@@ -47,8 +53,8 @@ def _cmd_run(args) -> int:
     finally:
         if progress:
             progress.close()
-    if args.out:
-        write_outputs(result, args.out)
+    if out:
+        write_outputs(result, out)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -61,12 +67,28 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _pct(text: str) -> float:
+def _pct(text: str, positive: bool = False) -> float:
+    """A tolerance: ``5%`` or ``0.05``; >= 0 (> 0 where ``positive``) and below 100%."""
     t = text.strip()
     try:
-        return float(t[:-1]) / 100 if t.endswith("%") else float(t)
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a tolerance: {text!r} (e.g. 5% or 0.05)") from None
+        v = float("nan")
+    if not (0 < v < 1 if positive else 0 <= v < 1):
+        raise argparse.ArgumentTypeError(f"not a tolerance: {text!r} (e.g. 5% or 0.05; "
+                                         f"{'above 0' if positive else 'at least 0'} and "
+                                         f"below 100%)")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return v
 
 
 def _cmd_goodput(args) -> int:
@@ -117,30 +139,26 @@ def _cmd_goodput(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .check import baseline_json, format_results, junit_xml, run_check
+    from .check import baseline_json, format_results, junit_xml, load_baseline, load_plan, run_check
+    from .outputs import check_output_file, write_text_atomic
     baseline_path = Path(args.baseline) if args.baseline else None
-    baseline = None
-    if baseline_path and not args.update_baseline:
-        try:
-            baseline = json.loads(baseline_path.read_text())
-        except FileNotFoundError:
-            raise ConfigError("baseline not found (create it with --update-baseline)",
-                              file=str(baseline_path)) from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"not JSON: {e.msg} at line {e.lineno}",
-                              file=str(baseline_path)) from None
-        if not isinstance(baseline, dict) or "placements" not in baseline:
-            raise ConfigError("not a hetsim baseline (no 'placements')", file=str(baseline_path))
-    results, metrics = run_check(args.plan, baseline, args.tolerance)
-    from .check import load_plan
-    sc_name = load_plan(args.plan)[0].name
+    target = junit = baseline = None
     if args.update_baseline:
-        target = baseline_path or Path(args.plan).with_suffix(".baseline.json")
-        target.write_text(json.dumps(baseline_json(sc_name, metrics, args.tolerance), indent=2,
-                                     sort_keys=True) + "\n")
-        print(f"wrote {target} ({sum(len(m) for m in metrics.values())} metrics)")
+        target = check_output_file(baseline_path or Path(args.plan).with_suffix(".baseline.json"),
+                                   "--baseline")
+    elif baseline_path:
+        baseline = load_baseline(baseline_path)
     if args.junit:
-        Path(args.junit).write_text(junit_xml(results, f"hetsim.check.{sc_name}"))
+        junit = check_output_file(args.junit, "--junit")
+    plan = load_plan(args.plan)
+    results, metrics = run_check(plan, baseline, args.tolerance)
+    sc_name = plan[0].name
+    if target:
+        write_text_atomic(target, json.dumps(baseline_json(sc_name, metrics, args.tolerance),
+                                             indent=2, sort_keys=True) + "\n")
+        print(f"wrote {target} ({sum(len(m) for m in metrics.values())} metrics)")
+    if junit:
+        write_text_atomic(junit, junit_xml(results, f"hetsim.check.{sc_name}"))
     print(format_results(results, args.verbose))
     failed = [r for r in results if not r.passed]
     if failed:
@@ -153,19 +171,22 @@ def _cmd_check(args) -> int:
 
 def _cmd_plan(args) -> int:
     import yaml
+    from .outputs import check_output_dir
     from .plan import load_plan_spec, plan
+    out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec)
     progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
         f"\rplan: {st} {i}/{n}   "), sys.stderr.flush()))
     res = plan(spec, progress)
     if not args.quiet:
         sys.stderr.write("\n")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.yaml").write_text(
-        f"# written by `hetsim plan {args.spec}`; run it with `hetsim run`\n"
-        + yaml.safe_dump(res.scenario_dict(), sort_keys=False, width=100))
-    _plan_png(res, out / "pareto.png")
+
+    def fill(tmp: Path) -> None:
+        (tmp / "plan.yaml").write_text(
+            f"# written by `hetsim plan {args.spec}`; run it with `hetsim run`\n"
+            + yaml.safe_dump(res.scenario_dict(), sort_keys=False, width=100))
+        _plan_png(res, tmp / "pareto.png")
+    out.write("plan", fill)
     per_acc = spec.objective == "goodput-per-accelerator"
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
              "frontier")]
@@ -193,7 +214,7 @@ def _cmd_plan(args) -> int:
     else:
         print(f"cheapest: {best.name()} at ${best.cost:.2f}/h" if best else
               "no candidate met the SLO at the target rate within the inventory and budget")
-    print(f"wrote {out}/plan.yaml and {out}/pareto.png")
+    print(f"wrote {out.path}/plan.yaml and {out.path}/pareto.png")
     return 0 if best else 1
 
 
@@ -256,8 +277,19 @@ def _cmd_profiles(args) -> int:
                       + suggest(args.name, names))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with README's error form: one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"hetsim: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+_FORCE_HELP = ("write into a non-empty folder that holds no hetsim output, replacing only the "
+               "files hetsim writes there")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hetsim", description=(
+    p = _Parser(prog="hetsim", description=(
         "Simulate heterogeneous prefill/decode LLM inference clusters."))
     p.add_argument("--version", action="version", version=f"hetsim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -265,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--out", metavar="DIR", help="write summary.json, requests.csv, the resolved "
-                   "scenario and PNG plots to DIR")
+                   "scenario and PNG plots to DIR (new, empty, or a previous hetsim output)")
+    r.add_argument("--force", action="store_true", help=_FORCE_HELP)
     r.add_argument("--placement", action="append", metavar="NAME",
                    help="run only this placement (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -280,9 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("goodput", help="highest arrival rate within SLO, per placement")
     g.add_argument("scenario")
     g.add_argument("--placement", action="append", metavar="NAME")
-    g.add_argument("--seeds", type=int, default=3, help="request streams per rate (default 3)")
-    g.add_argument("--requests", type=int, help="requests per run (default: the scenario's)")
-    g.add_argument("--tolerance", type=_pct, default=0.02,
+    g.add_argument("--seeds", type=_positive_int, default=3,
+                   help="request streams per rate (default 3)")
+    g.add_argument("--requests", type=_positive_int,
+                   help="requests per run (default: the scenario's)")
+    g.add_argument("--tolerance", type=lambda t: _pct(t, positive=True), default=0.02,
                    help="stop bisecting at this relative width (default 2%%)")
     g.add_argument("--json", action="store_true")
     g.add_argument("-q", "--quiet", action="store_true")
@@ -291,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "load (analytical pruning, then simulation)")
     pl.add_argument("spec", help="plan spec YAML (model, workload, slo, inventory, ...)")
     pl.add_argument("--out", default="plan-out", metavar="DIR",
-                    help="where plan.yaml and pareto.png go (default plan-out/)")
+                    help="where plan.yaml and pareto.png go (default plan-out/; new, empty, or a "
+                    "previous hetsim output)")
+    pl.add_argument("--force", action="store_true", help=_FORCE_HELP)
     pl.add_argument("-q", "--quiet", action="store_true")
     pl.set_defaults(func=_cmd_plan)
     c = sub.add_parser("check", help="run a plan and check its expectations and baseline "
@@ -323,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception:   # a bug, not bad input: keep the traceback, never exit 1 or 2
+        import traceback
+        traceback.print_exc()
+        print("hetsim: internal error (a bug in hetsim, not in your input; please report it "
+              "with the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ every error. Field help text and checks live on the field itself::
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,7 +22,7 @@ import yaml
 from .errors import ConfigError, suggest
 
 __all__ = ["build", "meta", "read_yaml", "positive", "non_negative", "fraction", "power_of_two",
-           "at_least_one"]
+           "at_least_one", "read_json", "MAX_INPUT_BYTES"]
 
 
 def meta(help: str, *checks) -> dict:
@@ -48,25 +50,134 @@ def at_least_one(v):
     return None if len(v) >= 1 else "must not be empty"
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Input files larger than this are refused before parsing (scenarios, profiles and plans are
+#: a few kB; traces are read separately and may be larger).
+MAX_INPUT_BYTES = 10 * 1024 * 1024
+#: Deeper nesting than any hetsim file needs is refused instead of parsed.
+MAX_DEPTH = 32
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# YAML 1.2 numbers as people write them (5e0, 1e-3, 2.5E+3); YAML 1.1 needs a dot and a signed
+# exponent and reads these as strings.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; syntax errors become a one-line ConfigError with the line number."""
+class _StrictLoader(_Base):
+    """A safe loader that refuses duplicate keys (naming both lines) and reads YAML 1.2
+    exponent floats. Class state is its own copy, so yaml's shared loaders are untouched."""
+    yaml_implicit_resolvers = {k: list(v) for k, v in _Base.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node, deep=False):
+        # NOTE: checked before merge keys (<<) are flattened: overriding a merged key is
+        # the point of a merge, not a duplicate.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:   # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise ConfigError(f"duplicate key {key!r} at lines {first} and {line}; "
+                                      f"the second would silently replace the first")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+for _c in "-+0123456789.":
+    _StrictLoader.yaml_implicit_resolvers.setdefault(_c, []).append(
+        ("tag:yaml.org,2002:float", _FLOAT_12))
+
+
+def _read_text(path: str | Path) -> str:
+    """A UTF-8 text file of at most MAX_INPUT_BYTES, or a one-line ConfigError."""
     p = Path(path)
     try:
-        text = p.read_text()
+        size = p.stat().st_size
+        if p.is_dir():
+            raise ConfigError("is a folder, not a file", file=str(path))
+        if size > MAX_INPUT_BYTES:
+            raise ConfigError(f"{size / 1e6:.1f} MB is larger than the {MAX_INPUT_BYTES >> 20} "
+                              f"MiB limit for this kind of file", file=str(path))
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    if b"\0" in data:
+        raise ConfigError("binary file (holds NUL bytes), not text", file=str(path))
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}",
+                          file=str(path)) from None
+
+
+def _check_depth(obj, file: str) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH (aliases are visited once)."""
+    stack, seen = [(obj, 1)], set()
+    while stack:
+        o, d = stack.pop()
+        if not isinstance(o, (dict, list)) or id(o) in seen:
+            continue
+        if d > MAX_DEPTH:
+            raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=file)
+        seen.add(id(o))
+        stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file strictly; every problem is a one-line ConfigError naming the file
+    (and the line, for syntax errors and duplicate keys)."""
+    text = _read_text(path)
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except ConfigError as e:
+        raise e.with_file(str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"YAML syntax error at {where}{problem}", file=str(path)) from None
+    except RecursionError:
+        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=str(path)) from None
+    _check_depth(data, str(path))
+    return data
+
+
+def read_json(path: str | Path, missing: str = "file not found") -> Any:
+    """Parse a JSON file strictly: duplicate keys, NaN/Infinity and deep nesting are errors."""
+    try:
+        text = _read_text(path)
+    except ConfigError as e:
+        if e.message == "file not found":
+            raise ConfigError(missing, file=str(path)) from None
+        raise
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise ConfigError(f"duplicate key {k!r}; the second would silently replace "
+                                  f"the first", file=str(path))
+            out[k] = v
+        return out
+
+    def constant(name):
+        raise ConfigError(f"{name} is not a number JSON allows", file=str(path))
+    try:
+        data = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"not JSON: {e.msg} at line {e.lineno}", file=str(path)) from None
+    except RecursionError:
+        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=str(path)) from None
+    _check_depth(data, str(path))
+    return data
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

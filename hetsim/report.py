@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from .outputs import OutputDir, check_output_dir
 
 __all__ = ["format_table", "text_table", "write_outputs"]
 
@@ -90,14 +89,13 @@ def _plots(result, out: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result, out_dir: str | Path) -> Path:
+def write_outputs(result, out: "str | Path | OutputDir") -> Path:
     """Write summary.json, requests.csv, kv_staging.csv (disaggregated placements: KV held on
-    the prefill side over time), scenario.resolved.yaml and plots, atomically:
-    everything goes to a temporary sibling folder that is renamed into place at the end."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    the prefill side over time), scenario.resolved.yaml and plots into ``out`` by the rules of
+    :mod:`hetsim.outputs` (a plain path must be new, empty or a previous hetsim output)."""
+    target = out if isinstance(out, OutputDir) else check_output_dir(out)
+
+    def fill(tmp: Path) -> None:
         (tmp / "summary.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
         result.requests.to_csv(tmp / "requests.csv", index=False)
         if result.staging is not None and len(result.staging):
@@ -105,10 +103,5 @@ def write_outputs(result, out_dir: str | Path) -> Path:
         (tmp / "scenario.resolved.yaml").write_text(
             yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
         _plots(result, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    target.write("run", fill)
+    return target.path
