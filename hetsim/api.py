@@ -1,18 +1,19 @@
 """``hetsim.run``: a scenario in, a result with ``.summary`` and ``.requests`` DataFrames out."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from .engine.sim import Simulation
-from .errors import ConfigError, suggest
+from .errors import ConfigError, match_name
 from .metrics import records_frame, summarize
 from .scenario import Scenario, load_scenario, resolve_scenario
 from .workload import generate
 
-__all__ = ["Result", "run"]
+__all__ = ["Result", "run", "prepare", "memory_estimate"]
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Result:
     summaries: list[dict]
     requests: pd.DataFrame   # one row per (placement, request)
     staging: pd.DataFrame | None = None   # prefill-held KV over time (disaggregated only)
+    clipped: int = 0         # requests clipped to the model context (clip_to_context: true)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -28,7 +30,59 @@ class Result:
         return pd.json_normalize(self.summaries).set_index("name")
 
     def to_json(self) -> dict:
-        return {"scenario": self.scenario.name, "placements": self.summaries}
+        return {"scenario": self.scenario.name, "clipped_requests": self.clipped,
+                "placements": self.summaries}
+
+
+# Memory one simulated request costs, measured by benchmarks/speed.py (README "Measured
+# figures": 117 MB at 25k requests, 244 MB at 100k, one placement): ~1.7 kB while its placement
+# runs, plus ~0.6 kB of records kept for every placement until the run returns.
+_BYTES_PER_REQUEST = 1700
+_BYTES_PER_RECORD = 600
+
+
+def memory_estimate(requests: int, placements: int) -> float:
+    """Peak bytes a run of ``requests`` over ``placements`` needs, roughly."""
+    return requests * (_BYTES_PER_REQUEST + _BYTES_PER_RECORD * placements)
+
+
+def _available_memory() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(requests: int, placements: int) -> None:
+    """Refuse, before drawing anything, a run whose memory would not fit this machine."""
+    need, have = memory_estimate(requests, placements), _available_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"{requests:,} requests x {placements} placements need about "
+                          f"{need / 1e9:.1f} GB of memory, more than the {have / 1e9:.1f} GB "
+                          f"available; run fewer requests or placements", path="workload.requests")
+
+
+def prepare(sc: Scenario, placements: list[str] | None = None):
+    """Resolve a scenario and draw its requests, with every check ``run`` makes before it
+    simulates: (model, {name: ResolvedPlacement} of the placements to run, Requests)."""
+    model, resolved = resolve_scenario(sc)
+    names = [match_name(n, resolved, "placement", file=sc.source_file)
+             for n in placements or list(resolved)]
+    if sc.workload.requests:
+        check_memory(sc.workload.requests, len(names))
+    try:
+        reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context, model=model.name)
+    except ConfigError as e:
+        raise (e.with_file(sc.source_file) if sc.source_file else e) from None
+    check_memory(len(reqs), len(names))
+    return model, {n: resolved[n] for n in names}, reqs
 
 
 def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
@@ -38,16 +92,9 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
     ``progress(placement, done, total)`` is called as requests finish (for progress bars).
     """
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    model, resolved = resolve_scenario(sc)
-    reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context)
-    names = placements or list(resolved)
-    for name in names:
-        if name not in resolved:
-            raise ConfigError(f"unknown placement {name!r}" + suggest(name, resolved)
-                              + f"; one of {', '.join(resolved)}", file=sc.source_file)
+    model, resolved, reqs = prepare(sc, placements)
     summaries, frames, staging = [], [], []
-    for name in names:
-        pl = resolved[name]
+    for name, pl in resolved.items():
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
         df = records_frame(res.requests, name)
@@ -55,7 +102,7 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
         frames.append(df)
         staging.append(staging_frame(res, pl, name))
     return Result(sc, summaries, pd.concat(frames, ignore_index=True),
-                  pd.concat(staging, ignore_index=True))
+                  pd.concat(staging, ignore_index=True), reqs.clipped)
 
 
 def staging_frame(res, pl, name: str) -> pd.DataFrame:

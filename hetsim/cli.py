@@ -95,12 +95,6 @@ def _cmd_goodput(args) -> int:
     from .goodput import goodput
     from .scenario import load_scenario
     sc = load_scenario(args.scenario)
-    if args.placement:
-        for n in args.placement:
-            if n not in sc.placements:
-                from .errors import suggest
-                raise ConfigError(f"unknown placement {n!r}" + suggest(n, sc.placements),
-                                  file=args.scenario)
 
     def progress(name, k):
         if not args.quiet:
@@ -247,10 +241,14 @@ def _plan_png(res, path) -> None:
 
 
 def _cmd_validate(args) -> int:
+    """Every check ``run`` makes before simulating (the requests are drawn too)."""
+    from .api import prepare
     from .scenario import load_scenario
     for f in args.scenario:
         sc = load_scenario(f)
-        print(f"{f}: ok ({len(sc.placements)} placements, {sc.workload.requests} requests)")
+        _, _, reqs = prepare(sc)
+        clipped = f", {reqs.clipped} clipped to the context" if reqs.clipped else ""
+        print(f"{f}: ok ({len(sc.placements)} placements, {len(reqs)} requests{clipped})")
     return 0
 
 

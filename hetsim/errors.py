@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ConfigError", "suggest"]
+__all__ = ["ConfigError", "suggest", "match_name"]
 
 
 class ConfigError(ValueError):
@@ -40,3 +40,19 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
     match = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def match_name(name: str, choices: Iterable[str], kind: str, *, file: str | None = None,
+               path: str = "") -> str:
+    """The choice ``name`` means: itself, else the one choice equal to it ignoring case;
+    otherwise a ConfigError with a suggestion and the choices."""
+    choices = list(choices)
+    if name in choices:
+        return name
+    folded = [c for c in choices if c.casefold() == str(name).casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    hint = (f" (matches {', '.join(map(repr, folded))} ignoring case; give one exactly)"
+            if folded else suggest(name, choices))
+    listing = f"; one of {', '.join(choices)}" if len(choices) <= 12 else ""
+    raise ConfigError(f"unknown {kind} {name!r}{hint}{listing}", file=file, path=path)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engine.sim import Simulation
-from .errors import ConfigError
+from .errors import ConfigError, match_name
 from .metrics import meets, records_frame, slo_met
 from .scenario import Scenario, resolve_scenario
-from .workload import generate
+from .workload import DEFAULT_REQUESTS, generate
 
 __all__ = ["GoodputResult", "search", "goodput"]
 
@@ -128,7 +128,7 @@ def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
         for s in seeds:
             w = dataclasses.replace(sc.workload, requests=requests, seed=s,
                                     arrival=dataclasses.replace(arrival, rate_rps=rate))
-            reqs = generate(w, sc.base_dir, max_context=model.max_context)
+            reqs = generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
             res = Simulation(placement, model, reqs, seed=s).run()
             df = records_frame(res.requests, placement.name)
             good = slo_met(df, slo)
@@ -148,8 +148,9 @@ def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3
             ) -> list[GoodputResult]:
     """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed."""
     model, resolved = resolve_scenario(sc)
-    names = placements or list(resolved)
-    n = requests or sc.workload.requests
+    names = [match_name(n, resolved, "placement", file=sc.source_file)
+             for n in placements or list(resolved)]
+    n = requests or sc.workload.requests or DEFAULT_REQUESTS
     seed_list = [sc.workload.seed + i for i in range(seeds)]
     start = sc.workload.arrival.rate_rps if sc.workload.arrival else None
     out = []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import build, fraction, meta, non_negative, positive, read_yaml, at_least_one
-from .errors import ConfigError, suggest
+from .errors import ConfigError, match_name, suggest
 
 __all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp", "Curve",
            "Calibration",
@@ -267,22 +267,29 @@ DATASHEET_SUFFIX = "@datasheet"
 
 
 def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Path]:
+    """Every name and alias of ``kind`` -> the profile file it loads. An alias loads exactly
+    what its canonical name does (a calibrated ``h100-sxm`` also answers to ``h100``)."""
     sub, _ = _KINDS[kind]
     subs = [sub] + ([CALIBRATED] if kind == "accelerator" and calibrated else [])
-    index: dict[str, Path] = {}
+    files: dict[str, Path] = {}     # canonical name -> file
+    alias: dict[str, str] = {}      # alias -> canonical name
     for d in reversed(dirs):  # earlier directories override later ones
         for s in subs:        # calibrated/ overrides accelerators/ within a directory
             local: dict[str, Path] = {}
             for f in sorted((d / s).glob("*.yaml")) if (d / s).is_dir() else []:
                 raw = read_yaml(f)
-                if not isinstance(raw, dict) or "name" not in raw:
+                if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                     raise ConfigError("profile must be a mapping with a 'name'", file=str(f))
-                for n in [raw["name"], *(raw.get("aliases") or [])]:
+                names = [raw["name"], *(raw.get("aliases") or [])]
+                for n in names:
                     if n in local:
                         raise ConfigError(f"duplicate {kind} name {n!r} (also in {local[n]})",
                                           file=str(f))
                     local[n] = f
-            index.update(local)
+                files[raw["name"]] = f
+                alias.update((a, raw["name"]) for a in names[1:])
+    index = {a: files[c] for a, c in alias.items()}
+    index.update(files)     # a canonical name wins over another profile's alias
     return index
 
 
@@ -294,14 +301,14 @@ def list_profiles(kind: str, extra_dirs: list[str | Path] = ()) -> list[str]:
 
 def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
     _, cls = _KINDS[kind]
-    datasheet = name.endswith(DATASHEET_SUFFIX)
+    datasheet = name.casefold().endswith(DATASHEET_SUFFIX)
     if datasheet:
         name = name[:-len(DATASHEET_SUFFIX)]
     index = _index(kind, profile_dirs(extra_dirs), calibrated=not datasheet)
-    if name not in index:
-        raise ConfigError(f"unknown {kind} {name!r}" + suggest(name, index)
-                          + "; see `hetsim profiles list`")
-    f = index[name]
+    try:
+        f = index[match_name(name, index, kind)]
+    except ConfigError as e:
+        raise ConfigError(e.message + "; see `hetsim profiles list`") from None
     try:
         return build(cls, read_yaml(f))
     except ConfigError as e:

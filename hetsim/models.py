@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import build, meta, non_negative, positive, read_yaml
-from .errors import ConfigError, suggest
+from .errors import ConfigError, match_name, suggest
 from .hardware import PRECISION_BYTES
 
 __all__ = ["ModelConfig", "MoE", "MLA", "load_model", "list_models", "from_hf_config"]
@@ -147,9 +147,11 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
         except ConfigError as e:
             raise e.with_file(s) from None
     index = _catalog_index()
-    if s not in index:
-        raise ConfigError(f"unknown model {s!r}" + suggest(s, index)
-                          + "; give a catalog name, a model .yaml or an HF config.json")
+    try:
+        s = match_name(s, index, "model")
+    except ConfigError as e:
+        raise ConfigError(e.message + "; give a catalog name, a model .yaml or an HF "
+                          "config.json") from None
     try:
         return build(ModelConfig, read_yaml(index[s]))
     except ConfigError as e:

@@ -6,7 +6,6 @@ requests and changing one source never shifts another.
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,10 @@ from .config import build, meta, non_negative, positive
 from .errors import ConfigError, suggest
 
 __all__ = ["Arrival", "Lengths", "WorkloadSpec", "Requests", "generate", "PRESETS",
-           "load_workload"]
+           "load_workload", "read_columns", "DEFAULT_REQUESTS"]
+
+#: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
+DEFAULT_REQUESTS = 1000
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,11 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    requests: int = field(default=1000, metadata=meta("number of requests", positive))
-    seed: int = field(default=0, metadata=meta("seed of the SeedSequence all sources spawn from"))
+    requests: int | None = field(default=None, metadata=meta(
+        f"number of requests (default {DEFAULT_REQUESTS}; with a trace: all its rows, or its "
+        f"first N)", positive))
+    seed: int = field(default=0, metadata=meta("seed of the SeedSequence all sources spawn from",
+                                               non_negative))
     arrival: Arrival | None = None
     input_tokens: Lengths | None = None
     output_tokens: Lengths | None = None
@@ -164,6 +169,9 @@ class WorkloadSpec:
         "CSV with timestamp_s,input_tokens,output_tokens (replaces arrival and lengths)"))
     preset: str | None = field(default=None, metadata=meta(
         "fills input/output lengths (and gamma CV when arrival has no cv) from a named preset"))
+    clip_to_context: bool = field(default=False, metadata=meta(
+        "clip requests longer than the model's context (input to context - 1, then output to "
+        "what is left) instead of refusing them; the run reports how many were clipped"))
 
     def __post_init__(self):
         if self.preset and self.preset not in PRESETS:
@@ -187,6 +195,7 @@ class Requests:
     output_tokens: np.ndarray
     closed_concurrency: int | None = None
     think_time_s: float = 0.0
+    clipped: int = 0    # requests clipped to the model context (clip_to_context: true)
 
     def __len__(self) -> int:
         return len(self.input_tokens)
@@ -203,19 +212,59 @@ def _lengths_spec(spec: Lengths | None, role: str, preset: str | None) -> Length
     return spec
 
 
-def _read_histogram(path: Path, where: str):
+# What each CSV column must hold: a check on the parsed floats and the words for its error.
+_COLUMN_RULES = {
+    "count": (lambda x: (x >= 1) & (x == np.floor(x)), "must be a whole number >= 1"),
+    "time": (lambda x: x >= 0, "must be a number >= 0"),
+    "weight": (lambda x: x >= 0, "must be a number >= 0"),
+}
+
+
+def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, np.ndarray]:
+    """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
+    its rule in ``_COLUMN_RULES``. Any bad value is a ConfigError naming ``file:line`` and the
+    column; nothing is rounded, clipped or replaced."""
+    import pandas as pd
     try:
-        rows = list(csv.DictReader(path.open()))
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
-        raise ConfigError(f"histogram file not found: {path}", path=where) from None
-    try:
-        tokens = np.array([float(r["tokens"]) for r in rows])
-        weight = np.array([float(r["weight"]) for r in rows])
-    except (KeyError, ValueError, TypeError):
-        raise ConfigError(f"{path}: needs numeric columns tokens,weight", path=where) from None
-    if len(rows) == 0 or (weight < 0).any() or weight.sum() <= 0 or (tokens <= 0).any():
-        raise ConfigError(f"{path}: needs positive tokens and non-negative weights", path=where)
-    return tokens, weight / weight.sum()
+        raise ConfigError(f"file not found: {path}", path=where) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a CSV file", path=where) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (a binary file?)", file=str(path)) from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"empty; needs a header {','.join(columns)} and rows",
+                          file=str(path)) from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
+                          file=str(path)) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
+                          f"(has {','.join(map(str, df.columns))})", file=str(path))
+    if not len(df):
+        raise ConfigError("has a header but no rows", file=str(path))
+    out = {}
+    for col, kind in columns.items():
+        raw = df[col].str.strip()
+        x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        ok, rule = _COLUMN_RULES[kind]
+        with np.errstate(invalid="ignore"):
+            good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
+        if not good.all():
+            i = int(np.argmin(good))
+            raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{i + 2}", path=col)
+        out[col] = x
+    return out
+
+
+def _read_histogram(path: Path, where: str):
+    cols = read_columns(path, {"tokens": "count", "weight": "weight"}, where)
+    if cols["weight"].sum() <= 0:
+        raise ConfigError("weights sum to 0; at least one must be > 0", file=str(path))
+    return cols["tokens"], cols["weight"] / cols["weight"].sum()
 
 
 def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, base: Path,
@@ -257,27 +306,30 @@ def _arrivals(a: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _read_trace(path: Path, limit: int | None) -> Requests:
-    try:
-        with path.open() as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise ConfigError(f"trace file not found: {path}", path="workload.trace") from None
-    try:
-        t = np.array([float(r["timestamp_s"]) for r in rows])
-        i = np.array([int(float(r["input_tokens"])) for r in rows])
-        o = np.array([int(float(r["output_tokens"])) for r in rows])
-    except (KeyError, ValueError, TypeError):
-        raise ConfigError(f"{path}: needs columns timestamp_s,input_tokens,output_tokens",
-                          path="workload.trace") from None
-    if len(t) == 0 or (i <= 0).any() or (o <= 0).any() or (np.diff(t) < 0).any():
-        raise ConfigError(f"{path}: needs rows with sorted timestamps and positive token counts",
-                          path="workload.trace")
-    order = slice(0, limit)
-    return Requests(t[order] - t[0], i[order], o[order])
+    """Replay a trace: arrival times are taken relative to its first row (time 0)."""
+    cols = read_columns(path, {"timestamp_s": "time", "input_tokens": "count",
+                               "output_tokens": "count"}, "workload.trace")
+    t = cols["timestamp_s"]
+    back = np.flatnonzero(np.diff(t) < 0)
+    if len(back):
+        i = int(back[0]) + 1
+        raise ConfigError(f"timestamps go back in time ({t[i - 1]:g} then {t[i]:g}); sort the "
+                          f"trace by timestamp_s", file=f"{path}:{i + 2}", path="timestamp_s")
+    if limit is not None and limit > len(t):
+        raise ConfigError(f"requests: {limit} but the trace {path} has {len(t)} rows",
+                          path="workload.requests")
+    n = len(t) if limit is None else limit
+    return Requests(t[:n] - t[0], cols["input_tokens"][:n].astype(np.int64),
+                    cols["output_tokens"][:n].astype(np.int64))
 
 
-def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None = None) -> Requests:
-    """Draw the request stream. ``base`` resolves relative file paths (the scenario's folder)."""
+def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None = None,
+             model: str = "the model") -> Requests:
+    """Draw the request stream. ``base`` resolves relative file paths (the scenario's folder).
+
+    Requests longer than ``max_context`` (input + output) are an error naming how many and the
+    longest, unless ``spec.clip_to_context``: then they are clipped and counted in ``clipped``.
+    """
     base = Path(base)
     trace = spec.trace or (spec.arrival.trace if spec.arrival else None)
     if trace:
@@ -288,18 +340,26 @@ def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None
         a = spec.arrival
         if spec.preset and a.process == "gamma" and "cv" not in _explicit(a):
             a = Arrival(**{**a.__dict__, "cv": PRESETS[spec.preset]["arrival_cv"]})
-        n = spec.requests
+        n = spec.requests or DEFAULT_REQUESTS
         inp = sample_lengths(_lengths_spec(spec.input_tokens, "input_tokens", spec.preset), n,
                              in_rng, base, "workload.input_tokens")
         out = sample_lengths(_lengths_spec(spec.output_tokens, "output_tokens", spec.preset), n,
                              out_rng, base, "workload.output_tokens")
         reqs = Requests(_arrivals(a, n, arr_rng), inp, out, a.concurrency, a.think_time_s)
     if max_context:
-        over = reqs.input_tokens + reqs.output_tokens > max_context
+        total = reqs.input_tokens + reqs.output_tokens
+        over = total > max_context
+        if over.any() and not spec.clip_to_context:
+            raise ConfigError(
+                f"{int(over.sum())} of {len(reqs)} requests are longer than {model}'s "
+                f"{max_context}-token context (input + output up to {int(total.max())} "
+                f"tokens); bound the lengths (max:) or set clip_to_context: true to clip them",
+                path="workload")
         if over.any():
             inp = np.minimum(reqs.input_tokens, max_context - 1)
             out = np.minimum(reqs.output_tokens, max_context - inp)
-            reqs = Requests(reqs.arrival_s, inp, out, reqs.closed_concurrency, reqs.think_time_s)
+            reqs = Requests(reqs.arrival_s, inp, out, reqs.closed_concurrency,
+                            reqs.think_time_s, clipped=int(over.sum()))
     return reqs
 
 

@@ -58,7 +58,7 @@ def test_empirical_and_trace(tmp_path):
     assert (e == 200).mean() == pytest.approx(0.75, abs=0.02)
     (tmp_path / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n"
                                     "10.0,5,6\n10.5,7,8\n12,9,1\n")
-    t = generate(build(WorkloadSpec, {"trace": "t.csv", "requests": 10}), tmp_path)
+    t = generate(build(WorkloadSpec, {"trace": "t.csv"}), tmp_path)
     assert t.arrival_s.tolist() == [0.0, 0.5, 2.0] and t.output_tokens.tolist() == [6, 8, 1]
     # the issue's spelling: arrival: {trace: path.csv}
     t2 = generate(build(WorkloadSpec, {"arrival": {"trace": "t.csv"}, "requests": 2}), tmp_path)
@@ -123,7 +123,8 @@ def test_sharegpt_distserve_preset_matches_its_source():
     """The preset's percentiles are those of DistServe's OPT-13B ShareGPT workload (input mean
     780 / median 758, output mean 176 / median 67); OPT's 2048-token context clips the pairs."""
     r = generate(spec(preset="sharegpt-distserve", input_tokens=None, output_tokens=None,
-                      requests=40000), max_context=2048)
+                      requests=40000, clip_to_context=True), max_context=2048)
+    assert 0 < r.clipped < 40000 // 10
     assert np.median(r.input_tokens) == pytest.approx(758, rel=0.05)
     assert np.median(r.output_tokens) == pytest.approx(67, rel=0.1)
     assert r.input_tokens.mean() == pytest.approx(780, rel=0.05)
