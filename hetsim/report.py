@@ -22,9 +22,12 @@ COLUMNS = [
     ("TPOT p99", lambda s: s["tpot_s"]["p99"], "{:.4f}"),
     ("tok/s", lambda s: s["output_tokens_per_s"], "{:.0f}"),
     ("SLO att.", lambda s: s["slo_attainment"], "{:.1%}"),
+    ("SLO", lambda s: "met" if s["meets_slo"] else "missed", "{}"),
     ("goodput r/s", lambda s: s["goodput_rps"], "{:.2f}"),
     ("$/M tok", lambda s: s["usd_per_million_output_tokens"], "{:.2f}"),
-    ("goodput/$h", lambda s: s["goodput_rps_per_dollar_hour"], "{:.4f}"),
+    # ranked only where the SLO is met: goodput per $ of a placement that misses it misleads
+    ("goodput/$h", lambda s: s["goodput_rps_per_dollar_hour"] if s["meets_slo"] else None,
+     "{:.4f}"),
     ("bottleneck", lambda s: s["bottleneck"], "{}"),
 ]
 
@@ -45,9 +48,14 @@ def text_table(rows, numeric: bool = False) -> str:
 
 
 def format_table(summaries: list[dict], title: str = "") -> str:
+    """The comparison table, and which placement gives the most goodput per $/h among those
+    that meet the SLO."""
     rows = [[h for h, _, _ in COLUMNS]] + [[_cell(g, f, s) for _, g, f in COLUMNS]
                                            for s in summaries]
-    return (f"{title}\n" if title else "") + text_table(rows, numeric=True)
+    ranked = [s for s in summaries if s["meets_slo"] and s["goodput_rps_per_dollar_hour"]]
+    best = (f"most goodput per $/h within SLO: {max(ranked, key=lambda s: s['goodput_rps_per_dollar_hour'])['name']}"
+            if ranked else "no placement meets the SLO")
+    return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + best
 
 
 def _plots(result, out: Path) -> None:

@@ -128,8 +128,9 @@ class PrefillInstance(_Instance):
         self.timeline.append((now, self.held))
 
     def mean_held(self, until: float) -> float:
-        self._hold(0)
-        return self._held_area / until if until > 0 else 0.0
+        """Mean blocks held over [0, until] (``until`` >= the last change); changes nothing."""
+        area = self._held_area + self.held * (until - self._held_last)
+        return area / until if until > 0 else 0.0
 
     def fits(self, req: Request) -> bool:
         return self.kv.blocks(req.input_tokens) <= self.kv.capacity

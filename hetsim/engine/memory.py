@@ -83,5 +83,6 @@ class BlockPool:
         return self._released
 
     def mean_occupancy(self, until: float) -> float:
-        self._account()
-        return self._area / (self.capacity * until) if until > 0 and self.capacity else 0.0
+        """Mean used fraction over [0, until] (``until`` >= the last change); changes nothing."""
+        area = self._area + self.used * (until - self._last)
+        return area / (self.capacity * until) if until > 0 and self.capacity else 0.0
