@@ -4,12 +4,11 @@
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import build, meta, non_negative, positive, read_yaml
+from .config import build, meta, non_negative, positive, read_json, read_yaml
 from .errors import ConfigError, match_name, suggest
 from .hardware import PRECISION_BYTES
 
@@ -161,17 +160,18 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
 def from_hf_config(path: str | Path) -> ModelConfig:
     """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek)."""
     p = Path(path)
-    try:
-        c = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(p)) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"invalid JSON at line {e.lineno}: {e.msg}", file=str(p)) from None
+    c = read_json(p)
+    if not isinstance(c, dict):
+        raise ConfigError("a Hugging Face config.json is a JSON object", file=str(p))
 
     def get(*keys, default=None):
         for k in keys:
-            if k in c:
-                return c[k]
+            if c.get(k) is not None:
+                v = c[k]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ConfigError(f"must be a whole number >= 1, got {v!r}", file=str(p),
+                                      path=k)
+                return v
         if default is None:
             raise ConfigError(f"missing key (one of {', '.join(keys)})", file=str(p))
         return default
@@ -194,10 +194,10 @@ def from_hf_config(path: str | Path) -> ModelConfig:
                         shared_experts=c.get("n_shared_experts") or 0,
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
     if c.get("kv_lora_rank"):
-        d["mla"] = dict(kv_lora_rank=c["kv_lora_rank"], qk_rope_dim=c["qk_rope_head_dim"],
-                        qk_nope_dim=c["qk_nope_head_dim"], v_head_dim=c["v_head_dim"],
+        d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
+                        qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
                         q_lora_rank=c.get("q_lora_rank") or 0)
-        d["head_dim"] = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+        d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
     try:
         return build(ModelConfig, d)
     except ConfigError as e:
