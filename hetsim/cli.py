@@ -166,7 +166,7 @@ def _cmd_check(args) -> int:
 def _cmd_plan(args) -> int:
     import yaml
     from .outputs import check_output_dir
-    from .plan import load_plan_spec, plan
+    from .plan import by_cost, load_plan_spec, plan
     out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec)
     progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
@@ -185,7 +185,7 @@ def _cmd_plan(args) -> int:
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
              "frontier")]
     front = {id(c) for c in res.frontier}
-    key = (lambda c: -c.per_accelerator_rps) if per_acc else (lambda c: c.cost)
+    key = (lambda c: -c.per_accelerator_rps) if per_acc else by_cost
     for c in sorted(res.verified, key=key):
         rows.append((c.name(), str(c.accelerators), f"{c.cost:.2f}",
                      "yes" if c.verified else "no",
