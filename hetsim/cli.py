@@ -42,7 +42,7 @@ class _Progress:
 
 def _cmd_run(args) -> int:
     from .api import run
-    from .report import format_table, write_outputs
+    from .report import format_table, run_title, write_outputs
     from .outputs import check_output_dir
     from .scenario import load_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
@@ -58,10 +58,7 @@ def _cmd_run(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        slo = sc.slo
-        print(format_table(result.summaries, title=(
-            f"{sc.name}: {len(result.requests) // max(1, len(result.summaries))} requests, "
-            f"SLO TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s at {slo.attainment:.0%}")))
+        print(format_table(result.summaries, title=run_title(result)))
         if args.out:
             print(f"wrote {args.out}/ (summary.json, requests.csv, scenario.resolved.yaml, plots)")
     return 0
@@ -166,7 +163,7 @@ def _cmd_check(args) -> int:
 def _cmd_plan(args) -> int:
     import yaml
     from .outputs import check_output_dir
-    from .plan import load_plan_spec, plan
+    from .plan import by_cost, load_plan_spec, plan
     out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec)
     progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
@@ -185,7 +182,7 @@ def _cmd_plan(args) -> int:
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
              "frontier")]
     front = {id(c) for c in res.frontier}
-    key = (lambda c: -c.per_accelerator_rps) if per_acc else (lambda c: c.cost)
+    key = (lambda c: -c.per_accelerator_rps) if per_acc else by_cost
     for c in sorted(res.verified, key=key):
         rows.append((c.name(), str(c.accelerators), f"{c.cost:.2f}",
                      "yes" if c.verified else "no",

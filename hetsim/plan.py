@@ -316,11 +316,19 @@ def _verify(spec: PlanSpec, c: Candidate, target: float) -> Candidate:
     return c
 
 
+def by_cost(c: Candidate) -> tuple:
+    """Cheapest first; among equally cheap plans (to a micro-dollar per hour, so sums of the
+    same prices in another order tie) the most goodput first, then fewer accelerators, then
+    the name, so the order never depends on the enumeration."""
+    return (round(c.cost, 6), -(c.goodput_rps or 0.0), c.accelerators, c.name())
+
+
 def pareto(cands: list[Candidate]) -> list[Candidate]:
-    """Verified candidates no other beats on both cost (lower) and goodput (higher)."""
+    """Verified candidates no other beats on both cost (lower) and goodput (higher).
+    Its first point is the plan ``PlanResult.best`` names (``by_cost`` orders both)."""
     pts = [c for c in cands if c.verified and c.goodput_rps is not None]
     front = []
-    for c in sorted(pts, key=lambda c: (c.cost, -c.goodput_rps)):
+    for c in sorted(pts, key=by_cost):
         if not front or c.goodput_rps > front[-1].goodput_rps:
             front.append(c)
     return front
@@ -340,22 +348,22 @@ class PlanResult:
 
     @property
     def best(self) -> Candidate | None:
-        """The cheapest verified plan, or (goodput-per-accelerator) the unit with the most
-        goodput per accelerator (fewer accelerators, then cheaper, on a tie)."""
+        """The cheapest verified plan, the one with the most goodput among equally cheap ones
+        (``by_cost``; it heads the frontier), or (goodput-per-accelerator) the unit with the
+        most goodput per accelerator (fewer accelerators, then cheaper, on a tie)."""
         ok = [c for c in self.verified if c.verified]
         if not ok:
             return None
         if self.spec.objective == "goodput-per-accelerator":
             return min(ok, key=lambda c: (-c.per_accelerator_rps, c.accelerators, c.cost))
-        return min(ok, key=lambda c: c.cost)
+        return min(ok, key=by_cost)
 
     def scenario_dict(self) -> dict:
         """A runnable scenario whose placements are the chosen plans (cheapest first, or most
         goodput per accelerator first)."""
         per_acc = self.spec.objective == "goodput-per-accelerator"
         chosen, seen = [], set()
-        order = ((lambda c: (-c.per_accelerator_rps, c.cost)) if per_acc
-                 else (lambda c: c.cost))
+        order = (lambda c: (-c.per_accelerator_rps, c.cost)) if per_acc else by_cost
         for c in sorted([c for c in self.verified if c.verified], key=order):
             if c.name() not in seen:
                 seen.add(c.name())

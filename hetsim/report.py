@@ -8,7 +8,7 @@ import yaml
 
 from .outputs import OutputDir, check_output_dir
 
-__all__ = ["format_table", "text_table", "write_outputs"]
+__all__ = ["format_table", "run_title", "text_table", "write_outputs"]
 
 # (header, getter, format)
 COLUMNS = [
@@ -45,6 +45,14 @@ def text_table(rows, numeric: bool = False) -> str:
                                for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths)]
                      + [line(r) for r in rows[1:]])
+
+
+def run_title(result) -> str:
+    """The line above ``hetsim run``'s table: scenario, requests per placement and the SLO."""
+    slo = result.scenario.slo
+    n = len(result.requests) // max(1, len(result.summaries))
+    return (f"{result.scenario.name}: {n} requests, "
+            f"SLO TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s at {slo.attainment:.0%}")
 
 
 def format_table(summaries: list[dict], title: str = "") -> str:

@@ -1,0 +1,308 @@
+"""README figures, regenerated from runs so they cannot drift from what the code prints.
+
+    python benchmarks/readme_figures.py            # rewrite README.md in place
+    python benchmarks/readme_figures.py --check    # exit 1 with a diff when README.md is stale
+
+Two regions of README.md are generated, each between a pair of markers
+(``<!-- readme_figures:NAME -->`` ... ``<!-- /readme_figures:NAME -->``); nothing outside them
+is touched:
+
+- ``quickstart``: the output of ``hetsim run scenarios/quickstart.yaml`` (the same title line and
+  table as the CLI: ``hetsim.report.run_title`` and ``format_table``).
+- ``design-space``: one row per ``scenarios/design-space/*.yaml``. Each row's wording is a
+  template below; its numbers are filled in from the run's summaries (README "Outputs" names
+  the keys) and, where the summaries hold no such figure, from ``result.requests``. Wording
+  that states a fact rather than a number ("unchanged", "hidden", "becomes transfer-bound") is
+  checked against the run, and regenerating fails when the run no longer says it, so that
+  prose gets rewritten by a person instead of going stale.
+
+Every scenario is seeded, so the figures are deterministic; ``tests/test_readme_figures.py``
+runs the check in CI.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:       # this checkout's hetsim, not whichever one is installed
+    sys.path.insert(0, str(ROOT))
+
+import hetsim  # noqa: E402
+from hetsim.report import format_table, run_title  # noqa: E402
+
+README = ROOT / "README.md"
+QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
+DESIGN_SPACE = ROOT / "scenarios" / "design-space"
+
+__all__ = ["expected_readme", "quickstart_block", "design_space_table", "main"]
+
+
+class StaleProse(RuntimeError):
+    """A row's wording states something the run no longer shows."""
+
+
+def _claim(ok: bool, scenario: str, what: str) -> None:
+    if not ok:
+        raise StaleProse(f"{scenario}: the README row says {what!r}, which the run no longer "
+                         "shows; rewrite that row's template in benchmarks/readme_figures.py")
+
+
+def _get(summary: dict, path: str) -> float:
+    """``summary`` at a dotted key path, e.g. ``ttft_s.p50`` or ``kv_occupancy.decode.mean``."""
+    v = summary
+    for k in path.split("."):
+        v = v[k]
+    return v
+
+
+# --- the design-space rows ----------------------------------------------------------------------
+# Each figures function gets {placement: summary} and the requests DataFrame and returns the
+# template's fields (already in the template's unit: ms, GB, fractions for :.0%).
+MS, GB = 1e3, 1e-9
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str                      # scenarios/design-space/<scenario>.yaml
+    placements: str                    # the "placements" column, prose
+    template: str                      # the "what changes" column
+    figures: Callable[[dict, object], dict]
+
+
+def _precision_prefill(s, _req):
+    a, b = s["prefill-bf16"], s["prefill-fp8"]
+    f = {"p50_a": _get(a, "ttft_s.p50"), "p50_b": _get(b, "ttft_s.p50"),
+         "p99_a": _get(a, "ttft_s.p99"), "p99_b": _get(b, "ttft_s.p99"),
+         "tpot": _get(a, "tpot_s.p50")}
+    _claim(f"{f['tpot']:.4f}" == f"{_get(b, 'tpot_s.p50'):.4f}", "precision-prefill-fp8",
+           "TPOT unchanged")
+    return f
+
+
+def _precision_decode(s, _req):
+    names = ("decode-bf16", "decode-fp8-weights", "decode-fp8-weights-kv")
+    f = {}
+    for i, n in enumerate(names):
+        f[f"tpot{i}"] = _get(s[n], "tpot_s.p50") * MS
+        f[f"occ{i}"] = _get(s[n], "kv_occupancy.decode.mean")
+        f[f"wire{i}"] = _get(s[n], "kv_transfer_bytes") * GB
+    # "wire bytes 62 → 31 GB": fp8 weights alone leave the KV (and its bytes) as in bf16
+    _claim(f"{f['wire0']:.0f}" == f"{f['wire1']:.0f}", "precision-decode-kv",
+           "wire bytes <bf16> → <fp8 KV> (fp8 weights alone move the same bytes)")
+    return f
+
+
+def _kv_conversion(s, _req):
+    same, pre, dec = s["same-format"], s["convert-on-prefill"], s["convert-on-decode"]
+    return {"wire_a": _get(same, "kv_transfer_bytes") * GB,
+            "wire_b": _get(dec, "kv_transfer_bytes") * GB,
+            "exp_a": _get(same, "kv_transfer_exposed_s.mean") * MS,
+            "exp_b": _get(dec, "kv_transfer_exposed_s.mean") * MS,
+            "conv_dec": _get(dec, "kv_conversion_s_total"),
+            "conv_pre": _get(pre, "kv_conversion_s_total")}
+
+
+def _transfer_engine(s, _req):
+    a, b = s["rdma"], s["tcp"]
+    _claim(a["bottleneck"] != "transfer-bound" and b["bottleneck"] == "transfer-bound",
+           "transfer-engine",
+           "bottleneck becomes transfer-bound")
+    return {"exp_a": _get(a, "kv_transfer_exposed_s.mean") * MS,
+            "exp_b": _get(b, "kv_transfer_exposed_s.mean") * MS,
+            "tpot_a": _get(a, "tpot_s.p99") * MS, "tpot_b": _get(b, "tpot_s.p99") * MS}
+
+
+def _transfer_mode(s, _req):
+    lw_local, lw_remote = s["layerwise-local"], s["layerwise-remote-25g"]
+    f = {"local_a": _get(s["whole-local"], "kv_transfer_exposed_s.mean") * MS,
+         "local_b": _get(lw_local, "kv_transfer_exposed_s.mean") * MS,
+         "remote_a": _get(s["whole-remote-25g"], "kv_transfer_exposed_s.mean"),
+         "remote_b": _get(lw_remote, "kv_transfer_exposed_s.mean")}
+    # hidden: under 5% of the transfer exposed; mostly exposed: over half of it
+    _claim(f["local_b"] / MS < 0.05 * _get(lw_local, "kv_transfer_s.mean"), "transfer-mode",
+           "local layer-wise transfer hidden")
+    _claim(f["remote_b"] > 0.5 * _get(lw_remote, "kv_transfer_s.mean"), "transfer-mode",
+           "remote layer-wise transfer mostly exposed")
+    return f
+
+
+def _handoff(s, _req):
+    a, b = s["pull"], s["push"]
+    return {"held_a": _get(a, "kv_staging.prefill.mean"),
+            "held_b": _get(b, "kv_staging.prefill.mean"),
+            "ttft_a": _get(a, "ttft_s.p50"), "ttft_b": _get(b, "ttft_s.p50")}
+
+
+def _kv_offload(s, _req):
+    names = ("reserve", "recompute", "swap-pcie5", "swap-slow-link")
+    f = {}
+    for i, n in enumerate(names):
+        f[f"pre{i}"] = _get(s[n], "preemptions.count")
+        f[f"dev{i}"] = _get(s[n], "preemptions.device_s")
+        f[f"tpot{i}"] = _get(s[n], "tpot_s.p99") * MS
+    return f
+
+
+def _prefix_cache(s, _req):
+    names = ("no-cache", "cache-hbm", "cache-host")
+    f = {f"ttft{i}": _get(s[n], "ttft_s.p50") * MS for i, n in enumerate(names)}
+    f.update(att_a=s["no-cache"]["slo_attainment"], att_b=s["cache-hbm"]["slo_attainment"])
+    # "82% → 100%": one figure for both caches
+    _claim(f"{f['att_b']:.0%}" == f"{s['cache-host']['slo_attainment']:.0%}", "prefix-cache",
+           "SLO attainment <no cache> → <either cache>")
+    return f
+
+
+def _cross_site(s, req):
+    # bytes over the cross-site link: the KV of every prompt the remote prefill pool served
+    # (summed from the requests; the summaries keep link utilization, not bytes, per link)
+    remote = req[req.prefill_instance.astype(str).str.startswith("remote/")
+                 & req.transfer_start_s.notna()]
+    xs = remote.groupby("placement").kv_bytes.sum() * GB
+    return {"att0": s["local-only"]["slo_attainment"],
+            "att1": s["remote-prefill-all"]["slo_attainment"],
+            "att2": s["length-threshold"]["slo_attainment"],
+            "xs_a": xs.get("remote-prefill-all", 0.0), "xs_b": xs.get("length-threshold", 0.0)}
+
+
+def _routing(s, _req):
+    rr, kv = s["round-robin"], s["kv-aware"]
+    return {"tpot0": _get(rr, "tpot_s.p99") * MS,
+            "tpot1": _get(s["least-loaded"], "tpot_s.p99") * MS,
+            "tpot2": _get(kv, "tpot_s.p99") * MS,
+            "h_a": _get(rr, "kv_occupancy.decode-h100.mean"),
+            "a_a": _get(rr, "kv_occupancy.decode-a100.mean"),
+            "h_b": _get(kv, "kv_occupancy.decode-h100.mean"),
+            "a_b": _get(kv, "kv_occupancy.decode-a100.mean")}
+
+
+ROWS = [
+    Row("precision-prefill-fp8", "prefill bf16 → fp8 (Llama-3.1-70B, H100 TP4)",
+        "TTFT p50 {p50_a:.3f} → {p50_b:.3f} s, p99 {p99_a:.2f} → {p99_b:.2f} s; "
+        "TPOT unchanged ({tpot:.4f} s)", _precision_prefill),
+    Row("precision-decode-kv", "A100 decode bf16 → fp8 weights → + fp8 KV",
+        "TPOT p50 {tpot0:.1f} → {tpot1:.1f} → {tpot2:.1f} ms; decode KV occupancy "
+        "{occ0:.0%} → {occ1:.0%} → {occ2:.0%}; wire bytes {wire0:.0f} → {wire2:.0f} GB",
+        _precision_decode),
+    Row("kv-conversion", "fp8 KV (H100) → bf16 / 32-token pages (A100)",
+        "convert on decode: wire {wire_a:.0f} → {wire_b:.0f} GB, exposed transfer {exp_a:.0f} → "
+        "{exp_b:.0f} ms, {conv_dec:.2f} s of decode time; on prefill: {conv_pre:.2f} s of "
+        "prefill time", _kv_conversion),
+    Row("transfer-engine", "same 100 GbE NICs, RDMA vs TCP",
+        "exposed transfer {exp_a:.0f} → {exp_b:.0f} ms; TPOT p99 {tpot_a:.1f} → {tpot_b:.1f} ms; "
+        "bottleneck becomes transfer-bound", _transfer_engine),
+    Row("transfer-mode", "whole vs layer-wise, local 8x400G vs remote 25 GbE",
+        "local: exposed {local_a:.1f} ms → {local_b:.1f} ms (hidden); remote: {remote_a:.2f} → "
+        "{remote_b:.2f} s (mostly exposed)", _transfer_mode),
+    Row("handoff", "pull vs push, decode memory-bound",
+        "push: prefill-held KV {held_a:.0%} → {held_b:.0%}, TTFT p50 {ttft_a:.2f} → "
+        "{ttft_b:.2f} s", _handoff),
+    Row("kv-offload", "reserve / recompute / swap over PCIe5 / swap over 25 GbE",
+        "preemptions {pre0} / {pre1} / {pre2} / {pre3}; device time {dev1:.2f} s recompute vs "
+        "{dev2:.2f} s swap (PCIe5) vs {dev3:.1f} s swap (slow); TPOT p99 {tpot0:.1f} / "
+        "{tpot1:.1f} / {tpot2:.1f} / {tpot3:.1f} ms", _kv_offload),
+    Row("prefix-cache", "none / 50% hits in HBM / in host DRAM",
+        "TTFT p50 {ttft0:.0f} / {ttft1:.0f} / {ttft2:.0f} ms; SLO attainment {att_a:.0%} → "
+        "{att_b:.0%}", _prefix_cache),
+    Row("cross-site-prfaas", "local only / all prefill remote / length-threshold (4096)",
+        "SLO attainment {att0:.0%} / {att1:.0%} / {att2:.0%}; cross-site bytes {xs_a:.0f} → "
+        "{xs_b:.0f} GB", _cross_site),
+    Row("routing", "round-robin / least-loaded / kv-aware on H100 + A100 decode",
+        "TPOT p99 {tpot0:.1f} / {tpot1:.1f} / {tpot2:.1f} ms; KV occupancy H100/A100 "
+        "{h_a:.0%}/{a_a:.0%} → {h_b:.0%}/{a_b:.0%}", _routing),
+]
+
+
+# --- the regions ---------------------------------------------------------------------------------
+def quickstart_block() -> str:
+    """What ``hetsim run scenarios/quickstart.yaml`` prints, fenced."""
+    result = hetsim.run(QUICKSTART)
+    return "```\n" + format_table(result.summaries, title=run_title(result)) + "\n```"
+
+
+def design_space_row(row: Row) -> str:
+    result = hetsim.run(DESIGN_SPACE / f"{row.scenario}.yaml")
+    by_name = {s["name"]: s for s in result.summaries}
+    what = row.template.format(**row.figures(by_name, result.requests))
+    return f"| `{row.scenario}` | {row.placements} | {what} |"
+
+
+def design_space_table() -> str:
+    shipped = sorted(p.stem for p in DESIGN_SPACE.glob("*.yaml"))
+    rowed = sorted(r.scenario for r in ROWS)
+    if shipped != rowed:
+        raise StaleProse(f"scenarios/design-space has {shipped}, the README rows cover "
+                         f"{rowed}: add or remove a Row in benchmarks/readme_figures.py")
+    return "\n".join(["| scenario | placements | what changes |", "|---|---|---|"]
+                     + [design_space_row(r) for r in ROWS])
+
+
+REGIONS = {"quickstart": quickstart_block, "design-space": design_space_table}
+
+
+def replace_region(text: str, name: str, body: str) -> str:
+    """``text`` with what lies between ``name``'s two marker lines replaced by ``body``."""
+    pat = re.compile(rf"(^<!-- readme_figures:{re.escape(name)} -->\n)(.*?)"
+                     rf"(^<!-- /readme_figures:{re.escape(name)} -->$)", re.S | re.M)
+    found = pat.findall(text)
+    if len(found) != 1:
+        raise ValueError(f"README.md: expected one region 'readme_figures:{name}' (an opening "
+                         f"and a closing marker line), found {len(found)}")
+    return pat.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
+
+
+def expected_readme(text: str | None = None) -> str:
+    """README.md (or ``text``) with every generated region regenerated from fresh runs."""
+    text = README.read_text(encoding="utf-8") if text is None else text
+    for name, make in REGIONS.items():
+        text = replace_region(text, name, make())
+    return text
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="do not write; exit 1 and print a diff when README.md is stale")
+    args = ap.parse_args(argv)
+    current = README.read_text(encoding="utf-8")
+    new = expected_readme(current)
+    if args.check:
+        if new == current:
+            print("README.md figures are current")
+            return 0
+        sys.stdout.writelines(difflib.unified_diff(
+            current.splitlines(keepends=True), new.splitlines(keepends=True),
+            "README.md", "README.md (regenerated)"))
+        print("README.md figures are stale: run `python benchmarks/readme_figures.py`",
+              file=sys.stderr)
+        return 1
+    if new != current:
+        _write_atomically(README, new)
+        print("rewrote README.md")
+    else:
+        print("README.md figures are current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
