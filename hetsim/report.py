@@ -51,8 +51,10 @@ def run_title(result) -> str:
     """The line above ``hetsim run``'s table: scenario, requests per placement and the SLO."""
     slo = result.scenario.slo
     n = len(result.requests) // max(1, len(result.summaries))
-    return (f"{result.scenario.name}: {n} requests, "
-            f"SLO TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s at {slo.attainment:.0%}")
+    clipped = f" ({result.clipped} clipped to the context)" if result.clipped else ""
+    form = f"p{slo.percentile:g} within" if slo.percentile else f"{slo.attainment:.0%} within"
+    return (f"{result.scenario.name}: {n} requests{clipped}, SLO {form} "
+            f"TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s")
 
 
 def format_table(summaries: list[dict], title: str = "") -> str:
