@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +54,23 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     return p
 
 
+def _sibling(p: Path, tag: str = "") -> Path:
+    """A fresh hidden name beside ``p`` (created by the caller with the user's umask, unlike
+    tempfile's private 0600/0700 modes)."""
+    return p.parent / f".{p.name or 'out'}{tag}.{uuid.uuid4().hex[:12]}.tmp"
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    tmp = _sibling(p)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             fh.write(text)
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return p
 
@@ -100,8 +106,8 @@ class OutputDir:
         Returns the file names written."""
         p = self.path
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{p.name or 'out'}.", suffix=".tmp",
-                                    dir=p.parent))
+        tmp = _sibling(p)
+        tmp.mkdir()
         try:
             fill(tmp)
             files = sorted(f.name for f in tmp.iterdir())
@@ -123,10 +129,10 @@ class OutputDir:
         old = _manifest_files(p)
         present = {f.name for f in p.iterdir()}
         ours = (old or set()) | {MANIFEST}
-        if present <= ours and not _holds_cwd(p):
+        if present <= ours and not p.is_symlink() and not _holds_cwd(p):
             # Only hetsim's own files are there: swap the whole folder in two renames.
-            trash = Path(tempfile.mkdtemp(prefix=f".{p.name}.old.", dir=p.parent))
-            os.replace(p, trash / "old")
+            trash = _sibling(p, ".old")
+            os.replace(p, trash)
             os.replace(tmp, p)
             shutil.rmtree(trash, ignore_errors=True)
             return
