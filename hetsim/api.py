@@ -34,16 +34,17 @@ class Result:
                 "placements": self.summaries}
 
 
-# Memory one simulated request costs, measured by benchmarks/speed.py (README "Measured
-# figures": 117 MB at 25k requests, 244 MB at 100k, one placement): ~1.7 kB while its placement
-# runs, plus ~0.6 kB of records kept for every placement until the run returns.
-_BYTES_PER_REQUEST = 1700
-_BYTES_PER_RECORD = 600
+# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (20k and 60k requests,
+# 1 and 3 placements, 16-instance disaggregated cluster): 81 MB + n x (225 B + 1526 B x
+# placements). Placements run one after another, but freed engine objects stay in Python's
+# allocator arenas, so each placement adds its own share to the peak.
+_BYTES_PER_REQUEST = 250
+_BYTES_PER_REQUEST_PLACEMENT = 1550
 
 
 def memory_estimate(requests: int, placements: int) -> float:
     """Peak bytes a run of ``requests`` over ``placements`` needs, roughly."""
-    return requests * (_BYTES_PER_REQUEST + _BYTES_PER_RECORD * placements)
+    return requests * (_BYTES_PER_REQUEST + _BYTES_PER_REQUEST_PLACEMENT * placements)
 
 
 def _available_memory() -> float | None:
