@@ -61,13 +61,13 @@ def _available_memory() -> float | None:
         return None
 
 
-def check_memory(requests: int, placements: int) -> None:
+def check_memory(requests: int, placements: int, path: str = "workload.requests") -> None:
     """Refuse, before drawing anything, a run whose memory would not fit this machine."""
     need, have = memory_estimate(requests, placements), _available_memory()
     if have is not None and need > have:
         raise ConfigError(f"{requests:,} requests x {placements} placements need about "
                           f"{need / 1e9:.1f} GB of memory, more than the {have / 1e9:.1f} GB "
-                          f"available; run fewer requests or placements", path="workload.requests")
+                          f"available; run fewer requests or placements", path=path)
 
 
 def prepare(sc: Scenario, placements: list[str] | None = None):
@@ -76,13 +76,13 @@ def prepare(sc: Scenario, placements: list[str] | None = None):
     model, resolved = resolve_scenario(sc)
     names = [match_name(n, resolved, "placement", file=sc.source_file)
              for n in placements or list(resolved)]
-    if sc.workload.requests:
-        check_memory(sc.workload.requests, len(names))
     try:
+        if sc.workload.requests:
+            check_memory(sc.workload.requests, len(names))
         reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context, model=model.name)
+        check_memory(len(reqs), len(names))
     except ConfigError as e:
         raise (e.with_file(sc.source_file) if sc.source_file else e) from None
-    check_memory(len(reqs), len(names))
     return model, {n: resolved[n] for n in names}, reqs
 
 

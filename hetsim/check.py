@@ -97,8 +97,8 @@ def load_baseline(path: str | Path) -> dict:
     """A stored baseline (``hetsim check --update-baseline`` output), checked for shape."""
     base = read_json(path, missing="baseline not found (create it with --update-baseline)")
     places = base.get("placements") if isinstance(base, dict) else None
-    if not isinstance(places, dict):
-        raise ConfigError("not a hetsim baseline (no 'placements' mapping)", file=str(path))
+    if not isinstance(places, dict) or not places:
+        raise ConfigError("not a hetsim baseline (no 'placements' with metrics)", file=str(path))
     for name, metrics in places.items():
         if not isinstance(metrics, dict):
             raise ConfigError("must be a mapping of metric: number", file=str(path),
@@ -130,6 +130,9 @@ def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
                 raise ConfigError(f"unknown metric {metric!r}" + suggest(metric, flat),
                                   file=str(path), path=where)
             v = flat[metric]
+            if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
+                raise ConfigError(f"metric {metric!r} is not a number (it is {v!r}); bounds "
+                                  f"apply to numeric metrics", file=str(path), path=where)
             want = " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
                                              f"<= {b.max:g}" if b.max is not None else "") if x)
             ok = v is not None and (b.min is None or v >= b.min) and (b.max is None or v <= b.max)

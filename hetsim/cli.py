@@ -78,19 +78,23 @@ def _pct(text: str, positive: bool = False) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, most: int | None = None) -> int:
     try:
         v = int(text)
     except ValueError:
         v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    if v < 1 or (most is not None and v > most):
+        limit = f"from 1 to {most}" if most else ">= 1"
+        raise argparse.ArgumentTypeError(f"must be a whole number {limit}, got {text!r}")
     return v
 
 
 def _cmd_goodput(args) -> int:
+    from .api import check_memory
     from .goodput import goodput
     from .scenario import load_scenario
+    if args.requests:
+        check_memory(args.requests, 1, path="--requests")
     sc = load_scenario(args.scenario)
 
     def progress(name, k):
@@ -168,7 +172,10 @@ def _cmd_plan(args) -> int:
     spec = load_plan_spec(args.spec)
     progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
         f"\rplan: {st} {i}/{n}   "), sys.stderr.flush()))
-    res = plan(spec, progress)
+    try:
+        res = plan(spec, progress)
+    except ConfigError as e:
+        raise e.with_file(args.spec) from None
     if not args.quiet:
         sys.stderr.write("\n")
 
@@ -240,9 +247,9 @@ def _plan_png(res, path) -> None:
 def _cmd_validate(args) -> int:
     """Every check ``run`` makes before simulating (the requests are drawn too)."""
     from .api import prepare
-    from .scenario import load_scenario
+    from .check import load_plan
     for f in args.scenario:
-        sc = load_scenario(f)
+        sc, _ = load_plan(f)      # a scenario, or a check plan (its expect: blocks checked too)
         _, _, reqs = prepare(sc)
         clipped = f", {reqs.clipped} clipped to the context" if reqs.clipped else ""
         print(f"{f}: ok ({len(sc.placements)} placements, {len(reqs)} requests{clipped})")
@@ -252,6 +259,8 @@ def _cmd_validate(args) -> int:
 def _cmd_profiles(args) -> int:
     from .hardware import list_profiles, load_accelerator, load_interconnect
     from .models import list_models, load_model
+    if args.action == "show" and not args.name:
+        raise ConfigError("profiles show needs a NAME (see hetsim profiles list)")
     if args.action == "list":
         for kind in ("accelerator", "interconnect"):
             print(f"{kind}s: " + ", ".join(list_profiles(kind)))
@@ -308,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("goodput", help="highest arrival rate within SLO, per placement")
     g.add_argument("scenario")
     g.add_argument("--placement", action="append", metavar="NAME")
-    g.add_argument("--seeds", type=_positive_int, default=3,
+    g.add_argument("--seeds", type=lambda t: _positive_int(t, most=1000), default=3,
                    help="request streams per rate (default 3)")
     g.add_argument("--requests", type=_positive_int,
                    help="requests per run (default: the scenario's)")
@@ -345,9 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "action", None) == "show" and not args.name:
-        parser.error("profiles show needs a NAME")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:      # argparse: --help, --version, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
     except ConfigError as e:

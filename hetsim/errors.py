@@ -38,7 +38,12 @@ class ConfigError(ValueError):
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.6)
+    choices = sorted(map(str, choices))
+    name = str(name)
+    # a name that starts exactly one choice (rate -> rate_rps) beats a merely similar one
+    prefixed = [c for c in choices if name and c.startswith(name)]
+    match = prefixed if len(prefixed) == 1 else difflib.get_close_matches(name, choices, n=1,
+                                                                          cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .api import check_memory
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import meets, records_frame, slo_met
@@ -147,16 +148,23 @@ def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3
             requests: int | None = None, rel_tol: float = 0.02, progress=None
             ) -> list[GoodputResult]:
     """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed."""
+    try:
+        return _goodput(sc, placements, seeds, requests, rel_tol, progress)
+    except ConfigError as e:
+        raise (e.with_file(sc.source_file) if sc.source_file else e) from None
+
+
+def _goodput(sc, placements, seeds, requests, rel_tol, progress) -> list[GoodputResult]:
     model, resolved = resolve_scenario(sc)
-    names = [match_name(n, resolved, "placement", file=sc.source_file)
-             for n in placements or list(resolved)]
+    names = [match_name(n, resolved, "placement") for n in placements or list(resolved)]
     n = requests or sc.workload.requests or DEFAULT_REQUESTS
+    check_memory(n, 1)      # one placement and one seed at a time
     seed_list = [sc.workload.seed + i for i in range(seeds)]
     start = sc.workload.arrival.rate_rps if sc.workload.arrival else None
+    evaluators = {name: _evaluator(sc, model, resolved[name], seed_list, n) for name in names}
     out = []
-    for name in names:
+    for name, ev in evaluators.items():
         pl = resolved[name]
-        ev = _evaluator(sc, model, pl, seed_list, n)
         cb = (lambda k, _n=name: progress(_n, k)) if progress else None
         rate, pts, bracketed = search(ev, start or 1.0, rel_tol=rel_tol, progress=cb)
         knee = next((p for p in pts if p.rate_rps == rate), None)

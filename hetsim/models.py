@@ -182,8 +182,8 @@ def from_hf_config(path: str | Path) -> ModelConfig:
     ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
     d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
              num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
-             num_heads=heads, num_kv_heads=c.get("num_key_value_heads") or heads,
-             head_dim=c.get("head_dim") or hidden // heads, ffn_size=ffn,
+             num_heads=heads, num_kv_heads=get("num_key_value_heads", default=heads),
+             head_dim=get("head_dim", default=hidden // heads or 1), ffn_size=ffn,
              vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
              tied_embeddings=bool(c.get("tie_word_embeddings", mt in ("opt", "bloom"))),
              max_context=c.get("max_position_embeddings") or 131072, source=str(p))

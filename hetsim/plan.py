@@ -24,13 +24,14 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from .config import build, meta, positive, read_yaml
+from .config import build, meta, positive, power_of_two, read_yaml
 from .errors import ConfigError, suggest
-from .hardware import load_accelerator, load_interconnect
+from .hardware import PRECISION_BYTES, load_accelerator, load_interconnect
 from .models import load_model
 from .perf import Formats, PerfModel, StepModel, memory_plan
 from .scenario import SLO, Placement, Scenario
@@ -76,14 +77,47 @@ class PlanSpec:
     seeds: int = field(default=1, metadata=meta("seeds per rate in the goodput searches",
                                                 positive))
     description: str = ""
+    source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
     def __post_init__(self):
         kinds = ("colocated", "homogeneous-pd", "heterogeneous-pd")
-        for s in self.shapes:
+        for key in ("tp", "precisions", "shapes"):
+            if not getattr(self, key):
+                raise ConfigError("must not be empty", path=key)
+        for i, s in enumerate(self.shapes):
             if s not in kinds:
-                raise ConfigError(f"unknown shape {s!r}" + suggest(s, kinds), path="shapes")
+                raise ConfigError(f"unknown shape {s!r}" + suggest(s, kinds), path=f"shapes[{i}]")
+        for i, t in enumerate(self.tp):
+            msg = power_of_two(t)
+            if msg:
+                raise ConfigError(msg, path=f"tp[{i}]")
+        for i, p in enumerate(self.precisions):
+            if p not in PRECISION_BYTES:
+                raise ConfigError(f"unknown precision {p!r}" + suggest(p, PRECISION_BYTES),
+                                  path=f"precisions[{i}]")
+        if not self.interconnects and any(s != "colocated" for s in self.shapes):
+            raise ConfigError("disaggregated shapes need at least one KV link",
+                              path="interconnects")
         if not self.inventory:
             raise ConfigError("needs at least one accelerator", path="inventory")
+        a = self.workload.arrival
+        if self.workload.trace or a is None or a.trace or a.process == "closed":
+            raise ConfigError("a plan varies the arrival rate: the workload needs a poisson, "
+                              "gamma or constant arrival process", path="workload.arrival")
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source_file).parent if self.source_file else Path(".")
+
+    @property
+    def target(self) -> float:
+        """The load to serve: ``target_rps``, else the workload's rate."""
+        return self.target_rps or self.workload.arrival.rate_rps
+
+    def draw(self, model, requests: int = 2000):
+        """A sample of the workload's requests, as every check and estimate sees them."""
+        return generate(dataclasses.replace(self.workload, requests=requests), self.base_dir,
+                        model.max_context, model.name)
 
 
 @dataclass
@@ -135,10 +169,12 @@ class Candidate:
 
 
 def load_plan_spec(path) -> PlanSpec:
+    """Read and check a plan spec: names resolve and the workload draws, before any search."""
     raw = read_yaml(path)
     try:
-        spec = build(PlanSpec, raw)
+        spec = dataclasses.replace(build(PlanSpec, raw), source_file=str(path))
         _resolve_names(spec)
+        spec.draw(load_model(spec.model))
     except ConfigError as e:
         raise e.with_file(str(path)) from None
     return spec
@@ -292,7 +328,8 @@ def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int
     w = dataclasses.replace(spec.workload, requests=requests,
                             arrival=dataclasses.replace(spec.workload.arrival, rate_rps=rate))
     return Scenario(name=spec.name, model=spec.model, workload=w, slo=spec.slo,
-                    placements={c.name(): build(Placement, c.placement()) for c in cands})
+                    placements={c.name(): build(Placement, c.placement()) for c in cands},
+                    source_file=spec.source_file)   # relative workload files, error attribution
 
 
 def _verify(spec: PlanSpec, c: Candidate, target: float) -> Candidate:
@@ -388,11 +425,8 @@ def plan(spec: PlanSpec, progress=None) -> PlanResult:
     from .goodput import goodput
     t0 = time.monotonic()
     model = load_model(spec.model)
-    target = spec.target_rps or (spec.workload.arrival.rate_rps if spec.workload.arrival
-                                 else None)
-    if not target:
-        raise ConfigError("needs target_rps or a rate-driven workload", path="target_rps")
-    reqs = generate(dataclasses.replace(spec.workload, requests=2000), ".", model.max_context)
+    target = spec.target
+    reqs = spec.draw(model)
     mean_in, mean_out = float(np.mean(reqs.input_tokens)), float(np.mean(reqs.output_tokens))
     opts = _options(spec, model, mean_in, mean_out)
     kv_bytes = mean_in * model.kv_bytes_per_token("bf16")

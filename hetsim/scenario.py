@@ -21,6 +21,9 @@ __all__ = ["Scenario", "Placement", "Pool", "SLO", "Precision", "KVTransfer", "K
            "ResolvedPlacement", "kv_mismatch"]
 
 ROLES = ("mixed", "prefill", "decode")
+#: Instances per pool: each is a SimPy process with its own step model, and 100k TP groups are
+#: past the largest single cluster; a larger count is a typo, not a plan.
+MAX_INSTANCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,10 @@ class PrefixCache:
 class Pool:
     role: str = field(metadata=meta("mixed (colocated) | prefill | decode"))
     accelerator: str = field(metadata=meta("accelerator profile name"))
-    instances: int = field(default=1, metadata=meta("serving instances (each a TP group)", positive))
+    instances: int = field(default=1, metadata=meta(
+        f"serving instances (each a TP group), at most {MAX_INSTANCES:,}",
+        lambda v: positive(v) or (None if v <= MAX_INSTANCES else
+                                  f"must be at most {MAX_INSTANCES:,}, got {v}")))
     tp: int = field(default=1, metadata=meta("tensor-parallel degree per instance", power_of_two))
     precision: str | Precision = field(default="bf16", metadata=meta(
         "bf16, or {compute, weights, kv} per runtime role"))
@@ -445,13 +451,17 @@ def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlace
     """Load every profile a scenario names and check fit; errors name the key path."""
     from .engine.routers import ROUTERS  # registry of names
     dirs = [sc.base_dir / d for d in sc.hardware_profiles]
+    for i, d in enumerate(dirs):
+        if not d.is_dir():
+            raise ConfigError(f"{d} is not a folder" if d.exists() else f"{d} does not exist",
+                              path=f"hardware_profiles[{i}]")
     model_ref = sc.model
     if model_ref.endswith((".json", ".yaml", ".yml")):
         model_ref = str(sc.base_dir / model_ref)
     try:
         model = load_model(model_ref)
-    except ConfigError as e:
-        raise ConfigError(e.message, file=e.file, path="model") from None
+    except ConfigError as e:   # inside the model's own file, keep its key path
+        raise ConfigError(e.message, file=e.file, path=e.path if e.file else "model") from None
     out = {}
     for pname, pl in sc.placements.items():
         where = f"placements.{pname}"

@@ -6,6 +6,7 @@ requests and changing one source never shifts another.
 """
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,16 @@ __all__ = ["Arrival", "Lengths", "WorkloadSpec", "Requests", "generate", "PRESET
 
 #: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
 DEFAULT_REQUESTS = 1000
+#: Longest request length hetsim takes (int32): far past any model context, and every count
+#: stays exact in int64 arithmetic.
+MAX_TOKENS = 2 ** 31 - 1
+#: Latest arrival hetsim simulates (~32 years): float64 time still resolves 0.1 us there, so
+#: every engine step advances the clock.
+MAX_TIME_S = 1e9
+
+
+def tokens(v):
+    return None if 1 <= v <= MAX_TOKENS else f"must be between 1 and {MAX_TOKENS}, got {v}"
 
 
 @dataclass(frozen=True)
@@ -28,13 +39,15 @@ class Arrival:
         "poisson | gamma | constant | closed"))
     rate_rps: float | None = field(default=None, metadata=meta("mean arrival rate, requests/s",
                                                                positive))
-    cv: float = field(default=1.0, metadata=meta("gamma: coefficient of variation of gaps",
-                                                 positive))
+    cv: float = field(default=1.0, metadata=meta(
+        "gamma: coefficient of variation of gaps (at most 1000)",
+        lambda v: None if 0 < v <= 1000 else f"must be in (0, 1000], got {v}"))
     concurrency: int | None = field(default=None, metadata=meta(
         "closed: number of clients, each sending its next request when the last completes",
         positive))
-    think_time_s: float = field(default=0.0, metadata=meta("closed: pause between requests",
-                                                           non_negative))
+    think_time_s: float = field(default=0.0, metadata=meta(
+        "closed: pause between requests",
+        lambda v: None if 0 <= v <= MAX_TIME_S else f"must be in [0, {MAX_TIME_S:g}], got {v}"))
     trace: str | None = field(default=None, metadata=meta(
         "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
 
@@ -57,9 +70,9 @@ class Lengths:
     """A token-length distribution; every draw is rounded and clipped to [min_tokens, max]."""
     dist: str = field(default="fixed", metadata=meta(
         "fixed | uniform | normal | lognormal | empirical | quantiles"))
-    value: int | None = field(default=None, metadata=meta("fixed: the length", positive))
-    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", positive))
-    max: int | None = field(default=None, metadata=meta("upper bound / clip", positive))
+    value: int | None = field(default=None, metadata=meta("fixed: the length", tokens))
+    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", tokens))
+    max: int | None = field(default=None, metadata=meta("upper bound / clip", tokens))
     mean: float | None = field(default=None, metadata=meta("normal/lognormal: mean length",
                                                            positive))
     median: float | None = field(default=None, metadata=meta("lognormal: median (instead of mean)",
@@ -214,7 +227,8 @@ def _lengths_spec(spec: Lengths | None, role: str, preset: str | None) -> Length
 
 # What each CSV column must hold: a check on the parsed floats and the words for its error.
 _COLUMN_RULES = {
-    "count": (lambda x: (x >= 1) & (x == np.floor(x)), "must be a whole number >= 1"),
+    "count": (lambda x: (x >= 1) & (x <= MAX_TOKENS) & (x == np.floor(x)),
+              f"must be a whole number from 1 to {MAX_TOKENS}"),
     "time": (lambda x: x >= 0, "must be a number >= 0"),
     "weight": (lambda x: x >= 0, "must be a number >= 0"),
 }
@@ -226,6 +240,8 @@ def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, n
     column; nothing is rounded, clipped or replaced."""
     import pandas as pd
     try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise ConfigError(f"file not found: {path}", path=where) from None
@@ -236,9 +252,13 @@ def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, n
     except pd.errors.EmptyDataError:
         raise ConfigError(f"empty; needs a header {','.join(columns)} and rows",
                           file=str(path)) from None
-    except (pd.errors.ParserError, ValueError) as e:
+    except (pd.errors.ParserError, ValueError, csv.Error) as e:
         raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
                           file=str(path)) from None
+    names = [c.strip() for c in header]
+    dup = next((c for c in names if names.count(c) > 1), None)
+    if dup is not None:    # pandas would rename the second one and the first would win
+        raise ConfigError(f"column {dup!r} appears twice in the header", file=f"{path}:1")
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -287,7 +307,11 @@ def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, base: Path,
         x = rng.choice(tokens, size=n, p=p)
     lo = spec.min if spec.min is not None and d != "uniform" else 1
     hi = spec.max if spec.max is not None else np.inf
-    return np.clip(np.rint(x), lo, hi).astype(np.int64)
+    x = np.clip(np.rint(x), lo, hi)
+    if not (x <= MAX_TOKENS).all():     # NaN or inf draws too
+        raise ConfigError(f"draws reach {np.nanmax(x):.3g} tokens, more than {MAX_TOKENS}; "
+                          f"bound them with max:", path=where)
+    return x.astype(np.int64)
 
 
 def _arrivals(a: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -302,7 +326,12 @@ def _arrivals(a: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
     else:
         gaps = np.full(n, mean_gap)
     gaps[0] = 0.0  # the first request arrives at t=0
-    return np.cumsum(gaps)
+    t = np.cumsum(gaps)
+    if not t[-1] <= MAX_TIME_S:
+        raise ConfigError(f"{n} requests at {a.rate_rps:g} req/s arrive over {t[-1]:.3g} s, "
+                          f"longer than the {MAX_TIME_S:g} s hetsim simulates",
+                          path="workload.arrival.rate_rps")
+    return t
 
 
 def _read_trace(path: Path, limit: int | None) -> Requests:
@@ -310,6 +339,9 @@ def _read_trace(path: Path, limit: int | None) -> Requests:
     cols = read_columns(path, {"timestamp_s": "time", "input_tokens": "count",
                                "output_tokens": "count"}, "workload.trace")
     t = cols["timestamp_s"]
+    if t[-1] - t[0] > MAX_TIME_S:
+        raise ConfigError(f"spans {t[-1] - t[0]:.3g} s, longer than the {MAX_TIME_S:g} s hetsim "
+                          f"simulates", file=str(path), path="timestamp_s")
     back = np.flatnonzero(np.diff(t) < 0)
     if len(back):
         i = int(back[0]) + 1
