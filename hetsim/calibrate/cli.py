@@ -68,6 +68,8 @@ def _torch():
 
 
 def measure_all(torch, device, base, quick, progress):
+    """Every kernel of the grid, the copy, launch and probe iterations, timed together (on a
+    CPU in interleaved passes over all of them: :meth:`measure.Timer.run`)."""
     from . import measure, reference
     from .grid import grid as make_grid
     g = make_grid("cpu" if device == "cpu" else "gpu", quick)
@@ -76,22 +78,23 @@ def measure_all(torch, device, base, quick, progress):
     if not precs:
         raise ConfigError(f"none of {base.name}'s precisions ({', '.join(base.precisions)}) can "
                           f"be measured on {device}", path="--accelerator")
-    measure.warm_up(torch, device)
-    rows = measure.memory(torch, timer, g)
-    rows += measure.gemms(torch, timer, g, precs, progress)
-    rows += measure.attention(torch, timer, g, precs, progress)
-    rows += measure.allreduce(torch, device, g.reps, progress=progress)   # multi-GPU hosts
     main_p = "fp32" if device == "cpu" else ("bf16" if "bf16" in precs else precs[0])
+    measure.warm_up(torch, device)
+    jobs = (measure.memory_jobs(torch, device, g) + measure.gemm_jobs(torch, device, g, precs)
+            + measure.attention_jobs(torch, device, g, precs))
     for op, cfg in (("probe", reference.PROBE), ("probe_deep", reference.PROBE_DEEP)):
-        for r in reference.measure(torch, timer, cfg, main_p, (), ((1, 16), (4, 64))):
-            r["op"] = op
-            rows.append(r)
+        for job in reference.jobs(torch, device, cfg, main_p, (), ((1, 16), (4, 64))):
+            job.row["op"] = op
+            jobs.append(job)
+    rows = timer.run(jobs, "timing", progress)
+    rows += measure.allreduce(torch, device, g.reps, progress=progress)   # multi-GPU hosts
     return rows, g, main_p, timer
 
 
 def timing_note(timer) -> str:
     if not timer.device.startswith("cuda"):
-        return "wall clock, minimum of repetitions"
+        return ("wall clock, median of repetitions interleaved across shapes, outliers "
+                "rejected")
     return (f"CUDA events around back-to-back calls on rotated inputs; {timer.graphs} timings "
             f"replayed as CUDA graphs, {timer.eager} eager (not capturable)")
 
@@ -110,7 +113,7 @@ def measure_reference(torch, device, precision, quick, progress):
             (1, 256), (1, 1024), (1, 4096), (4, 2048), (8, 1024), (1, 16384)]
         dec = [(1, 1024), (32, 2048), (128, 1024)] if quick else [
             (1, 512), (1, 8192), (16, 2048), (64, 4096), (128, 1024), (256, 2048)]
-    timer = measure.Timer(torch, device, 3 if device == "cpu" else 10)
+    timer = measure.Timer(torch, device, 5 if device == "cpu" else 10)
     return reference.measure(torch, timer, cfg, precision, pre, dec, progress)
 
 
