@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..errors import ConfigError
+from . import gates
+from .fit import FitResult
 
-__all__ = ["main", "build_parser", "calibrate"]
+__all__ = ["main", "build_parser", "calibrate", "measure_and_fit", "Outcome"]
 
 
 class Progress:
@@ -68,6 +70,8 @@ def _torch():
 
 
 def measure_all(torch, device, base, quick, progress):
+    """Every kernel of the grid, the copy, launch and probe iterations, timed together (on a
+    CPU in interleaved passes over all of them: :meth:`measure.Timer.run`)."""
     from . import measure, reference
     from .grid import grid as make_grid
     g = make_grid("cpu" if device == "cpu" else "gpu", quick)
@@ -76,22 +80,23 @@ def measure_all(torch, device, base, quick, progress):
     if not precs:
         raise ConfigError(f"none of {base.name}'s precisions ({', '.join(base.precisions)}) can "
                           f"be measured on {device}", path="--accelerator")
-    measure.warm_up(torch, device)
-    rows = measure.memory(torch, timer, g)
-    rows += measure.gemms(torch, timer, g, precs, progress)
-    rows += measure.attention(torch, timer, g, precs, progress)
-    rows += measure.allreduce(torch, device, g.reps, progress=progress)   # multi-GPU hosts
     main_p = "fp32" if device == "cpu" else ("bf16" if "bf16" in precs else precs[0])
+    measure.warm_up(torch, device)
+    jobs = (measure.memory_jobs(torch, device, g) + measure.gemm_jobs(torch, device, g, precs)
+            + measure.attention_jobs(torch, device, g, precs))
     for op, cfg in (("probe", reference.PROBE), ("probe_deep", reference.PROBE_DEEP)):
-        for r in reference.measure(torch, timer, cfg, main_p, (), ((1, 16), (4, 64))):
-            r["op"] = op
-            rows.append(r)
+        for job in reference.jobs(torch, device, cfg, main_p, (), ((1, 16), (4, 64))):
+            job.row["op"] = op
+            jobs.append(job)
+    rows = timer.run(jobs, "timing", progress)
+    rows += measure.allreduce(torch, device, g.reps, progress=progress)   # multi-GPU hosts
     return rows, g, main_p, timer
 
 
 def timing_note(timer) -> str:
     if not timer.device.startswith("cuda"):
-        return "wall clock, minimum of repetitions"
+        return ("wall clock, median of repetitions interleaved across shapes, outliers "
+                "rejected")
     return (f"CUDA events around back-to-back calls on rotated inputs; {timer.graphs} timings "
             f"replayed as CUDA graphs, {timer.eager} eager (not capturable)")
 
@@ -110,7 +115,7 @@ def measure_reference(torch, device, precision, quick, progress):
             (1, 256), (1, 1024), (1, 4096), (4, 2048), (8, 1024), (1, 16384)]
         dec = [(1, 1024), (32, 2048), (128, 1024)] if quick else [
             (1, 512), (1, 8192), (16, 2048), (64, 4096), (128, 1024), (256, 2048)]
-    timer = measure.Timer(torch, device, 3 if device == "cpu" else 10)
+    timer = measure.Timer(torch, device, 5 if device == "cpu" else 10)
     return reference.measure(torch, timer, cfg, precision, pre, dec, progress)
 
 
@@ -156,91 +161,146 @@ def score_reference(fit, rows, cpu: bool) -> dict:
 
 
 def table(accuracy: dict) -> str:
-    names = {"gemm": "GEMM (held-out shapes)", "attention_prefill": "prefill attention (held-out)",
-             "attention_decode": "decode attention (held-out)",
-             "ref_prefill": "reference prefill iteration", "ref_decode": "reference decode iteration"}
     lines = ["| op class / phase | n | before: median | p90 | after: median | p90 |",
              "|---|---|---|---|---|---|"]
     for k, v in accuracy.items():
-        lines.append(f"| {names.get(k, k)} | {v['n']:.0f} | {v['before_median']:.1%} | "
+        lines.append(f"| {gates.NAMES.get(k, k)} | {v['n']:.0f} | {v['before_median']:.1%} | "
                      f"{v['before_p90']:.1%} | {v['after_median']:.1%} | {v['after_p90']:.1%} |")
     return "\n".join(lines)
 
 
-def calibrate(args) -> int:
-    from .fit import fit_profile, read_csv, write_csv
-    device = args.device
-    out = Path(args.out)
-    progress = Progress(args.quiet)
-    torch = None
-    if args.from_csv:
-        rows = read_csv(args.from_csv)
-        base_raw = _base_raw(args.accelerator, device or "cpu", args.threads)
-        grid_name, dev_name, tv, drv = "csv", f"measurements in {Path(args.from_csv).name}", "", ""
-        main_p = next((r["precision"] for r in rows if r["op"] == "probe"), None)
-        timing, measured = "", None
-        old = base_raw.get("calibration") or {}
-        if old.get("measurements") == Path(args.from_csv).name:
-            # re-fitting a calibrated profile from its own measurements keeps their provenance
-            grid_name, dev_name = old.get("grid") or grid_name, old.get("device") or dev_name
-            tv, drv, measured = old.get("torch", ""), old.get("driver", ""), old.get("date")
-            timing = str(old.get("notes", "")).partition("timing: ")[2]
-    else:
-        torch = _torch()
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if args.threads and device == "cpu":
-            torch.set_num_threads(args.threads)
-        torch.manual_seed(0)
-        from . import measure
-        from .fit import base_accelerator
-        base_raw = _base_raw(args.accelerator, device, args.threads or (
-            torch.get_num_threads() if device == "cpu" else None))
-        base = base_accelerator(base_raw)
-        rows, g, main_p, timer = measure_all(torch, device, base, args.quick, progress)
-        timing, measured = timing_note(timer), None
-        grid_name, dev_name = g.name, measure.device_name(torch, device)
-        tv, drv = str(torch.__version__), str(measure.driver_version(torch, device))
+def _outputs(out_arg: str) -> tuple[Path, Path]:
+    """The profile and its CSV, checked before anything is measured."""
+    from ..outputs import check_output_file
+    out = check_output_file(out_arg, "--out")
     csv_path = out.with_suffix(".csv")
-    fit = fit_profile(base_raw, rows, name=args.name or (None if args.accelerator else "cpu"),
-                      device=dev_name, torch_version=tv, driver=drv, grid=grid_name,
-                      measurements=csv_path.name, timing=timing, measured=measured)
+    if csv_path == out:
+        raise ConfigError(f"{out}: give a .yaml file name (the raw measurements go to a .csv "
+                          f"beside it)", path="--out")
+    check_output_file(csv_path, "--out")
+    return out, csv_path
+
+
+@dataclass
+class Outcome:
+    """What one calibration measured and fitted, and what the gates make of it."""
+    fit: FitResult
+    base_raw: dict
+    rows: list[dict]
+    accuracy: dict                 # op class or reference phase -> errors before / after
+    noise: gates.Noise | None      # spread of repeats (None: not recorded)
+    busy: float | None             # others' share of the host's CPU time while timing on it
+    refused: list[str]             # why it must not be written (empty: it may)
+
+
+def _from_csv(args) -> tuple[list[dict], dict, dict]:
+    """Rows, base profile and provenance of timings measured elsewhere."""
+    from .fit import read_csv
+    rows = read_csv(args.from_csv)
+    base_raw = _base_raw(args.accelerator, args.device or "cpu", args.threads)
+    name = Path(args.from_csv).name
+    prov = dict(grid="csv", device=f"measurements in {name}", torch_version="", driver="",
+                timing="", measured=None)
+    old = base_raw.get("calibration") or {}
+    if old.get("measurements") == name:
+        # re-fitting a calibrated profile from its own measurements keeps their provenance
+        prov.update(grid=old.get("grid") or "csv", device=old.get("device") or prov["device"],
+                    torch_version=old.get("torch", ""), driver=old.get("driver", ""),
+                    measured=old.get("date"),
+                    timing=str(old.get("notes", "")).partition("timing: ")[2])
+    return rows, base_raw, prov
+
+
+def measure_and_fit(args, measurements: str) -> Outcome:
+    """Measure on the device (or read ``--from-csv``), fit, score the reference iterations
+    with ``--check``, and apply the gates. Writes nothing; ``measurements`` is the CSV's file
+    name, recorded in the profile."""
+    from . import measure
+    from .fit import base_accelerator, fit_profile
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"must be a whole number >= 1, got {args.threads}", path="--threads")
+    device, torch, main_p = args.device, None, None
+    progress = Progress(args.quiet)
+    load = measure.HostLoad()      # entered only around timings on this host
+    try:
+        if args.from_csv:
+            rows, base_raw, prov = _from_csv(args)
+            main_p = next((r["precision"] for r in rows if r["op"] == "probe"), None)
+        else:
+            torch = _torch()
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            if args.threads and device == "cpu":
+                torch.set_num_threads(args.threads)
+            torch.manual_seed(0)
+            base_raw = _base_raw(args.accelerator, device, args.threads or (
+                torch.get_num_threads() if device == "cpu" else None))
+            with load:
+                rows, g, main_p, timer = measure_all(torch, device, base_accelerator(base_raw),
+                                                     args.quick, progress)
+            prov = dict(grid=g.name, device=measure.device_name(torch, device),
+                        torch_version=str(torch.__version__),
+                        driver=str(measure.driver_version(torch, device)),
+                        timing=timing_note(timer), measured=None)
+        fit = fit_profile(base_raw, rows, name=args.name or (None if args.accelerator else "cpu"),
+                          measurements=measurements, **prov)
+        ref_rows = [r for r in rows if r["op"].startswith("ref_")]     # from a CSV
+        if args.check and not ref_rows:
+            torch = torch or _torch()
+            device = device or "cpu"
+            with load:
+                ref_rows = measure_reference(torch, device, main_p or (
+                    "fp32" if device == "cpu" else "bf16"), args.quick, progress)
+            rows = rows + ref_rows
+    finally:
+        progress.close()
     accuracy = dict(fit.accuracy)
-    ref_rows = [r for r in rows if r["op"].startswith("ref_")]     # from a CSV
-    if args.check and not ref_rows:
-        torch = torch or _torch()
-        dev = device or "cpu"
-        ref_rows = measure_reference(torch, dev, main_p or ("fp32" if dev == "cpu" else "bf16"),
-                                     args.quick, progress)
-        rows = rows + ref_rows
     if ref_rows:
         accuracy.update(score_reference(fit, ref_rows, cpu=fit.base.vendor == "cpu"))
         fit.profile["calibration"]["accuracy"] = {
             k: {kk: float(f"{vv:.4g}") for kk, vv in v.items()} for k, v in accuracy.items()}
-    progress.close()
-    # write both files next to each other, atomically
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_yaml, tmp_csv = out.with_name(f".{out.name}.tmp"), csv_path.with_name(f".{csv_path.name}.tmp")
-    try:
-        header = (f"# Calibrated by `hetsim calibrate` ({fit.profile['calibration']['device']}, "
-                  f"{fit.profile['calibration']['date']}); raw measurements: {csv_path.name}\n")
-        tmp_yaml.write_text(header + yaml.safe_dump(fit.profile, sort_keys=False, width=100))
-        if not args.from_csv or Path(args.from_csv).resolve() != csv_path.resolve():
-            write_csv(rows, tmp_csv)
-            os.replace(tmp_csv, csv_path)
-        os.replace(tmp_yaml, out)
-    finally:
-        for t in (tmp_yaml, tmp_csv):
-            if t.exists():
-                t.unlink()
-    print(f"{fit.profile['name']}: {len(rows)} measurements on {fit.profile['calibration']['device']}")
-    print(table(accuracy))
+    noise = gates.noise(rows)
+    # the host's load matters where kernels run on its cores (a GPU's do not)
+    busy = load.share if (device or "cpu") == "cpu" else None
+    return Outcome(fit, base_raw, rows, accuracy, noise, busy,
+                   gates.refusals(accuracy, noise, busy))
+
+
+def calibrate(args) -> int:
+    from ..outputs import write_text_atomic
+    from .fit import csv_text
+    out, csv_path = _outputs(args.out)              # before anything is measured
+    o = measure_and_fit(args, csv_path.name)
+    cal = o.fit.profile["calibration"]
+    print(f"{o.fit.profile['name']}: {len(o.rows)} measurements on {cal['device']}")
+    print(table(o.accuracy))
+    print(gates.noise_line(o.noise, o.busy))
+    why = "; ".join(o.refused)
+    if why and not args.force:
+        raise ConfigError(f"not written: {why}; rerun on an idle machine, or --force to write "
+                          f"it anyway", file=str(out))
+    if why:
+        print(f"hetsim: warning: {out}: written anyway (--force): {why}", file=sys.stderr)
+    header = (f"# Calibrated by `hetsim calibrate` ({cal['device']}, {cal['date']}); raw "
+              f"measurements: {csv_path.name}\n")
+    text = header + yaml.safe_dump(o.fit.profile, sort_keys=False, width=100)
+    # the CSV first, so the profile never names measurements that are not there
+    if not args.from_csv or Path(args.from_csv).resolve() != csv_path.resolve():
+        write_text_atomic(csv_path, csv_text(o.rows))
+    write_text_atomic(out, text)
     print(f"wrote {out} and {csv_path}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """``python -m hetsim.calibrate``'s parser: argument errors are one line, exit code 2 (as
+    under ``hetsim calibrate``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"hetsim: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="hetsim calibrate")
+    p = p or _Parser(prog="hetsim calibrate")
     p.description = ("Measure torch reference kernels on a device (or read --from-csv), fit the "
                      "performance model's efficiency curves and overheads, and write a "
                      "calibrated profile with its raw measurements beside it.")
@@ -255,8 +315,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--check", action="store_true", help="also time the reference transformer "
                    "and report whole-iteration error before and after calibration")
     p.add_argument("--from-csv", metavar="CSV", help="fit timings measured elsewhere (columns: "
-                   "op,precision,m,n,k,batch,seq,kv_len,heads,kv_heads,head_dim,bytes,seconds)")
+                   "op,precision,m,n,k,batch,seq,kv_len,heads,kv_heads,head_dim,bytes,seconds; "
+                   "optional: devices,kernels,noise)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--force", action="store_true", help="write the profile even when its "
+                   "timings are too noisy or it predicts held-out shapes worse than the base "
+                   "profile (otherwise refused: exit 2, nothing written)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=calibrate)
     return p

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from ..hardware import PRECISION_BYTES, Accelerator
 from ..perf import PerfModel
 
 CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "heads", "kv_heads",
-               "head_dim", "bytes", "devices", "kernels", "seconds")
-#: optional columns: read where present (older files and other tools may lack them)
-OPTIONAL = ("kernels",)
+               "head_dim", "bytes", "devices", "kernels", "seconds", "noise")
+#: optional columns: read where present (older files and other tools may lack them). ``noise``
+#: is the relative spread of a timing's repeats (interquartile range / median)
+OPTIONAL = {"kernels": (int, "a whole number", lambda v: True),
+            "noise": (float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)}
 #: which shape columns each op needs
 OP_SHAPES = {"gemm": ("m", "n", "k"), "attn_prefill": ("batch", "seq", "heads", "kv_heads",
                                                        "head_dim"),
@@ -47,12 +50,19 @@ CLASSES = {"gemm": "gemm", "attn_prefill": "attention_prefill", "attn_decode": "
 
 
 # --- CSV ----------------------------------------------------------------------------------
+def csv_text(rows) -> str:
+    """The measurements as CSV text (columns :data:`CSV_COLUMNS`)."""
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in CSV_COLUMNS})
+    return f.getvalue()
+
+
 def write_csv(rows, path) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in CSV_COLUMNS})
+        f.write(csv_text(rows))
 
 
 def read_csv(path) -> list[dict]:
@@ -94,14 +104,16 @@ def read_csv(path) -> list[dict]:
                     raise ConfigError(f"must be > 0, got {v}", file=str(path),
                                       path=f"{where}.{c}")
                 row[c] = x if c == "seconds" else int(x)
-            for c in OPTIONAL:
+            for c, (kind, what, ok) in OPTIONAL.items():
                 v = (raw.get(c) or "").strip()
                 if v:
                     try:
-                        row[c] = int(v)
+                        row[c] = kind(v)
                     except ValueError:
-                        raise ConfigError(f"column {c!r} must be a whole number, got {v!r}",
-                                          file=str(path), path=f"{where}.{c}") from None
+                        row[c] = None
+                    if row[c] is None or not ok(row[c]):
+                        raise ConfigError(f"column {c!r} must be {what}, got {v!r}",
+                                          file=str(path), path=f"{where}.{c}")
             rows.append(row)
     if not any(r["op"] in CLASSES for r in rows):
         raise ConfigError("no gemm or attention measurements to fit", file=str(path))

@@ -1,9 +1,17 @@
-"""Timing torch reference kernels on one device. Every function returns measurement rows
-(dicts with the CSV columns of :mod:`hetsim.calibrate.fit`)."""
+"""Timing torch reference kernels on one device. The ``*_jobs`` functions list the shapes to
+time (:class:`Job`); :meth:`Timer.run` times them and returns measurement rows (dicts with the
+CSV columns of :mod:`hetsim.calibrate.fit`, plus each shape's raw ``repeats``)."""
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 from ..hardware import PRECISION_BYTES
 
@@ -25,18 +33,118 @@ def copies(device: str, nbytes: int) -> int:
     return max(1, min(MAX_COPIES, -(-ROTATE_BYTES // nbytes)))
 
 
+#: a repeat further than this many standard deviations (estimated robustly, as 1.4826 x the
+#: median absolute deviation) from its shape's median is an outlier: a burst of another
+#: process, a page fault, a timer tick. Three is the usual robust-statistics cut: it keeps
+#: 99.7% of Gaussian jitter and drops what is plainly something else.
+OUTLIER_MADS = 3.0
+#: operand bytes held at once by one round-robin group on a CPU, about: the full CPU grid's
+#: 6-9 GiB of inputs is timed in 7-9 groups, each interleaving shapes from all over the grid
+GROUP_BYTES = 1 << 30
+
+
+def spread(times) -> float:
+    """The relative spread of one shape's repeats: interquartile range / median (0 for fewer
+    than two). For Gaussian jitter it is 1.35 x the coefficient of variation; unlike the
+    standard deviation, one wild repeat cannot dominate it, and unlike the MAD it does not
+    read zero when two clusters of repeats (contended and not) are tied around the median."""
+    if len(times) < 2:
+        return 0.0
+    q1, q2, q3 = np.percentile(times, [25, 50, 75])
+    return float((q3 - q1) / q2) if q2 > 0 else 0.0
+
+
+def inliers(times) -> list[float]:
+    """The repeats within :data:`OUTLIER_MADS` robust standard deviations of the median (the
+    MAD is floored at 0.1% of the median, so identical repeats keep each other)."""
+    med = float(np.median(times))
+    mad = max(float(np.median(np.abs(np.asarray(times) - med))), 1e-3 * med)
+    return [t for t in times if abs(t - med) <= OUTLIER_MADS * 1.4826 * mad]
+
+
+def summarise(times) -> tuple[float, float]:
+    """(seconds, noise) of one shape from its repeats: the median of the repeats that are not
+    outliers, and the spread of all of them (see :func:`spread`)."""
+    return float(np.median(inliers(times))), spread(times)
+
+
+class HostLoad:
+    """How much of the host's CPU time other processes used while timings ran (Linux: from
+    ``/proc/stat``, less this process's own CPU time; steal time on a VM counts as others').
+
+    A steady load slows every repeat alike, so the spread of repeats cannot see it: each kernel
+    that waits on a descheduled thread pays a whole scheduler slice, and a fit of such timings
+    is consistent (it predicts its held-out shapes well) but describes a machine with a
+    multi-millisecond kernel floor. Use as a context manager around each timing phase."""
+
+    def __init__(self, stat: str = "/proc/stat"):
+        self.stat, self.other_s, self.host_s = stat, 0.0, 0.0
+        self._start: tuple[float, float, float] | None = None
+
+    def _snapshot(self) -> tuple[float, float, float] | None:
+        try:
+            with open(self.stat) as f:
+                fields = f.readline().split()
+            ticks = [int(x) for x in fields[1:9]]    # user .. steal (guest is inside user)
+        except (OSError, ValueError, IndexError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        t = os.times()
+        total = sum(ticks) / hz
+        busy = total - (ticks[3] + ticks[4]) / hz      # less idle and iowait
+        return busy, total, t.user + t.system
+
+    def __enter__(self):
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._snapshot()
+        if self._start is not None and end is not None:
+            busy, total, own = (e - s for e, s in zip(end, self._start))
+            self.other_s += max(0.0, busy - own)
+            self.host_s += total
+        self._start = None
+
+    @property
+    def share(self) -> float | None:
+        """Others' CPU time / the host's CPU time over the timed phases (None: not known)."""
+        return min(1.0, self.other_s / self.host_s) if self.host_s > 0 else None
+
+
+@dataclass
+class Job:
+    """One shape to time: the row it becomes (``seconds`` and ``noise`` are added), how to build
+    the callables that run it (several on a GPU: inputs rotated past the L2), the bytes its
+    inputs hold, and how many kernels one call runs (the launch loop: 200).
+
+    ``optional``: a failure to build or run it (no fp8 GEMM in this torch/driver build) skips
+    every later job of its op and precision with a warning, instead of stopping calibration.
+    ``describe``: extra row fields from the built callables (the reference's kernel count)."""
+    row: dict
+    make: Callable[[], list]
+    nbytes: float = 0
+    per_call: int = 1
+    optional: bool = False
+    describe: Callable[[list], dict] | None = None
+
+
 class Timer:
-    """Seconds per call of a callable (or of a list of callables over rotated inputs).
+    """Seconds per call of shapes (:class:`Job`) on one device, with a noise figure per shape.
 
-    CPU: the minimum wall time over ``reps`` runs after two warm-ups (interference from other
-    processes only ever adds time, so the minimum is the stable estimate on shared machines).
+    CPU (:meth:`run`): every shape is built and warmed up twice, then timed in ``reps``
+    round-robin passes over all the shapes (each pass starting at a different shape), so a
+    burst of load from another process slows many shapes a little instead of one shape a lot.
+    A shape's time is the median of its repeats less outliers (:func:`summarise`).
 
-    CUDA: the calls are captured back to back in a CUDA graph, ``inner`` of them (enough for
-    about a millisecond), and the graph is replayed ``reps`` times between CUDA events; the
-    result is the minimum over replays of the time per call. Serving engines launch decode
-    iterations as CUDA graphs too, so this is GPU time without the Python dispatch cost of eager
-    torch (tens of microseconds per op, which would otherwise be fitted as "kernel overhead").
-    Where capture fails, eager back-to-back calls between events are timed instead."""
+    CUDA: shape by shape (a GPU is rarely shared, and rotated inputs of 256 MiB per shape
+    cannot all be held at once): the calls are captured back to back in a CUDA graph,
+    ``inner`` of them (enough for about a millisecond), and the graph is replayed ``reps``
+    times between CUDA events; the result is the minimum over replays of the time per call.
+    Serving engines launch decode iterations as CUDA graphs too, so this is GPU time without
+    the Python dispatch cost of eager torch (tens of microseconds per op, which would otherwise
+    be fitted as "kernel overhead"). Where capture fails, eager back-to-back calls between
+    events are timed instead."""
 
     def __init__(self, torch, device: str, reps: int, target_s: float = 1e-3,
                  budget_s: float = 0.25):
@@ -44,8 +152,14 @@ class Timer:
         self.target_s, self.budget_s = target_s, budget_s
         self.graphs = 0          # how many timings used CUDA graphs (provenance)
         self.eager = 0
+        self.clock = time.perf_counter    # wall clock of CPU timings (tests replace it)
 
     def __call__(self, fn) -> float:
+        """Seconds per call of one callable (or a list over rotated inputs): the minimum of
+        ``reps`` back-to-back repeats (CPU, after two warm-ups) or CUDA-graph replays."""
+        return min(self.times(fn))
+
+    def times(self, fn) -> list[float]:
         fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
         if self.device.startswith("cuda"):
             return self._cuda(fns)
@@ -53,12 +167,13 @@ class Timer:
             fns[i % len(fns)]()
         ts = []
         for i in range(self.reps):
-            t = time.perf_counter()
+            t = self.clock()
             fns[i % len(fns)]()
-            ts.append(time.perf_counter() - t)
-        return min(ts)
+            ts.append(self.clock() - t)
+        return ts
 
-    def _cuda(self, fns) -> float:
+    def _cuda(self, fns) -> list[float]:
+        """Seconds per call of each graph replay (or eager run where capture fails)."""
         t = self.torch
         side = t.cuda.Stream()
         side.wait_stream(t.cuda.current_stream())
@@ -91,17 +206,104 @@ class Timer:
         except Exception:                     # noqa: BLE001 - not capturable: time eagerly
             t.cuda.synchronize()
             self.eager += 1
-            return min(eager(inner) for _ in range(reps))
+            return [eager(inner) for _ in range(reps)]
         self.graphs += 1
-        best = float("inf")
+        ts = []
         for _ in range(reps):
             start.record()
             g.replay()
             end.record()
             end.synchronize()
-            best = min(best, start.elapsed_time(end) / 1e3 / inner)
+            ts.append(start.elapsed_time(end) / 1e3 / inner)
         del g
-        return best
+        return ts
+
+    def run(self, jobs, stage: str = "timing", progress=None) -> list[dict]:
+        """Time ``jobs``; one row per job (optional jobs that failed are left out)."""
+        with self.torch.no_grad() if self.torch else contextlib.nullcontext():
+            if self.device.startswith("cuda"):
+                return self._one_by_one(jobs, stage, progress)
+            return self._round_robin(jobs, stage, progress)
+
+    def _build(self, job: Job, skipped: set) -> tuple[list, dict] | None:
+        if (job.row["op"], job.row["precision"]) in skipped:
+            return None
+        try:
+            fns = job.make()
+            extra = job.describe(fns) if job.describe else {}
+            if not self.device.startswith("cuda"):
+                for i in range(2):                    # two warm-ups
+                    fns[i % len(fns)]()
+            return fns, extra
+        except RuntimeError as e:
+            self._skip(job, e, skipped)
+            return None
+
+    @staticmethod
+    def _skip(job: Job, e: RuntimeError, skipped: set) -> None:
+        """An optional job failed (e.g. no fp8 GEMM in this torch/driver build): skip its op
+        and precision from now on, with a warning. Any other failure propagates."""
+        if not job.optional:
+            raise e
+        key = (job.row["op"], job.row["precision"])
+        skipped.add(key)
+        print(f"\ncalibrate: warning: {key[1]} {key[0]}s skipped ({str(e).splitlines()[0]})",
+              file=sys.stderr)
+
+    def _row(self, job: Job, times, extra: dict) -> dict:
+        seconds, noise = summarise([t / job.per_call for t in times])
+        return {**job.row, **extra, "seconds": seconds, "noise": float(f"{noise:.4g}"),
+                "repeats": [t / job.per_call for t in times]}
+
+    def _one_by_one(self, jobs, stage, progress) -> list[dict]:
+        rows, skipped = [], set()
+        for i, job in enumerate(jobs):
+            built = self._build(job, skipped)
+            if built is not None:
+                try:
+                    ts = self.times(built[0])
+                except RuntimeError as e:
+                    self._skip(job, e, skipped)
+                    ts = []
+                if ts:   # a GPU shape's time stays its best replay (a dedicated device)
+                    rows.append({**self._row(job, ts, built[1]),
+                                 "seconds": min(ts) / job.per_call})
+                built = None                           # free this shape's inputs
+            if progress:
+                progress(stage, i + 1, len(jobs))
+        return rows
+
+    def _groups(self, jobs) -> list[list[int]]:
+        """Job indices in groups of about :data:`GROUP_BYTES` of inputs, each drawn from across
+        the whole list (job i goes to group i mod the number of groups)."""
+        n = max(1, min(len(jobs), math.ceil(sum(j.nbytes for j in jobs) / GROUP_BYTES)))
+        return [list(range(g, len(jobs), n)) for g in range(n)]
+
+    def _round_robin(self, jobs, stage, progress) -> list[dict]:
+        out: dict[int, dict] = {}
+        skipped: set = set()
+        groups = self._groups(jobs)
+        done, total = 0, len(jobs) * self.reps
+        for group in groups:
+            built = {i: b for i in group if (b := self._build(jobs[i], skipped)) is not None}
+            order = list(built)
+            times: dict[int, list[float]] = {i: [] for i in order}
+            for rep in range(self.reps):
+                # each pass starts elsewhere, so a burst across the end of one pass and the
+                # start of the next does not hit the same shapes twice
+                start = rep * len(order) // max(1, self.reps)
+                for i in order[start:] + order[:start]:
+                    fns = built[i][0]
+                    t = self.clock()
+                    fns[rep % len(fns)]()
+                    times[i].append(self.clock() - t)
+                done += len(group)
+                if progress:
+                    progress(stage, done, total)
+            for i in order:
+                out[i] = self._row(jobs[i], times[i], built[i][1])
+            built = None
+        return [out[i] for i in sorted(out)]
 
 
 def warm_up(torch, device: str, seconds: float = 0.5) -> None:
@@ -134,96 +336,90 @@ def supported_precisions(torch, device: str, wanted) -> list[str]:
     return out
 
 
-def _row(op, precision, seconds, **shape):
-    return {"op": op, "precision": precision, "seconds": seconds, **shape}
+def gemm_jobs(torch, device: str, grid, precisions) -> list[Job]:
+    """(m x k) @ (k x n) for every m and (n, k) of the grid in every precision; precisions after
+    the first are optional (an fp8 GEMM may be missing from this torch/driver build)."""
+    dev, jobs = device, []
+    for p in precisions:
+        for m in grid.gemm_m:
+            for n, k in grid.gemm_nk:
+                def one(p=p, m=m, n=n, k=k):
+                    if p == "fp8":
+                        a = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
+                        b = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn).t()
+                        s = torch.ones((), device=dev)
+                        return lambda: torch._scaled_mm(a, b, scale_a=s, scale_b=s,
+                                                        out_dtype=torch.bfloat16)
+                    dt = getattr(torch, TORCH_DTYPES[p])
+                    a = torch.randn(m, k, device=dev, dtype=dt)
+                    b = torch.randn(k, n, device=dev, dtype=dt)
+                    return lambda: a @ b
+                nbytes = (m * k + k * n) * PRECISION_BYTES[p]
+                n_copies = copies(dev, nbytes)
+                jobs.append(Job({"op": "gemm", "precision": p, "m": m, "n": n, "k": k},
+                                lambda one=one, c=n_copies: [one() for _ in range(c)],
+                                nbytes * n_copies, optional=p != precisions[0]))
+    return jobs
 
 
-def gemms(torch, timer, grid, precisions, progress=None):
-    rows, dev = [], timer.device
-    todo = [(p, m, n, k) for p in precisions for m in grid.gemm_m for n, k in grid.gemm_nk]
-    failed: set[str] = set()
-    for i, (p, m, n, k) in enumerate(todo):
-        if p in failed:
-            continue
-        size = PRECISION_BYTES[p]
-
-        def make(p=p, m=m, n=n, k=k):
-            if p == "fp8":
-                a = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
-                b = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn).t()
-                one = torch.ones((), device=dev)
-                return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one,
-                                                out_dtype=torch.bfloat16)
-            dt = getattr(torch, TORCH_DTYPES[p])
-            a = torch.randn(m, k, device=dev, dtype=dt)
-            b = torch.randn(k, n, device=dev, dtype=dt)
-            return lambda: a @ b
-        try:
-            fns = [make() for _ in range(copies(dev, (m * k + k * n) * size))]
-            rows.append(_row("gemm", p, timer(fns), m=m, n=n, k=k))
-        except RuntimeError as e:          # e.g. no fp8 GEMM in this torch/driver build
-            if p == precisions[0]:
-                raise
-            failed.add(p)
-            print(f"\ncalibrate: warning: {p} GEMMs skipped ({str(e).splitlines()[0]})",
-                  file=sys.stderr)
-        fns = None
-        if progress:
-            progress("gemm", i + 1, len(todo))
-    return rows
-
-
-def attention(torch, timer, grid, precisions, progress=None):
+def attention_jobs(torch, device: str, grid, precisions) -> list[Job]:
+    """Causal prefill and one-token decode SDPA over the grid's shapes and GQA ratios."""
     F = torch.nn.functional
-    rows, dev = [], timer.device
+    dev, jobs = device, []
     attn_p = [p for p in precisions if p != "fp8"]
     todo = ([("attn_prefill", p, b, s, h) for p in attn_p for b, s in grid.prefill
              for h in grid.heads]
             + [("attn_decode", p, b, s, h) for p in attn_p for b, s in grid.decode
                for h in grid.heads])
-    for i, (op, p, b, s, (H, kvh, d)) in enumerate(todo):
+    for op, p, b, s, (H, kvh, d) in todo:
         dt = getattr(torch, TORCH_DTYPES[p])
         q_len = s if op == "attn_prefill" else 1
 
-        def make(b=b, s=s, H=H, kvh=kvh, d=d, dt=dt, q_len=q_len):
+        def one(b=b, s=s, H=H, kvh=kvh, d=d, dt=dt, q_len=q_len):
             q = torch.randn(b, H, q_len, d, device=dev, dtype=dt)
             k = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
             v = torch.randn(b, kvh, s, d, device=dev, dtype=dt)
             return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q_len > 1,
                                                           enable_gqa=True)
         nbytes = b * (H * q_len + 2 * kvh * s) * d * PRECISION_BYTES[p]
-        fns = [make() for _ in range(copies(dev, nbytes))]
-        shape = dict(batch=b, heads=H, kv_heads=kvh, head_dim=d)
-        shape.update(seq=s) if op == "attn_prefill" else shape.update(kv_len=s)
-        rows.append(_row(op, p, timer(fns), **shape))
-        fns = None
-        if progress:
-            progress("attention", i + 1, len(todo))
-    return rows
+        n_copies = copies(dev, nbytes)
+        row = {"op": op, "precision": p, "batch": b, "heads": H, "kv_heads": kvh,
+               "head_dim": d, ("seq" if op == "attn_prefill" else "kv_len"): s}
+        jobs.append(Job(row, lambda one=one, c=n_copies: [one() for _ in range(c)],
+                        nbytes * n_copies))
+    return jobs
 
 
-def memory(torch, timer, grid):
+def memory_jobs(torch, device: str, grid) -> list[Job]:
     """Device copy bandwidth (read + write bytes), host<->device (pinned) where there is a
     host, and the launch overhead of a trivial kernel."""
-    dev = timer.device
+    dev = device
     n = grid.copy_mib * 2 ** 20 // 4
-    a = torch.empty(n, device=dev)
-    b = torch.empty(n, device=dev)
-    rows = [_row("copy", "fp32", timer(lambda: b.copy_(a)), bytes=2 * a.numel() * 4)]
-    if dev.startswith("cuda"):
-        h = torch.empty(n, pin_memory=True)
-        rows.append(_row("h2d", "fp32", timer(lambda: a.copy_(h, non_blocking=True)),
-                         bytes=n * 4))
-        rows.append(_row("d2h", "fp32", timer(lambda: h.copy_(a, non_blocking=True)),
-                         bytes=n * 4))
-    x = torch.ones(1, device=dev)
+
+    def copy():
+        a, b = torch.empty(n, device=dev), torch.empty(n, device=dev)
+        return [lambda: b.copy_(a)]
+
+    def host(to_device: bool):
+        a, h = torch.empty(n, device=dev), torch.empty(n, pin_memory=True)
+        return [(lambda: a.copy_(h, non_blocking=True)) if to_device
+                else (lambda: h.copy_(a, non_blocking=True))]
     launches = 200
 
-    def many():
-        for _ in range(launches):
-            x.add_(1.0)
-    rows.append(_row("launch", "fp32", timer(many) / launches))
-    return rows
+    def launch():
+        x = torch.ones(1, device=dev)
+
+        def many():
+            for _ in range(launches):
+                x.add_(1.0)
+        return [many]
+    jobs = [Job({"op": "copy", "precision": "fp32", "bytes": 2 * n * 4}, copy, 2 * n * 4)]
+    if dev.startswith("cuda"):
+        jobs += [Job({"op": "h2d", "precision": "fp32", "bytes": n * 4},
+                     lambda: host(True), 2 * n * 4),
+                 Job({"op": "d2h", "precision": "fp32", "bytes": n * 4},
+                     lambda: host(False), 2 * n * 4)]
+    return jobs + [Job({"op": "launch", "precision": "fp32"}, launch, per_call=launches)]
 
 
 #: all-reduce message sizes, bytes per device: latency-bound to bandwidth-bound (a TP prefill
@@ -255,7 +451,9 @@ def allreduce(torch, device: str, reps: int, sizes=ALLREDUCE_BYTES, progress=Non
             t = time.perf_counter()
             run()
             ts.append(time.perf_counter() - t)
-        rows.append(_row("allreduce", "fp16", min(ts), bytes=nbytes, devices=n))
+        rows.append({"op": "allreduce", "precision": "fp16", "seconds": min(ts),
+                     "noise": float(f"{spread(ts):.4g}"), "repeats": ts, "bytes": nbytes,
+                     "devices": n})
         if progress:
             progress("all-reduce", i + 1, len(todo))
     return rows

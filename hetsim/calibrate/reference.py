@@ -115,27 +115,29 @@ def count_kernels(torch, fn) -> int | None:
     return Count.n
 
 
-def measure(torch, timer, cfg: RefConfig, precision: str, prefill, decode, progress=None):
-    """Rows ("ref_prefill", batch, seq) and ("ref_decode", batch, kv_len) of whole iterations."""
-    from .measure import TORCH_DTYPES
-    net = Reference(torch, cfg, timer.device, getattr(torch, TORCH_DTYPES[precision]))
-    rows = []
+def jobs(torch, device: str, cfg: RefConfig, precision: str, prefill, decode):
+    """Timing jobs ("ref_prefill", batch, seq) and ("ref_decode", batch, kv_len) of whole
+    iterations; each row also gets the kernels one iteration launches (counted once)."""
+    from .measure import TORCH_DTYPES, Job
+    net = Reference(torch, cfg, device, getattr(torch, TORCH_DTYPES[precision]))
+    out = []
     todo = [("ref_prefill", b, s) for b, s in prefill] + [("ref_decode", b, s)
                                                            for b, s in decode]
-    with torch.no_grad():
-        for i, (op, b, s) in enumerate(todo):
-            if op == "ref_prefill":
-                cache = net.cache(b, s)
-                x = torch.randn(b, s, cfg.hidden, device=timer.device, dtype=net.dtype)
-                fn = lambda x=x, cache=cache: net.forward(x, cache, 0)  # noqa: E731
-                rows.append({"op": op, "precision": precision, "batch": b, "seq": s,
-                             "seconds": timer(fn), "kernels": count_kernels(torch, fn)})
-            else:
-                cache = net.cache(b, s + 1)
-                x = torch.randn(b, 1, cfg.hidden, device=timer.device, dtype=net.dtype)
-                fn = lambda x=x, cache=cache, s=s: net.forward(x, cache, s)  # noqa: E731
-                rows.append({"op": op, "precision": precision, "batch": b, "kv_len": s,
-                             "seconds": timer(fn), "kernels": count_kernels(torch, fn)})
-            if progress:
-                progress("reference", i + 1, len(todo))
-    return rows
+    for op, b, s in todo:
+        prefill_op = op == "ref_prefill"
+
+        def one(b=b, s=s, prefill_op=prefill_op):
+            cache = net.cache(b, s if prefill_op else s + 1)
+            x = torch.randn(b, s if prefill_op else 1, cfg.hidden, device=device,
+                            dtype=net.dtype)
+            return [lambda: net.forward(x, cache, 0 if prefill_op else s)]
+        row = {"op": op, "precision": precision, "batch": b,
+               ("seq" if prefill_op else "kv_len"): s}
+        out.append(Job(row, one, describe=lambda fns: {"kernels": count_kernels(torch, fns[0])}))
+    return out
+
+
+def measure(torch, timer, cfg: RefConfig, precision: str, prefill, decode, progress=None):
+    """Rows ("ref_prefill", batch, seq) and ("ref_decode", batch, kv_len) of whole iterations."""
+    return timer.run(jobs(torch, timer.device, cfg, precision, prefill, decode), "reference",
+                     progress)
