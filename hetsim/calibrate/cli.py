@@ -38,20 +38,21 @@ class Progress:
 
 def _base_raw(accelerator: str | None, device: str, threads: int | None) -> dict:
     """The datasheet profile to refine: a name, a .yaml path, or the host CPU."""
-    from ..config import read_yaml
+    from ..config import build, read_yaml
+    from ..hardware import Accelerator
     if accelerator and accelerator.endswith((".yaml", ".yml")):
         raw = read_yaml(accelerator)
-        if not isinstance(raw, dict):
-            raise ConfigError("profile must be a mapping", file=accelerator)
+        try:
+            build(Accelerator, raw)      # checked here, so its errors name the file
+        except ConfigError as e:
+            raise e.with_file(accelerator) from None
         return raw
     if accelerator:
+        from ..errors import match_name
         from ..hardware import _index, profile_dirs
         index = _index("accelerator", profile_dirs(), calibrated=False)
-        if accelerator not in index:
-            from ..errors import suggest
-            raise ConfigError(f"unknown accelerator {accelerator!r}" + suggest(accelerator, index),
-                              path="--accelerator")
-        return read_yaml(index[accelerator])
+        return read_yaml(index[match_name(accelerator, index, "accelerator",
+                                          path="--accelerator")])
     if device == "cpu":
         from .host import host_profile
         return host_profile("cpu", threads)

@@ -36,6 +36,8 @@ CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "head
                "head_dim", "bytes", "devices", "kernels", "seconds", "noise")
 #: optional columns: read where present (older files and other tools may lack them). ``noise``
 #: is the relative spread of a timing's repeats (interquartile range / median)
+#: Largest shape value (m, n, k, ...) a measurement row may give: far past any real kernel.
+MAX_SHAPE = 2 ** 40
 OPTIONAL = {"kernels": (int, "a whole number", lambda v: True),
             "noise": (float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)}
 #: which shape columns each op needs
@@ -69,52 +71,68 @@ def read_csv(path) -> list[dict]:
     """Read measurements; every problem is a one-line ConfigError naming file, line, column."""
     p = Path(path)
     try:
-        f = open(p, newline="")
+        text = p.read_bytes().decode("utf-8-sig")
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
-    with f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        for need in ("op", "precision", "seconds"):
-            if need not in cols:
-                raise ConfigError(f"missing column {need!r}; columns are "
-                                  f"{', '.join(CSV_COLUMNS)} (see docs/calibration.md)",
-                                  file=str(path))
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            where = f"line {i}"
-            op = (raw.get("op") or "").strip()
-            if op not in OP_SHAPES:
-                from ..errors import suggest
-                raise ConfigError(f"unknown op {op!r}" + suggest(op, OP_SHAPES)
-                                  + f"; one of {', '.join(OP_SHAPES)}", file=str(path), path=where)
-            prec = (raw.get("precision") or "").strip()
-            if prec not in PRECISION_BYTES:
-                raise ConfigError(f"unknown precision {prec!r}", file=str(path),
-                                  path=f"{where}.precision")
-            row = {"op": op, "precision": prec}
-            for c in (*OP_SHAPES[op], "seconds"):
-                v = (raw.get(c) or "").strip()
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (a binary file?)", file=str(path)) from None
+    if "\0" in text:
+        raise ConfigError("binary file (holds NUL bytes), not a CSV", file=str(path))
+    try:
+        return _read_rows(csv.DictReader(io.StringIO(text, newline="")), path)
+    except csv.Error as e:
+        raise ConfigError(f"not a CSV file: {e}", file=str(path)) from None
+
+
+def _read_rows(reader, path) -> list[dict]:
+    cols = reader.fieldnames or []
+    dup = next((c for c in cols if cols.count(c) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"column {dup!r} appears twice in the header", file=str(path),
+                          path="line 1")
+    for need in ("op", "precision", "seconds"):
+        if need not in cols:
+            raise ConfigError(f"missing column {need!r}; columns are "
+                              f"{', '.join(CSV_COLUMNS)} (see docs/calibration.md)",
+                              file=str(path))
+    rows = []
+    for i, raw in enumerate(reader, start=2):
+        where = f"line {i}"
+        op = (raw.get("op") or "").strip()
+        if op not in OP_SHAPES:
+            from ..errors import suggest
+            raise ConfigError(f"unknown op {op!r}" + suggest(op, OP_SHAPES)
+                              + f"; one of {', '.join(OP_SHAPES)}", file=str(path), path=where)
+        prec = (raw.get("precision") or "").strip()
+        if prec not in PRECISION_BYTES:
+            raise ConfigError(f"unknown precision {prec!r}", file=str(path),
+                              path=f"{where}.precision")
+        row = {"op": op, "precision": prec}
+        for c in (*OP_SHAPES[op], "seconds"):
+            v = (raw.get(c) or "").strip()
+            try:
+                x = float(v)
+            except ValueError:
+                raise ConfigError(f"{op} needs a number in column {c!r}, got {v!r}",
+                                  file=str(path), path=f"{where}.{c}") from None
+            if not math.isfinite(x) or x <= 0:
+                raise ConfigError(f"must be > 0, got {v}", file=str(path),
+                                  path=f"{where}.{c}")
+            if c != "seconds" and (x != int(x) or x > MAX_SHAPE):
+                raise ConfigError(f"a shape must be a whole number up to {MAX_SHAPE}, "
+                                  f"got {v}", file=str(path), path=f"{where}.{c}")
+            row[c] = x if c == "seconds" else int(x)
+        for c, (kind, what, ok) in OPTIONAL.items():
+            v = (raw.get(c) or "").strip()
+            if v:
                 try:
-                    x = float(v)
+                    row[c] = kind(v)
                 except ValueError:
-                    raise ConfigError(f"{op} needs a number in column {c!r}, got {v!r}",
-                                      file=str(path), path=f"{where}.{c}") from None
-                if not math.isfinite(x) or x <= 0:
-                    raise ConfigError(f"must be > 0, got {v}", file=str(path),
-                                      path=f"{where}.{c}")
-                row[c] = x if c == "seconds" else int(x)
-            for c, (kind, what, ok) in OPTIONAL.items():
-                v = (raw.get(c) or "").strip()
-                if v:
-                    try:
-                        row[c] = kind(v)
-                    except ValueError:
-                        row[c] = None
-                    if row[c] is None or not ok(row[c]):
-                        raise ConfigError(f"column {c!r} must be {what}, got {v!r}",
-                                          file=str(path), path=f"{where}.{c}")
-            rows.append(row)
+                    row[c] = None
+                if row[c] is None or not ok(row[c]):
+                    raise ConfigError(f"column {c!r} must be {what}, got {v!r}",
+                                      file=str(path), path=f"{where}.{c}")
+        rows.append(row)
     if not any(r["op"] in CLASSES for r in rows):
         raise ConfigError("no gemm or attention measurements to fit", file=str(path))
     return rows
