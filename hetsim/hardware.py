@@ -5,6 +5,7 @@ properties with SI units, so nothing downstream converts again.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,35 @@ CALIBRATED = "calibrated"
 DATASHEET_SUFFIX = "@datasheet"
 
 
+def _stamp(f: Path) -> tuple[str, int, int]:
+    """A file's identity for the memos below: path, mtime and size (an edit is a new key)."""
+    st = f.stat()
+    return str(f), st.st_mtime_ns, st.st_size
+
+
+# NOTE: the two memos hold immutable results (name tuples, frozen profiles) keyed by a file's
+# identity, so they change nothing a run can see; they spare every resolution re-parsing every
+# profile (a quickstart validate parsed 850 YAML files before them).
+@functools.lru_cache(maxsize=4096)
+def _names(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """(name, *aliases) of one profile file."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ConfigError("profile must be a mapping with a 'name'", file=path)
+    aliases = raw.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ConfigError("must be a list of names", file=path, path="aliases")
+    return (raw["name"], *aliases)
+
+
+@functools.lru_cache(maxsize=1024)
+def _built(kind: str, path: str, mtime_ns: int, size: int) -> "Accelerator | Interconnect":
+    try:
+        return build(_KINDS[kind][1], read_yaml(path))
+    except ConfigError as e:
+        raise e.with_file(path) from None
+
+
 def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Path]:
     """Every name and alias of ``kind`` -> the profile file it loads. An alias loads exactly
     what its canonical name does (a calibrated ``h100-sxm`` also answers to ``h100``)."""
@@ -277,17 +307,14 @@ def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Pa
         for s in subs:        # calibrated/ overrides accelerators/ within a directory
             local: dict[str, Path] = {}
             for f in sorted((d / s).glob("*.yaml")) if (d / s).is_dir() else []:
-                raw = read_yaml(f)
-                if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                    raise ConfigError("profile must be a mapping with a 'name'", file=str(f))
-                names = [raw["name"], *(raw.get("aliases") or [])]
+                names = _names(*_stamp(f))
                 for n in names:
                     if n in local:
                         raise ConfigError(f"duplicate {kind} name {n!r} (also in {local[n]})",
                                           file=str(f))
                     local[n] = f
-                files[raw["name"]] = f
-                alias.update((a, raw["name"]) for a in names[1:])
+                files[names[0]] = f
+                alias.update((a, names[0]) for a in names[1:])
     index = {a: files[c] for a, c in alias.items()}
     index.update(files)     # a canonical name wins over another profile's alias
     return index
@@ -296,11 +323,10 @@ def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Pa
 def list_profiles(kind: str, extra_dirs: list[str | Path] = ()) -> list[str]:
     """Canonical names (not aliases) of the profiles of ``kind``."""
     index = _index(kind, profile_dirs(extra_dirs))
-    return sorted({n for n, f in index.items() if n == read_yaml(f)["name"]})
+    return sorted({n for n, f in index.items() if n == _names(*_stamp(f))[0]})
 
 
 def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
-    _, cls = _KINDS[kind]
     datasheet = name.casefold().endswith(DATASHEET_SUFFIX)
     if datasheet:
         name = name[:-len(DATASHEET_SUFFIX)]
@@ -309,10 +335,7 @@ def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
         f = index[match_name(name, index, kind)]
     except ConfigError as e:
         raise ConfigError(e.message + "; see `hetsim profiles list`") from None
-    try:
-        return build(cls, read_yaml(f))
-    except ConfigError as e:
-        raise e.with_file(str(f)) from None
+    return _built(kind, *_stamp(f))
 
 
 def load_accelerator(name: str, extra_dirs: list[str | Path] = ()) -> Accelerator:
