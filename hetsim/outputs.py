@@ -3,19 +3,21 @@
 The rules (README "Outputs"), checked before any simulation starts:
 
 - ``--out DIR``: a new or empty folder is filled; a folder holding a previous hetsim output
-  (it has :data:`MANIFEST`) is replaced; any other non-empty folder is refused unless
-  ``force``, and even then only the file names hetsim writes are replaced. Nothing else in the
-  folder is ever removed, and the current directory (or one above it) is never renamed away.
+  (it has :data:`MANIFEST`) has hetsim's files replaced; any other non-empty folder is refused
+  unless ``force``, and even then only the file names hetsim writes are replaced. Nothing else
+  in the folder is ever removed, and an existing folder is never itself moved or removed.
 - A single output file (``--junit``, ``--baseline`` with ``--update-baseline``, ``calibrate
   --out``) must not be a folder, lie under a file, or sit where nothing can be created.
-- Everything is written to a temporary sibling first and moved into place by rename, so a
-  crash or Ctrl-C leaves either the old results or the new ones, never half of each.
+- Everything is written to a staging folder first and moved into place by rename: a new
+  folder appears whole; in an existing one each file is replaced by its own rename (so no
+  file is ever half-written) and the manifest, written last, marks the output complete.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with open(tmp, "x") as fh:
             fh.write(text)
+        if p.exists():      # a replaced file keeps its permissions
+            os.chmod(tmp, stat.S_IMODE(p.stat().st_mode))
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -75,23 +79,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return p
 
 
-def _manifest_files(folder: Path) -> set[str] | None:
-    """The files a previous hetsim output listed in its manifest, or None without one."""
+def _manifest(folder: Path) -> dict[str, str] | None:
+    """{file: the command that wrote it} of the hetsim output in ``folder``, or None."""
     try:
         data = json.loads((folder / MANIFEST).read_text())
         files = data["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        writers = data.get("writers") or {f: data["command"] for f in files}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not isinstance(files, list) or not all(isinstance(f, str) and "/" not in f and
-                                              f not in ("", ".", "..") for f in files):
+    if not isinstance(writers, dict) or not all(
+            isinstance(f, str) and isinstance(c, str) and "/" not in f and
+            f not in ("", ".", "..") for f, c in writers.items()):
         return None
-    return set(files)
-
-
-def _holds_cwd(p: Path) -> bool:
-    """Whether ``p`` is the current directory or one of its ancestors."""
-    here, target = Path.cwd().resolve(), p.resolve()
-    return here == target or target in here.parents
+    return writers
 
 
 @dataclass(frozen=True)
@@ -103,66 +103,86 @@ class OutputDir:
 
     def write(self, command: str, fill: Callable[[Path], None]) -> list[str]:
         """Call ``fill(staging_dir)`` to write the results, then move them into place.
-        Returns the file names written."""
+        Returns the file names written.
+
+        NOTE: results are staged inside the folder when it exists (so mount points, symlinks
+        and read-only parents work, and every rename stays on one filesystem) and beside it
+        when it is new (the whole folder then appears by one rename)."""
         p = self.path
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _sibling(p)
+        new = not p.is_dir()
+        if new:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _sibling(p) if new else p / f".hetsim-staging.{uuid.uuid4().hex[:12]}"
         tmp.mkdir()
         try:
             fill(tmp)
             files = sorted(f.name for f in tmp.iterdir())
-            from . import __version__
-            (tmp / MANIFEST).write_text(json.dumps(
-                {"written_by": f"hetsim {__version__}", "command": command, "files": files},
-                indent=2) + "\n")
-            self._commit(tmp, files)
+            if new and self._move_folder(tmp, command, files):
+                return files
+            self._move_files(tmp, command, files)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return files
 
-    def _commit(self, tmp: Path, files: list[str]) -> None:
+    def _move_folder(self, tmp: Path, command: str, files: list[str]) -> bool:
+        """A new folder appears whole; False when another writer created it meanwhile."""
+        _write_manifest(tmp, command, {name: command for name in files})
+        try:
+            os.replace(tmp, self.path)
+        except OSError:
+            if not self.path.is_dir():
+                raise
+            (tmp / MANIFEST).unlink()
+            return False
+        return True
+
+    def _move_files(self, tmp: Path, command: str, files: list[str]) -> None:
+        """Replace our files one by one, each by rename; touch nothing else; manifest last.
+
+        Files an earlier run of the same command wrote and this one did not are stale and
+        removed; another command's files (``plan``'s plan.yaml beside a ``run`` of it) are
+        kept and stay listed as hetsim's."""
         p = self.path
-        if not p.exists():
-            os.replace(tmp, p)
-            return
-        old = _manifest_files(p)
-        present = {f.name for f in p.iterdir()}
-        ours = (old or set()) | {MANIFEST}
-        if present <= ours and not p.is_symlink() and not _holds_cwd(p):
-            # Only hetsim's own files are there: swap the whole folder in two renames.
-            trash = _sibling(p, ".old")
-            os.replace(p, trash)
-            os.replace(tmp, p)
-            shutil.rmtree(trash, ignore_errors=True)
-            return
-        # A folder with other files (--force), or the current directory: replace our files
-        # one by one (each by rename) and touch nothing else; the manifest goes last.
+        writers = {name: command for name in files}
+        for name, by in (_manifest(p) or {}).items():
+            if name in writers or name == MANIFEST or not (p / name).is_file():
+                continue
+            if by == command:
+                (p / name).unlink()
+            else:
+                writers[name] = by
         for name in files:
             os.replace(tmp / name, p / name)
-        for name in sorted((old or set()) - set(files) - {MANIFEST}):
-            stale = p / name
-            if stale.is_file():
-                stale.unlink()
+        _write_manifest(tmp, command, writers)
         os.replace(tmp / MANIFEST, p / MANIFEST)
+
+
+def _write_manifest(folder: Path, command: str, writers: dict[str, str]) -> None:
+    from . import __version__
+    (folder / MANIFEST).write_text(json.dumps(
+        {"written_by": f"hetsim {__version__}", "command": command, "files": sorted(writers),
+         "writers": dict(sorted(writers.items()))}, indent=2) + "\n")
 
 
 def check_output_dir(path: str | Path, force: bool = False, flag: str = "--out") -> OutputDir:
     """Check an output folder before anything runs; raise a one-line ConfigError if hetsim
     may not write there."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ConfigError(f"{p} is a link to {os.readlink(p)}, which does not exist", path=flag)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{p} is a file, not a folder", path=flag)
     if not p.exists():
         _existing_ancestor(p, flag)
         return OutputDir(p, force, flag)
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"{p} is not writable", path=flag)
-    if not os.access(p.resolve().parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write beside {p}: {p.resolve().parent} is not writable",
-                          path=flag)
-    entries = sorted(e.name for e in p.iterdir())
-    if entries and _manifest_files(p) is None and not force:
+    if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"{p} is not readable and writable", path=flag)
+    try:
+        entries = sorted(e.name for e in p.iterdir())
+    except OSError as e:
+        raise ConfigError(f"cannot list {p}: {e.strerror}", path=flag) from None
+    if entries and _manifest(p) is None and not force:
         shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3
                                           else "")
         raise ConfigError(f"{p} is not empty and holds no hetsim output ({shown}); choose a new "

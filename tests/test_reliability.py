@@ -83,12 +83,49 @@ def test_a_previous_output_is_replaced_and_user_files_beside_it_survive(tiny, tm
     assert (out / "latency_cdf.png").exists()
     (out / "notes.txt").write_text("mine")        # a user's file added to an output folder
     manifest = json.loads((out / MANIFEST).read_text())
-    manifest["files"].append("kv_staging.csv")    # a file the previous run wrote, this one not
+    manifest["writers"]["kv_staging.csv"] = "run"     # the previous run wrote it, this one not
+    manifest["writers"]["plan.yaml"] = "plan"         # another command's output
     (out / MANIFEST).write_text(json.dumps(manifest))
     (out / "kv_staging.csv").write_text("old")
+    (out / "plan.yaml").write_text("the plan being run")
     assert main(["run", str(tiny), "--out", str(out), "-q"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "kv_staging.csv").exists()
+    assert (out / "plan.yaml").read_text() == "the plan being run"
+    assert json.loads((out / MANIFEST).read_text())["writers"]["plan.yaml"] == "plan"
+
+
+def test_out_into_a_mount_point_or_symlinked_folder_never_moves_the_folder(tiny, tmp_path):
+    """An existing folder is written into, never renamed: a mount point or a link to another
+    filesystem cannot be moved, and the folder keeps its mode."""
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o751)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    inode = real.stat().st_ino
+    assert main(["run", str(tiny), "--out", str(link), "-q"]) == 0
+    assert link.is_symlink() and real.stat().st_ino == inode
+    assert (real / "summary.json").exists() and oct(real.stat().st_mode & 0o777) == "0o751"
+    assert not [p for p in real.iterdir() if p.name.startswith(".")]   # staging cleaned up
+
+
+def test_a_dangling_link_as_out_is_refused(tiny, tmp_path, capsys):
+    (tmp_path / "dl").symlink_to(tmp_path / "nowhere")
+    assert main(["run", str(tiny), "--out", str(tmp_path / "dl"), "-q"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_writers_racing_for_a_new_folder_both_land(tmp_path):
+    """The second writer finds the folder made by the first and writes file by file."""
+    from hetsim.outputs import check_output_dir
+    out = tmp_path / "race"
+    a, b = check_output_dir(out), check_output_dir(out)
+
+    def fill_b(tmp):
+        (tmp / "b.txt").write_text("b")
+        a.write("run", lambda t: (t / "a.txt").write_text("a"))   # lands meanwhile
+    b.write("check", fill_b)
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", MANIFEST]
 
 
 def test_out_dot_never_removes_the_working_directory(tiny, tmp_path, monkeypatch, capsys):
