@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 
 from .config import build, meta, read_json, read_yaml
 from .errors import ConfigError, suggest
+from .metrics import metric_error
 
 __all__ = ["Bound", "CheckResult", "load_plan", "run_check", "flatten", "junit_xml"]
 
@@ -60,7 +61,8 @@ def load_plan(path: str | Path):
     if not isinstance(raw, dict):
         raise ConfigError("a plan must be a mapping (a scenario with expect:)", file=str(path))
     raw = dict(raw)
-    top = raw.pop("expect", None) or {}
+    top = raw.pop("expect", None)
+    top = {} if top is None else top
     per = {}
     placements = raw.get("placements")
     if isinstance(placements, dict):
@@ -68,7 +70,8 @@ def load_plan(path: str | Path):
         for name, pl in placements.items():
             if isinstance(pl, dict) and "expect" in pl:
                 pl = dict(pl)
-                per[name] = pl.pop("expect") or {}
+                per[name] = {} if pl.get("expect") is None else pl["expect"]
+                pl.pop("expect")
                 placements[name] = pl
     sc = scenario_from_dict(raw, path)
     expects = {}
@@ -78,7 +81,11 @@ def load_plan(path: str | Path):
             if not isinstance(block, dict):
                 raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
                                   path=where)
+            roles = {n: p.role for n, p in sc.placements[name].pools.items()}
             for metric, b in block.items():
+                why = metric_error(str(metric), roles)
+                if why:
+                    raise ConfigError(why, file=str(path), path=f"{where}.{metric}")
                 try:
                     merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
                 except ConfigError as e:
@@ -130,9 +137,10 @@ def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
                 raise ConfigError(f"unknown metric {metric!r}" + suggest(metric, flat),
                                   file=str(path), path=where)
             v = flat[metric]
-            if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
-                raise ConfigError(f"metric {metric!r} is not a number (it is {v!r}); bounds "
-                                  f"apply to numeric metrics", file=str(path), path=where)
+            if v is None:    # e.g. a KV-transfer time in a colocated placement: a plan error
+                raise ConfigError(f"{metric} has no value for placement {name!r} (nothing it "
+                                  f"measures happened); drop the bound there",
+                                  file=str(path), path=where)
             want = " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
                                              f"<= {b.max:g}" if b.max is not None else "") if x)
             ok = v is not None and (b.min is None or v >= b.min) and (b.max is None or v <= b.max)

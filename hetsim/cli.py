@@ -141,10 +141,24 @@ def _cmd_check(args) -> int:
     if args.update_baseline:
         target = check_output_file(baseline_path or Path(args.plan).with_suffix(".baseline.json"),
                                    "--baseline")
+        if target.exists():          # only a baseline is overwritten by --update-baseline
+            try:
+                load_baseline(target)
+            except ConfigError as e:
+                raise ConfigError(f"{target} exists and is not a hetsim baseline ({e.message}); "
+                                  f"--update-baseline overwrites only a baseline",
+                                  path="--baseline") from None
     elif baseline_path:
         baseline = load_baseline(baseline_path)
     if args.junit:
         junit = check_output_file(args.junit, "--junit")
+    inputs = {Path(args.plan).resolve(): "the plan", **(
+        {baseline_path.resolve(): "the baseline"} if baseline_path and not target else {})}
+    for flag, out in (("--baseline", target), ("--junit", junit)):
+        if out is not None and out.resolve() in inputs:
+            raise ConfigError(f"{out} is {inputs[out.resolve()]} this check reads", path=flag)
+    if target and junit and target.resolve() == junit.resolve():
+        raise ConfigError("the JUnit report and the baseline would be one file", path="--junit")
     plan = load_plan(args.plan)
     results, metrics = run_check(plan, baseline, args.tolerance)
     sc_name = plan[0].name

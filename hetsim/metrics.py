@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 
 from .engine.request import RECORD_COLUMNS
+from .errors import suggest
 from .scenario import SLO, ResolvedPlacement
 
-__all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window"]
+__all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
+           "metric_error", "metric_names"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -60,6 +62,44 @@ def meets(df: pd.DataFrame, slo: SLO, ok: pd.Series | None = None) -> bool:
     q = slo.percentile
     return bool(np.percentile(ttft, q, method="higher") <= slo.ttft_s and
                 (len(tpot) == 0 or np.percentile(tpot, q, method="higher") <= slo.tpot_s))
+
+
+# The numeric metrics of a summary, by shape, for checking `expect:` bounds before a run
+# (tests/test_reliability.py keeps this in step with `summarize`).
+_SCALARS = {"requests", "completed", "dropped", "duration_s", "throughput_rps",
+            "output_tokens_per_s", "slo_attainment", "goodput_rps", "accelerators",
+            "cost_per_hour_usd", "usd_per_million_output_tokens", "goodput_rps_per_dollar_hour",
+            "kv_transfer_bytes", "kv_conversion_s_total", "kv_conversion_bytes",
+            "prefix_cached_tokens"}
+_STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "kv_transfer_s")},
+          "kv_wait_s": ("mean", "p99"), "kv_transfer_exposed_s": ("mean", "p99"),
+          "preemptions": ("count", "swapped_bytes", "recomputed_tokens", "device_s")}
+_PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
+             "kv_staging": ("mean", "peak")}
+
+
+def metric_names(roles: dict[str, str]) -> list[str]:
+    """The numeric metrics of a placement whose pools have ``roles`` ({pool: role}), as
+    `expect:` names them (link groups shown as ``link_utilization.<group>.mean|max``)."""
+    names = sorted(_SCALARS) + [f"{k}.{s}" for k, stats in _STATS.items() for s in stats]
+    for head, stats in _PER_POOL.items():
+        for pool, role in roles.items():
+            if head != "kv_staging" or role == "prefill":
+                names += [f"{head}.{pool}.{s}" for s in stats] if stats else [f"{head}.{pool}"]
+    return names
+
+
+def metric_error(metric: str, roles: dict[str, str]) -> str | None:
+    """Why ``metric`` is not a numeric metric of a placement whose pools have ``roles``, or
+    None when it is one."""
+    group, _, stat = metric.removeprefix("link_utilization.").rpartition(".")
+    if metric.startswith("link_utilization.") and group and stat in ("mean", "max"):
+        return None   # link groups are named by the engine (prefill.nic, cross-site, ...)
+    names = metric_names(roles)
+    if metric in names:
+        return None
+    return (f"unknown metric {metric!r}" + suggest(metric, names) + "; see README \"Outputs\" "
+            "(per-pool metrics name this placement's pools)")
 
 
 def _nan_none(x):

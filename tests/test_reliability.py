@@ -365,3 +365,29 @@ def test_arrival_window_counts_n_gaps():
     from hetsim.metrics import arrival_window
     assert arrival_window(pd.Series(np.arange(11) * 0.2), 99.0) == pytest.approx(2.2)
     assert arrival_window(pd.Series([3.0]), 7.0) == 7.0
+
+
+def test_the_metric_schema_that_validates_expect_matches_what_summarize_writes():
+    from hetsim.check import flatten
+    from hetsim.metrics import metric_error
+    for f in ("quickstart.yaml", "design-space/prefix-cache.yaml",
+              "design-space/kv-offload.yaml"):
+        res = hetsim.run(SCENARIOS / f)
+        for s in res.summaries:
+            roles = {n: p.role for n, p in res.scenario.placements[s["name"]].pools.items()}
+            for k, v in flatten(s).items():
+                numeric = isinstance(v, (int, float, type(None))) and not isinstance(v, bool)
+                assert (metric_error(k, roles) is None) == numeric, (f, k, v)
+    assert "did you mean 'slo_attainment'" in metric_error("slo_atainment", {})
+    assert "did you mean 'pool_utilization.m'" in metric_error("pool_utilization.n",
+                                                                {"m": "mixed"})
+
+
+def test_validate_rejects_a_check_plan_whose_bounds_cannot_apply(tiny, capsys):
+    tiny.write_text(TINY + "expect:\n  slo_atainment: {min: 0.9}\n")
+    assert main(["validate", str(tiny)]) == 2
+    assert "expect.slo_atainment: unknown metric" in capsys.readouterr().err
+    tiny.write_text(TINY + "expect:\n  kv_transfer_s.mean: {max: 1}\n")   # colocated: no KV
+    assert main(["validate", str(tiny)]) == 0
+    assert main(["check", str(tiny)]) == 2
+    assert "has no value for placement 'one'" in capsys.readouterr().err
