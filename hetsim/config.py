@@ -55,17 +55,38 @@ def at_least_one(v):
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 #: Deeper nesting than any hetsim file needs is refused instead of parsed.
 MAX_DEPTH = 32
+#: Values a document may expand to: YAML aliases share one node many times, so a tiny file
+#: can stand for billions of values ("billion laughs"); real hetsim files hold a few thousand.
+MAX_VALUES = 1_000_000
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# YAML 1.2 numbers as people write them (5e0, 1e-3, 2.5E+3); YAML 1.1 needs a dot and a signed
-# exponent and reads these as strings.
-_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+# YAML 1.2 core-schema scalars, replacing YAML 1.1's: numbers as people write them (5e0,
+# 1e-3, 2.5E+3 are floats; 0100 is one hundred, not octal 64; 1:30 is text, not 90) and only
+# true/false as booleans (yes/no/on/off stay text, so a placement named `on` keeps its name).
+_TAG = "tag:yaml.org,2002:"
+_CORE = {
+    "bool": re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    "int": re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    "float": re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+}
 
 
 class _StrictLoader(_Base):
-    """A safe loader that refuses duplicate keys (naming both lines) and reads YAML 1.2
-    exponent floats. Class state is its own copy, so yaml's shared loaders are untouched."""
-    yaml_implicit_resolvers = {k: list(v) for k, v in _Base.yaml_implicit_resolvers.items()}
+    """A safe loader that refuses duplicate keys (naming both lines) and resolves scalars by
+    the YAML 1.2 core schema. Class state is its own copy, so yaml's shared loaders are
+    untouched."""
+    yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag[len(_TAG):] not in _CORE]
+        for k, v in _Base.yaml_implicit_resolvers.items()}
+    yaml_constructors = dict(_Base.yaml_constructors)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
+
+    def construct_yaml_bool(self, node):
+        return self.construct_scalar(node).lower() == "true"
 
     def construct_mapping(self, node, deep=False):
         # NOTE: checked before merge keys (<<) are flattened: overriding a merged key is
@@ -88,22 +109,24 @@ class _StrictLoader(_Base):
         return super().construct_mapping(node, deep)
 
 
-for _c in "-+0123456789.":
-    _StrictLoader.yaml_implicit_resolvers.setdefault(_c, []).append(
-        ("tag:yaml.org,2002:float", _FLOAT_12))
+for _kind, _rx in _CORE.items():
+    for _c in ("tTfF" if _kind == "bool" else "-+0123456789."):
+        _StrictLoader.yaml_implicit_resolvers.setdefault(_c, []).append((_TAG + _kind, _rx))
+_StrictLoader.yaml_constructors[_TAG + "int"] = _StrictLoader.construct_yaml_int
+_StrictLoader.yaml_constructors[_TAG + "bool"] = _StrictLoader.construct_yaml_bool
 
 
 def _read_text(path: str | Path) -> str:
     """A UTF-8 text file of at most MAX_INPUT_BYTES, or a one-line ConfigError."""
     p = Path(path)
     try:
-        size = p.stat().st_size
         if p.is_dir():
             raise ConfigError("is a folder, not a file", file=str(path))
-        if size > MAX_INPUT_BYTES:
-            raise ConfigError(f"{size / 1e6:.1f} MB is larger than the {MAX_INPUT_BYTES >> 20} "
-                              f"MiB limit for this kind of file", file=str(path))
-        data = p.read_bytes()
+        with open(p, "rb") as fh:     # at most one byte past the limit (devices have no size)
+            data = fh.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise ConfigError(f"larger than the {MAX_INPUT_BYTES >> 20} MiB limit for this kind "
+                              f"of file", file=str(path))
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     except OSError as e:
@@ -119,15 +142,19 @@ def _read_text(path: str | Path) -> str:
 
 
 def _check_depth(obj, file: str) -> None:
-    """Refuse documents nested deeper than MAX_DEPTH (aliases are visited once)."""
-    stack, seen = [(obj, 1)], set()
+    """Refuse documents nested deeper than MAX_DEPTH or expanding (through aliases) to more
+    than MAX_VALUES values. Each alias is walked every time it is used, as consumers would."""
+    stack, count = [(obj, 1)], 0
     while stack:
         o, d = stack.pop()
-        if not isinstance(o, (dict, list)) or id(o) in seen:
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"expands to more than {MAX_VALUES:,} values (through YAML "
+                              f"aliases?)", file=file)
+        if not isinstance(o, (dict, list)):
             continue
         if d > MAX_DEPTH:
             raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=file)
-        seen.add(id(o))
         stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
 
 
@@ -256,8 +283,14 @@ def _convert(tp, value, path: str):
         _, vt = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"must be a mapping, got {value!r}", path=path)
-        return {str(k): _convert(vt, v, f"{path}.{k}" if path else str(k))
-                for k, v in value.items()}
+        out, first = {}, {}
+        for k, v in value.items():
+            if str(k) in out:        # `1:` and `'1':`, or `true:` and `'True':`
+                raise ConfigError(f"keys {first[str(k)]!r} and {k!r} both mean {str(k)!r}",
+                                  path=f"{path}.{k}" if path else str(k))
+            first[str(k)] = k
+            out[str(k)] = _convert(vt, v, f"{path}.{k}" if path else str(k))
+        return out
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     raise TypeError(f"unsupported config type {tp!r}")  # programming error, not user input

@@ -8,7 +8,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ConfigError", "suggest", "match_name"]
+__all__ = ["ConfigError", "suggest", "match_name", "MAX_MESSAGE"]
+
+#: Longest error line: a value quoted back is cut, so the line stays readable.
+MAX_MESSAGE = 2000
 
 
 class ConfigError(ValueError):
@@ -21,10 +24,12 @@ class ConfigError(ValueError):
         super().__init__(self.format())
 
     def format(self) -> str:
-        """One line, always: control characters from user keys or values are escaped."""
+        """One short line, always: control characters from user keys or values are escaped,
+        and a huge value quoted back (an expanded YAML alias) is cut to MAX_MESSAGE."""
         parts = [p for p in (self.file, self.path) if p]
         text = ": ".join([*parts, self.message])
-        return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+        text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+        return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 20] + " ... (cut)"
 
     def with_file(self, file: str) -> "ConfigError":
         """Return the same error attributed to ``file`` (keeps an existing attribution)."""

@@ -196,12 +196,36 @@ def test_merge_keys_still_override(tmp_path):
 
 
 def test_numbers_as_people_write_them(tmp_path):
+    """YAML 1.2 core schema: exponent floats, decimal leading zeros, no sexagesimal, only
+    true/false as booleans."""
     p = tmp_path / "n.yaml"
-    p.write_text("a: 5e0\nb: 1e-3\nc: 2.5E+3\nd: '5e0'\ne: 1e3x\nf: 0x10\n")
+    p.write_text("a: 5e0\nb: 1e-3\nc: 2.5E+3\nd: '5e0'\ne: 1e3x\nf: 0x10\ng: 0100\n"
+                 "h: 1:30\non: yes\ni: True\nj: .inf\n")
     assert read_yaml(p) == {"a": 5.0, "b": 0.001, "c": 2500.0, "d": "5e0", "e": "1e3x",
-                            "f": 16}
+                            "f": 16, "g": 100, "h": "1:30", "on": "yes", "i": True,
+                            "j": float("inf")}
     import yaml
-    assert yaml.safe_load("a: 5e0") == {"a": "5e0"}     # yaml's own loaders are untouched
+    assert yaml.safe_load("a: 5e0\nb: 0100") == {"a": "5e0", "b": 64}   # yaml's own: untouched
+
+
+def test_keys_that_collide_as_names_are_refused(tiny, capsys):
+    tiny.write_text(TINY.replace("placements:\n", "placements:\n  1: {pools: {m: {role: mixed, "
+                                 "accelerator: h100-sxm}}}\n  '1': {pools: {m: {role: mixed, "
+                                 "accelerator: a100-sxm}}}\n"))
+    assert main(["validate", str(tiny)]) == 2
+    assert "placements.1: keys 1 and '1' both mean '1'" in capsys.readouterr().err
+
+
+def test_a_device_or_endless_file_is_read_only_up_to_the_limit(capsys):
+    assert main(["validate", "/dev/zero"]) == 2
+    assert "larger than the 10 MiB limit" in capsys.readouterr().err
+
+
+def test_a_huge_value_quoted_back_is_cut(tiny, capsys):
+    tiny.write_text(TINY.replace("name: tiny", "name: [" + ", ".join(["x"] * 5000) + "]"))
+    assert main(["validate", str(tiny)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 2100 and err.rstrip().endswith("(cut)")
 
 
 @pytest.mark.parametrize("data, words", [
