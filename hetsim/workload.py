@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,17 +237,28 @@ _COLUMN_RULES = {
 
 def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, np.ndarray]:
     """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
-    its rule in ``_COLUMN_RULES``. Any bad value is a ConfigError naming ``file:line`` and the
-    column; nothing is rounded, clipped or replaced."""
+    its rule in ``_COLUMN_RULES``, plus ``line``: each row's line in the file (blank lines are
+    skipped but counted). Any bad value is a ConfigError naming ``file:line`` and the column;
+    nothing is rounded, clipped or replaced."""
     import pandas as pd
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # blank lines are kept (and dropped below) so row i is line i + 2 of the file; a row
+        # longer than the header would be cut (or shift a column into the index): refused
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                             skip_blank_lines=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ConfigError(f"more fields than the header's {len(header)}",
+                          file=f"{path}:{_long_row(path, len(header))}") from None
     except FileNotFoundError:
         raise ConfigError(f"file not found: {path}", path=where) from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder, not a CSV file", path=where) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text (a binary file?)", file=str(path)) from None
     except pd.errors.EmptyDataError:
@@ -260,6 +272,7 @@ def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, n
     if dup is not None:    # pandas would rename the second one and the first would win
         raise ConfigError(f"column {dup!r} appears twice in the header", file=f"{path}:1")
     df.columns = [str(c).strip() for c in df.columns]
+    df = df[~(df == "").all(axis=1)]
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
@@ -275,9 +288,18 @@ def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, n
             good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
         if not good.all():
             i = int(np.argmin(good))
-            raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{i + 2}", path=col)
+            raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{df.index[i] + 2}",
+                              path=col)
         out[col] = x
+    out["line"] = df.index.to_numpy() + 2
     return out
+
+
+def _long_row(path: Path, fields: int) -> int:
+    """The line of the first row with more than ``fields`` fields (an error path only)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        return next((reader.line_num for row in reader if len(row) > fields), 0)
 
 
 def _read_histogram(path: Path, where: str):
@@ -346,7 +368,8 @@ def _read_trace(path: Path, limit: int | None) -> Requests:
     if len(back):
         i = int(back[0]) + 1
         raise ConfigError(f"timestamps go back in time ({t[i - 1]:g} then {t[i]:g}); sort the "
-                          f"trace by timestamp_s", file=f"{path}:{i + 2}", path="timestamp_s")
+                          f"trace by timestamp_s", file=f"{path}:{cols['line'][i]}",
+                          path="timestamp_s")
     if limit is not None and limit > len(t):
         raise ConfigError(f"requests: {limit} but the trace {path} has {len(t)} rows",
                           path="workload.requests")

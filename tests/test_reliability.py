@@ -415,3 +415,22 @@ def test_validate_rejects_a_check_plan_whose_bounds_cannot_apply(tiny, capsys):
     assert main(["validate", str(tiny)]) == 0
     assert main(["check", str(tiny)]) == 2
     assert "has no value for placement 'one'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, where", [
+    ("0,1,1\n\n\n1,3.5,1\n", "t.csv:5: input_tokens"),        # blank lines still count
+    ("0,1,1,7\n", "t.csv:2: more fields than the header's 3"),  # would shift into the index
+    ("0,1,1\n1,2,2,9\n", "line 3"),
+])
+def test_trace_errors_name_the_files_own_line(tmp_path, text, where):
+    (tmp_path / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n" + text)
+    with pytest.raises(ConfigError, match=where):
+        generate(build(WorkloadSpec, {"trace": "t.csv"}), tmp_path)
+
+
+def test_calibration_csv_errors_name_the_files_own_line(tmp_path):
+    from hetsim.calibrate.fit import read_csv
+    (tmp_path / "m.csv").write_text("op, precision ,m,n,k,seconds\ngemm,bf16,1,2,3,0.1\n\n"
+                                    "gemm,bf16,1,2,3,-1\n")
+    with pytest.raises(ConfigError, match=r"m.csv:4: seconds: must be > 0"):
+        read_csv(tmp_path / "m.csv")

@@ -85,28 +85,28 @@ def read_csv(path) -> list[dict]:
 
 
 def _read_rows(reader, path) -> list[dict]:
-    cols = reader.fieldnames or []
+    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    cols = reader.fieldnames
     dup = next((c for c in cols if cols.count(c) > 1), None)
     if dup is not None:
-        raise ConfigError(f"column {dup!r} appears twice in the header", file=str(path),
-                          path="line 1")
+        raise ConfigError(f"column {dup!r} appears twice in the header", file=f"{path}:1")
     for need in ("op", "precision", "seconds"):
         if need not in cols:
             raise ConfigError(f"missing column {need!r}; columns are "
                               f"{', '.join(CSV_COLUMNS)} (see docs/calibration.md)",
                               file=str(path))
     rows = []
-    for i, raw in enumerate(reader, start=2):
-        where = f"line {i}"
+    for raw in reader:
+        where = f"{path}:{reader.line_num}"    # the file's line, blank lines counted
         op = (raw.get("op") or "").strip()
         if op not in OP_SHAPES:
             from ..errors import suggest
             raise ConfigError(f"unknown op {op!r}" + suggest(op, OP_SHAPES)
-                              + f"; one of {', '.join(OP_SHAPES)}", file=str(path), path=where)
+                              + f"; one of {', '.join(OP_SHAPES)}", file=where, path="op")
         prec = (raw.get("precision") or "").strip()
         if prec not in PRECISION_BYTES:
-            raise ConfigError(f"unknown precision {prec!r}", file=str(path),
-                              path=f"{where}.precision")
+            raise ConfigError(f"unknown precision {prec!r}", file=where,
+                              path="precision")
         row = {"op": op, "precision": prec}
         for c in (*OP_SHAPES[op], "seconds"):
             v = (raw.get(c) or "").strip()
@@ -114,13 +114,12 @@ def _read_rows(reader, path) -> list[dict]:
                 x = float(v)
             except ValueError:
                 raise ConfigError(f"{op} needs a number in column {c!r}, got {v!r}",
-                                  file=str(path), path=f"{where}.{c}") from None
+                                  file=where, path=c) from None
             if not math.isfinite(x) or x <= 0:
-                raise ConfigError(f"must be > 0, got {v}", file=str(path),
-                                  path=f"{where}.{c}")
+                raise ConfigError(f"must be > 0, got {v}", file=where, path=c)
             if c != "seconds" and (x != int(x) or x > MAX_SHAPE):
                 raise ConfigError(f"a shape must be a whole number up to {MAX_SHAPE}, "
-                                  f"got {v}", file=str(path), path=f"{where}.{c}")
+                                  f"got {v}", file=where, path=c)
             row[c] = x if c == "seconds" else int(x)
         for c, (kind, what, ok) in OPTIONAL.items():
             v = (raw.get(c) or "").strip()
@@ -131,7 +130,7 @@ def _read_rows(reader, path) -> list[dict]:
                     row[c] = None
                 if row[c] is None or not ok(row[c]):
                     raise ConfigError(f"column {c!r} must be {what}, got {v!r}",
-                                      file=str(path), path=f"{where}.{c}")
+                                      file=where, path=c)
         rows.append(row)
     if not any(r["op"] in CLASSES for r in rows):
         raise ConfigError("no gemm or attention measurements to fit", file=str(path))
