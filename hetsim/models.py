@@ -178,15 +178,23 @@ def from_hf_config(path: str | Path) -> ModelConfig:
 
     hidden = get("hidden_size", "n_embd", "d_model")
     heads = get("num_attention_heads", "n_head", "num_heads")
+    if "head_dim" not in c and hidden % heads:
+        raise ConfigError(f"hidden size {hidden} is not a multiple of {heads} heads (and no "
+                          f"head_dim is given)", file=str(p), path="num_attention_heads")
     mt = c.get("model_type", "")
+    tied = c.get("tie_word_embeddings", mt in ("opt", "bloom"))
+    if not isinstance(tied, bool):
+        raise ConfigError(f"must be true or false, got {tied!r}", file=str(p),
+                          path="tie_word_embeddings")
     ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
     d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
              num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
              num_heads=heads, num_kv_heads=get("num_key_value_heads", default=heads),
              head_dim=get("head_dim", default=hidden // heads or 1), ffn_size=ffn,
              vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
-             tied_embeddings=bool(c.get("tie_word_embeddings", mt in ("opt", "bloom"))),
-             max_context=c.get("max_position_embeddings") or 131072, source=str(p))
+             tied_embeddings=tied,
+             max_context=get("max_position_embeddings", "n_positions", default=131072),
+             source=str(p))
     experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
     if experts:
         d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
@@ -200,5 +208,14 @@ def from_hf_config(path: str | Path) -> ModelConfig:
         d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
     try:
         return build(ModelConfig, d)
-    except ConfigError as e:
-        raise e.with_file(str(p)) from None
+    except ConfigError as e:   # name the config.json key the user can find, not hetsim's field
+        field_ = e.path.partition(".")[0]
+        key = _HF_KEYS.get(field_, field_)
+        raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
+
+
+#: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
+_HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
+            "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
+            "ffn_size": "intermediate_size", "name": "_name_or_path",
+            "moe": "num_local_experts", "mla": "kv_lora_rank"}

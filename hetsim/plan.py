@@ -29,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 
+from .api import check_memory
 from .config import build, meta, positive, power_of_two, read_yaml
 from .errors import ConfigError, suggest
 from .hardware import PRECISION_BYTES, load_accelerator, load_interconnect
@@ -175,22 +176,29 @@ def load_plan_spec(path) -> PlanSpec:
         spec = dataclasses.replace(build(PlanSpec, raw), source_file=str(path))
         _resolve_names(spec)
         spec.draw(load_model(spec.model))
+        # verification runs shortlisted candidates side by side (at most verify per shape)
+        check_memory(spec.verify_requests, spec.verify * len(spec.shapes), path="verify_requests")
     except ConfigError as e:
         raise e.with_file(str(path)) from None
     return spec
 
 
 def _resolve_names(spec: PlanSpec) -> None:
-    for a in spec.inventory:
-        try:
-            load_accelerator(a)
-        except ConfigError as e:
-            raise ConfigError(e.message, path=f"inventory.{a}") from None
-    for i, link in enumerate(spec.interconnects):
-        try:
-            load_interconnect(link)
-        except ConfigError as e:
-            raise ConfigError(e.message, path=f"interconnects[{i}]") from None
+    """Every name loads, and no two entries name one profile (``h100`` beside ``H100-SXM``
+    would count the same stock twice)."""
+    seen: dict = {}
+    for where, names, load in (("inventory.{}", list(spec.inventory), load_accelerator),
+                               ("interconnects[{}]", spec.interconnects, load_interconnect)):
+        for i, a in enumerate(names):
+            key = where.format(a if where.startswith("inventory") else i)
+            try:
+                prof = load(a)
+            except ConfigError as e:
+                raise ConfigError(e.message, path=key) from None
+            same = seen.setdefault((prof.name, getattr(prof, "calibration", None) is None), a)
+            if same != a:
+                raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
+                                  path=key)
     try:
         load_model(spec.model)
     except ConfigError as e:

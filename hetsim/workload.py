@@ -53,8 +53,18 @@ class Arrival:
         "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
 
     def __post_init__(self):
+        # a field that the chosen process would ignore is an error, not a silent no-op
+        given = {k for k, f in self.__dataclass_fields__.items()
+                 if k != "trace" and getattr(self, k) != f.default}
         if self.trace:
+            if given:
+                raise ConfigError(f"a trace sets the arrivals; drop {sorted(given)[0]}",
+                                  path=sorted(given)[0])
             return
+        applies = {"poisson": {"rate_rps"}, "gamma": {"rate_rps", "cv"},
+                   "constant": {"rate_rps"}, "closed": {"concurrency", "think_time_s"}}
+        for k in sorted(given - {"process"} - applies.get(self.process, given)):
+            raise ConfigError(f"{k} does not apply to {self.process} arrivals", path=k)
         kinds = ("poisson", "gamma", "constant", "closed")
         if self.process not in kinds:
             raise ConfigError(f"unknown arrival process {self.process!r}"
@@ -92,7 +102,12 @@ class Lengths:
     def __post_init__(self):
         need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
                 "lognormal": ("sigma",), "empirical": ("file",), "quantiles": ("quantiles",)}
+        given = [k for k, f in self.__dataclass_fields__.items()
+                 if k != "preset" and getattr(self, k) != f.default]
         if self.preset:
+            if given:
+                raise ConfigError(f"a preset fills the distribution; drop {given[0]}",
+                                  path=given[0])
             return
         if self.dist not in need:
             raise ConfigError(f"unknown distribution {self.dist!r}" + suggest(self.dist, need)
@@ -100,6 +115,11 @@ class Lengths:
         for k in need[self.dist]:
             if getattr(self, k) is None:
                 raise ConfigError(f"{self.dist} needs {k}", path=k)
+        uses = {*need[self.dist], "min", "max", "dist", *(("mean", "median")
+                                                           if self.dist == "lognormal" else ())}
+        for k in given:
+            if k not in uses:
+                raise ConfigError(f"{k} does not apply to {self.dist} lengths", path=k)
         if self.dist == "lognormal" and (self.mean is None) == (self.median is None):
             raise ConfigError("lognormal needs exactly one of mean or median", path="mean")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -221,7 +241,7 @@ def _lengths_spec(spec: Lengths | None, role: str, preset: str | None) -> Length
     if name:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}" + suggest(name, PRESETS),
-                              path=f"{role}.preset")
+                              path=f"workload.{role}.preset")
         return build(Lengths, PRESETS[name][role], role)
     return spec
 

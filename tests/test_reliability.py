@@ -434,3 +434,37 @@ def test_calibration_csv_errors_name_the_files_own_line(tmp_path):
                                     "gemm,bf16,1,2,3,-1\n")
     with pytest.raises(ConfigError, match=r"m.csv:4: seconds: must be > 0"):
         read_csv(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("change, where, words", [
+    ({"arrival": {"process": "poisson", "rate_rps": 5, "cv": 3}}, "cv",
+     "does not apply to poisson arrivals"),
+    ({"arrival": {"process": "closed", "concurrency": 4, "rate_rps": 5}}, "rate_rps",
+     "does not apply to closed arrivals"),
+    ({"arrival": {"trace": "t.csv", "rate_rps": 5}}, "rate_rps", "a trace sets the arrivals"),
+    ({"input_tokens": {"dist": "fixed", "value": 5, "mean": 9}}, "mean",
+     "does not apply to fixed lengths"),
+    ({"input_tokens": {"preset": "azure-conv-2023", "dist": "uniform"}}, "dist",
+     "a preset fills the distribution"),
+])
+def test_a_field_the_workload_would_ignore_is_an_error(change, where, words):
+    with pytest.raises(ConfigError, match=words) as e:
+        spec(**change)
+    assert e.value.path.endswith(where)
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ({"max_position_embeddings": 0}, "max_position_embeddings", "whole number >= 1"),
+    ({"tie_word_embeddings": "false"}, "tie_word_embeddings", "true or false"),
+    ({"hidden_size": 4100}, "num_attention_heads", "not a multiple of 32 heads"),
+    ({"num_key_value_heads": 5}, "num_key_value_heads", "not a multiple"),
+])
+def test_hf_config_errors_name_the_json_key(tmp_path, override, key, words):
+    from hetsim.models import from_hf_config
+    cfg = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+           "num_hidden_layers": 2, "intermediate_size": 8192, "vocab_size": 1000,
+           **override}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=words) as e:
+        from_hf_config(tmp_path / "config.json")
+    assert e.value.path == key and e.value.file.endswith("config.json")
