@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +34,7 @@ if str(ROOT) not in sys.path:       # this checkout's hetsim, not whichever one 
     sys.path.insert(0, str(ROOT))
 
 import hetsim  # noqa: E402
+from hetsim.outputs import write_text_atomic  # noqa: E402
 from hetsim.report import format_table, run_title  # noqa: E402
 
 README = ROOT / "README.md"
@@ -267,18 +266,6 @@ def expected_readme(text: str | None = None) -> str:
     return text
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
@@ -297,7 +284,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     if new != current:
-        _write_atomically(README, new)
+        write_text_atomic(README, new)
         print("rewrote README.md")
     else:
         print("README.md figures are current")

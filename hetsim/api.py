@@ -1,7 +1,6 @@
 """``hetsim.run``: a scenario in, a result with ``.summary`` and ``.requests`` DataFrames out."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,17 +47,26 @@ def memory_estimate(requests: int, placements: int) -> float:
 
 
 def _available_memory() -> float | None:
+    """Bytes this process may still use: the host's available memory, or less when a cgroup
+    (a container's limit) allows less; None where neither can be read."""
+    have = []
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
+            have += [float(line.split()[1]) * 1024 for line in fh
+                     if line.startswith("MemAvailable:")]
     except OSError:
         pass
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                         "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap, cur = (Path(f).read_text().strip() for f in (limit, used))
+            if cap.isdigit() and cur.isdigit():
+                have.append(float(cap) - float(cur))
+            break
+        except OSError:
+            continue
+    return min(have) if have else None
 
 
 def check_memory(requests: int, placements: int, path: str = "workload.requests") -> None:

@@ -182,6 +182,7 @@ def _cmd_plan(args) -> int:
     import yaml
     from .outputs import check_output_dir
     from .plan import by_cost, load_plan_spec, plan
+    from .report import plan_png
     out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec)
     progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
@@ -197,7 +198,7 @@ def _cmd_plan(args) -> int:
         (tmp / "plan.yaml").write_text(
             f"# written by `hetsim plan {args.spec}`; run it with `hetsim run`\n"
             + yaml.safe_dump(res.scenario_dict(), sort_keys=False, width=100))
-        _plan_png(res, tmp / "pareto.png")
+        plan_png(res, tmp / "pareto.png")
     out.write("plan", fill)
     per_acc = spec.objective == "goodput-per-accelerator"
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
@@ -228,34 +229,6 @@ def _cmd_plan(args) -> int:
               "no candidate met the SLO at the target rate within the inventory and budget")
     print(f"wrote {out.path}/plan.yaml and {out.path}/pareto.png")
     return 0 if best else 1
-
-
-def _plan_png(res, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"colocated": "C0", "homogeneous-pd": "C1", "heterogeneous-pd": "C2"}
-    for c in res.verified:
-        if c.goodput_rps is not None:
-            ax.scatter(c.cost, c.goodput_rps, color=colors[c.shape], s=30,
-                       label=c.shape)
-    f = res.frontier
-    if f:
-        ax.plot([c.cost for c in f], [c.goodput_rps for c in f], "k--", lw=0.8,
-                label="Pareto frontier")
-    if res.spec.objective == "cost":
-        ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
-    h, lab = ax.get_legend_handles_labels()
-    uniq = dict(zip(lab, h))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    ax.set_xlabel("cost ($/h)")
-    ax.set_ylabel("goodput (req/s within SLO)")
-    ax.set_title(f"{res.spec.name}: cost vs goodput")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _cmd_validate(args) -> int:

@@ -8,7 +8,7 @@ import yaml
 
 from .outputs import OutputDir, check_output_dir
 
-__all__ = ["format_table", "run_title", "text_table", "write_outputs"]
+__all__ = ["format_table", "run_title", "text_table", "write_outputs", "plan_png"]
 
 # (header, getter, format)
 COLUMNS = [
@@ -81,14 +81,14 @@ def _plots(result, out: Path) -> None:
         for name, g in df.groupby("placement", sort=False):
             x = np.sort(g[col].dropna().to_numpy())
             if len(x):
-                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=name)
+                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=_text(name))
         ax.axvline(target, color="k", ls="--", lw=0.8, label="SLO")
         ax.set_xscale("log")
         ax.set_xlabel(col.replace("_s", " (s)").upper())
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result.scenario.name}: latency CDFs")
+    fig.suptitle(f"{_text(result.scenario.name)}: latency CDFs")
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
@@ -96,7 +96,7 @@ def _plots(result, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for s in result.summaries:
         ax.scatter(s["cost_per_hour_usd"], s["goodput_rps"], s=40)
-        ax.annotate(s["name"], (s["cost_per_hour_usd"], s["goodput_rps"]), fontsize=8,
+        ax.annotate(_text(s["name"]), (s["cost_per_hour_usd"], s["goodput_rps"]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("cost ($/h)")
     ax.set_ylabel("goodput (requests/s within SLO)")
@@ -105,6 +105,40 @@ def _plots(result, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "cost_vs_goodput.png", dpi=110)
     plt.close(fig)
+
+
+def plan_png(res, path) -> None:
+    """``hetsim plan``'s cost-vs-goodput scatter with the Pareto frontier."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"colocated": "C0", "homogeneous-pd": "C1", "heterogeneous-pd": "C2"}
+    for c in res.verified:
+        if c.goodput_rps is not None:
+            ax.scatter(c.cost, c.goodput_rps, color=colors[c.shape], s=30,
+                       label=c.shape)
+    f = res.frontier
+    if f:
+        ax.plot([c.cost for c in f], [c.goodput_rps for c in f], "k--", lw=0.8,
+                label="Pareto frontier")
+    if res.spec.objective == "cost":
+        ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
+    h, lab = ax.get_legend_handles_labels()
+    uniq = dict(zip(lab, h))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+    ax.set_xlabel("cost ($/h)")
+    ax.set_ylabel("goodput (req/s within SLO)")
+    ax.set_title(f"{_text(res.spec.name)}: cost vs goodput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _text(s: str) -> str:
+    """A user's name as literal plot text: matplotlib reads $...$ as math (and can fail)."""
+    return str(s).replace("$", r"\$")
 
 
 def write_outputs(result, out: "str | Path | OutputDir") -> Path:

@@ -292,16 +292,10 @@ def calibrate(args) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """``python -m hetsim.calibrate``'s parser: argument errors are one line, exit code 2 (as
-    under ``hetsim calibrate``)."""
-
-    def error(self, message: str):
-        self.exit(2, f"hetsim: error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or _Parser(prog="hetsim calibrate")
+    """Fill ``hetsim calibrate``'s sub-parser (made by hetsim.cli, which owns error handling),
+    or a plain parser for scripts that build arguments themselves."""
+    p = p or argparse.ArgumentParser(prog="hetsim calibrate")
     p.description = ("Measure torch reference kernels on a device (or read --from-csv), fit the "
                      "performance model's efficiency curves and overheads, and write a "
                      "calibrated profile with its raw measurements beside it.")
@@ -328,9 +322,6 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"hetsim: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m hetsim.calibrate ARGS``: exactly ``hetsim calibrate ARGS`` (exit codes too)."""
+    from ..cli import main as hetsim_main
+    return hetsim_main(["calibrate", *(sys.argv[1:] if argv is None else argv)])
