@@ -6,19 +6,18 @@ requests and changing one source never shifts another.
 """
 from __future__ import annotations
 
-import csv
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import build, meta, non_negative, positive
+from .columns import read_columns
 from .errors import ConfigError, suggest
 
 __all__ = ["Arrival", "Lengths", "WorkloadSpec", "Requests", "generate", "PRESETS",
-           "load_workload", "read_columns", "DEFAULT_REQUESTS"]
+           "load_workload", "DEFAULT_REQUESTS", "MAX_TOKENS"]
 
 #: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
 DEFAULT_REQUESTS = 1000
@@ -247,7 +246,7 @@ def _lengths_spec(spec: Lengths | None, role: str, preset: str | None) -> Length
 
 
 # What each CSV column must hold: a check on the parsed floats and the words for its error.
-_COLUMN_RULES = {
+_RULES = {
     "count": (lambda x: (x >= 1) & (x <= MAX_TOKENS) & (x == np.floor(x)),
               f"must be a whole number from 1 to {MAX_TOKENS}"),
     "time": (lambda x: x >= 0, "must be a number >= 0"),
@@ -255,75 +254,8 @@ _COLUMN_RULES = {
 }
 
 
-def read_columns(path: Path, columns: dict[str, str], where: str) -> dict[str, np.ndarray]:
-    """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
-    its rule in ``_COLUMN_RULES``, plus ``line``: each row's line in the file (blank lines are
-    skipped but counted). Any bad value is a ConfigError naming ``file:line`` and the column;
-    nothing is rounded, clipped or replaced."""
-    import pandas as pd
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-        # blank lines are kept (and dropped below) so row i is line i + 2 of the file; a row
-        # longer than the header would be cut (or shift a column into the index): refused
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                             skip_blank_lines=False, index_col=False)
-    except pd.errors.ParserWarning:
-        raise ConfigError(f"more fields than the header's {len(header)}",
-                          file=f"{path}:{_long_row(path, len(header))}") from None
-    except FileNotFoundError:
-        raise ConfigError(f"file not found: {path}", path=where) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder, not a CSV file", path=where) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text (a binary file?)", file=str(path)) from None
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"empty; needs a header {','.join(columns)} and rows",
-                          file=str(path)) from None
-    except (pd.errors.ParserError, ValueError, csv.Error) as e:
-        raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
-                          file=str(path)) from None
-    names = [c.strip() for c in header]
-    dup = next((c for c in names if names.count(c) > 1), None)
-    if dup is not None:    # pandas would rename the second one and the first would win
-        raise ConfigError(f"column {dup!r} appears twice in the header", file=f"{path}:1")
-    df.columns = [str(c).strip() for c in df.columns]
-    df = df[~(df == "").all(axis=1)]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
-                          f"(has {','.join(map(str, df.columns))})", file=str(path))
-    if not len(df):
-        raise ConfigError("has a header but no rows", file=str(path))
-    out = {}
-    for col, kind in columns.items():
-        raw = df[col].str.strip()
-        x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        ok, rule = _COLUMN_RULES[kind]
-        with np.errstate(invalid="ignore"):
-            good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
-        if not good.all():
-            i = int(np.argmin(good))
-            raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{df.index[i] + 2}",
-                              path=col)
-        out[col] = x
-    out["line"] = df.index.to_numpy() + 2
-    return out
-
-
-def _long_row(path: Path, fields: int) -> int:
-    """The line of the first row with more than ``fields`` fields (an error path only)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        return next((reader.line_num for row in reader if len(row) > fields), 0)
-
-
 def _read_histogram(path: Path, where: str):
-    cols = read_columns(path, {"tokens": "count", "weight": "weight"}, where)
+    cols = read_columns(path, {"tokens": _RULES["count"], "weight": _RULES["weight"]}, where)
     if cols["weight"].sum() <= 0:
         raise ConfigError("weights sum to 0; at least one must be > 0", file=str(path))
     return cols["tokens"], cols["weight"] / cols["weight"].sum()
@@ -378,8 +310,8 @@ def _arrivals(a: Arrival, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _read_trace(path: Path, limit: int | None) -> Requests:
     """Replay a trace: arrival times are taken relative to its first row (time 0)."""
-    cols = read_columns(path, {"timestamp_s": "time", "input_tokens": "count",
-                               "output_tokens": "count"}, "workload.trace")
+    cols = read_columns(path, {"timestamp_s": _RULES["time"], "input_tokens": _RULES["count"],
+                               "output_tokens": _RULES["count"]}, "workload.trace")
     t = cols["timestamp_s"]
     if t[-1] - t[0] > MAX_TIME_S:
         raise ConfigError(f"spans {t[-1] - t[0]:.3g} s, longer than the {MAX_TIME_S:g} s hetsim "

@@ -1,0 +1,81 @@
+"""Numeric CSV columns read strictly: traces and length histograms (and, later, any table a
+user hands hetsim). Every bad cell is a one-line ConfigError naming ``file:line`` and the
+column; nothing is rounded, clipped, shifted or replaced."""
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["read_columns"]
+
+
+def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: str
+                 ) -> dict[str, np.ndarray]:
+    """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
+    its rule ``(check on the floats -> bool array, words for the error)``, plus ``line``:
+    each row's line in the file (blank lines are skipped but counted)."""
+    import pandas as pd
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        # blank lines are kept (and dropped below) so row i is line i + 2 of the file; a row
+        # longer than the header would be cut (or shift a column into the index): refused
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                             skip_blank_lines=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ConfigError(f"more fields than the header's {len(header)}",
+                          file=f"{path}:{_long_row(path, len(header))}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}", path=where) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a CSV file", path=where) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text (a binary file?)", file=str(path)) from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"empty; needs a header {','.join(columns)} and rows",
+                          file=str(path)) from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as e:
+        raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
+                          file=str(path)) from None
+    names = [c.strip() for c in header]
+    dup = next((c for c in names if names.count(c) > 1), None)
+    if dup is not None:    # pandas would rename the second one and the first would win
+        raise ConfigError(f"column {dup!r} appears twice in the header", file=f"{path}:1")
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df[~(df == "").all(axis=1)]
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
+                          f"(has {','.join(map(str, df.columns))})", file=str(path))
+    if not len(df):
+        raise ConfigError("has a header but no rows", file=str(path))
+    out = {}
+    for col, (ok, rule) in columns.items():
+        raw = df[col].str.strip()
+        x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
+        if not good.all():
+            i = int(np.argmin(good))
+            raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{df.index[i] + 2}",
+                              path=col)
+        out[col] = x
+    out["line"] = df.index.to_numpy() + 2
+    return out
+
+
+def _long_row(path: Path, fields: int) -> int:
+    """The line of the first row with more than ``fields`` fields (an error path only)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        return next((reader.line_num for row in reader if len(row) > fields), 0)
