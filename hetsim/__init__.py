@@ -16,7 +16,7 @@ __all__ = ["ConfigError", "Accelerator", "Interconnect", "load_accelerator", "lo
            "Formats", "MemoryPlan", "memory_plan", "__version__", "run", "Result", "Scenario",
            "load_scenario"]
 
-_LAZY = {"run": "api", "Result": "api", "Scenario": "scenario", "load_scenario": "scenario"}
+_LAZY = {"run": "api", "Result": "api", "Scenario": "scenario", "load_scenario": "resolve"}
 
 
 def __getattr__(name):

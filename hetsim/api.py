@@ -9,7 +9,8 @@ import pandas as pd
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import records_frame, summarize
-from .scenario import Scenario, load_scenario, resolve_scenario
+from .resolve import resolve_scenario
+from .scenario import Scenario, read_scenario
 from .workload import generate
 
 __all__ = ["Result", "run", "prepare", "memory_estimate"]
@@ -100,7 +101,7 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
 
     ``progress(placement, done, total)`` is called as requests finish (for progress bars).
     """
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    sc = scenario if isinstance(scenario, Scenario) else read_scenario(scenario)
     model, resolved, reqs = prepare(sc, placements)
     summaries, frames, staging = [], [], []
     for name, pl in resolved.items():

@@ -56,7 +56,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def load_plan(path: str | Path):
     """The scenario and its expectations ({placement: {metric: Bound}}), validated."""
-    from .scenario import scenario_from_dict
+    from .scenario import parse_scenario
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("a plan must be a mapping (a scenario with expect:)", file=str(path))
@@ -73,7 +73,7 @@ def load_plan(path: str | Path):
                 per[name] = {} if pl.get("expect") is None else pl["expect"]
                 pl.pop("expect")
                 placements[name] = pl
-    sc = scenario_from_dict(raw, path)
+    sc = parse_scenario(raw, path)    # resolved once, by the run (or validate's prepare)
     expects = {}
     for name in sc.placements:
         merged = {}   # a placement's own expectation wins over the top-level one

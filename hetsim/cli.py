@@ -44,9 +44,9 @@ def _cmd_run(args) -> int:
     from .api import run
     from .report import format_table, run_title, write_outputs
     from .outputs import check_output_dir
-    from .scenario import load_scenario
+    from .scenario import read_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
-    sc = load_scenario(args.scenario)
+    sc = read_scenario(args.scenario)     # resolved once, by run
     progress = _Progress() if not args.quiet else None
     try:
         result = run(sc, placements=args.placement or None, progress=progress)
@@ -92,10 +92,10 @@ def _positive_int(text: str, most: int | None = None) -> int:
 def _cmd_goodput(args) -> int:
     from .api import check_memory
     from .goodput import goodput
-    from .scenario import load_scenario
+    from .scenario import read_scenario
     if args.requests:
         check_memory(args.requests, 1, path="--requests")
-    sc = load_scenario(args.scenario)
+    sc = read_scenario(args.scenario)     # resolved once, by goodput
 
     def progress(name, k):
         if not args.quiet:

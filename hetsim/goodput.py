@@ -19,7 +19,8 @@ from .api import check_memory
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import meets, records_frame, slo_met
-from .scenario import Scenario, resolve_scenario
+from .resolve import resolve_scenario
+from .scenario import Scenario
 from .workload import DEFAULT_REQUESTS, generate
 
 __all__ = ["GoodputResult", "search", "goodput"]

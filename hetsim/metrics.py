@@ -8,7 +8,8 @@ import pandas as pd
 
 from .engine.request import RECORD_COLUMNS
 from .errors import suggest
-from .scenario import SLO, ResolvedPlacement
+from .resolve import ResolvedPlacement
+from .scenario import SLO
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
            "metric_error", "metric_names"]

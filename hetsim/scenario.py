@@ -1,7 +1,7 @@
-"""The scenario file: a model, a workload, SLOs and named placements, loaded strictly.
+"""The scenario file's schema: a model, a workload, SLOs and named placements, read strictly.
 
-Loading resolves every name (model, accelerators, links) and checks precision support and
-memory fit, so a scenario that loads is one the engine can run.
+Reading checks keys, types and the checks that need no profile; :mod:`hetsim.resolve` then
+loads every name (model, accelerators, links) and checks precision support and memory fit.
 """
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from typing import Literal
 
 from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
 from .errors import ConfigError, suggest
-from .hardware import PRECISION_BYTES, Accelerator, Interconnect, load_accelerator, load_interconnect
-from .models import ModelConfig, load_model
-from .perf import Formats, MemoryPlan, memory_plan
+from .hardware import PRECISION_BYTES
+from .perf import Formats
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "Precision", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "load_scenario", "resolve_scenario", "ResolvedPool",
-           "ResolvedPlacement", "kv_mismatch"]
+           "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: Instances per pool: each is a SimPy process with its own step model, and 100k TP groups are
@@ -267,237 +265,18 @@ class Scenario:
         return d
 
 
-# --- resolution: names -> profiles, with the checks that need them --------------------------
-@dataclass(frozen=True)
-class ResolvedPool:
-    name: str
-    spec: Pool
-    accelerator: Accelerator
-    formats: Formats
-    memory: MemoryPlan
-    nic: Interconnect | None = None        # KV-transfer NIC of one accelerator
-    host_link: Interconnect | None = None  # device <-> host (tcp staging, offload, host cache)
-    scale_up: Interconnect | None = None
-    offload_link: Interconnect | None = None   # kv_offload tier
-    cache_link: Interconnect | None = None     # host-resident prefix cache
-    staging_blocks: int = 0                # push handoff: decode-side staging buffer
-    cache_blocks: int = 0                  # HBM prefix cache carved out of the KV pool
-
-    @property
-    def usd_per_hour(self) -> float:
-        """Whole pool: instances x tp accelerators."""
-        per = (self.spec.price_usd_per_hour if self.spec.price_usd_per_hour is not None
-               else self.accelerator.usd_per_hour)
-        return per * self.spec.instances * self.spec.tp
-
-    @property
-    def accelerators(self) -> int:
-        return self.spec.instances * self.spec.tp
-
-    @property
-    def kv_blocks(self) -> int:
-        """Blocks the instance's KV pool holds once staging and cache are set aside."""
-        return self.memory.kv_blocks - self.staging_blocks - self.cache_blocks
-
-    def kv_format(self) -> dict:
-        """What a transfer engine cannot paper over: dtype, page size, layout, sharding."""
-        return {"dtype": self.formats.kv, "block_size": self.spec.block_size,
-                "layout": self.spec.kv_layout, "tp": self.spec.tp}
+def read_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file against the schema; every error names the file and key path.
+    Names are not resolved here: ``hetsim.resolve.load_scenario`` does both."""
+    return parse_scenario(read_yaml(path), path)
 
 
-def kv_mismatch(src: ResolvedPool, dst: ResolvedPool) -> list[str]:
-    """The KV-format fields two pools differ in, e.g. ``['dtype fp8 vs bf16']``."""
-    a, b = src.kv_format(), dst.kv_format()
-    return [f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
-
-
-@dataclass(frozen=True)
-class ResolvedPlacement:
-    name: str
-    spec: Placement
-    pools: dict[str, ResolvedPool]
-    transfer: KVTransfer | None = None     # None: colocated, nothing crosses a boundary
-    engine: str = "rdma"
-    cross_site: Interconnect | None = None
-
-    @property
-    def disaggregated(self) -> bool:
-        return any(p.spec.role == "prefill" for p in self.pools.values())
-
-    @property
-    def kv_link(self) -> Interconnect | None:
-        """The NIC of the first prefill pool (for reports); None when colocated."""
-        return next((p.nic for p in self.pools.values() if p.spec.role == "prefill"), None)
-
-
-def _load_link(name: str, dirs, path: str) -> Interconnect:
-    try:
-        return load_interconnect(name, dirs)
-    except ConfigError as e:
-        raise ConfigError(e.message, path=path) from None
-
-
-def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> ResolvedPool:
-    try:
-        acc = load_accelerator(pool.accelerator, dirs)
-    except ConfigError as e:
-        raise ConfigError(e.message, path=f"{where}.accelerator") from None
-    f = pool.formats()
-    if not acc.supports(f.compute):
-        raise ConfigError(f"{acc.name} does not compute in {f.compute} (supports "
-                          f"{', '.join(acc.precisions)}); pool {name!r}", path=f"{where}.precision")
-    if acc.scale_up and pool.tp > acc.scale_up.domain_size:
-        raise ConfigError(f"tp={pool.tp} exceeds {acc.name}'s scale-up domain of "
-                          f"{acc.scale_up.domain_size}", path=f"{where}.tp")
-    if model.num_heads % pool.tp:
-        raise ConfigError(f"tp={pool.tp} does not divide {model.name}'s {model.num_heads} heads",
-                          path=f"{where}.tp")
-    try:
-        mem = memory_plan(model, acc, pool.tp, f, max_batched_tokens=pool.max_batch_tokens,
-                          max_seqs=pool.max_seqs, memory_utilization=pool.memory_utilization,
-                          block_size=pool.block_size)
-    except ConfigError as e:
-        raise ConfigError(f"pool {name!r}: {e.message}", path=where) from None
-    host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
-    side = {}
-    for key, sub in (("kv_offload", pool.kv_offload), ("prefix_cache", pool.prefix_cache)):
-        side[key] = (_load_link(sub.link, dirs, f"{where}.{key}.link")
-                     if sub is not None and sub.link else host)
-    scale_up = (_load_link(acc.scale_up.link, dirs, f"{where}.accelerator")
-                if acc.scale_up else None)
-    cache_blocks = 0
-    pc = pool.prefix_cache
-    if pc and pc.residency == "hbm" and pc.capacity_gb:
-        cache_blocks = int(pc.capacity_gb * 1e9 // (mem.kv_bytes_per_token * pool.block_size))
-        if cache_blocks >= mem.kv_blocks:
-            raise ConfigError(f"pool {name!r}: a {pc.capacity_gb:g} GB prefix cache leaves no "
-                              f"KV memory ({mem.kv_bytes / 1e9:.1f} GB per device)",
-                              path=f"{where}.prefix_cache.capacity_gb")
-    return ResolvedPool(name, pool, acc, f, mem, host_link=host, scale_up=scale_up,
-                        offload_link=side["kv_offload"], cache_link=side["prefix_cache"],
-                        cache_blocks=cache_blocks)
-
-
-def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs, where: str):
-    """NICs, engine, cross-site link and the KV-format checks of a disaggregated placement."""
-    import dataclasses
-    t = pl.transfer
-    key = f"{where}.kv_link" if pl.kv_link else f"{where}.kv_transfer"
-    common = _load_link(t.link, dirs, key if pl.kv_link else f"{key}.link") if t.link else None
-    for n, rp in list(pools.items()):
-        if rp.spec.nic:
-            nic = _load_link(rp.spec.nic, dirs, f"{where}.pools.{n}.nic")
-        elif common is not None:
-            nic = common
-        elif rp.accelerator.scale_out_nic:
-            nic = _load_link(rp.accelerator.scale_out_nic, dirs, f"{where}.pools.{n}.accelerator")
-        else:
-            raise ConfigError(f"{rp.accelerator.name} names no scale_out_nic; set "
-                              f"kv_transfer.link or the pool's nic", path=f"{where}.pools.{n}.nic")
-        pools[n] = dataclasses.replace(rp, nic=nic)
-    engine = t.engine or ("rdma" if all(p.nic.rdma for p in pools.values()) else "tcp")
-    if engine == "rdma":
-        for n, rp in pools.items():
-            if not rp.nic.rdma:
-                raise ConfigError(f"engine rdma needs GPU-direct NICs; pool {n!r} uses "
-                                  f"{rp.nic.name} (rdma: false); use engine: tcp",
-                                  path=f"{key}.engine")
-    sites = {p.spec.site for p in pools.values()}
-    cross = None
-    if len(sites) > 1:
-        if t.cross_site is None:
-            raise ConfigError(f"pools are on sites {', '.join(sorted(sites))}; KV between sites "
-                              f"needs kv_transfer.cross_site: {{link: ...}}", path=key)
-        cross = _load_link(t.cross_site.link, dirs, f"{key}.cross_site.link")
-    # Pools that share a scale-up domain must share its fabric and fit in it.
-    domains: dict[str, list[ResolvedPool]] = {}
-    for rp in pools.values():
-        if rp.spec.scale_up_domain:
-            domains.setdefault(rp.spec.scale_up_domain, []).append(rp)
-    for dom, members in domains.items():
-        links = {m.scale_up.name if m.scale_up else None for m in members}
-        if len(links) > 1 or None in links:
-            raise ConfigError(f"scale_up_domain {dom!r} mixes scale-up fabrics "
-                              f"({', '.join(sorted(map(str, links)))})",
-                              path=f"{where}.pools.{members[-1].name}.scale_up_domain")
-        size = sum(m.accelerators for m in members)
-        cap = members[0].accelerator.scale_up.domain_size
-        if size > cap:
-            raise ConfigError(f"scale_up_domain {dom!r} holds {size} accelerators, more than "
-                              f"{members[0].accelerator.name}'s domain of {cap}",
-                              path=f"{where}.pools.{members[-1].name}.scale_up_domain")
-    senders = [p for p in pools.values() if p.spec.role == "prefill"]
-    receivers = [p for p in pools.values() if p.spec.role in ("decode", "mixed")]
-    if t.conversion == "none":
-        for a in senders:
-            for b in receivers:
-                diff = kv_mismatch(a, b)
-                if diff:
-                    raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
-                                      f"formats ({', '.join(diff)}) and conversion is none; set "
-                                      f"conversion: prefill or decode", path=f"{key}.conversion")
-    if t.handoff == "push":
-        for b in receivers:
-            staging = max(1, int(b.memory.kv_blocks * t.staging_fraction))
-            pools[b.name] = dataclasses.replace(b, staging_blocks=staging)
-    for b in pools.values():
-        if b.kv_blocks < 1:
-            raise ConfigError(f"pool {b.name!r} has no KV memory left after its staging buffer "
-                              f"and prefix cache", path=f"{where}.pools.{b.name}")
-    return engine, cross
-
-
-def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
-    """Load every profile a scenario names and check fit; errors name the key path."""
-    from .engine.routers import ROUTERS  # registry of names
-    dirs = [sc.base_dir / d for d in sc.hardware_profiles]
-    for i, d in enumerate(dirs):
-        if not d.is_dir():
-            raise ConfigError(f"{d} is not a folder" if d.exists() else f"{d} does not exist",
-                              path=f"hardware_profiles[{i}]")
-    model_ref = sc.model
-    if model_ref.endswith((".json", ".yaml", ".yml")):
-        model_ref = str(sc.base_dir / model_ref)
-    try:
-        model = load_model(model_ref)
-    except ConfigError as e:   # inside the model's own file, keep its key path
-        raise ConfigError(e.message, file=e.file, path=e.path if e.file else "model") from None
-    out = {}
-    for pname, pl in sc.placements.items():
-        where = f"placements.{pname}"
-        pools = {n: _resolve_pool(n, p, model, dirs, f"{where}.pools.{n}")
-                 for n, p in pl.pools.items()}
-        for stage in ("prefill", "decode"):
-            r = getattr(pl.routers, stage)
-            if r not in ROUTERS:
-                key = f"{where}.router" + ("" if isinstance(pl.router, str) else f".{stage}")
-                raise ConfigError(f"unknown router {r!r}" + suggest(r, ROUTERS)
-                                  + f"; one of {', '.join(sorted(ROUTERS))}", path=key)
-        if any(p.spec.role == "prefill" for p in pools.values()):
-            engine, cross = _resolve_transfer(pl, pools, dirs, where)
-            out[pname] = ResolvedPlacement(pname, pl, pools, pl.transfer, engine, cross)
-        else:
-            if pl.kv_link or pl.kv_transfer:
-                raise ConfigError("a colocated placement moves no KV; drop kv_link/kv_transfer",
-                                  path=f"{where}.kv_transfer" if pl.kv_transfer
-                                  else f"{where}.kv_link")
-            out[pname] = ResolvedPlacement(pname, pl, pools)
-    return model, out
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; every error names the file and key path."""
-    return scenario_from_dict(read_yaml(path), path)
-
-
-def scenario_from_dict(raw, path: str | Path) -> Scenario:
-    """Validate a parsed scenario that came from ``path`` (errors name it; relative paths in it
-    resolve against its folder)."""
+def parse_scenario(raw, path: str | Path) -> Scenario:
+    """Check a parsed scenario that came from ``path`` against the schema (errors name it;
+    relative paths in it resolve against its folder)."""
     path = str(path)
     try:
         sc = build(Scenario, raw)
-        sc = Scenario(**{**sc.__dict__, "source_file": path})
-        resolve_scenario(sc)
     except ConfigError as e:
         raise e.with_file(path) from None
-    return sc
+    return Scenario(**{**sc.__dict__, "source_file": path})

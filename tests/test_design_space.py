@@ -257,7 +257,7 @@ def test_preemption_conserves_decode_tokens(tmp_path, base_dict):
         input_tokens={"dist": "uniform", "min": 500, "max": 3000},
         output_tokens={"dist": "uniform", "min": 100, "max": 900})
     import hetsim.engine.sim as sim_mod
-    from hetsim.scenario import resolve_scenario
+    from hetsim.resolve import resolve_scenario
     from hetsim.workload import generate
     model, resolved = resolve_scenario(sc)
     reqs = generate(sc.workload, sc.base_dir)

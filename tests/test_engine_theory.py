@@ -5,7 +5,7 @@ import pytest
 import hetsim
 from hetsim.engine.sim import Simulation
 from hetsim.perf import PerfModel, StepModel
-from hetsim.scenario import resolve_scenario
+from hetsim.resolve import resolve_scenario
 from hetsim.workload import generate
 
 from .conftest import scenario_from

@@ -288,7 +288,7 @@ def test_planner_reproduces_distserves_placement_search():
     seeds and search. DistServe's published 1.56 req/s per GPU is not reproducible from its
     published inputs (README "DistServe's placement search")."""
     from hetsim.plan import load_plan_spec, plan
-    from hetsim.scenario import scenario_from_dict
+    from hetsim.resolve import scenario_from_dict
     spec = load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml")
     res = plan(spec)
     best = res.best

@@ -347,7 +347,7 @@ def test_a_crash_is_never_mistaken_for_a_regression_or_bad_input(tiny, monkeypat
 # --- metrics ----------------------------------------------------------------------------------
 def test_goodput_at_an_attained_rate_is_that_rate():
     """Constant arrivals at 5 r/s, all within SLO: goodput is 5 r/s however long the drain."""
-    sc = hetsim.scenario.load_scenario(SCENARIOS / "quickstart.yaml")
+    sc = hetsim.load_scenario(SCENARIOS / "quickstart.yaml")
     from dataclasses import replace
     w = build(WorkloadSpec, {"requests": 50, "arrival": {"process": "constant", "rate_rps": 5},
                              "input_tokens": {"dist": "fixed", "value": 512},
@@ -362,7 +362,7 @@ def test_goodput_at_an_attained_rate_is_that_rate():
 def test_summarize_is_pure():
     from hetsim.api import prepare
     from hetsim.engine.sim import Simulation
-    sc = hetsim.scenario.load_scenario(SCENARIOS / "quickstart.yaml")
+    sc = hetsim.load_scenario(SCENARIOS / "quickstart.yaml")
     model, resolved, reqs = prepare(sc)
     pl = resolved["disagg-1p3d-h100"]
     res = Simulation(pl, model, reqs, seed=0).run()

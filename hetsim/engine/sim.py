@@ -15,7 +15,7 @@ import numpy as np
 import simpy
 
 from ..perf import PerfModel, StepModel
-from ..scenario import ResolvedPlacement, ResolvedPool, kv_mismatch
+from ..resolve import ResolvedPlacement, ResolvedPool, kv_mismatch
 from ..workload import Requests
 from .instances import DecodeInstance, MixedInstance, OnDemandDecodeInstance, PrefillInstance
 from .memory import BlockPool
