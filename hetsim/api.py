@@ -91,7 +91,7 @@ def prepare(sc: Scenario, placements: list[str] | None = None):
         reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context, model=model.name)
         check_memory(len(reqs), len(names))
     except ConfigError as e:
-        raise (e.with_file(sc.source_file) if sc.source_file else e) from None
+        raise e.with_file(sc.source_file) from None
     return model, {n: resolved[n] for n in names}, reqs
 
 

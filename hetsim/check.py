@@ -143,7 +143,7 @@ def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
                                   file=str(path), path=where)
             want = " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
                                              f"<= {b.max:g}" if b.max is not None else "") if x)
-            ok = v is not None and (b.min is None or v >= b.min) and (b.max is None or v <= b.max)
+            ok = (b.min is None or v >= b.min) and (b.max is None or v <= b.max)
             results.append(CheckResult(name, metric, "bound", v, want, ok,
                                        "" if ok else f"{metric} = {_fmt(v)}, expected {want}"))
         if baseline is not None:

@@ -31,9 +31,11 @@ class ConfigError(ValueError):
         text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
         return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 20] + " ... (cut)"
 
-    def with_file(self, file: str) -> "ConfigError":
-        """Return the same error attributed to ``file`` (keeps an existing attribution)."""
-        return self if self.file else ConfigError(self.message, file=file, path=self.path)
+    def with_file(self, file: str | None) -> "ConfigError":
+        """Return the same error attributed to ``file`` (keeps an existing attribution;
+        ``None``, e.g. a scenario built in Python, adds none)."""
+        return self if self.file or not file else ConfigError(self.message, file=file,
+                                                              path=self.path)
 
     def under(self, prefix: str) -> "ConfigError":
         """Return the same error with ``prefix`` prepended to its key path."""

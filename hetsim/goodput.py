@@ -152,7 +152,7 @@ def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3
     try:
         return _goodput(sc, placements, seeds, requests, rel_tol, progress)
     except ConfigError as e:
-        raise (e.with_file(sc.source_file) if sc.source_file else e) from None
+        raise e.with_file(sc.source_file) from None
 
 
 def _goodput(sc, placements, seeds, requests, rel_tol, progress) -> list[GoodputResult]:

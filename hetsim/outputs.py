@@ -56,10 +56,10 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     return p
 
 
-def _sibling(p: Path, tag: str = "") -> Path:
+def _sibling(p: Path) -> Path:
     """A fresh hidden name beside ``p`` (created by the caller with the user's umask, unlike
     tempfile's private 0600/0700 modes)."""
-    return p.parent / f".{p.name or 'out'}{tag}.{uuid.uuid4().hex[:12]}.tmp"
+    return p.parent / f".{p.name or 'out'}.{uuid.uuid4().hex[:12]}.tmp"
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -205,7 +205,7 @@ def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlace
     try:
         return _resolve(sc)
     except ConfigError as e:
-        raise (e.with_file(sc.source_file) if sc.source_file else e) from None
+        raise e.with_file(sc.source_file) from None
 
 
 def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
