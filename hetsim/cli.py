@@ -136,6 +136,7 @@ def _cmd_goodput(args) -> int:
 def _cmd_check(args) -> int:
     from .check import baseline_json, format_results, junit_xml, load_baseline, load_plan, run_check
     from .outputs import check_output_file, write_text_atomic
+    plan = load_plan(args.plan)          # reads and checks; nothing runs before the outputs
     baseline_path = Path(args.baseline) if args.baseline else None
     target = junit = baseline = None
     if args.update_baseline:
@@ -159,7 +160,6 @@ def _cmd_check(args) -> int:
             raise ConfigError(f"{out} is {inputs[out.resolve()]} this check reads", path=flag)
     if target and junit and target.resolve() == junit.resolve():
         raise ConfigError("the JUnit report and the baseline would be one file", path="--junit")
-    plan = load_plan(args.plan)
     results, metrics = run_check(plan, baseline, args.tolerance)
     sc_name = plan[0].name
     if target:

@@ -118,7 +118,7 @@ _StrictLoader.yaml_constructors[_TAG + "bool"] = _StrictLoader.construct_yaml_bo
 
 def _read_text(path: str | Path) -> str:
     """A UTF-8 text file of at most MAX_INPUT_BYTES, or a one-line ConfigError."""
-    p = Path(path)
+    p, path = Path(path), str(path) or "''"     # an empty argument is named, not dropped
     try:
         if p.is_dir():
             raise ConfigError("is a folder, not a file", file=str(path))
