@@ -179,7 +179,7 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
 
 def arrival_window(arrival_s: pd.Series, fallback: float) -> float:
     """The span the requests arrived over, as n inter-arrival gaps: (last - first) x n/(n-1),
-    so n requests offered at rate r give n/r on average, and goodput = attainment x r."""
+    so n requests arriving at rate r span n/r on average (goodput = attainment x that rate)."""
     n = len(arrival_s)
     span = float(arrival_s.max() - arrival_s.min()) if n else 0.0
     return span * n / (n - 1) if n > 1 and span > 0 else max(fallback, 1e-12)

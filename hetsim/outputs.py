@@ -79,19 +79,33 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return p
 
 
-def _manifest(folder: Path) -> dict[str, str] | None:
-    """{file: the command that wrote it} of the hetsim output in ``folder``, or None."""
+def _manifest(folder: Path) -> dict[str, dict] | None:
+    """{file: {command, size, mtime_ns}} of the hetsim output in ``folder``, or None."""
     try:
         data = json.loads((folder / MANIFEST).read_text())
-        files = data["files"]
-        writers = data.get("writers") or {f: data["command"] for f in files}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        written = data["written"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(writers, dict) or not all(
-            isinstance(f, str) and isinstance(c, str) and "/" not in f and
-            f not in ("", ".", "..") for f, c in writers.items()):
+    if not isinstance(written, dict) or not all(
+            isinstance(f, str) and "/" not in f and f not in ("", ".", "..") and
+            isinstance(w, dict) and isinstance(w.get("command"), str)
+            for f, w in written.items()):
         return None
-    return writers
+    return written
+
+
+def _stamp(f: Path) -> dict:
+    st = f.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _unchanged(f: Path, entry: dict) -> bool:
+    """Whether ``f`` is still the file hetsim wrote (same size and mtime as recorded)."""
+    try:
+        return f.is_file() and not f.is_symlink() and _stamp(f) == {
+            "size": entry.get("size"), "mtime_ns": entry.get("mtime_ns")}
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -113,21 +127,25 @@ class OutputDir:
         if new:
             p.parent.mkdir(parents=True, exist_ok=True)
         tmp = _sibling(p) if new else p / f".hetsim-staging.{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
+        tmp.mkdir()     # exclusive: fails rather than adopt a folder someone else made
+        moved = False
         try:
             fill(tmp)
             files = sorted(f.name for f in tmp.iterdir())
-            if new and self._move_folder(tmp, command, files):
-                return files
-            self._move_files(tmp, command, files)
+            moved = new and self._move_folder(tmp, command, files)
+            if not moved:
+                self._move_files(tmp, command, files)
         finally:
-            if tmp.exists():
+            # NOTE: the only folder hetsim ever removes: the staging folder it made above,
+            # never once it has become the output folder.
+            if not moved:
                 shutil.rmtree(tmp, ignore_errors=True)
         return files
 
     def _move_folder(self, tmp: Path, command: str, files: list[str]) -> bool:
         """A new folder appears whole; False when another writer created it meanwhile."""
-        _write_manifest(tmp, command, {name: command for name in files})
+        _write_manifest(tmp, command, {name: {"command": command, **_stamp(tmp / name)}
+                                       for name in files})
         try:
             os.replace(tmp, self.path)
         except OSError:
@@ -141,28 +159,31 @@ class OutputDir:
         """Replace our files one by one, each by rename; touch nothing else; manifest last.
 
         Files an earlier run of the same command wrote and this one did not are stale and
-        removed; another command's files (``plan``'s plan.yaml beside a ``run`` of it) are
+        removed, but only while they are still exactly what hetsim wrote (size and mtime as
+        recorded); another command's files (``plan``'s plan.yaml beside a ``run`` of it) are
         kept and stay listed as hetsim's."""
         p = self.path
-        writers = {name: command for name in files}
-        for name, by in (_manifest(p) or {}).items():
-            if name in writers or name == MANIFEST or not (p / name).is_file():
+        written = {}
+        for name, entry in (_manifest(p) or {}).items():
+            if name in files or name == MANIFEST or not _unchanged(p / name, entry):
                 continue
-            if by == command:
+            if entry["command"] == command:
                 (p / name).unlink()
             else:
-                writers[name] = by
+                written[name] = entry
         for name in files:
             os.replace(tmp / name, p / name)
-        _write_manifest(tmp, command, writers)
+            written[name] = {"command": command, **_stamp(p / name)}
+        _write_manifest(tmp, command, written)
         os.replace(tmp / MANIFEST, p / MANIFEST)
 
 
-def _write_manifest(folder: Path, command: str, writers: dict[str, str]) -> None:
+def _write_manifest(folder: Path, command: str, written: dict[str, dict]) -> None:
+    """``written``: {file: {command, size, mtime_ns}} as each file landed."""
     from . import __version__
     (folder / MANIFEST).write_text(json.dumps(
-        {"written_by": f"hetsim {__version__}", "command": command, "files": sorted(writers),
-         "writers": dict(sorted(writers.items()))}, indent=2) + "\n")
+        {"written_by": f"hetsim {__version__}", "command": command,
+         "written": dict(sorted(written.items()))}, indent=2) + "\n")
 
 
 def check_output_dir(path: str | Path, force: bool = False, flag: str = "--out") -> OutputDir:

@@ -187,18 +187,18 @@ def _resolve_names(spec: PlanSpec) -> None:
     """Every name loads, and no two entries name one profile (``h100`` beside ``H100-SXM``
     would count the same stock twice)."""
     seen: dict = {}
-    for where, names, load in (("inventory.{}", list(spec.inventory), load_accelerator),
-                               ("interconnects[{}]", spec.interconnects, load_interconnect)):
-        for i, a in enumerate(names):
-            key = where.format(a if where.startswith("inventory") else i)
-            try:
-                prof = load(a)
-            except ConfigError as e:
-                raise ConfigError(e.message, path=key) from None
-            same = seen.setdefault((prof.name, getattr(prof, "calibration", None) is None), a)
-            if same != a:
-                raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
-                                  path=key)
+    entries = ([(f"inventory.{a}", a, load_accelerator) for a in spec.inventory]
+               + [(f"interconnects[{i}]", n, load_interconnect)
+                  for i, n in enumerate(spec.interconnects)])
+    for key, a, load in entries:
+        try:
+            prof = load(a)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=key) from None
+        same = seen.setdefault((prof.name, getattr(prof, "calibration", None) is None), a)
+        if same != a:
+            raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
+                              path=key)
     try:
         load_model(spec.model)
     except ConfigError as e:

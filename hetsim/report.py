@@ -62,10 +62,11 @@ def format_table(summaries: list[dict], title: str = "") -> str:
     that meet the SLO."""
     rows = [[h for h, _, _ in COLUMNS]] + [[_cell(g, f, s) for _, g, f in COLUMNS]
                                            for s in summaries]
-    ranked = [s for s in summaries if s["meets_slo"] and s["goodput_rps_per_dollar_hour"]]
-    best = (f"most goodput per $/h within SLO: {max(ranked, key=lambda s: s['goodput_rps_per_dollar_hour'])['name']}"
-            if ranked else "no placement meets the SLO")
-    return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + best
+    best = max((s for s in summaries if s["meets_slo"] and s["goodput_rps_per_dollar_hour"]),
+               key=lambda s: s["goodput_rps_per_dollar_hour"], default=None)
+    last = (f"most goodput per $/h within SLO: {best['name']}" if best
+            else "no placement meets the SLO")
+    return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + last
 
 
 def _plots(result, out: Path) -> None:

@@ -48,7 +48,7 @@ def snapshot(root: Path) -> dict:
 def test_out_fills_a_new_folder_and_writes_a_manifest(tiny, tmp_path, capsys):
     out = tmp_path / "a" / "b"
     assert main(["run", str(tiny), "--out", str(out), "-q"]) == 0
-    files = json.loads((out / MANIFEST).read_text())["files"]
+    files = list(json.loads((out / MANIFEST).read_text())["written"])
     assert "summary.json" in files and sorted(p.name for p in out.iterdir()) == sorted(
         files + [MANIFEST])
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]   # no temp left
@@ -82,17 +82,36 @@ def test_a_previous_output_is_replaced_and_user_files_beside_it_survive(tiny, tm
     assert main(["run", str(tiny), "--out", str(out), "-q"]) == 0
     assert (out / "latency_cdf.png").exists()
     (out / "notes.txt").write_text("mine")        # a user's file added to an output folder
+    for name in ("kv_staging.csv", "plan.yaml", "edited.csv"):
+        (out / name).write_text(f"old {name}")
     manifest = json.loads((out / MANIFEST).read_text())
-    manifest["writers"]["kv_staging.csv"] = "run"     # the previous run wrote it, this one not
-    manifest["writers"]["plan.yaml"] = "plan"         # another command's output
+
+    def wrote(name, command):
+        st = (out / name).stat()
+        manifest["written"][name] = {"command": command, "size": st.st_size,
+                                     "mtime_ns": st.st_mtime_ns}
+    wrote("kv_staging.csv", "run")      # the previous run wrote it, this one does not
+    wrote("plan.yaml", "plan")          # another command's output
+    wrote("edited.csv", "run")          # hetsim's, then edited by the user
+    (out / "edited.csv").write_text("the user's edit, now longer")
     (out / MANIFEST).write_text(json.dumps(manifest))
-    (out / "kv_staging.csv").write_text("old")
-    (out / "plan.yaml").write_text("the plan being run")
     assert main(["run", str(tiny), "--out", str(out), "-q"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "kv_staging.csv").exists()
-    assert (out / "plan.yaml").read_text() == "the plan being run"
-    assert json.loads((out / MANIFEST).read_text())["writers"]["plan.yaml"] == "plan"
+    assert (out / "plan.yaml").read_text() == "old plan.yaml"
+    assert (out / "edited.csv").read_text() == "the user's edit, now longer"
+    written = json.loads((out / MANIFEST).read_text())["written"]
+    assert written["plan.yaml"]["command"] == "plan" and "edited.csv" not in written
+
+
+def test_a_forged_manifest_cannot_make_hetsim_delete_a_file_it_did_not_write(tiny, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / MANIFEST).write_text(json.dumps(
+        {"command": "run", "written": {"notes.txt": {"command": "run"}}}))   # no stamp
+    assert main(["run", str(tiny), "--out", str(out), "-q"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_out_into_a_mount_point_or_symlinked_folder_never_moves_the_folder(tiny, tmp_path):
