@@ -1,0 +1,90 @@
+"""hetsim.kerneldb on small synthetic tables laid out as aiconfigurator-core lays them out."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from hetsim import kerneldb
+from hetsim.errors import ConfigError
+
+
+def _table(root, system, family, runtime, version, stem, **cols):
+    d = root / "data" / system / family / runtime / version
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(cols).to_parquet(d / f"{stem}.parquet")
+
+
+@pytest.fixture
+def root(tmp_path):
+    gemm = dict(gemm_dtype=["bfloat16", "fp8"], m=[1, 2], n=[8, 8], k=[8, 8], latency=[0.5, 2.0])
+    _table(tmp_path, "h100_sxm", "gemm", "vllm", "0.9.0", "gemm_perf", **gemm)
+    _table(tmp_path, "h100_sxm", "gemm", "vllm", "0.24.0", "gemm_perf", **gemm)
+    _table(tmp_path, "h100_sxm", "attention", "vllm", "0.9.0", "context_attention_perf",
+           attn_dtype=["bfloat16"], kv_cache_dtype=["fp8"], latency=[1.0])
+    _table(tmp_path, "h100_sxm", "gemm", "vllm", "0.30.0", "gemm_perf", **gemm)
+    _table(tmp_path, "h100_sxm", "gemm", "nccl", "2.27", "gemm_perf", **gemm)  # not a runtime
+    _table(tmp_path, "b200_sxm", "gemm", "trtllm", "1.3.0rc20", "gemm_perf", **gemm)
+    (tmp_path / "query_versions.yaml").write_text(
+        "defaults:\n  vllm: {current: '0.24.0', previous: null}\n"
+        "overrides:\n  b200_sxm:\n    trtllm: {current: '9.9', previous: null}\n")
+    return tmp_path
+
+
+def test_catalog_lists_runtime_tables_only(root):
+    cat = kerneldb.catalog(root)
+    assert set(cat.runtime) == {"vllm", "trtllm"}
+    assert len(cat) == 5
+    assert list(cat.columns) == ["system", "op", "runtime", "version", "path"]
+
+
+def test_select_uses_declared_current_and_backward_fills(root):
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    assert t.version == "0.24.0"  # declared current, not the newer 0.30.0 on disk
+    assert t.tables["gemm"][0] == "0.24.0"
+    assert t.tables["context_attention"][0] == "0.9.0"  # newest older version that has it
+
+
+def test_select_versions_sort_numerically_not_as_text(root):
+    # "0.30.0" > "0.24.0" > "0.9.0" numerically; as text "0.9.0" would be the newest
+    t = kerneldb.select("h100_sxm", "vllm", "0.30.0", root=root)
+    assert t.tables["gemm"][0] == "0.30.0"
+    t = kerneldb.select("h100_sxm", "vllm", "0.9.0", root=root)
+    assert t.tables["gemm"][0] == "0.9.0"
+
+
+def test_declared_version_absent_falls_back_to_newest_present(root):
+    assert kerneldb.select("b200_sxm", "trtllm", root=root).version == "1.3.0rc20"
+
+
+@pytest.mark.parametrize("args, words", [
+    (("h999", "vllm"), "unknown aiconfigurator system 'h999'"),
+    (("h100_sxm", "sglang"), "unknown runtime for h100_sxm 'sglang'"),
+    (("h100_sxm", "vllm", "0.1"), "has 0.9.0, 0.24.0, 0.30.0"),
+])
+def test_unknown_names_list_what_exists(root, args, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        kerneldb.select(*args, root=root)
+
+
+def test_read_op_converts_units_and_dtypes(root):
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    df = kerneldb.read_op(t, "gemm")
+    assert list(df.gemm_dtype) == ["bf16", "fp8"]
+    assert list(df.latency_s) == [0.0005, 0.002]
+    assert "latency" not in df.columns
+    with pytest.raises(ConfigError, match="has no moe table"):
+        kerneldb.read_op(t, "moe")
+
+
+def test_read_op_refuses_unknown_dtype(root):
+    _table(root, "h100_sxm", "gemm", "vllm", "0.24.0", "gemm_perf", gemm_dtype=["fp6"],
+           m=[1], n=[1], k=[1], latency=[1.0])
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    with pytest.raises(ConfigError, match="unknown dtype 'fp6'"):
+        kerneldb.read_op(t, "gemm")
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(kerneldb.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install 'hetsim\[aic\]'"):
+        kerneldb.data_root()
