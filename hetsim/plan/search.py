@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 from ..hardware import load_interconnect
-from .capacity import Option
 from .spec import PlanSpec
 
 __all__ = ["Candidate", "size", "candidates", "fits_inventory", "cheapest_layouts",
