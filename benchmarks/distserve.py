@@ -30,6 +30,7 @@ from pathlib import Path
 
 import hetsim
 from hetsim import plan as plan_mod
+from hetsim.plan import capacity as plan_capacity
 from hetsim.engine import sim as sim_mod
 from hetsim.perf import PerfModel, StepModel
 
@@ -104,7 +105,7 @@ def main() -> int:
     a = ap.parse_args()
     step_check()
     if a.distserve_fits:
-        sim_mod.StepModel = plan_mod.StepModel = FittedStep
+        sim_mod.StepModel = plan_capacity.StepModel = FittedStep
         search("hetsim engine, DistServe's iteration-time fits")
     else:
         search("hetsim (datasheet A100 model)")

@@ -1,6 +1,7 @@
 """``hetsim check``: CI regression of capacity plans.
 
-A plan is a scenario with expectations: ``expect:`` at the top level applies to every placement,
+Its input is a checks file: a scenario with expectations (not ``hetsim plan``'s spec, which
+lives in :mod:`hetsim.plan`). ``expect:`` at the top level applies to every placement,
 ``expect:`` inside a placement to that one (and wins on the same metric). Metrics are the keys
 of the run summary, nested ones dotted (``ttft_s.p99``, ``link_utilization.prefill.nic.max``).
 The run is deterministic, so a stored baseline of every numeric metric catches silent model
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -17,7 +19,11 @@ from .config import build, meta, read_json, read_yaml
 from .errors import ConfigError, suggest
 from .metrics import metric_error
 
-__all__ = ["Bound", "CheckResult", "load_plan", "run_check", "flatten", "junit_xml"]
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
+__all__ = ["Bound", "CheckSpec", "CheckResult", "load_checks", "run_check", "flatten",
+           "junit_xml", "load_baseline", "baseline_json", "format_results"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,15 @@ class Bound:
             raise ConfigError("needs min or max", path="min")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ConfigError(f"min {self.min} > max {self.max}", path="min")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A checks file, read: the scenario and its bounds per placement, ``{placement: {metric:
+    (Bound, key path in the file)}}`` (a placement's own bound already wins over the top-level
+    one)."""
+    scenario: "Scenario"
+    expects: dict
 
 
 @dataclass
@@ -54,12 +69,13 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_plan(path: str | Path):
-    """The scenario and its expectations ({placement: {metric: Bound}}), validated."""
+def load_checks(path: str | Path) -> CheckSpec:
+    """Read a checks file: the scenario and its expectations, validated (metric names
+    included) before anything runs."""
     from .scenario import parse_scenario
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError("a plan must be a mapping (a scenario with expect:)", file=str(path))
+        raise ConfigError("a checks file must be a mapping (a scenario with expect:)", file=str(path))
     raw = dict(raw)
     top = raw.pop("expect", None)
     top = {} if top is None else top
@@ -91,7 +107,7 @@ def load_plan(path: str | Path):
                 except ConfigError as e:
                     raise e.with_file(str(path)) from None
         expects[name] = merged
-    return sc, expects
+    return CheckSpec(sc, expects)
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -117,12 +133,14 @@ def load_baseline(path: str | Path) -> dict:
     return base
 
 
-def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
-              progress=None) -> tuple[list[CheckResult], dict]:
-    """Run the plan (a path, or what :func:`load_plan` returned); check bounds and drift.
-    Returns (results, metrics per placement)."""
+def run_check(checks: "CheckSpec | str | Path", baseline: dict | None = None,
+              tolerance: float = 0.05, progress=None) -> tuple[list[CheckResult], dict]:
+    """Run a checks file (a path, or what :func:`load_checks` returned); check bounds and
+    drift. Returns (results, metrics per placement)."""
     from .api import run
-    sc, expects = plan if isinstance(plan, tuple) else load_plan(plan)
+    if not isinstance(checks, CheckSpec):
+        checks = load_checks(checks)
+    sc, expects = checks.scenario, checks.expects
     path = sc.source_file
     result = run(sc, progress=progress)
     metrics = {s["name"]: {k: v for k, v in flatten(s).items()
@@ -137,7 +155,7 @@ def run_check(plan, baseline: dict | None = None, tolerance: float = 0.05,
                 raise ConfigError(f"unknown metric {metric!r}" + suggest(metric, flat),
                                   file=str(path), path=where)
             v = flat[metric]
-            if v is None:    # e.g. a KV-transfer time in a colocated placement: a plan error
+            if v is None:    # e.g. a KV-transfer time in a colocated placement: a checks-file error
                 raise ConfigError(f"{metric} has no value for placement {name!r} (nothing it "
                                   f"measures happened); drop the bound there",
                                   file=str(path), path=where)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
@@ -17,27 +16,11 @@ __all__ = ["main", "EXIT_INTERNAL"]
 EXIT_INTERNAL = 70
 
 
-class _Progress:
-    """A progress line on stderr, shown only once a run has taken more than ``after_s``."""
-
-    def __init__(self, stream=sys.stderr, after_s: float = 2.0):
-        self.stream, self.after_s = stream, after_s
-        self.t0 = time.monotonic()
-        self.shown = False
-        self._last = 0.0
-
-    def __call__(self, placement: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.t0 < self.after_s or (now - self._last < 0.2 and done < total):
-            return
-        self._last = now
-        self.shown = True
-        self.stream.write(f"\r{placement}: {done}/{total} requests ({done / total:.0%})   ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
+def _progress(args, prefix: str = "", unit: str = "it", delay_s: float = 0.0):
+    """The stderr progress of a command (nothing with ``-q``): a tqdm bar on a terminal, plain
+    lines in a log."""
+    from .progress import Progress
+    return Progress(prefix, unit, delay_s=delay_s, enabled=not args.quiet)
 
 
 def _cmd_run(args) -> int:
@@ -47,12 +30,8 @@ def _cmd_run(args) -> int:
     from .scenario import read_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
     sc = read_scenario(args.scenario)     # resolved once, by run
-    progress = _Progress() if not args.quiet else None
-    try:
+    with _progress(args, unit="requests", delay_s=2.0) as progress:
         result = run(sc, placements=args.placement or None, progress=progress)
-    finally:
-        if progress:
-            progress.close()
     if out:
         write_outputs(result, out)
     if args.json:
@@ -96,15 +75,9 @@ def _cmd_goodput(args) -> int:
     if args.requests:
         check_memory(args.requests, 1, path="--requests")
     sc = read_scenario(args.scenario)     # resolved once, by goodput
-
-    def progress(name, k):
-        if not args.quiet:
-            sys.stderr.write(f"\rgoodput: {name}: {k} rates simulated   ")
-            sys.stderr.flush()
-    res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
-                  rel_tol=args.tolerance, progress=progress)
-    if not args.quiet:
-        sys.stderr.write("\n")
+    with _progress(args, prefix="goodput", unit="rates simulated") as progress:
+        res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
+                      rel_tol=args.tolerance, progress=progress)
     out = {"scenario": sc.name, "slo": {"ttft_s": sc.slo.ttft_s, "tpot_s": sc.slo.tpot_s,
                                         "attainment": sc.slo.attainment,
                                         "percentile": sc.slo.percentile},
@@ -134,9 +107,10 @@ def _cmd_goodput(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .check import baseline_json, format_results, junit_xml, load_baseline, load_plan, run_check
+    from .check import (baseline_json, format_results, junit_xml, load_baseline, load_checks,
+                        run_check)
     from .outputs import check_output_file, write_text_atomic
-    plan = load_plan(args.plan)          # reads and checks; nothing runs before the outputs
+    checks = load_checks(args.plan)      # reads and checks; nothing runs before the outputs
     baseline_path = Path(args.baseline) if args.baseline else None
     target = junit = baseline = None
     if args.update_baseline:
@@ -153,15 +127,15 @@ def _cmd_check(args) -> int:
         baseline = load_baseline(baseline_path)
     if args.junit:
         junit = check_output_file(args.junit, "--junit")
-    inputs = {Path(args.plan).resolve(): "the plan", **(
+    inputs = {Path(args.plan).resolve(): "the checks file", **(
         {baseline_path.resolve(): "the baseline"} if baseline_path and not target else {})}
     for flag, out in (("--baseline", target), ("--junit", junit)):
         if out is not None and out.resolve() in inputs:
             raise ConfigError(f"{out} is {inputs[out.resolve()]} this check reads", path=flag)
     if target and junit and target.resolve() == junit.resolve():
         raise ConfigError("the JUnit report and the baseline would be one file", path="--junit")
-    results, metrics = run_check(plan, baseline, args.tolerance)
-    sc_name = plan[0].name
+    results, metrics = run_check(checks, baseline, args.tolerance)
+    sc_name = checks.scenario.name
     if target:
         write_text_atomic(target, json.dumps(baseline_json(sc_name, metrics, args.tolerance),
                                              indent=2, sort_keys=True) + "\n")
@@ -182,17 +156,14 @@ def _cmd_plan(args) -> int:
     import yaml
     from .outputs import check_output_dir
     from .plan import by_cost, load_plan_spec, plan
-    from .report import plan_png
+    from .plots import plan_png
     out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec)
-    progress = None if args.quiet else (lambda st, i, n: (sys.stderr.write(
-        f"\rplan: {st} {i}/{n}   "), sys.stderr.flush()))
     try:
-        res = plan(spec, progress)
+        with _progress(args, prefix="plan", unit="candidates") as progress:
+            res = plan(spec, progress)
     except ConfigError as e:
         raise e.with_file(args.spec) from None
-    if not args.quiet:
-        sys.stderr.write("\n")
 
     def fill(tmp: Path) -> None:
         (tmp / "plan.yaml").write_text(
@@ -234,9 +205,9 @@ def _cmd_plan(args) -> int:
 def _cmd_validate(args) -> int:
     """Every check ``run`` makes before simulating (the requests are drawn too)."""
     from .api import prepare
-    from .check import load_plan
+    from .check import load_checks
     for f in args.scenario:
-        sc, _ = load_plan(f)      # a scenario, or a check plan (its expect: blocks checked too)
+        sc = load_checks(f).scenario  # a scenario, or a checks file (expect: blocks checked too)
         _, _, reqs = prepare(sc)
         clipped = f", {reqs.clipped} clipped to the context" if reqs.clipped else ""
         print(f"{f}: ok ({len(sc.placements)} placements, {len(reqs)} requests{clipped})")
@@ -322,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--force", action="store_true", help=_FORCE_HELP)
     pl.add_argument("-q", "--quiet", action="store_true")
     pl.set_defaults(func=_cmd_plan)
-    c = sub.add_parser("check", help="run a plan and check its expectations and baseline "
-                       "(exit 0 pass, 1 regression, 2 bad input)")
-    c.add_argument("plan", help="scenario YAML with expect: blocks")
+    c = sub.add_parser("check", help="run a checks file and check its expectations and "
+                       "baseline (exit 0 pass, 1 regression, 2 bad input)")
+    c.add_argument("plan", help="checks file: a scenario YAML with expect: blocks")
     c.add_argument("--baseline", metavar="JSON", help="compare every metric with this baseline")
     c.add_argument("--tolerance", type=_pct, default=0.05,
                    help="allowed drift from the baseline (default 5%%)")

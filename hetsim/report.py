@@ -1,4 +1,4 @@
-"""Human-facing outputs: the comparison table, the output folder and its plots."""
+"""Human-facing outputs: the comparison table and the output folder (plots: :mod:`.plots`)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ from pathlib import Path
 import yaml
 
 from .outputs import OutputDir, check_output_dir
+from .plots import run_pngs
 
-__all__ = ["format_table", "run_title", "text_table", "write_outputs", "plan_png"]
+__all__ = ["format_table", "run_title", "text_table", "write_outputs"]
 
 # (header, getter, format)
 COLUMNS = [
@@ -69,79 +70,6 @@ def format_table(summaries: list[dict], title: str = "") -> str:
     return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + last
 
 
-def _plots(result, out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    df = result.requests
-    slo = result.scenario.slo
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, target in ((axes[0], "ttft_s", slo.ttft_s), (axes[1], "tpot_s", slo.tpot_s)):
-        for name, g in df.groupby("placement", sort=False):
-            x = np.sort(g[col].dropna().to_numpy())
-            if len(x):
-                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=_text(name))
-        ax.axvline(target, color="k", ls="--", lw=0.8, label="SLO")
-        ax.set_xscale("log")
-        ax.set_xlabel(col.replace("_s", " (s)").upper())
-        ax.set_ylabel("fraction of requests")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{_text(result.scenario.name)}: latency CDFs")
-    fig.tight_layout()
-    fig.savefig(out / "latency_cdf.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for s in result.summaries:
-        ax.scatter(s["cost_per_hour_usd"], s["goodput_rps"], s=40)
-        ax.annotate(_text(s["name"]), (s["cost_per_hour_usd"], s["goodput_rps"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("cost ($/h)")
-    ax.set_ylabel("goodput (requests/s within SLO)")
-    ax.set_title("cost vs goodput")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "cost_vs_goodput.png", dpi=110)
-    plt.close(fig)
-
-
-def plan_png(res, path) -> None:
-    """``hetsim plan``'s cost-vs-goodput scatter with the Pareto frontier."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"colocated": "C0", "homogeneous-pd": "C1", "heterogeneous-pd": "C2"}
-    for c in res.verified:
-        if c.goodput_rps is not None:
-            ax.scatter(c.cost, c.goodput_rps, color=colors[c.shape], s=30,
-                       label=c.shape)
-    f = res.frontier
-    if f:
-        ax.plot([c.cost for c in f], [c.goodput_rps for c in f], "k--", lw=0.8,
-                label="Pareto frontier")
-    if res.spec.objective == "cost":
-        ax.axhline(res.target_rps, color="grey", lw=0.6, ls=":")
-    h, lab = ax.get_legend_handles_labels()
-    uniq = dict(zip(lab, h))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    ax.set_xlabel("cost ($/h)")
-    ax.set_ylabel("goodput (req/s within SLO)")
-    ax.set_title(f"{_text(res.spec.name)}: cost vs goodput")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _text(s: str) -> str:
-    """A user's name as literal plot text: matplotlib reads $...$ as math (and can fail)."""
-    return str(s).replace("$", r"\$")
-
-
 def write_outputs(result, out: "str | Path | OutputDir") -> Path:
     """Write summary.json, requests.csv, kv_staging.csv (disaggregated placements: KV held on
     the prefill side over time), scenario.resolved.yaml and plots into ``out`` by the rules of
@@ -155,6 +83,6 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
             result.staging.to_csv(tmp / "kv_staging.csv", index=False)
         (tmp / "scenario.resolved.yaml").write_text(
             yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
-        _plots(result, tmp)
+        run_pngs(result, tmp)
     target.write("run", fill)
     return target.path

@@ -1,12 +1,13 @@
 """Every shipped scenario runs; golden results for quickstart stay bit-for-bit stable."""
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 import hetsim
 
-from .conftest import ROOT, SCENARIOS
+from .conftest import ROOT, SCENARIOS, with_requests
 
 GOLDEN = Path(__file__).parent / "golden"
 ALL = sorted(SCENARIOS.rglob("*.yaml"))
@@ -53,3 +54,42 @@ def test_distserve_disaggregation_does_not_lose(tmp_path):
 def test_reference_scenario_runs_as_written():
     sc = hetsim.load_scenario(ROOT / "scenarios" / "llama70b-hetero-pd.yaml")
     assert list(sc.placements) == ["colocated-h100", "disagg-h100", "hetero-h100-a100"]
+    r = hetsim.run(with_requests(sc, SMALL))
+    assert [s["name"] for s in r.summaries] == list(sc.placements)
+    by = {s["name"]: s for s in r.summaries}
+    assert by["colocated-h100"]["kv_transfer_bytes"] == 0          # nothing crosses a link
+    for name in ("disagg-h100", "hetero-h100-a100"):               # every prompt's KV crosses
+        assert by[name]["kv_transfer_bytes"] > 0, name
+
+
+SMALL = 300       # requests per placement: every shipped scenario in a few seconds
+
+
+def _finite_and_ordered(s: dict, key: str) -> None:
+    """A latency block: every statistic finite and > 0, and p50 <= p90 <= p99."""
+    d = s[key]
+    assert all(math.isfinite(d[k]) and d[k] > 0 for k in ("mean", "p50", "p90", "p99")), (key, d)
+    assert d["p50"] <= d["p90"] <= d["p99"], (key, d)
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_every_shipped_scenario_runs_as_written(path):
+    """Each shipped scenario runs with its own placements, pools and SLO (only the request
+    count is cut), and every placement's results are complete and self-consistent."""
+    sc = hetsim.load_scenario(path)
+    r = hetsim.run(with_requests(sc, SMALL))
+    assert [s["name"] for s in r.summaries] == list(sc.placements)
+    for s in r.summaries:
+        pools = sc.placements[s["name"]].pools.values()
+        assert s["requests"] == SMALL and s["completed"] + s["dropped"] == SMALL
+        assert s["completed"] > 0, s["name"]
+        for key in ("ttft_s", "tpot_s", "e2e_s"):
+            _finite_and_ordered(s, key)
+        # a request's end-to-end time includes its first token, so every quantile does too
+        assert s["e2e_s"]["p50"] >= s["ttft_s"]["p50"] and s["e2e_s"]["p99"] >= s["ttft_s"]["p99"]
+        assert 0.0 <= s["slo_attainment"] <= 1.0
+        assert s["output_tokens_per_s"] > 0 and s["duration_s"] > 0
+        assert s["accelerators"] == sum(p.instances * p.tp for p in pools)
+        assert s["cost_per_hour_usd"] > 0
+        assert set(s["pool_utilization"]) == set(sc.placements[s["name"]].pools)
+        assert all(0.0 <= u <= 1.0 + 1e-9 for u in s["pool_utilization"].values()), s["name"]

@@ -1,0 +1,138 @@
+"""The plan spec (``hetsim plan``'s YAML): what to serve, from which inventory, how to search.
+
+Inert once loaded: :func:`load_plan_spec` checks that every name resolves and the workload
+draws before any search starts, so a bad spec fails in a second, not after the simulations.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..api import check_memory
+from ..config import build, meta, positive, power_of_two, read_yaml
+from ..errors import ConfigError, suggest
+from ..hardware import PRECISION_BYTES, load_accelerator, load_interconnect
+from ..models import load_model
+from ..scenario import SLO
+from ..workload import WorkloadSpec, generate
+
+__all__ = ["Stock", "PlanSpec", "load_plan_spec", "SHAPES"]
+
+#: The cluster shapes a plan may search, in the order the results list them.
+SHAPES = ("colocated", "homogeneous-pd", "heterogeneous-pd")
+
+
+@dataclass(frozen=True)
+class Stock:
+    max: int | None = field(default=None, metadata=meta("accelerators available", positive))
+    price_usd_per_hour: float | None = field(default=None, metadata=meta(
+        "override the profile's price", positive))
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    name: str
+    model: str
+    workload: WorkloadSpec
+    slo: SLO
+    inventory: dict[str, Stock] = field(metadata=meta("accelerator -> {max, price_usd_per_hour}"))
+    target_rps: float | None = field(default=None, metadata=meta(
+        "load to serve (default: the workload's rate)", positive))
+    tp: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata=meta(
+        "tensor-parallel degrees to consider"))
+    precisions: list[str] = field(default_factory=lambda: ["bf16"], metadata=meta(
+        "compute precisions to consider (where the accelerator supports them)"))
+    interconnects: list[str] = field(default_factory=lambda: ["roce-400g"], metadata=meta(
+        "candidate KV links for disaggregated plans"))
+    shapes: list[str] = field(default_factory=lambda: list(SHAPES))
+    budget_usd_per_hour: float | None = field(default=None, metadata=meta(
+        "most a plan may cost", positive))
+    verify: int = field(default=3, metadata=meta("candidates per shape verified by simulation",
+                                                 positive))
+    verify_requests: int = field(default=600, metadata=meta("requests per verification run",
+                                                            positive))
+    objective: Literal["cost", "goodput-per-accelerator"] = field(default="cost", metadata=meta(
+        "cost: the cheapest plans serving target_rps | goodput-per-accelerator: the serving "
+        "unit (one colocated instance, or one prefill + one decode instance, as DistServe "
+        "searches) with the most goodput per accelerator"))
+    seeds: int = field(default=1, metadata=meta("seeds per rate in the goodput searches",
+                                                positive))
+    description: str = ""
+    source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
+
+    def __post_init__(self):
+        for key in ("tp", "precisions", "shapes"):
+            if not getattr(self, key):
+                raise ConfigError("must not be empty", path=key)
+        for i, s in enumerate(self.shapes):
+            if s not in SHAPES:
+                raise ConfigError(f"unknown shape {s!r}" + suggest(s, SHAPES), path=f"shapes[{i}]")
+        for i, t in enumerate(self.tp):
+            msg = power_of_two(t)
+            if msg:
+                raise ConfigError(msg, path=f"tp[{i}]")
+        for i, p in enumerate(self.precisions):
+            if p not in PRECISION_BYTES:
+                raise ConfigError(f"unknown precision {p!r}" + suggest(p, PRECISION_BYTES),
+                                  path=f"precisions[{i}]")
+        if not self.interconnects and any(s != "colocated" for s in self.shapes):
+            raise ConfigError("disaggregated shapes need at least one KV link",
+                              path="interconnects")
+        if not self.inventory:
+            raise ConfigError("needs at least one accelerator", path="inventory")
+        a = self.workload.arrival
+        if self.workload.trace or a is None or a.trace or a.process == "closed":
+            raise ConfigError("a plan varies the arrival rate: the workload needs a poisson, "
+                              "gamma or constant arrival process", path="workload.arrival")
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source_file).parent if self.source_file else Path(".")
+
+    @property
+    def target(self) -> float:
+        """The load to serve: ``target_rps``, else the workload's rate."""
+        return self.target_rps or self.workload.arrival.rate_rps
+
+    def draw(self, model, requests: int = 2000):
+        """A sample of the workload's requests, as every check and estimate sees them."""
+        return generate(dataclasses.replace(self.workload, requests=requests), self.base_dir,
+                        model.max_context, model.name)
+
+
+def load_plan_spec(path) -> PlanSpec:
+    """Read and check a plan spec: names resolve and the workload draws, before any search."""
+    raw = read_yaml(path)
+    try:
+        spec = dataclasses.replace(build(PlanSpec, raw), source_file=str(path))
+        _resolve_names(spec)
+        spec.draw(load_model(spec.model))
+        # verification runs shortlisted candidates side by side (at most verify per shape)
+        check_memory(spec.verify_requests, spec.verify * len(spec.shapes), path="verify_requests")
+    except ConfigError as e:
+        raise e.with_file(str(path)) from None
+    return spec
+
+
+def _resolve_names(spec: PlanSpec) -> None:
+    """Every name loads, and no two entries name one profile (``h100`` beside ``H100-SXM``
+    would count the same stock twice)."""
+    seen: dict = {}
+    entries = ([(f"inventory.{a}", a, load_accelerator) for a in spec.inventory]
+               + [(f"interconnects[{i}]", n, load_interconnect)
+                  for i, n in enumerate(spec.interconnects)])
+    for key, a, load in entries:
+        try:
+            prof = load(a)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=key) from None
+        same = seen.setdefault((prof.name, getattr(prof, "calibration", None) is None), a)
+        if same != a:
+            raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
+                              path=key)
+    try:
+        load_model(spec.model)
+    except ConfigError as e:
+        raise ConfigError(e.message, path="model") from None

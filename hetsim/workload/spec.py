@@ -1,0 +1,177 @@
+"""The workload schema: arrival processes, length distributions and their limits.
+
+Inert once built: each dataclass checks in ``__post_init__`` that no field is missing or would
+be ignored by the chosen process or distribution. Drawing requests is :mod:`.draw`'s job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import build, meta, non_negative, positive
+from ..errors import ConfigError, suggest
+from .presets import PRESETS
+
+__all__ = ["Arrival", "Lengths", "WorkloadSpec", "load_workload", "DEFAULT_REQUESTS",
+           "MAX_TOKENS", "MAX_TIME_S"]
+
+#: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
+DEFAULT_REQUESTS = 1000
+#: Longest request length hetsim takes (int32): far past any model context, and every count
+#: stays exact in int64 arithmetic.
+MAX_TOKENS = 2 ** 31 - 1
+#: Latest arrival hetsim simulates (~32 years): float64 time still resolves 0.1 us there, so
+#: every engine step advances the clock.
+MAX_TIME_S = 1e9
+
+
+def tokens(v):
+    return None if 1 <= v <= MAX_TOKENS else f"must be between 1 and {MAX_TOKENS}, got {v}"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    process: str = field(default="poisson", metadata=meta(
+        "poisson | gamma | constant | closed"))
+    rate_rps: float | None = field(default=None, metadata=meta("mean arrival rate, requests/s",
+                                                               positive))
+    cv: float = field(default=1.0, metadata=meta(
+        "gamma: coefficient of variation of gaps (at most 1000)",
+        lambda v: None if 0 < v <= 1000 else f"must be in (0, 1000], got {v}"))
+    concurrency: int | None = field(default=None, metadata=meta(
+        "closed: number of clients, each sending its next request when the last completes",
+        positive))
+    think_time_s: float = field(default=0.0, metadata=meta(
+        "closed: pause between requests",
+        lambda v: None if 0 <= v <= MAX_TIME_S else f"must be in [0, {MAX_TIME_S:g}], got {v}"))
+    trace: str | None = field(default=None, metadata=meta(
+        "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
+
+    def __post_init__(self):
+        # a field that the chosen process would ignore is an error, not a silent no-op
+        given = {k for k, f in self.__dataclass_fields__.items()
+                 if k != "trace" and getattr(self, k) != f.default}
+        if self.trace:
+            if given:
+                raise ConfigError(f"a trace sets the arrivals; drop {sorted(given)[0]}",
+                                  path=sorted(given)[0])
+            return
+        applies = {"poisson": {"rate_rps"}, "gamma": {"rate_rps", "cv"},
+                   "constant": {"rate_rps"}, "closed": {"concurrency", "think_time_s"}}
+        for k in sorted(given - {"process"} - applies.get(self.process, given)):
+            raise ConfigError(f"{k} does not apply to {self.process} arrivals", path=k)
+        kinds = ("poisson", "gamma", "constant", "closed")
+        if self.process not in kinds:
+            raise ConfigError(f"unknown arrival process {self.process!r}"
+                              + suggest(self.process, kinds) + f"; one of {', '.join(kinds)}",
+                              path="process")
+        if self.process == "closed" and not self.concurrency:
+            raise ConfigError("closed loop needs concurrency: N", path="concurrency")
+        if self.process != "closed" and not self.rate_rps:
+            raise ConfigError(f"{self.process} arrivals need rate_rps", path="rate_rps")
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """A token-length distribution; every draw is rounded and clipped to [min_tokens, max]."""
+    dist: str = field(default="fixed", metadata=meta(
+        "fixed | uniform | normal | lognormal | empirical | quantiles"))
+    value: int | None = field(default=None, metadata=meta("fixed: the length", tokens))
+    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", tokens))
+    max: int | None = field(default=None, metadata=meta("upper bound / clip", tokens))
+    mean: float | None = field(default=None, metadata=meta("normal/lognormal: mean length",
+                                                           positive))
+    median: float | None = field(default=None, metadata=meta("lognormal: median (instead of mean)",
+                                                             positive))
+    std: float | None = field(default=None, metadata=meta("normal: standard deviation",
+                                                          non_negative))
+    sigma: float | None = field(default=None, metadata=meta("lognormal: sigma of log-length",
+                                                            non_negative))
+    file: str | None = field(default=None, metadata=meta(
+        "empirical: CSV histogram with columns tokens,weight (relative to the scenario)"))
+    quantiles: list[list[float]] | None = field(default=None, metadata=meta(
+        "quantiles: [[p, tokens], ...] from p=0 to p=1 (a published percentile table); "
+        "draws interpolate linearly between the points"))
+    preset: str | None = field(default=None, metadata=meta("named preset, e.g. azure-conv-2023"))
+
+    def __post_init__(self):
+        need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
+                "lognormal": ("sigma",), "empirical": ("file",), "quantiles": ("quantiles",)}
+        given = [k for k, f in self.__dataclass_fields__.items()
+                 if k != "preset" and getattr(self, k) != f.default]
+        if self.preset:
+            if given:
+                raise ConfigError(f"a preset fills the distribution; drop {given[0]}",
+                                  path=given[0])
+            return
+        if self.dist not in need:
+            raise ConfigError(f"unknown distribution {self.dist!r}" + suggest(self.dist, need)
+                              + f"; one of {', '.join(need)}", path="dist")
+        for k in need[self.dist]:
+            if getattr(self, k) is None:
+                raise ConfigError(f"{self.dist} needs {k}", path=k)
+        uses = {*need[self.dist], "min", "max", "dist", *(("mean", "median")
+                                                           if self.dist == "lognormal" else ())}
+        for k in given:
+            if k not in uses:
+                raise ConfigError(f"{k} does not apply to {self.dist} lengths", path=k)
+        if self.dist == "lognormal" and (self.mean is None) == (self.median is None):
+            raise ConfigError("lognormal needs exactly one of mean or median", path="mean")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"min {self.min} > max {self.max}", path="min")
+        if self.dist == "quantiles":
+            _check_quantiles(self.quantiles)
+
+
+def _check_quantiles(q) -> None:
+    """[[p, tokens], ...]: p rising strictly from 0 to 1, tokens positive and non-decreasing."""
+    if len(q) < 2:
+        raise ConfigError("needs at least two points, [[0, lo], [1, hi]]", path="quantiles")
+    for i, pt in enumerate(q):
+        if len(pt) != 2:
+            raise ConfigError(f"each point is [p, tokens], got {pt!r}", path=f"quantiles[{i}]")
+        p, tok = pt
+        if not 0 <= p <= 1 or tok <= 0:
+            raise ConfigError(f"needs 0 <= p <= 1 and tokens > 0, got {pt!r}",
+                              path=f"quantiles[{i}]")
+        if i and (p <= q[i - 1][0] or tok < q[i - 1][1]):
+            raise ConfigError(f"p must rise and tokens must not fall, got {q[i - 1]!r} then "
+                              f"{pt!r}", path=f"quantiles[{i}]")
+    if q[0][0] != 0 or q[-1][0] != 1:
+        raise ConfigError("the table must start at p=0 and end at p=1 (the min and the max)",
+                          path="quantiles")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    requests: int | None = field(default=None, metadata=meta(
+        f"number of requests (default {DEFAULT_REQUESTS}; with a trace: all its rows, or its "
+        f"first N)", positive))
+    seed: int = field(default=0, metadata=meta("seed of the SeedSequence all sources spawn from",
+                                               non_negative))
+    arrival: Arrival | None = None
+    input_tokens: Lengths | None = None
+    output_tokens: Lengths | None = None
+    trace: str | None = field(default=None, metadata=meta(
+        "CSV with timestamp_s,input_tokens,output_tokens (replaces arrival and lengths)"))
+    preset: str | None = field(default=None, metadata=meta(
+        "fills input/output lengths (and gamma CV when arrival has no cv) from a named preset"))
+    clip_to_context: bool = field(default=False, metadata=meta(
+        "clip requests longer than the model's context (input to context - 1, then output to "
+        "what is left) instead of refusing them; the run reports how many were clipped"))
+
+    def __post_init__(self):
+        if self.preset and self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}" + suggest(self.preset, PRESETS),
+                              path="preset")
+        if self.trace or (self.arrival is not None and self.arrival.trace):
+            return
+        if self.arrival is None:
+            raise ConfigError("required key is missing (or give trace:)", path="arrival")
+        if not self.preset:
+            for k in ("input_tokens", "output_tokens"):
+                if getattr(self, k) is None:
+                    raise ConfigError("required key is missing (or give preset:)", path=k)
+
+
+def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
+    return build(WorkloadSpec, data, path)
