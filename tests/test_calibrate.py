@@ -43,7 +43,7 @@ def synthetic_rows(factor, precision="bf16"):
                      "heads": 32, "kv_heads": 8, "head_dim": 128})
     for r in rows:
         if "seconds" not in r:
-            r["seconds"] = (predict(pm, r) - pm._kernel) * factor(r) + 4e-6
+            r["seconds"] = (predict(pm, r) - pm.kernel_overhead) * factor(r) + 4e-6
     return rows
 
 

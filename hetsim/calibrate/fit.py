@@ -29,8 +29,9 @@ import numpy as np
 
 from ..config import build, to_dict
 from ..errors import ConfigError
-from ..hardware import PRECISION_BYTES, Accelerator
+from ..hardware import Accelerator
 from ..perf import PerfModel
+from ..precision import PRECISION_BYTES, unsupported
 
 CSV_COLUMNS = ("op", "precision", "m", "n", "k", "batch", "seq", "kv_len", "heads", "kv_heads",
                "head_dim", "bytes", "devices", "kernels", "seconds", "noise")
@@ -242,7 +243,7 @@ def gemm_floor(acc: Accelerator, rows) -> tuple[float, float] | None:
         compute, memory = pm.gemm_parts(r["m"], r["n"], r["k"], r["precision"])
         if compute >= memory:
             continue
-        nbytes = memory * pm._bw                  # the bytes the model moves
+        nbytes = memory * pm.bandwidth                  # the bytes the model moves
         by.setdefault(r["precision"], {}).setdefault((r["n"], r["k"]), []).append(
             (nbytes, r["seconds"]))
     fits = []
@@ -320,7 +321,7 @@ def _curves(acc: Accelerator, rows) -> dict:
         if op not in CLASSES:
             continue
         # the factor that makes a path reproduce this measurement (less the launch overhead)
-        avail = max(r["seconds"] - pm._kernel, 0.05 * r["seconds"])
+        avail = max(r["seconds"] - pm.kernel_overhead, 0.05 * r["seconds"])
         add = lambda key, x, model_s: pts.setdefault((key, p), []).append(  # noqa: E731
             (x, model_s / avail))
         if op == "gemm":
@@ -337,7 +338,7 @@ def _curves(acc: Accelerator, rows) -> dict:
         else:   # decode attention: both paths, each later taken at its upper envelope
             compute, memory, nbytes = pm.attention_decode_parts(
                 r["batch"], r["batch"] * r["kv_len"], r["heads"], r["kv_heads"], r["head_dim"], p)
-            add("attention_decode", compute * pm._peak(p), compute)
+            add("attention_decode", compute * pm.peak(p), compute)
             add("attention_decode_memory", nbytes, memory)
     out: dict[str, dict] = {"gemm": {}, "gemm_memory": {}, "attention_prefill": {},
                             "attention_decode": {}, "attention_decode_memory": {}}
@@ -462,9 +463,9 @@ def fit_profile(base_raw: dict, rows: list[dict], *, name: str | None = None, de
     """Fit ``rows`` (measurement dicts) on top of the datasheet profile ``base_raw``."""
     base = base_accelerator(base_raw)
     for r in rows:
-        if r["op"] in CLASSES and not base.supports(r["precision"]):
-            raise ConfigError(f"{base.name} does not compute in {r['precision']} (supports "
-                              f"{', '.join(base.precisions)}); measured {r['op']} rows in it")
+        why = unsupported(base, r["precision"]) if r["op"] in CLASSES else None
+        if why:
+            raise ConfigError(f"{why}; measured {r['op']} rows in it")
     # held-out accuracy: fit on the training part, score the held-out part
     mask = _held_out(rows)
     train = [r for r, h in zip(rows, mask) if not h]
