@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import hetsim
-from hetsim.calibrate.cli import main as calibrate
+from hetsim.calibrate.__main__ import main as calibrate
 
 
 def published() -> None:
