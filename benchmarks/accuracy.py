@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import hetsim
-from hetsim.calibrate.cli import main as calibrate
+from hetsim.calibrate.__main__ import main as calibrate
 
 
 def published() -> None:
@@ -31,14 +31,15 @@ def published() -> None:
         h100 = hetsim.PerfModel(hetsim.load_accelerator(h100_name))
         for name in ("bloom-176b", "llama-2-70b"):
             m = hetsim.load_model(name)
-            pre = a100.prefill_time(m, 8, [1500]) / h100.prefill_time(m, 8, [1500])
-            dec = a100.decode_time(m, 8, [1500] * 16) / h100.decode_time(m, 8, [1500] * 16)
+            a, h = (hetsim.StepModel(m, pm, 8) for pm in (a100, h100))
+            pre = a.prefill_time([1500]) / h.prefill_time([1500])
+            dec = a.decode_time(16, 16 * 1500) / h.decode_time(16, 16 * 1500)
             print(f"| Splitwise prefill speed-up H100/A100, {name}, 1500 tokens ({label}) | "
                   f"1.7-2.5x | {pre:.2f}x |")
             print(f"| Splitwise decode speed-up H100/A100, {name}, batch 16 ({label}) | "
                   f"1.35-1.55x | {dec:.2f}x |")
         m = hetsim.load_model("llama-3.1-70b")
-        t = h100.decode_time(m, 8, [1024])
+        t = hetsim.StepModel(m, h100, 8).decode_time(1, 1024)
         print(f"| Llama-70B TP8 batch-1 decode step on H100 ({label}; reads ~17.5 GB/GPU) | "
               f"bandwidth-bound | {t * 1e3:.1f} ms ({17.5e9 / 3.35e12 * 1e3:.1f} ms byte floor) |")
 

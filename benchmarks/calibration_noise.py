@@ -22,7 +22,7 @@ import time
 
 from hetsim.calibrate import gates
 from hetsim.calibrate.cli import build_parser, measure_and_fit, score_reference
-from hetsim.calibrate.fit import fit_profile
+from hetsim.calibrate.profile import fit_profile
 
 CLASSES = ("gemm", "attention_prefill", "attention_decode", "ref_prefill", "ref_decode")
 

@@ -1,7 +1,7 @@
 """How much the timing method and the input data move a GEMM's measured throughput (GPU).
 
 `hetsim calibrate` times kernels as CUDA-graph replays on rotated randn inputs (see
-hetsim/calibrate/measure.py). This script times the same GEMMs several other ways, so the
+hetsim/calibrate/timer.py). This script times the same GEMMs several other ways, so the
 choice can be checked on the device at hand:
 
     python benchmarks/gemm_timing.py            # needs a CUDA device
@@ -23,7 +23,8 @@ def main() -> int:
         print("needs a CUDA device", file=sys.stderr)
         return 2
     sys.path.insert(0, ".")
-    from hetsim.calibrate.measure import Timer, warm_up
+    from hetsim.calibrate.measure import warm_up
+    from hetsim.calibrate.timer import Timer
     warm_up(torch, "cuda", 1.0)
     ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
 

@@ -1,13 +1,14 @@
 """hetsim: a discrete-event simulator of heterogeneous prefill/decode LLM inference clusters.
 
 The simulator entry points (``run``, ``Result``, ``Scenario``, ``load_scenario``) load lazily,
-so ``hetsim.hardware``, ``hetsim.perf`` and ``hetsim.calibrate`` import without SimPy or pandas
+so ``hetsim.precision``, ``hetsim.hardware``, ``hetsim.perf`` and ``hetsim.calibrate`` import without SimPy or pandas
 (the calibration package runs on GPU machines that have only torch, numpy and yaml).
 """
 from .errors import ConfigError
 from .hardware import Accelerator, Interconnect, list_profiles, load_accelerator, load_interconnect
 from .models import ModelConfig, list_models, load_model
-from .perf import Formats, MemoryPlan, PerfModel, StepModel, memory_plan
+from .perf import MemoryPlan, PerfModel, StepModel, memory_plan
+from .precision import Formats
 
 __version__ = "0.1.0"
 

@@ -12,24 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from .config import build, fraction, meta, non_negative, positive, read_yaml, at_least_one
-from .errors import ConfigError, match_name, suggest
+from .errors import ConfigError, match_name
+from .precision import PRECISION_BYTES, unknown_precision
 
 __all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp", "Curve",
            "Calibration",
-           "PRECISION_BYTES", "load_accelerator", "load_interconnect", "list_profiles",
+           "load_accelerator", "load_interconnect", "list_profiles",
            "profile_dirs"]
-
-#: Bytes per element of each numeric format hetsim knows.
-PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-                   "fp4": 0.5, "int4": 0.5}
-Precision = str
 
 
 def _known_precision(v):
     bad = [p for p in (v if isinstance(v, (list, dict)) else [v]) if p not in PRECISION_BYTES]
     if bad:
-        return (f"unknown precision {bad[0]!r}" + suggest(bad[0], PRECISION_BYTES)
-                + f"; known: {', '.join(PRECISION_BYTES)}")
+        return unknown_precision(bad[0]) + f"; known: {', '.join(PRECISION_BYTES)}"
     return None
 
 

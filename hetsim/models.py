@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import build, meta, non_negative, positive, read_json, read_yaml
-from .errors import ConfigError, match_name, suggest
-from .hardware import PRECISION_BYTES
+from .errors import ConfigError, match_name
+from .precision import PRECISION_BYTES, unknown_precision
 
 __all__ = ["ModelConfig", "MoE", "MLA", "load_model", "list_models", "from_hf_config"]
 
@@ -80,8 +80,7 @@ class ModelConfig:
         try:
             b = PRECISION_BYTES[precision]
         except KeyError:
-            raise ConfigError(f"unknown precision {precision!r}" + suggest(precision,
-                                                                           PRECISION_BYTES)) from None
+            raise ConfigError(unknown_precision(precision)) from None
         if self.mla:
             return self.num_layers * (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b
         return 2 * self.num_layers * self.kv_heads_per_rank(tp) * self.head_dim * b

@@ -14,7 +14,8 @@ from .engine.routers import ROUTERS
 from .errors import ConfigError, suggest
 from .hardware import Accelerator, Interconnect, load_accelerator, load_interconnect
 from .models import ModelConfig, load_model
-from .perf import Formats, MemoryPlan, memory_plan
+from .perf import MemoryPlan, PoolProblem, memory_plan, pool_problem
+from .precision import Formats
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
 __all__ = ["ResolvedPool", "ResolvedPlacement", "kv_mismatch", "resolve_scenario",
@@ -90,27 +91,27 @@ def _load_link(name: str, dirs, path: str) -> Interconnect:
         raise ConfigError(e.message, path=path) from None
 
 
+def _in_pool(problem: PoolProblem, name: str) -> str:
+    """A pool problem's message naming the pool: last for precision, first for memory (the
+    key path names it for TP)."""
+    if problem.key == "precision":
+        return f"{problem.message}; pool {name!r}"
+    return problem.message if problem.key else f"pool {name!r}: {problem.message}"
+
+
 def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> ResolvedPool:
     try:
         acc = load_accelerator(pool.accelerator, dirs)
     except ConfigError as e:
         raise ConfigError(e.message, path=f"{where}.accelerator") from None
     f = pool.formats()
-    if not acc.supports(f.compute):
-        raise ConfigError(f"{acc.name} does not compute in {f.compute} (supports "
-                          f"{', '.join(acc.precisions)}); pool {name!r}", path=f"{where}.precision")
-    if acc.scale_up and pool.tp > acc.scale_up.domain_size:
-        raise ConfigError(f"tp={pool.tp} exceeds {acc.name}'s scale-up domain of "
-                          f"{acc.scale_up.domain_size}", path=f"{where}.tp")
-    if model.num_heads % pool.tp:
-        raise ConfigError(f"tp={pool.tp} does not divide {model.name}'s {model.num_heads} heads",
-                          path=f"{where}.tp")
-    try:
-        mem = memory_plan(model, acc, pool.tp, f, max_batched_tokens=pool.max_batch_tokens,
-                          max_seqs=pool.max_seqs, memory_utilization=pool.memory_utilization,
-                          block_size=pool.block_size)
-    except ConfigError as e:
-        raise ConfigError(f"pool {name!r}: {e.message}", path=where) from None
+    sizes = dict(max_batched_tokens=pool.max_batch_tokens, max_seqs=pool.max_seqs,
+                 memory_utilization=pool.memory_utilization, block_size=pool.block_size)
+    problem = pool_problem(model, acc, pool.tp, f, **sizes)
+    if problem is not None:
+        raise ConfigError(_in_pool(problem, name),
+                          path=f"{where}.{problem.key}" if problem.key else where)
+    mem = memory_plan(model, acc, pool.tp, f, **sizes)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
     side = {}
     for key, sub in (("kv_offload", pool.kv_offload), ("prefix_cache", pool.prefix_cache)):

@@ -11,38 +11,16 @@ from typing import Literal
 
 from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
 from .errors import ConfigError, suggest
-from .hardware import PRECISION_BYTES
-from .perf import Formats
+from .precision import Formats, Precision, unknown_precision
 from .workload import WorkloadSpec
 
-__all__ = ["Scenario", "Placement", "Pool", "SLO", "Precision", "KVTransfer", "KVOffload",
+__all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
            "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: Instances per pool: each is a SimPy process with its own step model, and 100k TP groups are
 #: past the largest single cluster; a larger count is a typo, not a plan.
 MAX_INSTANCES = 100_000
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Per-role numeric formats; ``precision: bf16`` is shorthand for all three."""
-    compute: str = field(default="bf16", metadata=meta("GEMM compute format"))
-    weights: str | None = field(default=None, metadata=meta("stored weight format (default: compute)"))
-    kv: str | None = field(default=None, metadata=meta("KV-cache format (default: compute)"))
-
-    def __post_init__(self):
-        for k in ("compute", "weights", "kv"):
-            v = getattr(self, k)
-            if v is not None and v not in PRECISION_BYTES:
-                raise ConfigError(f"unknown precision {v!r}" + suggest(v, PRECISION_BYTES), path=k)
-        if self.weights and PRECISION_BYTES[self.weights] > PRECISION_BYTES[self.compute]:
-            raise ConfigError(f"weights ({self.weights}) are wider than compute ({self.compute});"
-                              f" weight-only quantization stores weights narrower than compute",
-                              path="weights")
-
-    def formats(self) -> Formats:
-        return Formats(self.compute, self.weights or self.compute, self.kv or self.compute)
 
 
 @dataclass(frozen=True)
@@ -109,9 +87,9 @@ class Pool:
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}" + suggest(self.role, ROLES)
                               + f"; one of {', '.join(ROLES)}", path="role")
-        if isinstance(self.precision, str) and self.precision not in PRECISION_BYTES:
-            raise ConfigError(f"unknown precision {self.precision!r}"
-                              + suggest(self.precision, PRECISION_BYTES), path="precision")
+        why = unknown_precision(self.precision) if isinstance(self.precision, str) else None
+        if why:
+            raise ConfigError(why, path="precision")
         if self.preemption == "swap" and self.kv_offload is None:
             raise ConfigError("preemption: swap needs kv_offload: {capacity_gb, link}",
                               path="preemption")

@@ -1,11 +1,14 @@
-"""Calibration: the CPU run end to end, fits that respect physics, CSV round trips and errors,
-and the package boundary (the simulator never imports torch; calibration never imports SimPy).
+"""Calibration without torch: fits that respect physics, CSV round trips and errors, the gates,
+the command line on measurements read from a CSV, and the package boundary (the simulator never
+imports torch; calibration never imports SimPy).
 
-The end-to-end tests need torch (the README's test command installs the CPU build); the fitting
-tests use synthetic measurements and need only numpy.
+Nothing here needs torch (the timer's tests are in test_calibrate_timing.py, the ones that time
+this CPU with torch in test_calibrate_torch.py): ``test_torch_free_tests_collect_with_torch_blocked``
+keeps it so.
 """
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +16,8 @@ import yaml
 
 import hetsim
 from hetsim.calibrate import fit_profile, read_csv, write_csv
-from hetsim.calibrate.cli import main as calibrate_main
-from hetsim.calibrate.fit import predict
+from hetsim.calibrate.__main__ import main as calibrate_main
+from hetsim.calibrate.curves import predict
 from hetsim.config import read_yaml
 from hetsim.hardware import Accelerator, _index, load_accelerator, profile_dirs
 from hetsim.perf import PerfModel
@@ -22,6 +25,7 @@ from hetsim.perf import PerfModel
 from .conftest import SCENARIOS
 
 H100_RAW = read_yaml(_index("accelerator", profile_dirs(), calibrated=False)["h100-sxm"])
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def synthetic_rows(factor, precision="bf16"):
@@ -43,7 +47,7 @@ def synthetic_rows(factor, precision="bf16"):
                      "heads": 32, "kv_heads": 8, "head_dim": 128})
     for r in rows:
         if "seconds" not in r:
-            r["seconds"] = (predict(pm, r) - pm._kernel) * factor(r) + 4e-6
+            r["seconds"] = (predict(pm, r) - pm.kernel_overhead) * factor(r) + 4e-6
     return rows
 
 
@@ -169,7 +173,7 @@ def test_calibration_imports_without_simpy_or_pandas(tmp_path):
     write_csv(rows, f)
     code = ("import sys\n"
             "for m in ('simpy', 'pandas', 'scipy', 'matplotlib'): sys.modules[m] = None\n"
-            "from hetsim.calibrate.cli import main\n"
+            "from hetsim.calibrate.__main__ import main\n"
             f"sys.exit(main(['--from-csv', {str(f)!r}, '--accelerator', 'h100-sxm', "
             f"'--out', {str(tmp_path / 'o.yaml')!r}, '-q']))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -177,146 +181,43 @@ def test_calibration_imports_without_simpy_or_pandas(tmp_path):
     assert (tmp_path / "o.yaml").exists()
 
 
-# --- timing: interleaved repeats, outliers, noise (synthetic clock, no torch) -------------------
-class Host:
-    """A CPU on a synthetic clock: each kernel takes its own fixed time, ``slow`` times as long
-    when it starts inside a burst of load from another process, [burst[0], burst[1])."""
-
-    def __init__(self, burst=(0.0, 0.0), slow=10.0):
-        self.now, self.burst, self.slow, self.calls = 0.0, burst, slow, []
-
-    def clock(self):
-        return self.now
-
-    def kernel(self, name, seconds):
-        def run():
-            self.calls.append(name)
-            hit = self.burst[0] <= self.now < self.burst[1]
-            self.now += seconds * (self.slow if hit else 1.0)
-        return run
+TORCH_FREE = ("tests/test_calibrate.py", "tests/test_calibrate_timing.py")
 
 
-def jobs_on(host, n=20, reps=5):
-    from hetsim.calibrate import measure
-    times = {i: 1e-3 * (1 + i % 7) for i in range(n)}
-    jobs = [measure.Job({"op": "gemm", "precision": "fp32", "m": i, "n": 1, "k": 1},
-                        lambda i=i: [host.kernel(i, times[i])]) for i in range(n)]
-    timer = measure.Timer(None, "cpu", reps)
-    timer.clock = host.clock
-    return jobs, timer, times
+def test_torch_free_tests_collect_with_torch_blocked():
+    """With torch unimportable, the torch-free calibration tests are all collected and none is
+    skipped (a module-level torch import or skip would hide every test in its file)."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import pytest\n"
+            f"sys.exit(pytest.main(['--collect-only', '-o', 'addopts=', '-q', "
+            f"'-p', 'no:cacheprovider', *{TORCH_FREE!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stdout + p.stderr
+    ids = [line for line in p.stdout.splitlines() if "::" in line]
+    summary = p.stdout.strip().splitlines()[-1]      # "52 tests collected in 1.2s"
+    assert "collected" in summary and "skipped" not in summary, summary
+    for f in TORCH_FREE:
+        assert sum(i.startswith(f + "::") for i in ids) >= 5, (f, p.stdout)
+    assert len(ids) >= 50
 
 
-def test_repeats_are_interleaved_across_shapes():
-    host = Host()
-    jobs, timer, times = jobs_on(host, n=6, reps=4)
-    rows = timer.run(jobs)
-    warm, timed = host.calls[:12], host.calls[12:]
-    assert warm == [i for i in range(6) for _ in range(2)]          # two warm-ups each
-    passes = [timed[k:k + 6] for k in range(0, 24, 6)]
-    assert all(sorted(p) == list(range(6)) for p in passes)          # every shape once a pass
-    assert len({p[0] for p in passes}) == 4                           # each pass starts elsewhere
-    assert all(a != b for a, b in zip(timed, timed[1:]))              # never twice in a row
-    for r in rows:
-        assert r["seconds"] == pytest.approx(times[r["m"]]) and r["noise"] < 1e-9
-        assert len(r["repeats"]) == 4
-
-
-def test_a_burst_of_load_slows_many_shapes_a_little_not_one_shape_a_lot():
-    """The same burst (3x slower for most of a pass's worth of calls) against interleaved
-    repeats and against all repeats of a shape back to back (what calibration did before):
-    interleaved, it hits many shapes once and no shape's time moves; back to back, the shapes
-    timed during it read 3x slow."""
-    n, reps, slow = 20, 5, 3.0
-    pass_s = sum(1e-3 * (1 + i % 7) for i in range(n))
-    start = 2 * pass_s + 1.5 * pass_s                  # after the warm-ups, mid-run
-    burst = (start, start + 0.8 * slow * pass_s)
-    host = Host(burst, slow)
-    jobs, timer, times = jobs_on(host, n, reps)
-    rows = timer.run(jobs)
-    assert all(r["seconds"] == pytest.approx(times[r["m"]]) for r in rows)
-    hit = [sum(t > 2 * times[r["m"]] for t in r["repeats"]) for r in rows]
-    assert sum(h > 0 for h in hit) >= n // 2 and max(hit) <= 2     # many shapes, a little
-
-    host = Host(burst, slow)
-    jobs, timer, times = jobs_on(host, n, reps)
-    back_to_back = {j.row["m"]: float(np.median(timer.times(j.make()))) for j in jobs}
-    assert sum(back_to_back[i] > 2 * times[i] for i in range(n)) >= 2   # a few shapes, a lot
-
-
-def test_large_grids_are_interleaved_in_groups_drawn_across_the_grid(monkeypatch):
-    from hetsim.calibrate import measure
-    monkeypatch.setattr(measure, "GROUP_BYTES", 10)
-    host = Host()
-    jobs, timer, times = jobs_on(host, n=9, reps=2)
-    for j in jobs:
-        j.nbytes = 4.0                      # bytes may be fractional (fp4)
-    assert timer._groups(jobs) == [[0, 4, 8], [1, 5], [2, 6], [3, 7]]
-    rows = timer.run(jobs)
-    assert [r["m"] for r in rows] == list(range(9))
-    assert host.calls[:12] == [0, 0, 4, 4, 8, 8, 0, 4, 8, 4, 8, 0]   # group 1, then the next
-    assert all(r["seconds"] == pytest.approx(times[r["m"]]) for r in rows)
-
-
-def test_outlying_repeats_are_rejected_and_noise_is_their_spread():
-    from hetsim.calibrate.measure import inliers, spread, summarise
-    quiet = [1.00, 1.01, 0.99, 1.02, 9.0]            # one repeat hit by a burst
-    assert inliers(quiet) == [1.00, 1.01, 0.99, 1.02]
-    seconds, noise = summarise(quiet)
-    assert seconds == pytest.approx(1.005)
-    assert noise == pytest.approx(0.02 / 1.01)        # (q3 - q1) / median of all repeats
-    assert summarise([2.0] * 5) == (2.0, 0.0)         # identical repeats keep each other
-    busy = [1.0, 1.1, 8.0, 9.0, 10.0]                 # most repeats contended: nothing to drop
-    assert inliers(busy) == busy and spread(busy) == pytest.approx((9 - 1.1) / 8)
-
-
-def test_optional_jobs_that_fail_are_skipped_and_others_are_not(capsys):
-    from hetsim.calibrate import measure
-    host = Host()
-
-    def broken():
-        raise RuntimeError("no fp8 GEMM in this build\ndetails")
-    ok = measure.Job({"op": "gemm", "precision": "bf16", "m": 1, "n": 1, "k": 1},
-                     lambda: [host.kernel("ok", 1e-3)])
-    bad = [measure.Job({"op": "gemm", "precision": "fp8", "m": m, "n": 1, "k": 1}, broken,
-                       optional=True) for m in (1, 2)]
-    timer = measure.Timer(None, "cpu", 3)
-    timer.clock = host.clock
-    assert [r["precision"] for r in timer.run([ok, *bad])] == ["bf16"]
-    assert capsys.readouterr().err.count("warning: fp8 gemms skipped (no fp8 GEMM") == 1
-    with pytest.raises(RuntimeError):
-        timer.run([ok, measure.Job(dict(ok.row), broken)])
-
-
-def test_host_load_is_others_cpu_time_over_the_hosts(tmp_path, monkeypatch):
-    import os
-    from hetsim.calibrate.measure import HostLoad
-    hz = os.sysconf("SC_CLK_TCK")
-    stat = tmp_path / "stat"
-    own = iter([1.0, 2.0])            # this process: 1 s of CPU time while timing
-
-    class Times:
-        def __init__(self):
-            self.user, self.system = next(own), 0.0
-    monkeypatch.setattr(os, "times", Times)
-    load = HostLoad(str(stat))
-    # user nice system idle iowait irq softirq steal: 2 CPUs over 2 s = 4 s, 3 s busy
-    stat.write_text(f"cpu  {100 * hz} 0 {100 * hz} {800 * hz} 0 0 0 0 0 0\ncpu0 ...\n")
-    with load:
-        stat.write_text(f"cpu  {102 * hz} 0 {101 * hz} {801 * hz} 0 0 0 0 0 0\n")
-    assert load.share == pytest.approx((3 - 1) / 4)
-    assert HostLoad(str(tmp_path / "missing")).share is None
-    with HostLoad(str(tmp_path / "missing")) as unknown:
-        pass
-    assert unknown.share is None
+@pytest.mark.parametrize("module", ["csvio", "curves", "fit", "profile", "gates", "grid", "host",
+                                    "timer", "measure", "reference", "cli", "__main__"])
+def test_calibration_modules_import_with_torch_blocked(module):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            f"import hetsim.calibrate.{module}")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
 
 
 # --- the gates: refuse noisy timings and fits worse than their base (synthetic) ----------------
 def worse_on_held_out(rows):
     """``rows`` with every shape the fit trains on 2x slower than measured, and the held-out
     shapes as measured: a fit that generalises, from timings that do not."""
-    from hetsim.calibrate.fit import CLASSES, _held_out
+    from hetsim.calibrate.csvio import CLASSES
+    from hetsim.calibrate.curves import held_out
     return [dict(r, seconds=r["seconds"] * 2) if r["op"] in CLASSES and not held else r
-            for r, held in zip(rows, _held_out(rows))]
+            for r, held in zip(rows, held_out(rows))]
 
 
 def calibrate_csv(tmp_path, rows, *extra):
@@ -451,58 +352,6 @@ def test_threads_must_be_positive(tmp_path, capsys, monkeypatch, threads):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- on this CPU, with torch ----------------------------------------------------------------------
-torch = pytest.importorskip("torch", reason="install the CPU build: pip install torch==2.13.0")
-
-
-@pytest.fixture(scope="module")
-def cpu_run(tmp_path_factory):
-    """A real quick calibration of this CPU, written with --force: how busy the machine is
-    decides whether the gates refuse it and how accurate it is, and neither is what these
-    tests check (the gates are tested on synthetic measurements above; real figures come from
-    benchmarks/calibration_noise.py and benchmarks/accuracy.py)."""
-    d = tmp_path_factory.mktemp("cal") / "calibrated"
-    out = d / "cpu.yaml"
-    assert calibrate_main(["--device", "cpu", "--quick", "--out", str(out), "--check",
-                           "--force", "-q"]) == 0
-    return out
-
-
-def test_cpu_calibration_end_to_end_writes_a_loadable_profile(cpu_run):
-    acc = load_accelerator("cpu", [cpu_run.parent.parent])
-    cal = acc.calibration
-    assert cal is not None and cal.torch.startswith("2.") and cal.grid == "quick"
-    assert "fp32" in cal.gemm and "fp32" in cal.attention_prefill and "fp32" in cal.attention_decode
-    for k in ("gemm", "attention_prefill", "attention_decode", "ref_prefill", "ref_decode"):
-        assert k in cal.accuracy and cal.accuracy[k]["n"] >= 1
-    assert "interleaved" in cal.notes
-    rows = read_csv(cpu_run.with_suffix(".csv"))
-    assert {r["op"] for r in rows} >= {"gemm", "attn_prefill", "attn_decode", "copy", "launch",
-                                        "probe", "probe_deep", "ref_prefill", "ref_decode"}
-    assert all(r["noise"] >= 0 for r in rows)              # every timing says how noisy it was
-    # the model can drive a simulation on it (how fast depends on how busy this host was)
-    pm = PerfModel(acc, link=None)
-    m = hetsim.ModelConfig(name="t", num_layers=2, hidden_size=512, num_heads=8, num_kv_heads=2,
-                           ffn_size=1408, vocab_size=4096)
-    t = hetsim.StepModel(m, pm, 1, "fp32").prefill_time([256])
-    assert 0 < t < float("inf")
-
-
-def test_from_csv_round_trips(cpu_run, tmp_path):
-    out = tmp_path / "again.yaml"
-    assert calibrate_main(["--from-csv", str(cpu_run.with_suffix(".csv")), "--accelerator",
-                           str(cpu_run), "--out", str(out), "--force", "-q"]) == 0
-    a, b = read_yaml(cpu_run), read_yaml(out)
-    for k in ("gemm", "gemm_memory", "attention_prefill", "attention_decode",
-              "attention_decode_memory", "base_efficiency"):
-        assert a["calibration"][k] == b["calibration"][k], k
-    assert a["efficiency"] == {**b["efficiency"], "note": a["efficiency"]["note"]}
-    assert a["tflops"] == b["tflops"] and a["hbm_bandwidth_tbps"] == b["hbm_bandwidth_tbps"]
-    for cls in ("gemm", "attention_prefill", "attention_decode", "ref_prefill", "ref_decode"):
-        assert a["calibration"]["accuracy"][cls] == b["calibration"]["accuracy"][cls]
-    assert read_csv(cpu_run.with_suffix(".csv")) == read_csv(out.with_suffix(".csv"))
-
-
 def test_missing_torch_is_a_clear_error(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from hetsim.cli import main\n"
@@ -549,12 +398,6 @@ def test_slow_measured_allreduce_slows_tensor_parallel_iterations():
     one = {k: StepModel(m, PerfModel(a), 1, "bf16").prefill_time([2048])
            for k, a in (("fast", fast), ("slow", slow))}
     assert one["slow"] == one["fast"]                # TP1 never all-reduces
-
-
-def test_allreduce_is_measured_only_with_several_gpus():
-    import torch
-    from hetsim.calibrate import measure
-    assert measure.allreduce(torch, "cpu", 2) == []
 
 
 # --- GPU-side fitting details (synthetic, no torch) -------------------------------------------
@@ -607,31 +450,6 @@ def test_kernels_column_is_optional_and_checked(tmp_path):
     (tmp_path / "bad.csv").write_text(text)
     with pytest.raises(hetsim.ConfigError, match=r"kernels.*whole number"):
         read_csv(tmp_path / "bad.csv")
-
-
-def test_timer_rotates_inputs_and_copies_only_on_gpus():
-    from hetsim.calibrate import measure
-    assert measure.copies("cpu", 1) == 1
-    assert measure.copies("cuda", 2 ** 30) == 1
-    assert measure.copies("cuda", 2 ** 20) == measure.MAX_COPIES
-    assert measure.copies("cuda", 64 * 2 ** 20) == 4         # 256 MiB of operands in rotation
-    calls = []
-    t = measure.Timer(None, "cpu", reps=5)([lambda i=i: calls.append(i) for i in range(3)])
-    assert t >= 0 and sorted(set(calls)) == [0, 1, 2] and len(calls) == 7    # 2 warm-ups + 5
-
-
-def test_reference_kernel_count_sees_the_unfused_layer():
-    torch = pytest.importorskip("torch")
-    from hetsim.calibrate.reference import PROBE, PROBE_DEEP, Reference, count_kernels
-    counts = []
-    for cfg in (PROBE, PROBE_DEEP):
-        net = Reference(torch, cfg, "cpu", torch.float32)
-        cache, x = net.cache(1, 17), torch.randn(1, 1, cfg.hidden)
-        with torch.no_grad():
-            counts.append(count_kernels(torch, lambda: net.forward(x, cache, 16)))
-    per_layer = (counts[1] - counts[0]) / 2
-    assert per_layer == int(per_layer) and per_layer > 16    # more than a fused layer's ~16
-    assert counts[0] > per_layer                              # plus the final norm and head
 
 
 # --- the shipped H100 calibration -------------------------------------------------------------

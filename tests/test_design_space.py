@@ -80,7 +80,7 @@ def test_same_low_bit_format_acts_differently_per_side():
     # launches, the engine's scheduling), and fp8 KV doubles KV capacity
     assert fp8.decode_time(32, 32 * 2048) < 0.75 * bf16.decode_time(32, 32 * 2048)
     kv16 = memory_plan(m, acc, 4, "bf16")
-    kv8 = memory_plan(m, acc, 4, hetsim.perf.Formats("bf16", "bf16", "fp8"))
+    kv8 = memory_plan(m, acc, 4, hetsim.Formats("bf16", "bf16", "fp8"))
     assert kv8.kv_tokens == pytest.approx(2 * kv16.kv_tokens, rel=0.01)
 
 

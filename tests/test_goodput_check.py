@@ -145,7 +145,7 @@ def test_baseline_catches_a_small_model_change_while_bounds_hold(tmp_path, capsy
         self._cal = None
         self._peak_scale = 0.9
     monkeypatch.setattr(ops.PerfModel, "__init__", slower)
-    monkeypatch.setattr(ops.PerfModel, "_peak",
+    monkeypatch.setattr(ops.PerfModel, "peak",
                         lambda self, p: self.acc.peak_flops(p) * self._peak_scale)
     assert main(["check", str(PLAN), "--baseline", str(BASELINE)]) == 1
     out = capsys.readouterr().out

@@ -12,6 +12,17 @@ L70 = hetsim.load_model("llama-3.1-70b")
 dims = st.integers(1, 16384)
 
 
+def prefill(pm, model, tp, prompt_lens, precision="bf16"):
+    """One batched prefill iteration over whole prompts (the step model's)."""
+    return hetsim.StepModel(model, pm, tp, precision).prefill_time(prompt_lens)
+
+
+def decode(pm, model, tp, context_lens, precision="bf16"):
+    """One decode step for a batch with the given per-request context lengths."""
+    return hetsim.StepModel(model, pm, tp, precision).decode_time(len(context_lens),
+                                                                   sum(context_lens))
+
+
 @settings(max_examples=200, deadline=None)
 @given(m=dims, n=dims, k=dims, dm=st.integers(0, 4096), cal=st.booleans(),
        p=st.sampled_from(["bf16", "fp16", "fp8"]))
@@ -41,7 +52,7 @@ def test_large_gemm_reaches_the_measured_ceiling():
 @pytest.mark.parametrize("batch", [1, 16, 128])
 def test_decode_is_bandwidth_bound(batch):
     # validation.md: batch-1 decode of a 70B bf16 model at TP8 reads ~17.5 GB per GPU per step
-    t = H100.decode_time(L70, 8, [1024] * batch)
+    t = decode(H100, L70, 8, [1024] * batch)
     nbytes = 17.5e9 + batch * 1024 * L70.kv_bytes_per_token("bf16", tp=8)   # weights + KV
     assert t > nbytes / 3.35e12                  # never beats the datasheet bandwidth
     assert t < 2 * nbytes / 3.35e12 + 5e-3       # 0.8 of peak plus fixed per-step costs
@@ -51,14 +62,14 @@ def test_splitwise_speedup_ratios():
     # validation.md (Splitwise): H100 vs A100 prefill 1.7-2.5x, decode 1.35-1.55x (BLOOM/Llama)
     for name in ("bloom-176b", "llama-2-70b"):
         m = hetsim.load_model(name)
-        pre = A100.prefill_time(m, 8, [1500]) / H100.prefill_time(m, 8, [1500])
-        dec = A100.decode_time(m, 8, [1500] * 16) / H100.decode_time(m, 8, [1500] * 16)
+        pre = prefill(A100, m, 8, [1500]) / prefill(H100, m, 8, [1500])
+        dec = decode(A100, m, 8, [1500] * 16) / decode(H100, m, 8, [1500] * 16)
         assert 1.7 <= pre <= 2.5, (name, pre)
         assert 1.3 <= dec <= 1.6, (name, dec)
 
 
 def test_prefill_scales_superlinearly_with_length():
-    t1, t8 = (H100.prefill_time(L70, 8, [n]) for n in (2048, 16384))
+    t1, t8 = (prefill(H100, L70, 8, [n]) for n in (2048, 16384))
     assert t8 > 8 * t1 * 0.95            # attention is quadratic
 
 
@@ -76,9 +87,9 @@ def test_allreduce_alpha_beta():
 
 
 def test_fp8_speeds_up_prefill_and_unsupported_precision_errors():
-    assert H100.prefill_time(L70, 8, [4096], "fp8") < H100.prefill_time(L70, 8, [4096], "bf16")
+    assert prefill(H100, L70, 8, [4096], "fp8") < prefill(H100, L70, 8, [4096], "bf16")
     with pytest.raises(ConfigError, match="does not compute in fp8"):
-        A100.prefill_time(L70, 8, [512], "fp8")
+        prefill(A100, L70, 8, [512], "fp8")
 
 
 def test_memory_plan():
@@ -95,8 +106,30 @@ def test_memory_plan():
 def test_moe_and_mla_models_run():
     ds = hetsim.load_model("deepseek-v3")
     h200 = hetsim.PerfModel(hetsim.load_accelerator("h200-sxm"))
-    t_small, t_big = h200.decode_time(ds, 8, [2000] * 8), h200.decode_time(ds, 8, [2000] * 256)
+    t_small, t_big = decode(h200, ds, 8, [2000] * 8), decode(h200, ds, 8, [2000] * 256)
     assert 0 < t_small < t_big
     mx = hetsim.load_model("mixtral-8x7b")
     # a batch-1 decode touches 2 of 8 experts: far less than the dense-equivalent weights
-    assert H100.decode_time(mx, 2, [100]) < 0.6 * (mx.num_params() * 2 / 2) / 3.35e12
+    assert decode(H100, mx, 2, [100]) < 0.6 * (mx.num_params() * 2 / 2) / 3.35e12
+
+
+def test_public_views_are_the_profiles_numbers():
+    """What calibration reads off the op model, without its private fields."""
+    acc = hetsim.load_accelerator("h100-sxm@datasheet")
+    assert H100.bandwidth == acc.hbm_bandwidth * acc.efficiency.hbm
+    assert H100.kernel_overhead == acc.efficiency.kernel_overhead_us * 1e-6
+    assert H100.memory_time(H100.bandwidth) == pytest.approx(1.0 + H100.kernel_overhead)
+    assert H100.calibration is None and H100_CAL.calibration is H100_CAL.acc.calibration
+    assert H100_CAL.calibration is not None
+
+
+def test_op_model_knows_operators_only():
+    """Iteration times are the step model's: the op model neither offers them nor imports it."""
+    import ast
+    import inspect
+    from hetsim.perf import ops
+    assert not hasattr(hetsim.PerfModel, "prefill_time")
+    assert not hasattr(hetsim.PerfModel, "decode_time")
+    tree = ast.parse(inspect.getsource(ops))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.endswith("step") for m in imported), imported

@@ -448,7 +448,7 @@ def test_trace_errors_name_the_files_own_line(tmp_path, text, where):
 
 
 def test_calibration_csv_errors_name_the_files_own_line(tmp_path):
-    from hetsim.calibrate.fit import read_csv
+    from hetsim.calibrate.csvio import read_csv
     (tmp_path / "m.csv").write_text("op, precision ,m,n,k,seconds\ngemm,bf16,1,2,3,0.1\n\n"
                                     "gemm,bf16,1,2,3,-1\n")
     with pytest.raises(ConfigError, match=r"m.csv:4: seconds: must be > 0"):

@@ -1,4 +1,5 @@
-"""``hetsim calibrate``: measure, fit, check, write. Also ``python -m hetsim.calibrate``."""
+"""``hetsim calibrate``: measure, fit, check, write (its parser is filled here and run by
+:mod:`hetsim.cli`; ``python -m hetsim.calibrate`` goes through ``__main__``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,12 @@ import yaml
 
 from ..errors import ConfigError
 from . import gates
-from .fit import FitResult
+from .csvio import csv_text, read_csv
+from .fit import device_only, model_kernels
+from .profile import FitResult, base_accelerator, fit_profile
+from .timer import Timer
 
-__all__ = ["main", "build_parser", "calibrate", "measure_and_fit", "Outcome"]
+__all__ = ["build_parser", "calibrate", "measure_and_fit", "Outcome"]
 
 
 class Progress:
@@ -72,11 +76,11 @@ def _torch():
 
 def measure_all(torch, device, base, quick, progress):
     """Every kernel of the grid, the copy, launch and probe iterations, timed together (on a
-    CPU in interleaved passes over all of them: :meth:`measure.Timer.run`)."""
+    CPU in interleaved passes over all of them: :meth:`timer.Timer.run`)."""
     from . import measure, reference
     from .grid import grid as make_grid
     g = make_grid("cpu" if device == "cpu" else "gpu", quick)
-    timer = measure.Timer(torch, device, g.reps)
+    timer = Timer(torch, device, g.reps)
     precs = measure.supported_precisions(torch, device, base.precisions)
     if not precs:
         raise ConfigError(f"none of {base.name}'s precisions ({', '.join(base.precisions)}) can "
@@ -104,7 +108,7 @@ def timing_note(timer) -> str:
 
 def measure_reference(torch, device, precision, quick, progress):
     """Reference-transformer iterations timed on ``device`` (never used in the fit)."""
-    from . import measure, reference
+    from . import reference
     cfg = reference.CPU_REF if device == "cpu" else reference.GPU_REF
     if device == "cpu":
         pre = [(1, 64), (1, 256), (4, 128), (1, 1024)] if quick else [
@@ -116,7 +120,7 @@ def measure_reference(torch, device, precision, quick, progress):
             (1, 256), (1, 1024), (1, 4096), (4, 2048), (8, 1024), (1, 16384)]
         dec = [(1, 1024), (32, 2048), (128, 1024)] if quick else [
             (1, 512), (1, 8192), (16, 2048), (64, 4096), (128, 1024), (256, 2048)]
-    timer = measure.Timer(torch, device, 5 if device == "cpu" else 10)
+    timer = Timer(torch, device, 5 if device == "cpu" else 10)
     return reference.measure(torch, timer, cfg, precision, pre, dec, progress)
 
 
@@ -125,7 +129,6 @@ def score_reference(fit, rows, cpu: bool) -> dict:
     predicted before and after calibration: median and p90 absolute percentage error."""
     from ..perf import PerfModel, StepModel
     from . import reference
-    from .fit import device_only, model_kernels
     cfg = reference.CPU_REF if cpu else reference.GPU_REF
     mc = cfg.model_config()
     out = {}
@@ -196,7 +199,6 @@ class Outcome:
 
 def _from_csv(args) -> tuple[list[dict], dict, dict]:
     """Rows, base profile and provenance of timings measured elsewhere."""
-    from .fit import read_csv
     rows = read_csv(args.from_csv)
     base_raw = _base_raw(args.accelerator, args.device or "cpu", args.threads)
     name = Path(args.from_csv).name
@@ -217,7 +219,6 @@ def measure_and_fit(args, measurements: str) -> Outcome:
     with ``--check``, and apply the gates. Writes nothing; ``measurements`` is the CSV's file
     name, recorded in the profile."""
     from . import measure
-    from .fit import base_accelerator, fit_profile
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"must be a whole number >= 1, got {args.threads}", path="--threads")
     device, torch, main_p = args.device, None, None
@@ -268,7 +269,6 @@ def measure_and_fit(args, measurements: str) -> Outcome:
 
 def calibrate(args) -> int:
     from ..outputs import write_text_atomic
-    from .fit import csv_text
     out, csv_path = _outputs(args.out)              # before anything is measured
     o = measure_and_fit(args, csv_path.name)
     cal = o.fit.profile["calibration"]
@@ -320,8 +320,3 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.set_defaults(func=calibrate)
     return p
 
-
-def main(argv=None) -> int:
-    """``python -m hetsim.calibrate ARGS``: exactly ``hetsim calibrate ARGS`` (exit codes too)."""
-    from ..cli import main as hetsim_main
-    return hetsim_main(["calibrate", *(sys.argv[1:] if argv is None else argv)])

@@ -118,7 +118,8 @@ def count_kernels(torch, fn) -> int | None:
 def jobs(torch, device: str, cfg: RefConfig, precision: str, prefill, decode):
     """Timing jobs ("ref_prefill", batch, seq) and ("ref_decode", batch, kv_len) of whole
     iterations; each row also gets the kernels one iteration launches (counted once)."""
-    from .measure import TORCH_DTYPES, Job
+    from .measure import TORCH_DTYPES
+    from .timer import Job
     net = Reference(torch, cfg, device, getattr(torch, TORCH_DTYPES[precision]))
     out = []
     todo = [("ref_prefill", b, s) for b, s in prefill] + [("ref_decode", b, s)

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..hardware import PRECISION_BYTES
-from .step import Formats
+from ..precision import PRECISION_BYTES, Formats
 
 __all__ = ["MemoryPlan", "memory_plan"]
 

@@ -8,8 +8,9 @@ Every op is ``max(compute_time, memory_time) + kernel_overhead`` where
 """
 from __future__ import annotations
 
-from ..hardware import PRECISION_BYTES, Accelerator, Interconnect, load_interconnect
 from ..errors import ConfigError
+from ..hardware import Accelerator, Calibration, Interconnect, load_interconnect
+from ..precision import PRECISION_BYTES, unsupported
 
 __all__ = ["PerfModel", "GEMM_TILES"]
 
@@ -25,7 +26,10 @@ SPLITK_MIN_K = 512
 
 
 class PerfModel:
-    """Time of operators on ``acc``; the TP all-reduce runs over ``link`` (default: its scale-up)."""
+    """Time of operators on ``acc``; the TP all-reduce runs over ``link`` (default: its scale-up).
+
+    Operators only: a whole iteration of a model is :class:`hetsim.perf.StepModel`'s job.
+    """
 
     def __init__(self, acc: Accelerator, link: Interconnect | None = None):
         self.acc = acc
@@ -51,13 +55,30 @@ class PerfModel:
             curve = curves.get("bf16") or curves.get("fp16") or next(iter(curves.values()))
         return curve(x) if curve is not None else 1.0
 
-    # --- helpers -------------------------------------------------------------------------
-    def _peak(self, precision: str) -> float:
-        if not self.acc.supports(precision):
-            raise ConfigError(f"{self.acc.name} does not compute in {precision} (supports "
-                              f"{', '.join(self.acc.precisions)})")
+    # --- read-only views (calibration reads them) ----------------------------------------
+    @property
+    def bandwidth(self) -> float:
+        """Achievable HBM bandwidth, B/s (datasheet x ``efficiency.hbm``)."""
+        return self._bw
+
+    @property
+    def kernel_overhead(self) -> float:
+        """Fixed seconds per kernel launch."""
+        return self._kernel
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The profile's fitted corrections (None: datasheet model)."""
+        return self._cal
+
+    def peak(self, precision: str) -> float:
+        """Dense peak FLOP/s in ``precision``; ConfigError if the device does not compute in it."""
+        why = unsupported(self.acc, precision)
+        if why:
+            raise ConfigError(why)
         return self.acc.peak_flops(precision)
 
+    # --- helpers -------------------------------------------------------------------------
     def shape_efficiency(self, m: int, n: int, k: int = 1 << 20) -> float:
         """Fraction of the GEMM ceiling an (m x k)@(k x n) reaches: padding x waves x tile."""
         units = self.acc.compute_units
@@ -110,7 +131,7 @@ class PerfModel:
     def _gemm_parts(self, m, n, k, precision, weight_precision, se):
         a = PRECISION_BYTES[precision]
         w = PRECISION_BYTES[weight_precision or precision]
-        ceiling = self._peak(precision) * self.acc.efficiency.gemm
+        ceiling = self.peak(precision) * self.acc.efficiency.gemm
         compute = 2.0 * m * n * k / (ceiling * se)
         return compute, ((m * k + m * n) * a + k * n * w) / self._bw
 
@@ -120,7 +141,7 @@ class PerfModel:
         kernels). NOTE: one vector op per element per 128-row tile at the fp32 (CUDA-core)
         rate; hidden under weight reads at decode-sized m, ~5-10% at prefill-sized m."""
         vector = self.acc.peak_flops("fp32") if "fp32" in self.acc.tflops else \
-            self._peak(next(iter(self.acc.precisions))) / 16
+            self.peak(next(iter(self.acc.precisions))) / 16
         return -(-m // 128) * k * n / (vector * self.acc.efficiency.gemm)
 
     def kv_convert_time(self, nbytes_in: float, nbytes_out: float, layers: int = 1) -> float:
@@ -167,7 +188,7 @@ class PerfModel:
         work = q_tiles * n_heads
         pad = q_tokens / (q_tiles * ATTN_Q_TILE)
         waves = pad * work / (-(-work // units) * units)
-        ceiling = self._peak(precision) * self.acc.efficiency.attention
+        ceiling = self.peak(precision) * self.acc.efficiency.attention
         memory = (q_tokens * n_heads * (head_dim + vd) * b
                   + kv_tokens * n_kv_heads * (head_dim + vd) * kvb) / self._bw
         return flops / (ceiling * waves), memory, q_tokens
@@ -194,7 +215,7 @@ class PerfModel:
         compute, memory, nbytes = self.attention_decode_parts(
             batch, total_kv, n_heads, n_kv_heads, head_dim, precision, kv_precision, kv_width)
         if self._cal is not None:
-            compute /= self._corr("attention_decode", precision, compute * self._peak(precision))
+            compute /= self._corr("attention_decode", precision, compute * self.peak(precision))
             memory /= self._corr("attention_decode_memory", kv_precision or precision, nbytes)
         return max(compute, memory) + self._kernel
 
@@ -205,7 +226,7 @@ class PerfModel:
         kvb = PRECISION_BYTES[kv_precision or precision]
         width = kv_width if kv_width is not None else 2 * head_dim
         flops = 2.0 * total_kv * n_heads * width
-        compute = flops / (self._peak(precision) * self.acc.efficiency.attention)
+        compute = flops / (self.peak(precision) * self.acc.efficiency.attention)
         nbytes = total_kv * n_kv_heads * width * kvb + 2 * batch * n_heads * head_dim * b
         return compute, nbytes / self._bw, nbytes
 
@@ -225,14 +246,3 @@ class PerfModel:
         alpha = self.link.collective_base_us * 1e-6 + steps * self.link.collective_hop
         beta = steps / n_devices * nbytes / self.link.collective_bandwidth(n_devices)
         return alpha + beta
-
-    def prefill_time(self, model, tp: int, prompt_lens, precision: str = "bf16") -> float:
-        """One batched prefill iteration over whole prompts."""
-        from .step import StepModel
-        return StepModel(model, self, tp, precision).prefill_time(prompt_lens)
-
-    def decode_time(self, model, tp: int, context_lens, precision: str = "bf16") -> float:
-        """One decode step for a batch with the given per-request context lengths."""
-        from .step import StepModel
-        lens = list(context_lens)
-        return StepModel(model, self, tp, precision).decode_time(len(lens), sum(lens))

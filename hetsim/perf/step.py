@@ -6,29 +6,13 @@ on the chunks and on (decode batch, sum of decode contexts), so a decode step is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..hardware import PRECISION_BYTES
 from ..errors import ConfigError
+from ..precision import PRECISION_BYTES, Formats, unsupported
 from .ops import PerfModel
 
-__all__ = ["Formats", "StepModel"]
+__all__ = ["StepModel"]
 
 _HIGH = ("fp32", "tf32", "fp16", "bf16")
-
-
-@dataclass(frozen=True)
-class Formats:
-    """Numeric formats of one pool, by runtime role."""
-    compute: str = "bf16"   # GEMM inputs and math
-    weights: str = "bf16"   # stored weights (weight-only quantization when narrower)
-    kv: str = "bf16"        # KV cache
-
-    @classmethod
-    def of(cls, precision: "str | Formats") -> "Formats":
-        if isinstance(precision, Formats):
-            return precision
-        return cls(precision, precision, precision)
 
 
 class StepModel:
@@ -39,9 +23,9 @@ class StepModel:
         f = Formats.of(precision)
         self.formats = f
         acc = pm.acc
-        if not acc.supports(f.compute):
-            raise ConfigError(f"{acc.name} does not compute in {f.compute} (supports "
-                              f"{', '.join(acc.precisions)})")
+        why = unsupported(acc, f.compute)
+        if why:
+            raise ConfigError(why)
         # Attention and elementwise math stay in a 16-bit format when GEMMs run in fp8/int8.
         self.attn_precision = f.compute if f.compute in _HIGH else next(
             (p for p in ("bf16", "fp16") if acc.supports(p)), f.compute)
@@ -52,12 +36,12 @@ class StepModel:
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
         self._decode_linear = None
-        if pm._cal is None:
+        if pm.calibration is None:
             # Uncalibrated decode attention per layer is max(a T, b T + g B) + kernel in the
             # batch B and total context T: read the coefficients off the op model once.
             c1, m1, _ = self._decode_parts(1, 1)
             _, m2, _ = self._decode_parts(1, 2)
-            self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm._kernel)
+            self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm.kernel_overhead)
 
     # --- shapes --------------------------------------------------------------------------
     def _gemm_shapes(self):
@@ -84,8 +68,8 @@ class StepModel:
         up = 2 * fs if m.gated_ffn else fs
         rows = n_tok if experts_m is None else max(1, int(-(-experts_m // 1)))
         t = (pm.gemm_time(rows, up, h, f.compute, f.weights)
-             + pm.gemm_time(rows, h, fs, f.compute, f.weights) - 2 * pm._kernel)
-        return t * n_experts + 2 * pm._kernel
+             + pm.gemm_time(rows, h, fs, f.compute, f.weights) - 2 * pm.kernel_overhead)
+        return t * n_experts + 2 * pm.kernel_overhead
 
     def _layer_dense_time(self, n_tok: int, layer_is_moe: bool) -> float:
         m, pm, f = self.model, self.pm, self.formats
@@ -105,7 +89,7 @@ class StepModel:
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
                                         + 2 * (self.heads + self.kv_heads) * m.head_dim)
         kv_write = n_tok * self.model.kv_bytes_per_token(f.kv, self.tp) / m.num_layers
-        t += pm.memory_time(act + kv_write) + 4 * pm._kernel
+        t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
         t += 2 * pm.allreduce_time(n_tok * h * self.act_bytes, self.tp)
         return t
 

@@ -1,0 +1,47 @@
+"""Whether a pool can run at all: the one feasibility check shared by resolution and planning.
+
+A pool of ``model`` on ``acc`` at tensor parallelism ``tp`` in ``formats`` is feasible when the
+device computes in the compute format, the TP group fits in one scale-up domain, TP divides the
+attention heads, and the weights and activations leave room for KV (:func:`memory_plan`).
+:mod:`hetsim.resolve` raises the problem at the pool's key path; the planner skips the option.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..precision import Formats, unsupported
+from .memory import memory_plan
+
+__all__ = ["PoolProblem", "pool_problem"]
+
+
+@dataclass(frozen=True)
+class PoolProblem:
+    """Why a pool cannot run: the message, and the pool key it concerns (``"precision"``,
+    ``"tp"``, or ``""`` for the pool as a whole: its memory)."""
+    key: str
+    message: str
+
+
+def pool_problem(model, acc, tp: int, formats: "str | Formats", *,
+                 max_batched_tokens: int = 8192, max_seqs: int = 256,
+                 memory_utilization: float = 0.9, block_size: int = 16) -> PoolProblem | None:
+    """The first problem of the pool, checked in the order precision, scale-up domain, heads,
+    memory; None when it can run. The keyword arguments are :func:`memory_plan`'s."""
+    f = Formats.of(formats)
+    why = unsupported(acc, f.compute)
+    if why:
+        return PoolProblem("precision", why)
+    if acc.scale_up and tp > acc.scale_up.domain_size:
+        return PoolProblem("tp", f"tp={tp} exceeds {acc.name}'s scale-up domain of "
+                                 f"{acc.scale_up.domain_size}")
+    if model.num_heads % tp:
+        return PoolProblem("tp", f"tp={tp} does not divide {model.name}'s {model.num_heads} "
+                                 f"heads")
+    try:
+        memory_plan(model, acc, tp, f, max_batched_tokens=max_batched_tokens, max_seqs=max_seqs,
+                    memory_utilization=memory_utilization, block_size=block_size)
+    except ConfigError as e:
+        return PoolProblem("", e.message)
+    return None
