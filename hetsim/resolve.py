@@ -14,7 +14,7 @@ from .engine.routers import ROUTERS
 from .errors import ConfigError, suggest
 from .hardware import Accelerator, Interconnect, load_accelerator, load_interconnect
 from .models import ModelConfig, load_model
-from .perf import MemoryPlan, PoolProblem, memory_plan, pool_problem
+from .perf import MemoryPlan, PoolProblem, pool_fit
 from .precision import Formats
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
@@ -107,11 +107,9 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
     f = pool.formats()
     sizes = dict(max_batched_tokens=pool.max_batch_tokens, max_seqs=pool.max_seqs,
                  memory_utilization=pool.memory_utilization, block_size=pool.block_size)
-    problem = pool_problem(model, acc, pool.tp, f, **sizes)
-    if problem is not None:
-        raise ConfigError(_in_pool(problem, name),
-                          path=f"{where}.{problem.key}" if problem.key else where)
-    mem = memory_plan(model, acc, pool.tp, f, **sizes)
+    mem = pool_fit(model, acc, pool.tp, f, **sizes)
+    if isinstance(mem, PoolProblem):
+        raise ConfigError(_in_pool(mem, name), path=f"{where}.{mem.key}" if mem.key else where)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
     side = {}
     for key, sub in (("kv_offload", pool.kv_offload), ("prefix_cache", pool.prefix_cache)):

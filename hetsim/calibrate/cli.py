@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import yaml
 
 from ..errors import ConfigError
+from ..progress import Progress
 from . import gates
 from .csvio import csv_text, read_csv
 from .fit import device_only, model_kernels
@@ -19,25 +19,6 @@ from .profile import FitResult, base_accelerator, fit_profile
 from .timer import Timer
 
 __all__ = ["build_parser", "calibrate", "measure_and_fit", "Outcome"]
-
-
-class Progress:
-    """``stage i/n`` on stderr, for runs longer than a second."""
-
-    def __init__(self, quiet=False):
-        self.quiet, self.t0, self.shown, self.last = quiet, time.monotonic(), False, 0.0
-
-    def __call__(self, stage, i, n):
-        now = time.monotonic()
-        if self.quiet or now - self.t0 < 1.0 or (now - self.last < 0.25 and i < n):
-            return
-        self.shown, self.last = True, now
-        sys.stderr.write(f"\rcalibrate: {stage} {i}/{n}        ")
-        sys.stderr.flush()
-
-    def close(self):
-        if self.shown:
-            sys.stderr.write("\n")
 
 
 def _base_raw(accelerator: str | None, device: str, threads: int | None) -> dict:
@@ -222,7 +203,7 @@ def measure_and_fit(args, measurements: str) -> Outcome:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"must be a whole number >= 1, got {args.threads}", path="--threads")
     device, torch, main_p = args.device, None, None
-    progress = Progress(args.quiet)
+    progress = Progress("calibrate", delay_s=1.0, enabled=not args.quiet)
     load = measure.HostLoad()      # entered only around timings on this host
     try:
         if args.from_csv:

@@ -4,11 +4,9 @@
 model); ``memory`` (what fits in a device) and ``feasible`` (whether a pool can run at all)
 need only the formats and the profiles. Nothing here imports the scenario, the engine or above.
 """
-# TODO(lead): plan.py still imports Formats from here; point it at hetsim.precision, drop this
-from ..precision import Formats  # noqa: F401
-from .feasible import PoolProblem, pool_problem
+from .feasible import PoolProblem, pool_fit, pool_problem
 from .memory import MemoryPlan, memory_plan
 from .ops import PerfModel
 from .step import StepModel
 
-__all__ = ["PerfModel", "StepModel", "MemoryPlan", "memory_plan", "PoolProblem", "pool_problem"]
+__all__ = ["PerfModel", "StepModel", "MemoryPlan", "memory_plan", "PoolProblem", "pool_fit", "pool_problem"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..precision import Formats, unsupported
-from .memory import memory_plan
+from .memory import MemoryPlan, memory_plan
 
-__all__ = ["PoolProblem", "pool_problem"]
+__all__ = ["PoolProblem", "pool_fit", "pool_problem"]
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,11 @@ class PoolProblem:
     message: str
 
 
-def pool_problem(model, acc, tp: int, formats: "str | Formats", *,
-                 max_batched_tokens: int = 8192, max_seqs: int = 256,
-                 memory_utilization: float = 0.9, block_size: int = 16) -> PoolProblem | None:
-    """The first problem of the pool, checked in the order precision, scale-up domain, heads,
-    memory; None when it can run. The keyword arguments are :func:`memory_plan`'s."""
+def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
+             max_batched_tokens: int = 8192, max_seqs: int = 256,
+             memory_utilization: float = 0.9, block_size: int = 16) -> MemoryPlan | PoolProblem:
+    """The pool's memory plan, or its first problem, checked in the order precision, scale-up
+    domain, heads, memory. The keyword arguments are :func:`memory_plan`'s."""
     f = Formats.of(formats)
     why = unsupported(acc, f.compute)
     if why:
@@ -40,8 +40,14 @@ def pool_problem(model, acc, tp: int, formats: "str | Formats", *,
         return PoolProblem("tp", f"tp={tp} does not divide {model.name}'s {model.num_heads} "
                                  f"heads")
     try:
-        memory_plan(model, acc, tp, f, max_batched_tokens=max_batched_tokens, max_seqs=max_seqs,
-                    memory_utilization=memory_utilization, block_size=block_size)
+        return memory_plan(model, acc, tp, f, max_batched_tokens=max_batched_tokens,
+                           max_seqs=max_seqs, memory_utilization=memory_utilization,
+                           block_size=block_size)
     except ConfigError as e:
         return PoolProblem("", e.message)
-    return None
+
+
+def pool_problem(model, acc, tp: int, formats: "str | Formats", **sizes) -> PoolProblem | None:
+    """The pool's first problem (see :func:`pool_fit`), or None when it can run."""
+    fit = pool_fit(model, acc, tp, formats, **sizes)
+    return fit if isinstance(fit, PoolProblem) else None

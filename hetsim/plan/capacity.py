@@ -9,9 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..errors import ConfigError
 from ..hardware import load_accelerator
-from ..perf import Formats, PerfModel, StepModel, memory_plan
+from ..perf import PerfModel, PoolProblem, StepModel, pool_fit
 from .spec import PlanSpec
 
 __all__ = ["Option", "options", "prefill_rate", "decode_rate", "colocated_rate"]
@@ -74,22 +73,6 @@ def colocated_rate(prefill: float, decode: float) -> float:
     return 1 / (1 / prefill + 1 / decode) if prefill > 0 and decode > 0 else 0.0
 
 
-def _memory_if_feasible(model, acc, tp: int, precision: str):
-    """The instance's memory plan, or None where it cannot run at all.
-
-    NOTE: every feasibility check of one instance type sits here (precision support, TP
-    dividing the heads, TP within the scale-up domain, weights and some KV fitting memory);
-    the scenario's pool-feasibility function can replace this body one for one."""
-    if not acc.supports(precision) or model.num_heads % tp:
-        return None
-    if acc.scale_up and tp > acc.scale_up.domain_size:
-        return None
-    try:
-        return memory_plan(model, acc, tp, Formats.of(precision))
-    except ConfigError:
-        return None
-
-
 def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tuple]:
     """Per feasible accelerator x TP x precision of the inventory: ``(Option, prefill rate,
     decode rate, colocated rate)`` for requests of the mean lengths."""
@@ -103,9 +86,9 @@ def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tupl
         for tp, prec in itertools.product(spec.tp, spec.precisions):
             if stock.max is not None and tp > stock.max:
                 continue     # one instance needs more accelerators than the inventory holds
-            mem = _memory_if_feasible(model, acc, tp, prec)
-            if mem is None:
-                continue
+            mem = pool_fit(model, acc, tp, prec)
+            if isinstance(mem, PoolProblem):
+                continue     # the pool cannot run at all (the same check a scenario gets)
             step = StepModel(model, PerfModel(acc), tp, prec)
             pre = prefill_rate(step.prefill_time([prompt]), slo.ttft_s)
             dec = decode_rate(step, mem.kv_tokens, prompt, output, slo.tpot_s)

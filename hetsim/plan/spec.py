@@ -13,7 +13,8 @@ from typing import Literal
 from ..api import check_memory
 from ..config import build, meta, positive, power_of_two, read_yaml
 from ..errors import ConfigError, suggest
-from ..hardware import PRECISION_BYTES, load_accelerator, load_interconnect
+from ..hardware import load_accelerator, load_interconnect
+from ..precision import unknown_precision
 from ..models import load_model
 from ..scenario import SLO
 from ..workload import WorkloadSpec, generate
@@ -74,9 +75,9 @@ class PlanSpec:
             if msg:
                 raise ConfigError(msg, path=f"tp[{i}]")
         for i, p in enumerate(self.precisions):
-            if p not in PRECISION_BYTES:
-                raise ConfigError(f"unknown precision {p!r}" + suggest(p, PRECISION_BYTES),
-                                  path=f"precisions[{i}]")
+            msg = unknown_precision(p)
+            if msg:
+                raise ConfigError(msg, path=f"precisions[{i}]")
         if not self.interconnects and any(s != "colocated" for s in self.shapes):
             raise ConfigError("disaggregated shapes need at least one KV link",
                               path="interconnects")
