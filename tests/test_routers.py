@@ -22,7 +22,7 @@ class Inst:
 class Pool:
     free: int
     capacity: int
-    _waiters: list = field(default_factory=list)
+    queued_blocks: int = 0
 
 
 def req(tokens=100):
@@ -69,7 +69,7 @@ def test_power_of_two_never_picks_the_heavier_of_its_pair():
 def test_kv_aware_prefers_free_memory_discounted_by_transfers_in_flight():
     a = Inst("a", kv=Pool(free=600, capacity=1000), port=SimpleNamespace(active=2))  # 0.6/3
     b = Inst("b", kv=Pool(free=300, capacity=1000), port=SimpleNamespace(active=0))  # 0.3
-    c = Inst("c", kv=Pool(free=900, capacity=1000, _waiters=[(800, None)]))           # 0.1
+    c = Inst("c", kv=Pool(free=900, capacity=1000, queued_blocks=800))              # 0.1
     assert router("kv-aware").pick([a, b, c], req()).name == "b"
 
 
