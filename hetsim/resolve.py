@@ -16,8 +16,8 @@ from .models import ModelConfig, load_model
 from .perf import Formats, MemoryPlan, memory_plan
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
-__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch", "resolve_scenario",
-           "load_scenario", "scenario_from_dict"]
+__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
+           "resolve_scenario", "load_scenario", "scenario_from_dict"]
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,9 @@ class Instance:
         self._notify()
         return ev
 
-    def _take_work(self) -> tuple[float, list]:
+    def _take_work(self) -> tuple[float, list | tuple]:
         if not self._work:
-            return 0.0, []
+            return 0.0, ()
         work, self._work = self._work, []
         t = sum(w for w, _ in work)
         self.work_s += t

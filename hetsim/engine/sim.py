@@ -50,9 +50,9 @@ class Simulation:
         self._target: dict[int, object] = {}
         self.instances: dict[str, list] = {p: self._build(pool)
                                            for p, pool in placement.pools.items()}
-        by_role = lambda role: [i for insts in self.instances.values()  # noqa: E731
-                                for i in insts if i.pool.spec.role == role]
-        self.prefills, self.decodes, self.mixed = by_role("prefill"), by_role("decode"), by_role("mixed")
+        self.prefills, self.decodes, self.mixed = (
+            [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
+            for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
         self.reqs: list[Request] = []
 
