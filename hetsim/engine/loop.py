@@ -107,8 +107,8 @@ class Instance:
                 else:
                     yield self._idle()
                 continue
-            work, evs = self._take_work()
-            t = t + work + self._take_extra()
+            work, evs = self._take_work() if self._work else (0.0, ())
+            t = t + work + self._take_extra() if self._extra else t + work
             self._begin(t)
             yield self._iterate(t)
             for ev in evs:
