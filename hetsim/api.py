@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .engine.sim import Simulation
+from .engine.stats import SimResult
 from .errors import ConfigError, match_name
 from .metrics import records_frame, summarize
 from .resolve import resolve_scenario
@@ -115,7 +116,7 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
                   pd.concat(staging, ignore_index=True), reqs.clipped)
 
 
-def staging_frame(res, pl, name: str) -> pd.DataFrame:
+def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
     """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
     rows = []
     for pname, insts in res.instances.items():

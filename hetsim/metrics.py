@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from .engine.request import RECORD_COLUMNS
+from .engine.network import PortStats
+from .engine.stats import SimResult
 from .errors import suggest
 from .resolve import ResolvedPlacement
 from .scenario import SLO
@@ -17,9 +19,9 @@ __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arr
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
 
-def records_frame(requests, placement: str) -> pd.DataFrame:
-    """One row per request, with derived latencies."""
-    df = pd.DataFrame.from_records([r.record() for r in requests], columns=list(RECORD_COLUMNS))
+def records_frame(records, placement: str) -> pd.DataFrame:
+    """One row per request record, with derived latencies."""
+    df = pd.DataFrame.from_records(list(records), columns=list(RECORD_COLUMNS))
     df.insert(0, "placement", placement)
     df["queue_s"] = df["prefill_start_s"] - df["arrival_s"]
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
@@ -107,8 +109,9 @@ def _nan_none(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> dict:
-    """The per-placement summary: latencies, throughput, SLO attainment, goodput and cost."""
+def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: SimResult) -> dict:
+    """The per-placement summary: latencies, throughput, SLO attainment, goodput and cost.
+    A pure function of the records (``df``) and the run's statistics (``sim``)."""
     done = df[df["state"] == "completed"]
     start = float(df["arrival_s"].min()) if len(df) else 0.0
     duration = max(sim.end_s - start, 1e-12)
@@ -125,18 +128,18 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
         util[pname] = sum(i.busy_s for i in insts) / (len(insts) * duration)
         ntok = sum(i.decode_tokens for i in insts)
         step[pname] = sum(i.decode_token_s for i in insts) / ntok if ntok else None
-        kv_occ[pname] = {"mean": float(np.mean([i.kv.mean_occupancy(sim.end_s) for i in insts])),
+        kv_occ[pname] = {"mean": float(np.mean([i.kv.mean_occupancy for i in insts])),
                          "peak": max(i.kv.peak / i.kv.capacity for i in insts)}
         if placement.pools[pname].spec.role == "prefill":
             # KV of finished prompts still owned by prefill (waiting for, or in, transfer)
             staging[pname] = {
-                "mean": float(np.mean([i.mean_held(sim.end_s) / i.kv.capacity for i in insts])),
+                "mean": float(np.mean([i.held_mean / i.kv.capacity for i in insts])),
                 "peak": max(i.held_peak / i.kv.capacity for i in insts)}
         for i in insts:
-            preempt["count"] += getattr(i, "preemptions", 0)
-            preempt["swapped_bytes"] += getattr(i, "swapped_bytes", 0.0)
-            preempt["recomputed_tokens"] += getattr(i, "recomputed_tokens", 0)
-            preempt["device_s"] += getattr(i, "preemption_s", 0.0)
+            preempt["count"] += i.preemptions
+            preempt["swapped_bytes"] += i.swapped_bytes
+            preempt["recomputed_tokens"] += i.recomputed_tokens
+            preempt["device_s"] += i.preemption_s
     link_util = link_utilization(sim.ports, duration)
     transfers = df["transfer_s"]
     summary = {
@@ -164,7 +167,7 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim) -> 
         "kv_wait_s": _mean_p99(df["kv_wait_s"]),
         "kv_transfer_exposed_s": _mean_p99(df["kv_transfer_exposed_s"]),
         "kv_conversion_s_total": float(df["conversion_s"].sum()),
-        "kv_conversion_bytes": float(sim.stats.get("conversion_bytes", 0.0)),
+        "kv_conversion_bytes": float(sim.conversion_bytes),
         "prefix_cached_tokens": int(df["cached_tokens"].sum()),
         "preemptions": preempt,
         "pool_utilization": util,
@@ -192,7 +195,7 @@ def _mean_p99(x: pd.Series) -> dict:
     return {"mean": float(x.mean()), "p99": float(np.percentile(x, 99))}
 
 
-def link_utilization(ports, duration: float) -> dict:
+def link_utilization(ports: tuple[PortStats, ...], duration: float) -> dict:
     """Busy fraction of each link: per group of ports (a pool's NICs, a shared cross-site
     link), the mean and the busiest port."""
     groups: dict[str, list[float]] = {}

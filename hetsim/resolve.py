@@ -6,8 +6,7 @@ validate, goodput, plan and check alike. A scenario is resolved once per run.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine.routers import ROUTERS
@@ -18,8 +17,8 @@ from .perf import MemoryPlan, PoolProblem, pool_fit
 from .precision import Formats
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
-__all__ = ["ResolvedPool", "ResolvedPlacement", "kv_mismatch", "resolve_scenario",
-           "load_scenario", "scenario_from_dict"]
+__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
+           "resolve_scenario", "load_scenario", "scenario_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,10 @@ class ResolvedPool:
     accelerator: Accelerator
     formats: Formats
     memory: MemoryPlan
-    nic: Interconnect | None = None        # KV-transfer NIC of one accelerator
     host_link: Interconnect | None = None  # device <-> host (tcp staging, offload, host cache)
     scale_up: Interconnect | None = None
     offload_link: Interconnect | None = None   # kv_offload tier
     cache_link: Interconnect | None = None     # host-resident prefix cache
-    staging_blocks: int = 0                # push handoff: decode-side staging buffer
     cache_blocks: int = 0                  # HBM prefix cache carved out of the KV pool
 
     @property
@@ -47,11 +44,6 @@ class ResolvedPool:
     @property
     def accelerators(self) -> int:
         return self.spec.instances * self.spec.tp
-
-    @property
-    def kv_blocks(self) -> int:
-        """Blocks the instance's KV pool holds once staging and cache are set aside."""
-        return self.memory.kv_blocks - self.staging_blocks - self.cache_blocks
 
     def kv_format(self) -> dict:
         """What a transfer engine cannot paper over: dtype, page size, layout, sharding."""
@@ -66,13 +58,33 @@ def kv_mismatch(src: ResolvedPool, dst: ResolvedPool) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ResolvedTransfer:
+    """How KV crosses from prefill to decode pools, every name resolved: the engine, each
+    pool's NIC, the cross-site link, where formats convert, and the push staging buffers."""
+    mode: str                      # whole | layerwise
+    handoff: str                   # pull | push
+    conversion: str                # prefill | decode | none
+    engine: str                    # rdma | tcp
+    nics: dict[str, Interconnect]  # pool -> KV-transfer NIC of one accelerator
+    staging_blocks: dict[str, int] = field(default_factory=dict)  # push: receiver -> blocks
+    tcp_stream_bytes_per_s: float = 5e9   # tcp: host-side serialization per accelerator
+    cross_site: Interconnect | None = None
+    cross_site_bandwidth: float = 0.0     # B/s: the link x its count
+    cross_site_latency_s: float = 0.0
+
+    @property
+    def early_routing(self) -> bool:
+        """The decode target is chosen when the prefill starts if the prefill must know it
+        then: to stream layers to it, or to write the KV in its format."""
+        return self.mode == "layerwise" or self.conversion == "prefill"
+
+
+@dataclass(frozen=True)
 class ResolvedPlacement:
     name: str
     spec: Placement
     pools: dict[str, ResolvedPool]
-    transfer: KVTransfer | None = None     # None: colocated, nothing crosses a boundary
-    engine: str = "rdma"
-    cross_site: Interconnect | None = None
+    transfer: ResolvedTransfer | None = None     # None: colocated, nothing crosses a boundary
 
     @property
     def disaggregated(self) -> bool:
@@ -81,7 +93,10 @@ class ResolvedPlacement:
     @property
     def kv_link(self) -> Interconnect | None:
         """The NIC of the first prefill pool (for reports); None when colocated."""
-        return next((p.nic for p in self.pools.values() if p.spec.role == "prefill"), None)
+        if self.transfer is None:
+            return None
+        return next((self.transfer.nics[n] for n, p in self.pools.items()
+                     if p.spec.role == "prefill"), None)
 
 
 def _load_link(name: str, dirs, path: str) -> Interconnect:
@@ -130,37 +145,27 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
                         cache_blocks=cache_blocks)
 
 
-def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs, where: str):
-    """NICs, engine, cross-site link and the KV-format checks of a disaggregated placement."""
+def _nics(pl: Placement, pools: dict[str, ResolvedPool], dirs, where: str, key: str):
+    """Each pool's KV NIC: its own, else the placement's link, else its accelerator's."""
     t = pl.transfer
-    key = f"{where}.kv_link" if pl.kv_link else f"{where}.kv_transfer"
     common = _load_link(t.link, dirs, key if pl.kv_link else f"{key}.link") if t.link else None
-    for n, rp in list(pools.items()):
+    nics = {}
+    for n, rp in pools.items():
         if rp.spec.nic:
-            nic = _load_link(rp.spec.nic, dirs, f"{where}.pools.{n}.nic")
+            nics[n] = _load_link(rp.spec.nic, dirs, f"{where}.pools.{n}.nic")
         elif common is not None:
-            nic = common
+            nics[n] = common
         elif rp.accelerator.scale_out_nic:
-            nic = _load_link(rp.accelerator.scale_out_nic, dirs, f"{where}.pools.{n}.accelerator")
+            nics[n] = _load_link(rp.accelerator.scale_out_nic, dirs,
+                                 f"{where}.pools.{n}.accelerator")
         else:
             raise ConfigError(f"{rp.accelerator.name} names no scale_out_nic; set "
                               f"kv_transfer.link or the pool's nic", path=f"{where}.pools.{n}.nic")
-        pools[n] = dataclasses.replace(rp, nic=nic)
-    engine = t.engine or ("rdma" if all(p.nic.rdma for p in pools.values()) else "tcp")
-    if engine == "rdma":
-        for n, rp in pools.items():
-            if not rp.nic.rdma:
-                raise ConfigError(f"engine rdma needs GPU-direct NICs; pool {n!r} uses "
-                                  f"{rp.nic.name} (rdma: false); use engine: tcp",
-                                  path=f"{key}.engine")
-    sites = {p.spec.site for p in pools.values()}
-    cross = None
-    if len(sites) > 1:
-        if t.cross_site is None:
-            raise ConfigError(f"pools are on sites {', '.join(sorted(sites))}; KV between sites "
-                              f"needs kv_transfer.cross_site: {{link: ...}}", path=key)
-        cross = _load_link(t.cross_site.link, dirs, f"{key}.cross_site.link")
-    # Pools that share a scale-up domain must share its fabric and fit in it.
+    return nics
+
+
+def _check_domains(pools: dict[str, ResolvedPool], where: str) -> None:
+    """Pools that share a scale-up domain must share its fabric and fit in it."""
     domains: dict[str, list[ResolvedPool]] = {}
     for rp in pools.values():
         if rp.spec.scale_up_domain:
@@ -177,25 +182,64 @@ def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs, where
             raise ConfigError(f"scale_up_domain {dom!r} holds {size} accelerators, more than "
                               f"{members[0].accelerator.name}'s domain of {cap}",
                               path=f"{where}.pools.{members[-1].name}.scale_up_domain")
+
+
+def _check_formats(t: KVTransfer, pools: dict[str, ResolvedPool], key: str) -> None:
+    """With conversion none, every prefill -> receiver pair must hold KV alike."""
+    if t.conversion != "none":
+        return
     senders = [p for p in pools.values() if p.spec.role == "prefill"]
     receivers = [p for p in pools.values() if p.spec.role in ("decode", "mixed")]
-    if t.conversion == "none":
-        for a in senders:
-            for b in receivers:
-                diff = kv_mismatch(a, b)
-                if diff:
-                    raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
-                                      f"formats ({', '.join(diff)}) and conversion is none; set "
-                                      f"conversion: prefill or decode", path=f"{key}.conversion")
-    if t.handoff == "push":
+    for a in senders:
         for b in receivers:
-            staging = max(1, int(b.memory.kv_blocks * t.staging_fraction))
-            pools[b.name] = dataclasses.replace(b, staging_blocks=staging)
+            diff = kv_mismatch(a, b)
+            if diff:
+                raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
+                                  f"formats ({', '.join(diff)}) and conversion is none; set "
+                                  f"conversion: prefill or decode", path=f"{key}.conversion")
+
+
+def _staging(t: KVTransfer, pools: dict[str, ResolvedPool], where: str) -> dict[str, int]:
+    """Push: each receiver's staging buffer (blocks), and KV memory left beside it."""
+    staging = {b.name: max(1, int(b.memory.kv_blocks * t.staging_fraction))
+               for b in pools.values()
+               if t.handoff == "push" and b.spec.role in ("decode", "mixed")}
     for b in pools.values():
-        if b.kv_blocks < 1:
+        if b.memory.kv_blocks - staging.get(b.name, 0) - b.cache_blocks < 1:
             raise ConfigError(f"pool {b.name!r} has no KV memory left after its staging buffer "
                               f"and prefix cache", path=f"{where}.pools.{b.name}")
-    return engine, cross
+    return staging
+
+
+def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs,
+                      where: str) -> ResolvedTransfer:
+    """The KV link of a disaggregated placement: NICs, engine, cross-site link and the
+    KV-format checks. Reads ``pools``, changes nothing."""
+    t = pl.transfer
+    key = f"{where}.kv_link" if pl.kv_link else f"{where}.kv_transfer"
+    nics = _nics(pl, pools, dirs, where, key)
+    engine = t.engine or ("rdma" if all(nic.rdma for nic in nics.values()) else "tcp")
+    if engine == "rdma":
+        for n, nic in nics.items():
+            if not nic.rdma:
+                raise ConfigError(f"engine rdma needs GPU-direct NICs; pool {n!r} uses "
+                                  f"{nic.name} (rdma: false); use engine: tcp",
+                                  path=f"{key}.engine")
+    sites = {p.spec.site for p in pools.values()}
+    cross, bandwidth, latency = None, 0.0, 0.0
+    if len(sites) > 1:
+        if t.cross_site is None:
+            raise ConfigError(f"pools are on sites {', '.join(sorted(sites))}; KV between sites "
+                              f"needs kv_transfer.cross_site: {{link: ...}}", path=key)
+        cs = t.cross_site
+        cross = _load_link(cs.link, dirs, f"{key}.cross_site.link")
+        bandwidth = cross.bandwidth * cs.count
+        latency = cross.latency if cs.latency_us is None else cs.latency_us * 1e-6
+    _check_domains(pools, where)
+    _check_formats(t, pools, key)
+    return ResolvedTransfer(t.mode, t.handoff, t.conversion, engine, nics,
+                            _staging(t, pools, where), t.tcp_stream_gb_s * 1e9, cross,
+                            bandwidth, latency)
 
 
 def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
@@ -232,8 +276,8 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
                 raise ConfigError(f"unknown router {r!r}" + suggest(r, ROUTERS)
                                   + f"; one of {', '.join(sorted(ROUTERS))}", path=key)
         if any(p.spec.role == "prefill" for p in pools.values()):
-            engine, cross = _resolve_transfer(pl, pools, dirs, where)
-            out[pname] = ResolvedPlacement(pname, pl, pools, pl.transfer, engine, cross)
+            out[pname] = ResolvedPlacement(pname, pl, pools,
+                                           _resolve_transfer(pl, pools, dirs, where))
         else:
             if pl.kv_link or pl.kv_transfer:
                 raise ConfigError("a colocated placement moves no KV; drop kv_link/kv_transfer",

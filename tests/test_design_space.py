@@ -11,6 +11,7 @@ import simpy
 
 import hetsim
 from hetsim.engine import instances as inst_mod
+from hetsim.engine import loop
 from hetsim.engine.network import Network, Port
 from hetsim.errors import ConfigError
 from hetsim.hardware import load_accelerator
@@ -209,14 +210,14 @@ def test_cross_site_link_is_shared(tmp_path, base_dict):
 def test_pull_never_admits_more_kv_than_decode_holds(tmp_path, base_dict, monkeypatch):
     """The invariant is checked at every decode iteration, on a run that fills decode memory."""
     seen = []
-    orig = inst_mod._Instance._iterate
+    orig = loop.Instance._iterate
 
     def checked(self, t):
         if isinstance(self, inst_mod.DecodeInstance):
             assert self.kv.used <= self.kv.capacity
             seen.append(self.kv.used / self.kv.capacity)
         return orig(self, t)
-    monkeypatch.setattr(inst_mod._Instance, "_iterate", checked)
+    monkeypatch.setattr(loop.Instance, "_iterate", checked)
     sc = disagg(base_dict, tmp_path, {"pull": pools(d_memory_utilization=0.25)},
                 requests=300, arrival={"process": "poisson", "rate_rps": 20.0},
                 input_tokens={"dist": "fixed", "value": 2048},
@@ -324,14 +325,14 @@ def test_preempted_sequences_go_before_new_reservations(tmp_path, base_dict, mon
     orig = BlockPool.grant
 
     def grant(self):
-        before = len(self._waiters)
+        before = self.queued
         closed = self.gate is not None and not self.gate()
         orig(self)
         if closed:
-            assert len(self._waiters) == before, "granted a reservation past a preempted one"
+            assert self.queued == before, "granted a reservation past a preempted one"
             seen["blocked"] += before > 0
         elif self.gate is not None:
-            seen["granted"] += before - len(self._waiters)
+            seen["granted"] += before - self.queued
     monkeypatch.setattr(BlockPool, "grant", grant)
     sc = disagg(base_dict, tmp_path, {
         "recompute": pools(d_memory_utilization=0.24, d_preemption="recompute")},

@@ -22,7 +22,7 @@ class Inst:
 class Pool:
     free: int
     capacity: int
-    _waiters: list = field(default_factory=list)
+    queued_blocks: int = 0
 
 
 def req(tokens=100):
@@ -69,7 +69,7 @@ def test_power_of_two_never_picks_the_heavier_of_its_pair():
 def test_kv_aware_prefers_free_memory_discounted_by_transfers_in_flight():
     a = Inst("a", kv=Pool(free=600, capacity=1000), port=SimpleNamespace(active=2))  # 0.6/3
     b = Inst("b", kv=Pool(free=300, capacity=1000), port=SimpleNamespace(active=0))  # 0.3
-    c = Inst("c", kv=Pool(free=900, capacity=1000, _waiters=[(800, None)]))           # 0.1
+    c = Inst("c", kv=Pool(free=900, capacity=1000, queued_blocks=800))              # 0.1
     assert router("kv-aware").pick([a, b, c], req()).name == "b"
 
 
@@ -89,3 +89,32 @@ def test_a_router_name_registers_once():
         register("round-robin")(type("Again", (), {}))
     assert set(ROUTERS) >= {"round-robin", "least-loaded", "join-shortest-queue",
                             "power-of-two", "kv-aware", "length-threshold"}
+
+
+def test_join_shortest_queue_breaks_ties_by_list_order_and_ignores_load():
+    insts = [Inst("a", load_tokens=900, n_requests=1), Inst("b", load_tokens=5, n_requests=3),
+             Inst("c", load_tokens=0, n_requests=1)]
+    r = router("join-shortest-queue")
+    assert [r.pick(insts, req()).name for _ in range(3)] == ["a"] * 3   # stateless
+    insts[0].n_requests = 4
+    assert r.pick(insts, req()).name == "c"
+
+
+def test_power_of_two_with_two_instances_always_takes_the_lighter_and_ties_go_first():
+    """Both are drawn every time (without replacement), so the lighter one always wins; on a
+    tie the first drawn wins, so both are picked."""
+    light, heavy = Inst("light", load_tokens=1), Inst("heavy", load_tokens=2)
+    r = router("power-of-two", seed=11)
+    assert {r.pick([heavy, light], req()).name for _ in range(200)} == {"light"}
+    tied = [Inst("x", 5), Inst("y", 5)]
+    picks = {r.pick(tied, req()).name for _ in range(200)}
+    assert picks == {"x", "y"}
+
+
+def test_every_router_is_made_with_its_stream_and_the_placement_settings():
+    spec = SimpleNamespace(threshold_tokens=10)
+    insts = [Inst("m", 1, role="mixed", kv=Pool(1, 2)), Inst("p", 1, role="prefill")]
+    for name in ROUTERS:
+        assert router(name, spec=spec).pick(insts[:1], req()) is insts[0]
+    assert router("length-threshold", spec=spec).pick(insts, req(10)).name == "p"
+    assert router("length-threshold").pick(insts, req(10)).name == "m"   # default 2048

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import simpy
 
@@ -9,44 +10,61 @@ __all__ = ["BlockPool"]
 
 
 class BlockPool:
-    """Blocks of KV memory. Invariant (asserted on every reservation): used <= capacity.
+    """Blocks of KV memory. Invariant (asserted on every take): 0 <= used <= capacity.
 
     ``reserve`` queues FIFO, so a large request at the head is not starved by small ones.
+    ``gate`` (optional, () -> bool) closes the queue: while it returns False no queued or new
+    reservation is granted (``take`` still works; it is for the owner's own re-admissions).
     """
 
-    def __init__(self, env: simpy.Environment, capacity: int, block_size: int):
-        self.env, self.capacity, self.block_size = env, capacity, block_size
+    def __init__(self, env: simpy.Environment, capacity: int, block_size: int,
+                 gate: Callable[[], bool] | None = None):
+        self.env, self.capacity, self.block_size, self.gate = env, capacity, block_size, gate
         self.used = 0
         self.peak = 0
         self._waiters: deque[tuple[int, simpy.Event]] = deque()
         self._released: simpy.Event | None = None
         self._area = 0.0   # integral of used blocks over time, for mean occupancy
         self._last = 0.0
-        self.gate = None   # optional () -> bool: may queued reservations be granted now?
 
     def blocks(self, tokens: int) -> int:
+        """Blocks that hold ``tokens`` tokens."""
         return -(-int(tokens) // self.block_size)
 
     @property
     def free(self) -> int:
         return self.capacity - self.used
 
-    def _account(self):
+    @property
+    def queued(self) -> int:
+        """Reservations waiting in the queue."""
+        return len(self._waiters)
+
+    @property
+    def queued_blocks(self) -> int:
+        """Blocks the queued reservations ask for."""
+        return sum(n for n, _ in self._waiters)
+
+    def _account(self) -> None:
         now = self.env.now
         self._area += self.used * (now - self._last)
         self._last = now
 
-    def _take(self, n: int) -> None:
+    def take(self, n: int) -> None:
+        """Take ``n`` free blocks now, past the queue and the gate (the caller checked
+        ``free``)."""
         self._account()
         self.used += n
         assert self.used <= self.capacity, "KV blocks over-committed"
-        self.peak = max(self.peak, self.used)
+        if self.used > self.peak:
+            self.peak = self.used
 
     def try_reserve(self, n: int) -> bool:
         """Reserve now if the blocks are free, nobody queues ahead and the gate is open."""
-        if self._waiters or n > self.free or (self.gate is not None and not self.gate()):
+        if self._waiters or n > self.capacity - self.used or (
+                self.gate is not None and not self.gate()):
             return False
-        self._take(n)
+        self.take(n)
         return True
 
     def reserve(self, n: int) -> simpy.Event:
@@ -60,9 +78,11 @@ class BlockPool:
         return ev
 
     def release(self, n: int) -> None:
+        """Give back ``n`` blocks: queued reservations that now fit are granted in order, then
+        whoever waits for a release is woken."""
         self._account()
         self.used -= n
-        assert self.used >= 0
+        assert self.used >= 0, "released more KV blocks than were taken"
         self.grant()
         if self._released is not None:
             ev, self._released = self._released, None
@@ -70,10 +90,10 @@ class BlockPool:
 
     def grant(self) -> None:
         """Grant queued reservations, in order, while they fit and the gate is open."""
-        gate = self.gate
-        while self._waiters and self._waiters[0][0] <= self.free and (gate is None or gate()):
-            m, ev = self._waiters.popleft()
-            self._take(m)
+        gate, waiters = self.gate, self._waiters
+        while waiters and waiters[0][0] <= self.capacity - self.used and (gate is None or gate()):
+            m, ev = waiters.popleft()
+            self.take(m)
             ev.succeed()
 
     def wait_release(self) -> simpy.Event:
@@ -81,6 +101,10 @@ class BlockPool:
         if self._released is None:
             self._released = self.env.event()
         return self._released
+
+    def occupancy(self) -> float:
+        """Used fraction now."""
+        return self.used / self.capacity if self.capacity else 0.0
 
     def mean_occupancy(self, until: float) -> float:
         """Mean used fraction over [0, until] (``until`` >= the last change); changes nothing."""

@@ -6,9 +6,11 @@ transfers each get their fair share and a transfer's time follows the load it me
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import simpy
 
-__all__ = ["Port", "Network"]
+__all__ = ["Port", "PortStats", "Network"]
 
 # A flow is finished when what is left would take under a nanosecond (or under one byte):
 # float time cannot resolve less, and waiting for it would stall the clock.
@@ -38,12 +40,26 @@ class _Flow:
         self.ports, self.remaining, self.rate, self.event = ports, nbytes, 0.0, event
 
 
+class PortStats(NamedTuple):
+    """A port at the end of a run."""
+    name: str
+    group: str | None
+    capacity: float
+    bytes: float
+    busy_area: float   # integral of utilisation over time (s)
+
+    @classmethod
+    def of(cls, p: Port) -> "PortStats":
+        return cls(p.name, p.group, p.capacity, p.bytes, p.busy_area)
+
+
 class Network:
     def __init__(self, env: simpy.Environment):
         self.env = env
         self._flows: list[_Flow] = []
         self._last = 0.0
         self._version = 0
+        self._caps: dict[simpy.Event, Port] = {}   # capped transfers not yet uncapped
 
     def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float,
                  cap: float | None = None) -> simpy.Event:
@@ -52,12 +68,12 @@ class Network:
         ``cap`` limits the flow's own rate (B/s) until :meth:`uncap` (a layer-wise stream that
         cannot run ahead of the prefill producing it)."""
         done = self.env.event()
-        done.cap_port = Port("cap", cap) if cap else None
         if nbytes <= 0:
             self.env.timeout(setup_s).callbacks.append(lambda _: done.succeed())
             return done
-        if done.cap_port is not None:
-            ports = (*ports, done.cap_port)
+        if cap:
+            self._caps[done] = port = Port("cap", cap)
+            ports = (*ports, port)
 
         def start(_):
             self._advance()
@@ -70,7 +86,7 @@ class Network:
 
     def uncap(self, transfer: simpy.Event) -> None:
         """Lift a transfer's rate cap from now on."""
-        port = getattr(transfer, "cap_port", None)
+        port = self._caps.pop(transfer, None)
         if port is None or transfer.triggered:
             return
         self._advance()
@@ -121,6 +137,8 @@ class Network:
             for f in finished:
                 for p in f.ports:
                     p.active -= 1
+                if self._caps:
+                    self._caps.pop(f.event, None)
                 f.event.succeed()
         self._rates()
         self._version += 1

@@ -1,10 +1,17 @@
-"""A request's explicit lifecycle. Transitions are asserted; records are produced once at the end."""
+"""A request's explicit lifecycle and its record.
+
+``RequestRecord`` is the one field list of the per-request table: the engine's live
+``Request`` takes its record slots from it, and each finished request yields one frozen record.
+Transitions between states are asserted.
+"""
 from __future__ import annotations
 
 import enum
 import math
+from operator import attrgetter
+from typing import NamedTuple
 
-__all__ = ["State", "Request", "RECORD_COLUMNS"]
+__all__ = ["State", "Request", "RequestRecord", "RECORD_COLUMNS"]
 
 
 class State(enum.Enum):
@@ -29,21 +36,54 @@ _NEXT = {
     State.DROPPED: set(),
 }
 
-RECORD_COLUMNS = ("id", "state", "drop_reason", "arrival_s", "input_tokens", "output_tokens",
-                  "prefill_start_s", "prefill_end_s", "transfer_start_s", "transfer_end_s",
-                  "decode_start_s", "first_token_s", "last_token_s", "prefill_instance",
-                  "decode_instance", "kv_bytes", "kv_reserved_s", "kv_ready_s", "conversion_s",
-                  "cached_tokens", "preemptions")
+
+class RequestRecord(NamedTuple):
+    """One finished (completed or dropped) request; times in seconds, NaN where a stage never
+    ran. ``id`` and ``state`` come first (``Request.record`` relies on it)."""
+    id: int
+    state: str                 # a State value
+    drop_reason: str
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+    prefill_start_s: float
+    prefill_end_s: float
+    transfer_start_s: float
+    transfer_end_s: float
+    decode_start_s: float
+    first_token_s: float
+    last_token_s: float
+    prefill_instance: str
+    decode_instance: str
+    kv_bytes: float            # bytes that crossed the KV link
+    kv_reserved_s: float       # decode-side room granted
+    kv_ready_s: float          # KV usable on decode
+    conversion_s: float        # KV format conversion time spent on this request
+    cached_tokens: int         # prompt tokens served from a prefix cache
+    preemptions: int
+
+
+RECORD_COLUMNS: tuple[str, ...] = RequestRecord._fields
+_REST = attrgetter(*RECORD_COLUMNS[2:])
+
+# Engine state that never reaches the record: the SimPy events of the stage in progress, the
+# KV the request holds, and where a running sequence stands (decode instances).
+_ENGINE_SLOTS = (
+    "done",                  # event of the stage in progress
+    "started",               # layer-wise: the prefill iteration holding it has begun
+    "kv_granted",            # layer-wise: decode-side room (KV blocks or staging) granted
+    "prefill_end_expected",  # when the running prefill iteration ends
+    "kv_blocks",             # blocks reserved on the instance holding its KV
+    "done_step",             # decode step at which the last token is produced
+    "gen",                   # bumped at every start/stop: invalidates stale heap entries
+    "ctx0", "step0",         # context length at step ``step0`` (context grows one per step)
+    "remaining",             # preempted: decode steps still to run
+    "swapped",               # preempted to the host tier: blocks held there
+)
 
 
 class Request:
-    __slots__ = ("id", "state", "drop_reason", "arrival_s", "input_tokens", "output_tokens",
-                 "prefill_start_s", "prefill_end_s", "transfer_start_s", "transfer_end_s",
-                 "decode_start_s", "first_token_s", "last_token_s", "prefill_instance",
-                 "decode_instance", "kv_bytes", "kv_reserved_s", "kv_ready_s", "conversion_s",
-                 "cached_tokens", "preemptions", "done", "kv_blocks", "done_step", "started",
-                 "prefill_end_expected", "kv_granted", "gen", "ctx0", "step0", "remaining",
-                 "swapped")
+    __slots__ = RECORD_COLUMNS + _ENGINE_SLOTS
 
     def __init__(self, rid: int, arrival_s: float, input_tokens: int, output_tokens: int):
         self.id = rid
@@ -57,18 +97,14 @@ class Request:
         self.transfer_end_s = self.decode_start_s = self.first_token_s = self.last_token_s = nan
         self.prefill_instance = self.decode_instance = ""
         self.kv_bytes = 0.0
-        self.kv_reserved_s = self.kv_ready_s = nan   # decode room granted; KV usable on decode
-        self.conversion_s = 0.0   # KV format conversion time spent on this request
-        self.cached_tokens = 0    # prompt tokens served from a prefix cache
+        self.kv_reserved_s = self.kv_ready_s = nan
+        self.conversion_s = 0.0
+        self.cached_tokens = 0
         self.preemptions = 0
-        self.started = None       # event: the prefill iteration holding it has begun
+        self.done = self.started = self.kv_granted = None
         self.prefill_end_expected = nan
-        self.kv_granted = None    # event: decode-side room (KV blocks or staging) granted
-        self.gen = 0              # on-demand decode: invalidates stale heap entries
+        self.kv_blocks = self.done_step = self.gen = 0
         self.ctx0 = self.step0 = self.remaining = self.swapped = 0
-        self.done = None       # SimPy event of the stage in progress
-        self.kv_blocks = 0     # blocks reserved on the instance holding its KV
-        self.done_step = 0     # decode step at which the last token is produced
 
     def to(self, state: State) -> None:
         assert state in _NEXT[self.state], f"request {self.id}: {self.state} -> {state}"
@@ -78,10 +114,5 @@ class Request:
         self.to(State.DROPPED)
         self.drop_reason = reason
 
-    def record(self) -> tuple:
-        return (self.id, self.state.value, self.drop_reason, self.arrival_s, self.input_tokens,
-                self.output_tokens, self.prefill_start_s, self.prefill_end_s,
-                self.transfer_start_s, self.transfer_end_s, self.decode_start_s,
-                self.first_token_s, self.last_token_s, self.prefill_instance,
-                self.decode_instance, self.kv_bytes, self.kv_reserved_s, self.kv_ready_s,
-                self.conversion_s, self.cached_tokens, self.preemptions)
+    def record(self) -> RequestRecord:
+        return RequestRecord(self.id, self.state.value, *_REST(self))

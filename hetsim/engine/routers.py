@@ -3,8 +3,10 @@
 A router is a small class with ``pick(instances, request) -> instance``; one is made per
 placement and stage, with its own random stream and the placement's router settings, so it holds
 no global state. Instances expose ``role``, ``load_tokens`` (outstanding token work),
-``n_requests`` (requests in the instance), ``kv`` (its block pool) and ``port`` (its NIC, whose
-``active`` counts the transfers crossing it). Adding a router is one class with ``@register``.
+``n_requests`` (requests in the instance), ``kv`` (its block pool: ``free``, ``capacity``,
+``queued_blocks``) and ``port`` (its NIC or None, whose ``active`` counts the transfers crossing
+it). Adding a router is one class with ``@register`` whose constructor takes
+``(rng, spec)``: its random stream and the placement's router settings (or None).
 """
 from __future__ import annotations
 
@@ -32,14 +34,12 @@ def register(name: str):
 
 
 def make_router(name: str, rng: np.random.Generator, spec=None) -> Router:
-    router = ROUTERS[name](rng)
-    router.spec = spec
-    return router
+    return ROUTERS[name](rng, spec)
 
 
 @register("round-robin")
 class RoundRobin:
-    def __init__(self, rng):
+    def __init__(self, rng, spec=None):
         self._next = 0
 
     def pick(self, instances, request):
@@ -52,7 +52,7 @@ class RoundRobin:
 class LeastLoaded:
     """Fewest outstanding tokens (queued prompt tokens, or reserved KV tokens on decode)."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, spec=None):
         pass
 
     def pick(self, instances, request):
@@ -61,7 +61,7 @@ class LeastLoaded:
 
 @register("join-shortest-queue")
 class JoinShortestQueue:
-    def __init__(self, rng):
+    def __init__(self, rng, spec=None):
         pass
 
     def pick(self, instances, request):
@@ -72,7 +72,7 @@ class JoinShortestQueue:
 class PowerOfTwo:
     """Sample two instances at random, take the one with fewer outstanding tokens."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, spec=None):
         self.rng = rng
 
     def pick(self, instances, request):
@@ -88,15 +88,14 @@ class KVAware:
     """Decode handoffs: the most free KV memory (after queued reservations), discounted by the
     transfers already crossing the instance's NIC (each one halves what a new one would get)."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, spec=None):
         pass
 
     @staticmethod
     def score(inst) -> float:
         kv = inst.kv
-        queued = sum(n for n, _ in kv._waiters)
-        free = (kv.free - queued) / kv.capacity
-        port = getattr(inst, "port", None)
+        free = (kv.free - kv.queued_blocks) / kv.capacity
+        port = inst.port
         flows = port.active if port is not None else 0
         return free / (1 + flows)
 
@@ -109,11 +108,11 @@ class LengthThreshold:
     """PrfaaS: prompts shorter than ``threshold_tokens`` stay on the local mixed (or decode)
     instances; long ones go to the (remote) prefill pool. Least-loaded within each side."""
 
-    def __init__(self, rng):
-        pass
+    def __init__(self, rng, spec=None):
+        self.threshold = spec.threshold_tokens if spec else 2048
 
     def pick(self, instances, request):
-        threshold = self.spec.threshold_tokens if self.spec else 2048
+        threshold = self.threshold
         want = "prefill" if request.input_tokens >= threshold else "mixed"
         side = [i for i in instances if i.role == want] or instances
         return min(side, key=lambda i: i.load_tokens)

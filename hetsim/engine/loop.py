@@ -1,0 +1,175 @@
+"""One serving instance (one TP group) as a SimPy process running one iteration loop.
+
+Every instance kind runs the same loop; a kind says only what its next iteration holds
+(``_schedule``: the model time, or None when there is nothing to run), what to do when idle
+(``_idle``), as the iteration begins (``_begin``) and once it ends (``_after``). Which requests
+join an iteration is the scheduler policy's choice (:mod:`hetsim.engine.policy`).
+
+Work that is not a model iteration but occupies the device (KV format conversion, staging
+copies) is queued with ``add_work`` and runs inside the next iteration, so it delays every
+sequence on the instance, as it does on a real engine. ``_extra`` is device time the kind
+itself adds to the next iteration (prefix-cache fetches, swaps, recomputation, conversion).
+"""
+from __future__ import annotations
+
+import simpy
+
+from ..perf import StepModel
+from .memory import BlockPool
+from .policy import FcfsPolicy, SchedulerPolicy
+from .request import Request, State
+from .stats import InstanceStats, KVStats
+
+__all__ = ["Instance"]
+
+
+class Instance:
+    """What every kind owns: its KV block pool, its ports (``ports``: the KV-transfer NIC and
+    friends, None when colocated), a push staging buffer (``staging``, or None), the device
+    work queue, and the counters its statistics snapshot reads."""
+    role = ""
+
+    def __init__(self, env: simpy.Environment, name: str, pool, step: StepModel, *,
+                 ports=None, staging: BlockPool | None = None,
+                 policy: SchedulerPolicy | None = None):
+        self.env, self.name, self.pool, self.step = env, name, pool, step
+        spec = pool.spec
+        self.max_tokens, self.max_seqs = spec.max_batch_tokens, spec.max_seqs
+        self.policy = policy if policy is not None else FcfsPolicy()
+        self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate())
+        self.ports, self.staging = ports, staging
+        self.port = ports.nic if ports is not None else None   # what routers look at
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.work_s = 0.0      # device work done besides iterations (add_work)
+        self.decode_tokens = 0        # decode tokens produced
+        self.decode_token_s = 0.0     # sum over decode steps of step time x batch
+        self.load_tokens = 0   # outstanding token work, for routers
+        self.n_requests = 0    # requests assigned and not finished here
+        self._extra = 0.0
+        self._work: list[tuple[float, simpy.Event]] = []
+        self._wake: simpy.Event | None = None
+        env.process(self._run())
+
+    def _gate(self):
+        """The KV pool's gate (None: reservations are granted whenever they fit)."""
+        return None
+
+    # --- device work ---------------------------------------------------------------------
+    def add_work(self, seconds: float) -> simpy.Event:
+        """Queue device work (e.g. a KV conversion pass); fires when the iteration running it
+        ends. Zero work fires at once."""
+        ev = self.env.event()
+        if seconds <= 0:
+            ev.succeed()
+            return ev
+        self._work.append((seconds, ev))
+        self._notify()
+        return ev
+
+    def _take_work(self) -> tuple[float, list | tuple]:
+        if not self._work:
+            return 0.0, ()
+        work, self._work = self._work, []
+        t = sum(w for w, _ in work)
+        self.work_s += t
+        return t, [ev for _, ev in work]
+
+    def _take_extra(self) -> float:
+        extra, self._extra = self._extra, 0.0
+        return extra
+
+    # --- the loop ------------------------------------------------------------------------
+    def _notify(self) -> None:
+        if self._wake is not None:
+            ev, self._wake = self._wake, None
+            ev.succeed()
+
+    def _sleep(self) -> simpy.Event:
+        self._wake = self.env.event()
+        return self._wake
+
+    def _iterate(self, t: float):
+        self.busy_s += t
+        self.iterations += 1
+        return self.env.timeout(t)
+
+    def _run(self):
+        # NOTE: the order of the sums below is part of the golden result (float addition).
+        while True:
+            t = self._schedule()
+            if t is None:    # nothing to compute: run queued device work, or wait
+                if self._work or self._extra:
+                    work, evs = self._take_work()
+                    yield self._iterate(work + self._take_extra())
+                    for ev in evs:
+                        ev.succeed()
+                else:
+                    yield self._idle()
+                continue
+            work, evs = self._take_work() if self._work else (0.0, ())
+            t = t + work + self._take_extra() if self._extra else t + work
+            self._begin(t)
+            yield self._iterate(t)
+            for ev in evs:
+                ev.succeed()
+            self._after()
+
+    def _schedule(self) -> float | None:
+        raise NotImplementedError
+
+    def _idle(self) -> simpy.Event:
+        return self._sleep()
+
+    def _begin(self, t: float) -> None:
+        """The iteration about to run lasts ``t``."""
+
+    def _after(self) -> None:
+        raise NotImplementedError
+
+    # --- prompts -------------------------------------------------------------------------
+    def _prefix(self, req: Request) -> None:
+        """Set the prompt tokens served from the prefix cache (whole blocks, at least one token
+        left to compute so the prompt yields logits)."""
+        pc = self.pool.spec.prefix_cache
+        if pc is not None and pc.hit_rate > 0:
+            bs = self.kv.block_size
+            req.cached_tokens = min(req.input_tokens - 1,
+                                    int(pc.hit_rate * req.input_tokens) // bs * bs)
+
+    def fetch_time(self, req: Request) -> float:
+        """Prefix-cache fetch from host memory before the prompt can run (0 if HBM-resident):
+        every rank pulls its shard of the cached KV over its own host link."""
+        pc = self.pool.spec.prefix_cache
+        if pc is None or pc.residency != "host" or not req.cached_tokens:
+            return 0.0
+        link = self.pool.cache_link
+        nbytes = req.cached_tokens * self.pool.memory.kv_bytes_per_token
+        return link.latency + nbytes / link.bandwidth
+
+    def _queue_prompt(self, req: Request, load_tokens: int) -> simpy.Event:
+        """A prompt arrives: queued; the returned event fires when this instance is done with
+        it (first token on prefill, last token on mixed)."""
+        req.to(State.QUEUED)
+        req.prefill_instance = self.name
+        req.done = self.env.event()
+        self._prefix(req)
+        self.load_tokens += load_tokens
+        self.n_requests += 1
+        self._notify()
+        return req.done
+
+    def admit_prompt(self, req: Request, blocks: int) -> None:
+        """The policy put ``req`` in the next iteration with ``blocks`` KV blocks reserved."""
+        req.kv_blocks = blocks
+        req.to(State.PREFILLING)
+        req.prefill_start_s = self.env.now
+
+    # --- statistics ----------------------------------------------------------------------
+    def stats(self, until: float, **kind) -> InstanceStats:
+        """The snapshot metrics read, over [0, until]."""
+        kv = self.kv
+        return InstanceStats(
+            self.name, self.pool.name, self.role, self.busy_s, self.iterations, self.work_s,
+            self.decode_tokens, self.decode_token_s,
+            KVStats(kv.capacity, kv.used, kv.peak, kv.mean_occupancy(until)), **kind)

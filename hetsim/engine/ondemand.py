@@ -1,0 +1,144 @@
+"""Decode with KV that grows one block at a time (vLLM's PagedAttention scheduler).
+
+A request is admitted with blocks for its prompt plus the first generated token. Before each
+step the requests whose context crosses a block boundary take one more block; when none is
+free the policy's victim (vLLM: the most recently admitted sequence) is preempted:
+- ``recompute``: its KV is dropped; on re-admission the instance re-prefills prompt +
+  generated tokens (a chunk of that many tokens in its next iteration);
+- ``swap``: its KV is copied to the host tier over the host link (the copy occupies the
+  iteration), and copied back on re-admission; if the host tier is full it is recomputed.
+Preempted requests are re-admitted before newly arrived ones, and while any waits no new KV
+reservation (an incoming transfer) is granted. Growth events come off a heap keyed by step,
+so the cost is O(blocks), not O(tokens).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+import simpy
+
+from .instances import DecodeInstance
+from .memory import BlockPool
+from .request import Request
+from .stats import InstanceStats
+
+__all__ = ["OnDemandDecodeInstance"]
+
+
+class OnDemandDecodeInstance(DecodeInstance):
+    """Owns besides a decode instance: the growth heap, the admission order (for victims),
+    the preempted queue and the host-DRAM tier (a block pool over ``offload_link``)."""
+
+    def __init__(self, *a, **kw):
+        self.grow: list = []             # heap of (step needing a block, id, gen, request)
+        self.order: list = []            # admission order, for LIFO victims: (gen, request)
+        self.preempted: deque[Request] = deque()
+        self.preemptions = 0
+        self.swapped_bytes = 0.0
+        self.recomputed_tokens = 0
+        self.preemption_s = 0.0          # device time spent swapping and recomputing
+        super().__init__(*a, **kw)
+        spec = self.pool.spec
+        self.preemption_policy = spec.preemption_policy
+        self.host = BlockPool(self.env, 0, spec.block_size)
+        if spec.kv_offload is not None:
+            self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
+                self.pool.memory.kv_bytes_per_token * spec.tp * spec.block_size))
+        self.host_link = self.pool.offload_link
+
+    def _gate(self):
+        return lambda: not self.preempted   # preempted sequences go before new reservations
+
+    def _blocks_on_arrival(self, req: Request) -> int:
+        return self.kv.blocks(req.input_tokens + 1)
+
+    def _idle(self) -> simpy.Event:
+        return self.kv.wait_release() | self._sleep() if self.preempted else self._sleep()
+
+    def _take_extra(self) -> float:
+        extra = super()._take_extra()
+        self.preemption_s += extra
+        return extra
+
+    def _start(self, r: Request, ctx: int, remaining: int) -> None:
+        super()._start(r, ctx, remaining)
+        self.order.append((r.gen, r))
+        self._schedule_growth(r)
+
+    def _schedule_growth(self, r: Request) -> None:
+        # context at step k is ctx0 + k - step0; a block is needed when it exceeds the blocks held
+        k = r.step0 + r.kv_blocks * self.kv.block_size + 1 - r.ctx0
+        if k < r.done_step:
+            heapq.heappush(self.grow, (k, r.id, r.gen, r))
+
+    def _admit(self) -> None:
+        self.policy.readmit(self)
+        if not self.preempted:
+            self.kv.grant()      # the gate is open: queued reservations may go now
+        self.policy.admit(self)
+        self._grow()
+
+    def resume(self, r: Request, blocks: int) -> None:
+        """The policy re-admits preempted ``r`` with ``blocks`` (its whole context)."""
+        self.kv.take(blocks)
+        r.kv_blocks = blocks
+        if r.swapped:
+            self.host.release(r.swapped)
+            self._extra += self._swap_time(r.swapped * self.kv.block_size)
+            r.swapped = 0
+        else:   # recompute the KV of everything but the token this step writes
+            self._extra += (self.step.time([(r.ctx0 - 1, r.ctx0 - 1)])
+                            - self.step.pm.iteration_overhead)
+            self.recomputed_tokens += r.ctx0 - 1
+        self._start(r, r.ctx0, r.remaining)
+
+    def _swap_time(self, tokens: int) -> float:
+        """Each rank copies its shard over its own host link."""
+        link = self.host_link
+        return link.latency + tokens * self.pool.memory.kv_bytes_per_token / link.bandwidth
+
+    def _preempt(self, v: Request) -> None:
+        """Stop ``v``: free its KV (swapped to the host tier if the policy and room allow)."""
+        ctx = self._ctx(v)
+        self.running -= 1
+        v.remaining = v.done_step - self.step_no
+        v.ctx0 = ctx
+        v.gen += 1
+        self.ctx_sum -= ctx
+        v.preemptions += 1
+        self.preemptions += 1
+        blocks, held = v.kv_blocks, ctx - 1
+        if self.preemption_policy == "swap" and self.host.try_reserve(self.host.blocks(held)):
+            v.swapped = self.host.blocks(held)
+            self._extra += self._swap_time(held)
+            self.swapped_bytes += held * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
+        self.kv.release(blocks)
+        v.kv_blocks = 0
+        self.preempted.appendleft(v)
+
+    def _grow(self) -> None:
+        """Give each sequence crossing a block boundary this step its next block."""
+        grow, kv = self.grow, self.kv
+        while grow and grow[0][0] <= self.step_no:
+            _, _, gen, r = heapq.heappop(grow)
+            if r.gen != gen:
+                continue
+            while kv.free < 1:
+                v = self.policy.victim(self)
+                assert v is not None, "a running sequence must be preemptible"
+                self._preempt(v)
+                if v is r:
+                    break
+            if r.gen != gen:   # it was the victim
+                continue
+            kv.take(1)
+            r.kv_blocks += 1
+            self._schedule_growth(r)
+        assert kv.used <= kv.capacity, "KV blocks over-committed"
+
+    def stats(self, until: float) -> InstanceStats:
+        return super().stats(until, preemptions=self.preemptions,
+                             swapped_bytes=self.swapped_bytes,
+                             recomputed_tokens=self.recomputed_tokens,
+                             preemption_s=self.preemption_s)

@@ -1,0 +1,169 @@
+"""The KV link between prefill and decode instances: ports, formats, bytes and paths.
+
+Everything here reads the placement's :class:`~hetsim.resolve.ResolvedTransfer`; nothing reads
+the scenario. ``KVLink.handoff`` is one request's move of its prompt KV, as a SimPy process.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import simpy
+
+from ..perf import PerfModel
+from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch
+from .network import Network, Port
+from .request import Request, State
+
+__all__ = ["InstancePorts", "KVLink"]
+
+
+class InstancePorts(NamedTuple):
+    """An instance's ports: the NIC (every rank's NIC in parallel), the scale-up fabric, and
+    for the tcp engine the host link and the host-side serialization (staged copies)."""
+    nic: Port
+    scale_up: Port | None = None
+    host: Port | None = None
+    stack: Port | None = None
+
+
+class _Pair(NamedTuple):
+    """Per (prefill pool, decode pool): wire bytes per token, where a format mismatch
+    converts (None: no conversion), its cost in seconds for n tokens, and bytes per token."""
+    wire: float
+    side: str | None
+    convert_s: object
+    convert_bytes: float
+
+
+class KVLink:
+    def __init__(self, env: simpy.Environment, transfer: ResolvedTransfer, model):
+        self.env, self.t, self.model = env, transfer, model
+        self.net = Network(env)
+        self._ports: list[Port] = []
+        self.fabric = None
+        if transfer.cross_site is not None:
+            self.fabric = Port(f"cross-site:{transfer.cross_site.name}",
+                               transfer.cross_site_bandwidth, "cross-site")
+        self._pairs: dict = {}
+        self.conversion_bytes = 0.0
+
+    def make_ports(self, name: str, pool: ResolvedPool) -> InstancePorts:
+        """The ports of instance ``name`` of ``pool``."""
+        tp = pool.spec.tp
+        nic = Port(f"{name}:nic", self.t.nics[pool.name].bandwidth * tp, f"{pool.name}.nic")
+        su = host = stack = None
+        if pool.scale_up is not None and pool.spec.scale_up_domain:
+            su = Port(f"{name}:scale-up", pool.scale_up.bandwidth * tp, f"{pool.name}.scale-up")
+        if self.t.engine == "tcp":
+            host = Port(f"{name}:host", pool.host_link.bandwidth * tp, f"{pool.name}.host")
+            stack = Port(f"{name}:tcp", self.t.tcp_stream_bytes_per_s * tp,
+                         f"{pool.name}.tcp-stack")
+        ports = InstancePorts(nic, su, host, stack)
+        self._ports += [p for p in ports if p is not None]
+        return ports
+
+    @property
+    def ports(self) -> list[Port]:
+        """Every port: the instances' in the order they were made, then the fabric."""
+        return self._ports + ([self.fabric] if self.fabric is not None else [])
+
+    def pair(self, src: ResolvedPool, dst: ResolvedPool) -> _Pair:
+        key = (src.name, dst.name)
+        if key not in self._pairs:
+            self._pairs[key] = self._make_pair(src, dst)
+        return self._pairs[key]
+
+    def _make_pair(self, src: ResolvedPool, dst: ResolvedPool) -> _Pair:
+        m, conv = self.model, self.t.conversion
+        mismatch = bool(kv_mismatch(src, dst))
+        side = conv if mismatch and conv != "none" else None
+        # What the receiver's ranks must get, in the format on the wire.
+        wire_fmt = dst.formats.kv if side == "prefill" else src.formats.kv
+        wire = m.kv_bytes_per_token(wire_fmt, dst.spec.tp) * dst.spec.tp
+        if side is None:
+            return _Pair(wire, None, None, 0.0)
+        at = src if side == "prefill" else dst
+        pm = PerfModel(at.accelerator)
+        b_in = m.kv_bytes_per_token(src.formats.kv, at.spec.tp)
+        b_out = m.kv_bytes_per_token(dst.formats.kv, at.spec.tp)
+        conv_s = (lambda n, pm=pm, a=b_in, b=b_out, L=m.num_layers:
+                  pm.kv_convert_time(n * a, n * b, L))
+        return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp)
+
+    def convert(self, req: Request, pair: _Pair) -> float:
+        """Charge ``req``'s conversion on the pair; its seconds."""
+        req.conversion_s = pair.convert_s(req.input_tokens)
+        self.conversion_bytes += pair.convert_bytes * req.input_tokens
+        return req.conversion_s
+
+    def path(self, p, d) -> tuple[tuple[Port, ...], float]:
+        """Ports a transfer from instance ``p`` to ``d`` crosses, and its fixed setup time."""
+        pp, dp = p.pool, d.pool
+        dom = pp.spec.scale_up_domain
+        if dom and dom == dp.spec.scale_up_domain:
+            link = pp.scale_up
+            return (p.ports.scale_up, d.ports.scale_up), link.latency + link.per_transfer_overhead
+        pn, dn = self.t.nics[pp.name], self.t.nics[dp.name]
+        ports = [p.ports.nic, d.ports.nic]
+        setup = max(pn.latency, dn.latency) + max(pn.per_transfer_overhead,
+                                                  dn.per_transfer_overhead)
+        if self.t.engine == "tcp":
+            ports += [p.ports.host, p.ports.stack, d.ports.stack, d.ports.host]
+            setup += pp.host_link.latency + dp.host_link.latency
+        if pp.spec.site != dp.spec.site:
+            ports.append(self.fabric)
+            setup += self.t.cross_site_latency_s
+        return tuple(ports), setup
+
+    def handoff(self, req: Request, p, d):
+        """Move the prompt's KV from prefill instance ``p`` to ``d``; ownership is explicit:
+        decode-side room first (KV blocks for pull, a staging buffer for push), then the bytes,
+        then the prefill copy is released (the acknowledgement), then any conversion."""
+        env, t = self.env, self.t
+        prefill_blocks = req.kv_blocks
+        pair = self.pair(p.pool, d.pool)
+        staging = d.staging
+        staged = 0
+        if t.handoff == "push" and staging is not None:
+            staged = staging.blocks(req.input_tokens)
+        if staged and staged <= staging.capacity:
+            yield staging.reserve(staged)
+        else:
+            staged = 0
+            yield d.reserve(req)
+        req.kv_reserved_s = env.now
+        if req.kv_granted is not None:     # layer-wise: the request's process is waiting on it
+            req.kv_granted.succeed()
+        else:
+            req.to(State.TRANSFERRING)
+        conv = self.convert(req, pair) if pair.side == "decode" else 0.0
+        yield from self._send(req, p, d, pair.wire)
+        p.release(prefill_blocks)
+        if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
+            yield d.reserve(req)   # which a decode-side conversion replaces
+            tokens = req.input_tokens * d.pool.memory.kv_bytes_per_token
+            copy = conv if pair.side == "decode" else d.step.pm.kv_convert_time(
+                tokens, tokens, self.model.num_layers)
+            yield d.add_work(copy)
+            staging.release(staged)
+        elif pair.side == "decode":
+            yield d.add_work(conv)
+        req.kv_ready_s = env.now
+
+    def _send(self, req: Request, p, d, wire: float):
+        """The bytes cross the path (a layer-wise stream no faster than the prefill)."""
+        env = self.env
+        req.kv_bytes = req.input_tokens * wire
+        ports, setup = self.path(p, d)
+        cap = None
+        ahead = req.prefill_end_expected - env.now
+        if self.t.mode == "layerwise" and ahead > 0 and req.state is State.PREFILLING:
+            # NOTE: the stream cannot run ahead of the layers being computed; the last layer is
+            # sent after the prefill ends (only the tail is exposed)
+            cap = req.kv_bytes * (1 - 1 / self.model.num_layers) / ahead
+        req.transfer_start_s = env.now
+        flow = self.net.transfer(ports, req.kv_bytes, setup, cap=cap)
+        if cap is not None:
+            req.done.callbacks.append(lambda _: self.net.uncap(flow))
+        yield flow
+        req.transfer_end_s = env.now
