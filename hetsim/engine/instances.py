@@ -29,6 +29,7 @@ class PrefillInstance(Instance):
     ``on_start(instance, request) -> seconds``, called as a prompt's iteration forms (to route
     it early); the seconds are fused into that iteration."""
     role = "prefill"
+    begins = True
 
     def __init__(self, *a, on_start=None, **kw):
         self.queue: deque[Request] = deque()
@@ -174,13 +175,14 @@ class DecodeInstance(Instance):
             _, _, gen, r = heapq.heappop(active)
             if r.gen != gen:
                 continue
-            self.ctx_sum -= self._ctx(r)
+            self.ctx_sum -= r.ctx0 + self.step_no - r.step0    # its context (see _ctx)
             self.running -= 1
             r.gen += 1
             self._complete(r)
 
     def _admit(self) -> None:
-        self.policy.admit(self)
+        if self.pending:     # NOTE: hot path; the policy is asked only when sequences wait
+            self.policy.admit(self)
 
     def _decode_step(self, n: int, t: float) -> float:
         """Count a step of ``n`` sequences taking ``t``."""
@@ -195,7 +197,11 @@ class DecodeInstance(Instance):
         if n == 0:
             return None
         assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-        return self._decode_step(n, self.step.decode_time(n, self.ctx_sum))
+        t = self.step.decode_time(n, self.ctx_sum)
+        self._n = n              # _decode_step inlined: this runs once per decode iteration
+        self.decode_tokens += n
+        self.decode_token_s += t * n
+        return t
 
     def _after(self) -> None:
         """Every running sequence gained a token."""

@@ -28,6 +28,7 @@ class Instance:
     friends, None when colocated), a push staging buffer (``staging``, or None), the device
     work queue, and the counters its statistics snapshot reads."""
     role = ""
+    begins = False   # the kind has a _begin (checked, not called, on the hot path)
 
     def __init__(self, env: simpy.Environment, name: str, pool, step: StepModel, *,
                  ports=None, staging: BlockPool | None = None,
@@ -107,9 +108,14 @@ class Instance:
                 else:
                     yield self._idle()
                 continue
-            work, evs = self._take_work() if self._work else (0.0, ())
-            t = t + work + self._take_extra() if self._extra else t + work
-            self._begin(t)
+            evs = ()
+            if self._work:
+                work, evs = self._take_work()
+                t += work
+            if self._extra:
+                t += self._take_extra()
+            if self.begins:
+                self._begin(t)
             yield self._iterate(t)
             for ev in evs:
                 ev.succeed()
@@ -122,7 +128,7 @@ class Instance:
         return self._sleep()
 
     def _begin(self, t: float) -> None:
-        """The iteration about to run lasts ``t``."""
+        """The iteration about to run lasts ``t`` (called only where ``begins`` is set)."""
 
     def _after(self) -> None:
         raise NotImplementedError

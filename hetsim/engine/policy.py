@@ -25,7 +25,8 @@ class SchedulerPolicy(Protocol):
 
     def admit(self, inst) -> None:
         """Move waiting sequences (``inst.pending``) into the running batch with
-        ``inst.start_decode``."""
+        ``inst.start_decode``. Called before an iteration, only while ``inst.pending`` holds
+        any."""
 
     def readmit(self, inst) -> None:
         """On-demand decode: bring preempted sequences (``inst.preempted``) back with

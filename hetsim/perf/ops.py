@@ -41,6 +41,7 @@ class PerfModel:
         self._kernel = e.kernel_overhead_us * 1e-6
         self.iteration_overhead = e.iteration_overhead_ms * 1e-3
         self._cal = acc.calibration
+        self._peaks: dict[str, float] = {}   # precision -> dense FLOP/s (a pure look-up)
 
     def _corr(self, kind: str, precision: str, x: float) -> float:
         """Calibrated throughput correction (1.0 without a calibration for this op/format)."""
@@ -73,10 +74,13 @@ class PerfModel:
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s in ``precision``; ConfigError if the device does not compute in it."""
-        why = unsupported(self.acc, precision)
-        if why:
-            raise ConfigError(why)
-        return self.acc.peak_flops(precision)
+        peak = self._peaks.get(precision)
+        if peak is None:
+            why = unsupported(self.acc, precision)
+            if why:
+                raise ConfigError(why)
+            peak = self._peaks[precision] = self.acc.peak_flops(precision)
+        return peak
 
     # --- helpers -------------------------------------------------------------------------
     def shape_efficiency(self, m: int, n: int, k: int = 1 << 20) -> float:
