@@ -1,8 +1,8 @@
 """hetsim: a discrete-event simulator of heterogeneous prefill/decode LLM inference clusters.
 
 The simulator entry points (``run``, ``Result``, ``Scenario``, ``load_scenario``) load lazily,
-so ``hetsim.precision``, ``hetsim.hardware``, ``hetsim.perf`` and ``hetsim.calibrate`` import without SimPy or pandas
-(the calibration package runs on GPU machines that have only torch, numpy and yaml).
+so ``hetsim.precision``, ``hetsim.hardware``, ``hetsim.perf`` and ``hetsim.calibrate`` import
+without SimPy or pandas (calibration runs on GPU machines with torch, numpy, yaml and tqdm).
 """
 from .errors import ConfigError
 from .hardware import Accelerator, Interconnect, list_profiles, load_accelerator, load_interconnect

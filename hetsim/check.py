@@ -75,7 +75,8 @@ def load_checks(path: str | Path) -> CheckSpec:
     from .scenario import parse_scenario
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError("a checks file must be a mapping (a scenario with expect:)", file=str(path))
+        raise ConfigError("a checks file must be a mapping (a scenario with expect:)",
+                          file=str(path))
     raw = dict(raw)
     top = raw.pop("expect", None)
     top = {} if top is None else top

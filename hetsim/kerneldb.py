@@ -20,8 +20,8 @@ import pandas as pd
 from .config import read_yaml
 from .errors import ConfigError, match_name
 
-__all__ = ["OPS", "RUNTIMES", "KernelTables", "data_root", "catalog", "select", "read_op",
-           "INSTALL"]
+__all__ = ["OPS", "RUNTIMES", "DTYPES", "INSTALL", "KernelTables", "data_root", "catalog",
+           "select", "read_op"]
 
 INSTALL = "pip install 'hetsim[aic]'"
 RUNTIMES = ("vllm", "sglang", "trtllm")
@@ -36,7 +36,7 @@ OPS = {
 }
 
 #: the tables' dtype names (every one aiconfigurator-core 0.12.0 uses) -> hetsim's names:
-#: a plain precision where hardware.PRECISION_BYTES has it, else weights-activations form
+#: a plain precision where precision.PRECISION_BYTES has it, else weights-activations form
 #: (``w4a16`` = 4-bit weights, 16-bit activations), so no format is silently merged into another
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "fp8": "fp8",
           "fp8_block": "fp8-block", "nvfp4": "fp4", "int8_wo": "w8a16-int", "int4_wo": "w4a16-int",
@@ -68,7 +68,7 @@ def data_root() -> Path:
 
 
 def _version_key(v: str):
-    from packaging.version import InvalidVersion, Version  # a dependency of the aic extra
+    from packaging.version import InvalidVersion, Version  # in the aic extra
     try:
         return (1, Version(v), v)
     except InvalidVersion:
@@ -94,7 +94,7 @@ def _current(root: Path, system: str, runtime: str) -> str | None:
     if not path.is_file():
         return None
     q = read_yaml(path) or {}
-    slot = (q.get("overrides") or {}).get(system, {}).get(runtime) or \
+    slot = ((q.get("overrides") or {}).get(system) or {}).get(runtime) or \
         (q.get("defaults") or {}).get(runtime) or {}
     return slot.get("current")
 

@@ -76,6 +76,10 @@ class Progress:
         return kind(total=total, initial=done, desc=desc, unit=self.unit, file=stream,
                     delay=self.delay_s, bar_format=form, dynamic_ncols=tty)
 
+    def __bool__(self) -> bool:
+        """A disabled progress is false, so callers skip building its per-event callback."""
+        return self.enabled
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

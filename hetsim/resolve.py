@@ -88,15 +88,8 @@ class ResolvedPlacement:
 
     @property
     def disaggregated(self) -> bool:
-        return any(p.spec.role == "prefill" for p in self.pools.values())
-
-    @property
-    def kv_link(self) -> Interconnect | None:
-        """The NIC of the first prefill pool (for reports); None when colocated."""
-        if self.transfer is None:
-            return None
-        return next((self.transfer.nics[n] for n, p in self.pools.items()
-                     if p.spec.role == "prefill"), None)
+        """Prefill and decode on separate pools (and so a resolved KV transfer)."""
+        return self.transfer is not None
 
 
 def _load_link(name: str, dirs, path: str) -> Interconnect:

@@ -26,7 +26,7 @@ def test_the_transfer_resolves_into_one_value_and_pools_stay_as_they_were(base_d
     t = pl.transfer
     assert isinstance(t, ResolvedTransfer) and resolved["coloc"].transfer is None
     roce = load_interconnect("roce-400g")
-    assert t.nics == {"p": roce, "d": roce} and pl.kv_link == roce
+    assert t.nics == {"p": roce, "d": roce} and pl.disaggregated
     assert (t.engine, t.mode, t.handoff, t.conversion) == ("rdma", "whole", "push", "decode")
     d_blocks = pl.pools["d"].memory.kv_blocks
     assert t.staging_blocks == {"d": int(d_blocks * 0.25)}      # receivers only

@@ -203,7 +203,7 @@ def measure_and_fit(args, measurements: str) -> Outcome:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"must be a whole number >= 1, got {args.threads}", path="--threads")
     device, torch, main_p = args.device, None, None
-    progress = Progress("calibrate", delay_s=1.0, enabled=not args.quiet)
+    progress = Progress("calibrate", "jobs", delay_s=1.0, enabled=not args.quiet)
     load = measure.HostLoad()      # entered only around timings on this host
     try:
         if args.from_csv:

@@ -184,24 +184,23 @@ class DecodeInstance(Instance):
         if self.pending:     # NOTE: hot path; the policy is asked only when sequences wait
             self.policy.admit(self)
 
-    def _decode_step(self, n: int, t: float) -> float:
-        """Count a step of ``n`` sequences taking ``t``."""
-        self._n = n
+    def _schedule(self) -> float | None:
+        self._admit()
+        t = self._step_time()
+        if t is None:
+            return None
+        n = self._n = self.running
         self.decode_tokens += n
         self.decode_token_s += t * n
         return t
 
-    def _schedule(self) -> float | None:
-        self._admit()
+    def _step_time(self) -> float | None:
+        """The next iteration's model time (None: nothing to run)."""
         n = self.running
         if n == 0:
             return None
         assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-        t = self.step.decode_time(n, self.ctx_sum)
-        self._n = n              # _decode_step inlined: this runs once per decode iteration
-        self.decode_tokens += n
-        self.decode_token_s += t * n
-        return t
+        return self.step.decode_time(n, self.ctx_sum)
 
     def _after(self) -> None:
         """Every running sequence gained a token."""
@@ -239,15 +238,14 @@ class MixedInstance(DecodeInstance):
     def _idle(self) -> simpy.Event:
         return self.kv.wait_release() if self.waiting else self._sleep()
 
-    def _schedule(self) -> float | None:
-        self._admit()
+    def _step_time(self) -> float | None:
         chunks, plan = self.policy.chunk(self)
         n = self.running
         if n == 0 and not chunks:
             return None
         self._plan = plan
         finishing = self._finishing = [e for e, c in plan if e[1] + c == e[0].input_tokens]
-        return self._decode_step(n, self.step.time(chunks, len(finishing), n, self.ctx_sum))
+        return self.step.time(chunks, len(finishing), n, self.ctx_sum)
 
     def _after(self) -> None:
         super()._after()

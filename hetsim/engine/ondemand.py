@@ -73,10 +73,12 @@ class OnDemandDecodeInstance(DecodeInstance):
             heapq.heappush(self.grow, (k, r.id, r.gen, r))
 
     def _admit(self) -> None:
-        self.policy.readmit(self)
+        if self.preempted:
+            self.policy.readmit(self)
         if not self.preempted:
             self.kv.grant()      # the gate is open: queued reservations may go now
-        self.policy.admit(self)
+        if self.pending:
+            self.policy.admit(self)
         self._grow()
 
     def resume(self, r: Request, blocks: int) -> None:

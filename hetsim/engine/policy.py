@@ -30,7 +30,7 @@ class SchedulerPolicy(Protocol):
 
     def readmit(self, inst) -> None:
         """On-demand decode: bring preempted sequences (``inst.preempted``) back with
-        ``inst.resume`` while their KV fits."""
+        ``inst.resume`` while their KV fits. Called only while ``inst.preempted`` holds any."""
 
     def chunk(self, inst) -> tuple[list, list]:
         """Mixed instance: admit prompts (``inst.admit_prompt``) and split the iteration's

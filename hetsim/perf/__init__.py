@@ -9,4 +9,5 @@ from .memory import MemoryPlan, memory_plan
 from .ops import PerfModel
 from .step import StepModel
 
-__all__ = ["PerfModel", "StepModel", "MemoryPlan", "memory_plan", "PoolProblem", "pool_fit", "pool_problem"]
+__all__ = ["PerfModel", "StepModel", "MemoryPlan", "memory_plan", "PoolProblem", "pool_fit",
+           "pool_problem"]

@@ -13,7 +13,8 @@ from ..hardware import load_accelerator
 from ..perf import PerfModel, PoolProblem, StepModel, pool_fit
 from .spec import PlanSpec
 
-__all__ = ["Option", "options", "prefill_rate", "decode_rate", "colocated_rate"]
+__all__ = ["Option", "options", "prefill_rate", "decode_rate", "colocated_rate",
+           "P90_OVER_MEAN_WAIT", "TPOT_MARGIN", "MAX_DECODE_BATCH"]
 
 #: p90 of an M/D/1 wait over its mean (an exponential tail: ln 10 ~ 2.3).
 P90_OVER_MEAN_WAIT = 2.3

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..api import check_memory
 from ..config import build, meta, positive, power_of_two, read_yaml
 from ..errors import ConfigError, suggest
 from ..hardware import load_accelerator, load_interconnect
-from ..precision import unknown_precision
 from ..models import load_model
+from ..precision import unknown_precision
 from ..scenario import SLO
 from ..workload import WorkloadSpec, generate
 
@@ -111,6 +110,7 @@ def load_plan_spec(path) -> PlanSpec:
         _resolve_names(spec)
         spec.draw(load_model(spec.model))
         # verification runs shortlisted candidates side by side (at most verify per shape)
+        from ..api import check_memory    # the simulator's estimate; keeps capacity SimPy-free
         check_memory(spec.verify_requests, spec.verify * len(spec.shapes), path="verify_requests")
     except ConfigError as e:
         raise e.with_file(str(path)) from None

@@ -24,7 +24,7 @@ MAX_TOKENS = 2 ** 31 - 1
 MAX_TIME_S = 1e9
 
 
-def tokens(v):
+def _tokens(v):
     return None if 1 <= v <= MAX_TOKENS else f"must be between 1 and {MAX_TOKENS}, got {v}"
 
 
@@ -75,9 +75,9 @@ class Lengths:
     """A token-length distribution; every draw is rounded and clipped to [min_tokens, max]."""
     dist: str = field(default="fixed", metadata=meta(
         "fixed | uniform | normal | lognormal | empirical | quantiles"))
-    value: int | None = field(default=None, metadata=meta("fixed: the length", tokens))
-    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", tokens))
-    max: int | None = field(default=None, metadata=meta("upper bound / clip", tokens))
+    value: int | None = field(default=None, metadata=meta("fixed: the length", _tokens))
+    min: int | None = field(default=None, metadata=meta("uniform: lower bound; any: clip", _tokens))
+    max: int | None = field(default=None, metadata=meta("upper bound / clip", _tokens))
     mean: float | None = field(default=None, metadata=meta("normal/lognormal: mean length",
                                                            positive))
     median: float | None = field(default=None, metadata=meta("lognormal: median (instead of mean)",
