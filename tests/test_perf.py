@@ -133,3 +133,14 @@ def test_op_model_knows_operators_only():
     tree = ast.parse(inspect.getsource(ops))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.endswith("step") for m in imported), imported
+
+
+@settings(max_examples=200, deadline=None)
+@given(batch=st.integers(0, 4096), ctx=st.integers(0, 1 << 24),
+       name=st.sampled_from(["h100-sxm", "h100-sxm@datasheet", "a100-sxm"]))
+def test_decode_time_is_the_general_iteration_exactly(batch, ctx, name):
+    """decode_time is written out for speed; it must equal time() bit for bit (the golden
+    result depends on the order of the float sums)."""
+    step = hetsim.StepModel(hetsim.load_model("llama-3.1-8b"),
+                            hetsim.PerfModel(hetsim.load_accelerator(name)), 1, "bf16")
+    assert step.decode_time(batch, ctx) == step.time(decode_n=batch, decode_ctx=ctx)

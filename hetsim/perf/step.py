@@ -168,4 +168,11 @@ class StepModel:
         return self.time([(n, n) for n in lens], n_logits_prefill=len(lens))
 
     def decode_time(self, batch: int, total_ctx: int) -> float:
-        return self.time(decode_n=batch, decode_ctx=total_ctx)
+        """``time(decode_n=batch, decode_ctx=total_ctx)``, the same sums in the same order.
+        NOTE: hot path (once per decode iteration), so written out."""
+        t = self._dense_cache.get((batch, batch))
+        if t is None:
+            t = self.dense_time(batch, batch)
+        if batch:
+            t += self.decode_attention_time(batch, total_ctx)
+        return t + self.pm.iteration_overhead
