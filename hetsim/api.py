@@ -36,11 +36,11 @@ class Result:
 
 
 # Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (20k and 60k requests,
-# 1 and 3 placements, 16-instance disaggregated cluster): 81 MB + n x (225 B + 1526 B x
-# placements). Placements run one after another, but freed engine objects stay in Python's
+# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, base install): 81 MB +
+# n x (425 B + 1400 B x placements). Placements run one after another, but freed engine objects stay in Python's
 # allocator arenas, so each placement adds its own share to the peak.
-_BYTES_PER_REQUEST = 250
-_BYTES_PER_REQUEST_PLACEMENT = 1550
+_BYTES_PER_REQUEST = 425
+_BYTES_PER_REQUEST_PLACEMENT = 1400
 
 
 def memory_estimate(requests: int, placements: int) -> float:
