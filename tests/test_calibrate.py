@@ -141,7 +141,8 @@ BAD_CSV = [
     ("op,precision,m,n,k,seconds\ngem,bf16,1,2,3,0.1\n", "csv:2: op: unknown op 'gem' (did you mean 'gemm'?)"),
     ("op,precision,m,n,k,seconds\ngemm,bf16,1,x,3,0.1\n", "csv:2: n: gemm needs a number in column 'n'"),
     ("op,precision,m,n,k,seconds\ngemm,bf16,1,2,3,-1\n", "csv:2: seconds: must be > 0"),
-    ("op,precision,m,n,k,seconds\ngemm,bf17,1,2,3,0.1\n", "csv:2: precision: unknown precision"),
+    ("op,precision,m,n,k,seconds\ngemm,bf17,1,2,3,0.1\n",
+     "csv:2: precision: unknown precision 'bf17' (did you mean 'bf16'?)"),
     ("op,precision,bytes,seconds\ncopy,fp32,100,0.1\n", "no gemm or attention measurements"),
 ]
 

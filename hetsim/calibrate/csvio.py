@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError, suggest
-from ..precision import PRECISION_BYTES
+from ..precision import unknown_precision
 
 __all__ = ["CSV_COLUMNS", "OP_SHAPES", "CLASSES", "csv_text", "write_csv", "read_csv"]
 
@@ -85,9 +85,9 @@ def _read_rows(reader, path) -> list[dict]:
             raise ConfigError(f"unknown op {op!r}" + suggest(op, OP_SHAPES)
                               + f"; one of {', '.join(OP_SHAPES)}", file=where, path="op")
         prec = (raw.get("precision") or "").strip()
-        if prec not in PRECISION_BYTES:
-            raise ConfigError(f"unknown precision {prec!r}", file=where,
-                              path="precision")
+        why = unknown_precision(prec)
+        if why:
+            raise ConfigError(why, file=where, path="precision")
         row = {"op": op, "precision": prec}
         for c in (*OP_SHAPES[op], "seconds"):
             v = (raw.get(c) or "").strip()
