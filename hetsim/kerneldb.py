@@ -20,11 +20,17 @@ import pandas as pd
 from .config import read_yaml
 from .errors import ConfigError, match_name
 
-__all__ = ["OPS", "RUNTIMES", "DTYPES", "INSTALL", "KernelTables", "data_root", "catalog",
-           "select", "read_op"]
+__all__ = ["OPS", "RUNTIMES", "DTYPES", "SYSTEMS", "INSTALL", "KernelTables", "data_root",
+           "catalog", "select", "read_op"]
 
 INSTALL = "pip install 'hetsim[aic]'"
 RUNTIMES = ("vllm", "sglang", "trtllm")
+
+#: aiconfigurator system name -> the hetsim datasheet profile of the same part (every system
+#: aiconfigurator-core 0.12.0 has kernel tables for; tests/test_kerneldb.py checks both sides)
+SYSTEMS = {"a100_sxm": "a100-sxm", "b200_sxm": "b200", "b300_sxm": "b300", "b60": "arc-pro-b60",
+           "gb200": "gb200", "gb300": "gb300", "h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm",
+           "l40s": "l40s", "rtx_pro_6000_server": "rtx-pro-6000-server"}
 
 #: op -> (family folder, table file stem). Latencies in the tables are milliseconds.
 OPS = {

@@ -1,6 +1,9 @@
+import re
+
 import pytest
 
 import hetsim
+from hetsim.config import read_yaml
 from hetsim.errors import ConfigError
 
 ACCELERATORS = ["a100-sxm", "h100-sxm", "h100-pcie", "h200-sxm", "h20", "b200", "gb200", "l40s",
@@ -65,3 +68,73 @@ def test_extra_profile_dir_overrides(tmp_path):
     (d / "h100-sxm.yaml").write_text(src.replace("hbm_gb: 80", "hbm_gb: 96"))
     assert hetsim.load_accelerator("h100-sxm", [tmp_path]).hbm_gb == 96
     assert hetsim.load_accelerator("h100-sxm").hbm_gb == 80
+
+
+# The parts aiconfigurator-core measures that hetsim had no profile for, and the links they need.
+AIC_PARTS = ["b300", "gb300", "rtx-pro-6000-server", "arc-pro-b60"]
+AIC_LINKS = ["ib-xdr-800g", "pcie-gen6", "pcie-gen5-x8"]
+
+
+def _numbers(raw, prefix=""):
+    """Key paths of every number (and profile reference) a profile file sets, e.g.
+    ``tflops.bf16``; names, prose and the sources themselves are not numbers."""
+    prose = {"name", "description", "vendor", "kind", "aliases", "sources", "notes", "note",
+             "precisions", "rdma", "date", "source"}
+    for key, value in raw.items():
+        if key in prose:
+            continue
+        if isinstance(value, dict):
+            yield from _numbers(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def _tags(text):
+    return set(re.findall(r"\[([A-Z][A-Z0-9-]*)\]", text))
+
+
+@pytest.mark.parametrize("name", AIC_PARTS + AIC_LINKS)
+def test_every_number_names_its_source(name):
+    # each number's key path is named in a source's note, and every [TAG] cited is a source key
+    kind = "accelerators" if name in AIC_PARTS else "interconnects"
+    p = hetsim.load_accelerator(name) if name in AIC_PARTS else hetsim.load_interconnect(name)
+    raw = read_yaml(hetsim.hardware.profile_dirs()[-1] / kind / f"{name}.yaml")
+    keys = {s.key for s in p.sources}
+    covered = {w for s in p.sources for w in re.findall(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*", s.note)}
+    missing = [path for path in _numbers(raw) if path not in covered]
+    assert not missing, f"{name}: no source names {missing}"
+    text = p.notes + " ".join(s.note for s in p.sources)
+    text += getattr(getattr(p, "efficiency", None), "note", "")
+    assert _tags(text) <= keys, f"{name}: cites {_tags(text) - keys} without a sources entry"
+    if getattr(p, "price", None):
+        assert p.price.source and p.price.date
+
+
+@pytest.mark.parametrize("name", AIC_PARTS)
+def test_aiconfigurator_parts_load_with_their_links(name):
+    a = hetsim.load_accelerator(name)
+    assert a.name == name and name in hetsim.list_profiles("accelerator")
+    assert all(a.supports(p) and a.tflops[p] > 0 for p in a.precisions)
+    for link in (a.scale_up.link, a.scale_out_nic, a.host_link):
+        assert hetsim.load_interconnect(link).bandwidth_gb_s > 0
+
+
+def test_blackwell_ultra_int8_is_cut_and_peaks_dense():
+    # the vetted table's call: B300/GB300 INT8 is the cut value (not stas00's 4500/5000), and
+    # bf16 is the dense figure (not the 4500/5000 with sparsity)
+    b300, gb300 = hetsim.load_accelerator("b300"), hetsim.load_accelerator("gb300")
+    assert b300.tflops["int8"] == 153.5 and gb300.tflops["int8"] == 165
+    assert b300.tflops["bf16"] == 2250 and gb300.tflops["bf16"] == 2500
+    assert b300.tflops["fp4"] == 14000 and gb300.tflops["fp4"] == 15000
+    assert b300.hbm_gb == gb300.hbm_gb == 288
+    assert (b300.scale_up.domain_size, gb300.scale_up.domain_size) == (8, 72)
+    assert hetsim.load_accelerator("hgx-b300").name == "b300"
+
+
+def test_pcie_cards_have_no_nvlink_and_b60_no_fp8():
+    rtx, b60 = hetsim.load_accelerator("rtx-pro-6000"), hetsim.load_accelerator("b60")
+    assert rtx.scale_up.link == "pcie-gen5" and b60.scale_up.link == "pcie-gen5-x8"
+    x8, x16 = hetsim.load_interconnect("pcie-gen5-x8"), hetsim.load_interconnect("pcie-gen5")
+    assert x8.bandwidth_gb_s == x16.bandwidth_gb_s / 2
+    assert not b60.supports("fp8") and rtx.supports("fp4")
+    assert b60.vendor == "intel" and b60.efficiency.hbm == 0.5

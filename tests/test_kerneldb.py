@@ -4,7 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+import hetsim
 from hetsim import kerneldb
+from hetsim.config import read_yaml
 from hetsim.errors import ConfigError
 
 
@@ -88,3 +90,44 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(kerneldb.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"pip install 'hetsim\[aic\]'"):
         kerneldb.data_root()
+
+
+def _unmapped(cat):
+    """Systems in a catalog that SYSTEMS does not map to a loadable hetsim profile."""
+    bad = []
+    for system in sorted(set(cat.system)):
+        try:
+            hetsim.load_accelerator(kerneldb.SYSTEMS[system])
+        except (KeyError, ConfigError):
+            bad.append(system)
+    return bad
+
+
+def test_systems_map_synthetic_tables_to_profiles(root):
+    assert _unmapped(kerneldb.catalog(root)) == []
+    _table(root, "x999_sxm", "gemm", "vllm", "0.24.0", "gemm_perf", gemm_dtype=["bfloat16"],
+           m=[1], n=[1], k=[1], latency=[1.0])
+    assert _unmapped(kerneldb.catalog(root)) == ["x999_sxm"]
+    # each entry names a canonical profile (not an alias), one per system
+    names = list(kerneldb.SYSTEMS.values())
+    assert len(set(names)) == len(names)
+    assert all(hetsim.load_accelerator(n).name == n for n in names)
+
+
+def test_every_installed_system_maps_to_the_same_part():
+    pytest.importorskip("aiconfigurator_core")
+    cat = kerneldb.catalog()
+    assert len(set(cat.system)) >= 10 and _unmapped(cat) == []
+    # the profile is the part the tables were measured on: its dense peaks and power are the
+    # system file's (within 1%: AIC rounds some, e.g. H100 fp8 1978 vs 1979)
+    root = kerneldb.data_root()
+    fields = {"bf16": "bfloat16_tc_flops", "fp8": "fp8_tc_flops", "int8": "int8_tc_flops",
+              "fp4": "fp4_tc_flops"}
+    for system in sorted(set(cat.system)):
+        acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
+        gpu = read_yaml(root / f"{system}.yaml")["gpu"]
+        assert acc.tdp_w == gpu["power"], system
+        for precision, key in fields.items():
+            if precision in acc.tflops and key in gpu:
+                assert acc.peak_flops(precision) == pytest.approx(gpu[key], rel=0.01), \
+                    (system, precision)
