@@ -1,6 +1,7 @@
 """Model architectures as data: a catalog of YAML files, or a Hugging Face ``config.json``.
 
-:meth:`ModelConfig.kv_bytes_per_token` is the one place KV-cache size is computed.
+:meth:`ModelConfig.kv_layer_bytes` is the one place KV-cache size is computed; the per-token,
+per-window and per-sequence figures are sums of it over layers.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from .config import build, meta, non_negative, positive, read_json, read_yaml
 from .errors import ConfigError, match_name
 from .precision import PRECISION_BYTES, unknown_precision
 
-__all__ = ["ModelConfig", "MoE", "MLA", "load_model", "list_models", "from_hf_config"]
+__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "load_model", "list_models",
+           "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
 
@@ -39,6 +41,20 @@ class MLA:
 
 
 @dataclass(frozen=True)
+class SlidingWindow:
+    """Local attention (gpt-oss, Gemma, Step): ``layers`` of the model's layers attend to, and
+    keep KV for, only the last ``size`` tokens; the other layers attend to the whole context.
+
+    NOTE: which layers are windowed does not matter to any cost hetsim computes (the layers are
+    otherwise alike), so the count is kept, not the pattern (gpt-oss: every other layer).
+    """
+    size: int = field(metadata=meta("tokens a windowed layer attends to and keeps KV for",
+                                    positive))
+    layers: int = field(metadata=meta("how many layers are windowed (the rest: full attention)",
+                                      positive))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     num_layers: int = field(metadata=meta("transformer blocks", positive))
@@ -53,6 +69,7 @@ class ModelConfig:
     tied_embeddings: bool = False
     moe: MoE | None = None
     mla: MLA | None = None
+    sliding_window: SlidingWindow | None = None
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
@@ -65,25 +82,58 @@ class ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                               f"{self.num_kv_heads}", path="num_kv_heads")
+        if self.sliding_window and self.sliding_window.layers >= self.num_layers:
+            raise ConfigError(f"{self.sliding_window.layers} windowed layers of {self.num_layers}"
+                              f": at least one layer must attend to the full context (KV that "
+                              f"grows with it)", path="sliding_window.layers")
 
     # --- KV cache: the one function -------------------------------------------------------
     def kv_heads_per_rank(self, tp: int = 1) -> int:
         """KV heads one TP rank holds; heads are replicated when there are fewer than ranks."""
         return max(1, math.ceil(self.num_kv_heads / tp))
 
-    def kv_bytes_per_token(self, precision: str = "bf16", tp: int = 1) -> float:
-        """KV-cache bytes per token held by ONE rank of a TP group (all layers).
+    def kv_layer_bytes(self, precision: str = "bf16", tp: int = 1) -> float:
+        """KV-cache bytes ONE layer writes per token on one rank of a TP group.
 
-        MHA/GQA: 2 (K and V) x layers x kv_heads/tp x head_dim x bytes. MLA: the latent and the
-        RoPE key, replicated on every rank. Multiply by ``tp`` for the whole instance.
+        MHA/GQA: 2 (K and V) x kv_heads/tp x head_dim x bytes. MLA: the latent and the RoPE
+        key, replicated on every rank. Every layer writes this much for every new token.
         """
         try:
             b = PRECISION_BYTES[precision]
         except KeyError:
             raise ConfigError(unknown_precision(precision)) from None
         if self.mla:
-            return self.num_layers * (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b
-        return 2 * self.num_layers * self.kv_heads_per_rank(tp) * self.head_dim * b
+            return (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b
+        return 2 * self.kv_heads_per_rank(tp) * self.head_dim * b
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers that attend to (and keep KV for) the whole context."""
+        return self.num_layers - (self.sliding_window.layers if self.sliding_window else 0)
+
+    def kv_bytes_per_token(self, precision: str = "bf16", tp: int = 1) -> float:
+        """KV-cache bytes per token of context held by ONE rank of a TP group: the bytes that
+        grow with the context, i.e. the full-attention layers (all layers without a window).
+
+        Multiply by ``tp`` for the whole instance. A sliding-window model's windowed layers
+        add the bounded :meth:`kv_window_bytes` per sequence; :meth:`kv_bytes` is the sum.
+        """
+        return self.full_attention_layers * self.kv_layer_bytes(precision, tp)
+
+    def kv_window_bytes(self, precision: str = "bf16", tp: int = 1) -> float:
+        """The most KV bytes one sequence's windowed layers hold on one rank (0 without a
+        window): ``size`` tokens in each windowed layer, however long the context."""
+        w = self.sliding_window
+        return w.layers * w.size * self.kv_layer_bytes(precision, tp) if w else 0.0
+
+    def kv_bytes(self, tokens: int, precision: str = "bf16", tp: int = 1) -> float:
+        """KV bytes one sequence of ``tokens`` tokens of context holds on one rank: every token
+        in the full-attention layers, the last ``size`` in the windowed ones."""
+        full = tokens * self.kv_bytes_per_token(precision, tp)
+        w = self.sliding_window
+        if not w:
+            return full
+        return full + min(tokens, w.size) * w.layers * self.kv_layer_bytes(precision, tp)
 
     # --- parameter counts ----------------------------------------------------------------
     def attention_params(self) -> int:
@@ -104,12 +154,25 @@ class ModelConfig:
         """FFN (or MoE) parameters of one layer; ``active``: only those one token uses."""
         if not self.moe or layer < self.moe.first_dense_layers:
             return self._ffn_params(self.ffn_size)
+        return self._experts_params(active) + self.hidden_size * self.moe.num_experts
+
+    def _experts_params(self, active: bool) -> int:
+        """One MoE layer's expert FFNs (all routed, or the top-k a token uses) and shared ones."""
         m = self.moe
         experts = (m.top_k if active else m.num_experts) + m.shared_experts
-        return experts * self._ffn_params(m.expert_ffn_size) + self.hidden_size * m.num_experts
+        return experts * self._ffn_params(m.expert_ffn_size)
+
+    def expert_params(self, active: bool = False) -> int:
+        """Parameters of the expert FFNs (routed and shared; not the router) over all MoE
+        layers: the part a checkpoint like gpt-oss's stores in a narrower format (0: dense)."""
+        if not self.moe:
+            return 0
+        return (self.num_layers - self.moe.first_dense_layers) * self._experts_params(active)
 
     def num_params(self, active: bool = False) -> int:
-        """Total parameters (or parameters active per token, for MoE)."""
+        """Total parameters (or parameters active per token, for MoE). Both counts include the
+        embedding table and the LM head (as Qwen and DeepSeek count; OpenAI's gpt-oss figures
+        leave the embedding table out of the active count). Norms and biases are left out."""
         emb = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
         return emb + sum(self.attention_params() + self.ffn_params(i, active)
                          for i in range(self.num_layers))
@@ -205,6 +268,9 @@ def from_hf_config(path: str | Path) -> ModelConfig:
                         qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
                         q_lora_rank=c.get("q_lora_rank") or 0)
         d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
+    windowed = _windowed_layers(c, p, d["num_layers"])
+    if windowed:
+        d["sliding_window"] = dict(size=get("sliding_window"), layers=windowed)
     try:
         return build(ModelConfig, d)
     except ConfigError as e:   # name the config.json key the user can find, not hetsim's field
@@ -213,8 +279,30 @@ def from_hf_config(path: str | Path) -> ModelConfig:
         raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
 
 
+def _windowed_layers(c: dict, p: Path, num_layers: int) -> int:
+    """How many layers ``layer_types`` marks ``sliding_attention`` (gpt-oss, Step).
+
+    NOTE: a ``sliding_window`` without ``layer_types`` (Mistral-7B-v0.1; Qwen's, off) is read
+    as full attention everywhere: KV is over-counted past the window, never under-counted.
+    """
+    types = c.get("layer_types")
+    if types is None:
+        return 0
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"must be a list of layer types, got {types!r}", file=str(p),
+                          path="layer_types")
+    other = sorted(set(types) - {"full_attention", "sliding_attention"})
+    if other:
+        raise ConfigError(f"layer type {other[0]!r} is not modelled (hetsim models "
+                          f"full_attention and sliding_attention)", file=str(p), path="layer_types")
+    if len(types) != num_layers:
+        raise ConfigError(f"{len(types)} layer types for {num_layers} layers",
+                          file=str(p), path="layer_types")
+    return types.count("sliding_attention")
+
+
 #: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
 _HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
             "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
             "ffn_size": "intermediate_size", "name": "_name_or_path",
-            "moe": "num_local_experts", "mla": "kv_lora_rank"}
+            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types"}

@@ -1,13 +1,20 @@
+import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hetsim
 from hetsim.errors import ConfigError
+from hetsim.models import from_hf_config
 
 REQUIRED = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b",
             "llama-3.1-405b", "qwen3-32b", "opt-13b", "opt-66b", "opt-175b", "bloom-176b",
-            "mixtral-8x7b", "deepseek-v3"]
+            "mixtral-8x7b", "deepseek-v3", "deepseek-r1", "qwen3-235b-a22b", "qwen3-30b-a3b",
+            "gpt-oss-120b", "gpt-oss-20b"]
 
 
 def test_issue_example():
@@ -59,3 +66,153 @@ def test_hf_config(tmp_path):
 def test_unknown_model_suggests():
     with pytest.raises(ConfigError, match="did you mean 'llama-3.1-70b'"):
         hetsim.load_model("llama-3.1-70")
+
+
+# --- the served models the kernel database covers (issue 14) ----------------------------------
+# Published figures: the model cards. Qwen3-235B-A22B "235B in total and 22B activated",
+# Qwen3-30B-A3B "30.5B in total and 3.3B activated" (huggingface.co/Qwen/<model>); DeepSeek-V3/R1
+# "671B total, 37B activated" (huggingface.co/deepseek-ai/DeepSeek-R1); gpt-oss (OpenAI's gpt-oss
+# model card, parameter table): 120b 116.83B total, 5.13B active, MLP 114.71B, checkpoint
+# 60.8 GiB; 20b 20.91B, 3.61B, 19.12B, 12.8 GiB. Tolerances: 0.5% on totals (hetsim leaves out
+# norms and biases), 2% on active counts published to two digits ("22B" is 21.5-22.5), 0.2% on
+# the figures published to two decimals.
+@pytest.mark.parametrize("name, total, active, rel", [
+    ("qwen3-235b-a22b", 235, 22, 0.02), ("qwen3-30b-a3b", 30.5, 3.3, 0.02),
+    ("deepseek-v3", 671, 37, 0.02), ("deepseek-r1", 671, 37, 0.02)])
+def test_published_param_counts(name, total, active, rel):
+    m = hetsim.load_model(name)
+    assert m.num_params() / 1e9 == pytest.approx(total, rel=0.005)
+    assert m.num_params(active=True) / 1e9 == pytest.approx(active, rel=rel)
+
+
+@pytest.mark.parametrize("name, total, active, mlp, gib", [
+    ("gpt-oss-120b", 116.83, 5.13, 114.71, 60.8), ("gpt-oss-20b", 20.91, 3.61, 19.12, 12.8)])
+def test_gpt_oss_published_counts_and_checkpoint(name, total, active, mlp, gib):
+    m = hetsim.load_model(name)
+    embedding = m.vocab_size * m.hidden_size
+    assert m.num_params() / 1e9 == pytest.approx(total, rel=0.002)
+    # OpenAI counts the unembedding as active but not the embedding table (a one-row lookup)
+    assert (m.num_params(active=True) - embedding) / 1e9 == pytest.approx(active, rel=0.002)
+    assert m.expert_params() / 1e9 == pytest.approx(mlp, rel=0.002)  # MLP = experts + router
+    # mxfp4 experts (4 bits + an 8-bit scale per 32 values = 4.25 bits), the rest bf16
+    nbytes = m.expert_params() * 4.25 / 8 + (m.num_params() - m.expert_params()) * 2
+    assert nbytes / 2 ** 30 == pytest.approx(gib, rel=0.01)
+
+
+def test_expert_params():
+    ds = hetsim.load_model("deepseek-v3")   # 58 MoE layers x (256 routed + 1 shared) experts
+    assert ds.expert_params() == 58 * 257 * 3 * 7168 * 2048
+    assert ds.expert_params(active=True) == 58 * (8 + 1) * 3 * 7168 * 2048
+    assert ds.num_params() - ds.expert_params() == ds.num_params(True) - ds.expert_params(True)
+    assert hetsim.load_model("llama-3.1-8b").expert_params() == 0
+
+
+# KV bytes per token (bf16, one rank) from the published configs: 2 (K, V) x layers x KV heads
+# x head_dim x 2 bytes for GQA; (kv_lora_rank 512 + qk_rope_head_dim 64) x 61 layers x 2 for MLA.
+@pytest.mark.parametrize("name, per_token, window", [
+    ("qwen3-235b-a22b", 2 * 94 * 4 * 128 * 2, 0),     # 192,512
+    ("qwen3-30b-a3b", 2 * 48 * 4 * 128 * 2, 0),       # 98,304
+    ("deepseek-r1", (512 + 64) * 61 * 2, 0),          # 70,272
+    # gpt-oss: 18 (12) full-attention layers grow with the context; 18 (12) windowed layers hold
+    # at most 128 tokens each
+    ("gpt-oss-120b", 18 * 2 * 8 * 64 * 2, 18 * 128 * 2 * 8 * 64 * 2),   # 36,864; 4,718,592
+    ("gpt-oss-20b", 12 * 2 * 8 * 64 * 2, 12 * 128 * 2 * 8 * 64 * 2)])   # 24,576; 3,145,728
+def test_published_kv_bytes(name, per_token, window):
+    m = hetsim.load_model(name)
+    assert m.kv_bytes_per_token("bf16") == per_token
+    assert m.kv_window_bytes("bf16") == window
+    assert m.kv_bytes(100_000, "bf16") == 100_000 * per_token + window
+
+
+def test_deepseek_r1_is_an_alias_of_v3():
+    # R1's published config.json equals V3's in every architecture key (R1 is V3 post-trained)
+    assert hetsim.load_model("deepseek-r1") == hetsim.load_model("deepseek-v3")
+
+
+def _aic_model_configs() -> Path | None:
+    spec = importlib.util.find_spec("aiconfigurator_core")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+
+
+@pytest.mark.parametrize("name, hf", [
+    ("qwen3-235b-a22b", "Qwen--Qwen3-235B-A22B"), ("qwen3-30b-a3b", "Qwen--Qwen3-30B-A3B"),
+    ("gpt-oss-120b", "openai--gpt-oss-120b"), ("gpt-oss-20b", "openai--gpt-oss-20b"),
+    ("deepseek-v3", "deepseek-ai--DeepSeek-V3"), ("deepseek-r1", "deepseek-ai--DeepSeek-R1")])
+def test_catalog_matches_the_published_config(name, hf):
+    """Each catalog file says what the HF importer reads from the model's own config.json (the
+    copy aiconfigurator-core ships; skipped without the aic extra)."""
+    folder = _aic_model_configs()
+    if folder is None or not (folder / f"{hf}_config.json").is_file():
+        pytest.skip("aiconfigurator-core (the aic extra) with its model_configs is not installed")
+    blank = dict(name="", aliases=[], source="")
+    assert (dataclasses.replace(from_hf_config(folder / f"{hf}_config.json"), **blank)
+            == dataclasses.replace(hetsim.load_model(name), **blank))
+
+
+# --- sliding-window layers -------------------------------------------------------------------
+def _gpt_oss_like(tmp_path, **over):
+    cfg = {"model_type": "gpt_oss", "num_hidden_layers": 4, "hidden_size": 256,
+           "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+           "intermediate_size": 512, "vocab_size": 1000, "sliding_window": 16,
+           "layer_types": ["sliding_attention", "full_attention"] * 2, **over}
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    return f
+
+
+def test_hf_layer_types_give_the_window(tmp_path):
+    m = from_hf_config(_gpt_oss_like(tmp_path))
+    assert (m.sliding_window.size, m.sliding_window.layers, m.full_attention_layers) == (16, 2, 2)
+    layer = 2 * 2 * 32 * 2                                   # K+V x 2 KV heads x 32 x bf16
+    assert m.kv_layer_bytes("bf16") == layer
+    assert m.kv_bytes_per_token("bf16") == 2 * layer         # the two full-attention layers
+    assert m.kv_bytes(10, "bf16") == 10 * 4 * layer          # inside the window: every layer
+    assert m.kv_bytes(1000, "bf16") == 1000 * 2 * layer + 16 * 2 * layer
+    assert m.kv_bytes(1000, "bf16", tp=2) == m.kv_bytes(1000, "bf16") / 2
+
+
+def test_hf_sliding_window_without_layer_types_is_full_attention(tmp_path):
+    # Mistral-7B-v0.1 style: no layer_types; read as full attention (KV over-, never
+    # under-counted)
+    cfg = json.loads(_gpt_oss_like(tmp_path).read_text())
+    del cfg["layer_types"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = from_hf_config(tmp_path / "config.json")
+    assert m.sliding_window is None and m.kv_bytes_per_token() == 4 * m.kv_layer_bytes()
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"layer_types": ["linear_attention", "full_attention"] * 2},
+     "layer_types: layer type 'linear_attention' is not modelled"),
+    ({"layer_types": ["sliding_attention", "full_attention"]}, "2 layer types for 4 layers"),
+    ({"layer_types": "sliding_attention"}, "layer_types: must be a list"),
+    ({"layer_types": ["sliding_attention"] * 4}, "at least one layer must attend to the full"),
+    ({"sliding_window": None}, "missing key .one of sliding_window"),
+])
+def test_hf_layer_types_errors(tmp_path, over, match):
+    with pytest.raises(ConfigError, match=match):
+        from_hf_config(_gpt_oss_like(tmp_path, **over))
+
+
+def test_window_must_leave_a_full_attention_layer(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text("name: x\nnum_layers: 2\nhidden_size: 64\nnum_heads: 2\nffn_size: 128\n"
+                 "vocab_size: 10\nsliding_window: {size: 8, layers: 2}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: sliding_window.layers: 2 windowed layers"):
+        hetsim.load_model(f)
+
+
+@given(tokens=st.integers(0, 300_000), name=st.sampled_from(["gpt-oss-20b", "llama-3.1-8b"]),
+       tp=st.sampled_from([1, 2, 8]))
+def test_kv_bytes_bounds(tokens, name, tp):
+    """A sequence never holds more KV than every layer at full attention, nor less than its
+    full-attention layers; without a window it is exactly tokens x the per-token figure."""
+    m = hetsim.load_model(name)
+    every_layer = tokens * m.num_layers * m.kv_layer_bytes("bf16", tp)
+    got = m.kv_bytes(tokens, "bf16", tp)
+    assert tokens * m.kv_bytes_per_token("bf16", tp) <= got <= every_layer
+    assert got <= tokens * m.kv_bytes_per_token("bf16", tp) + m.kv_window_bytes("bf16", tp)
+    if m.sliding_window is None:
+        assert got == tokens * m.kv_bytes_per_token("bf16", tp)
