@@ -13,7 +13,7 @@ from .engine.routers import ROUTERS
 from .errors import ConfigError, suggest
 from .hardware import Accelerator, Interconnect, load_accelerator, load_interconnect
 from .models import ModelConfig, load_model
-from .perf import MemoryPlan, PoolProblem, pool_fit
+from .perf import MemoryPlan, PoolProblem, model_problem, pool_fit
 from .precision import Formats
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
@@ -257,6 +257,9 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
         model = load_model(model_ref)
     except ConfigError as e:   # inside the model's own file, keep its key path
         raise ConfigError(e.message, file=e.file, path=e.path if e.file else "model") from None
+    why = model_problem(model)
+    if why:
+        raise ConfigError(why, path="model")
     out = {}
     for pname, pl in sc.placements.items():
         where = f"placements.{pname}"

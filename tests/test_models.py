@@ -1,6 +1,7 @@
 import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 import hetsim
 from hetsim.errors import ConfigError
 from hetsim.models import from_hf_config
+
+from .conftest import ROOT
 
 REQUIRED = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b",
             "llama-3.1-405b", "qwen3-32b", "opt-13b", "opt-66b", "opt-175b", "bloom-176b",
@@ -216,3 +219,24 @@ def test_kv_bytes_bounds(tokens, name, tp):
     assert got <= tokens * m.kv_bytes_per_token("bf16", tp) + m.kv_window_bytes("bf16", tp)
     if m.sliding_window is None:
         assert got == tokens * m.kv_bytes_per_token("bf16", tp)
+
+
+def test_sliding_window_models_are_refused_until_modelled(tmp_path):
+    """gpt-oss loads (its counts are right) but no run, plan or step model uses it until the
+    step model and KV accounting know windowed layers: a wrong answer would be silent."""
+    from hetsim.plan import load_plan_spec
+    words = "gpt-oss-20b has sliding-window attention layers (12 of 24)"
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        hetsim.StepModel(hetsim.load_model("gpt-oss-20b"),
+                         hetsim.PerfModel(hetsim.load_accelerator("h100-sxm")), 1, "bf16")
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: t\nmodel: gpt-oss-20b\nworkload: {requests: 5, preset: sharegpt-distserve, "
+                  "arrival: {process: poisson, rate_rps: 1}}\nslo: {ttft_s: 1, tpot_s: 0.1}\n"
+                  "placements:\n  a: {pools: {m: {role: mixed, accelerator: h100-sxm}}}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"s.yaml: model: {words}")):
+        hetsim.load_scenario(sc)
+    spec = tmp_path / "p.yaml"
+    plan = (ROOT / "examples/plan/llama8b-chat.yaml").read_text()
+    spec.write_text(plan.replace("model: llama-3.1-8b", "model: gpt-oss-20b"))
+    with pytest.raises(ConfigError, match=re.escape(f"model: {words}")):
+        load_plan_spec(spec)

@@ -4,10 +4,10 @@
 model); ``memory`` (what fits in a device) and ``feasible`` (whether a pool can run at all)
 need only the formats and the profiles. Nothing here imports the scenario, the engine or above.
 """
-from .feasible import PoolProblem, pool_fit, pool_problem
+from .feasible import PoolProblem, model_problem, pool_fit, pool_problem
 from .memory import MemoryPlan, memory_plan
 from .ops import PerfModel
 from .step import StepModel
 
 __all__ = ["PerfModel", "StepModel", "MemoryPlan", "memory_plan", "PoolProblem", "pool_fit",
-           "pool_problem"]
+           "pool_problem", "model_problem"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
+from .feasible import model_problem
 from .ops import PerfModel
 
 __all__ = ["StepModel"]
@@ -23,7 +24,7 @@ class StepModel:
         f = Formats.of(precision)
         self.formats = f
         acc = pm.acc
-        why = unsupported(acc, f.compute)
+        why = unsupported(acc, f.compute) or model_problem(model)
         if why:
             raise ConfigError(why)
         # Attention and elementwise math stay in a 16-bit format when GEMMs run in fp8/int8.

@@ -14,6 +14,7 @@ from ..config import build, meta, positive, power_of_two, read_yaml
 from ..errors import ConfigError, suggest
 from ..hardware import load_accelerator, load_interconnect
 from ..models import load_model
+from ..perf import model_problem
 from ..precision import unknown_precision
 from ..scenario import SLO
 from ..workload import WorkloadSpec, generate
@@ -134,6 +135,9 @@ def _resolve_names(spec: PlanSpec) -> None:
             raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
                               path=key)
     try:
-        load_model(spec.model)
+        model = load_model(spec.model)
     except ConfigError as e:
         raise ConfigError(e.message, path="model") from None
+    why = model_problem(model)
+    if why:
+        raise ConfigError(why, path="model")
