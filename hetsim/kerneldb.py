@@ -167,13 +167,15 @@ def read_op(tables: KernelTables, op: str) -> pd.DataFrame:
 
 def split_key(df: pd.DataFrame, op: str, seed: int = 0) -> np.ndarray:
     """A number in [0, 1) per row, a hash of ``seed`` and the row's shape (its
-    :data:`SHAPE_COLUMNS` that are present, as text): the same for the same shape in every run,
+    :data:`SHAPE_COLUMNS` as text; a column the table lacks counts as 0, as older attention
+    tables' missing ``window_size`` and ``step`` are): the same for the same shape in every run,
     table version and process, so a split by it never depends on row order."""
     if not 0 <= seed < 10**10:
         raise ConfigError(f"split seed must be an integer in [0, 1e10), got {seed}")
     text = pd.Series("", index=df.index, dtype=object)
-    for col in (c for c in SHAPE_COLUMNS[op] if c in df.columns):
-        text = text + "|" + df[col].astype(str).astype(object)
+    for col in SHAPE_COLUMNS[op]:
+        value = df[col].astype(str).astype(object) if col in df.columns else "0"
+        text = text + "|" + value
     h = pd.util.hash_pandas_object(text, index=False, hash_key=f"hetsim{seed:010d}")
     return (h.to_numpy(np.uint64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 

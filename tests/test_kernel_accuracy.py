@@ -61,6 +61,9 @@ def test_split_is_deterministic_by_shape_not_row_order():
     b = pd.Series(kerneldb.held_out(shuffled, "gemm", 0.3, seed=7), shuffled.index)
     assert (b.sort_index().to_numpy() == a).all()
     assert (kerneldb.held_out(df.astype({"m": "int32"}), "gemm", 0.3, seed=7) == a).all()
+    att = pd.DataFrame({"attn_dtype": ["bf16"] * 50, "batch_size": np.arange(50)})
+    assert (kerneldb.split_key(att, "generation_attention") == kerneldb.split_key(
+        att.assign(window_size=0, step=0), "generation_attention")).all()   # absent counts as 0
     assert 0.2 < a.mean() < 0.4
     assert (kerneldb.held_out(df, "gemm", 0.3, seed=8) != a).any()   # the seed matters
 
