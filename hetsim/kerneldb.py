@@ -15,13 +15,14 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import read_yaml
 from .errors import ConfigError, match_name
 
-__all__ = ["OPS", "RUNTIMES", "DTYPES", "SYSTEMS", "INSTALL", "KernelTables", "data_root",
-           "catalog", "select", "read_op"]
+__all__ = ["OPS", "RUNTIMES", "DTYPES", "SYSTEMS", "INSTALL", "SHAPE_COLUMNS", "KernelTables",
+           "data_root", "catalog", "select", "read_op", "split_key", "held_out"]
 
 INSTALL = "pip install 'hetsim[aic]'"
 RUNTIMES = ("vllm", "sglang", "trtllm")
@@ -48,6 +49,18 @@ DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "fp8": "fp8",
           "fp8_block": "fp8-block", "nvfp4": "fp4", "int8_wo": "w8a16-int", "int4_wo": "w4a16-int",
           "sq": "w8a8-int-smoothquant", "w4a16_mxfp4": "w4a16-mxfp4",
           "w4a8_mxfp4_mxfp8": "w4a8-mxfp4", "w4afp8": "w4a8-int-fp8"}
+#: op -> the columns that name one measured shape (dtypes included; latency and the kernel
+#: that was timed excluded), for splitting held-out rows by shape
+SHAPE_COLUMNS = {
+    "gemm": ("gemm_dtype", "m", "n", "k"),
+    "context_attention": ("attn_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads",
+                          "num_key_value_heads", "head_dim", "window_size", "step"),
+    "generation_attention": ("attn_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads",
+                             "num_key_value_heads", "head_dim", "window_size", "step"),
+    "allreduce": ("allreduce_dtype", "num_gpus", "message_size"),
+    "moe": ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts",
+            "moe_tp_size", "moe_ep_size", "distribution"),
+}
 _DTYPE_COLUMNS = ("gemm_dtype", "attn_dtype", "kv_cache_dtype", "allreduce_dtype", "moe_dtype")
 
 
@@ -152,3 +165,26 @@ def read_op(tables: KernelTables, op: str) -> pd.DataFrame:
                                   f"{', '.join(DTYPES)}")
             df[col] = names.map(DTYPES)
     return df
+
+
+def split_key(df: pd.DataFrame, op: str, seed: int = 0) -> np.ndarray:
+    """A number in [0, 1) per row, a hash of ``seed`` and the row's shape (its
+    :data:`SHAPE_COLUMNS` as text; a column the table lacks counts as 0, as older attention
+    tables' missing ``window_size`` and ``step`` are): the same for the same shape in every run,
+    table version and process, so a split by it never depends on row order."""
+    if not 0 <= seed < 10**10:
+        raise ConfigError(f"split seed must be an integer in [0, 1e10), got {seed}")
+    text = pd.Series("", index=df.index, dtype=object)
+    for col in SHAPE_COLUMNS[op]:
+        value = df[col].astype(str).astype(object) if col in df.columns else "0"
+        text = text + "|" + value
+    h = pd.util.hash_pandas_object(text, index=False, hash_key=f"hetsim{seed:010d}")
+    return (h.to_numpy(np.uint64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def held_out(df: pd.DataFrame, op: str, fraction: float, seed: int = 0) -> np.ndarray:
+    """Rows held out from a fit (a ``fraction`` of shapes, chosen by :func:`split_key`); a fit
+    uses the others. Deterministic; the held-out set grows with ``fraction``."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"held-out fraction must be in [0, 1], got {fraction}")
+    return split_key(df, op, seed) < fraction

@@ -1,4 +1,7 @@
+import contextlib
 import dataclasses
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,19 @@ import hetsim
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` imported as module ``name`` while the block runs."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # its dataclasses resolve their module by name
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def with_requests(sc, n, **arrival):

@@ -4,25 +4,16 @@ The quickstart table and the design-space table are regenerated from seeded runs
 with README.md; on a mismatch, rerun the script and commit README.md.
 """
 import difflib
-import importlib.util
-import sys
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, benchmark_module
 
 
 @pytest.fixture(scope="module")
 def figures():
-    spec = importlib.util.spec_from_file_location("readme_figures",
-                                                  ROOT / "benchmarks" / "readme_figures.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod          # its dataclasses resolve their module by name
-    try:
-        spec.loader.exec_module(mod)
+    with benchmark_module("readme_figures") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_readme_figures_are_what_the_code_prints(figures):

@@ -1,0 +1,186 @@
+"""benchmarks/kernel_accuracy.py and kerneldb's held-out split, on small synthetic tables laid
+out as aiconfigurator-core lays them out (never the download)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetsim import kerneldb, load_accelerator
+from hetsim.errors import ConfigError
+from hetsim.perf import PerfModel
+
+from .conftest import benchmark_module
+
+
+@pytest.fixture(scope="module")
+def ka():
+    with benchmark_module("kernel_accuracy") as mod:
+        yield mod
+
+
+def _table(root, system, family, runtime, stem, **cols):
+    d = root / "data" / system / family / runtime / "1.0"
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(cols).to_parquet(d / f"{stem}.parquet")
+
+
+def _gemm(n_shapes=40):
+    m = np.arange(1, n_shapes + 1) * 64
+    return dict(gemm_dtype=["bfloat16", "fp8"] * (n_shapes // 2), m=m, n=[4096] * n_shapes,
+                k=[4096] * n_shapes, kernel_source=["torch"] * n_shapes,
+                latency=np.linspace(0.01, 1.0, n_shapes))
+
+
+@pytest.fixture
+def root(tmp_path):
+    for system in ("h100_sxm", "x900_sxm"):
+        _table(tmp_path, system, "gemm", "vllm", "gemm_perf", **_gemm())
+    att = dict(attn_dtype=["bfloat16"] * 4, kv_cache_dtype=["bfloat16", "fp8"] * 2,
+               batch_size=[1, 2, 4, 8], isl=[1, 1, 1, 1], num_heads=[32] * 4,
+               num_key_value_heads=[8] * 4, head_dim=[128] * 4, step=[127, 1023, 4095, 255],
+               window_size=[0, 0, 0, 128], latency=[0.01, 0.02, 0.05, 0.01])
+    _table(tmp_path, "h100_sxm", "attention", "vllm", "generation_attention_perf", **att)
+    _table(tmp_path, "h100_sxm", "comm", "vllm", "custom_allreduce_perf",
+           allreduce_dtype=["bfloat16"] * 4, num_gpus=[2, 2, 8, 8], message_size=[1024] * 4,
+           kernel_source=["x_graph", "x_eager"] * 2, backend=["vllm_graph", "vllm_eager"] * 2,
+           latency=[0.004, 0.02, 0.006, 0.03])
+    return tmp_path
+
+
+# --- the split ---------------------------------------------------------------------------
+def _shapes():
+    return pd.DataFrame({"gemm_dtype": ["bf16", "fp8"] * 500, "m": np.arange(1000),
+                         "n": 4096, "k": 1024, "latency_s": np.arange(1000) * 1e-6})
+
+
+def test_split_is_deterministic_by_shape_not_row_order():
+    df = _shapes()
+    a = kerneldb.held_out(df, "gemm", 0.3, seed=7)
+    shuffled = df.sample(frac=1.0, random_state=1)
+    b = pd.Series(kerneldb.held_out(shuffled, "gemm", 0.3, seed=7), shuffled.index)
+    assert (b.sort_index().to_numpy() == a).all()
+    assert (kerneldb.held_out(df.astype({"m": "int32"}), "gemm", 0.3, seed=7) == a).all()
+    att = pd.DataFrame({"attn_dtype": ["bf16"] * 50, "batch_size": np.arange(50)})
+    assert (kerneldb.split_key(att, "generation_attention") == kerneldb.split_key(
+        att.assign(window_size=0, step=0), "generation_attention")).all()   # absent counts as 0
+    assert 0.2 < a.mean() < 0.4
+    assert (kerneldb.held_out(df, "gemm", 0.3, seed=8) != a).any()   # the seed matters
+
+
+def test_split_keeps_a_shape_on_one_side_and_nests():
+    df = _shapes()
+    twice = pd.concat([df, df.assign(latency_s=df.latency_s * 2, kernel_source="other")])
+    mask = pd.Series(kerneldb.held_out(twice, "gemm", 0.5), twice.index)
+    assert (mask.groupby(level=0).nunique() == 1).all()   # both kernels of a shape together
+    small, large = (kerneldb.held_out(df, "gemm", f) for f in (0.2, 0.5))
+    assert (small <= large).all() and small.sum() < large.sum()
+    assert not kerneldb.held_out(df, "gemm", 0.0).any()
+    assert kerneldb.held_out(df, "gemm", 1.0).all()
+
+
+@pytest.mark.parametrize("args, words", [((1.5, 0), "fraction"), ((0.2, -1), "seed")])
+def test_split_refuses_bad_settings(args, words):
+    with pytest.raises(ConfigError, match=words):
+        kerneldb.held_out(_shapes(), "gemm", *args)
+
+
+def test_sample_is_capped_per_dtype_and_nested(ka):
+    df = _shapes()
+    one, two = (ka.held_out_rows(df, "gemm", 0.5, 0, cap) for cap in (1, 2))
+    assert one.gemm_dtype.value_counts().to_dict() == {"bf16": 1, "fp8": 1}
+    assert set(one.index) < set(two.index) <= set(df.index[kerneldb.held_out(df, "gemm", 0.5)])
+
+
+# --- scoring -----------------------------------------------------------------------------
+def test_mdape_and_p90_on_a_hand_made_example(ka):
+    measured = np.ones(11)
+    predicted = 1.0 + np.arange(11) / 10          # errors 0, 0.1, ..., 1.0
+    n, mdape, p90, ratio = ka.score(measured, predicted)
+    assert n == 11 and mdape == pytest.approx(0.5) and p90 == pytest.approx(0.9)
+    assert ratio == pytest.approx(1.5)
+    n, mdape, p90, ratio = ka.score([2.0, 4.0, 1.0], [1.0, 5.0, np.nan])   # NaN: unscored
+    assert n == 2 and mdape == pytest.approx(0.375) and p90 == pytest.approx(0.475)
+    assert ratio == pytest.approx(0.875)
+    assert ka.score([1.0], [np.nan])[0] == 0
+
+
+def test_a_predictor_equal_to_the_table_scores_zero(ka, root):
+    exact = {op: (lambda df: df["latency_s"].to_numpy()) for op in ka.SCORED}
+    row = {op: ka.per_row(lambda r: r["latency_s"]) for op in ka.SCORED}
+    results = ka.run(["h100_sxm"], None, lambda s, r: {"table": exact, "per-row": row},
+                     ka.Split(fraction=1.0), root)
+    assert {r.op for r in results} == {"gemm", "generation_attention", "allreduce"}
+    for r in results:
+        for n, mdape, p90, ratio in r.scores.values():
+            assert n == r.rows > 0 and mdape == 0.0 and p90 == 0.0 and ratio == 1.0
+
+
+def test_unknown_system_is_one_line(ka, root, capsys):
+    assert ka.main(["--system", "h999", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown aiconfigurator system 'h999'" in err
+
+
+def test_system_without_a_profile_is_reported(ka, root):
+    """A system a later aiconfigurator-core adds before hetsim has its profile."""
+    results = ka.run(["x900_sxm"], None, ka.generic_models, ka.Split(), root)
+    assert [(r.system, r.op) for r in results] == [("x900_sxm", "no profile")]
+
+
+# --- the tables as scored and the generic model's reading of them ------------------------
+def test_prepare_keeps_graph_all_reduce_and_the_fastest_kernel(ka, root):
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    ar, dropped = ka.prepare(kerneldb.read_op(t, "allreduce"), "allreduce")
+    assert list(ar.latency_s) == [4e-6, 6e-6] and dropped == {"eager all-reduce": 2}
+    df = _shapes()
+    twice = pd.concat([df.assign(latency_s=df.latency_s + 1e-3), df], ignore_index=True)
+    best, dropped = ka.prepare(twice, "gemm")
+    assert list(best.latency_s) == list(df.latency_s)
+    assert dropped == {"merged: same shape, slower kernel": 1000}
+
+
+def test_generic_model_maps_rows_to_hetsim_ops(ka, root):
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    pm = PerfModel(load_accelerator("h100-sxm@datasheet"))
+    gen, _ = ka.prepare(kerneldb.read_op(t, "generation_attention"), "generation_attention")
+    model = ka.OpModel(pm, "generation_attention")
+    got = model(gen)
+    # the KV length is isl + step; the sliding-window row is not predicted, and says why
+    assert got[0] == pm.attention_decode_time(1, 128, 32, 8, 128, "bf16", "bf16")
+    assert got[2] == pm.attention_decode_time(4, 4096, 32, 8, 128, "bf16", "bf16")
+    assert np.isnan(got[3])
+    assert list(model.reasons(gen)) == ["", "", "", "sliding window"]
+    ar, _ = ka.prepare(kerneldb.read_op(t, "allreduce"), "allreduce")
+    # message_size counts elements (aiconfigurator's CustomAllReduce): bf16 is 2 bytes each
+    assert list(ka.OpModel(pm, "allreduce")(ar)) == [pm.allreduce_time(2048, 2),
+                                                    pm.allreduce_time(2048, 8)]
+    gemm = pd.DataFrame({"gemm_dtype": ["fp8-block", "w4a16-int", "w4a16-mxfp4"],
+                         "m": [256] * 3, "n": [1024] * 3, "k": [512] * 3})
+    got = ka.OpModel(pm, "gemm")(gemm)
+    assert got[0] == pm.gemm_time(256, 1024, 512, "fp8")
+    assert got[1] == pm.gemm_time(256, 1024, 512, "bf16", "int4")
+    assert np.isnan(got[2])
+
+
+def test_a_profile_without_the_format_says_so(ka):
+    model = ka.OpModel(PerfModel(load_accelerator("a100-sxm")), "gemm")
+    gemm = pd.DataFrame({"gemm_dtype": ["bf16", "fp8"], "m": [8, 8], "n": [8, 8], "k": [8, 8]})
+    assert list(model.reasons(gemm)) == ["", "a100-sxm has no fp8"]
+    assert np.isnan(model(gemm)[1])
+
+
+def test_generic_models_add_the_torch_calibrated_profile_where_committed(ka):
+    assert set(ka.generic_models("h100_sxm", "vllm")) == {"datasheet", "torch-calibrated"}
+    assert set(ka.generic_models("a100_sxm", "vllm")) == {"datasheet"}
+    assert ka.generic_models("x900_sxm", "vllm") == {}
+
+
+def test_readme_block_replaces_only_its_region(ka, tmp_path):
+    f = tmp_path / "README.md"
+    f.write_text("a\n<!-- kernel_accuracy -->\nold\n<!-- /kernel_accuracy -->\nb\n")
+    ka.write_readme(f, "new")
+    assert f.read_text() == "a\n<!-- kernel_accuracy -->\nnew\n<!-- /kernel_accuracy -->\nb\n"
+    f.write_text("no markers\n")
+    with pytest.raises(ConfigError, match="no <!-- kernel_accuracy -->"):
+        ka.write_readme(f, "new")
