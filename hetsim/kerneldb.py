@@ -176,7 +176,13 @@ def split_key(df: pd.DataFrame, op: str, seed: int = 0) -> np.ndarray:
         raise ConfigError(f"split seed must be an integer in [0, 1e10), got {seed}")
     text = pd.Series("", index=df.index, dtype=object)
     for col in SHAPE_COLUMNS[op]:
-        value = df[col].astype(str).astype(object) if col in df.columns else "0"
+        if col not in df.columns:
+            value = "0"
+        else:   # 128 and 128.0 are one shape: whole numbers hash as integers whatever the dtype
+            c = df[col]
+            if pd.api.types.is_float_dtype(c) and c.notna().all() and (c % 1 == 0).all():
+                c = c.astype(np.int64)
+            value = c.astype(str).astype(object)
         text = text + "|" + value
     h = pd.util.hash_pandas_object(text, index=False, hash_key=f"hetsim{seed:010d}")
     return (h.to_numpy(np.uint64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -132,7 +132,7 @@ def test_blackwell_ultra_int8_is_cut_and_peaks_dense():
 
 
 def test_pcie_cards_have_no_nvlink_and_b60_no_fp8():
-    rtx, b60 = hetsim.load_accelerator("rtx-pro-6000"), hetsim.load_accelerator("b60")
+    rtx, b60 = hetsim.load_accelerator("rtx-pro-6000-server"), hetsim.load_accelerator("b60")
     assert rtx.scale_up.link == "pcie-gen5" and b60.scale_up.link == "pcie-gen5-x8"
     x8, x16 = hetsim.load_interconnect("pcie-gen5-x8"), hetsim.load_interconnect("pcie-gen5")
     assert x8.bandwidth_gb_s == x16.bandwidth_gb_s / 2

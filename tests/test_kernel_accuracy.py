@@ -133,6 +133,10 @@ def test_prepare_keeps_graph_all_reduce_and_the_fastest_kernel(ka, root):
     t = kerneldb.select("h100_sxm", "vllm", root=root)
     ar, dropped = ka.prepare(kerneldb.read_op(t, "allreduce"), "allreduce")
     assert list(ar.latency_s) == [4e-6, 6e-6] and dropped == {"eager all-reduce": 2}
+    eager_only = kerneldb.read_op(t, "allreduce").iloc[[1, 3]]    # a system timed only eagerly
+    assert eager_only.backend.str.contains("eager").all()
+    ar, dropped = ka.prepare(eager_only, "allreduce")
+    assert len(ar) == 2 and dropped == {}
     df = _shapes()
     twice = pd.concat([df.assign(latency_s=df.latency_s + 1e-3), df], ignore_index=True)
     best, dropped = ka.prepare(twice, "gemm")

@@ -131,3 +131,10 @@ def test_every_installed_system_maps_to_the_same_part():
             if precision in acc.tflops and key in gpu:
                 assert acc.peak_flops(precision) == pytest.approx(gpu[key], rel=0.01), \
                     (system, precision)
+
+
+def test_split_key_is_the_same_for_a_shape_stored_as_float():
+    ints = pd.DataFrame({"gemm_dtype": ["bf16"] * 3, "m": [1, 2, 128], "n": [8, 8, 8],
+                         "k": [16, 16, 16]})
+    floats = ints.astype({"m": float, "n": float})
+    assert list(kerneldb.split_key(ints, "gemm")) == list(kerneldb.split_key(floats, "gemm"))

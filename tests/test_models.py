@@ -1,5 +1,4 @@
 import dataclasses
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -133,10 +132,12 @@ def test_deepseek_r1_is_an_alias_of_v3():
 
 
 def _aic_model_configs() -> Path | None:
-    spec = importlib.util.find_spec("aiconfigurator_core")
-    if spec is None or not spec.submodule_search_locations:
+    """aiconfigurator-core's copies of the published config.json files (None: not installed)."""
+    from hetsim import kerneldb
+    try:
+        return kerneldb.data_root().parent / "model_configs"
+    except ConfigError:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "model_configs"
 
 
 @pytest.mark.parametrize("name, hf", [
@@ -226,9 +227,11 @@ def test_sliding_window_models_are_refused_until_modelled(tmp_path):
     step model and KV accounting know windowed layers: a wrong answer would be silent."""
     from hetsim.plan import load_plan_spec
     words = "gpt-oss-20b has sliding-window attention layers (12 of 24)"
+    h100 = hetsim.load_accelerator("h100-sxm")
     with pytest.raises(ConfigError, match=re.escape(words)):
-        hetsim.StepModel(hetsim.load_model("gpt-oss-20b"),
-                         hetsim.PerfModel(hetsim.load_accelerator("h100-sxm")), 1, "bf16")
+        hetsim.StepModel(hetsim.load_model("gpt-oss-20b"), hetsim.PerfModel(h100), 1, "bf16")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        hetsim.memory_plan(hetsim.load_model("gpt-oss-20b"), h100, 1, "bf16")
     sc = tmp_path / "s.yaml"
     sc.write_text("name: t\nmodel: gpt-oss-20b\nworkload: {requests: 5, preset: sharegpt-distserve, "
                   "arrival: {process: poisson, rate_rps: 1}}\nslo: {ttft_s: 1, tpot_s: 0.1}\n"

@@ -4,8 +4,8 @@
 model); ``memory`` (what fits in a device) and ``feasible`` (whether a pool can run at all)
 need only the formats and the profiles. Nothing here imports the scenario, the engine or above.
 """
-from .feasible import PoolProblem, model_problem, pool_fit, pool_problem
-from .memory import MemoryPlan, memory_plan
+from .feasible import PoolProblem, pool_fit, pool_problem
+from .memory import MemoryPlan, memory_plan, model_problem
 from .ops import PerfModel
 from .step import StepModel
 

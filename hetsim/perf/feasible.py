@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..precision import Formats, unsupported
 from .memory import MemoryPlan, memory_plan
 
-__all__ = ["PoolProblem", "pool_fit", "pool_problem", "model_problem"]
+__all__ = ["PoolProblem", "pool_fit", "pool_problem"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,3 @@ def pool_problem(model, acc, tp: int, formats: "str | Formats", **sizes) -> Pool
     fit = pool_fit(model, acc, tp, formats, **sizes)
     return fit if isinstance(fit, PoolProblem) else None
 
-
-def model_problem(model) -> str | None:
-    """What the performance model cannot represent about ``model`` yet (None: nothing).
-
-    NOTE: sliding-window layers (gpt-oss) hold at most a window of KV and attend to at most a
-    window of it; the step model, memory plan and KV transfers count every layer as full
-    attention and the per-token KV as full-attention layers only, so a run would be wrong in
-    both directions. Refused until they do (DESIGN.md, "Kernel databases")."""
-    if getattr(model, "sliding_window", None) is not None:
-        return (f"{model.name} has sliding-window attention layers "
-                f"({model.sliding_window.layers} of {model.num_layers}), which hetsim's step "
-                f"model and KV accounting do not model yet")
-    return None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats
 
-__all__ = ["MemoryPlan", "memory_plan"]
+__all__ = ["MemoryPlan", "memory_plan", "model_problem"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
     the activation workspace is sized for the largest iteration (``max_batched_tokens``) plus
     fp32 logits for ``max_seqs``.
     """
+    why = model_problem(model)
+    if why:
+        raise ConfigError(why)
     f = Formats.of(precision)
     usable = acc.hbm_bytes * memory_utilization
     weights = model.num_params() / tp * PRECISION_BYTES[f.weights]
@@ -56,3 +59,20 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
             f"a narrower weight format")
     return MemoryPlan(usable, weights, activations, kv, per_tok, (tokens // block_size) *
                       block_size, tokens // block_size, block_size)
+
+
+def model_problem(model) -> str | None:
+    """What the performance model cannot represent about ``model`` yet (None: nothing);
+    memory_plan, StepModel, resolution and the planner refuse such a model.
+
+    NOTE: sliding-window layers (gpt-oss) hold at most a window of KV and attend to at most a
+    window of it; the step model, memory plan and KV transfers count every layer as full
+    attention and the per-token KV as full-attention layers only, so a run would be wrong in
+    both directions. Refused until they do (DESIGN.md, "Kernel databases"). gpt-oss also
+    stores its experts in mxfp4 and the rest in bf16, which one weight format cannot express:
+    lifting this refusal needs that too."""
+    if getattr(model, "sliding_window", None) is not None:
+        return (f"{model.name} has sliding-window attention layers "
+                f"({model.sliding_window.layers} of {model.num_layers}), which hetsim's step "
+                f"model and KV accounting do not model yet")
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
-from .feasible import model_problem
+from .memory import model_problem
 from .ops import PerfModel
 
 __all__ = ["StepModel"]
