@@ -35,6 +35,7 @@ from hetsim import kerneldb, load_accelerator
 from hetsim.errors import ConfigError, match_name
 from hetsim.hardware import list_profiles
 from hetsim.perf import PerfModel
+from hetsim.perf.grid import LogGrid, fill_log_grid
 from hetsim.precision import PRECISION_BYTES
 
 #: frame of table rows -> seconds per row (NaN: not predicted)
@@ -50,7 +51,7 @@ GEMM_FORMATS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", N
                 "fp8-block": ("fp8", None), "fp4": ("fp4", None),
                 "w8a16-int": ("bf16", "int8"), "w4a16-int": ("bf16", "int4"),
                 "w8a8-int-smoothquant": ("int8", None)}
-MODEL_ORDER = ("datasheet", "torch-calibrated")
+MODEL_ORDER = ("datasheet", "torch-calibrated", "table grid")
 MARK = ("<!-- kernel_accuracy -->", "<!-- /kernel_accuracy -->")
 
 
@@ -157,6 +158,57 @@ def generic_models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]
     if acc.calibration is not None:
         out["torch-calibrated"] = op_models(PerfModel(acc))
     return out
+
+
+@dataclasses.dataclass
+class GemmGrid:
+    """The kernel-table model of GEMM, fitted here: per dtype, a :class:`LogGrid` over the
+    m, n, k values of the rows NOT held out (held-out shapes are holes, filled from their grid
+    lines), carried past the edges by the datasheet model. Scored on the held-out rows only, so
+    its figures are what a table-backed profile would reach on shapes it was not given."""
+    fit: pd.DataFrame
+    edge: OpModel
+
+    def __post_init__(self):
+        self._grids = {}
+
+    def _grid(self, dtype: str) -> LogGrid | None:
+        if dtype not in self._grids:
+            rows = self.fit[self.fit.gemm_dtype == dtype]
+            axes = [np.sort(rows[c].unique()) for c in "mnk"]
+            cube = rows.pivot_table(index=["m", "n", "k"], values="latency_s", aggfunc="min")
+            cube = cube.reindex(pd.MultiIndex.from_product(axes))["latency_s"].to_numpy()
+            t, _ = fill_log_grid(axes, cube.reshape([len(a) for a in axes]))
+            self._grids[dtype] = LogGrid(axes, t) if len(rows) else None
+        return self._grids[dtype]
+
+    def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        ok = (self.edge.reasons(df) == "").to_numpy()
+        out = np.full(len(df), np.nan)
+        for i, r in enumerate(df.itertuples(index=False)):
+            grid = self._grid(r.gemm_dtype)
+            if grid is not None:
+                model = (lambda p, r=r: self.edge._row(r._replace(m=p[0], n=p[1], k=p[2]))
+                         ) if ok[i] else None
+                out[i] = grid((r.m, r.n, r.k), model)
+        return out
+
+
+def grid_models(split: Split, root: Path | None = None) -> Models:
+    """The generic models plus the GEMM grid fitted on the rows ``split`` does not hold out."""
+    def models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]:
+        out = generic_models(system, runtime)
+        if not out:
+            return out
+        tables = kerneldb.select(system, runtime, root=root)
+        if "gemm" in tables.tables:
+            df, _ = prepare(kerneldb.read_op(tables, "gemm"), "gemm")
+            fit = df[~kerneldb.held_out(df, "gemm", split.fraction, split.seed)]
+            edge = OpModel(PerfModel(load_accelerator(kerneldb.SYSTEMS[system] + "@datasheet")),
+                           "gemm")
+            out["table grid"] = {"gemm": GemmGrid(fit, edge)}
+        return out
+    return models
 
 
 # --- scoring -----------------------------------------------------------------------------
@@ -345,8 +397,12 @@ def main(argv=None, models: Models = generic_models) -> int:
                     f"{MARK[0]} region")
     ap.add_argument("--root", type=Path, help="an aiconfigurator-core systems folder "
                     "(default: the installed package's)")
+    ap.add_argument("--grid", action="store_true", help="also score the GEMM kernel-table "
+                    "grid, fitted on the rows not held out (issue 14's table-backed model)")
     a = ap.parse_args(argv)
     split = Split(a.holdout, a.seed, a.max_rows, a.by_dtype)
+    if a.grid:
+        models = grid_models(split, a.root)
     try:
         results = run(a.system, a.runtime, models, split, a.root)
     except ConfigError as e:

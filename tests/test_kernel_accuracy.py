@@ -188,3 +188,31 @@ def test_readme_block_replaces_only_its_region(ka, tmp_path):
     f.write_text("no markers\n")
     with pytest.raises(ConfigError, match="no <!-- kernel_accuracy -->"):
         ka.write_readme(f, "new")
+
+
+def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_path):
+    """On a table that is a power law of m, n, k, the grid fitted on the rows not held out
+    predicts the held-out ones exactly (log-log interpolation), and changing a held-out row's
+    measurement changes nothing the grid predicts: it never saw them."""
+    ms, ns, ks = [16, 32, 64, 128, 256], [1024, 2048, 4096], [1024, 2048, 4096, 8192]
+    grid = np.array(np.meshgrid(ms, ns, ks, indexing="ij")).reshape(3, -1)
+    law = 1e-9 * grid[0] ** 0.6 * grid[1] ** 0.9 * grid[2] ** 0.8
+    _table(tmp_path, "h100_sxm", "gemm", "vllm", "gemm_perf", gemm_dtype=["bfloat16"] * len(law),
+           m=grid[0], n=grid[1], k=grid[2], kernel_source=["torch"] * len(law), latency=law * 1e3)
+    split = ka.Split(0.2, 0)
+    pred = ka.grid_models(split, tmp_path)("h100_sxm", "vllm")["table grid"]["gemm"]
+    df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
+                                        "gemm"), "gemm")
+    held = df[kerneldb.held_out(df, "gemm", 0.2, 0)]
+    inside = held[(held.m > 16) & (held.m < 256) & (held.n > 1024) & (held.n < 4096)
+                  & (held.k > 1024) & (held.k < 8192)]
+    assert len(inside) >= 2
+    np.testing.assert_allclose(pred(inside), inside.latency_s, rtol=1e-9)
+    # the held-out rows' measurements never reach the fit: change them and refit
+    other = tmp_path / "other"
+    out = kerneldb.held_out(df, "gemm", 0.2, 0)
+    _table(other, "h100_sxm", "gemm", "vllm", "gemm_perf", gemm_dtype=["bfloat16"] * len(df),
+           m=df.m, n=df.n, k=df.k, kernel_source=["torch"] * len(df),
+           latency=np.where(out, 7.0, 1.0) * df.latency_s * 1e3)
+    refit = ka.grid_models(split, other)("h100_sxm", "vllm")["table grid"]["gemm"]
+    assert list(refit(held)) == list(pred(held))

@@ -67,3 +67,21 @@ def test_past_the_grid_time_grows_with_work_as_the_model_does(raw, a, da, b, db,
 def test_bad_grids_are_refused(axes, t, words):
     with pytest.raises(ValueError, match=words):
         LogGrid(axes, t)
+
+
+def test_holes_are_filled_from_their_lines_in_log_space():
+    """A power law with holes comes back exactly where a line brackets the hole; a hole past
+    every measurement of its lines takes the nearest one."""
+    from hetsim.perf.grid import fill_log_grid
+    t = np.array([[power(m, n) for n in N] for m in M])
+    holed = t.copy()
+    holed[1, 1] = holed[2, 0] = holed[3, 2] = np.nan
+    filled, holes = fill_log_grid([M, N], holed)
+    assert holes == 3
+    assert filled[1, 1] == pytest.approx(t[1, 1], rel=1e-9)    # bracketed on both axes
+    assert filled[2, 0] == pytest.approx(t[2, 0], rel=1e-9)    # bracketed along m
+    assert filled[3, 2] == pytest.approx(t[2, 2], rel=1e-9)    # a corner: its nearest along m
+    assert not np.isnan(filled).any()
+    lone = np.full((4, 3), np.nan)
+    lone[0, 0] = 1e-3
+    assert fill_log_grid([M, N], lone)[0] == pytest.approx(np.full((4, 3), 1e-3), rel=1e-12)

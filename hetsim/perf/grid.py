@@ -83,3 +83,37 @@ class LogGrid:
         if model is None or all(e == x for e, x in zip(edge, point)):
             return t
         return t * model(point) / model(edge)
+
+
+def fill_log_grid(axes: Sequence[Sequence[float]], seconds) -> tuple[np.ndarray, int]:
+    """A grid with holes (NaN: shapes not measured, or held out of a fit) made whole: each hole
+    takes the mean of the log-log linear interpolations along every axis where its line has
+    measurements on both sides, repeated until no hole has any (then the nearest measurement
+    along the first axis that has one). Returns the filled times and the count of holes."""
+    log_axes = [np.log(np.asarray(a, dtype=float)) for a in axes]
+    t = np.log(np.asarray(seconds, dtype=float))
+    holes = int(np.isnan(t).sum())
+    for between in (True, False):
+        while np.isnan(t).any():
+            total, count = np.zeros_like(t), np.zeros_like(t)
+            for d, la in enumerate(log_axes):
+                moved = np.moveaxis(t, d, -1)
+                est = np.full(moved.shape, np.nan)
+                for idx in np.ndindex(moved.shape[:-1]):
+                    line = moved[idx]
+                    known = ~np.isnan(line)
+                    if known.sum() == 0 or known.all():
+                        continue
+                    x, y = la[known], line[known]
+                    gaps = ~known & (la > x[0]) & (la < x[-1]) if between else ~known
+                    est[idx][gaps] = np.interp(la[gaps], x, y)
+                est = np.moveaxis(est, -1, d)
+                ok = ~np.isnan(est) & np.isnan(t)
+                total[ok] += est[ok]
+                count[ok] += 1
+                if not between and ok.any():
+                    break        # nearest along one axis is enough
+            if not count.any():
+                break
+            t = np.where(count > 0, total / np.maximum(count, 1), t)
+    return np.exp(t), holes
