@@ -160,53 +160,85 @@ def generic_models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]
     return out
 
 
+#: op -> the shape columns a grid spans (the rest of the shape, e.g. dtypes, picks the grid);
+#: attention's KV length is ``isl + step``, as aiconfigurator reads it
+GRID_AXES = {"gemm": ("m", "n", "k"),
+             "context_attention": ("batch_size", "isl", "num_heads", "num_key_value_heads",
+                                   "head_dim"),
+             "generation_attention": ("batch_size", "kv", "num_heads", "num_key_value_heads",
+                                      "head_dim")}
+
+
 @dataclasses.dataclass
-class GemmGrid:
-    """The kernel-table model of GEMM, fitted here: per dtype, a :class:`LogGrid` over the
-    m, n, k values of the rows NOT held out (held-out shapes are holes, filled from their grid
-    lines), carried past the edges by the datasheet model. Scored on the held-out rows only, so
-    its figures are what a table-backed profile would reach on shapes it was not given."""
+class TableGrid:
+    """The kernel-table model of one op, fitted here: per dtype group, a :class:`LogGrid` over
+    the shapes NOT held out (held-out shapes are holes, filled along their grid lines),
+    carried past the edges by the datasheet model. Scored on the held-out rows only, so its
+    figures are what a table-backed profile would reach on shapes it was not given."""
+    op: str
     fit: pd.DataFrame
     edge: OpModel
 
     def __post_init__(self):
+        self.fit = _with_kv(self.fit)
         self._grids = {}
 
-    def _grid(self, dtype: str) -> LogGrid | None:
-        if dtype not in self._grids:
-            rows = self.fit[self.fit.gemm_dtype == dtype]
-            axes = [np.sort(rows[c].unique()) for c in "mnk"]
-            cube = rows.pivot_table(index=["m", "n", "k"], values="latency_s", aggfunc="min")
+    def _grid(self, key) -> LogGrid | None:
+        if key not in self._grids:
+            axes_cols = list(GRID_AXES[self.op])
+            rows = self.fit[(self.fit[DTYPE_GROUP[self.op]] == list(key)).all(axis=1)]
+            if self.op.endswith("attention"):
+                rows = rows[rows.window_size <= 0]
+            if rows.empty:
+                self._grids[key] = None
+                return None
+            axes = [np.sort(rows[c].unique()) for c in axes_cols]
+            cube = rows.pivot_table(index=axes_cols, values="latency_s", aggfunc="min")
             cube = cube.reindex(pd.MultiIndex.from_product(axes))["latency_s"].to_numpy()
             t, _ = fill_log_grid(axes, cube.reshape([len(a) for a in axes]))
-            self._grids[dtype] = LogGrid(axes, t) if len(rows) else None
-        return self._grids[dtype]
+            self._grids[key] = LogGrid(axes, t)
+        return self._grids[key]
+
+    def _edge(self, r, point) -> float:
+        fields = dict(zip(GRID_AXES[self.op], point))
+        if "kv" in fields:       # back to the table's columns: isl + step = KV length
+            fields["step"] = fields.pop("kv") - r.isl
+        return self.edge._row(r._replace(**fields))
 
     def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        df = _with_kv(df)
         ok = (self.edge.reasons(df) == "").to_numpy()
         out = np.full(len(df), np.nan)
+        group, axes = DTYPE_GROUP[self.op], list(GRID_AXES[self.op])
         for i, r in enumerate(df.itertuples(index=False)):
-            grid = self._grid(r.gemm_dtype)
+            if self.op.endswith("attention") and r.window_size > 0:
+                continue
+            grid = self._grid(tuple(getattr(r, c) for c in group))
             if grid is not None:
-                model = (lambda p, r=r: self.edge._row(r._replace(m=p[0], n=p[1], k=p[2]))
-                         ) if ok[i] else None
-                out[i] = grid((r.m, r.n, r.k), model)
+                model = (lambda p, r=r: self._edge(r, p)) if ok[i] else None
+                out[i] = grid(tuple(getattr(r, c) for c in axes), model)
         return out
 
 
+def _with_kv(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(kv=df.isl + df.step) if "step" in df.columns else df
+
+
 def grid_models(split: Split, root: Path | None = None) -> Models:
-    """The generic models plus the GEMM grid fitted on the rows ``split`` does not hold out."""
+    """The generic models plus the kernel-table grids (GEMM, context and generation
+    attention) fitted on the rows ``split`` does not hold out."""
     def models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]:
         out = generic_models(system, runtime)
         if not out:
             return out
         tables = kerneldb.select(system, runtime, root=root)
-        if "gemm" in tables.tables:
-            df, _ = prepare(kerneldb.read_op(tables, "gemm"), "gemm")
-            fit = df[~kerneldb.held_out(df, "gemm", split.fraction, split.seed)]
-            edge = OpModel(PerfModel(load_accelerator(kerneldb.SYSTEMS[system] + "@datasheet")),
-                           "gemm")
-            out["table grid"] = {"gemm": GemmGrid(fit, edge)}
+        pm = PerfModel(load_accelerator(kerneldb.SYSTEMS[system] + "@datasheet"))
+        grids = {}
+        for op in (op for op in GRID_AXES if op in tables.tables):
+            df, _ = prepare(kerneldb.read_op(tables, op), op)
+            fit = df[~kerneldb.held_out(df, op, split.fraction, split.seed)]
+            grids[op] = TableGrid(op, fit, OpModel(pm, op))
+        out["table grid"] = grids
         return out
     return models
 
@@ -397,8 +429,9 @@ def main(argv=None, models: Models = generic_models) -> int:
                     f"{MARK[0]} region")
     ap.add_argument("--root", type=Path, help="an aiconfigurator-core systems folder "
                     "(default: the installed package's)")
-    ap.add_argument("--grid", action="store_true", help="also score the GEMM kernel-table "
-                    "grid, fitted on the rows not held out (issue 14's table-backed model)")
+    ap.add_argument("--grid", action="store_true", help="also score the kernel-table grids "
+                    "(GEMM, attention), fitted on the rows not held out (issue 14's table-backed "
+                    "model)")
     a = ap.parse_args(argv)
     split = Split(a.holdout, a.seed, a.max_rows, a.by_dtype)
     if a.grid:

@@ -216,3 +216,24 @@ def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_p
            latency=np.where(out, 7.0, 1.0) * df.latency_s * 1e3)
     refit = ka.grid_models(split, other)("h100_sxm", "vllm")["table grid"]["gemm"]
     assert list(refit(held)) == list(pred(held))
+
+
+def test_attention_grid_reads_kv_as_isl_plus_step_and_interpolates_a_power_law(ka, tmp_path):
+    """Decode attention tables give the KV length as isl + step; the grid spans it, and on a
+    power law of batch and KV length it predicts held-out shapes exactly."""
+    bs, steps = [1, 2, 4, 8, 16, 32], [15, 63, 255, 1023, 4095]
+    b, st_ = (x.ravel() for x in np.meshgrid(bs, steps, indexing="ij"))
+    law = 1e-6 * b ** 0.7 * (st_ + 1) ** 0.9
+    n = len(law)
+    _table(tmp_path, "h100_sxm", "attention", "vllm", "generation_attention_perf",
+           attn_dtype=["bfloat16"] * n, kv_cache_dtype=["bfloat16"] * n, batch_size=b,
+           isl=[1] * n, num_heads=[32] * n, num_key_value_heads=[8] * n, head_dim=[128] * n,
+           step=st_, window_size=[0] * n, latency=law * 1e3)
+    op = "generation_attention"
+    pred = ka.grid_models(ka.Split(0.3, 1), tmp_path)("h100_sxm", "vllm")["table grid"][op]
+    df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
+                                        op), op)
+    held = df[kerneldb.held_out(df, op, 0.3, 1)]
+    inside = held[held.batch_size.between(2, 16) & held.step.between(63, 1023)]
+    assert len(inside) >= 2
+    np.testing.assert_allclose(pred(inside), inside.latency_s, rtol=1e-9)
