@@ -5,6 +5,7 @@ properties with SI units, so nothing downstream converts again.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ class Calibration:
         "kernels of the unfused torch reference when scoring whole iterations", non_negative))
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
         "median / p90 absolute percentage error per op class, before and after, held-out"))
+    kernels: str = field(default="", metadata=meta(
+        "measured kernel grids (hetsim.perf.kernels .npz) beside the profile; the step model "
+        "reads kernel times from them where they cover a shape"))
     base_efficiency: dict[str, Any] = field(default_factory=dict, metadata=meta(
         "the datasheet profile's efficiency block, restored when re-fitting"))
     notes: str = ""
@@ -152,6 +156,9 @@ class Accelerator:
     price: Price | None = None
     efficiency: Efficiency = field(default_factory=Efficiency)
     calibration: Calibration | None = None
+    runtime: str = field(default="", metadata=meta(
+        "serving runtime whose measured kernels the calibration carries (vllm | sglang | "
+        "trtllm); empty: a generic profile"))
     aliases: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list, metadata=meta(
         "where every number comes from", at_least_one))
@@ -286,9 +293,15 @@ def _names(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1024)
 def _built(kind: str, path: str, mtime_ns: int, size: int) -> "Accelerator | Interconnect":
     try:
-        return build(_KINDS[kind][1], read_yaml(path))
+        built = build(_KINDS[kind][1], read_yaml(path))
     except ConfigError as e:
         raise e.with_file(path) from None
+    cal = getattr(built, "calibration", None)
+    if cal is not None and cal.kernels and not os.path.isabs(cal.kernels):
+        # the grids file is named relative to the profile; kept absolute from here on
+        kernels = str(Path(path).parent / cal.kernels)
+        built = dataclasses.replace(built, calibration=dataclasses.replace(cal, kernels=kernels))
+    return built
 
 
 def _index(kind: str, dirs: list[Path], calibrated: bool = True) -> dict[str, Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..hardware import Accelerator, Calibration, Interconnect, load_interconnect
 from ..precision import PRECISION_BYTES, unsupported
+from .kernels import MeasuredKernels, load_kernels
 
 __all__ = ["PerfModel", "GEMM_TILES"]
 
@@ -41,6 +42,8 @@ class PerfModel:
         self._kernel = e.kernel_overhead_us * 1e-6
         self.iteration_overhead = e.iteration_overhead_ms * 1e-3
         self._cal = acc.calibration
+        self._kernels = load_kernels(self._cal.kernels) if self._cal and self._cal.kernels \
+            else None
         self._peaks: dict[str, float] = {}   # precision -> dense FLOP/s (a pure look-up)
 
     def _corr(self, kind: str, precision: str, x: float) -> float:
@@ -71,6 +74,11 @@ class PerfModel:
     def calibration(self) -> Calibration | None:
         """The profile's fitted corrections (None: datasheet model)."""
         return self._cal
+
+    @property
+    def kernels(self) -> MeasuredKernels | None:
+        """The profile's measured kernel grids (None: none; the model is analytical)."""
+        return self._kernels
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s in ``precision``; ConfigError if the device does not compute in it."""

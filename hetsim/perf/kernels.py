@@ -1,0 +1,167 @@
+"""Measured kernel times a profile carries: grids per op and per fixed part of the shape.
+
+A runtime profile (``hetsim calibrate --from-aiconfigurator``) keeps the kernel tables it was
+fitted to as :class:`KernelGrid` s in one ``.npz`` file beside its YAML. Each grid times one op
+for one *key* (the part of the shape a model fixes: dtypes, heads per rank, head dim, GPU
+count, an MoE layer's sizes) over its *axes* (the part a batch varies: tokens, batch, context
+length), every axis cell filled (holes were filled before saving). The step model picks a grid
+by key and reads it with :class:`hetsim.perf.grid.LogGrid`.
+
+This module is data and file format only: which grid serves which model shape, and what carries
+the time past a grid's edge, is :mod:`hetsim.perf.ops`' and :mod:`hetsim.perf.step`'s job.
+
+File format (``numpy.savez_compressed``; nothing pickled): ``index`` is a JSON list, one
+``{"op", "key", "axes"}`` per grid i (axes: axis names), and arrays ``g{i}.a{j}`` (axis j's
+values, increasing, > 0) and ``g{i}.t`` (seconds, float32, shape = the axes' lengths).
+``meta`` is a JSON object (provenance: source package and version, tables and rows used).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .grid import LogGrid
+
+__all__ = ["OPS", "KernelGrid", "MeasuredKernels", "load_kernels"]
+
+#: op -> (key fields, axis names). Keys and axes are in these units: dtypes as hetsim precision
+#: names (``hetsim.kerneldb.DTYPES``' values), heads per rank, ``window`` in tokens (0: full
+#: attention), ``kv`` = cached tokens each sequence attends to, ``bytes`` per GPU.
+OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gemm": (("dtype",), ("m", "n", "k")),
+    "context_attention": (("dtype", "kv_dtype", "heads", "kv_heads", "head_dim", "window"),
+                          ("batch", "isl")),
+    "generation_attention": (("dtype", "kv_dtype", "heads", "kv_heads", "head_dim", "window"),
+                             ("batch", "kv")),
+    "allreduce": (("dtype", "gpus"), ("bytes",)),
+    "moe": (("dtype", "hidden", "inter", "topk", "experts", "tp", "ep", "distribution"),
+            ("tokens",)),
+    "context_mla": (("dtype", "kv_dtype", "heads"), ("batch", "isl")),
+    "generation_mla": (("dtype", "kv_dtype", "heads"), ("batch", "kv")),
+    "quantize": (("dtype",), ("m", "k")),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class KernelGrid:
+    """Seconds of one op at one key over every combination of its axes' values."""
+    op: str
+    key: tuple
+    axes: tuple[np.ndarray, ...]
+    seconds: np.ndarray
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"unknown op {self.op!r}; known: {', '.join(OPS)}")
+        fields, names = OPS[self.op]
+        if len(self.key) != len(fields) or len(self.axes) != len(names):
+            raise ValueError(f"{self.op}: key {fields} and axes {names} expected")
+        LogGrid(self.axes, self.seconds)     # validates shapes, order and positivity
+
+    @property
+    def named_key(self) -> dict:
+        return dict(zip(OPS[self.op][0], self.key))
+
+    @functools.cached_property
+    def grid(self) -> LogGrid:
+        return LogGrid(self.axes, self.seconds)
+
+
+class MeasuredKernels:
+    """A profile's grids, looked up by op and key; ``meta`` is the file's provenance."""
+
+    def __init__(self, grids: Iterable[KernelGrid], meta: dict | None = None):
+        self.meta = dict(meta or {})
+        self._by: dict[str, dict[tuple, KernelGrid]] = {}
+        for g in grids:
+            slot = self._by.setdefault(g.op, {})
+            if g.key in slot:
+                raise ValueError(f"two {g.op} grids for key {g.key}")
+            slot[g.key] = g
+
+    def ops(self) -> list[str]:
+        return [op for op in OPS if op in self._by]
+
+    def grids(self, op: str) -> list[KernelGrid]:
+        """Every grid of ``op`` (none: empty)."""
+        return list(self._by.get(op, {}).values())
+
+    def get(self, op: str, key: tuple) -> KernelGrid | None:
+        return self._by.get(op, {}).get(tuple(key))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by.values())
+
+    def save(self, path: str | Path) -> None:
+        """Write the ``.npz`` (deterministic bytes for the same grids and meta)."""
+        index, arrays = [], {}
+        for i, g in enumerate(g for op in self.ops() for g in self._by[op].values()):
+            index.append({"op": g.op, "key": [_plain(v) for v in g.key],
+                          "axes": list(OPS[g.op][1])})
+            for j, a in enumerate(g.axes):
+                arrays[f"g{i}.a{j}"] = np.asarray(a, dtype=np.float64)
+            arrays[f"g{i}.t"] = np.asarray(g.seconds, dtype=np.float32)
+        arrays["index"] = np.array(json.dumps(index, sort_keys=True))
+        arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
+        _save_npz(Path(path), arrays)
+
+
+def _plain(v):
+    """A key value as JSON keeps it (numpy scalars to Python ones)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    # NOTE: np.savez_compressed stamps zip entries with the current time; a fixed stamp keeps
+    # the file byte-identical across rebuilds (the re-derivation test compares bytes)
+    import zipfile
+    from io import BytesIO
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(arrays):
+            buf = BytesIO()
+            np.save(buf, arrays[name], allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _read(path: str) -> MeasuredKernels:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            index = json.loads(str(z["index"]))
+            meta = json.loads(str(z["meta"]))
+            grids = []
+            for i, entry in enumerate(index):
+                op = entry["op"]
+                n_axes = len(OPS[op][1]) if op in OPS else 0
+                grids.append(KernelGrid(op, tuple(entry["key"]),
+                                        tuple(z[f"g{i}.a{j}"] for j in range(n_axes)),
+                                        z[f"g{i}.t"].astype(np.float64)))
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+        raise ConfigError(f"unreadable kernel grids: {e}", file=path) from None
+    return MeasuredKernels(grids, meta)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(path: str, mtime_ns: int, size: int) -> MeasuredKernels:
+    return _read(path)
+
+
+def load_kernels(path: str | Path) -> MeasuredKernels:
+    """The grids in ``path`` (memoized by file identity: a rewritten file is read again).
+    NOTE: the result is shared; treat it as read-only."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        raise ConfigError("kernel grids file not found", file=str(p)) from None
+    return _cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
