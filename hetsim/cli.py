@@ -243,7 +243,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with README's error form: one line on stderr, exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"hetsim: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        # NOTE: ConfigError's form escapes control characters a user typed (a newline in an
+        # argument must not split the one error line)
+        line = ConfigError(f"{self.prog}: {message} (see {self.prog} --help)").format()
+        self.exit(2, f"hetsim: error: {line}\n")
 
 
 _FORCE_HELP = ("write into a non-empty folder that holds no hetsim output, replacing only the "

@@ -290,3 +290,9 @@ def test_command_lines_exit_0_1_or_2(capsys, data):
     if rc == 2:
         assert ERROR_LINE.search(err) and err.count("hetsim: error:") == 1, (argv, err)
     assert notes == ("my notes\n", "results I keep\n"), argv
+
+
+def test_a_newline_in_an_argument_keeps_the_error_on_one_line(capsys):
+    assert main(["run", "x.yaml", "\n", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert ERROR_LINE.fullmatch(err) and "\\n" in err, err
