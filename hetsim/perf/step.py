@@ -5,7 +5,7 @@ LM head) depends only on (new tokens, sequences needing logits) and is cached; a
 on the chunks and on (decode batch, sum of decode contexts), so a decode step is O(1).
 Sliding-window layers (gpt-oss) attend to at most the window: a causal band in prefill, and in
 decode the sum over sequences of min(context, window), which the engine keeps as it keeps the
-context sum (DESIGN.md, "Sliding-window layers").
+context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts").
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ class StepModel:
         m = model
         self.heads = max(1, m.num_heads // tp)
         self.kv_heads = m.kv_heads_per_rank(tp)
-        self.expert_weights = m.expert_format(f.weights)   # f.weights unless the checkpoint's
-        self.window = m.sliding_window                       # experts are narrower (mxfp4)
+        # the experts' stored format: f.weights unless the checkpoint's is narrower (mxfp4)
+        self.expert_weights = m.expert_format(f.weights)
+        self.window = m.sliding_window
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
         self._decode_linear = None
