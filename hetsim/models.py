@@ -70,6 +70,9 @@ class ModelConfig:
     moe: MoE | None = None
     mla: MLA | None = None
     sliding_window: SlidingWindow | None = None
+    expert_weights: str | None = field(default=None, metadata=meta(
+        "format the checkpoint stores the expert FFN weights in (gpt-oss: mxfp4); none: the "
+        "pool's precision.weights"))
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
@@ -86,6 +89,11 @@ class ModelConfig:
             raise ConfigError(f"{self.sliding_window.layers} windowed layers of {self.num_layers}"
                               f": at least one layer must attend to the full context (KV that "
                               f"grows with it)", path="sliding_window.layers")
+        if self.expert_weights is not None:
+            why = unknown_precision(self.expert_weights)
+            if why or not self.moe:
+                raise ConfigError(why or "only a model with experts (moe:) has expert weights",
+                                  path="expert_weights")
 
     # --- KV cache: the one function -------------------------------------------------------
     def kv_heads_per_rank(self, tp: int = 1) -> int:
@@ -135,6 +143,16 @@ class ModelConfig:
             return full
         return full + min(tokens, w.size) * w.layers * self.kv_layer_bytes(precision, tp)
 
+    def kv_tokens(self, tokens: int) -> float:
+        """Tokens of full-attention KV (:meth:`kv_bytes_per_token` each) that hold as many bytes
+        as one sequence of ``tokens``: ``tokens`` itself without a window, plus the window's
+        ``min(tokens, size)`` tokens scaled by windowed / full-attention layers with one.
+        ``kv_bytes(n) == kv_tokens(n) x kv_bytes_per_token()`` (the layers are alike)."""
+        w = self.sliding_window
+        if not w:
+            return tokens
+        return tokens + min(tokens, w.size) * w.layers / self.full_attention_layers
+
     # --- parameter counts ----------------------------------------------------------------
     def attention_params(self) -> int:
         h, H, d = self.hidden_size, self.num_heads, self.head_dim
@@ -168,6 +186,22 @@ class ModelConfig:
         if not self.moe:
             return 0
         return (self.num_layers - self.moe.first_dense_layers) * self._experts_params(active)
+
+    def expert_format(self, weights: str) -> str:
+        """The format the expert FFNs are stored in on a pool storing weights in ``weights``:
+        the narrower of that and the checkpoint's ``expert_weights`` (serving keeps a
+        published narrow format rather than widening it; a narrower pool format wins)."""
+        e = self.expert_weights
+        if e is None or PRECISION_BYTES[weights] < PRECISION_BYTES[e]:
+            return weights
+        return e
+
+    def weight_bytes(self, weights: str) -> float:
+        """Bytes of every weight (whole model, unsharded) on a pool storing weights in
+        ``weights``: the experts in :meth:`expert_format`, the rest in ``weights``."""
+        experts = self.expert_params()
+        return ((self.num_params() - experts) * PRECISION_BYTES[weights]
+                + experts * PRECISION_BYTES[self.expert_format(weights)])
 
     def num_params(self, active: bool = False) -> int:
         """Total parameters (or parameters active per token, for MoE). Both counts include the
@@ -263,6 +297,11 @@ def from_hf_config(path: str | Path) -> ModelConfig:
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
                         shared_experts=c.get("n_shared_experts") or 0,
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
+        # NOTE: an mxfp4 checkpoint (gpt-oss) quantizes the experts only: its
+        # modules_to_not_convert are attention, router, embeddings and LM head
+        q = c.get("quantization_config")
+        if isinstance(q, dict) and q.get("quant_method") == "mxfp4":
+            d["expert_weights"] = "mxfp4"
     if c.get("kv_lora_rank"):
         d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
                         qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),

@@ -19,8 +19,12 @@ from .errors import ConfigError, suggest
 __all__ = ["PRECISION_BYTES", "Formats", "Precision", "unknown_precision", "unsupported"]
 
 #: Bytes per element of each numeric format hetsim knows.
+#: ``mxfp4`` (OCP microscaling): 4-bit e2m1 values plus one 8-bit e8m0 scale per 32 values,
+#: 4.25 bits; a storage format (gpt-oss's experts), so no accelerator profile lists it as a
+#: compute precision and :func:`unsupported` refuses it as ``compute``; as ``weights`` it is a
+#: weight-only format (dequantized to the compute format, as vLLM's mxfp4 MoE does on Hopper).
 PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-                   "fp4": 0.5, "int4": 0.5}
+                   "fp4": 0.5, "int4": 0.5, "mxfp4": 4.25 / 8}
 
 
 def unknown_precision(name: str) -> str | None:

@@ -18,12 +18,14 @@ from hetsim.engine.request import RECORD_COLUMNS, Request, RequestRecord, State
 
 class Step:
     pm = SimpleNamespace(iteration_overhead=1.0)
+    model = SimpleNamespace(sliding_window=None, kv_tokens=lambda n: n)
 
-    def time(self, chunks=(), n_logits_prefill=0, decode_n=0, decode_ctx=0):
+    def time(self, chunks=(), n_logits_prefill=0, decode_n=0, decode_ctx=0,
+             decode_window_ctx=None):
         return 1.0 + sum(q for q, _ in chunks) / 8 + decode_n / 4
 
-    def decode_time(self, n, ctx):
-        return self.time(decode_n=n, decode_ctx=ctx)
+    def decode_time(self, n, ctx, window_ctx=None):
+        return self.time(decode_n=n, decode_ctx=ctx, decode_window_ctx=window_ctx)
 
 
 def pool(role, kv_blocks=100, max_tokens=64, max_seqs=8, **spec):

@@ -106,7 +106,12 @@ class PrefillInstance(Instance):
 
 class DecodeInstance(Instance):
     """Owns besides the base: sequences waiting to join (``pending``) and the running batch,
-    a heap of (done step, id, gen, request); ``gen`` tells a live entry from a stale one."""
+    a heap of (done step, id, gen, request); ``gen`` tells a live entry from a stale one.
+
+    With sliding-window layers it also keeps ``win_sum`` = sum over running sequences of
+    min(context, window) exactly, in O(1) per step: ``n_below`` sequences still short of the
+    window each add one per step, and leave that count off a heap keyed by the step their
+    context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
     role = "decode"
 
     def __init__(self, *a, **kw):
@@ -116,7 +121,12 @@ class DecodeInstance(Instance):
         self.step_no = 0
         self.ctx_sum = 0
         self._n = 0              # sequences in the running iteration
+        self.win_sum = 0         # sum of min(context, window) (windowed layers' reads)
+        self.n_below = 0         # running sequences whose context is below the window
+        self.crossing: list[tuple[int, int, int, Request]] = []
         super().__init__(*a, **kw)
+        w = self.step.model.sliding_window
+        self.window = w.size if w else 0   # 0: no windowed layers
 
     def fits(self, req: Request) -> bool:
         return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
@@ -155,6 +165,31 @@ class DecodeInstance(Instance):
         heapq.heappush(self.active, (r.done_step, r.id, r.gen, r))
         self.running += 1
         self.ctx_sum += ctx
+        if self.window:
+            self._window_start(r, ctx)
+
+    def _window_start(self, r: Request, ctx: int) -> None:
+        w = self.window
+        self.win_sum += min(ctx, w)
+        if ctx < w:
+            self.n_below += 1
+            heapq.heappush(self.crossing, (self.step_no + w - ctx, r.id, r.gen, r))
+
+    def _window_stop(self, ctx: int) -> None:
+        """A sequence at context ``ctx`` leaves the batch (its crossing entry goes stale)."""
+        w = self.window
+        self.win_sum -= min(ctx, w)
+        if ctx < w:
+            self.n_below -= 1
+
+    def _window_step(self) -> None:
+        """Every running sequence gained a token: those below the window read one more."""
+        self.win_sum += self.n_below
+        crossing = self.crossing
+        while crossing and crossing[0][0] <= self.step_no:
+            _, _, gen, r = heapq.heappop(crossing)
+            if r.gen == gen:
+                self.n_below -= 1
 
     def _ctx(self, r: Request) -> int:
         return r.ctx0 + self.step_no - r.step0
@@ -175,7 +210,10 @@ class DecodeInstance(Instance):
             _, _, gen, r = heapq.heappop(active)
             if r.gen != gen:
                 continue
-            self.ctx_sum -= r.ctx0 + self.step_no - r.step0    # its context (see _ctx)
+            ctx = r.ctx0 + self.step_no - r.step0    # its context (see _ctx)
+            self.ctx_sum -= ctx
+            if self.window:
+                self._window_stop(ctx)
             self.running -= 1
             r.gen += 1
             self._complete(r)
@@ -200,12 +238,14 @@ class DecodeInstance(Instance):
         if n == 0:
             return None
         assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-        return self.step.decode_time(n, self.ctx_sum)
+        return self.step.decode_time(n, self.ctx_sum, self.win_sum)
 
     def _after(self) -> None:
         """Every running sequence gained a token."""
         self.step_no += 1
         self.ctx_sum += self._n
+        if self.window:
+            self._window_step()
         self._finish()
 
     def stats(self, until: float, **kind) -> InstanceStats:
@@ -245,7 +285,7 @@ class MixedInstance(DecodeInstance):
             return None
         self._plan = plan
         finishing = self._finishing = [e for e, c in plan if e[1] + c == e[0].input_tokens]
-        return self.step.time(chunks, len(finishing), n, self.ctx_sum)
+        return self.step.time(chunks, len(finishing), n, self.ctx_sum, self.win_sum)
 
     def _after(self) -> None:
         super()._after()

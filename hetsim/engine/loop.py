@@ -20,7 +20,14 @@ from .policy import FcfsPolicy, SchedulerPolicy
 from .request import Request, State
 from .stats import InstanceStats, KVStats
 
-__all__ = ["Instance"]
+__all__ = ["Instance", "kv_window"]
+
+
+def kv_window(model) -> tuple[int, int, int] | None:
+    """A :class:`BlockPool`'s ``window`` for ``model``: (window tokens, windowed layers,
+    full-attention layers), or None without sliding-window layers."""
+    w = model.sliding_window
+    return (w.size, w.layers, model.full_attention_layers) if w else None
 
 
 class Instance:
@@ -29,6 +36,7 @@ class Instance:
     work queue, and the counters its statistics snapshot reads."""
     role = ""
     begins = False   # the kind has a _begin (checked, not called, on the hot path)
+    whole_window = False   # KV blocks: a whole window per sequence (see BlockPool)
 
     def __init__(self, env: simpy.Environment, name: str, pool, step: StepModel, *,
                  ports=None, staging: BlockPool | None = None,
@@ -37,7 +45,8 @@ class Instance:
         spec = pool.spec
         self.max_tokens, self.max_seqs = spec.max_batch_tokens, spec.max_seqs
         self.policy = policy if policy is not None else FcfsPolicy()
-        self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate())
+        self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate(),
+                            window=kv_window(step.model), whole_window=self.whole_window)
         self.ports, self.staging = ports, staging
         self.port = ports.nic if ports is not None else None   # what routers look at
         self.busy_s = 0.0
@@ -150,7 +159,8 @@ class Instance:
         if pc is None or pc.residency != "host" or not req.cached_tokens:
             return 0.0
         link = self.pool.cache_link
-        nbytes = req.cached_tokens * self.pool.memory.kv_bytes_per_token
+        tokens = self.step.model.kv_tokens(req.cached_tokens)   # the window's too
+        nbytes = tokens * self.pool.memory.kv_bytes_per_token
         return link.latency + nbytes / link.bandwidth
 
     def _queue_prompt(self, req: Request, load_tokens: int) -> simpy.Event:

@@ -15,11 +15,19 @@ class BlockPool:
     ``reserve`` queues FIFO, so a large request at the head is not starved by small ones.
     ``gate`` (optional, () -> bool) closes the queue: while it returns False no queued or new
     reservation is granted (``take`` still works; it is for the owner's own re-admissions).
+
+    A block holds ``block_size`` tokens of the full-attention layers' KV. ``window`` (a model
+    with sliding-window layers: (window tokens, windowed layers, full-attention layers)) adds
+    the windowed layers' blocks to :meth:`blocks`: the last min(tokens, window) tokens' KV in
+    the same blocks (vLLM's hybrid allocator frees a windowed layer's blocks once they leave
+    the window); ``whole_window`` charges a full window from the first token instead.
     """
 
     def __init__(self, env: simpy.Environment, capacity: int, block_size: int,
-                 gate: Callable[[], bool] | None = None):
+                 gate: Callable[[], bool] | None = None,
+                 window: tuple[int, int, int] | None = None, whole_window: bool = False):
         self.env, self.capacity, self.block_size, self.gate = env, capacity, block_size, gate
+        self.window, self.whole_window = window, whole_window
         self.used = 0
         self.peak = 0
         self._waiters: deque[tuple[int, simpy.Event]] = deque()
@@ -28,8 +36,17 @@ class BlockPool:
         self._last = 0.0
 
     def blocks(self, tokens: int) -> int:
-        """Blocks that hold ``tokens`` tokens."""
-        return -(-int(tokens) // self.block_size)
+        """Blocks that hold a sequence of ``tokens`` tokens (its windowed layers too)."""
+        n = -(-int(tokens) // self.block_size)
+        return n + self.window_blocks(tokens) if self.window else n
+
+    def window_blocks(self, tokens: int) -> int:
+        """Blocks a sequence of ``tokens`` tokens holds for its windowed layers (0: none)."""
+        if not self.window:
+            return 0
+        size, layers, full = self.window
+        held = size if self.whole_window else min(int(tokens), size)
+        return -(-held * layers // (full * self.block_size))
 
     @property
     def free(self) -> int:

@@ -28,7 +28,12 @@ __all__ = ["OnDemandDecodeInstance"]
 
 class OnDemandDecodeInstance(DecodeInstance):
     """Owns besides a decode instance: the growth heap, the admission order (for victims),
-    the preempted queue and the host-DRAM tier (a block pool over ``offload_link``)."""
+    the preempted queue and the host-DRAM tier (a block pool over ``offload_link``).
+
+    NOTE: with sliding-window layers a sequence holds a whole window's blocks from admission
+    (``whole_window``), so only its full-attention blocks grow; it over-holds only while its
+    context is shorter than the window (at most the window's blocks per sequence)."""
+    whole_window = True
 
     def __init__(self, *a, **kw):
         self.grow: list = []             # heap of (step needing a block, id, gen, request)
@@ -41,7 +46,7 @@ class OnDemandDecodeInstance(DecodeInstance):
         super().__init__(*a, **kw)
         spec = self.pool.spec
         self.preemption_policy = spec.preemption_policy
-        self.host = BlockPool(self.env, 0, spec.block_size)
+        self.host = BlockPool(self.env, 0, spec.block_size, window=self.kv.window)
         if spec.kv_offload is not None:
             self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
                 self.pool.memory.kv_bytes_per_token * spec.tp * spec.block_size))
@@ -68,7 +73,8 @@ class OnDemandDecodeInstance(DecodeInstance):
 
     def _schedule_growth(self, r: Request) -> None:
         # context at step k is ctx0 + k - step0; a block is needed when it exceeds the blocks held
-        k = r.step0 + r.kv_blocks * self.kv.block_size + 1 - r.ctx0
+        full = r.kv_blocks - self.kv.window_blocks(r.ctx0)   # the full-attention layers'
+        k = r.step0 + full * self.kv.block_size + 1 - r.ctx0
         if k < r.done_step:
             heapq.heappush(self.grow, (k, r.id, r.gen, r))
 
@@ -108,13 +114,16 @@ class OnDemandDecodeInstance(DecodeInstance):
         v.ctx0 = ctx
         v.gen += 1
         self.ctx_sum -= ctx
+        if self.window:
+            self._window_stop(ctx)
         v.preemptions += 1
         self.preemptions += 1
         blocks, held = v.kv_blocks, ctx - 1
         if self.preemption_policy == "swap" and self.host.try_reserve(self.host.blocks(held)):
             v.swapped = self.host.blocks(held)
-            self._extra += self._swap_time(held)
-            self.swapped_bytes += held * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
+            tokens = self.step.model.kv_tokens(held)    # with the window's
+            self._extra += self._swap_time(tokens)
+            self.swapped_bytes += tokens * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
         self.kv.release(blocks)
         v.kv_blocks = 0
         self.preempted.appendleft(v)

@@ -18,6 +18,7 @@ from ..perf import PerfModel, StepModel
 from ..resolve import ResolvedPlacement, ResolvedPool
 from ..workload import Requests
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
+from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance
@@ -72,8 +73,8 @@ class Simulation:
         for i in range(spec.instances):
             name = f"{pool.name}/{i}"
             ports = self.link.make_ports(name, pool) if self.link is not None else None
-            staging = (BlockPool(self.env, staging_blocks, spec.block_size)
-                       if staging_blocks else None)
+            staging = (BlockPool(self.env, staging_blocks, spec.block_size,
+                                 window=kv_window(self.model)) if staging_blocks else None)
             insts.append(kind(self.env, name, pool, step, ports=ports, staging=staging, **kw))
         return insts
 

@@ -28,7 +28,8 @@ class InstancePorts(NamedTuple):
 
 class _Pair(NamedTuple):
     """Per (prefill pool, decode pool): wire bytes per token, where a format mismatch
-    converts (None: no conversion), its cost in seconds for n tokens, and bytes per token."""
+    converts (None: no conversion), its cost in seconds for n tokens, and bytes per token.
+    A token here is one of full-attention KV; a prompt's count is ``model.kv_tokens(n)``."""
     wire: float
     side: str | None
     convert_s: object
@@ -92,8 +93,9 @@ class KVLink:
 
     def convert(self, req: Request, pair: _Pair) -> float:
         """Charge ``req``'s conversion on the pair; its seconds."""
-        req.conversion_s = pair.convert_s(req.input_tokens)
-        self.conversion_bytes += pair.convert_bytes * req.input_tokens
+        tokens = self.model.kv_tokens(req.input_tokens)
+        req.conversion_s = pair.convert_s(tokens)
+        self.conversion_bytes += pair.convert_bytes * tokens
         return req.conversion_s
 
     def path(self, p, d) -> tuple[tuple[Port, ...], float]:
@@ -141,7 +143,7 @@ class KVLink:
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
             yield d.reserve(req)   # which a decode-side conversion replaces
-            tokens = req.input_tokens * d.pool.memory.kv_bytes_per_token
+            tokens = self.model.kv_tokens(req.input_tokens) * d.pool.memory.kv_bytes_per_token
             copy = conv if pair.side == "decode" else d.step.pm.kv_convert_time(
                 tokens, tokens, self.model.num_layers)
             yield d.add_work(copy)
@@ -153,7 +155,8 @@ class KVLink:
     def _send(self, req: Request, p, d, wire: float):
         """The bytes cross the path (a layer-wise stream no faster than the prefill)."""
         env = self.env
-        req.kv_bytes = req.input_tokens * wire
+        # NOTE: a windowed layer sends only the window's KV (kv_tokens counts it)
+        req.kv_bytes = self.model.kv_tokens(req.input_tokens) * wire
         ports, setup = self.path(p, d)
         cap = None
         ahead = req.prefill_end_expected - env.now

@@ -17,7 +17,8 @@ class MemoryPlan:
     activation_bytes: float
     kv_bytes: float
     kv_bytes_per_token: float  # per rank
-    kv_tokens: int             # tokens of KV the instance can hold
+    kv_tokens: int             # tokens of full-attention KV the instance can hold (a
+    #                            sequence of n tokens takes model.kv_tokens(n) of them)
     kv_blocks: int
     block_size: int
 
@@ -41,7 +42,10 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
         raise ConfigError(why)
     f = Formats.of(precision)
     usable = acc.hbm_bytes * memory_utilization
-    weights = model.num_params() / tp * PRECISION_BYTES[f.weights]
+    if getattr(model, "expert_weights", None):   # experts in their own format (gpt-oss)
+        weights = model.weight_bytes(f.weights) / tp
+    else:
+        weights = model.num_params() / tp * PRECISION_BYTES[f.weights]
     act_b = 4.0 if f.compute in ("fp32", "tf32") else 2.0
     h, ffn = model.hidden_size, (model.moe.expert_ffn_size * model.moe.top_k if model.moe
                                  else model.ffn_size)
@@ -65,14 +69,12 @@ def model_problem(model) -> str | None:
     """What the performance model cannot represent about ``model`` yet (None: nothing);
     memory_plan, StepModel, resolution and the planner refuse such a model.
 
-    NOTE: sliding-window layers (gpt-oss) hold at most a window of KV and attend to at most a
-    window of it; the step model, memory plan and KV transfers count every layer as full
-    attention and the per-token KV as full-attention layers only, so a run would be wrong in
-    both directions. Refused until they do (DESIGN.md, "Kernel databases"). gpt-oss also
-    stores its experts in mxfp4 and the rest in bf16, which one weight format cannot express:
-    lifting this refusal needs that too."""
-    if getattr(model, "sliding_window", None) is not None:
-        return (f"{model.name} has sliding-window attention layers "
-                f"({model.sliding_window.layers} of {model.num_layers}), which hetsim's step "
-                f"model and KV accounting do not model yet")
+    Nothing in the catalog is refused today. Sliding-window layers (gpt-oss) are modelled: the
+    step model charges them a causal band in prefill and min(context, window) per sequence in
+    decode, KV memory and transfers count the window's tokens, and the experts' own weight
+    format (mxfp4) sizes and streams them. What a model config cannot express (per-layer
+    patterns beyond full/sliding, other quantization methods) is refused or read
+    conservatively by :func:`hetsim.models.from_hf_config`, so it does not reach here.
+    NOTE: kept as the one hook the callers share, so a future unmodelled feature is refused
+    everywhere at once rather than simulated wrongly."""
     return None

@@ -3,6 +3,9 @@
 ``StepModel.time`` is the engine's hot path. The non-attention part (GEMMs, norms, all-reduces,
 LM head) depends only on (new tokens, sequences needing logits) and is cached; attention depends
 on the chunks and on (decode batch, sum of decode contexts), so a decode step is O(1).
+Sliding-window layers (gpt-oss) attend to at most the window: a causal band in prefill, and in
+decode the sum over sequences of min(context, window), which the engine keeps as it keeps the
+context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts").
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from ..precision import PRECISION_BYTES, Formats, unsupported
 from .memory import model_problem
 from .ops import PerfModel
 
-__all__ = ["StepModel"]
+__all__ = ["StepModel", "band_pairs"]
 
 _HIGH = ("fp32", "tf32", "fp16", "bf16")
 
@@ -34,6 +37,9 @@ class StepModel:
         m = model
         self.heads = max(1, m.num_heads // tp)
         self.kv_heads = m.kv_heads_per_rank(tp)
+        # the experts' stored format: f.weights unless the checkpoint's is narrower (mxfp4)
+        self.expert_weights = m.expert_format(f.weights)
+        self.window = m.sliding_window
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
         self._decode_linear = None
@@ -61,15 +67,17 @@ class StepModel:
         return attn
 
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
-                  n_experts: float = 1.0) -> float:
+                  n_experts: float = 1.0, weights: str | None = None) -> float:
         """Dense FFN of ``size`` (sharded by TP); for experts, ``n_experts`` groups of
-        ``experts_m`` tokens run as one grouped GEMM (one launch)."""
+        ``experts_m`` tokens run as one grouped GEMM (one launch). ``weights``: the stored
+        format of these weights (default: the pool's)."""
         m, pm, f = self.model, self.pm, self.formats
+        wf = weights or f.weights
         h, fs = m.hidden_size, max(1, size // self.tp)
         up = 2 * fs if m.gated_ffn else fs
         rows = n_tok if experts_m is None else max(1, int(-(-experts_m // 1)))
-        t = (pm.gemm_time(rows, up, h, f.compute, f.weights)
-             + pm.gemm_time(rows, h, fs, f.compute, f.weights) - 2 * pm.kernel_overhead)
+        t = (pm.gemm_time(rows, up, h, f.compute, wf)
+             + pm.gemm_time(rows, h, fs, f.compute, wf) - 2 * pm.kernel_overhead)
         return t * n_experts + 2 * pm.kernel_overhead
 
     def _layer_dense_time(self, n_tok: int, layer_is_moe: bool) -> float:
@@ -80,16 +88,18 @@ class StepModel:
             routed = n_tok * e.top_k
             active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
-            t += self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active)
+            t += self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
+                                self.expert_weights)
             if e.shared_experts:
-                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts)
+                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts,
+                                    weights=self.expert_weights)
         else:
             t += self._ffn_time(n_tok, m.ffn_size)
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
         h, fs = m.hidden_size, m.ffn_size // self.tp
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
                                         + 2 * (self.heads + self.kv_heads) * m.head_dim)
-        kv_write = n_tok * self.model.kv_bytes_per_token(f.kv, self.tp) / m.num_layers
+        kv_write = n_tok * m.kv_layer_bytes(f.kv, self.tp)   # windowed layers write it too
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
         t += 2 * pm.allreduce_time(n_tok * h * self.act_bytes, self.tp)
         return t
@@ -121,17 +131,61 @@ class StepModel:
         return m.head_dim, m.head_dim
 
     def prefill_attention_time(self, chunks) -> float:
+        if self.window is not None:
+            return self._windowed_prefill_time(chunks)
         qk, v = self._attn_dims()
         return self.model.num_layers * self.pm.attention_chunks_time(
             chunks, self.heads, self.heads if self.model.mla else self.kv_heads, qk,
             self.attn_precision, self.formats.kv, v_head_dim=v)
 
-    def decode_attention_time(self, batch: int, total_kv: int) -> float:
+    def _windowed_prefill_time(self, chunks) -> float:
+        """Full-attention layers as without a window; each windowed layer is a causal band:
+        the query at position p attends to keys (p - size, p], so a chunk reads at most
+        q + size - 1 keys and computes :func:`band_pairs` (query, key) pairs.
+
+        NOTE: the op model's FLOPs are proportional to the causal pairs over the same query
+        tiles, so the band's compute is the op model's for the keys it reads scaled by the
+        ratio of pairs; its memory is the op model's for those keys, exactly."""
+        pm, m, w = self.pm, self.model, self.window.size
+        qk, v = self._attn_dims()
+        kvh = self.heads if m.mla else self.kv_heads
+        args = (self.heads, kvh, qk, self.attn_precision, self.formats.kv, v)
+        full = pm.attention_chunks_time(chunks, *args[:5], v_head_dim=v)
+        band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
+        compute, memory, q_tokens = pm.attention_prefill_parts(band, *args)
+        causal = sum(band_pairs(q, kv, kv) for q, kv in band)
+        if causal:
+            compute *= sum(band_pairs(q, kv, w) for q, kv in chunks) / causal
+        compute /= pm._corr("attention_prefill", self.attn_precision, q_tokens)
+        windowed = max(compute, memory) + pm.kernel_overhead
+        return m.full_attention_layers * full + self.window.layers * windowed
+
+    def decode_attention_time(self, batch: int, total_kv: int,
+                              window_kv: int | None = None) -> float:
+        """Decode attention of ``batch`` sequences holding ``total_kv`` tokens of context in
+        all; ``window_kv``: the sum over them of min(context, window) for windowed layers
+        (default min(total_kv, batch x window), exact when every context fills the window)."""
+        if self.window is not None:
+            return self._windowed_decode_time(batch, total_kv, window_kv)
         lin = self._decode_linear
         if lin is not None and batch > 0:   # hot path: one call per decode step
             a, b, g, k = lin
             return self.model.num_layers * (max(a * total_kv, b * total_kv + g * batch) + k)
         return self._decode_attention_time(batch, total_kv)
+
+    def _windowed_decode_time(self, batch: int, total_kv: int, window_kv: int | None) -> float:
+        if window_kv is None:
+            window_kv = min(total_kv, batch * self.window.size)
+        return (self.model.full_attention_layers * self._decode_layer_time(batch, total_kv)
+                + self.window.layers * self._decode_layer_time(batch, window_kv))
+
+    def _decode_layer_time(self, batch: int, kv: int) -> float:
+        """One layer's decode attention over ``kv`` tokens of context in all."""
+        lin = self._decode_linear
+        if lin is not None and batch > 0:
+            a, b, g, k = lin
+            return max(a * kv, b * kv + g * batch) + k
+        return self.pm.attention_decode_total_time(*self._decode_args(batch, kv))
 
     def _decode_args(self, batch: int, total_kv: int) -> tuple:
         """Per-layer arguments of the op model's decode attention for this model and rank."""
@@ -153,27 +207,41 @@ class StepModel:
 
     # --- iterations ----------------------------------------------------------------------
     def time(self, chunks=(), n_logits_prefill: int = 0, decode_n: int = 0,
-             decode_ctx: int = 0) -> float:
+             decode_ctx: int = 0, decode_window_ctx: int | None = None) -> float:
         """One iteration: prefill ``chunks`` [(q_len, kv_len)], of which ``n_logits_prefill``
-        finish their prompt, plus ``decode_n`` decode tokens over ``decode_ctx`` context."""
+        finish their prompt, plus ``decode_n`` decode tokens over ``decode_ctx`` context
+        (``decode_window_ctx``: the windowed layers' part, see :meth:`decode_attention_time`)."""
         q_tokens = sum(q for q, _ in chunks) if chunks else 0
         t = self.dense_time(q_tokens + decode_n, n_logits_prefill + decode_n)
         if chunks:
             t += self.prefill_attention_time(chunks)
         if decode_n:
-            t += self.decode_attention_time(decode_n, decode_ctx)
+            t += self.decode_attention_time(decode_n, decode_ctx, decode_window_ctx)
         return t + self.pm.iteration_overhead
 
     def prefill_time(self, prompt_lens) -> float:
         lens = [int(x) for x in prompt_lens]
         return self.time([(n, n) for n in lens], n_logits_prefill=len(lens))
 
-    def decode_time(self, batch: int, total_ctx: int) -> float:
-        """``time(decode_n=batch, decode_ctx=total_ctx)``, the same sums in the same order.
+    def decode_time(self, batch: int, total_ctx: int, window_ctx: int | None = None) -> float:
+        """``time(decode_n=batch, decode_ctx=total_ctx, decode_window_ctx=window_ctx)``, the
+        same sums in the same order.
         NOTE: hot path (once per decode iteration), so written out."""
         t = self._dense_cache.get((batch, batch))
         if t is None:
             t = self.dense_time(batch, batch)
         if batch:
-            t += self.decode_attention_time(batch, total_ctx)
+            t += self.decode_attention_time(batch, total_ctx, window_ctx)
         return t + self.pm.iteration_overhead
+
+
+def band_pairs(q: int, kv: int, window: int) -> int:
+    """(query, key) pairs of a chunk of ``q`` queries ending at position ``kv`` (1-based, so the
+    chunk's queries are positions kv - q + 1 .. kv) when each attends to the last ``window``
+    keys up to itself: sum over those positions x of min(x, window). ``window >= kv`` is the
+    plain causal count q (kv - q) + q (q + 1) / 2."""
+    def upto(n: int) -> int:   # sum of min(x, window) for x = 1..n
+        if n <= window:
+            return n * (n + 1) // 2
+        return window * (window + 1) // 2 + (n - window) * window
+    return upto(kv) - upto(kv - q)
