@@ -121,8 +121,16 @@ def _pool(row, role: str, prefix: str, runtime_kernels: bool) -> dict:
     return pool
 
 
-def scenario(row, runtime_kernels: bool = False, requests_per_client: int = 10) -> dict:
-    """The hetsim scenario of one measured row (a dict, as a YAML file would give it)."""
+def _lengths(n: int, spread: float) -> dict:
+    """``n`` tokens, or with ``spread`` uniform in [(1 - spread) n, n]."""
+    lo = max(1, int((1 - spread) * n))
+    return {"dist": "fixed", "value": n} if lo == n else {"dist": "uniform", "min": lo, "max": n}
+
+
+def scenario(row, runtime_kernels: bool = False, spread: float = 0.0,
+             requests_per_client: int = 10) -> dict:
+    """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
+    ``spread`` > 0 draws lengths below the row's (clients then drift out of lock-step)."""
     key = str(row["model_path"]).strip().lower()
     if key not in MODELS:
         raise ConfigError(f"hetsim has no model for {row['model_path']}")
@@ -136,17 +144,17 @@ def scenario(row, runtime_kernels: bool = False, requests_per_client: int = 10) 
     c = concurrency(row)
     workload = {"requests": requests_per_client * c, "seed": 0,
                 "arrival": {"process": "closed", "concurrency": c},
-                "input_tokens": {"dist": "fixed", "value": int(row["isl"])},
-                "output_tokens": {"dist": "fixed", "value": int(row["osl"])}}
+                "input_tokens": _lengths(int(row["isl"]), spread),
+                "output_tokens": _lengths(int(row["osl"]), spread)}
     return {"name": f"silicon-{row['id']}", "model": MODELS[key], "workload": workload,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 
-def simulate(row, runtime_kernels: bool = False) -> dict:
+def simulate(row, runtime_kernels: bool = False, spread: float = 0.0) -> dict:
     """hetsim's mean TTFT and TPOT (ms) of one row, or the reason it was not modelled."""
     t0 = time.perf_counter()
     try:
-        sc = parse_scenario(scenario(row, runtime_kernels), f"{SAMPLE}#{row['id']}")
+        sc = parse_scenario(scenario(row, runtime_kernels, spread), f"{SAMPLE}#{row['id']}")
         df = hetsim.run(sc).requests
     except ConfigError as e:
         return {"id": row["id"], "skipped": str(e).split(": ", 1)[-1]}
@@ -164,9 +172,10 @@ def _simulate_kw(args):
     return simulate(*args)
 
 
-def evaluate(rows: pd.DataFrame, runtime_kernels: bool = False, jobs: int = 1) -> pd.DataFrame:
+def evaluate(rows: pd.DataFrame, runtime_kernels: bool = False, jobs: int = 1,
+             spread: float = 0.0) -> pd.DataFrame:
     """``rows`` (an :func:`allowed_rows` frame) with hetsim's figures and skip reasons."""
-    work = [(r, runtime_kernels) for r in rows.to_dict("records")]
+    work = [(r, runtime_kernels, spread) for r in rows.to_dict("records")]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
             out = list(ex.map(_simulate_kw, work, chunksize=1))
@@ -282,6 +291,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="rows simulated in parallel")
     ap.add_argument("--runtime-kernels", action="store_true",
                     help="add runtime: <the row's backend> to every pool")
+    ap.add_argument("--length-spread", type=float, default=0.0, metavar="F",
+                    help="draw ISL and OSL uniform in [(1-F) x, x] instead of fixed (a check "
+                    "of how much lock-stepped clients cost)")
     ap.add_argument("--rows", action="store_true", help="print every modelled row")
     ap.add_argument("--csv", type=Path, help="write every row, with both estimates, here")
     ap.add_argument("--readme", type=Path, help=f"write the block into its {MARK[0]} region")
@@ -302,12 +314,13 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    df = with_aic(evaluate(rows, a.runtime_kernels, a.jobs))
+    df = with_aic(evaluate(rows, a.runtime_kernels, a.jobs, a.length_spread))
     wall = time.perf_counter() - t0
     ok = df[df["skipped"] == ""]
     block = (f"{len(ok)} of {len(df)} allowed rows modelled ({len(df) - len(ok)} skipped), "
              f"10 x concurrency requests each, seed 0; {wall:.0f} s on {a.jobs} process(es)."
-             f"{' Runtime kernels.' if a.runtime_kernels else ''}\n\n"
+             f"{' Runtime kernels.' if a.runtime_kernels else ''}"
+             f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}\n\n"
              + table(summary(ok)) + "\n\nNot modelled:\n" + skipped(df))
     if a.rows:
         print(per_row(df) + "\n")

@@ -160,3 +160,10 @@ def test_moe_width_sets_the_tp_group(sa):
                gemm_quant_mode="fp8", system="h200_sxm")
     pool = sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]
     assert pool["tp"] == 4 and sa.scenario(row)["model"] == "qwen3-235b-a22b"
+
+
+def test_length_spread(sa):
+    w = sa.scenario(_row(isl=1000, osl=10), spread=0.2)["workload"]
+    assert w["input_tokens"] == {"dist": "uniform", "min": 800, "max": 1000}
+    assert w["output_tokens"] == {"dist": "uniform", "min": 8, "max": 10}
+    assert sa.scenario(_row(osl=1), spread=0.2)["workload"]["output_tokens"]["dist"] == "fixed"
