@@ -1,0 +1,336 @@
+"""hetsim against measured end-to-end serving runs (issue 15 §3).
+
+Replays the closed-loop serving runs aiconfigurator-core ships in
+``systems/silicon_sample.csv`` through hetsim, one scenario per row (its system, model,
+precision, TP, aggregated or disaggregated workers, ISL/OSL and concurrency), and prints the
+absolute percentage error of mean TTFT and mean TPOT, per row and by runtime and system, with
+AIConfigurator's own estimate of the same rows beside it where one is stored.
+
+**Held out**: rows of the Llama and DeepSeek families (``meta-llama/*``, ``nvidia/Llama-*``,
+``deepseek-ai/*``, ``nvidia/DeepSeek-*``) judge hetsim independently. :func:`allowed_rows` is
+the only reader of the file and drops them (and rows with no model) before anything else sees
+the frame; every other function here takes that frame.
+
+What the measurements are: the mean TTFT and mean TPOT of one closed-loop benchmark run at
+``silicon_concurrency`` clients (named in ``silicon_data_source``; ``batch_size`` for agg
+rows). aiconfigurator's campaigns record ``mean_ttft``/``mean_tpot`` as these columns, and its
+replay of them runs ``10 x concurrency`` requests; so does this one: C clients start together
+(their start burst is in the statistics, as in ``vllm bench serve`` and aiperf, which keep no
+warm-up by default: docs/runtime-rules.md §6), each sends its next request when the last ends.
+
+    python benchmarks/serving_accuracy.py [--limit N] [--model qwen3-32b] [--system h100_sxm]
+    python benchmarks/serving_accuracy.py --jobs 2 --readme README.md    # README's block
+    python benchmarks/serving_accuracy.py --refresh-aic                  # aic's own estimates
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import hetsim
+from hetsim import kerneldb
+from hetsim.errors import ConfigError
+from hetsim.scenario import parse_scenario
+
+SAMPLE = "silicon_sample.csv"
+HELD_OUT = ("meta-llama/", "nvidia/llama-", "deepseek-ai/", "nvidia/deepseek-")
+AIC_CSV = Path(__file__).parent / "data" / "aic_serving_estimates.csv"
+MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
+#: model_path (lower case) -> hetsim catalog model; quantized checkpoints map to the base model
+MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
+          "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
+          "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b"}
+#: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
+#: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
+FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
+           "fp8_block": ("fp8", "fp8"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
+           "int4_wo": ("bf16", "int4"), "int8_wo": ("bf16", "int8")}
+#: runtime -> (token budget per step, max running requests) as each defaults on 80-192 GB GPUs
+#: (docs/runtime-rules.md §1: vLLM serve 8192/1024; SGLang chunked_prefill_size 8192 below
+#: 160 GiB, else 16384; TRT-LLM LLM-API max_num_tokens 8192, max_batch_size 2048)
+BUDGET = {"vllm": (8192, 1024), "sglang": (8192, 2048), "trtllm": (8192, 2048)}
+
+
+def allowed_rows(path: str | Path | None = None) -> pd.DataFrame:
+    """The measured runs the team may use: every row but the held-out families' (matched
+    case-insensitively, surrounding spaces ignored) and rows with no ``model_path``. The one
+    place the file is read."""
+    if path is None:
+        path = resources.files("aiconfigurator_core") / "systems" / SAMPLE
+    df = pd.read_csv(path)
+    model = df["model_path"].astype("string").str.strip().str.lower()
+    held = model.isna() | model.str.startswith(HELD_OUT).fillna(True)
+    return df[~held.to_numpy()].reset_index(drop=True)
+
+
+def _int(v, default: int = 1) -> int:
+    return default if pd.isna(v) or int(v) <= 0 else int(v)
+
+
+def concurrency(row) -> int:
+    """Clients of the run: ``silicon_concurrency`` from the source note, else the batch of
+    every worker (``batch_size`` is per attention-DP rank, as aic reads it)."""
+    m = re.search(r"silicon_concurrency=(\d+)", str(row.get("silicon_data_source", "")))
+    if m:
+        return int(m.group(1))
+    if row["mode"] == "disagg":
+        return (_int(row.get("decode_batch_size")) * _int(row.get("decode_num_workers"))
+                * _int(row.get("decode_attention_dp_size")))
+    return _int(row.get("batch_size")) * _int(row.get("attention_dp_size"))
+
+
+def agg_workers(row) -> int:
+    """Aggregated workers: the clients over one worker's batch (no column names them; rows
+    where ``silicon_concurrency`` is a multiple of ``batch_size x attention_dp_size`` ran several)."""
+    per_worker = _int(row.get("batch_size")) * _int(row.get("attention_dp_size"))
+    return max(1, round(concurrency(row) / per_worker))
+
+
+def precision(row) -> dict:
+    mode = row.get("gemm_quant_mode")
+    mode = row.get("precision") if pd.isna(mode) else mode
+    compute, weights = FORMATS.get("bf16" if pd.isna(mode) else str(mode), (None, None))
+    if compute is None:
+        raise ConfigError(f"no hetsim format for gemm_quant_mode {mode}")
+    return {"compute": compute, "weights": weights, "kv": "bf16"}
+
+
+def _pool(row, role: str, prefix: str, runtime_kernels: bool) -> dict:
+    # NOTE: hetsim has no attention-DP or expert parallelism: a worker's GPUs (tp x
+    # attention_dp, or moe_tp x moe_ep where that is more) are modelled as one TP group
+    system, backend = row["system"], row["backend"]
+    tokens, seqs = BUDGET[backend]
+    acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
+    if backend == "sglang" and acc.hbm_gb >= 160:
+        tokens = 16384
+    pool = {"role": role, "accelerator": kerneldb.SYSTEMS[system],
+            "tp": max(_int(row.get(prefix + "tp_size")) * _int(row.get(prefix + "attention_dp_size")),
+                      _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size"))),
+            "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
+            "precision": precision(row), "max_batch_tokens": tokens, "max_seqs": seqs}
+    if runtime_kernels:
+        pool["runtime"] = backend
+    return pool
+
+
+def _lengths(n: int, spread: float) -> dict:
+    """``n`` tokens, or with ``spread`` uniform in [(1 - spread) n, n]."""
+    lo = max(1, int((1 - spread) * n))
+    return {"dist": "fixed", "value": n} if lo == n else {"dist": "uniform", "min": lo, "max": n}
+
+
+def scenario(row, runtime_kernels: bool = False, spread: float = 0.0,
+             requests_per_client: int = 10) -> dict:
+    """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
+    ``spread`` > 0 draws lengths below the row's (clients then drift out of lock-step)."""
+    key = str(row["model_path"]).strip().lower()
+    if key not in MODELS:
+        raise ConfigError(f"hetsim has no model for {row['model_path']}")
+    if row["system"] not in kerneldb.SYSTEMS:
+        raise ConfigError(f"hetsim has no profile for system {row['system']}")
+    if row["mode"] == "disagg":
+        pools = {"prefill": _pool(row, "prefill", "prefill_", runtime_kernels),
+                 "decode": _pool(row, "decode", "decode_", runtime_kernels)}
+    else:
+        pools = {"mixed": _pool(row, "mixed", "", runtime_kernels)}
+    c = concurrency(row)
+    workload = {"requests": requests_per_client * c, "seed": 0,
+                "arrival": {"process": "closed", "concurrency": c},
+                "input_tokens": _lengths(int(row["isl"]), spread),
+                "output_tokens": _lengths(int(row["osl"]), spread)}
+    return {"name": f"silicon-{row['id']}", "model": MODELS[key], "workload": workload,
+            "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
+
+
+def simulate(row, runtime_kernels: bool = False, spread: float = 0.0) -> dict:
+    """hetsim's mean TTFT and TPOT (ms) of one row, or the reason it was not modelled."""
+    t0 = time.perf_counter()
+    try:
+        sc = parse_scenario(scenario(row, runtime_kernels, spread), f"{SAMPLE}#{row['id']}")
+        df = hetsim.run(sc).requests
+    except ConfigError as e:
+        return {"id": row["id"], "skipped": str(e).split(": ", 1)[-1]}
+    done = df[df["state"] == "completed"].sort_values("arrival_s", kind="stable")
+    burst = concurrency(row)       # the clients' first requests, sent together at t = 0
+    return {"id": row["id"], "skipped": "", "hetsim_ttft_ms": 1e3 * done["ttft_s"].mean(),
+            "hetsim_tpot_ms": 1e3 * done["tpot_s"].mean(),
+            "queue_ms": 1e3 * done["queue_s"].mean(),
+            "burst_ttft_ms": 1e3 * done["ttft_s"].iloc[:burst].mean(),
+            "steady_ttft_ms": 1e3 * done["ttft_s"].iloc[burst:].mean(),
+            "sim_s": time.perf_counter() - t0}
+
+
+def _simulate_kw(args):
+    return simulate(*args)
+
+
+def evaluate(rows: pd.DataFrame, runtime_kernels: bool = False, jobs: int = 1,
+             spread: float = 0.0) -> pd.DataFrame:
+    """``rows`` (an :func:`allowed_rows` frame) with hetsim's figures and skip reasons."""
+    work = [(r, runtime_kernels, spread) for r in rows.to_dict("records")]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as ex:
+            out = list(ex.map(_simulate_kw, work, chunksize=1))
+    else:
+        out = [simulate(*w) for w in work]
+    res = pd.DataFrame(out, columns=["id", "skipped", "hetsim_ttft_ms", "hetsim_tpot_ms",
+                                     "queue_ms", "burst_ttft_ms", "steady_ttft_ms", "sim_s"])
+    return rows.merge(res, on="id", how="left")
+
+
+def with_aic(df: pd.DataFrame, path: Path | None = None) -> pd.DataFrame:
+    """``df`` with aic's stored estimates (``aic_ttft_ms``, ``aic_tpot_ms``) where it has them."""
+    path = path or AIC_CSV
+    if not path.exists():
+        return df.assign(aic_ttft_ms=np.nan, aic_tpot_ms=np.nan)
+    aic = pd.read_csv(path)[["id", "aic_ttft_ms", "aic_tpot_ms"]]
+    return df.merge(aic, on="id", how="left")
+
+
+# --- summary -----------------------------------------------------------------------------
+def errors(measured, predicted) -> dict:
+    """n, MdAPE and p90 APE, median ratio predicted/measured (which way it errs), the worst
+    ratio (farthest from 1 either way, as predicted/measured) and rows off by more than 3x."""
+    m, p = np.asarray(measured, float), np.asarray(predicted, float)
+    ok = ~np.isnan(p) & ~np.isnan(m) & (m > 0)
+    if not ok.any():
+        return {"n": 0, "mdape": np.nan, "p90": np.nan, "ratio": np.nan, "worst": np.nan,
+                "over3x": 0}
+    r = p[ok] / m[ok]
+    e = np.abs(r - 1)
+    fold = np.maximum(r, 1 / r)
+    return {"n": int(ok.sum()), "mdape": float(np.median(e)), "p90": float(np.percentile(e, 90)),
+            "ratio": float(np.median(r)), "worst": float(r[np.argmax(fold)]),
+            "over3x": int((fold > 3).sum())}
+
+
+def summary(df: pd.DataFrame, by=("backend", "system")) -> pd.DataFrame:
+    """One line per group (and one for all rows): hetsim's and aic's TTFT and TPOT errors."""
+    parts = [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(list(by))]
+    parts.append((("all",) * len(by), df))
+    lines = []
+    for key, g in parts:
+        line = dict(zip(by, key))
+        for src in ("hetsim", "aic"):
+            for met in ("ttft", "tpot"):
+                e = errors(g[f"silicon_{met}_ms"], g[f"{src}_{met}_ms"])
+                line.update({f"{src}_{met}_{k}": v for k, v in e.items()})
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def _pct(x) -> str:
+    return "-" if pd.isna(x) else f"{100 * x:.0f}%"
+
+
+def table(s: pd.DataFrame) -> str:
+    head = ["runtime", "system", "rows", "TTFT MdAPE", "p90", "pred/meas", "worst", ">3x",
+            "TPOT MdAPE", "p90", "pred/meas", "worst", ">3x", "aic TTFT", "aic TPOT"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in s.itertuples(index=False):
+        cells = [r.backend, r.system, r.hetsim_ttft_n]
+        for met in ("ttft", "tpot"):
+            g = lambda k: getattr(r, f"hetsim_{met}_{k}")
+            cells += [_pct(g("mdape")), _pct(g("p90")), f"{g('ratio'):.2f}", f"{g('worst'):.2f}",
+                      g("over3x")]
+        cells += [_pct(r.aic_ttft_mdape) + (f" ({r.aic_ttft_n})" if r.aic_ttft_n else ""),
+                  _pct(r.aic_tpot_mdape)]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
+def skipped(df: pd.DataFrame) -> str:
+    """Rows not modelled, counted per model and reason."""
+    s = df[df["skipped"] != ""].groupby(["model_path", "skipped"]).size()
+    return "\n".join(f"- {m}: {n} rows, {why}" for (m, why), n in s.items()) or "- none"
+
+
+def per_row(df: pd.DataFrame) -> str:
+    cols = ["id", "backend", "system", "model_path", "mode", "isl", "osl", "silicon_ttft_ms",
+            "hetsim_ttft_ms", "burst_ttft_ms", "steady_ttft_ms", "queue_ms", "aic_ttft_ms",
+            "silicon_tpot_ms", "hetsim_tpot_ms", "aic_tpot_ms", "sim_s"]
+    ok = df[df["skipped"] == ""].assign(conc=df.apply(concurrency, axis=1))
+    return ok[cols[:7] + ["conc"] + cols[7:]].to_string(index=False, float_format="%.1f")
+
+
+def write_readme(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    head, a, rest = text.partition(MARK[0] + "\n")
+    _, b, tail = rest.partition(MARK[1])
+    if not (a and b):
+        raise ConfigError(f"{path}: no {MARK[0]} ... {MARK[1]} region")
+    path.write_text(head + a + block + "\n" + b + tail, encoding="utf-8")
+
+
+def select(rows: pd.DataFrame, a) -> pd.DataFrame:
+    """The filters of the command line (model: hetsim name or model_path substring)."""
+    if a.model:
+        key = rows["model_path"].str.strip().str.lower()
+        hs = key.map(MODELS).fillna("")
+        rows = rows[(hs == a.model.lower()) | key.str.contains(a.model.lower(), regex=False)]
+    for col, want in (("system", a.system), ("backend", a.backend)):
+        if want:
+            rows = rows[rows[col].isin(want)]
+    return rows.head(a.limit) if a.limit else rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, help="at most N rows (after the filters)")
+    ap.add_argument("--model", help="hetsim model name or part of model_path")
+    ap.add_argument("--system", action="append", help="aic system name (repeat)")
+    ap.add_argument("--backend", action="append", choices=kerneldb.RUNTIMES, help="(repeat)")
+    ap.add_argument("--jobs", type=int, default=1, help="rows simulated in parallel")
+    ap.add_argument("--runtime-kernels", action="store_true",
+                    help="add runtime: <the row's backend> to every pool")
+    ap.add_argument("--length-spread", type=float, default=0.0, metavar="F",
+                    help="draw ISL and OSL uniform in [(1-F) x, x] instead of fixed (a check "
+                    "of how much lock-stepped clients cost)")
+    ap.add_argument("--rows", action="store_true", help="print every modelled row")
+    ap.add_argument("--csv", type=Path, help="write every row, with both estimates, here")
+    ap.add_argument("--readme", type=Path, help=f"write the block into its {MARK[0]} region")
+    ap.add_argument("--sample", type=Path, help=f"another {SAMPLE} (default: the installed "
+                    "aiconfigurator-core's)")
+    ap.add_argument("--refresh-aic", action="store_true",
+                    help=f"recompute aic's estimates into {AIC_CSV.name} and exit")
+    a = ap.parse_args(argv)
+    rows = select(allowed_rows(a.sample), a)
+    if a.refresh_aic:       # the rows hetsim has a model for; aiconfigurator_core only here
+        from aic_serving import refresh
+        return refresh(rows[rows["model_path"].str.strip().str.lower().isin(MODELS)], AIC_CSV)
+    if a.runtime_kernels and len(rows):
+        try:
+            parse_scenario(scenario(rows.iloc[0], True), "probe")
+        except ConfigError as e:
+            print(f"serving_accuracy: --runtime-kernels: this hetsim rejects runtime: ({e})",
+                  file=sys.stderr)
+            return 2
+    t0 = time.perf_counter()
+    df = with_aic(evaluate(rows, a.runtime_kernels, a.jobs, a.length_spread))
+    wall = time.perf_counter() - t0
+    ok = df[df["skipped"] == ""]
+    block = (f"{len(ok)} of {len(df)} allowed rows modelled ({len(df) - len(ok)} skipped), "
+             f"10 x concurrency requests each, seed 0; {wall:.0f} s on {a.jobs} process(es)."
+             f"{' Runtime kernels.' if a.runtime_kernels else ''}"
+             f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}\n\n"
+             + table(summary(ok)) + "\n\nNot modelled:\n" + skipped(df))
+    if a.rows:
+        print(per_row(df) + "\n")
+    if a.csv:
+        df.to_csv(a.csv, index=False, float_format="%.4g")
+    if a.readme:
+        write_readme(a.readme, block)
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

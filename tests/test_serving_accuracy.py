@@ -1,0 +1,169 @@
+"""benchmarks/serving_accuracy.py on synthetic rows laid out as aiconfigurator-core's
+silicon_sample.csv (never the shipped file): the held-out filter, row -> scenario, the summary."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetsim.errors import ConfigError
+from hetsim.scenario import parse_scenario
+
+from .conftest import benchmark_module
+
+HELD = ["meta-llama/Llama-3.1-8B", "NVIDIA/Llama-3.3-70B-Instruct-FP8", "deepseek-ai/DeepSeek-V3",
+        " nvidia/DeepSeek-R1-FP4", "Meta-Llama/Meta-Llama-3.1-70B", "DEEPSEEK-AI/DeepSeek-R1",
+        None]
+ALLOWED = ["Qwen/Qwen3-32B", "openai/gpt-oss-120b", "nvidia/Qwen3-32B-NVFP4",
+           "MiniMaxAI/MiniMax-M2.5"]
+
+
+@pytest.fixture(scope="module")
+def sa():
+    with benchmark_module("serving_accuracy") as mod:
+        yield mod
+
+
+def _row(**kw):
+    row = dict(id="r", silicon_data_source="source_file=x.csv", backend="vllm",
+               backend_version="0.12.0", model_path="Qwen/Qwen3-32B", system="h100_sxm",
+               precision=np.nan, mode="agg", isl=128, osl=8, gemm_quant_mode=np.nan,
+               moe_quant_mode=np.nan, batch_size=2, tp_size=2, pp_size=1,
+               attention_dp_size=np.nan, moe_tp_size=np.nan, moe_ep_size=np.nan,
+               prefill_batch_size=np.nan, prefill_num_workers=np.nan, prefill_tp_size=np.nan,
+               prefill_attention_dp_size=np.nan, decode_batch_size=np.nan,
+               decode_num_workers=np.nan, decode_tp_size=np.nan,
+               decode_attention_dp_size=np.nan, silicon_ttft_ms=50.0, silicon_tpot_ms=10.0)
+    row.update(kw)
+    return row
+
+
+@pytest.fixture
+def sample(tmp_path):
+    rows = [_row(id=f"held{i}", model_path=m) for i, m in enumerate(HELD)]
+    rows += [_row(id=f"ok{i}", model_path=m) for i, m in enumerate(ALLOWED)]
+    path = tmp_path / "silicon_sample.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_filter_drops_every_held_out_family(sa, sample):
+    df = sa.allowed_rows(sample)
+    assert sorted(df["id"]) == [f"ok{i}" for i in range(len(ALLOWED))]
+    low = df["model_path"].str.strip().str.lower()
+    assert not low.str.startswith(("meta-llama/", "nvidia/llama-", "deepseek-ai/",
+                                   "nvidia/deepseek-")).any()
+
+
+def test_filter_is_the_only_reader(sa, sample, monkeypatch):
+    """main reads the sample once, through allowed_rows, and simulates no held-out row."""
+    reads, seen = [], []
+    real_read, real_sim = pd.read_csv, sa.simulate
+    monkeypatch.setattr(pd, "read_csv", lambda p, *a, **k: reads.append(str(p)) or
+                        real_read(p, *a, **k))
+    monkeypatch.setattr(sa, "simulate", lambda row, *a: seen.append(row["model_path"]) or
+                        real_sim(row, *a))
+    monkeypatch.setattr(sa, "AIC_CSV", sample.parent / "none.csv")
+    assert sa.main(["--sample", str(sample), "--model", "qwen3-32b"]) == 0
+    assert reads == [str(sample)]
+    assert seen and all(m in ALLOWED for m in seen)
+    # and no function but allowed_rows names the sample file
+    import inspect
+    src = {n: inspect.getsource(f) for n, f in vars(sa).items()
+           if inspect.isfunction(f) and f.__module__ == sa.__name__}
+    assert [n for n, s in src.items() if "SAMPLE" in s and "resources" in s] == ["allowed_rows"]
+
+
+def test_agg_row_maps_to_one_mixed_pool(sa):
+    sc = sa.scenario(_row(batch_size=16, tp_size=4))
+    pool = sc["placements"]["measured"]["pools"]["mixed"]
+    assert pool == {"role": "mixed", "accelerator": "h100-sxm", "tp": 4, "instances": 1,
+                    "precision": {"compute": "bf16", "weights": "bf16", "kv": "bf16"},
+                    "max_batch_tokens": 8192, "max_seqs": 1024}
+    w = sc["workload"]
+    assert w["arrival"] == {"process": "closed", "concurrency": 16}
+    assert w["requests"] == 160 and w["seed"] == 0
+    assert w["input_tokens"]["value"] == 128 and w["output_tokens"]["value"] == 8
+    assert sc["model"] == "qwen3-32b"
+    parse_scenario(sc, "synthetic")
+
+
+def test_agg_concurrency_and_workers(sa):
+    # batch_size is per attention-DP rank: 16 x 4 ranks = the 64 clients measured
+    row = _row(silicon_data_source="x; silicon_concurrency=64", batch_size=16, tp_size=1,
+               attention_dp_size=4, backend="trtllm", system="b200_sxm",
+               gemm_quant_mode="fp8_block")
+    pool = sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]
+    assert (pool["tp"], pool["instances"], pool["accelerator"]) == (4, 1, "b200")
+    assert pool["precision"]["compute"] == "fp8" and pool["max_seqs"] == 2048
+    # twice the clients of one worker's batch: two workers
+    row = _row(silicon_data_source="x; silicon_concurrency=8", batch_size=4)
+    assert sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]["instances"] == 2
+    assert sa.scenario(row)["workload"]["arrival"]["concurrency"] == 8
+
+
+def test_disagg_row_maps_to_prefill_and_decode_pools(sa):
+    row = _row(mode="disagg", batch_size=np.nan, tp_size=np.nan, prefill_batch_size=1,
+               prefill_num_workers=2, prefill_tp_size=2, decode_batch_size=32,
+               decode_num_workers=1, decode_tp_size=4, gemm_quant_mode="fp8",
+               precision="fp8", backend="sglang", system="h200_sxm")
+    sc = sa.scenario(row)
+    pools = sc["placements"]["measured"]["pools"]
+    assert {k: (p["role"], p["tp"], p["instances"]) for k, p in pools.items()} == {
+        "prefill": ("prefill", 2, 2), "decode": ("decode", 4, 1)}
+    assert sc["workload"]["arrival"]["concurrency"] == 32      # decode batch x workers
+    assert pools["decode"]["precision"]["weights"] == "fp8"
+    parse_scenario(sc, "synthetic")
+
+
+def test_precision_and_unknown_names(sa):
+    assert sa.precision(_row(gemm_quant_mode="int4_wo"))["weights"] == "int4"
+    assert sa.precision(_row(precision="fp8"))["compute"] == "fp8"
+    with pytest.raises(ConfigError, match="no hetsim format"):
+        sa.precision(_row(gemm_quant_mode="w4a8_weird"))
+    with pytest.raises(ConfigError, match="no model"):
+        sa.scenario(_row(model_path="MiniMaxAI/MiniMax-M2.5"))
+    assert sa.simulate(_row(model_path="MiniMaxAI/MiniMax-M2.5"))["skipped"].startswith(
+        "hetsim has no model")
+
+
+def test_runtime_kernels_flag_adds_runtime(sa):
+    pool = sa.scenario(_row(backend="sglang"), runtime_kernels=True)
+    assert pool["placements"]["measured"]["pools"]["mixed"]["runtime"] == "sglang"
+
+
+def test_errors_and_summary_arithmetic(sa):
+    e = sa.errors([100, 100, 100, 100], [50, 110, 100, 400])
+    assert e["n"] == 4 and e["over3x"] == 1 and e["worst"] == 4.0
+    assert math.isclose(e["mdape"], 0.3)            # |r - 1| = .5 .1 0 3 -> median .3
+    assert math.isclose(e["ratio"], 1.05)           # ratios .5 1.1 1 4 -> median 1.05
+    assert math.isclose(e["p90"], np.percentile([0.5, 0.1, 0, 3], 90))
+    assert sa.errors([100], [np.nan])["n"] == 0
+    df = pd.DataFrame({"backend": ["vllm", "vllm", "trtllm"], "system": ["a", "a", "b"],
+                       "silicon_ttft_ms": [100, 200, 100], "hetsim_ttft_ms": [50, 200, 300],
+                       "silicon_tpot_ms": [10, 10, 10], "hetsim_tpot_ms": [11, 9, 10],
+                       "aic_ttft_ms": [np.nan, 200, 100], "aic_tpot_ms": [np.nan] * 3})
+    s = sa.summary(df).set_index("backend")
+    assert s.loc["vllm", "hetsim_ttft_n"] == 2 and s.loc["all", "hetsim_ttft_n"] == 3
+    assert math.isclose(s.loc["vllm", "hetsim_ttft_mdape"], 0.25)
+    assert math.isclose(s.loc["trtllm", "hetsim_ttft_worst"], 3.0)
+    assert s.loc["all", "hetsim_ttft_over3x"] == 0        # 3x exactly is not "more than"
+    assert s.loc["all", "aic_ttft_n"] == 2 and s.loc["all", "aic_tpot_n"] == 0
+    assert "| vllm | a | 2 | 25% |" in sa.table(sa.summary(df))
+
+
+def test_moe_width_sets_the_tp_group(sa):
+    # tp 1 with experts over moe_tp 2 x moe_ep 2: a worker of 4 GPUs, one TP group here
+    row = _row(model_path="Qwen/Qwen3-235B-A22B-FP8", tp_size=1, moe_tp_size=2, moe_ep_size=2,
+               gemm_quant_mode="fp8", system="h200_sxm")
+    pool = sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]
+    assert pool["tp"] == 4 and sa.scenario(row)["model"] == "qwen3-235b-a22b"
+
+
+def test_length_spread(sa):
+    w = sa.scenario(_row(isl=1000, osl=10), spread=0.2)["workload"]
+    assert w["input_tokens"] == {"dist": "uniform", "min": 800, "max": 1000}
+    assert w["output_tokens"] == {"dist": "uniform", "min": 8, "max": 10}
+    assert sa.scenario(_row(osl=1), spread=0.2)["workload"]["output_tokens"]["dist"] == "fixed"
