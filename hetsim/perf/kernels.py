@@ -10,15 +10,21 @@ by key and reads it with :class:`hetsim.perf.grid.LogGrid`.
 This module is data and file format only: which grid serves which model shape, and what carries
 the time past a grid's edge, is :mod:`hetsim.perf.ops`' and :mod:`hetsim.perf.step`'s job.
 
-File format (``numpy.savez_compressed``; nothing pickled): ``index`` is a JSON list, one
-``{"op", "key", "axes"}`` per grid i (axes: axis names), and arrays ``g{i}.a{j}`` (axis j's
-values, increasing, > 0) and ``g{i}.t`` (seconds, float32, shape = the axes' lengths).
-``meta`` is a JSON object (provenance: source package and version, tables and rows used).
+File format (a deflated ``.npz``; nothing pickled): ``index`` is a JSON list, one
+``{"op", "key", "axes", "shape"}`` per grid (axes: axis names; shape: their lengths), in file
+order; ``axes`` (float64) holds every grid's axis values one after another (each axis
+increasing, > 0) and ``seconds`` every grid's times (float32, C order, one after another),
+stored as 4 x n bytes: byte j of every little-endian float32 in row j (the sign-and-exponent
+bytes of similar times repeat, so deflate packs them; lossless). Two arrays for all grids,
+not two per grid: an MoE table makes thousands of small grids, and a zip entry per array cost
+more than the numbers. ``meta`` is a JSON object (provenance:
+source package and version, tables and rows used).
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -101,14 +107,16 @@ class MeasuredKernels:
 
     def save(self, path: str | Path) -> None:
         """Write the ``.npz`` (deterministic bytes for the same grids and meta)."""
-        index, arrays = [], {}
-        for i, g in enumerate(g for op in self.ops() for g in self._by[op].values()):
+        index, axes, seconds = [], [], []
+        for g in (g for op in self.ops() for g in self._by[op].values()):
             index.append({"op": g.op, "key": [_plain(v) for v in g.key],
-                          "axes": list(OPS[g.op][1])})
-            for j, a in enumerate(g.axes):
-                arrays[f"g{i}.a{j}"] = np.asarray(a, dtype=np.float64)
-            arrays[f"g{i}.t"] = np.asarray(g.seconds, dtype=np.float32)
-        arrays["index"] = np.array(json.dumps(index, sort_keys=True))
+                          "axes": list(OPS[g.op][1]), "shape": [len(a) for a in g.axes]})
+            axes += [np.asarray(a, dtype=np.float64) for a in g.axes]
+            seconds.append(np.asarray(g.seconds, dtype=np.float32).ravel())
+        t = np.concatenate(seconds or [np.zeros(0, np.float32)]).astype("<f4")
+        arrays = {"axes": np.concatenate(axes or [np.zeros(0)]),
+                  "seconds": np.ascontiguousarray(t.view(np.uint8).reshape(-1, 4).T),
+                  "index": np.array(json.dumps(index, sort_keys=True))}
         arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
         _save_npz(Path(path), arrays)
 
@@ -139,14 +147,27 @@ def _read(path: str) -> MeasuredKernels:
         with np.load(path, allow_pickle=False) as z:
             index = json.loads(str(z["index"]))
             meta = json.loads(str(z["meta"]))
-            grids = []
-            for i, entry in enumerate(index):
-                op = entry["op"]
-                n_axes = len(OPS[op][1]) if op in OPS else 0
-                grids.append(KernelGrid(op, tuple(entry["key"]),
-                                        tuple(z[f"g{i}.a{j}"] for j in range(n_axes)),
-                                        z[f"g{i}.t"].astype(np.float64)))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            planes = z["seconds"]
+            if planes.dtype != np.uint8 or planes.ndim != 2 or planes.shape[0] != 4:
+                raise ValueError("seconds: 4 x n bytes expected")
+            all_axes = z["axes"]
+            all_t = np.ascontiguousarray(planes.T).view("<f4").ravel().astype(np.float64)
+            grids, ia, it = [], 0, 0
+            for entry in index:
+                shape = [int(n) for n in entry["shape"]]
+                axes = []
+                for n in shape:
+                    axes.append(all_axes[ia:ia + n])
+                    ia += n
+                size = math.prod(shape)
+                if ia > len(all_axes) or it + size > len(all_t):
+                    raise ValueError("index names more values than the file holds")
+                grids.append(KernelGrid(entry["op"], tuple(entry["key"]), tuple(axes),
+                                        all_t[it:it + size].reshape(shape)))
+                it += size
+            if ia != len(all_axes) or it != len(all_t):
+                raise ValueError("values the index does not name")
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"unreadable kernel grids: {e}", file=path) from None
     return MeasuredKernels(grids, meta)
 
