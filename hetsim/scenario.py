@@ -245,6 +245,12 @@ class Scenario:
     def to_dict(self) -> dict:
         d = to_dict(self)
         d.pop("source_file", None)
+        # NOTE: an unset runtime is left out, so a scenario without one writes what it wrote
+        # before the key existed (scenario.resolved.yaml stays byte-identical)
+        for placement in d["placements"].values():
+            for pool in placement["pools"].values():
+                if pool.get("runtime") is None:
+                    pool.pop("runtime", None)
         return d
 
 

@@ -284,7 +284,6 @@ def test_load_accelerator_runtime_errors():
 
 
 def test_every_system_runtime_is_shipped():
-    pytest.importorskip("aiconfigurator_core")
     cat = kerneldb.catalog()
     want = {(kerneldb.SYSTEMS[s], r) for s, r in zip(cat.system, cat.runtime)}
     assert len(want) == 28
@@ -325,8 +324,16 @@ def _pool_accelerator(path):
 
 
 def test_pool_runtime_loads_the_runtime_profile(tmp_path):
-    assert _pool_accelerator(_scenario(tmp_path, extra=", runtime: sglang")).runtime == "sglang"
-    assert _pool_accelerator(_scenario(tmp_path)).runtime == ""
+    from hetsim.scenario import read_scenario
+    with_rt = _scenario(tmp_path, extra=", runtime: sglang")
+    assert _pool_accelerator(with_rt).runtime == "sglang"
+    assert read_scenario(with_rt).to_dict()["placements"]["one"]["pools"]["decode"][
+        "runtime"] == "sglang"
+    plain = _scenario(tmp_path)
+    assert _pool_accelerator(plain).runtime == ""
+    # unset, it is not written back either (scenario.resolved.yaml as before the key)
+    assert "runtime" not in read_scenario(plain).to_dict()["placements"]["one"]["pools"][
+        "decode"]
 
 
 @pytest.mark.parametrize("acc, extra, words", [

@@ -80,12 +80,21 @@ def package_version() -> str:
 
 
 def resolve_system(system: str, root=None) -> str:
-    """An aiconfigurator system name (``h100_sxm``), or the hetsim profile it maps to."""
+    """An aiconfigurator system name (``h100_sxm``), or a name or alias of the hetsim profile
+    it maps to (``h100-sxm``, ``H100``)."""
+    from ..hardware import load_accelerator
     have = sorted(set(kerneldb.catalog(root).system))
-    back = {v: k for k, v in kerneldb.SYSTEMS.items() if k in have}
-    if system not in have and system.casefold() in {b.casefold() for b in back}:
-        return back[match_name(system, back, "accelerator")]
-    return match_name(system, have, "aiconfigurator system")
+    try:
+        return match_name(system, have, "aiconfigurator system")
+    except ConfigError as e:
+        back = {v: k for k, v in kerneldb.SYSTEMS.items() if k in have}
+        try:
+            name = load_accelerator(system + "@datasheet").name
+        except ConfigError:
+            raise e from None
+        if name not in back:
+            raise e from None
+        return back[name]
 
 
 # --- table rows -> points ------------------------------------------------------------------
