@@ -360,3 +360,13 @@ def test_a_shipped_profile_rebuilds_byte_for_byte(tmp_path):
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == (SHIPPED / f"{name}.yaml").read_bytes()
     assert out.with_suffix(".npz").read_bytes() == (SHIPPED / f"{name}.npz").read_bytes()
+
+
+def test_half_of_a_quantize_pair_is_reported_not_built(root):
+    (root / "data/h100_sxm/quantize/vllm/0.24.0/scale_matrix_perf.parquet").unlink()
+    p = aic.build("h100_sxm", "vllm", root=root)
+    assert p.profile["calibration"]["tables"]["quantize"] == {
+        "tables": ["computescale_perf.parquet"],
+        "not built": "needs compute_scale and scale_matrix"}
+    assert p.kernels.grids("quantize") == [] and "quantize" not in \
+        p.profile["calibration"]["accuracy"]

@@ -28,7 +28,10 @@ import pandas as pd
 import yaml
 
 from .. import kerneldb
+from ..config import read_yaml
 from ..errors import ConfigError, match_name
+from ..hardware import _index, load_accelerator, profile_dirs
+from ..perf import PerfModel
 from ..perf.grid import fill_log_grid
 from ..perf.kernels import OPS, KernelGrid, MeasuredKernels
 from ..precision import PRECISION_BYTES
@@ -82,7 +85,6 @@ def package_version() -> str:
 def resolve_system(system: str, root=None) -> str:
     """An aiconfigurator system name (``h100_sxm``), or a name or alias of the hetsim profile
     it maps to (``h100-sxm``, ``H100``)."""
-    from ..hardware import load_accelerator
     have = sorted(set(kerneldb.catalog(root).system))
     try:
         return match_name(system, have, "aiconfigurator system")
@@ -312,10 +314,6 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
           seed: int = 0, root=None, kernels_file: str | None = None) -> AicProfile:
     """The runtime profile of ``system`` (aiconfigurator's name, or the hetsim profile's) for
     ``runtime`` at ``version`` (default: the package's declared current one)."""
-    from ..hardware import _index, profile_dirs
-    from ..config import read_yaml
-    from ..perf import PerfModel
-    from ..hardware import load_accelerator
     tables = kerneldb.select(resolve_system(system, root), runtime, version, root=root)
     name = kerneldb.SYSTEMS.get(tables.system)
     index = _index("accelerator", profile_dirs(), calibrated=False)
@@ -326,7 +324,11 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
     pm = PerfModel(load_accelerator(name + "@datasheet"))
     grids, accuracy, provenance, devices = [], {}, {}, set()
     for op in OPS:
-        if all(s in tables.tables for s in SOURCES[op]):
+        have = [s for s in SOURCES[op] if s in tables.tables]
+        if have and len(have) < len(SOURCES[op]):      # counted, not silently skipped
+            provenance[op] = {"tables": [str(tables.tables[s][1].name) for s in have],
+                              "not built": f"needs {' and '.join(SOURCES[op])}"}
+        elif have:
             g, accuracy[op], provenance[op] = _op(tables, op, held_out, seed, pm)
             devices |= provenance[op].pop("devices", set())
             grids += g
