@@ -147,6 +147,11 @@ def test_held_out_rows_never_reach_the_fit(tmp_path):
                 np.array_equal(x, y) for x, y in zip(a.axes, b.axes))
         # the rows kept do reach it (so the comparison above could have failed)
         assert any(not np.array_equal(a.seconds, b.seconds) for a, b in zip(g0, g2))
+        # every cell a kept row measured is marked measured, and no other
+        _, train, _, _ = aic._op_points(base, op, 0.3, 0)
+        marked = sum(g.seconds.size if g.measured is None else int(g.measured.sum())
+                     for g in g0)
+        assert marked == len(train) and any(g.measured is not None for g in g0)
 
 
 def test_accuracy_scores_the_held_out_rows(tmp_path):

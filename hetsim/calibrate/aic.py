@@ -194,7 +194,9 @@ def fit_grids(op: str, points: pd.DataFrame) -> tuple[list[KernelGrid], dict[str
         if not np.all(np.isfinite(t)):
             info["grids dropped"] += 1
             continue
-        grids.append(KernelGrid(op, key, tuple(axes), t.astype(np.float32)))
+        measured = ~np.isnan(cube)
+        grids.append(KernelGrid(op, key, tuple(axes), t.astype(np.float32),
+                                None if measured.all() else measured))
         info["grids"] += 1
         info["cells"] += int(t.size)
         info["cells filled"] += holes
