@@ -215,7 +215,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_profiles(args) -> int:
-    from .hardware import list_profiles, load_accelerator, load_interconnect
+    from .hardware import list_profiles, list_runtimes, load_accelerator, load_interconnect
     from .models import list_models, load_model
     if args.action == "show" and not args.name:
         raise ConfigError("profiles show needs a NAME (see hetsim profiles list)")
@@ -223,6 +223,9 @@ def _cmd_profiles(args) -> int:
         for kind in ("accelerator", "interconnect"):
             print(f"{kind}s: " + ", ".join(list_profiles(kind)))
         print("models: " + ", ".join(list_models()))
+        runtimes = list_runtimes()
+        if runtimes:      # a pool's runtime: key picks one of these
+            print("runtimes: " + "; ".join(f"{n} ({', '.join(r)})" for n, r in runtimes.items()))
         return 0
     import yaml
     from .config import to_dict

@@ -18,7 +18,7 @@ from .precision import PRECISION_BYTES, unknown_precision
 
 __all__ = ["Accelerator", "Interconnect", "Source", "Price", "Efficiency", "ScaleUp", "Curve",
            "Calibration",
-           "load_accelerator", "load_interconnect", "list_profiles",
+           "load_accelerator", "load_interconnect", "list_profiles", "list_runtimes",
            "profile_dirs"]
 
 
@@ -121,6 +121,9 @@ class Calibration:
         "kernels of the unfused torch reference when scoring whole iterations", non_negative))
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict, metadata=meta(
         "median / p90 absolute percentage error per op class, before and after, held-out"))
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict, metadata=meta(
+        "per op of a runtime profile: the kernel tables read, their version, rows read, "
+        "points kept and held out, rows dropped or merged by reason, grids and filled cells"))
     kernels: str = field(default="", metadata=meta(
         "measured kernel grids (hetsim.perf.kernels .npz) beside the profile; the step model "
         "reads kernel times from them where they cover a shape"))
@@ -346,12 +349,55 @@ def _load(kind: str, name: str, extra_dirs) -> Accelerator | Interconnect:
     return _built(kind, *_stamp(f))
 
 
-def load_accelerator(name: str, extra_dirs: list[str | Path] = ()) -> Accelerator:
+#: runtime profiles (``hetsim calibrate --from-aiconfigurator``): ``<name>.<runtime>.yaml``
+RUNTIMES_DIR = "runtimes"
+
+
+def _runtime_files(dirs: list[Path]) -> dict[str, dict[str, Path]]:
+    """Canonical accelerator name -> runtime -> profile file (first directory wins)."""
+    out: dict[str, dict[str, Path]] = {}
+    for d in reversed(dirs):
+        for f in sorted((d / RUNTIMES_DIR).glob("*.yaml")) if (d / RUNTIMES_DIR).is_dir() else []:
+            name, dot, runtime = f.stem.rpartition(".")
+            if dot:
+                out.setdefault(name, {})[runtime] = f
+    return {n: dict(sorted(r.items())) for n, r in sorted(out.items())}
+
+
+def list_runtimes(extra_dirs: list[str | Path] = ()) -> dict[str, list[str]]:
+    """Accelerator name -> the runtimes it has a runtime profile for."""
+    return {n: list(r) for n, r in _runtime_files(profile_dirs(extra_dirs)).items()}
+
+
+def load_accelerator(name: str, extra_dirs: list[str | Path] = (),
+                     runtime: str | None = None) -> Accelerator:
     """Load an accelerator profile by name or alias, e.g. ``load_accelerator("h100-sxm")``.
 
     A calibrated profile of that name (``hardware_profiles/calibrated/``) wins over the datasheet
-    one; ``"h100-sxm@datasheet"`` forces the datasheet profile."""
-    return _load("accelerator", name, extra_dirs)
+    one; ``"h100-sxm@datasheet"`` forces the datasheet profile. ``runtime="vllm"`` loads the
+    runtime profile instead (``runtimes/h100-sxm.vllm.yaml``: the datasheet profile with that
+    runtime's measured kernel grids)."""
+    if not runtime:
+        return _load("accelerator", name, extra_dirs)
+    if name.casefold().endswith(DATASHEET_SUFFIX):
+        raise ConfigError(f"{name}: a runtime profile is built on the datasheet profile; give "
+                          f"the name without {DATASHEET_SUFFIX} to load its {runtime} profile")
+    dirs = profile_dirs(extra_dirs)
+    acc = _load("accelerator", name, extra_dirs)       # the name's errors, as without a runtime
+    have = _runtime_files(dirs).get(acc.name, {})
+    if not have:
+        raise ConfigError(f"{acc.name} has no runtime profiles (no {RUNTIMES_DIR}/{acc.name}."
+                          f"<runtime>.yaml); `hetsim profiles list` shows which accelerators "
+                          f"have them")
+    try:
+        runtime = match_name(runtime, have, f"runtime for {acc.name}")
+    except ConfigError as e:
+        raise ConfigError(e.message) from None
+    built = _built("accelerator", *_stamp(have[runtime]))
+    if built.name != acc.name or built.runtime != runtime:
+        raise ConfigError(f"a runtime profile of {acc.name} for {runtime} must say name: "
+                          f"{acc.name} and runtime: {runtime}", file=str(have[runtime]))
+    return built
 
 
 def load_interconnect(name: str, extra_dirs: list[str | Path] = ()) -> Interconnect:

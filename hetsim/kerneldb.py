@@ -34,12 +34,25 @@ SYSTEMS = {"a100_sxm": "a100-sxm", "b200_sxm": "b200", "b300_sxm": "b300", "b60"
            "l40s": "l40s", "rtx_pro_6000_server": "rtx-pro-6000-server"}
 
 #: op -> (family folder, table file stem). Latencies in the tables are milliseconds.
+#: MLA: the attention core alone (``context_mla_perf`` / ``generation_mla_perf``: TRT-LLM,
+#: SGLang from 0.5.14; ``num_heads`` there is already per rank, ``tp_size`` only says which
+#: shard of a 64- or 128-head model it was; aiconfigurator queries them with ``128 // tp``).
+#: vLLM has only ``mla_*_module_perf``: the whole attention module of one model (DeepSeek-V3)
+#: with its projection GEMMs, which hetsim counts as GEMMs of their own, so it is not read as
+#: MLA (it would count the projections twice); older SGLang's ``wideep_*`` tables (DeepEP
+#: wide expert parallelism) are not either. Quantize: ``scale_matrix`` is a static fp8
+#: quantization of an m x k activation, ``compute_scale`` what computing the scale from the
+#: activation (dynamic quantization) adds to it.
 OPS = {
     "gemm": ("gemm", "gemm_perf"),
     "context_attention": ("attention", "context_attention_perf"),
     "generation_attention": ("attention", "generation_attention_perf"),
     "allreduce": ("comm", "custom_allreduce_perf"),
     "moe": ("moe", "moe_perf"),
+    "context_mla": ("mla", "context_mla_perf"),
+    "generation_mla": ("mla", "generation_mla_perf"),
+    "compute_scale": ("quantize", "computescale_perf"),
+    "scale_matrix": ("quantize", "scale_matrix_perf"),
 }
 
 #: the tables' dtype names (every one aiconfigurator-core 0.12.0 uses) -> hetsim's names:
@@ -60,8 +73,14 @@ SHAPE_COLUMNS = {
     "allreduce": ("allreduce_dtype", "num_gpus", "message_size"),
     "moe": ("moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts",
             "moe_tp_size", "moe_ep_size", "distribution"),
+    # per-rank heads: one kernel shape whichever TP shard it was timed as
+    "context_mla": ("mla_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads", "step"),
+    "generation_mla": ("mla_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads", "step"),
+    "compute_scale": ("quant_dtype", "m", "k"),
+    "scale_matrix": ("quant_dtype", "m", "k"),
 }
-_DTYPE_COLUMNS = ("gemm_dtype", "attn_dtype", "kv_cache_dtype", "allreduce_dtype", "moe_dtype")
+_DTYPE_COLUMNS = ("gemm_dtype", "attn_dtype", "kv_cache_dtype", "allreduce_dtype", "moe_dtype",
+                  "mla_dtype", "quant_dtype")
 
 
 @dataclasses.dataclass(frozen=True)

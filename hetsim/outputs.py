@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["MANIFEST", "OutputDir", "check_output_dir", "check_output_file", "write_text_atomic"]
+__all__ = ["MANIFEST", "OutputDir", "check_output_dir", "check_output_file", "write_atomic",
+           "write_text_atomic"]
 
 #: Written last into every output folder; names the files hetsim wrote there.
 MANIFEST = "hetsim-manifest.json"
@@ -64,12 +65,19 @@ def _sibling(p: Path) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
+    def fill(tmp: Path) -> None:
+        with open(tmp, "x") as fh:
+            fh.write(text)
+    return write_atomic(path, fill)
+
+
+def write_atomic(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Write ``path`` by ``fill(tmp)`` on a fresh temporary file beside it, then a rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(p)
     try:
-        with open(tmp, "x") as fh:
-            fh.write(text)
+        fill(tmp)
         if p.exists():      # a replaced file keeps its permissions
             os.chmod(tmp, stat.S_IMODE(p.stat().st_mode))
         os.replace(tmp, p)

@@ -112,6 +112,14 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
         acc = load_accelerator(pool.accelerator, dirs)
     except ConfigError as e:
         raise ConfigError(e.message, path=f"{where}.accelerator") from None
+    if pool.runtime:
+        try:
+            acc = load_accelerator(pool.accelerator, dirs, runtime=pool.runtime)
+        except ConfigError as e:
+            # NOTE: a broken runtime profile's own file goes into the message; the error's file
+            # is the scenario's
+            why = f"{e.file}: {e.message}" if e.file else e.message
+            raise ConfigError(why, path=f"{where}.runtime") from None
     f = pool.formats()
     sizes = dict(max_batched_tokens=pool.max_batch_tokens, max_seqs=pool.max_seqs,
                  memory_utilization=pool.memory_utilization, block_size=pool.block_size)

@@ -51,6 +51,11 @@ class PrefixCache:
 class Pool:
     role: str = field(metadata=meta("mixed (colocated) | prefill | decode"))
     accelerator: str = field(metadata=meta("accelerator profile name"))
+    runtime: Literal["vllm", "sglang", "trtllm"] | None = field(default=None, metadata=meta(
+        "serving runtime whose measured kernel timings the pool's accelerator carries (its "
+        "runtime profile, hardware_profiles/runtimes/<accelerator>.<runtime>.yaml; `hetsim "
+        "profiles list` shows which exist); kernel side only for now: the runtime's scheduler "
+        "comes with issue 15; unset: the generic profile"))
     instances: int = field(default=1, metadata=meta(
         f"serving instances (each a TP group), at most {MAX_INSTANCES:,}",
         lambda v: positive(v) or (None if v <= MAX_INSTANCES else
@@ -240,6 +245,12 @@ class Scenario:
     def to_dict(self) -> dict:
         d = to_dict(self)
         d.pop("source_file", None)
+        # NOTE: an unset runtime is left out, so a scenario without one writes what it wrote
+        # before the key existed (scenario.resolved.yaml stays byte-identical)
+        for placement in d["placements"].values():
+            for pool in placement["pools"].values():
+                if pool.get("runtime") is None:
+                    pool.pop("runtime", None)
         return d
 
 

@@ -138,3 +138,25 @@ def test_split_key_is_the_same_for_a_shape_stored_as_float():
                          "k": [16, 16, 16]})
     floats = ints.astype({"m": float, "n": float})
     assert list(kerneldb.split_key(ints, "gemm")) == list(kerneldb.split_key(floats, "gemm"))
+
+
+def test_mla_and_quantize_tables_are_found_module_tables_are_not(root):
+    mla = dict(mla_dtype=["bfloat16"], kv_cache_dtype=["fp8"], num_heads=[16], tp_size=[8],
+               batch_size=[1], isl=[128], step=[0], latency=[0.1])
+    _table(root, "h100_sxm", "mla", "vllm", "0.24.0", "context_mla_perf", **mla)
+    # vLLM's whole-module tables (projections included) and SGLang's wide-EP ones are not MLA
+    _table(root, "h100_sxm", "mla", "vllm", "0.24.0", "mla_generation_module_perf", **mla)
+    _table(root, "h100_sxm", "mla", "vllm", "0.24.0", "wideep_generation_mla_perf", **mla)
+    q = dict(quant_dtype=["fp8"], m=[1], k=[1024], latency=[0.01])
+    _table(root, "h100_sxm", "quantize", "vllm", "0.24.0", "computescale_perf", **q)
+    _table(root, "h100_sxm", "quantize", "vllm", "0.24.0", "scale_matrix_perf", **q)
+    t = kerneldb.select("h100_sxm", "vllm", root=root)
+    assert {"context_mla", "compute_scale", "scale_matrix"} <= set(t.tables)
+    assert "generation_mla" not in t.tables
+    df = kerneldb.read_op(t, "context_mla")
+    assert list(df.mla_dtype) == ["bf16"] and list(df.kv_cache_dtype) == ["fp8"]
+    assert list(kerneldb.read_op(t, "scale_matrix").quant_dtype) == ["fp8"]
+    # the split ignores which TP shard an MLA kernel was timed as: one shape, one side
+    two = pd.concat([df, df.assign(tp_size=4)], ignore_index=True)
+    key = kerneldb.split_key(two, "context_mla")
+    assert key[0] == key[1]

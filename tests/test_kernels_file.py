@@ -45,3 +45,20 @@ def test_bad_grids_and_files_are_refused(tmp_path):
         load_kernels(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_kernels(tmp_path / "none.npz")
+
+
+def test_measured_masks_round_trip(tmp_path):
+    mask = np.array([[[True], [False]], [[True], [True]], [[False], [True]]])
+    k = _kernels()
+    gemm = k.get("gemm", ("bf16",))
+    masked = KernelGrid("gemm", ("bf16",), gemm.axes, gemm.seconds, mask)
+    ar = KernelGrid("allreduce", ("bf16", 4), (np.array([1.0, 2.0]),), np.array([1e-5, 2e-5]),
+                    np.array([False, True]))
+    MeasuredKernels([masked, k.get("allreduce", ("bf16", 8)), ar]).save(tmp_path / "m.npz")
+    back = load_kernels(tmp_path / "m.npz")
+    assert np.array_equal(back.get("gemm", ("bf16",)).measured, mask)
+    assert back.get("allreduce", ("bf16", 8)).measured is None
+    assert back.get("allreduce", ("bf16", 4)).measured.tolist() == [False, True]
+    with pytest.raises(ValueError, match="mask"):
+        KernelGrid("allreduce", ("bf16", 2), (np.array([1.0]),), np.array([1.0]),
+                   np.array([1, 0]))

@@ -18,7 +18,8 @@ from .fit import device_only, model_kernels
 from .profile import FitResult, base_accelerator, fit_profile
 from .timer import Timer
 
-__all__ = ["build_parser", "calibrate", "measure_and_fit", "Outcome"]
+__all__ = ["build_parser", "calibrate", "from_aiconfigurator", "measure_and_fit",
+           "Outcome"]
 
 
 def _base_raw(accelerator: str | None, device: str, threads: int | None) -> dict:
@@ -248,8 +249,71 @@ def measure_and_fit(args, measurements: str) -> Outcome:
                    gates.refusals(accuracy, noise, busy))
 
 
+def _aic_outputs(args) -> tuple[Path, Path]:
+    """The profile and its grids, checked before anything is read; existing files are
+    replaced only with --force."""
+    from ..outputs import check_output_file
+    out = check_output_file(args.out, "--out")
+    if out.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"{out}: give a .yaml file name (the kernel grids go to a .npz "
+                          f"beside it)", path="--out")
+    npz = check_output_file(out.with_suffix(".npz"), "--out")
+    there = [str(p) for p in (out, npz) if p.exists()]
+    if there and not args.force:
+        raise ConfigError(f"{' and '.join(there)} already exist{'s' if len(there) == 1 else ''}"
+                          f"; choose a new name, or add --force to replace "
+                          f"{'it' if len(there) == 1 else 'them'}", path="--out")
+    return out, npz
+
+
+def from_aiconfigurator(args) -> int:
+    """``--from-aiconfigurator``: a runtime profile from aiconfigurator-core's kernel tables
+    (no torch, nothing measured)."""
+    from ..outputs import write_atomic, write_text_atomic
+    for flag, v in (("--from-csv", args.from_csv), ("--accelerator", args.accelerator),
+                    ("--device", args.device), ("--quick", args.quick),
+                    ("--check", args.check), ("--name", args.name),
+                    ("--threads", args.threads)):
+        if v:
+            raise ConfigError("does not apply to --from-aiconfigurator (its tables were "
+                              "measured already)", path=flag)
+    if not args.runtime:
+        raise ConfigError("--from-aiconfigurator needs --runtime (vllm, sglang or trtllm)",
+                          path="--runtime")
+    if not 0 <= args.held_out < 1:
+        raise ConfigError(f"must be in [0, 1), got {args.held_out}", path="--held-out")
+    out, npz = _aic_outputs(args)                    # before anything is read
+    from .aic import build, profile_text
+    p = build(args.from_aiconfigurator, args.runtime, args.version, held_out=args.held_out,
+              kernels_file=npz.name)
+    cal = p.profile["calibration"]
+    print(f"{p.profile['name']} {p.profile['runtime']}: {len(p.kernels)} kernel grids from "
+          f"{cal['date']} ({cal['device']})")
+    print(aic_table(cal["accuracy"], args.held_out))
+    # the grids first, so the profile never names a file that is not there
+    write_atomic(npz, p.kernels.save)
+    write_text_atomic(out, profile_text(p))
+    print(f"wrote {out} and {npz}")
+    return 0
+
+
+def aic_table(accuracy: dict, held_out: float) -> str:
+    lines = [f"| op class ({held_out:.0%} of shapes held out) | n | grid MdAPE | p90 | "
+             f"datasheet MdAPE | p90 |", "|---|---|---|---|---|---|"]
+    for op, v in accuracy.items():
+        cells = [f"{v[k]:.1%}" if k in v else "-" for k in
+                 ("after_median", "after_p90", "before_median", "before_p90")]
+        lines.append(f"| {op} | {v['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def calibrate(args) -> int:
     from ..outputs import write_text_atomic
+    if args.from_aiconfigurator:
+        return from_aiconfigurator(args)
+    for flag, v in (("--runtime", args.runtime), ("--version", args.version)):
+        if v:
+            raise ConfigError("applies to --from-aiconfigurator only", path=flag)
     out, csv_path = _outputs(args.out)              # before anything is measured
     o = measure_and_fit(args, csv_path.name)
     cal = o.fit.profile["calibration"]
@@ -294,9 +358,21 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    "op,precision,m,n,k,batch,seq,kv_len,heads,kv_heads,head_dim,bytes,seconds; "
                    "optional: devices,kernels,noise)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--from-aiconfigurator", metavar="SYSTEM", help="build a runtime profile "
+                   "from aiconfigurator-core's measured kernel tables (pip install "
+                   "'hetsim[aic]'; no torch): SYSTEM is its name (h100_sxm) or hetsim's "
+                   "(h100-sxm); the kernel grids go to FILE.npz beside --out")
+    p.add_argument("--runtime", metavar="vllm|sglang|trtllm",
+                   help="with --from-aiconfigurator: whose kernel tables")
+    p.add_argument("--version", metavar="V", help="with --from-aiconfigurator: the runtime "
+                   "version (default: the package's declared current one)")
+    p.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION",
+                   help="with --from-aiconfigurator: shapes held out to score the fit "
+                   "(default 0.2; the written grids use every shape)")
     p.add_argument("--force", action="store_true", help="write the profile even when its "
                    "timings are too noisy or it predicts held-out shapes worse than the base "
-                   "profile (otherwise refused: exit 2, nothing written)")
+                   "profile (otherwise refused: exit 2, nothing written); with "
+                   "--from-aiconfigurator: replace an existing FILE.yaml / FILE.npz")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=calibrate)
     return p

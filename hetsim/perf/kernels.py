@@ -4,21 +4,29 @@ A runtime profile (``hetsim calibrate --from-aiconfigurator``) keeps the kernel 
 fitted to as :class:`KernelGrid` s in one ``.npz`` file beside its YAML. Each grid times one op
 for one *key* (the part of the shape a model fixes: dtypes, heads per rank, head dim, GPU
 count, an MoE layer's sizes) over its *axes* (the part a batch varies: tokens, batch, context
-length), every axis cell filled (holes were filled before saving). The step model picks a grid
-by key and reads it with :class:`hetsim.perf.grid.LogGrid`.
+length), every axis cell filled (holes were filled before saving; ``measured`` says which
+cells were not). The step model picks a grid by key and reads it with
+:class:`hetsim.perf.grid.LogGrid`.
 
 This module is data and file format only: which grid serves which model shape, and what carries
 the time past a grid's edge, is :mod:`hetsim.perf.ops`' and :mod:`hetsim.perf.step`'s job.
 
-File format (``numpy.savez_compressed``; nothing pickled): ``index`` is a JSON list, one
-``{"op", "key", "axes"}`` per grid i (axes: axis names), and arrays ``g{i}.a{j}`` (axis j's
-values, increasing, > 0) and ``g{i}.t`` (seconds, float32, shape = the axes' lengths).
-``meta`` is a JSON object (provenance: source package and version, tables and rows used).
+File format (a deflated ``.npz``; nothing pickled): ``index`` is a JSON list, one
+``{"op", "key", "axes", "shape", "filled"}`` per grid in file order (axes: axis names; shape:
+their lengths; filled: whether it carries a measured mask). ``axes`` (float64) holds every
+grid's axis values one after another (each axis increasing, > 0); ``seconds`` every grid's
+times (float32, C order, one after another) as 4 x n bytes, byte j of every little-endian
+float32 in row j (the sign-and-exponent bytes of similar times repeat, so deflate packs them;
+lossless); ``measured`` (packed bits) one bit per cell of each grid with ``filled``, 1 where
+the time was measured, 0 where it was filled. One array each for all grids, not per grid: an
+MoE table makes thousands of small grids, and a zip entry per array cost more than the
+numbers. ``meta`` is a JSON object (provenance: source package and version, tables and rows).
 """
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +64,9 @@ class KernelGrid:
     key: tuple
     axes: tuple[np.ndarray, ...]
     seconds: np.ndarray
+    #: True where ``seconds`` was measured, False where it was filled (a hole between or past
+    #: measurements: e.g. long-KV x large-batch decode, never timed); None: all measured
+    measured: np.ndarray | None = None
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -64,6 +75,10 @@ class KernelGrid:
         if len(self.key) != len(fields) or len(self.axes) != len(names):
             raise ValueError(f"{self.op}: key {fields} and axes {names} expected")
         LogGrid(self.axes, self.seconds)     # validates shapes, order and positivity
+        if self.measured is not None and (
+                np.shape(self.measured) != np.shape(self.seconds)
+                or np.asarray(self.measured).dtype != bool):
+            raise ValueError(f"{self.op}: measured must be a bool mask shaped like seconds")
 
     @property
     def named_key(self) -> dict:
@@ -101,14 +116,20 @@ class MeasuredKernels:
 
     def save(self, path: str | Path) -> None:
         """Write the ``.npz`` (deterministic bytes for the same grids and meta)."""
-        index, arrays = [], {}
-        for i, g in enumerate(g for op in self.ops() for g in self._by[op].values()):
+        index, axes, seconds, measured = [], [], [], []
+        for g in (g for op in self.ops() for g in self._by[op].values()):
             index.append({"op": g.op, "key": [_plain(v) for v in g.key],
-                          "axes": list(OPS[g.op][1])})
-            for j, a in enumerate(g.axes):
-                arrays[f"g{i}.a{j}"] = np.asarray(a, dtype=np.float64)
-            arrays[f"g{i}.t"] = np.asarray(g.seconds, dtype=np.float32)
-        arrays["index"] = np.array(json.dumps(index, sort_keys=True))
+                          "axes": list(OPS[g.op][1]), "shape": [len(a) for a in g.axes],
+                          "filled": g.measured is not None})
+            axes += [np.asarray(a, dtype=np.float64) for a in g.axes]
+            seconds.append(np.asarray(g.seconds, dtype=np.float32).ravel())
+            if g.measured is not None:
+                measured.append(np.asarray(g.measured, dtype=bool).ravel())
+        t = np.concatenate(seconds or [np.zeros(0, np.float32)]).astype("<f4")
+        arrays = {"axes": np.concatenate(axes or [np.zeros(0)]),
+                  "seconds": np.ascontiguousarray(t.view(np.uint8).reshape(-1, 4).T),
+                  "measured": np.packbits(np.concatenate(measured or [np.zeros(0, bool)])),
+                  "index": np.array(json.dumps(index, sort_keys=True))}
         arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
         _save_npz(Path(path), arrays)
 
@@ -139,14 +160,36 @@ def _read(path: str) -> MeasuredKernels:
         with np.load(path, allow_pickle=False) as z:
             index = json.loads(str(z["index"]))
             meta = json.loads(str(z["meta"]))
-            grids = []
-            for i, entry in enumerate(index):
-                op = entry["op"]
-                n_axes = len(OPS[op][1]) if op in OPS else 0
-                grids.append(KernelGrid(op, tuple(entry["key"]),
-                                        tuple(z[f"g{i}.a{j}"] for j in range(n_axes)),
-                                        z[f"g{i}.t"].astype(np.float64)))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            planes = z["seconds"]
+            if planes.dtype != np.uint8 or planes.ndim != 2 or planes.shape[0] != 4:
+                raise ValueError("seconds: 4 x n bytes expected")
+            all_axes = z["axes"]
+            all_t = np.ascontiguousarray(planes.T).view("<f4").ravel().astype(np.float64)
+            bits = np.unpackbits(z["measured"]).astype(bool) if "measured" in z.files \
+                else np.zeros(0, bool)
+            grids, ia, it, im = [], 0, 0, 0
+            for entry in index:
+                shape = [int(n) for n in entry["shape"]]
+                axes = []
+                for n in shape:
+                    axes.append(all_axes[ia:ia + n])
+                    ia += n
+                size = math.prod(shape)
+                if ia > len(all_axes) or it + size > len(all_t):
+                    raise ValueError("index names more values than the file holds")
+                mask = None
+                if entry.get("filled"):
+                    if im + size > len(bits):
+                        raise ValueError("index names more measured cells than the file holds")
+                    mask = bits[im:im + size].reshape(shape)
+                    im += size
+                grids.append(KernelGrid(entry["op"], tuple(entry["key"]), tuple(axes),
+                                        all_t[it:it + size].reshape(shape), mask))
+                it += size
+            # packbits pads the last byte with at most 7 zero bits
+            if ia != len(all_axes) or it != len(all_t) or not 0 <= len(bits) - im < 8:
+                raise ValueError("values the index does not name")
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"unreadable kernel grids: {e}", file=path) from None
     return MeasuredKernels(grids, meta)
 
