@@ -16,7 +16,8 @@ from ..errors import ConfigError
 from ..hardware import Accelerator, Calibration, Interconnect, load_interconnect
 from ..precision import PRECISION_BYTES, unsupported
 from .kernels import MeasuredKernels, load_kernels
-from .measured import MeasuredOps, lift
+from .measured import lift
+from .measured_ops import MeasuredOps
 
 __all__ = ["PerfModel", "GEMM_TILES"]
 
@@ -127,7 +128,7 @@ class PerfModel(MeasuredOps):
             grid = self._gemm_grid(precision, weight_precision)
             if grid is not None:
                 return grid(lift((m, n, k), grid.axes),
-                            lambda p: self._gemm_analytic(*p, precision, weight_precision))
+                            lambda p: self._gemm_work(*p, precision, weight_precision))
         return self._gemm_analytic(m, n, k, precision, weight_precision)
 
     def _gemm_analytic(self, m, n, k, precision, weight_precision) -> float:
@@ -139,6 +140,17 @@ class PerfModel(MeasuredOps):
             # monotone in m
             compute /= self._corr("gemm", precision, m / se)
             memory /= self._corr("gemm_memory", precision, m)
+        if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
+            compute += self.dequant_time(m, n, k)
+        return max(compute, memory) + self._kernel
+
+    def _gemm_work(self, m, n, k, precision, weight_precision) -> float:
+        """The roofline of a GEMM's work alone (no tile padding or wave quantization): what
+        carries a measured GEMM past its grid. NOTE: the grid measured the kernel's efficiency at
+        its edge and past it only the work grows; the quantized model's ratio between two shapes
+        jumps with their tiles, which let a step with more rows cost less (the logits GEMM, n past
+        the grid, at 513 rows against 511)."""
+        compute, memory = self._gemm_parts(m, n, k, precision, weight_precision, 1.0)
         if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
             compute += self.dequant_time(m, n, k)
         return max(compute, memory) + self._kernel
