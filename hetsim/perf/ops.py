@@ -5,6 +5,10 @@ Every op is ``max(compute_time, memory_time) + kernel_overhead`` where
   models tile padding and wave quantization over the device's compute units (with split-K for
   tall-skinny shapes, as cuBLAS/hipBLASLt heuristics do);
 - memory_time = bytes / (HBM bandwidth x hbm efficiency).
+
+Where the profile carries measured kernel grids (``Calibration.kernels``), GEMMs, attention and
+all-reduces read them first and the roofline above carries the time where they do not reach
+(:mod:`hetsim.perf.measured`); without grids every time is the roofline's, bit for bit.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from ..errors import ConfigError
 from ..hardware import Accelerator, Calibration, Interconnect, load_interconnect
 from ..precision import PRECISION_BYTES, unsupported
 from .kernels import MeasuredKernels, load_kernels
+from .measured import lift
+from .measured_ops import MeasuredOps
 
 __all__ = ["PerfModel", "GEMM_TILES"]
 
@@ -26,7 +32,7 @@ ATTN_Q_TILE = 128
 SPLITK_MIN_K = 512
 
 
-class PerfModel:
+class PerfModel(MeasuredOps):
     """Time of operators on ``acc``; the TP all-reduce runs over ``link`` (default: its scale-up).
 
     Operators only: a whole iteration of a model is :class:`hetsim.perf.StepModel`'s job.
@@ -45,6 +51,7 @@ class PerfModel:
         self._kernels = load_kernels(self._cal.kernels) if self._cal and self._cal.kernels \
             else None
         self._peaks: dict[str, float] = {}   # precision -> dense FLOP/s (a pure look-up)
+        self._forms: dict[tuple, object] = {}  # measured grid (or None) per op and key, memoized
 
     def _corr(self, kind: str, precision: str, x: float) -> float:
         """Calibrated throughput correction (1.0 without a calibration for this op/format)."""
@@ -117,6 +124,14 @@ class PerfModel:
         ``precision``)."""
         if m <= 0 or n <= 0 or k <= 0:
             return 0.0
+        if self._kernels is not None:
+            grid = self._gemm_grid(precision, weight_precision)
+            if grid is not None:
+                return grid(lift((m, n, k), grid.axes),
+                            lambda p: self._gemm_work(*p, precision, weight_precision))
+        return self._gemm_analytic(m, n, k, precision, weight_precision)
+
+    def _gemm_analytic(self, m, n, k, precision, weight_precision) -> float:
         se = self.shape_efficiency(m, n, k)
         compute, memory = self._gemm_parts(m, n, k, precision, weight_precision, se)
         if self._cal is not None:
@@ -125,6 +140,17 @@ class PerfModel:
             # monotone in m
             compute /= self._corr("gemm", precision, m / se)
             memory /= self._corr("gemm_memory", precision, m)
+        if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
+            compute += self.dequant_time(m, n, k)
+        return max(compute, memory) + self._kernel
+
+    def _gemm_work(self, m, n, k, precision, weight_precision) -> float:
+        """The roofline of a GEMM's work alone (no tile padding or wave quantization): what
+        carries a measured GEMM past its grid. NOTE: the grid measured the kernel's efficiency at
+        its edge and past it only the work grows; the quantized model's ratio between two shapes
+        jumps with their tiles, which let a step with more rows cost less (the logits GEMM, n past
+        the grid, at 513 rows against 511)."""
+        compute, memory = self._gemm_parts(m, n, k, precision, weight_precision, 1.0)
         if PRECISION_BYTES[weight_precision or precision] < PRECISION_BYTES[precision]:
             compute += self.dequant_time(m, n, k)
         return max(compute, memory) + self._kernel
@@ -171,11 +197,22 @@ class PerfModel:
 
     def attention_chunks_time(self, chunks, n_heads: int, n_kv_heads: int, head_dim: int,
                               precision: str = "bf16", kv_precision: str | None = None,
-                              v_head_dim: int | None = None) -> float:
+                              v_head_dim: int | None = None, window: int = 0) -> float:
         """Causal attention for prompt chunks ``[(q_len, kv_len), ...]``: each chunk's q_len new
-        tokens attend to kv_len tokens (previous context + themselves)."""
+        tokens attend to kv_len tokens (previous context + themselves). ``window``: the
+        sliding window in tokens (0: full attention; only a measured grid tells them apart)."""
         if not chunks:
             return 0.0
+        if self._kernels is not None:
+            form = self.context_attention_form(n_heads, n_kv_heads, head_dim, precision,
+                                               kv_precision, v_head_dim, window)
+            if form is not None:
+                return form(chunks)
+        return self._chunks_analytic(chunks, n_heads, n_kv_heads, head_dim, precision,
+                                     kv_precision, v_head_dim)
+
+    def _chunks_analytic(self, chunks, n_heads, n_kv_heads, head_dim, precision, kv_precision,
+                         v_head_dim) -> float:
         compute, memory, q_tokens = self.attention_prefill_parts(
             chunks, n_heads, n_kv_heads, head_dim, precision, kv_precision, v_head_dim)
         compute /= self._corr("attention_prefill", precision, q_tokens)
@@ -215,7 +252,7 @@ class PerfModel:
     def attention_decode_total_time(self, batch: int, total_kv: int, n_heads: int,
                                     n_kv_heads: int, head_dim: int, precision: str = "bf16",
                                     kv_precision: str | None = None,
-                                    kv_width: int | None = None) -> float:
+                                    kv_width: int | None = None, window: int = 0) -> float:
         """Decode attention for ``batch`` sequences holding ``total_kv`` cached tokens in all.
 
         NOTE: depends on the batch only through (batch, sum of context lengths), which lets the
@@ -224,6 +261,16 @@ class PerfModel:
         """
         if batch <= 0:
             return 0.0
+        if self._kernels is not None:
+            form = self.decode_attention_form(n_heads, n_kv_heads, head_dim, precision,
+                                              kv_precision, kv_width, window)
+            if form is not None:
+                return form(batch, total_kv)
+        return self._decode_analytic(batch, total_kv, n_heads, n_kv_heads, head_dim, precision,
+                                     kv_precision, kv_width)
+
+    def _decode_analytic(self, batch, total_kv, n_heads, n_kv_heads, head_dim, precision,
+                         kv_precision, kv_width) -> float:
         compute, memory, nbytes = self.attention_decode_parts(
             batch, total_kv, n_heads, n_kv_heads, head_dim, precision, kv_precision, kv_width)
         if self._cal is not None:
@@ -242,11 +289,19 @@ class PerfModel:
         nbytes = total_kv * n_kv_heads * width * kvb + 2 * batch * n_heads * head_dim * b
         return compute, nbytes / self._bw, nbytes
 
-    def allreduce_time(self, nbytes: float, n_devices: int) -> float:
+    def allreduce_time(self, nbytes: float, n_devices: int, dtype: str = "bf16") -> float:
         """Ring all-reduce of ``nbytes`` per device over the scale-up link (alpha-beta), or the
-        calibrated fit for this device count when the profile has one."""
+        calibrated fit for this device count when the profile has one, or the measured grid
+        of ``n_devices`` (that model carrying it past the grid's message sizes)."""
         if n_devices <= 1 or nbytes <= 0:
             return 0.0
+        if self._kernels is not None:
+            form = self._allreduce_form(n_devices, dtype)
+            if form is not None:
+                return form(nbytes)
+        return self._allreduce_analytic(nbytes, n_devices)
+
+    def _allreduce_analytic(self, nbytes: float, n_devices: int) -> float:
         cal = self.acc.calibration
         fit = cal.allreduce.get(str(n_devices)) if cal is not None else None
         if fit:   # measured on this device (hetsim calibrate): latency + bus-bandwidth term

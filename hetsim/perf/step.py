@@ -17,12 +17,18 @@ from .ops import PerfModel
 __all__ = ["StepModel", "band_pairs"]
 
 _HIGH = ("fp32", "tf32", "fp16", "bf16")
+#: The MoE routing a measured MoE grid is read at (aiconfigurator times 'balanced',
+#: 'power_law_1.01' and 'power_law_1.2'). NOTE: balanced, because the analytical MoE (the
+#: expected distinct experts of uniform routing) assumes it too, so a profile with and one
+#: without an MoE grid model the same workload; routing skew is the workload's, not the device's.
+MOE_DISTRIBUTION = "balanced"
 
 
 class StepModel:
     """Iteration time for ``model`` at tensor parallelism ``tp`` on ``pm``'s accelerator."""
 
-    def __init__(self, model, pm: PerfModel, tp: int = 1, precision: "str | Formats" = "bf16"):
+    def __init__(self, model, pm: PerfModel, tp: int = 1, precision: "str | Formats" = "bf16",
+                 moe_distribution: str = MOE_DISTRIBUTION):
         self.model, self.pm, self.tp = model, pm, tp
         f = Formats.of(precision)
         self.formats = f
@@ -49,6 +55,30 @@ class StepModel:
             c1, m1, _ = self._decode_parts(1, 1)
             _, m2, _ = self._decode_parts(1, 2)
             self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm.kernel_overhead)
+        self._ctx_form = self._decode_form = self._moe_form = None
+        self._ctx_win_form = self._decode_win_form = None
+        if pm.kernels is not None:
+            self._measured_forms(moe_distribution)
+
+    def _measured_forms(self, moe_distribution: str) -> None:
+        """The profile's measured grids for this model's shapes, resolved once (``perf.measured``;
+        None where the profile has none: the analytical path). Windowed layers read the grids
+        measured with their window (the runtime's windowed kernel, at the real context)."""
+        m, pm, f = self.model, self.pm, self.formats
+        qk, v = self._attn_dims()
+        mla = bool(m.mla)
+        ctx = (self.heads, self.heads if mla else self.kv_heads, qk, self.attn_precision, f.kv, v)
+        dec = self._decode_args(1, 1)[2:]
+        self._ctx_form = pm.context_attention_form(*ctx, mla=mla)
+        self._decode_form = pm.decode_attention_form(*dec, mla=mla)
+        if self.window is not None:
+            self._ctx_win_form = pm.context_attention_form(*ctx, window=self.window.size)
+            self._decode_win_form = pm.decode_attention_form(*dec, window=self.window.size)
+        if m.moe:
+            e = m.moe
+            self._moe_form = pm.moe_form(f.compute, self.expert_weights, m.hidden_size,
+                                         e.expert_ffn_size, e.top_k, e.num_experts, self.tp, 1,
+                                         moe_distribution, self._routed_analytic)
 
     # --- shapes --------------------------------------------------------------------------
     def _gemm_shapes(self):
@@ -85,11 +115,11 @@ class StepModel:
         t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in self._layer_gemms)
         if layer_is_moe:
             e = m.moe
-            routed = n_tok * e.top_k
-            active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
-            t += self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
-                                self.expert_weights)
+            # NOTE: a measured MoE grid times aiconfigurator's MoE op, the fused routed-experts
+            # kernels alone (router GEMM, shared experts and all-reduce are charged as without)
+            t += self._moe_form(n_tok) if self._moe_form is not None else \
+                self._routed_analytic(n_tok)
             if e.shared_experts:
                 t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts,
                                     weights=self.expert_weights)
@@ -103,6 +133,14 @@ class StepModel:
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
         t += 2 * pm.allreduce_time(n_tok * h * self.act_bytes, self.tp)
         return t
+
+    def _routed_analytic(self, n_tok: float) -> float:
+        """The routed experts of one MoE layer composed from grouped GEMMs."""
+        e = self.model.moe
+        routed = n_tok * e.top_k
+        active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
+        return self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
+                              self.expert_weights)
 
     def dense_time(self, n_tok: int, n_logits: int) -> float:
         """Everything but attention for ``n_tok`` new tokens, ``n_logits`` of which need logits."""
@@ -133,6 +171,8 @@ class StepModel:
     def prefill_attention_time(self, chunks) -> float:
         if self.window is not None:
             return self._windowed_prefill_time(chunks)
+        if self._ctx_form is not None and chunks:
+            return self.model.num_layers * self._ctx_form(chunks)
         qk, v = self._attn_dims()
         return self.model.num_layers * self.pm.attention_chunks_time(
             chunks, self.heads, self.heads if self.model.mla else self.kv_heads, qk,
@@ -150,7 +190,11 @@ class StepModel:
         qk, v = self._attn_dims()
         kvh = self.heads if m.mla else self.kv_heads
         args = (self.heads, kvh, qk, self.attn_precision, self.formats.kv, v)
-        full = pm.attention_chunks_time(chunks, *args[:5], v_head_dim=v)
+        full = self._ctx_form(chunks) if self._ctx_form is not None and chunks else \
+            pm.attention_chunks_time(chunks, *args[:5], v_head_dim=v)
+        if self._ctx_win_form is not None and chunks:
+            return (m.full_attention_layers * full
+                    + self.window.layers * self._ctx_win_form(chunks))
         band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
         compute, memory, q_tokens = pm.attention_prefill_parts(band, *args)
         causal = sum(band_pairs(q, kv, kv) for q, kv in band)
@@ -171,13 +215,19 @@ class StepModel:
         if lin is not None and batch > 0:   # hot path: one call per decode step
             a, b, g, k = lin
             return self.model.num_layers * (max(a * total_kv, b * total_kv + g * batch) + k)
+        if self._decode_form is not None and batch > 0:   # measured: cached per batch value
+            return self.model.num_layers * self._decode_form(batch, total_kv)
         return self._decode_attention_time(batch, total_kv)
 
     def _windowed_decode_time(self, batch: int, total_kv: int, window_kv: int | None) -> float:
         if window_kv is None:
             window_kv = min(total_kv, batch * self.window.size)
-        return (self.model.full_attention_layers * self._decode_layer_time(batch, total_kv)
-                + self.window.layers * self._decode_layer_time(batch, window_kv))
+        full = self.model.full_attention_layers * self._decode_layer_time(batch, total_kv)
+        if self._decode_win_form is not None and batch > 0:
+            # NOTE: the windowed grid was measured at the sequences' real context (the
+            # kernel applies the window), so it is read there, not at the window's sum
+            return full + self.window.layers * self._decode_win_form(batch, total_kv)
+        return full + self.window.layers * self._decode_layer_time(batch, window_kv)
 
     def _decode_layer_time(self, batch: int, kv: int) -> float:
         """One layer's decode attention over ``kv`` tokens of context in all."""
@@ -185,6 +235,8 @@ class StepModel:
         if lin is not None and batch > 0:
             a, b, g, k = lin
             return max(a * kv, b * kv + g * batch) + k
+        if self._decode_form is not None and batch > 0:
+            return self._decode_form(batch, kv)
         return self.pm.attention_decode_total_time(*self._decode_args(batch, kv))
 
     def _decode_args(self, batch: int, total_kv: int) -> tuple:

@@ -1,0 +1,123 @@
+"""The measured-grid half of :class:`hetsim.perf.PerfModel`: which grid serves an op's key
+(exact, or the nearest for attention), memoized per PerfModel, and the forms of
+:mod:`hetsim.perf.measured` built on it with PerfModel's analytical ops as the carry."""
+from __future__ import annotations
+
+from .measured import (ContextForm, DecodeForm, UniformForm, first_grid, gemm_dtypes,
+                       nearest_key, nearest_scaling, refilled)
+
+__all__ = ["MeasuredOps"]
+
+
+class MeasuredOps:
+    """The measured-grid half of :class:`hetsim.perf.PerfModel` (a mixin: it reads the
+    model's ``_kernels``, ``_forms`` memo and analytical ``_*_analytic`` methods). Every method
+    answers None where the profile has no grid for the shape, and the caller keeps its
+    analytical path."""
+
+    def _gemm_grid(self, precision: str, weight_precision: str | None):
+        """The measured GEMM grid of this format pair (``measured.GEMM_DTYPES``), or None."""
+        key = ("gemm", precision, weight_precision or precision)
+        if key not in self._forms:
+            g = first_grid(self._kernels, "gemm",
+                           [(d,) for d in gemm_dtypes(precision, weight_precision)])
+            self._forms[key] = g.grid if g is not None else None
+        return self._forms[key]
+
+    def _allreduce_form(self, n_devices: int, dtype: str):
+        """The all-reduce grid of (dtype, n_devices); else of n_devices in another dtype (bytes
+        are bytes to a ring), or None: an unmeasured count keeps the fit or alpha-beta."""
+        key = ("allreduce", dtype, n_devices)
+        if key not in self._forms:
+            keys = sorted(k for k in (g.key for g in self._kernels.grids("allreduce"))
+                          if k[1] == n_devices and k[0] != dtype)
+            g = first_grid(self._kernels, "allreduce", [(dtype, n_devices), *keys])
+            self._forms[key] = None if g is None else UniformForm(
+                g.grid, lambda x: self._allreduce_analytic(x, n_devices))
+        return self._forms[key]
+
+    def _attention_grid(self, op: str, key: tuple, same, near):
+        """The grid for ``key``: exact, else the nearest measured key
+        (``measured.nearest_key``), else None. Memoized."""
+        memo = (op, key)
+        if memo not in self._forms:
+            g = self._kernels.get(op, key)
+            if g is None:
+                k = nearest_key([g.key for g in self._kernels.grids(op)], key, same, near)
+                g = self._kernels.get(op, k) if k is not None else None
+            self._forms[memo] = g
+        return self._forms[memo]
+
+    def _attention_form(self, phase, n_heads, n_kv_heads, head_dim, precision, kv_precision,
+                        window, mla):
+        """(grid, heads and KV heads of the grid's shape) or None. GQA keys match dtypes, head
+        dim and window and take the nearest heads / KV heads (the same GQA ratio first). MLA
+        keys match dtypes and take the nearest query heads; the latent is passed as
+        ``n_kv_heads == n_heads`` in context (it follows the heads) and one head in decode."""
+        kv = kv_precision or precision
+        if mla:
+            g = self._attention_grid(f"{phase}_mla", (precision, kv, n_heads), (0, 1), (2,))
+            h = g.key[2] if g is not None else 0
+            return None if g is None else (g, (h, h if phase == "context" else n_kv_heads))
+        key = (precision, kv, n_heads, n_kv_heads, head_dim, window)
+        g = self._attention_grid(f"{phase}_attention", key, (0, 1, 4, 5), (2, 3))
+        return None if g is None else (g, tuple(g.key[2:4]))
+
+    def context_attention_form(self, n_heads, n_kv_heads, head_dim, precision="bf16",
+                               kv_precision=None, v_head_dim=None, window=0, mla=False):
+        """Measured context attention of one layer (heads of one rank) as a
+        :class:`ContextForm` over chunks, or None (no grid: the analytical model). MLA (``mla``)
+        reads the ``context_mla`` grids by query heads. Memoized per shape."""
+        memo = ("context", n_heads, n_kv_heads, head_dim, precision, kv_precision, v_head_dim,
+                window, mla)
+        if memo not in self._forms:
+            found = self._attention_form("context", n_heads, n_kv_heads, head_dim, precision,
+                                         kv_precision, window, mla)
+
+            def shape(heads, kv_heads):
+                return lambda chunks: self._chunks_analytic(
+                    chunks, heads, kv_heads, head_dim, precision, kv_precision, v_head_dim)
+            if found is not None:
+                theirs = shape(*found[1])
+                found = (refilled(found[0], lambda b, y: theirs([(y, y)] * int(b))), found[1])
+            self._forms[memo] = None if found is None else ContextForm(
+                found[0], shape(*found[1]), shape(n_heads, n_kv_heads),
+                **nearest_scaling(found[0].grid, "context", shape, found[1], n_heads,
+                                  n_kv_heads))
+        return self._forms[memo]
+
+    def decode_attention_form(self, n_heads, n_kv_heads, head_dim, precision="bf16",
+                              kv_precision=None, kv_width=None, window=0, mla=False):
+        """Measured decode attention of one layer as a :class:`DecodeForm` over (batch, total
+        KV), or None. MLA reads ``generation_mla`` by query heads. Memoized per shape."""
+        memo = ("generation", n_heads, n_kv_heads, head_dim, precision, kv_precision, kv_width,
+                window, mla)
+        if memo not in self._forms:
+            found = self._attention_form("generation", n_heads, n_kv_heads, head_dim,
+                                         precision, kv_precision, window, mla)
+
+            def shape(heads, kv_heads):
+                return lambda b, t: self._decode_analytic(b, t, heads, kv_heads, head_dim,
+                                                          precision, kv_precision, kv_width)
+            if found is not None:
+                theirs = shape(*found[1])
+                found = (refilled(found[0], lambda b, y: theirs(int(b), b * y)), found[1])
+            self._forms[memo] = None if found is None else DecodeForm(
+                found[0], shape(*found[1]),
+                **nearest_scaling(found[0].grid, "generation", shape, found[1], n_heads,
+                                  n_kv_heads))
+        return self._forms[memo]
+
+    def moe_form(self, precision, weight_precision, hidden, inter, topk, experts, tp, ep,
+                 distribution, analytical):
+        """A whole MoE layer's routed experts as the runtime runs them, measured over tokens
+        (``measured.UniformForm``; ``analytical(tokens)`` carries it past the grid), for exactly
+        this layer's key ``(dtype, hidden, inter, topk, experts, tp, ep, distribution)``
+        (``inter``: one expert's full intermediate size, as aiconfigurator keys it), or None."""
+        if self._kernels is None:
+            return None
+        g = first_grid(self._kernels, "moe",
+                       [(d, hidden, inter, topk, experts, tp, ep, distribution)
+                        for d in gemm_dtypes(precision, weight_precision)])
+        return None if g is None else UniformForm(g.grid, analytical)
+
