@@ -83,6 +83,7 @@ def test_presets_match_published_medians():
     ({"arrival": {"process": "poisson", "rate_rps": -1}}, "must be > 0"),
     ({"arrival": {"process": "closed"}}, "concurrency"),
     ({"input_tokens": {"dist": "lognormal", "sigma": 1}}, "exactly one of mean or median"),
+    ({"input_tokens": {"dist": "lognormal", "mean": 9, "sigma": 1.3e154}}, "sigma: must be <= 10"),
     ({"input_tokens": {"dist": "uniform", "min": 9, "max": 3}}, "min 9 > max 3"),
 ])
 def test_bad_workloads(bad, where):

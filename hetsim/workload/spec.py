@@ -24,6 +24,10 @@ MAX_TOKENS = 2 ** 31 - 1
 MAX_TIME_S = 1e9
 
 
+def _sigma(v):
+    return None if v <= 10 else f"must be <= 10, got {v}"
+
+
 def _tokens(v):
     return None if 1 <= v <= MAX_TOKENS else f"must be between 1 and {MAX_TOKENS}, got {v}"
 
@@ -84,8 +88,9 @@ class Lengths:
                                                              positive))
     std: float | None = field(default=None, metadata=meta("normal: standard deviation",
                                                           non_negative))
-    sigma: float | None = field(default=None, metadata=meta("lognormal: sigma of log-length",
-                                                            non_negative))
+    sigma: float | None = field(default=None, metadata=meta(
+        "lognormal: sigma of log-length (at most 10: e^10 spans 22,000x; more overflows)",
+        non_negative, _sigma))
     file: str | None = field(default=None, metadata=meta(
         "empirical: CSV histogram with columns tokens,weight (relative to the scenario)"))
     quantiles: list[list[float]] | None = field(default=None, metadata=meta(
