@@ -51,11 +51,12 @@ class PrefixCache:
 class Pool:
     role: str = field(metadata=meta("mixed (colocated) | prefill | decode"))
     accelerator: str = field(metadata=meta("accelerator profile name"))
-    runtime: Literal["vllm", "sglang", "trtllm"] | None = field(default=None, metadata=meta(
-        "serving runtime whose measured kernel timings the pool's accelerator carries (its "
-        "runtime profile, hardware_profiles/runtimes/<accelerator>.<runtime>.yaml; `hetsim "
-        "profiles list` shows which exist); kernel side only for now: the runtime's scheduler "
-        "comes with issue 15; unset: the generic profile"))
+    runtime: str | None = field(default=None, metadata=meta(
+        "serving runtime (vllm | sglang | trtllm, any case) whose measured kernel timings the "
+        "pool's accelerator carries (its runtime profile, hardware_profiles/runtimes/"
+        "<accelerator>.<runtime>.yaml; `hetsim profiles list` shows which exist); kernel "
+        "timings only: the runtime's scheduling rules are not modelled yet; unset: the "
+        "generic profile"))
     instances: int = field(default=1, metadata=meta(
         f"serving instances (each a TP group), at most {MAX_INSTANCES:,}",
         lambda v: positive(v) or (None if v <= MAX_INSTANCES else
