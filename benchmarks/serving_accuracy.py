@@ -94,8 +94,15 @@ def agg_workers(row) -> int:
     return max(1, round(concurrency(row) / per_worker))
 
 
+#: checkpoints published in one format whatever a row's quant-mode label says: gpt-oss ships
+#: MXFP4 experts (the catalog model's expert_weights) and bf16 everything else (OpenAI's model
+#: card); the runtimes serve that checkpoint, they do not re-quantize attention to fp4 or fp8
+CHECKPOINT = {"openai/gpt-oss-120b": "bf16"}
+
+
 def precision(row) -> dict:
-    mode = row.get("gemm_quant_mode")
+    mode = CHECKPOINT.get(str(row.get("model_path", "")).strip().lower())
+    mode = row.get("gemm_quant_mode") if mode is None else mode
     mode = row.get("precision") if pd.isna(mode) else mode
     compute, weights = FORMATS.get("bf16" if pd.isna(mode) else str(mode), (None, None))
     if compute is None:

@@ -48,6 +48,9 @@ GEMM_DTYPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("bf16", "int4"): ("w4a16-int",), ("fp16", "int4"): ("w4a16-int",),
     ("bf16", "fp4"): ("w4a16-mxfp4",), ("fp16", "fp4"): ("w4a16-mxfp4",),
     ("fp8", "int4"): ("w4a8-int-fp8",), ("fp8", "fp4"): ("w4a8-mxfp4",),
+    # a checkpoint's own MXFP4 experts (gpt-oss): the tables' mxfp4 weight-only kernels
+    ("bf16", "mxfp4"): ("w4a16-mxfp4",), ("fp16", "mxfp4"): ("w4a16-mxfp4",),
+    ("fp8", "mxfp4"): ("w4a8-mxfp4",),
 }
 
 

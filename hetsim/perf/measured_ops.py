@@ -24,6 +24,18 @@ class MeasuredOps:
             self._forms[key] = g.grid if g is not None else None
         return self._forms[key]
 
+    def gemm_launch(self, precision: str, weight_precision: str | None = None) -> float:
+        """The fixed cost of one GEMM launch in this format: the measured grid's fastest shape
+        (its launch floor) where the profile has one, else ``kernel_overhead``. A grouped GEMM
+        composed of per-group GEMM times pays it once, not once per group."""
+        key = ("gemm-launch", precision, weight_precision or precision)
+        if key not in self._forms:
+            g = first_grid(self._kernels, "gemm",
+                           [(d,) for d in gemm_dtypes(precision, weight_precision)]) \
+                if self._kernels is not None else None
+            self._forms[key] = float(g.seconds.min()) if g is not None else self._kernel
+        return self._forms[key]
+
     def _allreduce_form(self, n_devices: int, dtype: str):
         """The all-reduce grid of (dtype, n_devices); else of n_devices in another dtype (bytes
         are bytes to a ring), or None: an unmeasured count keeps the fit or alpha-beta."""

@@ -106,9 +106,12 @@ class StepModel:
         h, fs = m.hidden_size, max(1, size // self.tp)
         up = 2 * fs if m.gated_ffn else fs
         rows = n_tok if experts_m is None else max(1, int(-(-experts_m // 1)))
+        # NOTE: the groups share one launch each for up and down: its fixed cost (a measured
+        # grid's launch floor, else the profile's kernel overhead) is paid once, not per group
+        launch = pm.gemm_launch(f.compute, wf) if n_experts != 1.0 else pm.kernel_overhead
         t = (pm.gemm_time(rows, up, h, f.compute, wf)
-             + pm.gemm_time(rows, h, fs, f.compute, wf) - 2 * pm.kernel_overhead)
-        return t * n_experts + 2 * pm.kernel_overhead
+             + pm.gemm_time(rows, h, fs, f.compute, wf) - 2 * launch)
+        return t * n_experts + 2 * launch
 
     def _layer_dense_time(self, n_tok: int, layer_is_moe: bool) -> float:
         m, pm, f = self.model, self.pm, self.formats
