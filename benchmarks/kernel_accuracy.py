@@ -184,7 +184,7 @@ GRID_FILL = {"gemm": {}, "allreduce": {},
 class TableGrid:
     """The kernel-table model of one op, fitted here as a profile ships it: per key (dtype;
     attention's dtypes, heads, KV heads, head dim and window; all-reduce's dtype and GPU count)
-    a :class:`LogGrid` over the shapes NOT held out (held-out shapes are holes, filled along
+    a :class:`LogGrid` over the shapes NOT held out (held-out shapes are holes, filled from
     their neighbours), the datasheet model carrying the edges. A held-out row whose key has no
     fit rows takes the nearest key's grid scaled by the model (``fallback`` counts them).
     Scored on the held-out rows only, so its figures are what a table-backed profile would
