@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -160,63 +161,121 @@ def generic_models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]
     return out
 
 
-#: op -> the shape columns a grid spans (the rest of the shape, e.g. dtypes, picks the grid);
-#: attention's KV length is ``isl + step``, as aiconfigurator reads it
-GRID_AXES = {"gemm": ("m", "n", "k"),
-             "context_attention": ("batch_size", "isl", "num_heads", "num_key_value_heads",
-                                   "head_dim"),
-             "generation_attention": ("batch_size", "kv", "num_heads", "num_key_value_heads",
-                                      "head_dim")}
+#: op -> (the shape columns that pick a grid, the columns it spans), as the shipped profiles
+#: keep them (``hetsim.perf.kernels.OPS``); attention's KV length is ``isl + step``, as
+#: aiconfigurator reads it
+GRID_KEYS = {"gemm": (("gemm_dtype",), ("m", "n", "k")),
+             "context_attention": (ATTN_KEY := ("attn_dtype", "kv_cache_dtype", "num_heads",
+                                                "num_key_value_heads", "head_dim",
+                                                "window_size"), ("batch_size", "isl")),
+             "generation_attention": (ATTN_KEY, ("batch_size", "kv")),
+             "allreduce": (("allreduce_dtype", "num_gpus"), ("message_size",))}
+#: how a table-grid model reads its grid: "log" interpolates log time; "ratio" interpolates
+#: log(measured / datasheet model) and multiplies the model's time at the query back in
+GRID_MODES = ("log", "ratio")
+#: how holes are filled (``fill_log_grid``'s options), chosen per op on a validation split
+#: inside the fit rows (DESIGN.md, "Kernel databases"), never on the held-out rows
+GRID_FILL = {"gemm": {}, "allreduce": {},
+             "context_attention": {"smoothest": True, "diagonals": True},
+             "generation_attention": {"smoothest": True, "diagonals": True}}
 
 
 @dataclasses.dataclass
 class TableGrid:
-    """The kernel-table model of one op, fitted here: per dtype group, a :class:`LogGrid` over
-    the shapes NOT held out (held-out shapes are holes, filled along their grid lines),
-    carried past the edges by the datasheet model. Scored on the held-out rows only, so its
-    figures are what a table-backed profile would reach on shapes it was not given."""
+    """The kernel-table model of one op, fitted here as a profile ships it: per key (dtype;
+    attention's dtypes, heads, KV heads, head dim and window; all-reduce's dtype and GPU count)
+    a :class:`LogGrid` over the shapes NOT held out (held-out shapes are holes, filled from
+    their neighbours), the datasheet model carrying the edges. A held-out row whose key has no
+    fit rows takes the nearest key's grid scaled by the model (``fallback`` counts them).
+    Scored on the held-out rows only, so its figures are what a table-backed profile would
+    reach on shapes it was not given."""
     op: str
     fit: pd.DataFrame
     edge: OpModel
+    mode: str = "ratio"
 
     def __post_init__(self):
         self.fit = _with_kv(self.fit)
+        keys, _ = GRID_KEYS[self.op]
+        self._rows = {k: part for k, part in self.fit.groupby(list(keys))}
         self._grids = {}
+        self.fallback = 0
+
+    def model(self, key: tuple):
+        """The datasheet time of a shape at ``key`` (None where the model has none)."""
+        keys, axes = GRID_KEYS[self.op]
+        fields = dict(zip(keys, key))
+        probe = pd.DataFrame([{**fields, **{a: 1 for a in axes}, "isl": 1, "step": 0}])
+        if (self.edge.reasons(probe.assign(window_size=0) if "window_size" in probe else probe)
+                != "").any():
+            return None
+
+        window = fields.get("window_size", 0)
+
+        def seconds(point) -> float:
+            row = dict(fields, **dict(zip(axes, point)))
+            if "kv" not in row:
+                t = self.edge._row(types.SimpleNamespace(**row, step=0))
+                isl = row.get("isl", 0)
+                if 0 < window < isl:     # query pairs within the window, of isl^2 / 2
+                    t *= (isl * window - window * window / 2) / (isl * isl / 2)
+                return t
+            # NOTE: the op model has no window: a windowed decode attends to at most
+            # ``window`` tokens, so the base does too (the table saturates there)
+            kv = min(row.pop("kv"), window) if window > 0 else row.pop("kv")
+            return self.edge._row(types.SimpleNamespace(**row, isl=kv, step=0))
+        return seconds
 
     def _grid(self, key) -> LogGrid | None:
         if key not in self._grids:
-            axes_cols = list(GRID_AXES[self.op])
-            rows = self.fit[(self.fit[DTYPE_GROUP[self.op]] == list(key)).all(axis=1)]
-            if self.op.endswith("attention"):
-                rows = rows[rows.window_size <= 0]
-            if rows.empty:
+            rows = self._rows.get(key)
+            if rows is None:
                 self._grids[key] = None
                 return None
-            axes = [np.sort(rows[c].unique()) for c in axes_cols]
-            cube = rows.pivot_table(index=axes_cols, values="latency_s", aggfunc="min")
-            cube = cube.reindex(pd.MultiIndex.from_product(axes))["latency_s"].to_numpy()
-            t, _ = fill_log_grid(axes, cube.reshape([len(a) for a in axes]))
-            self._grids[key] = LogGrid(axes, t)
+            _, cols = GRID_KEYS[self.op]
+            axes = [np.sort(rows[c].unique()).astype(float) for c in cols]
+            cube = rows.pivot_table(index=list(cols), values="latency_s", aggfunc="min")
+            if len(cols) > 1:
+                cube = cube.reindex(pd.MultiIndex.from_product(axes))
+            else:
+                cube = cube.reindex(axes[0])
+            cube = cube["latency_s"].to_numpy().reshape([len(a) for a in axes])
+            model = self.model(key)
+            base = model if self.mode == "ratio" else None
+            t, _ = fill_log_grid(axes, cube, base, **GRID_FILL[self.op])
+            self._grids[key] = (LogGrid(axes, t, base), model)
         return self._grids[key]
 
-    def _edge(self, r, point) -> float:
-        fields = dict(zip(GRID_AXES[self.op], point))
-        if "kv" in fields:       # back to the table's columns: isl + step = KV length
-            fields["step"] = fields.pop("kv") - r.isl
-        return self.edge._row(r._replace(**fields))
+    def _nearest(self, key: tuple) -> tuple | None:
+        """The fitted key nearest ``key``: same dtypes and window, closest heads, KV heads and
+        head dim in log distance (ties: the first in sorted order)."""
+        if not self.op.endswith("attention"):
+            return None
+        same = [k for k in sorted(self._rows) if (k[0], k[1], k[5]) == (key[0], key[1], key[5])]
+        dist = lambda k: sum(abs(np.log(a / b)) for a, b in zip(k[2:5], key[2:5]))
+        return min(same, key=dist, default=None)
+
+    def _predict(self, key: tuple, point: tuple) -> float:
+        got = self._grid(key)
+        if got is not None:
+            grid, model = got
+            return grid(point) if grid.base is not None else grid(point, model)
+        near = self._nearest(key)
+        if near is None:
+            return float("nan")
+        self.fallback += 1
+        grid, model = self._grid(near)
+        t = grid(point) if grid.base is not None else grid(point, model)
+        here = self.model(key)
+        return t if here is None or model is None else t * here(point) / model(point)
 
     def __call__(self, df: pd.DataFrame) -> np.ndarray:
         df = _with_kv(df)
-        ok = (self.edge.reasons(df) == "").to_numpy()
+        keys, axes = GRID_KEYS[self.op]
         out = np.full(len(df), np.nan)
-        group, axes = DTYPE_GROUP[self.op], list(GRID_AXES[self.op])
         for i, r in enumerate(df.itertuples(index=False)):
-            if self.op.endswith("attention") and r.window_size > 0:
-                continue
-            grid = self._grid(tuple(getattr(r, c) for c in group))
-            if grid is not None:
-                model = (lambda p, r=r: self._edge(r, p)) if ok[i] else None
-                out[i] = grid(tuple(getattr(r, c) for c in axes), model)
+            out[i] = self._predict(tuple(getattr(r, c) for c in keys),
+                                   tuple(float(getattr(r, c)) for c in axes))
         return out
 
 
@@ -224,9 +283,9 @@ def _with_kv(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(kv=df.isl + df.step) if "step" in df.columns else df
 
 
-def grid_models(split: Split, root: Path | None = None) -> Models:
+def grid_models(split: Split, root: Path | None = None, mode: str = "ratio") -> Models:
     """The generic models plus the kernel-table grids (GEMM, context and generation
-    attention) fitted on the rows ``split`` does not hold out."""
+    attention, all-reduce) fitted on the rows ``split`` does not hold out."""
     def models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]:
         out = generic_models(system, runtime)
         if not out:
@@ -234,10 +293,10 @@ def grid_models(split: Split, root: Path | None = None) -> Models:
         tables = kerneldb.select(system, runtime, root=root)
         pm = PerfModel(load_accelerator(kerneldb.SYSTEMS[system] + "@datasheet"))
         grids = {}
-        for op in (op for op in GRID_AXES if op in tables.tables):
+        for op in (op for op in GRID_KEYS if op in tables.tables):
             df, _ = prepare(kerneldb.read_op(tables, op), op)
             fit = df[~kerneldb.held_out(df, op, split.fraction, split.seed)]
-            grids[op] = TableGrid(op, fit, OpModel(pm, op))
+            grids[op] = TableGrid(op, fit, OpModel(pm, op), mode)
         out["table grid"] = grids
         return out
     return models
@@ -430,12 +489,14 @@ def main(argv=None, models: Models = generic_models) -> int:
     ap.add_argument("--root", type=Path, help="an aiconfigurator-core systems folder "
                     "(default: the installed package's)")
     ap.add_argument("--grid", action="store_true", help="also score the kernel-table grids "
-                    "(GEMM, attention), fitted on the rows not held out (issue 14's table-backed "
-                    "model)")
+                    "(GEMM, attention, all-reduce), fitted on the rows not held out (issue "
+                    "14's table-backed model)")
+    ap.add_argument("--grid-mode", choices=GRID_MODES, default="ratio",
+                    help="how the grids interpolate (TableGrid; default: ratio)")
     a = ap.parse_args(argv)
     split = Split(a.holdout, a.seed, a.max_rows, a.by_dtype)
     if a.grid:
-        models = grid_models(split, a.root)
+        models = grid_models(split, a.root, a.grid_mode)
     try:
         results = run(a.system, a.runtime, models, split, a.root)
     except ConfigError as e:

@@ -200,7 +200,7 @@ def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_p
     _table(tmp_path, "h100_sxm", "gemm", "vllm", "gemm_perf", gemm_dtype=["bfloat16"] * len(law),
            m=grid[0], n=grid[1], k=grid[2], kernel_source=["torch"] * len(law), latency=law * 1e3)
     split = ka.Split(0.2, 0)
-    pred = ka.grid_models(split, tmp_path)("h100_sxm", "vllm")["table grid"]["gemm"]
+    pred = ka.grid_models(split, tmp_path, "log")("h100_sxm", "vllm")["table grid"]["gemm"]
     df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
                                         "gemm"), "gemm")
     held = df[kerneldb.held_out(df, "gemm", 0.2, 0)]
@@ -214,8 +214,10 @@ def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_p
     _table(other, "h100_sxm", "gemm", "vllm", "gemm_perf", gemm_dtype=["bfloat16"] * len(df),
            m=df.m, n=df.n, k=df.k, kernel_source=["torch"] * len(df),
            latency=np.where(out, 7.0, 1.0) * df.latency_s * 1e3)
-    refit = ka.grid_models(split, other)("h100_sxm", "vllm")["table grid"]["gemm"]
-    assert list(refit(held)) == list(pred(held))
+    for mode in ka.GRID_MODES:
+        pred = ka.grid_models(split, tmp_path, mode)("h100_sxm", "vllm")["table grid"]["gemm"]
+        refit = ka.grid_models(split, other, mode)("h100_sxm", "vllm")["table grid"]["gemm"]
+        assert list(refit(held)) == list(pred(held))
 
 
 def test_attention_grid_reads_kv_as_isl_plus_step_and_interpolates_a_power_law(ka, tmp_path):
@@ -230,10 +232,99 @@ def test_attention_grid_reads_kv_as_isl_plus_step_and_interpolates_a_power_law(k
            isl=[1] * n, num_heads=[32] * n, num_key_value_heads=[8] * n, head_dim=[128] * n,
            step=st_, window_size=[0] * n, latency=law * 1e3)
     op = "generation_attention"
-    pred = ka.grid_models(ka.Split(0.3, 1), tmp_path)("h100_sxm", "vllm")["table grid"][op]
+    models = ka.grid_models(ka.Split(0.3, 1), tmp_path, "log")
+    pred = models("h100_sxm", "vllm")["table grid"][op]
     df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
                                         op), op)
     held = df[kerneldb.held_out(df, op, 0.3, 1)]
     inside = held[held.batch_size.between(2, 16) & held.step.between(63, 1023)]
     assert len(inside) >= 2
     np.testing.assert_allclose(pred(inside), inside.latency_s, rtol=1e-9)
+
+
+def _scaled_model_table(ka, op, shapes: pd.DataFrame, factor=1.5):
+    """A table ``factor`` x the H100 datasheet model at every shape (any smooth or stepped
+    law the model has: wave quantization, launch floors); dtypes are read as bf16."""
+    pm = PerfModel(load_accelerator("h100-sxm@datasheet"))
+    dtypes = ("gemm_dtype", "allreduce_dtype", "attn_dtype", "kv_cache_dtype")
+    df = shapes.assign(**{c: "bf16" for c in dtypes if c in shapes})
+    return factor * np.array([ka.OpModel(pm, op)._row(r) for r in df.itertuples(index=False)])
+
+
+@pytest.mark.parametrize("op", ["gemm", "generation_attention", "allreduce"])
+def test_ratio_grid_is_exact_on_a_table_that_is_the_model_scaled(ka, tmp_path, op):
+    """The ratio grid interpolates log(measured / model): on a table that is 1.5 x the
+    datasheet model, held-out shapes inside the grid come back exactly, whatever steps the
+    model has; and the held-out rows' measurements never reach the fit."""
+    if op == "gemm":
+        g = np.array(np.meshgrid([1, 16, 100, 256, 1000], [1024, 3000, 8192], [512, 4096, 7168],
+                                 indexing="ij")).reshape(3, -1)
+        shapes = pd.DataFrame(dict(gemm_dtype="bfloat16", m=g[0], n=g[1], k=g[2],
+                                   kernel_source="torch"))
+        where = ("gemm", "gemm_perf")
+    elif op == "allreduce":
+        shapes = pd.DataFrame(dict(allreduce_dtype="bfloat16", num_gpus=np.repeat([2, 8], 20),
+                                   message_size=np.tile(2 ** np.arange(8, 28), 2),
+                                   kernel_source="x_graph", backend="x_graph"))
+        where = ("comm", "custom_allreduce_perf")
+    else:
+        b, s = (x.ravel() for x in np.meshgrid([1, 2, 4, 8, 16, 32, 64],
+                                               [15, 63, 255, 1023, 4095, 16383], indexing="ij"))
+        shapes = pd.DataFrame(dict(attn_dtype="bfloat16", kv_cache_dtype="bfloat16",
+                                   batch_size=b, isl=1, num_heads=32, num_key_value_heads=8,
+                                   head_dim=128, step=s, window_size=0))
+        where = ("attention", "generation_attention_perf")
+    t = _scaled_model_table(ka, op, shapes)
+    _table(tmp_path, "h100_sxm", where[0], "vllm", where[1], **shapes, latency=t * 1e3)
+    split = ka.Split(0.25, 0)
+    pred = ka.grid_models(split, tmp_path)("h100_sxm", "vllm")["table grid"][op]
+    df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
+                                        op), op)
+    out = kerneldb.held_out(df, op, 0.25, 0)
+    held = df[out]
+    assert len(held) >= 3
+    np.testing.assert_allclose(pred(held), held.latency_s, rtol=1e-9)
+    assert pred.fallback == 0
+    # the held-out rows' measurements never reach the fit: change them and refit
+    other = tmp_path / "other"
+    _table(other, "h100_sxm", where[0], "vllm", where[1], **shapes,
+           latency=np.where(out, 7.0, 1.0) * t * 1e3)
+    refit = ka.grid_models(split, other)("h100_sxm", "vllm")["table grid"][op]
+    assert list(refit(held)) == list(pred(held))
+
+
+def test_attention_key_without_fit_rows_takes_the_nearest_key_scaled_by_the_model(ka):
+    """Attention grids are per exact key; a key with no fit rows borrows the nearest key's
+    grid (same dtypes and window), scaled by the model's ratio between the two keys."""
+    pm = PerfModel(load_accelerator("h100-sxm@datasheet"))
+    op = "generation_attention"
+    b, kv = (x.ravel() for x in np.meshgrid([1, 4, 16, 64], [16, 256, 4096], indexing="ij"))
+    rows = pd.DataFrame(dict(attn_dtype="bf16", kv_cache_dtype="bf16", batch_size=b, isl=1,
+                             step=kv - 1, window_size=0, head_dim=128, num_key_value_heads=8))
+    fit = pd.concat([rows.assign(num_heads=h) for h in (8, 32)], ignore_index=True)
+    grid = ka.TableGrid(op, fit.assign(latency_s=0.0), ka.OpModel(pm, op))
+    fit["latency_s"] = [2.0 * grid.model((r.attn_dtype, r.kv_cache_dtype, r.num_heads, 8, 128,
+                                          0))((r.batch_size, r.isl + r.step))
+                        for r in fit.itertuples()]
+    grid = ka.TableGrid(op, fit, ka.OpModel(pm, op))
+    query = rows.assign(num_heads=24).iloc[[4, 5]]
+    want = [2.0 * grid.model(("bf16", "bf16", 24, 8, 128, 0))((r.batch_size, r.isl + r.step))
+            for r in query.itertuples()]
+    np.testing.assert_allclose(grid(query), want, rtol=1e-9)
+    assert grid.fallback == 2
+    assert ka.TableGrid(op, fit, ka.OpModel(pm, op))._nearest(("bf16", "bf16", 24, 8, 128, 0)
+                                                               )[2] == 32
+
+
+def test_windowed_attention_base_saturates_at_the_window(ka):
+    """The op model has no window; the grid's base attends to at most ``window`` tokens, so
+    the ratio past a ragged edge is carried flat, as the kernel runs."""
+    pm = PerfModel(load_accelerator("h100-sxm@datasheet"))
+    op = "generation_attention"
+    fit = pd.DataFrame(dict(attn_dtype="bf16", kv_cache_dtype="bf16", batch_size=[1], isl=1,
+                            step=[127], window_size=128, head_dim=128, num_heads=32,
+                            num_key_value_heads=8, latency_s=[1e-5]))
+    grid = ka.TableGrid(op, fit, ka.OpModel(pm, op))
+    base = grid.model(("bf16", "bf16", 32, 8, 128, 128))
+    assert base((4, 128)) == base((4, 65536)) < grid.model(("bf16", "bf16", 32, 8, 128, 0))(
+        (4, 65536))
