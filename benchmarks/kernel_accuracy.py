@@ -463,12 +463,13 @@ def notes(results: list[Result]) -> str:
                                                       sorted(total.items()))])
 
 
-def write_readme(path: Path, block: str) -> None:
+def write_readme(path: Path, block: str, mark: tuple[str, str] = MARK) -> None:
+    """Replace the region between ``mark``'s two lines of ``path`` with ``block``."""
     text = path.read_text(encoding="utf-8")
-    head, a, rest = text.partition(MARK[0] + "\n")
-    _, b, tail = rest.partition(MARK[1])
+    head, a, rest = text.partition(mark[0] + "\n")
+    _, b, tail = rest.partition(mark[1])
     if not (a and b):
-        raise ConfigError(f"{path}: no {MARK[0]} ... {MARK[1]} region")
+        raise ConfigError(f"{path}: no {mark[0]} ... {mark[1]} region")
     path.write_text(head + a + block + "\n" + b + tail, encoding="utf-8")
 
 

@@ -268,15 +268,6 @@ def per_row(df: pd.DataFrame) -> str:
     return ok[cols[:7] + ["conc"] + cols[7:]].to_string(index=False, float_format="%.1f")
 
 
-def write_readme(path: Path, block: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    head, a, rest = text.partition(MARK[0] + "\n")
-    _, b, tail = rest.partition(MARK[1])
-    if not (a and b):
-        raise ConfigError(f"{path}: no {MARK[0]} ... {MARK[1]} region")
-    path.write_text(head + a + block + "\n" + b + tail, encoding="utf-8")
-
-
 def select(rows: pd.DataFrame, a) -> pd.DataFrame:
     """The filters of the command line (model: hetsim name or model_path substring)."""
     if a.model:
@@ -327,7 +318,8 @@ def main(argv=None) -> int:
     if a.csv:
         df.to_csv(a.csv, index=False, float_format="%.4g")
     if a.readme:
-        write_readme(a.readme, block)
+        from kernel_accuracy import write_readme    # benchmarks/ is the script's folder
+        write_readme(a.readme, block, MARK)
     print(block)
     return 0
 

@@ -272,18 +272,3 @@ def test_context_form_reads_uniform_batches_at_the_grid_exactly(pm):
             assert form([(int(s), int(s))] * int(b)) == pytest.approx(_context(32)[i, j],
                                                                       rel=1e-6)
     assert math.isfinite(form([(1, 1)]))
-
-
-def test_ragged_tables_are_filled_by_the_model_not_by_the_nearest_row():
-    from hetsim.perf.measured import fill_rows_with_model
-    b, y = np.array([1.0, 4, 16]), np.array([10.0, 100, 1000])
-    nan = np.nan
-    t = np.array([[1.0, nan, 4.0], [nan, 2.0, nan], [nan, nan, nan]])
-
-    def model(batch, kv):
-        return batch * kv
-    f = fill_rows_with_model((b, y), t, model)
-    assert f[0, 0] == 1.0 and f[0, 2] == 4.0 and f[0, 1] == pytest.approx(2.0)   # log-log
-    assert f[1, 0] == 2.0 and f[1, 2] == pytest.approx(2.0 * 10)                 # lift; carry
-    assert f[2] == pytest.approx(f[1] * 4)              # an empty row: from the one below
-    assert not np.isnan(f).any()

@@ -1,5 +1,5 @@
 """Routers, one rule each, on stand-in instances (no SimPy needed)."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np

@@ -32,7 +32,7 @@ from ..config import read_yaml
 from ..errors import ConfigError, match_name
 from ..hardware import _index, load_accelerator, profile_dirs
 from ..perf import PerfModel
-from ..perf.grid import fill_log_grid
+from ..perf.grid import LogGrid, fill_log_grid
 from ..perf.kernels import OPS, KernelGrid, MeasuredKernels
 from ..precision import PRECISION_BYTES
 
@@ -65,6 +65,51 @@ GEMM_FORMATS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", N
                 "fp8-block": ("fp8", None), "fp4": ("fp4", None),
                 "w8a16-int": ("bf16", "int8"), "w4a16-int": ("bf16", "int4"),
                 "w8a8-int-smoothquant": ("int8", None)}
+#: how a grid's holes are filled per op (``fill_log_grid``'s options), chosen on a validation
+#: split inside the fit rows (DESIGN.md, "Kernel databases"), never on held-out rows: attention
+#: also along the diagonals, in the smoothest direction (a cache cliff runs along equal work)
+GRID_FILL = {"context_attention": {"smoothest": True, "diagonals": True},
+             "generation_attention": {"smoothest": True, "diagonals": True}}
+
+
+def model_base(pm: PerfModel, op: str, key: tuple):
+    """The datasheet model's seconds at a point of ``op``'s grid for ``key`` (None where it
+    has no such op or format). Holes are filled, and the held-out points interpolated, in
+    log(measured / this): the model carries wave quantization, launch floors and growth past
+    a ragged table's edge, the grid the residual. A windowed attention's base attends to at
+    most ``window`` tokens (the op model has no window; the tables saturate there)."""
+    f, acc = dict(zip(OPS[op][0], key)), pm.acc
+    if op == "gemm":
+        p, w = GEMM_FORMATS.get(f["dtype"], (None, None))
+        return None if not p or not acc.supports(p) else \
+            (lambda x: pm.gemm_time(int(x[0]), int(x[1]), int(x[2]), p, w))
+    if op == "allreduce":
+        return None if pm.link is None else \
+            (lambda x: pm.allreduce_time(float(x[0]), int(f["gpus"])))
+    if not op.endswith("_attention") or not acc.supports(f["dtype"]):
+        return None
+    heads = (int(f["heads"]), int(f["kv_heads"]), int(f["head_dim"]), f["dtype"], f["kv_dtype"])
+    win = int(f["window"])
+    if op == "generation_attention":
+        return lambda x: pm.attention_decode_time(
+            int(x[0]), min(int(x[1]), win) if win > 0 else int(x[1]), *heads)
+
+    def context(x):
+        batch, isl = int(x[0]), int(x[1])
+        t = pm.attention_chunks_time([(isl, isl)] * batch, *heads)
+        return t * (isl * win - win * win / 2) / (isl * isl / 2) if 0 < win < isl else t
+    return context
+
+
+def _usable(axes, base):
+    """``base`` where it is finite and > 0 at every node of ``axes`` (else None)."""
+    if base is None:
+        return None
+    try:
+        LogGrid(axes, np.ones([len(a) for a in axes]), base)
+    except ValueError:
+        return None
+    return base
 
 
 @dataclasses.dataclass
@@ -178,9 +223,11 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def fit_grids(op: str, points: pd.DataFrame) -> tuple[list[KernelGrid], dict[str, int]]:
+def fit_grids(op: str, points: pd.DataFrame, pm: PerfModel | None = None
+              ) -> tuple[list[KernelGrid], dict[str, int]]:
     """One grid per key over every combination of the key's measured axis values; holes
-    filled by fill_log_grid. A grid the fill cannot complete is dropped and counted."""
+    filled by fill_log_grid, in the ratio to the datasheet model ``pm`` where it models the
+    key (:func:`model_base`). A grid the fill cannot complete is dropped and counted."""
     keys, axes_names = list(OPS[op][0]), list(OPS[op][1])
     grids, info = [], {"grids": 0, "cells": 0, "cells filled": 0, "grids dropped": 0}
     for key, part in points.groupby(keys, sort=True):
@@ -190,7 +237,8 @@ def fit_grids(op: str, points: pd.DataFrame) -> tuple[list[KernelGrid], dict[str
         idx = tuple(np.searchsorted(a, part[n].to_numpy(dtype=float))
                     for a, n in zip(axes, axes_names))
         cube[idx] = part["seconds"].to_numpy(dtype=float)
-        t, holes = fill_log_grid(axes, cube)
+        base = _usable(axes, model_base(pm, op, key)) if pm is not None else None
+        t, holes = fill_log_grid(axes, cube, base, **GRID_FILL.get(op, {}))
         if not np.all(np.isfinite(t)):
             info["grids dropped"] += 1
             continue
@@ -203,8 +251,12 @@ def fit_grids(op: str, points: pd.DataFrame) -> tuple[list[KernelGrid], dict[str
     return grids, info
 
 
-def _predict_grids(op: str, grids: list[KernelGrid], rows: pd.DataFrame) -> np.ndarray:
-    by = {g.key: g.grid for g in grids}
+def _predict_grids(op: str, grids: list[KernelGrid], rows: pd.DataFrame,
+                   pm: PerfModel | None = None) -> np.ndarray:
+    """Each point's time off its key's grid, interpolated in the ratio to ``pm``'s model
+    where it models the key (past the edge: the edge ratio times the model)."""
+    by = {g.key: LogGrid(g.axes, g.seconds, _usable(g.axes, model_base(pm, op, g.key)))
+          if pm is not None else g.grid for g in grids}
     keys, axes = list(OPS[op][0]), list(OPS[op][1])
     out = np.full(len(rows), np.nan)
     for i, r in enumerate(rows[keys + axes].itertuples(index=False)):
@@ -286,20 +338,20 @@ def _op_points(tables, op: str, fraction: float, seed: int):
     return every, train, test, info
 
 
-def held_out_fit(tables, op: str, fraction: float, seed: int = 0
+def held_out_fit(tables, op: str, fraction: float, seed: int = 0, pm: PerfModel | None = None
                  ) -> tuple[list[KernelGrid], pd.DataFrame]:
     """The grids fitted without the held-out shapes, and the held-out points they are scored
     on (what :func:`build`'s accuracy reports)."""
     _, train, test, _ = _op_points(tables, op, fraction, seed)
-    return fit_grids(op, train)[0], test
+    return fit_grids(op, train, pm)[0], test
 
 
 def _op(tables, op: str, fraction: float, seed: int, pm):
     every, train, test, info = _op_points(tables, op, fraction, seed)
-    grids, fitted = fit_grids(op, every)
+    grids, fitted = fit_grids(op, every, pm)
     grids = [dataclasses.replace(g, seconds=round_times(g.seconds)) for g in grids]
-    train_grids, _ = fit_grids(op, train)
-    n, md, p90 = _score(test["seconds"], _predict_grids(op, train_grids, test))
+    train_grids, _ = fit_grids(op, train, pm)
+    n, md, p90 = _score(test["seconds"], _predict_grids(op, train_grids, test, pm))
     acc = {"n": n, "after_median": _sig(md), "after_p90": _sig(p90)} if n else {"n": 0}
     if pm is not None and op in ("gemm", "context_attention", "generation_attention",
                                  "allreduce"):

@@ -21,19 +21,16 @@ key and the analytical function.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from .grid import LogGrid
 from .kernels import KernelGrid, MeasuredKernels
 
 __all__ = ["GEMM_DTYPES", "gemm_dtypes", "nearest_key", "lift", "first_grid", "ContextForm",
-           "DecodeForm", "UniformForm", "nearest_scaling", "fill_rows_with_model"]
+           "DecodeForm", "UniformForm", "nearest_scaling"]
 
 #: (compute format, weight format) -> the kernel tables' dtypes that time that GEMM, in order
 #: of preference. NOTE: fp8 is read as per-tensor fp8 ('fp8'), block-scaled fp8 ('fp8-block')
@@ -92,55 +89,6 @@ def nearest_key(keys: Sequence[tuple], want: tuple, same: Sequence[int],
     pool = [k for k in keys if all(k[i] == want[i] for i in same)
             and all(k[i] > 0 for i in near)]
     return min(pool, key=distance) if pool else None
-
-
-def fill_rows_with_model(axes, seconds, model) -> np.ndarray:
-    """A (batch, y) table with holes (NaN) made whole by the rules grids are read with, for a
-    profile builder: along each batch row, holes between measurements are interpolated
-    log-log, holes past the row's last measurement are carried by ``model(batch, y)`` (the
-    analytical time at grid coordinates) from it, holes before its first take the first
-    (``lift``); a row with no measurement is carried from the nearest measured row below
-    (else above) by the model over batch.
-
-    NOTE: decode-attention tables are ragged (no large batch x long KV: it would not fit), and
-    a fill by the nearest measurement copies a small batch's time into the large-batch corner
-    (aiconfigurator's H100 vLLM table, 32/8 heads: batch 2048 x KV 65536 filled with batch 8's
-    0.69 ms, where the datasheet model says ~0.2 s), so the step model would find long decode
-    batches ~free. Filled here, that corner grows with work as the model does."""
-    b_axis, y_axis = (np.asarray(a, dtype=float) for a in axes)
-    t = np.array(seconds, dtype=float)
-    ly = np.log(y_axis)
-    for i, b in enumerate(b_axis):
-        known = ~np.isnan(t[i])
-        if not known.any():
-            continue
-        idx = np.flatnonzero(known)
-        first, last = idx[0], idx[-1]
-        inner = ~known & (np.arange(len(y_axis)) > first) & (np.arange(len(y_axis)) < last)
-        t[i, inner] = np.exp(np.interp(ly[inner], ly[known], np.log(t[i, known])))
-        t[i, :first] = t[i, first]
-        for j in range(last + 1, len(y_axis)):
-            t[i, j] = t[i, last] * model(b, y_axis[j]) / model(b, y_axis[last])
-    rows = [i for i in range(len(b_axis)) if not np.isnan(t[i]).any()]
-    for i in (i for i in range(len(b_axis)) if np.isnan(t[i]).any()):
-        if not rows:
-            raise ValueError("no row has a measurement")
-        near = max((r for r in rows if r < i), default=min(rows))
-        t[i] = [t[near, j] * model(b_axis[i], y) / model(b_axis[near], y)
-                for j, y in enumerate(y_axis)]
-    return t
-
-
-def refilled(kernel: KernelGrid, model) -> KernelGrid:
-    """``kernel`` with the cells its builder filled (``measured`` False) filled again by
-    :func:`fill_rows_with_model` with ``model(batch, y)``; as is where every cell was measured.
-    NOTE: a builder without the model fills a ragged table's far corner by the nearest
-    measurement; the step model knows the model, so it re-fills once per form."""
-    if kernel.measured is None or kernel.measured.all():
-        return kernel
-    t = np.where(kernel.measured, kernel.seconds, np.nan)
-    return dataclasses.replace(kernel, seconds=fill_rows_with_model(kernel.axes, t, model),
-                               measured=None)
 
 
 class UniformForm:

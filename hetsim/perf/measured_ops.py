@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .measured import (ContextForm, DecodeForm, UniformForm, first_grid, gemm_dtypes,
-                       nearest_key, nearest_scaling, refilled)
+                       nearest_key, nearest_scaling)
 
 __all__ = ["MeasuredOps"]
 
@@ -89,9 +89,6 @@ class MeasuredOps:
             def shape(heads, kv_heads):
                 return lambda chunks: self._chunks_analytic(
                     chunks, heads, kv_heads, head_dim, precision, kv_precision, v_head_dim)
-            if found is not None:
-                theirs = shape(*found[1])
-                found = (refilled(found[0], lambda b, y: theirs([(y, y)] * int(b))), found[1])
             self._forms[memo] = None if found is None else ContextForm(
                 found[0], shape(*found[1]), shape(n_heads, n_kv_heads),
                 **nearest_scaling(found[0].grid, "context", shape, found[1], n_heads,
@@ -111,9 +108,6 @@ class MeasuredOps:
             def shape(heads, kv_heads):
                 return lambda b, t: self._decode_analytic(b, t, heads, kv_heads, head_dim,
                                                           precision, kv_precision, kv_width)
-            if found is not None:
-                theirs = shape(*found[1])
-                found = (refilled(found[0], lambda b, y: theirs(int(b), b * y)), found[1])
             self._forms[memo] = None if found is None else DecodeForm(
                 found[0], shape(*found[1]),
                 **nearest_scaling(found[0].grid, "generation", shape, found[1], n_heads,
