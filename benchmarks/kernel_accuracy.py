@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from hetsim import kerneldb, load_accelerator
+from hetsim.calibrate.aic import fill_options
 from hetsim.errors import ConfigError, match_name
 from hetsim.hardware import list_profiles
 from hetsim.perf import PerfModel
@@ -173,11 +174,6 @@ GRID_KEYS = {"gemm": (("gemm_dtype",), ("m", "n", "k")),
 #: how a table-grid model reads its grid: "log" interpolates log time; "ratio" interpolates
 #: log(measured / datasheet model) and multiplies the model's time at the query back in
 GRID_MODES = ("log", "ratio")
-#: how holes are filled (``fill_log_grid``'s options), chosen per op on a validation split
-#: inside the fit rows (DESIGN.md, "Kernel databases"), never on the held-out rows
-GRID_FILL = {"gemm": {}, "allreduce": {},
-             "context_attention": {"smoothest": True, "diagonals": True},
-             "generation_attention": {"smoothest": True, "diagonals": True}}
 
 
 @dataclasses.dataclass
@@ -242,7 +238,7 @@ class TableGrid:
             cube = cube["latency_s"].to_numpy().reshape([len(a) for a in axes])
             model = self.model(key)
             base = model if self.mode == "ratio" else None
-            t, _ = fill_log_grid(axes, cube, base, **GRID_FILL[self.op])
+            t, _ = fill_log_grid(axes, cube, base, **fill_options(self.op, key))
             self._grids[key] = (LogGrid(axes, t, base), model)
         return self._grids[key]
 

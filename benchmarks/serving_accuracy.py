@@ -67,7 +67,8 @@ def allowed_rows(path: str | Path | None = None) -> pd.DataFrame:
         path = resources.files("aiconfigurator_core") / "systems" / SAMPLE
     df = pd.read_csv(path)
     model = df["model_path"].astype("string").str.strip().str.lower()
-    held = model.isna() | model.str.startswith(HELD_OUT).fillna(True)
+    # anywhere in the path (a local copy, /models/meta-llama/..., is the same family)
+    held = model.isna() | model.str.contains("|".join(map(re.escape, HELD_OUT))).fillna(True)
     return df[~held.to_numpy()].reset_index(drop=True)
 
 

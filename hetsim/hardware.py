@@ -303,6 +303,9 @@ def _built(kind: str, path: str, mtime_ns: int, size: int) -> "Accelerator | Int
     if cal is not None and cal.kernels and not os.path.isabs(cal.kernels):
         # the grids file is named relative to the profile; kept absolute from here on
         kernels = str(Path(path).parent / cal.kernels)
+        if not os.path.isfile(kernels):     # found when the profile loads, not mid-run
+            raise ConfigError(f"{cal.kernels}: kernel grids file not found beside the profile",
+                              file=path, path="calibration.kernels")
         built = dataclasses.replace(built, calibration=dataclasses.replace(cal, kernels=kernels))
     return built
 

@@ -56,7 +56,7 @@ class Pool:
         "pool's accelerator carries (its runtime profile, hardware_profiles/runtimes/"
         "<accelerator>.<runtime>.yaml; `hetsim profiles list` shows which exist); kernel "
         "timings only: the runtime's scheduling rules are not modelled yet; unset: the "
-        "generic profile"))
+        "generic profile", lambda v: None if v.strip() else "must name a runtime, got ''"))
     instances: int = field(default=1, metadata=meta(
         f"serving instances (each a TP group), at most {MAX_INSTANCES:,}",
         lambda v: positive(v) or (None if v <= MAX_INSTANCES else

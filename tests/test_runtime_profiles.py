@@ -343,6 +343,7 @@ def test_pool_runtime_loads_the_runtime_profile(tmp_path):
 
 @pytest.mark.parametrize("acc, extra, words", [
     ("h100-sxm", ", runtime: tgi", "placements.one.pools.decode.runtime:"),
+    ("h100-sxm", ", runtime: ' '", "placements.one.pools.decode.runtime: must name a runtime"),
     ("mi300x", ", runtime: vllm", "placements.one.pools.decode.runtime: mi300x has no runtime"),
 ])
 def test_pool_runtime_errors_name_the_key(tmp_path, acc, extra, words):
@@ -375,3 +376,32 @@ def test_half_of_a_quantize_pair_is_reported_not_built(root):
         "not built": "needs compute_scale and scale_matrix"}
     assert p.kernels.grids("quantize") == [] and "quantize" not in \
         p.profile["calibration"]["accuracy"]
+
+
+def test_a_profile_whose_grids_are_missing_or_corrupt_is_refused(tmp_path, capsys):
+    import shutil
+    shipped = Path(hetsim.__file__).resolve().parents[1] / "hardware_profiles" / "runtimes"
+    d = tmp_path / "runtimes"
+    d.mkdir()
+    shutil.copy(shipped / "l40s.vllm.yaml", d)
+    with pytest.raises(ConfigError, match=r"l40s\.vllm\.yaml: calibration\.kernels: .*not found"):
+        hetsim.load_accelerator("l40s", [tmp_path], runtime="vllm")
+    (d / "l40s.vllm.npz").write_bytes((shipped / "l40s.vllm.npz").read_bytes()[:5000])
+    from hetsim.perf import PerfModel
+    with pytest.raises(ConfigError, match="l40s.vllm.npz: unreadable kernel grids"):
+        PerfModel(hetsim.load_accelerator("l40s", [tmp_path], runtime="vllm"))
+
+
+@pytest.mark.parametrize("name", sorted(hetsim.hardware.list_runtimes()))
+def test_shipped_decode_attention_grows_with_kv_past_the_measured_lengths(name):
+    """A ragged decode table's far corner (large batch x long KV, never timed) is filled in the
+    ratio to the model, so reading twice the KV takes about twice as long there; filled by the
+    nearest measurement (the first builds) it stayed flat."""
+    from hetsim.models import load_model
+    from hetsim.perf import PerfModel, StepModel
+    model = load_model("qwen3-32b")
+    for runtime in hetsim.hardware.list_runtimes()[name]:
+        step = StepModel(model, PerfModel(hetsim.load_accelerator(name, runtime=runtime)), tp=1)
+        for batch in (64, 512):
+            t = [step.decode_attention_time(batch, batch * ctx) for ctx in (16384, 32768, 65536)]
+            assert t[1] >= 1.6 * t[0] and t[2] >= 1.6 * t[1], (name, runtime, batch, t)

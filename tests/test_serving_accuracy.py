@@ -15,7 +15,7 @@ from .conftest import benchmark_module
 
 HELD = ["meta-llama/Llama-3.1-8B", "NVIDIA/Llama-3.3-70B-Instruct-FP8", "deepseek-ai/DeepSeek-V3",
         " nvidia/DeepSeek-R1-FP4", "Meta-Llama/Meta-Llama-3.1-70B", "DEEPSEEK-AI/DeepSeek-R1",
-        None]
+        "/models/meta-llama/Llama-3.1-8B", None]
 ALLOWED = ["Qwen/Qwen3-32B", "openai/gpt-oss-120b", "nvidia/Qwen3-32B-NVFP4",
            "MiniMaxAI/MiniMax-M2.5"]
 

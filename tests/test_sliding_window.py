@@ -317,3 +317,18 @@ def test_window_attention_study_runs():
         r = wa.study("h100_sxm", "vllm", "generation_attention", 1)
     # measured windowed kernels save less than the ideal band the model charges
     assert r["shapes"] > 100 and r["model_1k"] < r["measured_1k"] < 1
+
+
+def test_measured_windowed_layers_do_not_grow_with_the_context_before_a_chunk():
+    """With a runtime profile's window-128 grid, a windowed layer reads at most q + w - 1 keys:
+    a chunk after 32k tokens of context costs its windowed layers what one after 4k does."""
+    from hetsim import load_accelerator
+    from hetsim.models import load_model
+    step = StepModel(load_model("gpt-oss-120b"), PerfModel(load_accelerator("h100-sxm",
+                                                                           runtime="vllm")))
+    assert step._ctx_win_form is not None and step._ctx_form is not None
+    full = step.model.full_attention_layers
+    near, far = [(512, 4096)], [(512, 32768)]
+    grew = step.prefill_attention_time(far) - step.prefill_attention_time(near)
+    assert grew == pytest.approx(full * (step._ctx_form(far) - step._ctx_form(near)), rel=1e-9)
+    assert grew > 0

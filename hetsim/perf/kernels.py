@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,6 @@ def _plain(v):
 def _save_npz(path: Path, arrays: dict) -> None:
     # NOTE: np.savez_compressed stamps zip entries with the current time; a fixed stamp keeps
     # the file byte-identical across rebuilds (the re-derivation test compares bytes)
-    import zipfile
     from io import BytesIO
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -189,7 +189,8 @@ def _read(path: str) -> MeasuredKernels:
             # packbits pads the last byte with at most 7 zero bits
             if ia != len(all_axes) or it != len(all_t) or not 0 <= len(bits) - im < 8:
                 raise ValueError("values the index does not name")
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError,
+            zipfile.BadZipFile) as e:
         raise ConfigError(f"unreadable kernel grids: {e}", file=path) from None
     return MeasuredKernels(grids, meta)
 

@@ -195,10 +195,12 @@ class StepModel:
         args = (self.heads, kvh, qk, self.attn_precision, self.formats.kv, v)
         full = self._ctx_form(chunks) if self._ctx_form is not None and chunks else \
             pm.attention_chunks_time(chunks, *args[:5], v_head_dim=v)
-        if self._ctx_win_form is not None and chunks:
-            return (m.full_attention_layers * full
-                    + self.window.layers * self._ctx_win_form(chunks))
         band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
+        if self._ctx_win_form is not None and chunks:
+            # NOTE: the band, not the chunk: a windowed layer reads at most q + w - 1 keys
+            # whatever the context before the chunk
+            return (m.full_attention_layers * full
+                    + self.window.layers * self._ctx_win_form(band))
         compute, memory, q_tokens = pm.attention_prefill_parts(band, *args)
         causal = sum(band_pairs(q, kv, kv) for q, kv in band)
         if causal:
@@ -214,13 +216,7 @@ class StepModel:
         (default min(total_kv, batch x window), exact when every context fills the window)."""
         if self.window is not None:
             return self._windowed_decode_time(batch, total_kv, window_kv)
-        lin = self._decode_linear
-        if lin is not None and batch > 0:   # hot path: one call per decode step
-            a, b, g, k = lin
-            return self.model.num_layers * (max(a * total_kv, b * total_kv + g * batch) + k)
-        if self._decode_form is not None and batch > 0:   # measured: cached per batch value
-            return self.model.num_layers * self._decode_form(batch, total_kv)
-        return self._decode_attention_time(batch, total_kv)
+        return self.model.num_layers * self._decode_layer_time(batch, total_kv)
 
     def _windowed_decode_time(self, batch: int, total_kv: int, window_kv: int | None) -> float:
         if window_kv is None:
@@ -233,12 +229,13 @@ class StepModel:
         return full + self.window.layers * self._decode_layer_time(batch, window_kv)
 
     def _decode_layer_time(self, batch: int, kv: int) -> float:
-        """One layer's decode attention over ``kv`` tokens of context in all."""
+        """One layer's decode attention over ``kv`` tokens of context in all (hot path: once
+        per decode step)."""
         lin = self._decode_linear
-        if lin is not None and batch > 0:
+        if lin is not None and batch > 0:     # the datasheet model's linear form
             a, b, g, k = lin
             return max(a * kv, b * kv + g * batch) + k
-        if self._decode_form is not None and batch > 0:
+        if self._decode_form is not None and batch > 0:   # measured: cached per batch value
             return self._decode_form(batch, kv)
         return self.pm.attention_decode_total_time(*self._decode_args(batch, kv))
 
@@ -255,10 +252,6 @@ class StepModel:
     def _decode_parts(self, batch: int, total_kv: int):
         """(compute, memory, bytes) of one layer's decode attention, before calibration."""
         return self.pm.attention_decode_parts(*self._decode_args(batch, total_kv))
-
-    def _decode_attention_time(self, batch: int, total_kv: int) -> float:
-        return self.model.num_layers * self.pm.attention_decode_total_time(
-            *self._decode_args(batch, total_kv))
 
     # --- iterations ----------------------------------------------------------------------
     def time(self, chunks=(), n_logits_prefill: int = 0, decode_n: int = 0,
