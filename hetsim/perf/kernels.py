@@ -5,11 +5,12 @@ fitted to as :class:`KernelGrid` s in one ``.npz`` file beside its YAML. Each gr
 for one *key* (the part of the shape a model fixes: dtypes, heads per rank, head dim, GPU
 count, an MoE layer's sizes) over its *axes* (the part a batch varies: tokens, batch, context
 length), every axis cell filled (holes were filled before saving; ``measured`` says which
-cells were not). The step model picks a grid by key and reads it with
-:class:`hetsim.perf.grid.LogGrid`.
+cells were not). The step model picks a grid by key and reads it through
+:mod:`hetsim.perf.measured` (:class:`hetsim.perf.grid.LogGrid` is the reference reading).
 
 This module is data and file format only: which grid serves which model shape, and what carries
-the time past a grid's edge, is :mod:`hetsim.perf.ops`' and :mod:`hetsim.perf.step`'s job.
+the time past a grid's edge, is :mod:`hetsim.perf.measured_ops`' and :mod:`hetsim.perf.step`'s
+job.
 
 File format (a deflated ``.npz``; nothing pickled): ``index`` is a JSON list, one
 ``{"op", "key", "axes", "shape", "filled"}`` per grid in file order (axes: axis names; shape:
