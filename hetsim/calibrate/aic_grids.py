@@ -4,6 +4,7 @@ read held-out points off such grids, score them, and round the times shipped.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -69,14 +70,19 @@ def model_base(pm: PerfModel, op: str, key: tuple):
 
 
 def _usable(axes, base):
-    """``base`` where it is finite and > 0 at every node of ``axes`` (else None)."""
+    """``base``, memoized per point, where it is finite and > 0 at every node of ``axes``
+    (else None). The memo spares the fill and the grid evaluating every node again."""
     if base is None:
         return None
+    memo = functools.lru_cache(maxsize=None)(base)
+
+    def cached(point):
+        return memo(tuple(point))
     try:
-        LogGrid(axes, np.ones([len(a) for a in axes]), base)
+        LogGrid(axes, np.ones([len(a) for a in axes]), cached)
     except ValueError:
         return None
-    return base
+    return cached
 
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -117,7 +116,9 @@ class MeasuredKernels:
         return sum(len(v) for v in self._by.values())
 
     def save(self, path: str | Path) -> None:
-        """Write the ``.npz`` (deterministic bytes for the same grids and meta)."""
+        """Write the ``.npz`` at ``path`` (deterministic bytes for the same grids and meta).
+        Written in place: a caller replacing a user's file goes through
+        ``hetsim.outputs.write_atomic``, as ``calibrate`` does."""
         index, axes, seconds, measured = [], [], [], []
         for g in (g for op in self.ops() for g in self._by[op].values()):
             index.append({"op": g.op, "key": [_plain(v) for v in g.key],
@@ -145,15 +146,13 @@ def _save_npz(path: Path, arrays: dict) -> None:
     # NOTE: np.savez_compressed stamps zip entries with the current time; a fixed stamp keeps
     # the file byte-identical across rebuilds (the re-derivation test compares bytes)
     from io import BytesIO
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name in sorted(arrays):
             buf = BytesIO()
             np.save(buf, arrays[name], allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 def _read(path: str) -> MeasuredKernels:
