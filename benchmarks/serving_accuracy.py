@@ -123,9 +123,11 @@ def _pool(row, role: str, prefix: str, runtime_kernels: bool) -> dict:
             "tp": max(_int(row.get(prefix + "tp_size")) * _int(row.get(prefix + "attention_dp_size")),
                       _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size"))),
             "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
-            "precision": precision(row), "max_batch_tokens": tokens, "max_seqs": seqs}
-    if runtime_kernels:
+            "precision": precision(row)}
+    if runtime_kernels:     # the runtime's own sizes, rules and kernels
         pool["runtime"] = backend
+    else:
+        pool.update(max_batch_tokens=tokens, max_seqs=seqs)
     return pool
 
 
@@ -288,8 +290,9 @@ def main(argv=None) -> int:
     ap.add_argument("--system", action="append", help="aic system name (repeat)")
     ap.add_argument("--backend", action="append", choices=kerneldb.RUNTIMES, help="(repeat)")
     ap.add_argument("--jobs", type=int, default=1, help="rows simulated in parallel")
-    ap.add_argument("--runtime-kernels", action="store_true",
-                    help="add runtime: <the row's backend> to every pool")
+    ap.add_argument("--runtime", dest="runtime_kernels", action="store_true",
+                    help="add runtime: <the row's backend> to every pool (its kernels and "
+                    "serving rules)")
     ap.add_argument("--length-spread", type=float, default=0.0, metavar="F",
                     help="draw ISL and OSL uniform in [(1-F) x, x] instead of fixed (a check "
                     "of how much lock-stepped clients cost)")
@@ -311,7 +314,7 @@ def main(argv=None) -> int:
     ok = df[df["skipped"] == ""]
     block = (f"{len(ok)} of {len(df)} allowed rows modelled ({len(df) - len(ok)} skipped), "
              f"10 x concurrency requests each, seed 0; {wall:.0f} s on {a.jobs} process(es)."
-             f"{' Runtime kernels.' if a.runtime_kernels else ''}"
+             f"{' Runtime rules and kernels.' if a.runtime_kernels else ''}"
              f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}\n\n"
              + table(summary(ok)) + "\n\nNot modelled:\n" + skipped(df))
     if a.rows:

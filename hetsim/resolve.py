@@ -6,7 +6,8 @@ validate, goodput, plan and check alike. A scenario is resolved once per run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from .engine.routers import ROUTERS
@@ -15,6 +16,8 @@ from .hardware import Accelerator, Interconnect, load_accelerator, load_intercon
 from .models import ModelConfig, load_model
 from .perf import MemoryPlan, PoolProblem, model_problem, pool_fit
 from .precision import Formats
+from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
+from .runtimes import rules as runtime_rules
 from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
 
 __all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
@@ -33,6 +36,7 @@ class ResolvedPool:
     offload_link: Interconnect | None = None   # kv_offload tier
     cache_link: Interconnect | None = None     # host-resident prefix cache
     cache_blocks: int = 0                  # HBM prefix cache carved out of the KV pool
+    rules: Rules | None = None             # the serving runtime's rules (None: idealised)
 
     @property
     def usd_per_hour(self) -> float:
@@ -71,6 +75,7 @@ class ResolvedTransfer:
     cross_site: Interconnect | None = None
     cross_site_bandwidth: float = 0.0     # B/s: the link x its count
     cross_site_latency_s: float = 0.0
+    first_token: str = "decode"           # decode | prefill: which side shows the first token
 
     @property
     def early_routing(self) -> bool:
@@ -112,20 +117,35 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
         acc = load_accelerator(pool.accelerator, dirs)
     except ConfigError as e:
         raise ConfigError(e.message, path=f"{where}.accelerator") from None
+    rules = None
     if pool.runtime:
         try:
-            acc = load_accelerator(pool.accelerator, dirs, runtime=pool.runtime)
+            spec = RuntimeSpec.of(pool.runtime)
+        except ConfigError as e:    # a bare name: the error is the key's own
+            raise ConfigError(e.message, path=f"{where}.runtime") from None
+        try:
+            acc = load_accelerator(pool.accelerator, dirs, runtime=spec.name)
         except ConfigError as e:
             # NOTE: a broken runtime profile's own file goes into the message; the error's file
             # is the scenario's
             why = f"{e.file}: {e.message}" if e.file else e.message
             raise ConfigError(why, path=f"{where}.runtime") from None
+        rules = runtime_rules(spec, acc, pool.tp)
+        pool = _with_rules(pool, rules)
+        rules = replace(rules, memory_fraction=pool.memory_utilization)
     f = pool.formats()
     sizes = dict(max_batched_tokens=pool.max_batch_tokens, max_seqs=pool.max_seqs,
                  memory_utilization=pool.memory_utilization, block_size=pool.block_size)
+    if rules is not None:
+        sizes["kv_rule"] = partial(kv_budget, rules)
     mem = pool_fit(model, acc, pool.tp, f, **sizes)
     if isinstance(mem, PoolProblem):
         raise ConfigError(_in_pool(mem, name), path=f"{where}.{mem.key}" if mem.key else where)
+    if rules is not None:
+        rules = replace(rules, max_batch_tokens=pool.max_batch_tokens, block_size=pool.block_size)
+        if rules.name == "sglang" and pool.max_seqs == rules.max_seqs:
+            pool = replace(pool, max_seqs=sglang_max_running(mem.kv_tokens, model.max_context))
+        rules = replace(rules, max_seqs=pool.max_seqs)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
     side = {}
     for key, sub in (("kv_offload", pool.kv_offload), ("prefix_cache", pool.prefix_cache)):
@@ -143,7 +163,16 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
                               path=f"{where}.prefix_cache.capacity_gb")
     return ResolvedPool(name, pool, acc, f, mem, host_link=host, scale_up=scale_up,
                         offload_link=side["kv_offload"], cache_link=side["prefix_cache"],
-                        cache_blocks=cache_blocks)
+                        cache_blocks=cache_blocks, rules=rules)
+
+
+def _with_rules(pool: Pool, rules: Rules) -> Pool:
+    """``pool`` with every size it leaves unset taken from the runtime's rules."""
+    defaults = {"max_batch_tokens": rules.max_batch_tokens, "max_seqs": rules.max_seqs,
+                "memory_utilization": rules.memory_fraction, "block_size": rules.block_size,
+                "kv_allocation": ("reserve" if rules.kv_admission == "reserve-output"
+                                  else "on-demand")}
+    return replace(pool, **{k: v for k, v in defaults.items() if getattr(pool, k) is None})
 
 
 def _nics(pl: Placement, pools: dict[str, ResolvedPool], dirs, where: str, key: str):
@@ -240,7 +269,7 @@ def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs,
     _check_formats(t, pools, key)
     return ResolvedTransfer(t.mode, t.handoff, t.conversion, engine, nics,
                             _staging(t, pools, where), t.tcp_stream_gb_s * 1e9, cross,
-                            bandwidth, latency)
+                            bandwidth, latency, t.first_token)
 
 
 def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:

@@ -12,12 +12,16 @@ from typing import Literal
 from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
 from .errors import ConfigError, suggest
 from .precision import Formats, Precision, unknown_precision
+from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
            "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
+#: a pool's sizes without a runtime (with one, the runtime's defaults: hetsim.runtimes)
+GENERIC_SIZES = {"max_batch_tokens": 8192, "max_seqs": 256, "memory_utilization": 0.9,
+                 "block_size": 16, "kv_allocation": "reserve"}
 #: Instances per pool: each is a SimPy process with its own step model, and 100k TP groups are
 #: past the largest single cluster; a larger count is a typo, not a plan.
 MAX_INSTANCES = 100_000
@@ -51,12 +55,13 @@ class PrefixCache:
 class Pool:
     role: str = field(metadata=meta("mixed (colocated) | prefill | decode"))
     accelerator: str = field(metadata=meta("accelerator profile name"))
-    runtime: str | None = field(default=None, metadata=meta(
-        "serving runtime (vllm | sglang | trtllm, any case) whose measured kernel timings the "
-        "pool's accelerator carries (its runtime profile, hardware_profiles/runtimes/"
-        "<accelerator>.<runtime>.yaml; `hetsim profiles list` shows which exist); kernel "
-        "timings only: the runtime's scheduling rules are not modelled yet; unset: the "
-        "generic profile", lambda v: None if v.strip() else "must name a runtime, got ''"))
+    runtime: str | RuntimeSpec | None = field(default=None, metadata=meta(
+        "serving runtime: vllm | sglang | trtllm (any case), or {name, version, <overrides>}; "
+        "selects the runtime's measured kernel timings (hardware_profiles/runtimes/"
+        "<accelerator>.<runtime>.yaml) and its serving rules (scheduler, KV admission, CUDA "
+        "graphs, KV capacity, overheads; docs/runtime-rules.md); unset: the generic profile "
+        "and the idealised engine", lambda v: None if not isinstance(v, str) or v.strip()
+        else "must name a runtime, got ''"))
     instances: int = field(default=1, metadata=meta(
         f"serving instances (each a TP group), at most {MAX_INSTANCES:,}",
         lambda v: positive(v) or (None if v <= MAX_INSTANCES else
@@ -64,12 +69,16 @@ class Pool:
     tp: int = field(default=1, metadata=meta("tensor-parallel degree per instance", power_of_two))
     precision: str | Precision = field(default="bf16", metadata=meta(
         "bf16, or {compute, weights, kv} per runtime role"))
-    max_batch_tokens: int = field(default=8192, metadata=meta(
-        "token budget of one iteration (chunked-prefill size on mixed pools)", positive))
-    max_seqs: int = field(default=256, metadata=meta("max sequences in one iteration", positive))
-    memory_utilization: float = field(default=0.9, metadata=meta(
-        "fraction of device memory the engine may use", fraction))
-    block_size: int = field(default=16, metadata=meta("KV block (page) size, tokens", positive))
+    max_batch_tokens: int | None = field(default=None, metadata=meta(
+        "token budget of one iteration (chunked-prefill size on mixed pools); default 8192, "
+        "or the runtime's", positive))
+    max_seqs: int | None = field(default=None, metadata=meta(
+        "max sequences in one iteration; default 256, or the runtime's", positive))
+    memory_utilization: float | None = field(default=None, metadata=meta(
+        "fraction of device memory the engine may use; default 0.9, or the runtime's rule",
+        fraction))
+    block_size: int | None = field(default=None, metadata=meta(
+        "KV block (page) size, tokens; default 16, or the runtime's", positive))
     price_usd_per_hour: float | None = field(default=None, metadata=meta(
         "override the profile's $ per accelerator-hour", positive))
     kv_layout: Literal["nhd", "hnd"] = field(default="nhd", metadata=meta(
@@ -81,15 +90,20 @@ class Pool:
         "datacenter of the pool; KV between sites crosses kv_transfer.cross_site"))
     scale_up_domain: str | None = field(default=None, metadata=meta(
         "pools naming the same domain share a scale-up fabric (NVLink/xGMI) for KV transfer"))
-    kv_allocation: Literal["reserve", "on-demand"] = field(default="reserve", metadata=meta(
-        "decode KV: reserve prompt+output up front (never preempts) | on-demand block growth "
-        "with preemption (set by preemption/kv_offload)"))
+    kv_allocation: Literal["reserve", "on-demand"] | None = field(default=None, metadata=meta(
+        "decode KV: reserve prompt+output up front (never preempts; the default) | on-demand "
+        "block growth with preemption (set by preemption/kv_offload); with a runtime: its "
+        "rule"))
     preemption: Literal["recompute", "swap"] | None = field(default=None, metadata=meta(
         "when on-demand KV runs out: recompute the victim's KV, or swap it to kv_offload"))
     kv_offload: KVOffload | None = None
     prefix_cache: PrefixCache | None = None
 
     def __post_init__(self):
+        if self.runtime is None:    # the idealised engine's sizes (a runtime's: at resolution)
+            for k, v in GENERIC_SIZES.items():
+                if getattr(self, k) is None:
+                    object.__setattr__(self, k, v)
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}" + suggest(self.role, ROLES)
                               + f"; one of {', '.join(ROLES)}", path="role")
@@ -166,6 +180,10 @@ class KVTransfer:
         "tcp: host-side serialization throughput per accelerator, GB/s (Mooncake: TCP 2.4-4.6x "
         "slower than RDMA, ~4.5-5 GB/s per GPU)", positive))
     cross_site: CrossSite | None = None
+    first_token: Literal["decode", "prefill"] = field(default="decode", metadata=meta(
+        "decode: the client sees the first token from the decode side, after the KV arrives "
+        "and the first decode step (vLLM's disaggregated proxy, SGLang PD, TRT-LLM's disagg "
+        "server, Dynamo) | prefill: when the prefill computes it (DistServe's convention)"))
 
 
 @dataclass(frozen=True)
@@ -246,12 +264,14 @@ class Scenario:
     def to_dict(self) -> dict:
         d = to_dict(self)
         d.pop("source_file", None)
-        # NOTE: an unset runtime is left out, so a scenario without one writes what it wrote
-        # before the key existed (scenario.resolved.yaml stays byte-identical)
+        # NOTE: unset keys are left out (an unset runtime, the sizes a runtime defaults), so
+        # a scenario without a runtime writes what it wrote before the keys existed
+        # (scenario.resolved.yaml stays byte-identical)
         for placement in d["placements"].values():
             for pool in placement["pools"].values():
-                if pool.get("runtime") is None:
-                    pool.pop("runtime", None)
+                for k in ("runtime", *GENERIC_SIZES):
+                    if pool.get(k) is None:
+                        pool.pop(k, None)
         return d
 
 

@@ -28,12 +28,12 @@ class Step:
         return self.time(decode_n=n, decode_ctx=ctx, decode_window_ctx=window_ctx)
 
 
-def pool(role, kv_blocks=100, max_tokens=64, max_seqs=8, **spec):
+def pool(role, kv_blocks=100, max_tokens=64, max_seqs=8, rules=None, **spec):
     s = SimpleNamespace(max_batch_tokens=max_tokens, max_seqs=max_seqs, block_size=4,
                         role=role, prefix_cache=None, preemption_policy="recompute",
                         kv_offload=None, tp=1)
     s.__dict__.update(spec)
-    return SimpleNamespace(name=role, spec=s, cache_link=None, offload_link=None,
+    return SimpleNamespace(name=role, spec=s, cache_link=None, offload_link=None, rules=rules,
                            memory=SimpleNamespace(kv_blocks=kv_blocks, kv_bytes_per_token=1.0))
 
 

@@ -17,7 +17,7 @@ LAYERS = [
     ["errors"],
     ["config", "columns", "progress", "plots", "outputs"],
     ["precision"],
-    ["hardware", "models", "workload", "kerneldb"],
+    ["hardware", "models", "workload", "kerneldb", "runtimes"],
     ["perf"],
     ["calibrate"],          # never the simulator: it runs on GPU hosts with only torch
     ["scenario", "engine.routers"],

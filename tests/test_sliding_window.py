@@ -228,7 +228,7 @@ def _pool(role, kv_blocks=1000, **spec):
     s = SimpleNamespace(max_batch_tokens=64, max_seqs=8, block_size=4, role=role,
                         prefix_cache=None, preemption_policy="recompute", kv_offload=None, tp=1)
     s.__dict__.update(spec)
-    return SimpleNamespace(name=role, spec=s, cache_link=None, offload_link=None,
+    return SimpleNamespace(name=role, spec=s, cache_link=None, offload_link=None, rules=None,
                            memory=SimpleNamespace(kv_blocks=kv_blocks, kv_bytes_per_token=1.0))
 
 

@@ -17,6 +17,7 @@ from collections import deque
 
 import simpy
 
+from ..runtimes import pad_batch
 from .loop import Instance
 from .request import Request, State
 from .stats import InstanceStats
@@ -31,9 +32,10 @@ class PrefillInstance(Instance):
     role = "prefill"
     begins = True
 
-    def __init__(self, *a, on_start=None, **kw):
+    def __init__(self, *a, on_start=None, first_elsewhere: bool = False, **kw):
         self.queue: deque[Request] = deque()
         self.on_start = on_start
+        self.first_elsewhere = first_elsewhere   # the decode side shows the first token
         self.held = 0            # blocks of finished prompts still owned here (staging)
         self.held_peak = 0
         self.timeline: list[tuple[float, int]] = []   # (time, held blocks) at each change
@@ -95,7 +97,9 @@ class PrefillInstance(Instance):
         batch, now = self._batch, self.env.now
         self._hold(sum(r.kv_blocks for r in batch))
         for r in batch:
-            r.prefill_end_s = r.first_token_s = now
+            r.prefill_end_s = now
+            if not self.first_elsewhere:
+                r.first_token_s = now
             self.load_tokens -= r.input_tokens
             r.done.succeed()
 
@@ -114,9 +118,11 @@ class DecodeInstance(Instance):
     context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
     role = "decode"
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a, first_token: bool = False, **kw):
         self.pending: deque[Request] = deque()
         self.active: list[tuple[int, int, int, Request]] = []
+        self.first_token = first_token   # the client's first token comes from here
+        self._first: list[tuple[int, Request]] = []   # (gen, request) awaiting it
         self.running = 0
         self.step_no = 0
         self.ctx_sum = 0
@@ -127,6 +133,9 @@ class DecodeInstance(Instance):
         super().__init__(*a, **kw)
         w = self.step.model.sliding_window
         self.window = w.size if w else 0   # 0: no windowed layers
+        r = self.rules   # a decode-only step runs padded to the next captured graph size
+        self._pad = ([pad_batch(r, n) for n in range(r.graph_sizes[-1] + 1)]
+                     if r is not None and r.cuda_graphs and r.graph_padding else None)
 
     def fits(self, req: Request) -> bool:
         return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
@@ -165,6 +174,8 @@ class DecodeInstance(Instance):
         heapq.heappush(self.active, (r.done_step, r.id, r.gen, r))
         self.running += 1
         self.ctx_sum += ctx
+        if self.first_token and r.first_token_s != r.first_token_s:   # NaN: not seen yet
+            self._first.append((r.gen, r))
         if self.window:
             self._window_start(r, ctx)
 
@@ -224,10 +235,11 @@ class DecodeInstance(Instance):
 
     def _schedule(self) -> float | None:
         self._admit()
+        self._n = self.running
         t = self._step_time()
         if t is None:
             return None
-        n = self._n = self.running
+        n = self._n         # the sequences that decode in this step
         self.decode_tokens += n
         self.decode_token_s += t * n
         return t
@@ -238,15 +250,31 @@ class DecodeInstance(Instance):
         if n == 0:
             return None
         assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-        return self.step.decode_time(n, self.ctx_sum, self.win_sum)
+        return self.step.decode_time(self._padded(n), self.ctx_sum, self.win_sum)
+
+    def _padded(self, n: int) -> int:
+        pad = self._pad
+        return pad[n] if pad is not None and n < len(pad) else n
 
     def _after(self) -> None:
-        """Every running sequence gained a token."""
+        """Every running sequence gained a token (unless the step held none of them)."""
+        if not self._n:
+            return
+        if self._first:
+            self._first_tokens()
         self.step_no += 1
         self.ctx_sum += self._n
         if self.window:
             self._window_step()
         self._finish()
+
+    def _first_tokens(self) -> None:
+        """The sequences that joined before this step show the client their first token."""
+        now = self.env.now
+        for gen, r in self._first:
+            if r.gen == gen:    # else preempted before it ran: listed again on resuming
+                r.first_token_s = now
+        self._first = []
 
     def stats(self, until: float, **kind) -> InstanceStats:
         return super().stats(until, running=self.running, **kind)
@@ -255,15 +283,22 @@ class DecodeInstance(Instance):
 class MixedInstance(DecodeInstance):
     """Colocated prefill + decode with chunked prefill (Sarathi-Serve / vLLM style). Owns
     besides a decode instance: prompts waiting (``waiting``) and being prefilled
-    (``prefilling``: [request, tokens already prefilled])."""
+    (``prefilling``: [request, tokens already prefilled]).
+
+    Under a runtime's rules a step may hold prompts only (``paused``: SGLang's prefill steps
+    pause the decodes), and the client may see a prompt's first token ``first_token_delay_steps``
+    steps after the step that computed it (TRT-LLM's overlap scheduler: ``_late``)."""
     role = "mixed"
 
     def __init__(self, *a, **kw):
         self.waiting: deque[Request] = deque()
         self.prefilling: list[list] = []
+        self.paused = False       # the policy made this step prompts-only
         self._plan: list = []
         self._finishing: list = []
+        self._late: list[Request] = []   # first token computed, shown after the next step
         super().__init__(*a, **kw)
+        self.delay_first = self.rules is not None and self.rules.first_token_delay_steps > 0
 
     def submit(self, req: Request) -> simpy.Event:
         self.waiting.append(req)
@@ -279,23 +314,34 @@ class MixedInstance(DecodeInstance):
         return self.kv.wait_release() if self.waiting else self._sleep()
 
     def _step_time(self) -> float | None:
+        self.paused = False
         chunks, plan = self.policy.chunk(self)
-        n = self.running
+        n = self._n = 0 if self.paused else self.running
         if n == 0 and not chunks:
             return None
         self._plan = plan
         finishing = self._finishing = [e for e, c in plan if e[1] + c == e[0].input_tokens]
+        if not chunks:
+            n = self._padded(n)
         return self.step.time(chunks, len(finishing), n, self.ctx_sum, self.win_sum)
 
     def _after(self) -> None:
+        now = self.env.now
+        if self._late:
+            for r in self._late:
+                r.first_token_s = now
+            self._late = []
         super()._after()
         for entry, c in self._plan:
             entry[1] += c
-        now = self.env.now
         for entry in self._finishing:
             r = entry[0]
             self.prefilling.remove(entry)
-            r.prefill_end_s = r.first_token_s = now
+            r.prefill_end_s = now
+            if self.delay_first and r.output_tokens > 1:
+                self._late.append(r)
+            else:
+                r.first_token_s = now
             if r.output_tokens == 1:
                 self._complete(r)
             else:

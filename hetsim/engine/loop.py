@@ -16,7 +16,7 @@ import simpy
 
 from ..perf import StepModel
 from .memory import BlockPool
-from .policy import FcfsPolicy, SchedulerPolicy
+from .policy import SchedulerPolicy, policy_for
 from .request import Request, State
 from .stats import InstanceStats, KVStats
 
@@ -44,7 +44,11 @@ class Instance:
         self.env, self.name, self.pool, self.step = env, name, pool, step
         spec = pool.spec
         self.max_tokens, self.max_seqs = spec.max_batch_tokens, spec.max_seqs
-        self.policy = policy if policy is not None else FcfsPolicy()
+        self.rules = rules = pool.rules      # the serving runtime's (None: idealised)
+        self.policy = policy if policy is not None else policy_for(rules)
+        self.overlap = rules is not None and rules.overlap
+        #: the runtime's per-request time outside the engine (frontend), paid before submit
+        self.frontend_s = rules.request_overhead_s if rules is not None else 0.0
         self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate(),
                             window=kv_window(step.model), whole_window=self.whole_window)
         self.ports, self.staging = ports, staging
@@ -59,6 +63,7 @@ class Instance:
         self._extra = 0.0
         self._work: list[tuple[float, simpy.Event]] = []
         self._wake: simpy.Event | None = None
+        self._step_end = 0.0   # when the running iteration ends
         env.process(self._run())
 
     def _gate(self):
@@ -102,6 +107,7 @@ class Instance:
     def _iterate(self, t: float):
         self.busy_s += t
         self.iterations += 1
+        self._step_end = self.env.now + t
         return self.env.timeout(t)
 
     def _run(self):
@@ -169,6 +175,8 @@ class Instance:
         req.to(State.QUEUED)
         req.prefill_instance = self.name
         req.done = self.env.event()
+        if self.overlap:   # arrived while a step ran: the one scheduled beside it is formed
+            req.eligible = self.iterations + (self.env.now < self._step_end)
         self._prefix(req)
         self.load_tokens += load_tokens
         self.n_requests += 1

@@ -18,12 +18,12 @@ from collections import deque
 
 import simpy
 
-from .instances import DecodeInstance
+from .instances import DecodeInstance, MixedInstance
 from .memory import BlockPool
 from .request import Request
 from .stats import InstanceStats
 
-__all__ = ["OnDemandDecodeInstance"]
+__all__ = ["OnDemandDecodeInstance", "OnDemandMixedInstance"]
 
 
 class OnDemandDecodeInstance(DecodeInstance):
@@ -153,3 +153,15 @@ class OnDemandDecodeInstance(DecodeInstance):
                              swapped_bytes=self.swapped_bytes,
                              recomputed_tokens=self.recomputed_tokens,
                              preemption_s=self.preemption_s)
+
+
+class OnDemandMixedInstance(MixedInstance, OnDemandDecodeInstance):
+    """Colocated serving with on-demand KV (vLLM, SGLang): a prompt is admitted with its own
+    KV only (the policy's rule), its decode KV grows a block at a time, and when none is free
+    the policy's victim is preempted and later recomputed. Prompts being prefilled are never
+    victims (only decoding sequences are)."""
+
+    def _idle(self) -> simpy.Event:
+        if self.waiting or self.preempted:
+            return self.kv.wait_release() | self._sleep()
+        return self._sleep()

@@ -7,7 +7,22 @@ splitting prompts into chunks, and picking a sequence to preempt. It calls back 
 primitives (``admit_prompt``, ``start_decode``, ``resume``) to act on them.
 
 ``FcfsPolicy`` is the default: first come, first served under the token and sequence budgets,
-KV reserved up front, decodes before prompt chunks, newest sequence preempted first.
+KV reserved up front, decodes before prompt chunks, newest sequence preempted first. A pool
+with a ``runtime:`` gets that runtime's scheduler (:func:`policy_for`; the rules and their
+sources are in :mod:`hetsim.runtimes` and docs/runtime-rules.md):
+
+- ``RuntimePolicy`` (vLLM V1): one token budget per step, running decodes first, then partial
+  prompts, then new prompts FCFS; a prompt is admitted when its prompt's KV fits, the KV grows
+  a block at a time and the newest sequence is preempted by recompute when it runs out.
+- ``RuntimePolicy(chunked=False, reserve_output=True)`` (TRT-LLM in-flight batching,
+  GUARANTEED_NO_EVICT): whole prompts join the running decodes while the budget holds, each
+  admitted only when its prompt + output KV fits; stop at the first that does not.
+- ``SglangPolicy``: a step is a prefill step (prompts packed up to the chunk size, the last
+  one chunked) whenever a prompt can be admitted, else a decode step; admission estimates the
+  running requests' future KV with a decaying ``new_token_ratio``.
+
+With ``overlap`` (all three by default) a prompt that arrived while a step ran joins the step
+after the next one, unless that one would otherwise be empty (``_ready``).
 """
 from __future__ import annotations
 
@@ -15,7 +30,7 @@ from typing import Protocol
 
 from .request import Request, State
 
-__all__ = ["SchedulerPolicy", "FcfsPolicy"]
+__all__ = ["SchedulerPolicy", "FcfsPolicy", "RuntimePolicy", "SglangPolicy", "policy_for"]
 
 
 class SchedulerPolicy(Protocol):
@@ -41,7 +56,9 @@ class SchedulerPolicy(Protocol):
 
 
 class FcfsPolicy:
-    """First come, first served; the scheduler of the published disaggregated simulators."""
+    """First come, first served; the scheduler of the published disaggregated simulators.
+    ``overlap``: the next step is scheduled while one runs (see :func:`_ready`)."""
+    overlap = False
 
     def prefill_batch(self, inst) -> list[Request]:
         """FIFO under the token budget (a lone prompt may exceed it) and the sequence cap; the
@@ -51,6 +68,8 @@ class FcfsPolicy:
         while q and len(batch) < inst.max_seqs:
             r = q[0]
             if batch and tokens + r.input_tokens > inst.max_tokens:
+                break
+            if self.overlap and not _ready(inst, r, bool(batch)):
                 break
             blocks = kv.blocks(r.input_tokens)
             if not kv.try_reserve(blocks):
@@ -93,16 +112,7 @@ class FcfsPolicy:
             inst.admit_prompt(r, blocks)
             queued += r.input_tokens - r.cached_tokens
             seqs += 1
-        chunks, plan = [], []
-        for entry in inst.prefilling:
-            if budget <= 0:
-                break
-            r, done = entry
-            c = min(r.input_tokens - done, budget)
-            chunks.append((c, done + c))
-            plan.append((entry, c))
-            budget -= c
-        return chunks, plan
+        return _split(inst, budget)
 
     def victim(self, inst) -> Request | None:
         """vLLM's LIFO victim: the most recently admitted live sequence."""
@@ -112,3 +122,145 @@ class FcfsPolicy:
             if v.gen == gen and v.state is State.DECODING:
                 return v
         return None
+
+
+def _split(inst, budget: int) -> tuple[list, list]:
+    """Running prompts in admission order take what is left of the step's token budget."""
+    chunks, plan = [], []
+    for entry in inst.prefilling:
+        if budget <= 0:
+            break
+        r, done = entry
+        c = min(r.input_tokens - done, budget)
+        chunks.append((c, done + c))
+        plan.append((entry, c))
+        budget -= c
+    return chunks, plan
+
+
+def _ready(inst, r: Request, busy: bool) -> bool:
+    """Whether ``r`` may join the step being formed. Under overlap scheduling a prompt that
+    arrived while a step ran (``r.eligible`` is the step count it waits for) misses the step
+    scheduled alongside that one, unless nothing else would run (``busy`` false): an idle
+    runtime schedules it at once."""
+    return r.eligible <= inst.iterations or not busy
+
+
+class RuntimePolicy(FcfsPolicy):
+    """vLLM V1 (vllm 0.24.0 ``v1/core/sched/scheduler.py`` ``Scheduler.schedule``) and, with
+    ``reserve_output`` and without ``chunked``, TRT-LLM's PyTorch executor
+    (``GuaranteedNoEvictPolicy`` + ``PyMicroBatchScheduler``; docs/runtime-rules.md §1).
+
+    The decodes take one token each of the step's budget, running prompts continue, then new
+    prompts are admitted FCFS: with their prompt's KV (vLLM; the KV then grows on demand and
+    the newest sequence is preempted by recompute) or their prompt + output KV (TRT-LLM, which
+    never preempts), stopping at the first that does not fit. Without ``chunked`` a prompt
+    joins only whole (a prompt over the whole budget only in a step of its own)."""
+
+    def __init__(self, chunked: bool = True, reserve_output: bool = False,
+                 overlap: bool = True):
+        self.chunked, self.reserve_output, self.overlap = chunked, reserve_output, overlap
+
+    def chunk(self, inst) -> tuple[list, list]:
+        budget = inst.max_tokens - inst.running
+        seqs = inst.running + len(inst.prefilling)
+        queued = sum(r.input_tokens - done for r, done in inst.prefilling)
+        waiting, kv, overlap = inst.waiting, inst.kv, self.overlap
+        while waiting and seqs < inst.max_seqs and queued < budget:
+            r = waiting[0]
+            need = r.input_tokens - r.cached_tokens
+            if not self.chunked and queued + need > budget and seqs:
+                break
+            if overlap and not _ready(inst, r, bool(seqs)):
+                break
+            blocks = kv.blocks(r.input_tokens + (r.output_tokens if self.reserve_output else 0))
+            if not kv.try_reserve(blocks):
+                break
+            waiting.popleft()
+            inst.admit_prompt(r, blocks)
+            queued += need
+            seqs += 1
+        return _split(inst, budget if self.chunked else max(budget, queued))
+
+
+class SglangPolicy(RuntimePolicy):
+    """SGLang's scheduler (sglang 0.5.14 ``managers/scheduler.py`` ``get_next_batch_to_run``,
+    ``managers/schedule_policy.py`` ``PrefillAdder``; docs/runtime-rules.md §1). A step is a
+    prefill step, prompts packed up to the chunk size (the last one chunked), whenever a
+    prompt is running or can be admitted, and the decodes wait (``paused``); otherwise the
+    running requests decode (``mixed``, enable_mixed_chunk: prompts join the decodes instead).
+    A prompt is admitted when prompt + min(output, 4096) fits in the free KV less what the
+    running requests are still expected to write: their remaining outputs (each clipped at
+    4096) x ``new_token_ratio``, which decays from 0.7 to 0.098 over 600 decode steps and
+    restarts from the victim's progress when a request is retracted. The KV grows per token;
+    when it runs out the request with the fewest outputs (ties: longest prompt) is retracted
+    and recomputed later."""
+    CLIP = 4096                    # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
+    INIT, MIN, DECAY_STEPS = 0.7, 0.7 * 0.14, 600
+
+    def __init__(self, mixed: bool = False, overlap: bool = True):
+        super().__init__(chunked=True, reserve_output=False, overlap=overlap)
+        self.mixed = mixed
+        self._ratio0, self._since = self.INIT, 0   # ratio at decode step _since
+
+    def ratio(self, step_no: int) -> float:
+        """``new_token_ratio`` at decode step ``step_no``."""
+        decay = (self.INIT - self.MIN) / self.DECAY_STEPS
+        return max(self.MIN, self._ratio0 - (step_no - self._since) * decay)
+
+    def _expected(self, inst) -> float:
+        """Tokens the running and prefilling requests are still expected to write."""
+        clip, now = self.CLIP, inst.step_no
+        running = sum(min(done - now, clip) for done, _, gen, r in inst.active if r.gen == gen)
+        return (running * self.ratio(now)
+                + sum(min(r.output_tokens, clip) for r, _ in inst.prefilling))
+
+    def chunk(self, inst) -> tuple[list, list]:
+        budget = inst.max_tokens - (inst.running if self.mixed else 0)
+        seqs = inst.running + len(inst.prefilling)
+        queued = sum(r.input_tokens - done for r, done in inst.prefilling)
+        waiting, kv, overlap = inst.waiting, inst.kv, self.overlap
+        if waiting and queued < budget:
+            room = kv.free * kv.block_size - self._expected(inst)
+            while waiting and seqs < inst.max_seqs and queued < budget:
+                r = waiting[0]
+                need = r.input_tokens - r.cached_tokens + min(r.output_tokens, self.CLIP)
+                if need + kv.block_size >= room:
+                    break
+                if overlap and not _ready(inst, r, bool(seqs)):
+                    break
+                blocks = kv.blocks(r.input_tokens)
+                if not kv.try_reserve(blocks):
+                    break
+                waiting.popleft()
+                inst.admit_prompt(r, blocks)
+                room -= need
+                queued += r.input_tokens - r.cached_tokens
+                seqs += 1
+        if inst.prefilling and not self.mixed:
+            inst.paused = True
+        return _split(inst, budget)
+
+    def victim(self, inst) -> Request | None:
+        best, key = None, None
+        for done, _, gen, r in inst.active:
+            if r.gen != gen:
+                continue
+            k = (r.output_tokens - (done - inst.step_no), -r.input_tokens)
+            if key is None or k < key:
+                best, key = r, k
+        if best is not None:   # retract_decode resets the ratio from the retracted request
+            self._ratio0 = min(1.0, (key[0] + 20) / max(1, best.output_tokens))
+            self._since = inst.step_no
+        return best
+
+
+def policy_for(rules) -> SchedulerPolicy:
+    """A new scheduler for one instance under a pool's runtime rules (None: FCFS)."""
+    if rules is None:
+        return FcfsPolicy()
+    if rules.kv_admission == "estimate":
+        return SglangPolicy(mixed=rules.mixed_batches, overlap=rules.overlap)
+    return RuntimePolicy(chunked=rules.chunked_prefill,
+                         reserve_output=rules.kv_admission == "reserve-output",
+                         overlap=rules.overlap)

@@ -79,6 +79,7 @@ _ENGINE_SLOTS = (
     "ctx0", "step0",         # context length at step ``step0`` (context grows one per step)
     "remaining",             # preempted: decode steps still to run
     "swapped",               # preempted to the host tier: blocks held there
+    "eligible",              # overlap scheduling: the step count before which it cannot join
 )
 
 
@@ -104,7 +105,7 @@ class Request:
         self.done = self.started = self.kv_granted = None
         self.prefill_end_expected = nan
         self.kv_blocks = self.done_step = self.gen = 0
-        self.ctx0 = self.step0 = self.remaining = self.swapped = 0
+        self.ctx0 = self.step0 = self.remaining = self.swapped = self.eligible = 0
 
     def to(self, state: State) -> None:
         assert state in _NEXT[self.state], f"request {self.id}: {self.state} -> {state}"

@@ -21,7 +21,7 @@ from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
-from .ondemand import OnDemandDecodeInstance
+from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
 from .request import Request, State
 from .routers import make_router
 from .stats import SimResult
@@ -48,6 +48,8 @@ class Simulation:
         t = self.transfer = placement.transfer
         self.link = KVLink(self.env, t, model) if t is not None else None
         self.early_routing = t is not None and t.early_routing
+        #: the client's first token comes from the decode side (after the KV arrives)
+        self.first_from_decode = t is not None and t.first_token == "decode"
         self._target: dict[int, object] = {}
         self.instances: dict[str, list] = {p: self._build(pool)
                                            for p, pool in placement.pools.items()}
@@ -63,11 +65,17 @@ class Simulation:
         spec = pool.spec
         step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats)
         kind = _KINDS[spec.role]
-        if spec.role == "decode" and spec.on_demand:
+        on_demand = spec.on_demand or (pool.rules is not None
+                                       and pool.rules.kv_admission != "reserve-output")
+        if spec.role == "decode" and on_demand:
             kind = OnDemandDecodeInstance
+        elif spec.role == "mixed" and pool.rules is not None and on_demand:
+            kind = OnDemandMixedInstance
         kw = {}
         if spec.role == "prefill" and self.early_routing:
             kw["on_start"] = self._on_prefill_start
+        if self.first_from_decode:
+            kw["first_elsewhere" if spec.role == "prefill" else "first_token"] = True
         staging_blocks = self.transfer.staging_blocks.get(pool.name, 0) if self.transfer else 0
         insts = []
         for i in range(spec.instances):
@@ -104,6 +112,8 @@ class Simulation:
         if not any(d.fits(req) for d in self.receivers):
             req.drop("prompt + output exceed every decode instance's KV capacity")
             return
+        if p.frontend_s:
+            yield env.timeout(p.frontend_s)
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
         if layerwise:
             req.started = env.event()
@@ -116,7 +126,7 @@ class Simulation:
             handoff = env.process(self.link.handoff(req, p, d))
         yield prefill_done
         if req.output_tokens == 1:  # the first token was the last
-            req.last_token_s = env.now
+            req.first_token_s = req.last_token_s = env.now
             req.to(State.COMPLETED)
             p.release(req.kv_blocks)
             return
@@ -141,6 +151,8 @@ class Simulation:
         elif not m.fits(req):
             req.drop("prompt + output exceed the instance's KV capacity")
             return
+        if m.frontend_s:
+            yield self.env.timeout(m.frontend_s)
         yield m.submit(req)
 
     def _lifecycle(self, req: Request):

@@ -26,7 +26,8 @@ class PoolProblem:
 
 def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
              max_batched_tokens: int = 8192, max_seqs: int = 256,
-             memory_utilization: float = 0.9, block_size: int = 16) -> MemoryPlan | PoolProblem:
+             memory_utilization: float = 0.9, block_size: int = 16,
+             kv_rule=None) -> MemoryPlan | PoolProblem:
     """The pool's memory plan, or its first problem, checked in the order precision, scale-up
     domain, heads, memory. The keyword arguments are :func:`memory_plan`'s."""
     f = Formats.of(formats)
@@ -42,7 +43,7 @@ def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
     try:
         return memory_plan(model, acc, tp, f, max_batched_tokens=max_batched_tokens,
                            max_seqs=max_seqs, memory_utilization=memory_utilization,
-                           block_size=block_size)
+                           block_size=block_size, kv_rule=kv_rule)
     except ConfigError as e:
         return PoolProblem("", e.message)
 

@@ -29,13 +29,14 @@ class MemoryPlan:
 
 def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 8192,
                 max_seqs: int = 256, memory_utilization: float = 0.9,
-                block_size: int = 16) -> MemoryPlan:
+                block_size: int = 16, kv_rule=None) -> MemoryPlan:
     """Split one device's memory; raise ConfigError if the model leaves no room for KV.
 
     NOTE: vLLM-style accounting: ``memory_utilization`` of HBM is usable (the rest covers the
     CUDA context, NCCL buffers and fragmentation); weights are sharded evenly over TP ranks;
     the activation workspace is sized for the largest iteration (``max_batched_tokens``) plus
-    fp32 logits for ``max_seqs``.
+    fp32 logits for ``max_seqs``. ``kv_rule(total, weights, activations) -> KV bytes``
+    replaces that split with a serving runtime's own (:func:`hetsim.runtimes.kv_budget`).
     """
     why = model_problem(model)
     if why:
@@ -52,7 +53,8 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
     per_token = (4 * h + (model.num_heads + 2 * model.num_kv_heads) * model.head_dim / tp
                  + 3 * ffn / tp) * act_b
     activations = max_batched_tokens * per_token + max_seqs * model.vocab_size / tp * 4.0
-    kv = usable - weights - activations
+    kv = (usable - weights - activations if kv_rule is None
+          else kv_rule(acc.hbm_bytes, weights, activations))
     per_tok = model.kv_bytes_per_token(f.kv, tp)
     tokens = int(kv // per_tok) if kv > 0 else 0
     if tokens < block_size:

@@ -33,6 +33,7 @@ class Candidate:
     verified: bool | None = None
     attainment: float | None = None
     goodput_rps: float | None = None
+    first_token: str = "decode"    # disaggregated: which side shows the first token
 
     @property
     def accelerators(self) -> int:
@@ -52,7 +53,9 @@ class Candidate:
             pools[role] = {"role": role, "accelerator": o.acc, "instances": n, "tp": o.tp,
                            "precision": o.precision, "price_usd_per_hour": o.price / o.tp}
         pl = {"pools": pools, "router": "least-loaded"}
-        if self.link:
+        if self.link and self.first_token != "decode":
+            pl["kv_transfer"] = {"link": self.link, "first_token": self.first_token}
+        elif self.link:
             pl["kv_link"] = self.link
         return pl
 
@@ -110,7 +113,7 @@ def _disaggregated(spec: PlanSpec, opts, kv_bytes: float, target: float | None):
         pools = {"prefill": (dataclasses.replace(op, capacity_rps=pre), n_p),
                  "decode": (dataclasses.replace(od, capacity_rps=dec), n_d)}
         c = Candidate(shape, pools, link, op.price * n_p + od.price * n_d,
-                      min(pre * n_p, dec * n_d))
+                      min(pre * n_p, dec * n_d), first_token=spec.first_token)
         if fits_inventory(spec, pools):
             out.append(c)
     return considered, out

@@ -60,6 +60,9 @@ class PlanSpec:
         "searches) with the most goodput per accelerator"))
     seeds: int = field(default=1, metadata=meta("seeds per rate in the goodput searches",
                                                 positive))
+    first_token: Literal["decode", "prefill"] = field(default="decode", metadata=meta(
+        "disaggregated shapes: which side shows the client the first token (see a "
+        "scenario's kv_transfer.first_token)"))
     description: str = ""
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 

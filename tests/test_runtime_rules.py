@@ -1,0 +1,286 @@
+"""Serving runtimes' rules (issue 15 §1, §2, §5): exact event traces of each scheduler rule on
+a step model whose times are written out (tests/test_engine_units.py: 1 + prompt tokens / 8 +
+decodes / 4 seconds), the runtimes' defaults and KV capacity, ``runtime:`` as a key, and the
+first-token semantics of disaggregated placements."""
+import dataclasses
+
+import pytest
+import simpy
+
+import hetsim
+from hetsim import runtimes
+from hetsim.engine.instances import DecodeInstance, MixedInstance
+from hetsim.engine.ondemand import OnDemandMixedInstance
+from hetsim.engine.request import State
+from hetsim.errors import ConfigError
+from hetsim.resolve import resolve_scenario
+from hetsim.scenario import parse_scenario
+
+from .test_engine_units import make, req
+
+
+def rules(**kw) -> runtimes.Rules:
+    """vLLM-like rules with overlap and CUDA graphs off unless asked."""
+    base = dict(name="vllm", version="0", max_batch_tokens=16, max_seqs=8, block_size=4,
+                chunked_prefill=True, mixed_batches=True, kv_admission="on-demand",
+                cuda_graphs=False, graph_sizes=(1,), graph_padding=True, overlap=False,
+                first_token_delay_steps=0, request_overhead_s=0.0, memory="vllm",
+                memory_fraction=0.9)
+    return runtimes.Rules(**{**base, **kw})
+
+
+def arrive(env, inst, r, at):
+    def go():
+        yield env.timeout(at)
+        r.arrival_s = at
+        inst.submit(r)
+    env.process(go())
+
+
+# --- vLLM ---------------------------------------------------------------------------------
+def test_vllm_budget_fills_decodes_first_then_chunks():
+    """Budget 16. r0 (8-token prompt, 4 out) and r1 (24, 2) arrive together: step 1 holds r0's
+    whole prompt and 8 of r1's [0, 3); then r0 decodes first and r1 takes the 15 tokens left
+    [3, 6.125); its last token rides with r0's decode [6.125, 7.5); both decode [7.5, 9)."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16, rules=rules())
+    r0, r1 = req(0, 8, 4), req(1, 24, 2)
+    m.submit(r0)
+    m.submit(r1)
+    env.run()
+    assert (r0.first_token_s, r0.last_token_s) == (3, 9)
+    assert (r1.prefill_start_s, r1.first_token_s, r1.last_token_s) == (0, 7.5, 9)
+    assert (m.iterations, m.decode_tokens) == (4, 3 + 1)
+    # admitted on the prompt's KV (2 + 6 blocks), grown one block at a time
+    assert m.kv.used == 0 and m.kv.peak == 3 + 7
+
+
+def test_vllm_preemption_by_recompute_restores_every_token():
+    """KV for 5 blocks of 4: sequences outgrow it, the newest is preempted, recomputed later,
+    and every request still produces all of its tokens."""
+    env, m = make(OnDemandMixedInstance, "mixed", kv_blocks=5, max_tokens=16, rules=rules())
+    rs = [req(i, 4, 6) for i in range(3)]
+    for r in rs:
+        m.submit(r)
+    env.run()
+    assert all(r.state is State.COMPLETED for r in rs)
+    assert m.preemptions > 0 and m.recomputed_tokens > 0
+    assert m.decode_tokens == sum(r.output_tokens - 1 for r in rs)   # none lost, none twice
+    assert sum(r.preemptions for r in rs) == m.preemptions
+    assert m.kv.used == 0 and m.kv.peak <= 5
+
+
+def test_overlap_scheduling_makes_a_mid_step_arrival_wait_one_more_step():
+    """r0 (8, 4) runs alone; r1 (8, 2) arrives at 2.5 during r0's first decode step [2, 3.25).
+    With overlap the step after it was already formed, so r1 joins the next: [4.5, 6.75).
+    Without, it joins at 3.25."""
+    def run(overlap):
+        env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                      rules=rules(overlap=overlap))
+        r0, r1 = req(0, 8, 4), req(1, 8, 2)
+        m.submit(r0)
+        arrive(env, m, r1, 2.5)
+        env.run()
+        return r1.prefill_start_s, r1.first_token_s
+    assert run(True) == (4.5, 6.75)
+    assert run(False) == (3.25, 5.5)
+
+
+def test_overlap_never_delays_a_prompt_on_an_idle_instance():
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16, rules=rules(overlap=True))
+    r0, r1 = req(0, 8, 1), req(1, 8, 1)
+    m.submit(r0)
+    arrive(env, m, r1, 1.0)      # during r0's only step [0, 2); nothing else would run after
+    env.run()
+    assert (r1.prefill_start_s, r1.first_token_s) == (2, 4)
+
+
+# --- TRT-LLM ------------------------------------------------------------------------------
+TRT = dict(chunked_prefill=False, kv_admission="reserve-output", first_token_delay_steps=1)
+
+
+def test_trtllm_whole_prompts_and_first_token_one_step_late():
+    """No chunking: r1 (12 tokens) does not fit beside r0 (8) in 16, so it waits a step. The
+    overlap scheduler shows each first token after the following step."""
+    env, m = make(MixedInstance, "mixed", max_tokens=16, rules=rules(**TRT))
+    r0, r1 = req(0, 8, 3), req(1, 12, 2)
+    m.submit(r0)
+    m.submit(r1)
+    env.run()
+    # [0, 2) r0's prompt; [2, 4.75) r1's prompt + r0's decode; [4.75, 6.25) both decode
+    assert (r0.prefill_end_s, r0.first_token_s, r0.last_token_s) == (2, 4.75, 6.25)
+    assert (r1.prefill_start_s, r1.prefill_end_s, r1.first_token_s, r1.last_token_s) == (
+        2, 4.75, 6.25, 6.25)
+
+
+def test_trtllm_no_evict_refuses_admission_until_the_whole_kv_fits():
+    """5 blocks: r0 reserves prompt + output (3 blocks); r1 needs 4 and waits for r0 to end,
+    though its prompt alone (3 blocks) would fit."""
+    env, m = make(MixedInstance, "mixed", kv_blocks=5, max_tokens=16, rules=rules(**TRT))
+    r0, r1 = req(0, 8, 3), req(1, 12, 2)
+    m.submit(r0)
+    m.submit(r1)
+    env.run()
+    assert r0.last_token_s == 4.5                  # [0, 2) [2, 3.25) [3.25, 4.5)
+    assert (r1.prefill_start_s, r1.prefill_end_s, r1.first_token_s) == (4.5, 7.0, 8.25)
+    assert m.kv.peak == 4
+
+
+# --- SGLang -------------------------------------------------------------------------------
+def test_sglang_prefill_step_pauses_the_decodes():
+    """r1 arrives at 2.5 while r0 decodes: its prefill runs alone [3.25, 5.25) and r0 does not
+    advance in it; then both decode [5.25, 6.75)."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                  rules=rules(name="sglang", kv_admission="estimate", mixed_batches=False))
+    r0, r1 = req(0, 8, 3), req(1, 8, 2)
+    m.submit(r0)
+    arrive(env, m, r1, 2.5)
+    env.run()
+    assert (r0.first_token_s, r0.last_token_s) == (2, 6.75)
+    assert (r1.prefill_start_s, r1.first_token_s, r1.last_token_s) == (3.25, 5.25, 6.75)
+    assert m.decode_tokens == 2 + 1
+
+
+def test_sglang_admission_counts_the_running_requests_future_tokens():
+    """40 tokens of KV (10 blocks of 4). r0 (4, 30) runs; r1 (4, 8) needs 4 + 8 + a page
+    while r0 is expected to write (29 - k) x ~0.7 more and holds its own blocks: r1 waits
+    for r0 to finish although its prompt fits. vLLM admits it at once (both fit in the end)."""
+    from hetsim.engine.policy import SglangPolicy
+
+    def run(**kw):
+        env, m = make(OnDemandMixedInstance, "mixed", kv_blocks=10, max_tokens=16,
+                      rules=rules(**kw))
+        r0, r1 = req(0, 4, 30), req(1, 4, 8)
+        m.submit(r0)
+        arrive(env, m, r1, 2.5)
+        env.run()
+        assert r0.state is r1.state is State.COMPLETED
+        return m, r0, r1
+    m, r0, r1 = run(name="sglang", kv_admission="estimate", mixed_batches=False)
+    assert isinstance(m.policy, SglangPolicy)
+    assert r1.prefill_start_s == r0.last_token_s and m.preemptions == 0
+    m, r0, r1 = run()
+    assert r1.prefill_start_s == 2.75 and r1.last_token_s < r0.last_token_s
+
+
+# --- CUDA graphs --------------------------------------------------------------------------
+def test_decode_batches_pad_to_the_next_captured_graph():
+    """Graphs for 1, 2, 4, 8: 3 sequences run as 4 (1 + 4/4 = 2 s a step); 9, past the largest,
+    run as they are."""
+    def step_time(n, **kw):
+        env, d = make(DecodeInstance, "decode", max_seqs=16,
+                      rules=rules(cuda_graphs=True, graph_sizes=(1, 2, 4, 8), **kw))
+        for i in range(n):
+            r = req(i, 4, 2)
+            r.state = State.TRANSFERRING
+            d.reserve(r)
+            d.join(r)
+        env.run()
+        return d.busy_s
+    assert step_time(3) == 2.0
+    assert step_time(9) == 1 + 9 / 4
+    assert step_time(3, graph_padding=False) == 1 + 3 / 4
+
+
+def test_pad_batch():
+    r = rules(cuda_graphs=True, graph_sizes=(1, 2, 4, 8, 16, 24))
+    assert [runtimes.pad_batch(r, n) for n in (1, 3, 4, 5, 17, 24, 25)] == [
+        1, 4, 4, 8, 24, 24, 25]
+    assert runtimes.pad_batch(None, 3) == 3
+
+
+# --- defaults and KV capacity --------------------------------------------------------------
+def _pool(rt, acc="h100-sxm", model="llama-3.1-8b", tp=1, role="mixed", **extra):
+    d = {"name": "t", "model": model,
+         "workload": {"requests": 4, "arrival": {"process": "poisson", "rate_rps": 1},
+                      "input_tokens": {"dist": "fixed", "value": 8},
+                      "output_tokens": {"dist": "fixed", "value": 8}},
+         "slo": {"ttft_s": 1, "tpot_s": 1},
+         "placements": {"p": {"pools": {"m": {"role": role, "accelerator": acc, "tp": tp,
+                                              "runtime": rt, **extra}}}}}
+    _, placements = resolve_scenario(parse_scenario(d, "t.yaml"))
+    return placements["p"].pools["m"]
+
+
+@pytest.mark.parametrize("rt, acc, want", [
+    ("vllm", "h100-sxm", (8192, 1024, 16)),    # vllm serve on >= 70 GiB GPUs
+    ("vllm", "a100-sxm", (2048, 256, 16)),     # ... except A100
+    ("trtllm", "h100-sxm", (8192, 2048, 32)),
+    ("sglang", "h200-sxm", (8192, None, 1)),   # chunked_prefill_size below 160 GiB
+    ("sglang", "b200", (16384, None, 1)),
+])
+def test_runtime_defaults_by_gpu(rt, acc, want):
+    p = _pool(rt, acc)
+    tokens, seqs, block = want
+    assert (p.spec.max_batch_tokens, p.spec.block_size) == (tokens, block)
+    if seqs is not None:
+        assert p.spec.max_seqs == seqs
+    else:   # SGLang: from its KV capacity and the model's context
+        assert p.spec.max_seqs == runtimes.sglang_max_running(p.memory.kv_tokens,
+                                                              hetsim.load_model("llama-3.1-8b").max_context)
+    assert p.rules.max_seqs == p.spec.max_seqs
+
+
+def test_kv_capacity_follows_each_runtimes_rule():
+    total = hetsim.load_accelerator("h100-sxm").hbm_bytes
+    for rt in ("vllm", "trtllm", "sglang"):
+        m = _pool(rt).memory
+        f = _pool(rt).rules.memory_fraction
+        want = {"vllm": f * total - m.weight_bytes - m.activation_bytes,
+                "trtllm": f * (total - m.weight_bytes - m.activation_bytes),
+                "sglang": f * total - m.weight_bytes}[rt]
+        assert m.kv_bytes == pytest.approx(want), rt
+    # a user's memory_utilization replaces the runtime's fraction, under the runtime's rule
+    assert _pool("trtllm", memory_utilization=0.5).memory.kv_bytes < _pool("trtllm").memory.kv_bytes
+
+
+def test_pool_keys_override_the_runtimes_defaults():
+    p = _pool({"name": "vllm", "chunked_prefill": False, "overlap": False},
+              max_batch_tokens=4096, block_size=32)
+    assert (p.spec.max_batch_tokens, p.spec.block_size) == (4096, 32)
+    assert (p.rules.chunked_prefill, p.rules.overlap, p.rules.kv_admission) == (
+        False, False, "on-demand")
+
+
+@pytest.mark.parametrize("rt, path, words", [
+    ("vlm", "placements.p.pools.m.runtime", "unknown runtime 'vlm' (did you mean 'vllm'?)"),
+    ({"name": "vllm", "version": "0.1"}, "placements.p.pools.m.runtime.version",
+     "version 0.24.0 only"),
+    ({"name": "trtllm", "chunked": True}, "placements.p.pools.m.runtime.chunked",
+     "unknown key"),
+])
+def test_bad_runtime_names_its_key(rt, path, words):
+    with pytest.raises(ConfigError) as e:
+        _pool(rt)
+    assert e.value.path == path and words in e.value.message
+
+
+def test_no_runtime_keeps_the_idealised_sizes():
+    p = _pool(None)
+    assert p.rules is None
+    assert (p.spec.max_batch_tokens, p.spec.max_seqs, p.spec.block_size,
+            p.spec.memory_utilization, p.spec.kv_allocation) == (8192, 256, 16, 0.9, "reserve")
+
+
+# --- first token in disaggregated placements ------------------------------------------------
+def _disagg(link, first_token):
+    d = {"name": "t", "model": "llama-3.1-8b",
+         "workload": {"requests": 40, "seed": 1, "arrival": {"process": "poisson", "rate_rps": 2},
+                      "input_tokens": {"dist": "fixed", "value": 4000},
+                      "output_tokens": {"dist": "fixed", "value": 50}},
+         "slo": {"ttft_s": 10, "tpot_s": 1},
+         "placements": {"pd": {"pools": {
+             "prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+             "decode": {"role": "decode", "accelerator": "h100-sxm"}},
+             "kv_transfer": {"link": link, "first_token": first_token}}}}
+    df = hetsim.run(parse_scenario(d, "t.yaml")).requests
+    return df
+
+
+def test_a_slower_kv_link_raises_ttft_only_when_the_decode_side_shows_the_first_token():
+    fast, slow = _disagg("roce-400g", "decode"), _disagg("tcp-25g", "decode")
+    assert (slow["ttft_s"] > fast["ttft_s"]).all()
+    # the first token follows the KV's arrival and one decode step
+    assert (fast["first_token_s"] > fast["kv_ready_s"]).all()
+    fast, slow = _disagg("roce-400g", "prefill"), _disagg("tcp-25g", "prefill")
+    assert list(slow["ttft_s"]) == list(fast["ttft_s"])
+    assert (fast["first_token_s"] == fast["prefill_end_s"]).all()
