@@ -53,8 +53,11 @@ def run_title(result) -> str:
     slo = result.scenario.slo
     n = len(result.requests) // max(1, len(result.summaries))
     clipped = f" ({result.clipped} clipped to the context)" if result.clipped else ""
+    # a closed loop's warm-up in seconds may cover a different count in each placement
+    warm = sorted({s["warmup_requests"] for s in result.summaries if "warmup_requests" in s})
+    warmup = f", {'/'.join(map(str, warm))} of them warm-up (not measured)" if warm else ""
     form = f"p{slo.percentile:g} within" if slo.percentile else f"{slo.attainment:.0%} within"
-    return (f"{result.scenario.name}: {n} requests{clipped}, SLO {form} "
+    return (f"{result.scenario.name}: {n} requests{clipped}{warmup}, SLO {form} "
             f"TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s")
 
 
