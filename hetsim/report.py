@@ -8,6 +8,7 @@ import yaml
 
 from .outputs import OutputDir, check_output_dir
 from .plots import run_pngs
+from .workload import written
 
 __all__ = ["format_table", "run_title", "text_table", "write_outputs"]
 
@@ -84,8 +85,9 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         result.requests.to_csv(tmp / "requests.csv", index=False)
         if result.staging is not None and len(result.staging):
             result.staging.to_csv(tmp / "kv_staging.csv", index=False)
-        (tmp / "scenario.resolved.yaml").write_text(
-            yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
+        sc = result.scenario.to_dict()
+        sc["workload"] = written(sc["workload"])
+        (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
     target.write("run", fill)
     return target.path

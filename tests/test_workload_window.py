@@ -264,3 +264,20 @@ def test_goodput_search_scores_only_measured_requests(tmp_path, base_dict):
     df = records_frame(res.requests, "coloc")
     ok = slo_met(df, sc.slo)
     assert point.attainment == ok[df["id"] >= 60].mean() != ok.mean()
+
+
+def test_written_scenario_keeps_the_new_keys_only_when_set(tmp_path, base_dict):
+    """scenario.resolved.yaml: without warm-up or ramp, the bytes written before these keys
+    existed; with them, a file that runs again to the same warm-up and ramp."""
+    import yaml
+    from hetsim.report import write_outputs
+    plain = hetsim.run(scenario_from(closed(base_dict, tmp_path, 2, 6), tmp_path))
+    write_outputs(plain, tmp_path / "a")
+    text = (tmp_path / "a" / "scenario.resolved.yaml").read_text()
+    assert "warmup" not in text and "ramp_s" not in text and "think_time_s: 0.0" in text
+    d = with_warmup(closed(base_dict, tmp_path, 2, 6, ramp_s=0.5), requests=2)
+    write_outputs(hetsim.run(scenario_from(d, tmp_path, "w.yaml")), tmp_path / "b")
+    again = yaml.safe_load((tmp_path / "b" / "scenario.resolved.yaml").read_text())
+    assert again["workload"]["warmup"] == {"requests": 2, "seconds": None}
+    assert again["workload"]["arrival"]["ramp_s"] == 0.5
+    assert main(["validate", str(tmp_path / "b" / "scenario.resolved.yaml")]) == 0

@@ -11,8 +11,8 @@ from ..config import build, meta, non_negative, positive
 from ..errors import ConfigError, suggest
 from .presets import PRESETS
 
-__all__ = ["Arrival", "Lengths", "Warmup", "WorkloadSpec", "load_workload", "DEFAULT_REQUESTS",
-           "MAX_TOKENS", "MAX_TIME_S"]
+__all__ = ["Arrival", "Lengths", "Warmup", "WorkloadSpec", "load_workload", "written",
+           "DEFAULT_REQUESTS", "MAX_TOKENS", "MAX_TIME_S"]
 
 #: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
 DEFAULT_REQUESTS = 1000
@@ -208,3 +208,13 @@ class WorkloadSpec:
 
 def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
     return build(WorkloadSpec, data, path)
+
+
+def written(workload: dict) -> dict:
+    """A workload mapping (``config.to_dict`` of a WorkloadSpec) as hetsim writes it back:
+    ``warmup`` and ``arrival.ramp_s`` are left out while unset, so a scenario that uses
+    neither writes the bytes it wrote before they existed."""
+    d = {k: v for k, v in workload.items() if k != "warmup" or v is not None}
+    if isinstance(d.get("arrival"), dict) and not d["arrival"].get("ramp_s"):
+        d["arrival"] = {k: v for k, v in d["arrival"].items() if k != "ramp_s"}
+    return d
