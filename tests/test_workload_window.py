@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import hetsim
 from hetsim.api import prepare
@@ -281,3 +282,28 @@ def test_written_scenario_keeps_the_new_keys_only_when_set(tmp_path, base_dict):
     assert again["workload"]["warmup"] == {"requests": 2, "seconds": None}
     assert again["workload"]["arrival"]["ramp_s"] == 0.5
     assert main(["validate", str(tmp_path / "b" / "scenario.resolved.yaml")]) == 0
+
+
+_value = st.one_of(st.none(), st.booleans(), st.integers(-5, 10 ** 12),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(warmup=st.dictionaries(st.sampled_from(["requests", "seconds", "secs"]), _value,
+                              max_size=3),
+       ramp=_value)
+def test_warmup_and_ramp_load_or_name_their_key(warmup, ramp):
+    """Any warm-up mapping and ramp value builds to what was asked (exactly one positive warm-up
+    field, a ramp in [0, MAX_TIME_S]) or fails as a one-line ConfigError under its key path."""
+    d = {"requests": 10, "arrival": {"process": "closed", "concurrency": 2, "ramp_s": ramp},
+         "input_tokens": {"dist": "fixed", "value": 8},
+         "output_tokens": {"dist": "fixed", "value": 8}, "warmup": warmup}
+    try:
+        w = build(WorkloadSpec, d, "workload")
+    except ConfigError as e:
+        assert e.path.startswith(("workload.warmup", "workload.arrival.ramp_s")), e.path
+        assert "\n" not in str(e)
+        return
+    set_ = {k: v for k, v in vars(w.warmup).items() if v is not None}
+    assert len(set_) == 1 and next(iter(set_.values())) > 0
+    assert w.arrival.ramp_s is None or 0 <= w.arrival.ramp_s <= 1e9
