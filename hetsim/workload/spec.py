@@ -1,4 +1,4 @@
-"""The workload schema: arrival processes, length distributions and their limits.
+"""The workload schema: arrival processes, length distributions, warm-up and their limits.
 
 Inert once built: each dataclass checks in ``__post_init__`` that no field is missing or would
 be ignored by the chosen process or distribution. Drawing requests is :mod:`.draw`'s job.
