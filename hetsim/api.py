@@ -108,7 +108,7 @@ def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
     for name, pl in resolved.items():
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
-        df = records_frame(res.requests, name)
+        df = records_frame(res.requests, name, sc.workload.warmup)
         summaries.append(summarize(df, pl, sc.slo, res))
         frames.append(df)
         staging.append(staging_frame(res, pl, name))

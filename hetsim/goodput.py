@@ -18,7 +18,7 @@ import numpy as np
 from .api import check_memory
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
-from .metrics import meets, records_frame, slo_met
+from .metrics import measured_window, meets, records_frame, slo_met
 from .resolve import resolve_scenario
 from .scenario import Scenario
 from .workload import DEFAULT_REQUESTS, generate
@@ -123,6 +123,10 @@ def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
     if arrival is None or arrival.process == "closed" or arrival.trace or sc.workload.trace:
         raise ConfigError("goodput search varies the arrival rate: it needs a poisson, gamma "
                           "or constant arrival process", path="workload.arrival")
+    if sc.workload.warmup is not None and sc.workload.warmup.seconds is not None:
+        raise ConfigError("goodput search varies the arrival rate, and a warm-up in seconds "
+                          "would leave out a different share of requests at each rate; give "
+                          "warmup: {requests: N}", path="workload.warmup.seconds")
     slo = sc.slo
 
     def evaluate(rate: float) -> Point:
@@ -132,10 +136,11 @@ def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
                                     arrival=dataclasses.replace(arrival, rate_rps=rate))
             reqs = generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
             res = Simulation(placement, model, reqs, seed=s).run()
-            df = records_frame(res.requests, placement.name)
+            # warm-up requests run but are not scored (the measured window, as `run` reports)
+            df, start, end = measured_window(records_frame(res.requests, placement.name,
+                                                           w.warmup), res.end_s)
             good = slo_met(df, slo)
-            start = float(df["arrival_s"].min())
-            dur = max(res.end_s - start, 1e-12)
+            dur = max(end - start, 1e-12)
             att.append(float(good.mean()))
             tok.append(float(df.loc[good, "output_tokens"].sum()) / dur)
             ok.append(meets(df, slo, good))

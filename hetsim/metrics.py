@@ -1,4 +1,15 @@
-"""Metrics: pure functions over the table of per-request records."""
+"""Metrics: pure functions over the table of per-request records.
+
+Warm-up (``workload.warmup``): the records frame flags warm-up requests in a ``warmup`` column
+(only when a warm-up is set, so runs without one keep their exact outputs) and the summary
+measures the rest, over the *measured window*: from the first measured request's send time to
+the latest completion (last token) among the measured requests. Per-request figures
+(latencies, throughput, goodput, SLO attainment, cost per token, KV bytes and conversion time,
+cached tokens) leave warm-up out; the counters the instances and links keep over the whole run
+(``pool_utilization``, ``decode_step_s``, ``kv_occupancy``, ``kv_staging``,
+``link_utilization``, ``preemptions``, ``kv_conversion_bytes``, hence ``bottleneck``) cannot be
+split by request and cover the whole run, from the first send to the last completion.
+"""
 from __future__ import annotations
 
 import math
@@ -12,17 +23,21 @@ from .engine.stats import SimResult
 from .errors import suggest
 from .resolve import ResolvedPlacement
 from .scenario import SLO
+from .workload import Warmup
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
-           "metric_error", "metric_names"]
+           "metric_error", "metric_names", "warmup_mask", "measured_window"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
 
-def records_frame(records, placement: str) -> pd.DataFrame:
-    """One row per request record, with derived latencies."""
+def records_frame(records, placement: str, warmup: Warmup | None = None) -> pd.DataFrame:
+    """One row per request record, with derived latencies; with a ``warmup``, a boolean
+    ``warmup`` column after ``id`` flags the warm-up requests (every request keeps its row)."""
     df = pd.DataFrame.from_records(list(records), columns=list(RECORD_COLUMNS))
     df.insert(0, "placement", placement)
+    if warmup is not None:
+        df.insert(df.columns.get_loc("id") + 1, "warmup", warmup_mask(df, warmup))
     df["queue_s"] = df["prefill_start_s"] - df["arrival_s"]
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
     df["tpot_s"] = np.where(df["output_tokens"] > 1,
@@ -36,6 +51,31 @@ def records_frame(records, placement: str) -> pd.DataFrame:
     df["kv_transfer_exposed_s"] = df["transfer_end_s"] - np.maximum(df["prefill_end_s"],
                                                                     df["transfer_start_s"])
     return df
+
+
+def warmup_mask(df: pd.DataFrame, warmup: Warmup) -> pd.Series:
+    """True for warm-up requests: the first ``warmup.requests`` sent, or those sent before
+    ``warmup.seconds``. The engine gives ids in send order (open and closed loops alike), so
+    the first N sent are the ids below N, and either way warm-up is a prefix of the ids."""
+    if warmup.requests is not None:
+        return df["id"] < warmup.requests
+    return df["arrival_s"] < warmup.seconds
+
+
+def measured_window(df: pd.DataFrame, end_s: float) -> tuple[pd.DataFrame, float, float]:
+    """(the measured requests, window start, window end). Without a ``warmup`` column every
+    request is measured and the window runs from the first arrival to ``end_s`` (the run's last
+    completion). With one: the non-warm-up rows, from the first measured send to the latest
+    last token among them (their first send when none completed; (0, 0) when none is
+    measured)."""
+    if "warmup" not in df:
+        return df, (float(df["arrival_s"].min()) if len(df) else 0.0), end_s
+    m = df[~df["warmup"]]
+    if not len(m):
+        return m, 0.0, 0.0
+    start = float(m["arrival_s"].min())
+    last = m["last_token_s"].max()
+    return m, start, (start if math.isnan(last) else float(last))
 
 
 def percentiles(x: pd.Series) -> dict:
@@ -68,8 +108,10 @@ def meets(df: pd.DataFrame, slo: SLO, ok: pd.Series | None = None) -> bool:
 
 
 # The numeric metrics of a summary, by shape, for checking `expect:` bounds before a run
-# (tests/test_reliability.py keeps this in step with `summarize`).
+# (tests/test_reliability.py keeps this in step with `summarize`). The three window keys
+# appear only in runs with a `workload.warmup`.
 _SCALARS = {"requests", "completed", "dropped", "duration_s", "throughput_rps",
+            "warmup_requests", "window_start_s", "window_end_s",
             "output_tokens_per_s", "slo_attainment", "goodput_rps", "accelerators",
             "cost_per_hour_usd", "usd_per_million_output_tokens", "goodput_rps_per_dollar_hour",
             "kv_transfer_bytes", "kv_conversion_s_total", "kv_conversion_bytes",
@@ -111,10 +153,19 @@ def _nan_none(x):
 
 def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: SimResult) -> dict:
     """The per-placement summary: latencies, throughput, SLO attainment, goodput and cost.
-    A pure function of the records (``df``) and the run's statistics (``sim``)."""
+    A pure function of the records (``df``) and the run's statistics (``sim``).
+
+    With a ``warmup`` column, per-request figures cover the measured requests over the
+    measured window (:func:`measured_window`), and the summary adds ``warmup_requests``,
+    ``window_start_s`` and ``window_end_s``; instance and link counters cover the whole run."""
+    whole, warm = df, "warmup" in df
+    df, start, end = measured_window(whole, sim.end_s)
     done = df[df["state"] == "completed"]
-    start = float(df["arrival_s"].min()) if len(df) else 0.0
-    duration = max(sim.end_s - start, 1e-12)
+    duration = max(end - start, 1e-12)
+    # NOTE: busy time, KV occupancy and link busy area accumulate over the whole run, so they
+    # are divided by the whole run's span (the same as ``duration`` without a warm-up)
+    run_start = float(whole["arrival_s"].min()) if len(whole) else 0.0
+    run_s = max(sim.end_s - run_start, 1e-12)
     ok = slo_met(df, slo)
     out_tokens = float(done["output_tokens"].sum())
     cost = sum(p.usd_per_hour for p in placement.pools.values())
@@ -125,7 +176,7 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
     kv_occ, staging = {}, {}
     preempt = {"count": 0, "swapped_bytes": 0.0, "recomputed_tokens": 0, "device_s": 0.0}
     for pname, insts in sim.instances.items():
-        util[pname] = sum(i.busy_s for i in insts) / (len(insts) * duration)
+        util[pname] = sum(i.busy_s for i in insts) / (len(insts) * run_s)
         ntok = sum(i.decode_tokens for i in insts)
         step[pname] = sum(i.decode_token_s for i in insts) / ntok if ntok else None
         kv_occ[pname] = {"mean": float(np.mean([i.kv.mean_occupancy for i in insts])),
@@ -140,18 +191,21 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
             preempt["swapped_bytes"] += i.swapped_bytes
             preempt["recomputed_tokens"] += i.recomputed_tokens
             preempt["device_s"] += i.preemption_s
-    link_util = link_utilization(sim.ports, duration)
+    link_util = link_utilization(sim.ports, run_s)
     transfers = df["transfer_s"]
     summary = {
         "name": placement.name,
         "requests": int(len(df)),
         "completed": int(len(done)),
         "dropped": int((df["state"] == "dropped").sum()),
+        **({"warmup_requests": int(whole["warmup"].sum()),
+            "window_start_s": start if len(df) else None,
+            "window_end_s": end if len(df) else None} if warm else {}),
         "ttft_s": percentiles(done["ttft_s"]),
         "tpot_s": percentiles(done["tpot_s"]),
         "e2e_s": percentiles(done["e2e_s"]),
         "queue_s": percentiles(done["queue_s"]),
-        "duration_s": duration,
+        "duration_s": duration if len(df) or not warm else 0.0,
         "throughput_rps": len(done) / duration,
         "output_tokens_per_s": tokens_per_s,
         "slo_attainment": float(ok.mean()) if len(df) else 0.0,

@@ -37,10 +37,13 @@ def run_pngs(result, out: Path) -> None:
 
 
 def latency_cdf_png(result, path) -> None:
-    """TTFT and TPOT CDFs of every placement (log time axis), with the SLO targets."""
+    """TTFT and TPOT CDFs of every placement (log time axis), with the SLO targets; warm-up
+    requests are left out, as from the summary."""
     import numpy as np
     plt = _pyplot()
     df = result.requests
+    if "warmup" in df:
+        df = df[~df["warmup"]]
     slo = result.scenario.slo
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, col, target in ((axes[0], "ttft_s", slo.ttft_s), (axes[1], "tpot_s", slo.tpot_s)):

@@ -8,6 +8,7 @@ import yaml
 
 from .outputs import OutputDir, check_output_dir
 from .plots import run_pngs
+from .workload import written
 
 __all__ = ["format_table", "run_title", "text_table", "write_outputs"]
 
@@ -53,8 +54,11 @@ def run_title(result) -> str:
     slo = result.scenario.slo
     n = len(result.requests) // max(1, len(result.summaries))
     clipped = f" ({result.clipped} clipped to the context)" if result.clipped else ""
+    # a closed loop's warm-up in seconds may cover a different count in each placement
+    warm = sorted({s["warmup_requests"] for s in result.summaries if "warmup_requests" in s})
+    warmup = f", {'/'.join(map(str, warm))} of them warm-up (not measured)" if warm else ""
     form = f"p{slo.percentile:g} within" if slo.percentile else f"{slo.attainment:.0%} within"
-    return (f"{result.scenario.name}: {n} requests{clipped}, SLO {form} "
+    return (f"{result.scenario.name}: {n} requests{clipped}{warmup}, SLO {form} "
             f"TTFT<={slo.ttft_s}s TPOT<={slo.tpot_s}s")
 
 
@@ -81,8 +85,9 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         result.requests.to_csv(tmp / "requests.csv", index=False)
         if result.staging is not None and len(result.staging):
             result.staging.to_csv(tmp / "kv_staging.csv", index=False)
-        (tmp / "scenario.resolved.yaml").write_text(
-            yaml.safe_dump(result.scenario.to_dict(), sort_keys=False))
+        sc = result.scenario.to_dict()
+        sc["workload"] = written(sc["workload"])
+        (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
     target.write("run", fill)
     return target.path

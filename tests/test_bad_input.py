@@ -335,6 +335,34 @@ scenario("quantiles-falling", sub(BASE, "{dist: lognormal, mean: 250, sigma: 0.8
 scenario("closed-without-concurrency", sub(BASE, "process: poisson, rate_rps: 12.0",
                                            "process: closed"),
          "s.yaml: workload.arrival.concurrency: closed loop needs concurrency")
+# closed-loop ramp and warm-up (issue 15 §2)
+CLOSED = sub(BASE, "process: poisson, rate_rps: 12.0", "process: closed, concurrency: 4")
+scenario("ramp-negative", sub(CLOSED, "concurrency: 4", "concurrency: 4, ramp_s: -1"),
+         "s.yaml: workload.arrival.ramp_s: must be in [0, 1e+09], got -1")
+scenario("ramp-open-loop", sub(BASE, "rate_rps: 12.0", "rate_rps: 12.0, ramp_s: 5"),
+         "s.yaml: workload.arrival.ramp_s: ramp_s does not apply to poisson arrivals")
+scenario("warmup-both", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {requests: 2, seconds: 1}"),
+         "s.yaml: workload.warmup.seconds: give requests or seconds, not both")
+scenario("warmup-empty", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {}"),
+         "s.yaml: workload.warmup: needs requests: N or seconds: S")
+scenario("warmup-requests-zero", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {requests: 0}"),
+         "s.yaml: workload.warmup.requests: must be > 0, got 0")
+scenario("warmup-requests-fraction", sub(BASE, "  seed: 1",
+                                         "  seed: 1\n  warmup: {requests: 2.5}"),
+         "s.yaml: workload.warmup.requests: must be an integer")
+scenario("warmup-seconds-negative", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {seconds: -3}"),
+         "s.yaml: workload.warmup.seconds: must be > 0, got -3")
+scenario("warmup-unknown-key", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {request: 3}"),
+         "s.yaml: workload.warmup.request: unknown key (did you mean 'requests'?)")
+scenario("warmup-all-requests", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {requests: 20}"),
+         "s.yaml: workload.warmup.requests: warm-up of 20 requests leaves none of the 20 "
+         "measured", cmd=VALIDATE)
+scenario("warmup-past-the-last-arrival", sub(BASE, "  seed: 1",
+                                             "  seed: 1\n  warmup: {seconds: 1000}"),
+         "s.yaml: workload.warmup.seconds: every request arrives before the 1000 s warm-up ends")
+scenario("warmup-seconds-goodput", sub(BASE, "  seed: 1", "  seed: 1\n  warmup: {seconds: 1}"),
+         "s.yaml: workload.warmup.seconds: goodput search varies the arrival rate",
+         cmd=("goodput", "s.yaml", "-q"))
 scenario("over-context", sub(BASE, "{dist: lognormal, mean: 1500, sigma: 0.7, max: 8192}",
                              "{dist: fixed, value: 200000}"),
          "s.yaml: workload: 20 of 20 requests are longer than llama-3.1-8b's 131072-token "
@@ -552,6 +580,8 @@ plan("plan-trace-workload", sub(PLAN, "  arrival:", "  trace: t.csv\n  arrival:"
 plan("plan-closed-loop", sub(sub(PLAN, "target_rps: 5\n", ""), "process: poisson, rate_rps: 5.0",
                              "process: closed, concurrency: 4"),
      "p.yaml: workload.arrival: a plan varies the arrival rate")
+plan("plan-warmup-seconds", sub(PLAN, "  seed: 5", "  seed: 5\n  warmup: {seconds: 2}"),
+     "p.yaml: workload.warmup.seconds: a plan varies the arrival rate")
 # a histogram beside the spec (found there, not in the working directory), with a bad row
 case("plan-histogram-bad",
      {"sub/p.yaml": sub(PLAN, "{dist: lognormal, mean: 512, sigma: 0.5, max: 2048}",

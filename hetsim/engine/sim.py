@@ -177,18 +177,25 @@ class Simulation:
             env.process(self._lifecycle(req))
 
     def _closed_loop(self):
+        """N clients; client c (from 0) starts at c x ramp_s / N (all at t=0 without a ramp)
+        and sends its next request when the last completes (after think_time_s).
+
+        Ids come from one shared counter drawn at send time, so ids follow send order."""
         env, rq = self.env, self.requests
         counter = iter(range(len(rq)))
+        n = rq.closed_concurrency
 
-        def client():
+        def client(start: float):
+            if start:   # NOTE: no zero timeout without a ramp: same-time event order unchanged
+                yield env.timeout(start)
             for i in counter:
                 req = Request(i, env.now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
                 self.reqs.append(req)
                 yield from self._lifecycle(req)
                 if rq.think_time_s:
                     yield env.timeout(rq.think_time_s)
-        for _ in range(min(rq.closed_concurrency, len(rq))):
-            env.process(client())
+        for c in range(min(n, len(rq))):
+            env.process(client(c * rq.ramp_s / n))
         yield env.timeout(0)
 
     def run(self) -> SimResult:

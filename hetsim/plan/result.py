@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import to_dict
+from ..workload import written
 from .search import Candidate
 from .spec import PlanSpec
 
@@ -66,8 +67,8 @@ class PlanResult:
                 chosen.append(c)
         # per accelerator: every unit at the best unit's goodput, so the run shows the knee
         rate = chosen[0].goodput_rps if per_acc and chosen else self.target_rps
-        w = to_dict(dataclasses.replace(self.spec.workload, arrival=dataclasses.replace(
-            self.spec.workload.arrival, rate_rps=rate)))
+        w = written(to_dict(dataclasses.replace(self.spec.workload, arrival=dataclasses.replace(
+            self.spec.workload.arrival, rate_rps=rate))))
         what = ("serving units by goodput per accelerator" if per_acc
                 else f"cheapest verified plans for {self.target_rps:g} req/s")
         return {"name": f"{self.spec.name}-plan", "model": self.spec.model,

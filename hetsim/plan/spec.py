@@ -90,6 +90,10 @@ class PlanSpec:
         if self.workload.trace or a is None or a.trace or a.process == "closed":
             raise ConfigError("a plan varies the arrival rate: the workload needs a poisson, "
                               "gamma or constant arrival process", path="workload.arrival")
+        if self.workload.warmup is not None and self.workload.warmup.seconds is not None:
+            raise ConfigError("a plan varies the arrival rate, and a warm-up in seconds would "
+                              "leave out a different share of requests at each rate; give "
+                              "warmup: {requests: N}", path="workload.warmup.seconds")
 
     @property
     def base_dir(self) -> Path:

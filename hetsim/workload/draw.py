@@ -3,6 +3,7 @@ input lengths, output lengths), spawned from one ``SeedSequence``, so every plac
 same requests and changing one source never shifts another."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ from ..config import build
 from ..errors import ConfigError, suggest
 from .files import read_histogram, read_trace
 from .presets import PRESETS
-from .spec import DEFAULT_REQUESTS, MAX_TIME_S, MAX_TOKENS, Arrival, Lengths, WorkloadSpec
+from .spec import (DEFAULT_REQUESTS, MAX_TIME_S, MAX_TOKENS, Arrival, Lengths, Warmup,
+                   WorkloadSpec)
 
 __all__ = ["Requests", "generate", "sample_lengths"]
 
@@ -27,6 +29,7 @@ class Requests:
     closed_concurrency: int | None = None
     think_time_s: float = 0.0
     clipped: int = 0    # requests clipped to the model context (clip_to_context: true)
+    ramp_s: float = 0.0     # closed loop: client i of N starts at i x ramp_s / N
 
     def __len__(self) -> int:
         return len(self.input_tokens)
@@ -112,7 +115,8 @@ def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None
                              in_rng, base, "workload.input_tokens")
         out = sample_lengths(_lengths_spec(spec.output_tokens, "output_tokens", spec.preset), n,
                              out_rng, base, "workload.output_tokens")
-        reqs = Requests(_arrivals(a, n, arr_rng), inp, out, a.concurrency, a.think_time_s)
+        reqs = Requests(_arrivals(a, n, arr_rng), inp, out, a.concurrency, a.think_time_s,
+                        ramp_s=a.ramp_s)
     if max_context:
         total = reqs.input_tokens + reqs.output_tokens
         over = total > max_context
@@ -125,9 +129,26 @@ def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None
         if over.any():
             inp = np.minimum(reqs.input_tokens, max_context - 1)
             out = np.minimum(reqs.output_tokens, max_context - inp)
-            reqs = Requests(reqs.arrival_s, inp, out, reqs.closed_concurrency,
-                            reqs.think_time_s, clipped=int(over.sum()))
+            reqs = dataclasses.replace(reqs, input_tokens=inp, output_tokens=out,
+                                       clipped=int(over.sum()))
+    if spec.warmup is not None:
+        _check_warmup(spec.warmup, reqs)
     return reqs
+
+
+def _check_warmup(w: Warmup, reqs: Requests) -> None:
+    """Refuse a warm-up that leaves no request measured, where the stream shows it before the
+    run: N >= the request count, or open-loop arrivals all before S seconds. (A closed loop's
+    send times are known only once it runs; there the summary reports 0 measured.)"""
+    n = len(reqs)
+    if w.requests is not None and w.requests >= n:
+        raise ConfigError(f"warm-up of {w.requests} requests leaves none of the {n} measured",
+                          path="workload.warmup.requests")
+    last = reqs.arrival_s[-1] if n else math.nan
+    if w.seconds is not None and last < w.seconds:     # NaN (closed loop) compares False
+        raise ConfigError(f"every request arrives before the {w.seconds:g} s warm-up ends "
+                          f"(the last at {last:.6g} s), so none would be measured",
+                          path="workload.warmup.seconds")
 
 
 def _explicit(a: Arrival) -> set:

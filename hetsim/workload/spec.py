@@ -1,4 +1,4 @@
-"""The workload schema: arrival processes, length distributions and their limits.
+"""The workload schema: arrival processes, length distributions, warm-up and their limits.
 
 Inert once built: each dataclass checks in ``__post_init__`` that no field is missing or would
 be ignored by the chosen process or distribution. Drawing requests is :mod:`.draw`'s job.
@@ -11,8 +11,8 @@ from ..config import build, meta, non_negative, positive
 from ..errors import ConfigError, suggest
 from .presets import PRESETS
 
-__all__ = ["Arrival", "Lengths", "WorkloadSpec", "load_workload", "DEFAULT_REQUESTS",
-           "MAX_TOKENS", "MAX_TIME_S"]
+__all__ = ["Arrival", "Lengths", "Warmup", "WorkloadSpec", "load_workload", "written",
+           "DEFAULT_REQUESTS", "MAX_TOKENS", "MAX_TIME_S"]
 
 #: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
 DEFAULT_REQUESTS = 1000
@@ -26,6 +26,10 @@ MAX_TIME_S = 1e9
 
 def _sigma(v):
     return None if v <= 10 else f"must be <= 10, got {v}"
+
+
+def _time(v):
+    return None if 0 <= v <= MAX_TIME_S else f"must be in [0, {MAX_TIME_S:g}], got {v}"
 
 
 def _tokens(v):
@@ -44,9 +48,12 @@ class Arrival:
     concurrency: int | None = field(default=None, metadata=meta(
         "closed: number of clients, each sending its next request when the last completes",
         positive))
-    think_time_s: float = field(default=0.0, metadata=meta(
-        "closed: pause between requests",
-        lambda v: None if 0 <= v <= MAX_TIME_S else f"must be in [0, {MAX_TIME_S:g}], got {v}"))
+    think_time_s: float = field(default=0.0, metadata=meta("closed: pause between requests",
+                                                           _time))
+    ramp_s: float = field(default=0.0, metadata=meta(
+        "closed: the clients start spread over this many seconds, client i (from 0) of N at "
+        "i x ramp_s / N (default 0: all at t=0, as vllm bench serve and SGLang start them)",
+        _time))
     trace: str | None = field(default=None, metadata=meta(
         "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
 
@@ -60,7 +67,7 @@ class Arrival:
                                   path=sorted(given)[0])
             return
         applies = {"poisson": {"rate_rps"}, "gamma": {"rate_rps", "cv"},
-                   "constant": {"rate_rps"}, "closed": {"concurrency", "think_time_s"}}
+                   "constant": {"rate_rps"}, "closed": {"concurrency", "think_time_s", "ramp_s"}}
         for k in sorted(given - {"process"} - applies.get(self.process, given)):
             raise ConfigError(f"{k} does not apply to {self.process} arrivals", path=k)
         kinds = ("poisson", "gamma", "constant", "closed")
@@ -147,6 +154,23 @@ def _check_quantiles(q) -> None:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """Warm-up: the first requests sent, which load the system but are left out of every
+    per-request metric. Request ids are given in send order, so warm-up is always a prefix of
+    the ids."""
+    requests: int | None = field(default=None, metadata=meta(
+        "the first N requests sent are warm-up", positive))
+    seconds: float | None = field(default=None, metadata=meta(
+        "requests sent before this many seconds are warm-up", positive, _time))
+
+    def __post_init__(self):
+        if self.requests is not None and self.seconds is not None:
+            raise ConfigError("give requests or seconds, not both", path="seconds")
+        if self.requests is None and self.seconds is None:
+            raise ConfigError("needs requests: N or seconds: S")
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     requests: int | None = field(default=None, metadata=meta(
         f"number of requests (default {DEFAULT_REQUESTS}; with a trace: all its rows, or its "
@@ -163,6 +187,10 @@ class WorkloadSpec:
     clip_to_context: bool = field(default=False, metadata=meta(
         "clip requests longer than the model's context (input to context - 1, then output to "
         "what is left) instead of refusing them; the run reports how many were clipped"))
+    warmup: Warmup | None = field(default=None, metadata=meta(
+        "{requests: N} or {seconds: S}: the first N requests sent, or those sent before S "
+        "seconds, still run but are left out of every per-request metric; the summary measures "
+        "the rest over their window (first measured send to last measured completion)"))
 
     def __post_init__(self):
         if self.preset and self.preset not in PRESETS:
@@ -180,3 +208,13 @@ class WorkloadSpec:
 
 def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
     return build(WorkloadSpec, data, path)
+
+
+def written(workload: dict) -> dict:
+    """A workload mapping (``config.to_dict`` of a WorkloadSpec) as hetsim writes it back:
+    ``warmup`` and ``arrival.ramp_s`` are left out while unset, so a scenario that uses
+    neither writes the bytes it wrote before they existed."""
+    d = {k: v for k, v in workload.items() if k != "warmup" or v is not None}
+    if isinstance(d.get("arrival"), dict) and not d["arrival"].get("ramp_s"):
+        d["arrival"] = {k: v for k, v in d["arrival"].items() if k != "ramp_s"}
+    return d
