@@ -51,7 +51,7 @@ MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
-           "fp8_block": ("fp8", "fp8"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
+           "fp8_block": ("fp8", "fp8-block"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
            "int4_wo": ("bf16", "int4"), "int8_wo": ("bf16", "int8")}
 #: runtime -> (token budget per step, max running requests) as each defaults on 80-192 GB GPUs
 #: (docs/runtime-rules.md §1: vLLM serve 8192/1024; SGLang chunked_prefill_size 8192 below
@@ -98,7 +98,10 @@ def agg_workers(row) -> int:
 #: checkpoints published in one format whatever a row's quant-mode label says: gpt-oss ships
 #: MXFP4 experts (the catalog model's expert_weights) and bf16 everything else (OpenAI's model
 #: card); the runtimes serve that checkpoint, they do not re-quantize attention to fp4 or fp8
-CHECKPOINT = {"openai/gpt-oss-120b": "bf16"}
+CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
+              # Qwen's FP8 release: "fine-grained fp8 quantization with block size 128" (its
+              # model card; config.json weight_block_size [128, 128]), whatever the row says
+              "qwen/qwen3-235b-a22b-fp8": "fp8_block"}
 
 
 def precision(row) -> dict:
@@ -111,7 +114,61 @@ def precision(row) -> dict:
     return {"compute": compute, "weights": weights, "kv": "bf16"}
 
 
-def _pool(row, role: str, prefix: str, runtime_kernels: bool) -> dict:
+def provenance(row) -> str:
+    """Which campaign measured the row, from ``silicon_data_source``: ``aic`` (aiconfigurator's
+    own campaigns: configs from its generator, aiperf client), ``inferencex`` (SemiAnalysis
+    InferenceX exports: a dated ``source_file`` with the image named, or the early runs
+    without one), or ``""`` (unknown)."""
+    src = str(row.get("silicon_data_source", ""))
+    if "aic-auto-gap-analysis" in src:
+        return "aic"
+    return "inferencex" if re.search(r"source_file=\d{4}-\d{2}-\d{2}\.csv", src) else ""
+
+
+def _measured_on(row) -> str:
+    m = re.search(r"measured=(\d{4}-\d{2}-\d{2})", str(row.get("silicon_data_source", "")))
+    return m.group(1) if m else ""
+
+
+def _ceil(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def deployment(row, role: str) -> dict:
+    """The serving knobs the row's campaign set on a pool of ``role``, where its scripts say
+    (a pool's keys; the runtime's own defaults stand for the rest). Sources:
+    - aic: ai-dynamo/aiconfigurator@a2d8002e ``generator/rule_plugin/trtllm.rule`` (TRT-LLM
+      max_num_tokens: agg batch + isl + 1500, prefill isl + 1500, decode batch, in 32-token
+      blocks) and ``benchmark/sglang.rule`` (agg ``enable_mixed_chunk = true``);
+      @71a2b033 ``backend_templates/trtllm/extra_engine_args.1.0.0rc3.yaml.j2``
+      (free_gpu_memory_fraction 0.80); vLLM's template (@11324a64 ``cli_args.0.12.0.j2``)
+      passes max-num-seqs only, from the row's batch.
+    - inferencex: docs/inferencex-gptoss-knobs.md (SemiAnalysisAI/InferenceX scripts, commit
+      per row there): TRT-LLM max_num_tokens 20000, KV memory 0.85, fp8 KV on B200; vLLM
+      max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05."""
+    src, backend = provenance(row), row["backend"]
+    batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))
+    isl, system = int(row["isl"]), row["system"]
+    out: dict = {}
+    if src == "aic" and backend == "trtllm":
+        need = {"mixed": batch + isl + 1500, "prefill": isl + 1500, "decode": batch}[role]
+        out.update(max_batch_tokens=_ceil(need, 32), memory_utilization=0.80)
+    elif src == "aic" and backend == "sglang" and role == "mixed":
+        out["runtime"] = {"mixed_batches": True}
+    elif src == "aic" and backend == "vllm":
+        out["max_seqs"] = batch
+    elif src == "inferencex" and backend == "trtllm":
+        out.update(max_batch_tokens=20000, memory_utilization=0.85)
+        if system == "b200_sxm":
+            out["kv"] = "fp8"
+    elif src == "inferencex" and backend == "vllm":
+        out["max_seqs"] = 512 if system == "b200_sxm" else concurrency(row)
+        if system == "b200_sxm" and _measured_on(row) >= "2025-12-05":
+            out["kv"] = "fp8"
+    return out
+
+
+def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     # NOTE: hetsim has no attention-DP or expert parallelism: a worker's GPUs (tp x
     # attention_dp, or moe_tp x moe_ep where that is more) are modelled as one TP group
     system, backend = row["system"], row["backend"]
@@ -124,11 +181,20 @@ def _pool(row, role: str, prefix: str, runtime_kernels: bool) -> dict:
                       _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size"))),
             "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
             "precision": precision(row)}
-    if runtime_kernels:     # the runtime's own sizes, rules and kernels
-        pool["runtime"] = backend
+    if runtime is not None:     # the runtime's own sizes, rules and kernels, as deployed
+        knobs = deployment(row, role)
+        pool["runtime"] = {"name": backend, **knobs.pop("runtime", {}), **runtime}
+        if "kv" in knobs:
+            pool["precision"] = {**pool["precision"], "kv": knobs.pop("kv")}
+        pool.update(knobs)
     else:
         pool.update(max_batch_tokens=tokens, max_seqs=seqs)
     return pool
+
+
+#: the campaigns' length spread: InferenceX draws each length uniform in [0.8 L, L]
+#: (random-range-ratio 0.8 in every gpt-oss run; docs/inferencex-gptoss-knobs.md §1)
+SPREAD = {"inferencex": 0.2}
 
 
 def _lengths(n: int, spread: float) -> dict:
@@ -137,20 +203,25 @@ def _lengths(n: int, spread: float) -> dict:
     return {"dist": "fixed", "value": n} if lo == n else {"dist": "uniform", "min": lo, "max": n}
 
 
-def scenario(row, runtime_kernels: bool = False, spread: float = 0.0,
+def scenario(row, runtime: dict | None = None, spread: float = 0.0,
              requests_per_client: int = 10) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
-    ``spread`` > 0 draws lengths below the row's (clients then drift out of lock-step)."""
+    ``spread`` > 0 draws lengths below the row's (clients then drift out of lock-step);
+    ``runtime`` (None: the idealised engine on the generic profile) puts every pool on the
+    row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
+    its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
+    own spread."""
+    spread = SPREAD.get(provenance(row), spread)
     key = str(row["model_path"]).strip().lower()
     if key not in MODELS:
         raise ConfigError(f"hetsim has no model for {row['model_path']}")
     if row["system"] not in kerneldb.SYSTEMS:
         raise ConfigError(f"hetsim has no profile for system {row['system']}")
     if row["mode"] == "disagg":
-        pools = {"prefill": _pool(row, "prefill", "prefill_", runtime_kernels),
-                 "decode": _pool(row, "decode", "decode_", runtime_kernels)}
+        pools = {"prefill": _pool(row, "prefill", "prefill_", runtime),
+                 "decode": _pool(row, "decode", "decode_", runtime)}
     else:
-        pools = {"mixed": _pool(row, "mixed", "", runtime_kernels)}
+        pools = {"mixed": _pool(row, "mixed", "", runtime)}
     c = concurrency(row)
     workload = {"requests": requests_per_client * c, "seed": 0,
                 "arrival": {"process": "closed", "concurrency": c},
@@ -160,11 +231,11 @@ def scenario(row, runtime_kernels: bool = False, spread: float = 0.0,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 
-def simulate(row, runtime_kernels: bool = False, spread: float = 0.0) -> dict:
+def simulate(row, runtime: dict | None = None, spread: float = 0.0) -> dict:
     """hetsim's mean TTFT and TPOT (ms) of one row, or the reason it was not modelled."""
     t0 = time.perf_counter()
     try:
-        sc = parse_scenario(scenario(row, runtime_kernels, spread), f"{SAMPLE}#{row['id']}")
+        sc = parse_scenario(scenario(row, runtime, spread), f"{SAMPLE}#{row['id']}")
         df = hetsim.run(sc).requests
     except ConfigError as e:
         return {"id": row["id"], "skipped": str(e).split(": ", 1)[-1]}
@@ -182,10 +253,10 @@ def _simulate_kw(args):
     return simulate(*args)
 
 
-def evaluate(rows: pd.DataFrame, runtime_kernels: bool = False, jobs: int = 1,
+def evaluate(rows: pd.DataFrame, runtime: dict | None = None, jobs: int = 1,
              spread: float = 0.0) -> pd.DataFrame:
     """``rows`` (an :func:`allowed_rows` frame) with hetsim's figures and skip reasons."""
-    work = [(r, runtime_kernels, spread) for r in rows.to_dict("records")]
+    work = [(r, runtime, spread) for r in rows.to_dict("records")]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
             out = list(ex.map(_simulate_kw, work, chunksize=1))
@@ -233,6 +304,10 @@ def summary(df: pd.DataFrame, by=("backend", "system")) -> pd.DataFrame:
             for met in ("ttft", "tpot"):
                 e = errors(g[f"silicon_{met}_ms"], g[f"{src}_{met}_ms"])
                 line.update({f"{src}_{met}_{k}": v for k, v in e.items()})
+        both = g[g["aic_ttft_ms"].notna()]      # hetsim on the rows aic estimates
+        for met in ("ttft", "tpot"):
+            line[f"same_{met}_mdape"] = errors(both[f"silicon_{met}_ms"],
+                                               both[f"hetsim_{met}_ms"])["mdape"]
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -243,7 +318,8 @@ def _pct(x) -> str:
 
 def table(s: pd.DataFrame) -> str:
     head = ["runtime", "system", "rows", "TTFT MdAPE", "p90", "pred/meas", "worst", ">3x",
-            "TPOT MdAPE", "p90", "pred/meas", "worst", ">3x", "aic TTFT", "aic TPOT"]
+            "TPOT MdAPE", "p90", "pred/meas", "worst", ">3x", "aic TTFT (rows)",
+            "aic TPOT vs hetsim's TTFT, TPOT on those rows"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in s.itertuples(index=False):
         cells = [r.backend, r.system, r.hetsim_ttft_n]
@@ -251,8 +327,9 @@ def table(s: pd.DataFrame) -> str:
             g = lambda k: getattr(r, f"hetsim_{met}_{k}")
             cells += [_pct(g("mdape")), _pct(g("p90")), f"{g('ratio'):.2f}", f"{g('worst'):.2f}",
                       g("over3x")]
+        same = f" vs {_pct(r.same_ttft_mdape)}, {_pct(r.same_tpot_mdape)}"
         cells += [_pct(r.aic_ttft_mdape) + (f" ({r.aic_ttft_n})" if r.aic_ttft_n else ""),
-                  _pct(r.aic_tpot_mdape)]
+                  _pct(r.aic_tpot_mdape) + (same if r.aic_ttft_n else "")]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -290,9 +367,12 @@ def main(argv=None) -> int:
     ap.add_argument("--system", action="append", help="aic system name (repeat)")
     ap.add_argument("--backend", action="append", choices=kerneldb.RUNTIMES, help="(repeat)")
     ap.add_argument("--jobs", type=int, default=1, help="rows simulated in parallel")
-    ap.add_argument("--runtime", dest="runtime_kernels", action="store_true",
+    ap.add_argument("--runtime", action="store_true",
                     help="add runtime: <the row's backend> to every pool (its kernels and "
-                    "serving rules)")
+                    "serving rules, as the row's campaign deployed it)")
+    ap.add_argument("--idealised", action="store_true",
+                    help="with --runtime: also run every row on the idealised engine and add "
+                    "its overall line")
     ap.add_argument("--length-spread", type=float, default=0.0, metavar="F",
                     help="draw ISL and OSL uniform in [(1-F) x, x] instead of fixed (a check "
                     "of how much lock-stepped clients cost)")
@@ -309,14 +389,20 @@ def main(argv=None) -> int:
         from aic_serving import refresh
         return refresh(rows[rows["model_path"].str.strip().str.lower().isin(MODELS)], AIC_CSV)
     t0 = time.perf_counter()
-    df = with_aic(evaluate(rows, a.runtime_kernels, a.jobs, a.length_spread))
+    df = with_aic(evaluate(rows, {} if a.runtime else None, a.jobs, a.length_spread))
     wall = time.perf_counter() - t0
     ok = df[df["skipped"] == ""]
+    s = summary(ok)
+    if a.runtime and a.idealised:
+        base = with_aic(evaluate(rows, None, a.jobs, a.length_spread))
+        line = summary(base[base["skipped"] == ""]).iloc[[-1]]
+        s = pd.concat([s, line.assign(backend="all", system="idealised engine")])
+        wall = time.perf_counter() - t0
     block = (f"{len(ok)} of {len(df)} allowed rows modelled ({len(df) - len(ok)} skipped), "
              f"10 x concurrency requests each, seed 0; {wall:.0f} s on {a.jobs} process(es)."
-             f"{' Runtime rules and kernels.' if a.runtime_kernels else ''}"
+             f"{' Every pool on its row runtime, as deployed.' if a.runtime else ''}"
              f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}\n\n"
-             + table(summary(ok)) + "\n\nNot modelled:\n" + skipped(df))
+             + table(s) + "\n\nNot modelled:\n" + skipped(df))
     if a.rows:
         print(per_row(df) + "\n")
     if a.csv:

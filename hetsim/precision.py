@@ -23,8 +23,11 @@ __all__ = ["PRECISION_BYTES", "Formats", "Precision", "unknown_precision", "unsu
 #: 4.25 bits; a storage format (gpt-oss's experts), so no accelerator profile lists it as a
 #: compute precision and :func:`unsupported` refuses it as ``compute``; as ``weights`` it is a
 #: weight-only format (dequantized to the compute format, as vLLM's mxfp4 MoE does on Hopper).
+#: ``fp8-block``: fp8 values with one fp32 scale per 128 x 128 block (DeepSeek-V3's and Qwen3's
+#: FP8 checkpoints; the scales, 1/4096 of a byte per value, are left out): a weight format,
+#: computed in fp8, that selects the block-scaled kernels (``weights: fp8-block``).
 PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-                   "fp4": 0.5, "int4": 0.5, "mxfp4": 4.25 / 8}
+                   "fp4": 0.5, "int4": 0.5, "mxfp4": 4.25 / 8, "fp8-block": 1.0}
 
 
 def unknown_precision(name: str) -> str | None:

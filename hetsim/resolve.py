@@ -131,6 +131,9 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
             why = f"{e.file}: {e.message}" if e.file else e.message
             raise ConfigError(why, path=f"{where}.runtime") from None
         rules = runtime_rules(spec, acc, pool.tp)
+        # the runtime's host time per step replaces the profile's generic engine overhead
+        acc = replace(acc, efficiency=replace(
+            acc.efficiency, iteration_overhead_ms=rules.step_overhead_s * 1e3))
         pool = _with_rules(pool, rules)
         rules = replace(rules, memory_fraction=pool.memory_utilization)
     f = pool.formats()

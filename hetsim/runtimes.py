@@ -20,7 +20,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import meta, positive
+from .config import meta
 from .errors import ConfigError, suggest
 
 __all__ = ["RUNTIMES", "VERSIONS", "RuntimeSpec", "Rules", "rules", "kv_budget",
@@ -32,10 +32,14 @@ RUNTIMES = ("vllm", "sglang", "trtllm")
 VERSIONS = {"vllm": "0.24.0", "sglang": "0.5.14", "trtllm": "1.3.0rc20"}
 GIB = 2 ** 30
 
-#: per-request time outside the engine (frontend: HTTP, tokenisation, the first streamed
-#: chunk), seconds; fitted by benchmarks/fit_runtime_overheads.py on the allowed rows of
-#: aiconfigurator-core 0.12.0 systems/silicon_sample.csv at 1-4 clients (no queueing)
-REQUEST_OVERHEAD_S = {"vllm": 0.0, "sglang": 0.0, "trtllm": 0.0}
+#: The two host costs no runtime states, fitted by benchmarks/fit_runtime_overheads.py on the
+#: allowed rows of aiconfigurator-core 0.12.0 systems/silicon_sample.csv at 1-4 clients
+#: (DESIGN.md "Serving runtimes"): per step, the device-idle time between steps that CUDA-graph
+#: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
+#: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
+#: (2026-12-02: vLLM 47 rows, SGLang 12, TRT-LLM 46)
+STEP_OVERHEAD_S = {"vllm": 0.0, "sglang": 0.00242, "trtllm": 2.11e-05}
+REQUEST_OVERHEAD_S = {"vllm": 0.018, "sglang": 0.151, "trtllm": 0.0268}
 
 KV_ADMISSION = ("on-demand", "reserve-output", "estimate")
 
@@ -70,6 +74,10 @@ class RuntimeSpec:
     request_overhead_s: float | None = field(default=None, metadata=meta(
         "fixed time per request outside the engine (HTTP, tokenisation, streaming), seconds",
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
+    step_overhead_s: float | None = field(default=None, metadata=meta(
+        "device-idle time per engine step (host work not hidden by CUDA graphs and overlap "
+        "scheduling), seconds; replaces the profile's iteration_overhead_ms",
+        lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
 
     def __post_init__(self):
         name = self.name.strip().lower()
@@ -103,6 +111,7 @@ class Rules:
     overlap: bool
     first_token_delay_steps: int  # the first token reaches the client this many steps late
     request_overhead_s: float
+    step_overhead_s: float
     memory: str                  # which KV-capacity rule (see :func:`kv_budget`)
     memory_fraction: float
 
@@ -173,9 +182,10 @@ def rules(spec: "str | RuntimeSpec", acc, tp: int) -> Rules:
             d[f.name] = v
     if spec.overlap is not None and spec.name == "trtllm":
         d["first_token_delay_steps"] = int(spec.overlap)
-    return Rules(name=spec.name, version=VERSIONS[spec.name],
-                 request_overhead_s=(spec.request_overhead_s if spec.request_overhead_s
-                                     is not None else REQUEST_OVERHEAD_S[spec.name]), **d)
+    fitted = {k: getattr(spec, k) if getattr(spec, k) is not None else table[spec.name]
+              for k, table in (("request_overhead_s", REQUEST_OVERHEAD_S),
+                               ("step_overhead_s", STEP_OVERHEAD_S))}
+    return Rules(name=spec.name, version=VERSIONS[spec.name], **fitted, **d)
 
 
 def sglang_max_running(kv_tokens: int, max_context: int) -> int:

@@ -2,10 +2,7 @@
 a step model whose times are written out (tests/test_engine_units.py: 1 + prompt tokens / 8 +
 decodes / 4 seconds), the runtimes' defaults and KV capacity, ``runtime:`` as a key, and the
 first-token semantics of disaggregated placements."""
-import dataclasses
-
 import pytest
-import simpy
 
 import hetsim
 from hetsim import runtimes
@@ -24,8 +21,8 @@ def rules(**kw) -> runtimes.Rules:
     base = dict(name="vllm", version="0", max_batch_tokens=16, max_seqs=8, block_size=4,
                 chunked_prefill=True, mixed_batches=True, kv_admission="on-demand",
                 cuda_graphs=False, graph_sizes=(1,), graph_padding=True, overlap=False,
-                first_token_delay_steps=0, request_overhead_s=0.0, memory="vllm",
-                memory_fraction=0.9)
+                first_token_delay_steps=0, request_overhead_s=0.0, step_overhead_s=0.0,
+                memory="vllm", memory_fraction=0.9)
     return runtimes.Rules(**{**base, **kw})
 
 
@@ -215,8 +212,8 @@ def test_runtime_defaults_by_gpu(rt, acc, want):
     if seqs is not None:
         assert p.spec.max_seqs == seqs
     else:   # SGLang: from its KV capacity and the model's context
-        assert p.spec.max_seqs == runtimes.sglang_max_running(p.memory.kv_tokens,
-                                                              hetsim.load_model("llama-3.1-8b").max_context)
+        ctx = hetsim.load_model("llama-3.1-8b").max_context
+        assert p.spec.max_seqs == runtimes.sglang_max_running(p.memory.kv_tokens, ctx)
     assert p.rules.max_seqs == p.spec.max_seqs
 
 
@@ -230,7 +227,8 @@ def test_kv_capacity_follows_each_runtimes_rule():
                 "sglang": f * total - m.weight_bytes}[rt]
         assert m.kv_bytes == pytest.approx(want), rt
     # a user's memory_utilization replaces the runtime's fraction, under the runtime's rule
-    assert _pool("trtllm", memory_utilization=0.5).memory.kv_bytes < _pool("trtllm").memory.kv_bytes
+    half = _pool("trtllm", memory_utilization=0.5).memory.kv_bytes
+    assert half < _pool("trtllm").memory.kv_bytes
 
 
 def test_pool_keys_override_the_runtimes_defaults():
@@ -284,3 +282,13 @@ def test_a_slower_kv_link_raises_ttft_only_when_the_decode_side_shows_the_first_
     fast, slow = _disagg("roce-400g", "prefill"), _disagg("tcp-25g", "prefill")
     assert list(slow["ttft_s"]) == list(fast["ttft_s"])
     assert (fast["first_token_s"] == fast["prefill_end_s"]).all()
+
+
+def test_trtllm_without_chunking_refuses_a_prompt_over_its_budget():
+    env, m = make(MixedInstance, "mixed", max_tokens=16, rules=rules(**TRT))
+    assert not m.accepts(req(0, 17, 2)) and m.accepts(req(1, 16, 2))
+    assert m.fits(req(0, 17, 2))              # its KV, handed over from a prefill pool, fits
+    assert "token budget (16) without chunked prefill" in m.refusal(req(0, 17, 2))
+    env, m = make(MixedInstance, "mixed", max_tokens=16,
+                  rules=rules(**{**TRT, "chunked_prefill": True}))
+    assert m.accepts(req(0, 17, 2))

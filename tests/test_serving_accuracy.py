@@ -129,9 +129,13 @@ def test_precision_and_unknown_names(sa):
         "hetsim has no model")
 
 
-def test_runtime_kernels_flag_adds_runtime(sa):
-    pool = sa.scenario(_row(backend="sglang"), runtime_kernels=True)
-    assert pool["placements"]["measured"]["pools"]["mixed"]["runtime"] == "sglang"
+def test_runtime_puts_every_pool_on_the_rows_runtime(sa):
+    pool = sa.scenario(_row(backend="sglang"), runtime={"overlap": False})
+    pool = pool["placements"]["measured"]["pools"]["mixed"]
+    assert pool["runtime"] == {"name": "sglang", "overlap": False}
+    assert "max_batch_tokens" not in pool          # the runtime's own sizes
+    generic = sa.scenario(_row(backend="sglang"))["placements"]["measured"]["pools"]["mixed"]
+    assert "runtime" not in generic and generic["max_batch_tokens"] == 8192
 
 
 def test_errors_and_summary_arithmetic(sa):

@@ -140,6 +140,10 @@ class DecodeInstance(Instance):
     def fits(self, req: Request) -> bool:
         return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
 
+    def refusal(self, req: Request, whose: str = "the instance's") -> str:
+        """Why ``req`` does not fit here (``fits`` is False)."""
+        return f"prompt + output exceed {whose} KV capacity"
+
     def _blocks_on_arrival(self, req: Request) -> int:
         """Blocks reserved before the KV arrives: the whole request (prompt + output)."""
         return self.kv.blocks(req.input_tokens + req.output_tokens)
@@ -299,6 +303,18 @@ class MixedInstance(DecodeInstance):
         self._late: list[Request] = []   # first token computed, shown after the next step
         super().__init__(*a, **kw)
         self.delay_first = self.rules is not None and self.rules.first_token_delay_steps > 0
+        self.chunked = self.rules is None or self.rules.chunked_prefill
+
+    def accepts(self, req: Request) -> bool:
+        """``req``'s prompt can run here: its KV fits, and without chunked prefill the prompt
+        is within the budget (a KV handed over from a remote prefill needs ``fits`` only)."""
+        return self.fits(req) and (self.chunked or req.input_tokens <= self.max_tokens)
+
+    def refusal(self, req: Request, whose: str = "the instance's") -> str:
+        if not self.fits(req):
+            return super().refusal(req, whose)
+        return (f"prompt over the token budget ({self.max_tokens}) without chunked prefill "
+                f"(TRT-LLM rejects it)")
 
     def submit(self, req: Request) -> simpy.Event:
         self.waiting.append(req)

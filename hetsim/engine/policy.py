@@ -155,7 +155,8 @@ class RuntimePolicy(FcfsPolicy):
     prompts are admitted FCFS: with their prompt's KV (vLLM; the KV then grows on demand and
     the newest sequence is preempted by recompute) or their prompt + output KV (TRT-LLM, which
     never preempts), stopping at the first that does not fit. Without ``chunked`` a prompt
-    joins only whole (a prompt over the whole budget only in a step of its own)."""
+    joins only whole (a prompt over the whole budget is refused on arrival:
+    ``MixedInstance.fits``)."""
 
     def __init__(self, chunked: bool = True, reserve_output: bool = False,
                  overlap: bool = True):
@@ -169,7 +170,7 @@ class RuntimePolicy(FcfsPolicy):
         while waiting and seqs < inst.max_seqs and queued < budget:
             r = waiting[0]
             need = r.input_tokens - r.cached_tokens
-            if not self.chunked and queued + need > budget and seqs:
+            if not self.chunked and queued + need > budget:
                 break
             if overlap and not _ready(inst, r, bool(seqs)):
                 break
@@ -180,7 +181,7 @@ class RuntimePolicy(FcfsPolicy):
             inst.admit_prompt(r, blocks)
             queued += need
             seqs += 1
-        return _split(inst, budget if self.chunked else max(budget, queued))
+        return _split(inst, budget)
 
 
 class SglangPolicy(RuntimePolicy):

@@ -143,13 +143,13 @@ class Simulation:
 
     def _colocated(self, req: Request, m=None):
         if m is None:
-            candidates = [m for m in self.mixed if m.fits(req)]
+            candidates = [m for m in self.mixed if m.accepts(req)]
             if not candidates:
-                req.drop("prompt + output exceed every instance's KV capacity")
+                req.drop(self.mixed[0].refusal(req, "every instance's"))
                 return
             m = self.router_prefill.pick(candidates, req)
-        elif not m.fits(req):
-            req.drop("prompt + output exceed the instance's KV capacity")
+        elif not m.accepts(req):
+            req.drop(m.refusal(req))
             return
         if m.frontend_s:
             yield self.env.timeout(m.frontend_s)

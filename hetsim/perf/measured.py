@@ -33,13 +33,14 @@ __all__ = ["GEMM_DTYPES", "gemm_dtypes", "nearest_key", "lift", "first_grid", "C
            "DecodeForm", "UniformForm", "nearest_scaling"]
 
 #: (compute format, weight format) -> the kernel tables' dtypes that time that GEMM, in order
-#: of preference. NOTE: fp8 is read as per-tensor fp8 ('fp8'), block-scaled fp8 ('fp8-block')
-#: only where a profile has no per-tensor grid: hetsim's formats do not say how fp8 is scaled,
-#: and per-tensor is what the runtimes use for fp8 checkpoints that are not DeepSeek-style.
+#: of preference. NOTE: fp8 weights are read as per-tensor fp8 ('fp8'), block-scaled fp8
+#: ('fp8-block') only where a profile has no per-tensor grid; ``weights: fp8-block`` (a
+#: block-scaled checkpoint: DeepSeek-V3, Qwen3 FP8) reads the block-scaled kernels first.
 #: Weight-only formats run 16-bit math on 4/8-bit weights (the tables' wXa16 kernels).
 GEMM_DTYPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("bf16", "bf16"): ("bf16",), ("fp16", "fp16"): ("fp16", "bf16"),
-    ("fp8", "fp8"): ("fp8", "fp8-block"), ("fp4", "fp4"): ("fp4",),
+    ("fp8", "fp8"): ("fp8", "fp8-block"), ("fp8", "fp8-block"): ("fp8-block", "fp8"),
+    ("fp4", "fp4"): ("fp4",),
     ("int8", "int8"): ("w8a8-int-smoothquant",),
     ("bf16", "int8"): ("w8a16-int",), ("fp16", "int8"): ("w8a16-int",),
     ("bf16", "int4"): ("w4a16-int",), ("fp16", "int4"): ("w4a16-int",),
