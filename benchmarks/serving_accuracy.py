@@ -169,18 +169,21 @@ def deployment(row, role: str) -> dict:
 
 
 def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
-    # NOTE: hetsim has no attention-DP or expert parallelism: a worker's GPUs (tp x
-    # attention_dp, or moe_tp x moe_ep where that is more) are modelled as one TP group
+    # NOTE: hetsim has no attention DP: a worker's GPUs (tp x attention_dp, or moe_tp x
+    # moe_ep where that is more) are modelled as one TP group, its experts split moe_ep ways
     system, backend = row["system"], row["backend"]
     tokens, seqs = BUDGET[backend]
     acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
     if backend == "sglang" and acc.hbm_gb >= 160:
         tokens = 16384
-    pool = {"role": role, "accelerator": kerneldb.SYSTEMS[system],
-            "tp": max(_int(row.get(prefix + "tp_size")) * _int(row.get(prefix + "attention_dp_size")),
-                      _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size"))),
+    tp = max(_int(row.get(prefix + "tp_size")) * _int(row.get(prefix + "attention_dp_size")),
+             _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size")))
+    pool = {"role": role, "accelerator": kerneldb.SYSTEMS[system], "tp": tp,
             "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
             "precision": precision(row)}
+    ep = _int(row.get(prefix + "moe_ep_size"))
+    if ep > 1 and tp % ep == 0:     # experts split over ranks (a MoE model's rows only)
+        pool["moe_ep"] = ep
     if runtime is not None:     # the runtime's own sizes, rules and kernels, as deployed
         knobs = deployment(row, role)
         pool["runtime"] = {"name": backend, **knobs.pop("runtime", {}), **runtime}

@@ -120,7 +120,7 @@ _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "k
           "kv_wait_s": ("mean", "p99"), "kv_transfer_exposed_s": ("mean", "p99"),
           "preemptions": ("count", "swapped_bytes", "recomputed_tokens", "device_s")}
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
-             "kv_staging": ("mean", "peak")}
+             "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
 
 
 def metric_names(roles: dict[str, str]) -> list[str]:
@@ -229,6 +229,8 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
         "link_utilization": link_util,
         "kv_occupancy": kv_occ,
         "kv_staging": staging,
+        # per instance, as its runtime (or the idealised memory plan) sizes the KV cache
+        "kv_capacity_tokens": {n: p.memory.kv_tokens for n, p in placement.pools.items()},
     }
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}

@@ -136,6 +136,12 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
             acc.efficiency, iteration_overhead_ms=rules.step_overhead_s * 1e3))
         pool = _with_rules(pool, rules)
         rules = replace(rules, memory_fraction=pool.memory_utilization)
+    if pool.moe_ep and pool.moe_ep > 1:
+        moe = model.moe
+        if moe is None or moe.num_experts % pool.moe_ep:
+            why = (f"{model.name} has no MoE layers" if moe is None else
+                   f"moe_ep={pool.moe_ep} does not divide {model.name}'s {moe.num_experts} experts")
+            raise ConfigError(why, path=f"{where}.moe_ep")
     f = pool.formats()
     sizes = dict(max_batched_tokens=pool.max_batch_tokens, max_seqs=pool.max_seqs,
                  memory_utilization=pool.memory_utilization, block_size=pool.block_size)

@@ -38,8 +38,8 @@ GIB = 2 ** 30
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
 #: (2026-12-02: vLLM 47 rows, SGLang 12, TRT-LLM 46)
-STEP_OVERHEAD_S = {"vllm": 0.0, "sglang": 0.00242, "trtllm": 2.11e-05}
-REQUEST_OVERHEAD_S = {"vllm": 0.018, "sglang": 0.151, "trtllm": 0.0268}
+STEP_OVERHEAD_S = {"vllm": 0.0, "sglang": 0.00242, "trtllm": 2.29e-05}
+REQUEST_OVERHEAD_S = {"vllm": 0.018, "sglang": 0.151, "trtllm": 0.0276}
 
 KV_ADMISSION = ("on-demand", "reserve-output", "estimate")
 

@@ -67,6 +67,10 @@ class Pool:
         lambda v: positive(v) or (None if v <= MAX_INSTANCES else
                                   f"must be at most {MAX_INSTANCES:,}, got {v}")))
     tp: int = field(default=1, metadata=meta("tensor-parallel degree per instance", power_of_two))
+    moe_ep: int | None = field(default=None, metadata=meta(
+        "MoE models: expert parallelism inside the TP group (each rank holds num_experts / "
+        "moe_ep experts, each split tp / moe_ep ways; TRT-LLM moe_expert_parallel_size, vLLM "
+        "--enable-expert-parallel at moe_ep = tp); default 1; must divide tp", power_of_two))
     precision: str | Precision = field(default="bf16", metadata=meta(
         "bf16, or {compute, weights, kv} per runtime role"))
     max_batch_tokens: int | None = field(default=None, metadata=meta(
@@ -104,6 +108,8 @@ class Pool:
             for k, v in GENERIC_SIZES.items():
                 if getattr(self, k) is None:
                     object.__setattr__(self, k, v)
+        if self.moe_ep is not None and self.tp % self.moe_ep:
+            raise ConfigError(f"moe_ep={self.moe_ep} must divide tp={self.tp}", path="moe_ep")
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}" + suggest(self.role, ROLES)
                               + f"; one of {', '.join(ROLES)}", path="role")
@@ -269,7 +275,7 @@ class Scenario:
         # (scenario.resolved.yaml stays byte-identical)
         for placement in d["placements"].values():
             for pool in placement["pools"].values():
-                for k in ("runtime", *GENERIC_SIZES):
+                for k in ("runtime", "moe_ep", *GENERIC_SIZES):
                     if pool.get(k) is None:
                         pool.pop(k, None)
         return d

@@ -292,3 +292,26 @@ def test_trtllm_without_chunking_refuses_a_prompt_over_its_budget():
     env, m = make(MixedInstance, "mixed", max_tokens=16,
                   rules=rules(**{**TRT, "chunked_prefill": True}))
     assert m.accepts(req(0, 17, 2))
+
+
+# --- expert parallelism -------------------------------------------------------------------
+def test_moe_ep_reads_the_expert_parallel_kernels():
+    """A pool's moe_ep selects the MoE grid measured at (tp / ep, ep): a different time than
+    the TP-sharded grid's, from the same profile."""
+    from hetsim.perf import PerfModel, StepModel
+    m = hetsim.load_model("qwen3-235b-a22b")
+    pm = PerfModel(hetsim.load_accelerator("h100-sxm", runtime="trtllm"))
+    tp_only = StepModel(m, pm, 4, "fp8").decode_time(8, 8 * 700)
+    ep = StepModel(m, pm, 4, "fp8", moe_ep=4)
+    assert ep.moe_ep == 4 and ep.decode_time(8, 8 * 700) != tp_only
+    assert ep._moe_form is not None
+
+
+@pytest.mark.parametrize("model, extra, path, words", [
+    ("qwen3-235b-a22b", {"tp": 4, "moe_ep": 8}, "moe_ep", "must divide tp=4"),
+    ("llama-3.1-8b", {"tp": 2, "moe_ep": 2}, "moe_ep", "has no MoE layers"),
+])
+def test_bad_moe_ep_names_its_key(model, extra, path, words):
+    with pytest.raises(ConfigError) as e:
+        _pool("vllm", model=model, acc="h200-sxm", **extra)
+    assert e.value.path.endswith(path) and words in e.value.message

@@ -254,9 +254,13 @@ class DecodeInstance(Instance):
         if n == 0:
             return None
         assert self.kv.used <= self.kv.capacity, "KV blocks over-committed"
-        return self.step.decode_time(self._padded(n), self.ctx_sum, self.win_sum)
+        pad = self._pad     # NOTE: hot path, so the lookup is written out (see _padded)
+        if pad is not None and n < len(pad):
+            n = pad[n]
+        return self.step.decode_time(n, self.ctx_sum, self.win_sum)
 
     def _padded(self, n: int) -> int:
+        """The batch a decode-only step of ``n`` sequences runs as (CUDA-graph padding)."""
         pad = self._pad
         return pad[n] if pad is not None and n < len(pad) else n
 

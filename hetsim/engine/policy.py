@@ -163,15 +163,20 @@ class RuntimePolicy(FcfsPolicy):
         self.chunked, self.reserve_output, self.overlap = chunked, reserve_output, overlap
 
     def chunk(self, inst) -> tuple[list, list]:
-        budget = inst.max_tokens - inst.running
+        budget = self._budget(inst)
         seqs = inst.running + len(inst.prefilling)
         queued = sum(r.input_tokens - done for r, done in inst.prefilling)
         waiting, kv, overlap = inst.waiting, inst.kv, self.overlap
+        room = self._room(inst) if waiting and queued < budget else None
         while waiting and seqs < inst.max_seqs and queued < budget:
             r = waiting[0]
             need = r.input_tokens - r.cached_tokens
             if not self.chunked and queued + need > budget:
                 break
+            if room is not None:        # an admission estimate (SGLang)
+                est = self._estimate(r)
+                if est + kv.block_size >= room:
+                    break
             if overlap and not _ready(inst, r, bool(seqs)):
                 break
             blocks = kv.blocks(r.input_tokens + (r.output_tokens if self.reserve_output else 0))
@@ -179,9 +184,24 @@ class RuntimePolicy(FcfsPolicy):
                 break
             waiting.popleft()
             inst.admit_prompt(r, blocks)
+            if room is not None:
+                room -= est
             queued += need
             seqs += 1
         return _split(inst, budget)
+
+    def _budget(self, inst) -> int:
+        """The step's token budget left for prompts: the decodes take one token each."""
+        return inst.max_tokens - inst.running
+
+    def _room(self, inst) -> float | None:
+        """KV tokens an admission estimate may still hand out this step (None: no estimate;
+        admission needs only the blocks themselves)."""
+        return None
+
+    def _estimate(self, r: Request) -> float:
+        """The KV tokens the estimate charges ``r``."""
+        raise NotImplementedError
 
 
 class SglangPolicy(RuntimePolicy):
@@ -216,31 +236,20 @@ class SglangPolicy(RuntimePolicy):
         return (running * self.ratio(now)
                 + sum(min(r.output_tokens, clip) for r, _ in inst.prefilling))
 
+    def _budget(self, inst) -> int:
+        return inst.max_tokens - (inst.running if self.mixed else 0)
+
+    def _room(self, inst) -> float:
+        return inst.kv.free * inst.kv.block_size - self._expected(inst)
+
+    def _estimate(self, r: Request) -> float:
+        return r.input_tokens - r.cached_tokens + min(r.output_tokens, self.CLIP)
+
     def chunk(self, inst) -> tuple[list, list]:
-        budget = inst.max_tokens - (inst.running if self.mixed else 0)
-        seqs = inst.running + len(inst.prefilling)
-        queued = sum(r.input_tokens - done for r, done in inst.prefilling)
-        waiting, kv, overlap = inst.waiting, inst.kv, self.overlap
-        if waiting and queued < budget:
-            room = kv.free * kv.block_size - self._expected(inst)
-            while waiting and seqs < inst.max_seqs and queued < budget:
-                r = waiting[0]
-                need = r.input_tokens - r.cached_tokens + min(r.output_tokens, self.CLIP)
-                if need + kv.block_size >= room:
-                    break
-                if overlap and not _ready(inst, r, bool(seqs)):
-                    break
-                blocks = kv.blocks(r.input_tokens)
-                if not kv.try_reserve(blocks):
-                    break
-                waiting.popleft()
-                inst.admit_prompt(r, blocks)
-                room -= need
-                queued += r.input_tokens - r.cached_tokens
-                seqs += 1
+        plan = super().chunk(inst)
         if inst.prefilling and not self.mixed:
             inst.paused = True
-        return _split(inst, budget)
+        return plan
 
     def victim(self, inst) -> Request | None:
         best, key = None, None

@@ -63,7 +63,8 @@ class Simulation:
         """The pool's instances, each with what it owns: ports and staging when KV crosses
         to or from it, the early-routing hook on prefill."""
         spec = pool.spec
-        step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats)
+        step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats,
+                         moe_ep=spec.moe_ep or 1)
         kind = _KINDS[spec.role]
         on_demand = spec.on_demand or (pool.rules is not None
                                        and pool.rules.kv_admission != "reserve-output")

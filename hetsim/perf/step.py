@@ -28,8 +28,11 @@ class StepModel:
     """Iteration time for ``model`` at tensor parallelism ``tp`` on ``pm``'s accelerator."""
 
     def __init__(self, model, pm: PerfModel, tp: int = 1, precision: "str | Formats" = "bf16",
-                 moe_distribution: str = MOE_DISTRIBUTION):
+                 moe_distribution: str = MOE_DISTRIBUTION, moe_ep: int = 1):
         self.model, self.pm, self.tp = model, pm, tp
+        #: expert parallelism inside the TP group: a measured MoE grid of (tp / ep, ep) times
+        #: the layer; without one the routed experts are costed TP-sharded either way
+        self.moe_ep = moe_ep
         f = Formats.of(precision)
         self.formats = f
         acc = pm.acc
@@ -77,7 +80,8 @@ class StepModel:
         if m.moe:
             e = m.moe
             self._moe_form = pm.moe_form(f.compute, self.expert_weights, m.hidden_size,
-                                         e.expert_ffn_size, e.top_k, e.num_experts, self.tp, 1,
+                                         e.expert_ffn_size, e.top_k, e.num_experts,
+                                         self.tp // self.moe_ep, self.moe_ep,
                                          moe_distribution, self._routed_analytic)
 
     # --- shapes --------------------------------------------------------------------------
