@@ -68,6 +68,24 @@ def _positive_int(text: str, most: int | None = None) -> int:
     return v
 
 
+def _tune_arg(text: str) -> tuple[str, list]:
+    """``max_seqs=64,128`` -> ("max_seqs", [64, 128]) (argparse reports a ValueError's text)."""
+    from .goodput import TUNABLE
+    key, eq, values = text.partition("=")
+    if key not in TUNABLE or not eq or not values:
+        raise argparse.ArgumentTypeError(f"expected KNOB=V1,V2,... with KNOB one of "
+                                         f"{', '.join(TUNABLE)}, got {text!r}")
+    out = []
+    for v in values.split(","):
+        if key == "chunked_prefill":
+            if v not in ("true", "false"):
+                raise argparse.ArgumentTypeError(f"chunked_prefill takes true or false, got {v!r}")
+            out.append(v == "true")
+        else:
+            out.append(_positive_int(v))
+    return key, out
+
+
 def _cmd_goodput(args) -> int:
     from .api import check_memory
     from .goodput import goodput
@@ -77,7 +95,8 @@ def _cmd_goodput(args) -> int:
     sc = read_scenario(args.scenario)     # resolved once, by goodput
     with _progress(args, prefix="goodput", unit="rates simulated") as progress:
         res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
-                      rel_tol=args.tolerance, progress=progress)
+                      rel_tol=args.tolerance, progress=progress,
+                      tune=dict(args.tune) if args.tune else None)
     out = {"scenario": sc.name, "slo": {"ttft_s": sc.slo.ttft_s, "tpot_s": sc.slo.tpot_s,
                                         "attainment": sc.slo.attainment,
                                         "percentile": sc.slo.percentile},
@@ -91,14 +110,16 @@ def _cmd_goodput(args) -> int:
     print(f"{sc.name}: max rate with {form} ({args.seeds} seeds x {res[0].requests} requests "
           f"per rate)")
     rows = [("placement", "goodput r/s", "tok/s", "r/s per accel", "r/s per $/h",
-             "attainment (95% CI)", "rates tried")]
+             "attainment (95% CI)", "rates tried") + (("tuned knobs",) if args.tune else ())]
     for r in out["placements"]:
         a = r["attainment_at_goodput"]
+        knobs = (" ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                          for k, v in r["knobs"].items()),) if args.tune else ()
         rows.append((r["name"], f"{r['max_goodput_rps']:.3g}" + ("" if r["bracketed"] else "*"),
                      f"{r['max_goodput_tokens_per_s']:.0f}", f"{r['per_accelerator_rps']:.3g}",
                      "-" if r["per_dollar_hour_rps"] is None else f"{r['per_dollar_hour_rps']:.3g}",
                      "-" if a is None else f"{a['mean']:.1%} ({a['ci95'][0]:.0%}-{a['ci95'][1]:.0%})",
-                     str(len(r["curve"]))))
+                     str(len(r["curve"]))) + knobs)
     from .report import text_table
     print(text_table(rows, numeric=True))
     if any(not r["bracketed"] for r in out["placements"]):
@@ -287,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests per run (default: the scenario's)")
     g.add_argument("--tolerance", type=lambda t: _pct(t, positive=True), default=0.02,
                    help="stop bisecting at this relative width (default 2%%)")
+    g.add_argument("--tune", action="append", type=_tune_arg, metavar="KNOB=V1,V2,...",
+                   help="search this runtime knob too (repeat): max_seqs, max_batch_tokens "
+                   "(positive integers), chunked_prefill (true,false); the best combination's "
+                   "goodput is reported with its knobs")
     g.add_argument("--json", action="store_true")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_cmd_goodput)

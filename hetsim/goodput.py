@@ -6,10 +6,16 @@ seeds (independent request streams); a rate passes when the mean SLO attainment 
 reaches the target (or, with ``slo.percentile``, when most seeds meet the percentile form).
 Noise can make attainment non-monotone near the knee: bisection keeps the invariant "lo passed,
 hi failed" and so always ends with a rate that was observed to pass.
+
+``tune`` searches a runtime's batch knobs as a serving team tunes them: every combination of
+the values given (``max_seqs``, ``max_batch_tokens``: the pool keys; ``chunked_prefill``: the
+runtime rule) is set on every pool of the placement, each variant gets its own goodput search,
+and the result is the best variant's, with the knobs it used and every variant's rate.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -19,11 +25,14 @@ from .api import check_memory
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import measured_window, meets, records_frame, slo_met
-from .resolve import resolve_scenario
+from .resolve import resolve_scenario, scenario_from_dict
 from .scenario import Scenario
 from .workload import DEFAULT_REQUESTS, generate
 
-__all__ = ["GoodputResult", "search", "goodput"]
+__all__ = ["GoodputResult", "search", "goodput", "TUNABLE"]
+
+#: knobs ``tune`` may search: pool keys, and runtime rules (set in the pool's ``runtime:``)
+TUNABLE = {"max_seqs": "pool", "max_batch_tokens": "pool", "chunked_prefill": "runtime"}
 
 
 @dataclass
@@ -46,6 +55,8 @@ class GoodputResult:
     requests: int
     curve: list[Point] = field(default_factory=list)
     bracketed: bool = True         # False: never passed, or passed at the highest rate tried
+    knobs: dict = field(default_factory=dict)     # tuned: the chosen values
+    tuning: list = field(default_factory=list)    # tuned: [(knobs, goodput r/s or None)]
 
     def to_json(self) -> dict:
         knee = next((p for p in self.curve if p.rate_rps == self.max_goodput_rps), None)
@@ -70,6 +81,10 @@ class GoodputResult:
                              / math.sqrt(self.seeds))]},
             "curve": [{"rate_rps": p.rate_rps, "attainment": p.attainment,
                        "passed": p.passed} for p in self.curve],
+            **({"knobs": self.knobs,
+                "tuning": [{"knobs": k, "max_goodput_rps": r, **({"infeasible": why} if why
+                                                                 else {})}
+                           for k, r, why in self.tuning]} if self.tuning else {}),
         }
 
 
@@ -151,13 +166,65 @@ def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
 
 
 def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3,
-            requests: int | None = None, rel_tol: float = 0.02, progress=None
-            ) -> list[GoodputResult]:
-    """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed."""
+            requests: int | None = None, rel_tol: float = 0.02, progress=None,
+            tune: dict[str, list] | None = None) -> list[GoodputResult]:
+    """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed.
+    ``tune`` ({knob: [values]}, knobs in :data:`TUNABLE`): the best of every combination."""
     try:
+        if tune:
+            return _tuned(sc, placements, seeds, requests, rel_tol, progress, tune)
         return _goodput(sc, placements, seeds, requests, rel_tol, progress)
     except ConfigError as e:
         raise e.with_file(sc.source_file) from None
+
+
+def _variant(sc: Scenario, name: str, knobs: dict) -> Scenario:
+    """``sc`` with only placement ``name``, every pool of it set to ``knobs``."""
+    d = sc.to_dict()
+    d["placements"] = {name: d["placements"][name]}
+    for pool in d["placements"][name]["pools"].values():
+        for k, v in knobs.items():
+            if TUNABLE[k] == "pool":
+                pool[k] = v
+            else:
+                rt = pool["runtime"]
+                pool["runtime"] = {**(rt if isinstance(rt, dict) else {"name": rt}), k: v}
+    return scenario_from_dict(d, sc.source_file)
+
+
+def _tuned(sc, placements, seeds, requests, rel_tol, progress, tune) -> list[GoodputResult]:
+    for k in tune:
+        if k not in TUNABLE:
+            raise ConfigError(f"cannot tune {k!r}; tunable: {', '.join(TUNABLE)}", path="tune")
+    _, resolved = resolve_scenario(sc)
+    names = [match_name(n, resolved, "placement") for n in placements or list(resolved)]
+    out = []
+    for name in names:
+        rules = [k for k in tune if TUNABLE[k] == "runtime"]
+        bare = [p for p, rp in resolved[name].pools.items() if rp.rules is None]
+        if rules and bare:
+            raise ConfigError(f"tuning {rules[0]} needs a runtime on every pool; pool "
+                              f"{bare[0]!r} has none", path=f"placements.{name}.pools."
+                              f"{bare[0]}.runtime")
+        best, tried = None, []
+        for values in itertools.product(*tune.values()):
+            knobs = dict(zip(tune, values))
+            try:
+                variant = _variant(sc, name, knobs)
+                (res,) = _goodput(variant, [name], seeds, requests, rel_tol, progress)
+            except ConfigError as e:
+                if not e.path.startswith(f"placements.{name}."):
+                    raise       # not the variant's own: the scenario cannot be searched
+                tried.append((knobs, None, e.message))     # e.g. no memory left for KV
+                continue
+            tried.append((knobs, res.max_goodput_rps, ""))
+            if best is None or res.max_goodput_rps > best.max_goodput_rps:
+                best = dataclasses.replace(res, knobs=knobs)
+        if best is None:
+            raise ConfigError(f"no tuned variant of {name!r} can run: {tried[0][2]}",
+                              path="tune")
+        out.append(dataclasses.replace(best, tuning=tried))
+    return out
 
 
 def _goodput(sc, placements, seeds, requests, rel_tol, progress) -> list[GoodputResult]:

@@ -105,6 +105,54 @@ def test_goodput_needs_a_rate(tmp_path, base_dict, capsys):
     assert "needs a poisson, gamma or constant arrival" in capsys.readouterr().err
 
 
+# --- tuning a runtime's knobs (issue 15 §4) ------------------------------------------------------
+TUNE_SC = {"name": "tune", "model": "llama-3.1-8b",
+           "workload": {"requests": 150, "seed": 1,
+                        "arrival": {"process": "poisson", "rate_rps": 4.0},
+                        "input_tokens": {"dist": "fixed", "value": 1000},
+                        "output_tokens": {"dist": "fixed", "value": 200}},
+           "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+           "placements": {"one": {"pools": {"mixed": {"role": "mixed",
+                                                      "accelerator": "h100-sxm",
+                                                      "runtime": "trtllm"}}}}}
+
+
+def test_tuning_reports_the_best_variant_and_every_variant_tried(tmp_path):
+    """The tuned goodput is the best of the variants' own searches (each rerun here as a
+    plain scenario with those knobs), and the chosen knobs are that variant's; a 2-sequence
+    cap cannot be the best."""
+    sc = scenario_from(TUNE_SC, tmp_path)
+    tune = {"max_seqs": [2, 64], "chunked_prefill": [False, True]}
+    (r,) = goodput(sc, seeds=1, tune=tune)
+    assert len(r.tuning) == 4 and [k for k, _, _ in r.tuning] == [
+        {"max_seqs": a, "chunked_prefill": b} for a in (2, 64) for b in (False, True)]
+    rates = {(k["max_seqs"], k["chunked_prefill"]): g for k, g, _ in r.tuning}
+    assert r.max_goodput_rps == max(rates.values())
+    assert rates[(r.knobs["max_seqs"], r.knobs["chunked_prefill"])] == r.max_goodput_rps
+    assert r.knobs["max_seqs"] == 64
+    d = copy.deepcopy(TUNE_SC)
+    d["placements"]["one"]["pools"]["mixed"].update(
+        max_seqs=2, runtime={"name": "trtllm", "chunked_prefill": False})
+    (plain,) = goodput(scenario_from(d, tmp_path, "plain.yaml"), seeds=1)
+    assert plain.max_goodput_rps == rates[(2, False)]
+    assert r.to_json()["knobs"] == r.knobs
+
+
+def test_tuning_refuses_what_it_cannot_search(tmp_path, capsys):
+    d = copy.deepcopy(TUNE_SC)
+    del d["placements"]["one"]["pools"]["mixed"]["runtime"]
+    sc = scenario_from(d, tmp_path)
+    with pytest.raises(hetsim.ConfigError) as e:      # chunking is a runtime's rule
+        goodput(sc, seeds=1, tune={"chunked_prefill": [True]})
+    assert e.value.path == "placements.one.pools.mixed.runtime"
+    with pytest.raises(hetsim.ConfigError) as e:
+        goodput(sc, seeds=1, tune={"block_size": [16]})
+    assert e.value.path == "tune" and "cannot tune 'block_size'" in e.value.message
+    assert main(["goodput", sc.source_file, "--tune", "max_seqs=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tune" in err
+
+
 # --- hetsim check -------------------------------------------------------------------------------
 def plan_copy(tmp_path, edit=None):
     d = yaml.safe_load(PLAN.read_text())
