@@ -68,6 +68,12 @@ def _positive_int(text: str, most: int | None = None) -> int:
     return v
 
 
+def _knobs(knobs: dict) -> str:
+    """``max_seqs=64 chunked_prefill=true`` (YAML's spelling of booleans)."""
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                    for k, v in knobs.items())
+
+
 def _tune_arg(text: str) -> tuple[str, list]:
     """``max_seqs=64,128`` -> ("max_seqs", [64, 128]) (argparse reports a ValueError's text)."""
     from .goodput import TUNABLE
@@ -113,8 +119,7 @@ def _cmd_goodput(args) -> int:
              "attainment (95% CI)", "rates tried") + (("tuned knobs",) if args.tune else ())]
     for r in out["placements"]:
         a = r["attainment_at_goodput"]
-        knobs = (" ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                          for k, v in r["knobs"].items()),) if args.tune else ()
+        knobs = (_knobs(r["knobs"]),) if args.tune else ()
         rows.append((r["name"], f"{r['max_goodput_rps']:.3g}" + ("" if r["bracketed"] else "*"),
                      f"{r['max_goodput_tokens_per_s']:.0f}", f"{r['per_accelerator_rps']:.3g}",
                      "-" if r["per_dollar_hour_rps"] is None else f"{r['per_dollar_hour_rps']:.3g}",
@@ -194,7 +199,7 @@ def _cmd_plan(args) -> int:
     out.write("plan", fill)
     per_acc = spec.objective == "goodput-per-accelerator"
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
-             "frontier")]
+             "frontier") + (("tuned knobs",) if spec.tune else ())]
     front = {id(c) for c in res.frontier}
     key = (lambda c: -c.per_accelerator_rps) if per_acc else by_cost
     for c in sorted(res.verified, key=key):
@@ -203,7 +208,7 @@ def _cmd_plan(args) -> int:
                      "-" if c.attainment is None else f"{c.attainment:.1%}",
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
                      "-" if c.goodput_rps is None else f"{c.per_accelerator_rps:.3g}",
-                     "*" if id(c) in front else ""))
+                     "*" if id(c) in front else "") + ((_knobs(c.knobs),) if spec.tune else ()))
     goal = ("most goodput per accelerator" if per_acc
             else f"{res.target_rps:g} req/s within SLO")
     rest = "ranked below the short list" if per_acc else "dearer than the short list"

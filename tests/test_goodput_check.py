@@ -365,3 +365,38 @@ def test_plan_cli_per_accelerator(tmp_path, capsys):
     assert (out / "pareto.png").stat().st_size > 1000
     sc = hetsim.load_scenario(out / "plan.yaml")
     assert len(sc.placements) == 2          # one colocated unit per accelerator type
+
+
+def test_plan_per_accelerator_on_a_runtime_with_tuned_knobs(tmp_path, capsys):
+    """Issue 15 §4: each unit's goodput search tries the runtime's knobs; the table and the
+    written plan carry the chosen ones, and the plan runs as written (on that runtime)."""
+    f = small_spec(tmp_path, objective="goodput-per-accelerator", shapes=["colocated"],
+                   inventory={"h100-sxm": {"max": 1}}, verify_requests=150, verify=1,
+                   runtime="trtllm", tune={"max_seqs": [2, 64], "chunked_prefill": [True]})
+    out = tmp_path / "out"
+    assert main(["plan", str(f), "--out", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "tuned knobs" in text and "max_seqs=64 chunked_prefill=true" in text
+    sc = hetsim.load_scenario(out / "plan.yaml")
+    (pl,) = sc.placements.values()
+    (pool,) = pl.pools.values()
+    assert pool.max_seqs == 64 and pool.runtime.name == "trtllm"
+    assert pool.runtime.chunked_prefill is True
+    assert hetsim.run(sc).summaries[0]["completed"] > 0
+
+
+@pytest.mark.parametrize("edits, path, words", [
+    ({"tune": {"max_seqs": [8]}}, "tune", "goodput-per-accelerator"),
+    ({"objective": "goodput-per-accelerator", "tune": {"chunked_prefill": [True]}},
+     "tune.chunked_prefill", "needs runtime:"),
+    ({"objective": "goodput-per-accelerator", "runtime": "trtllm",
+      "tune": {"max_seqs": [0]}}, "tune.max_seqs[0]", "positive integer"),
+    ({"runtime": "vllm", "inventory": {"a10g": {"max": 2}}}, ": runtime: ",
+     "a10g has no runtime profiles"),
+])
+def test_plan_refuses_a_bad_runtime_or_tune(tmp_path, capsys, edits, path, words):
+    f = small_spec(tmp_path, **edits)
+    assert main(["plan", str(f), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and path in err and words in err
+    assert not (tmp_path / "o").exists()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..goodput import TUNABLE
 from ..hardware import load_interconnect
 from .spec import PlanSpec
 
@@ -34,6 +35,8 @@ class Candidate:
     attainment: float | None = None
     goodput_rps: float | None = None
     first_token: str = "decode"    # disaggregated: which side shows the first token
+    runtime: str | None = None     # every pool's serving runtime
+    knobs: dict = field(default_factory=dict)   # tuned runtime knobs (goodput search)
 
     @property
     def accelerators(self) -> int:
@@ -52,6 +55,11 @@ class Candidate:
         for role, (o, n) in self.pools.items():
             pools[role] = {"role": role, "accelerator": o.acc, "instances": n, "tp": o.tp,
                            "precision": o.precision, "price_usd_per_hour": o.price / o.tp}
+            if self.runtime:
+                rules = {k: v for k, v in self.knobs.items() if TUNABLE[k] == "runtime"}
+                pools[role]["runtime"] = {"name": self.runtime, **rules} if rules else \
+                    self.runtime
+            pools[role].update({k: v for k, v in self.knobs.items() if TUNABLE[k] == "pool"})
         pl = {"pools": pools, "router": "least-loaded"}
         if self.link and self.first_token != "decode":
             pl["kv_transfer"] = {"link": self.link, "first_token": self.first_token}
@@ -85,7 +93,7 @@ def _colocated(spec: PlanSpec, opts, target: float | None):
         if n is None:
             continue
         c = Candidate("colocated", {"mixed": (dataclasses.replace(o, capacity_rps=mixed), n)},
-                      None, o.price * n, mixed * n)
+                      None, o.price * n, mixed * n, runtime=spec.runtime)
         if fits_inventory(spec, c.pools):
             out.append(c)
     return considered, out
@@ -113,7 +121,8 @@ def _disaggregated(spec: PlanSpec, opts, kv_bytes: float, target: float | None):
         pools = {"prefill": (dataclasses.replace(op, capacity_rps=pre), n_p),
                  "decode": (dataclasses.replace(od, capacity_rps=dec), n_d)}
         c = Candidate(shape, pools, link, op.price * n_p + od.price * n_d,
-                      min(pre * n_p, dec * n_d), first_token=spec.first_token)
+                      min(pre * n_p, dec * n_d), first_token=spec.first_token,
+                      runtime=spec.runtime)
         if fits_inventory(spec, pools):
             out.append(c)
     return considered, out

@@ -16,6 +16,7 @@ from ..hardware import load_accelerator, load_interconnect
 from ..models import load_model
 from ..perf import model_problem
 from ..precision import unknown_precision
+from ..runtimes import RuntimeSpec
 from ..scenario import SLO
 from ..workload import WorkloadSpec, generate
 
@@ -63,6 +64,13 @@ class PlanSpec:
     first_token: Literal["decode", "prefill"] = field(default="decode", metadata=meta(
         "disaggregated shapes: which side shows the client the first token (see a "
         "scenario's kv_transfer.first_token)"))
+    runtime: str | None = field(default=None, metadata=meta(
+        "serve every pool on this runtime (vllm | sglang | trtllm): its kernels and rules in "
+        "the simulations; the analytical pruning stays the runtime-free model"))
+    tune: dict[str, list[int | bool]] | None = field(default=None, metadata=meta(
+        "objective goodput-per-accelerator: runtime knobs each unit's goodput search tries, "
+        "{max_seqs: [..], max_batch_tokens: [..], chunked_prefill: [true, false]}; the best "
+        "combination is reported and written to plan.yaml"))
     description: str = ""
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
@@ -86,6 +94,8 @@ class PlanSpec:
                               path="interconnects")
         if not self.inventory:
             raise ConfigError("needs at least one accelerator", path="inventory")
+        if self.tune is not None:
+            self._check_tune()
         a = self.workload.arrival
         if self.workload.trace or a is None or a.trace or a.process == "closed":
             raise ConfigError("a plan varies the arrival rate: the workload needs a poisson, "
@@ -94,6 +104,26 @@ class PlanSpec:
             raise ConfigError("a plan varies the arrival rate, and a warm-up in seconds would "
                               "leave out a different share of requests at each rate; give "
                               "warmup: {requests: N}", path="workload.warmup.seconds")
+
+    def _check_tune(self) -> None:
+        from ..goodput import TUNABLE
+        if self.objective != "goodput-per-accelerator":
+            raise ConfigError("tune applies to objective: goodput-per-accelerator (the cost "
+                              "objective verifies at the runtime's defaults)", path="tune")
+        for k, values in self.tune.items():
+            if k not in TUNABLE:
+                raise ConfigError(f"cannot tune {k!r}; tunable: {', '.join(TUNABLE)}",
+                                  path=f"tune.{k}")
+            if TUNABLE[k] == "runtime" and not self.runtime:
+                raise ConfigError(f"tuning {k} needs runtime:", path=f"tune.{k}")
+            for i, v in enumerate(values):
+                ok = isinstance(v, bool) if k == "chunked_prefill" else (
+                    not isinstance(v, bool) and v >= 1)
+                if not ok:
+                    want = "true or false" if k == "chunked_prefill" else "a positive integer"
+                    raise ConfigError(f"must be {want}, got {v!r}", path=f"tune.{k}[{i}]")
+            if not values:
+                raise ConfigError("must not be empty", path=f"tune.{k}")
 
     @property
     def base_dir(self) -> Path:
@@ -132,6 +162,11 @@ def _resolve_names(spec: PlanSpec) -> None:
     entries = ([(f"inventory.{a}", a, load_accelerator) for a in spec.inventory]
                + [(f"interconnects[{i}]", n, load_interconnect)
                   for i, n in enumerate(spec.interconnects)])
+    for a in spec.inventory if spec.runtime else ():     # every pool will run on it
+        try:
+            load_accelerator(a, runtime=RuntimeSpec.of(spec.runtime).name)
+        except ConfigError as e:
+            raise ConfigError(e.message, path="runtime") from None
     for key, a, load in entries:
         try:
             prof = load(a)

@@ -64,8 +64,9 @@ def _plan_per_accelerator(spec: PlanSpec, opts, kv_bytes: float, target: float, 
         if progress:
             progress("goodput", i + 1, len(short))
         sc = _scenario(spec, [c], max(c.estimate_rps, 0.05), spec.verify_requests)
-        r = goodput(sc, seeds=spec.seeds, requests=spec.verify_requests, rel_tol=0.02)[0]
-        c.goodput_rps, c.verified = r.max_goodput_rps, r.max_goodput_rps > 0
+        r = goodput(sc, seeds=spec.seeds, requests=spec.verify_requests, rel_tol=0.02,
+                    tune=spec.tune)[0]
+        c.goodput_rps, c.verified, c.knobs = r.max_goodput_rps, r.max_goodput_rps > 0, r.knobs
         c.attainment = next((p.attainment for p in r.curve if p.rate_rps == r.max_goodput_rps),
                             None)
     return PlanResult(spec, target, considered, considered - len(short), len(short),
