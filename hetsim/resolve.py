@@ -130,6 +130,11 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
             # is the scenario's
             why = f"{e.file}: {e.message}" if e.file else e.message
             raise ConfigError(why, path=f"{where}.runtime") from None
+        if pool.kv_allocation is not None:
+            raise ConfigError("with a runtime, KV admission is the runtime's rule; set "
+                              "runtime: {name: ..., kv_admission: ...} instead",
+                              path=f"{where}.kv_allocation")
+        seqs_unset = pool.max_seqs is None
         rules = runtime_rules(spec, acc, pool.tp)
         # the runtime's host time per step replaces the profile's generic engine overhead
         acc = replace(acc, efficiency=replace(
@@ -152,7 +157,7 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
         raise ConfigError(_in_pool(mem, name), path=f"{where}.{mem.key}" if mem.key else where)
     if rules is not None:
         rules = replace(rules, max_batch_tokens=pool.max_batch_tokens, block_size=pool.block_size)
-        if rules.name == "sglang" and pool.max_seqs == rules.max_seqs:
+        if rules.name == "sglang" and seqs_unset:
             pool = replace(pool, max_seqs=sglang_max_running(mem.kv_tokens, model.max_context))
         rules = replace(rules, max_seqs=pool.max_seqs)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")

@@ -41,6 +41,8 @@ def make(kind, role, **kw):
     env = simpy.Environment()
     on_start = kw.pop("on_start", None)
     extra = {"on_start": on_start} if on_start else {}
+    if kw.pop("first_token", False):
+        extra["first_token"] = True
     return env, kind(env, f"{role}/0", pool(role, **kw), Step(), **extra)
 
 

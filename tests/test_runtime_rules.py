@@ -277,8 +277,9 @@ def _disagg(link, first_token):
 def test_a_slower_kv_link_raises_ttft_only_when_the_decode_side_shows_the_first_token():
     fast, slow = _disagg("roce-400g", "decode"), _disagg("tcp-25g", "decode")
     assert (slow["ttft_s"] > fast["ttft_s"]).all()
-    # the first token follows the KV's arrival and one decode step
-    assert (fast["first_token_s"] > fast["kv_ready_s"]).all()
+    # the first token is streamed once the KV has arrived and the decode side admits it
+    assert (fast["first_token_s"] >= fast["kv_ready_s"]).all()
+    assert (fast["first_token_s"] == fast["decode_start_s"]).all()
     fast, slow = _disagg("roce-400g", "prefill"), _disagg("tcp-25g", "prefill")
     assert list(slow["ttft_s"]) == list(fast["ttft_s"])
     assert (fast["first_token_s"] == fast["prefill_end_s"]).all()
@@ -315,3 +316,29 @@ def test_bad_moe_ep_names_its_key(model, extra, path, words):
     with pytest.raises(ConfigError) as e:
         _pool("vllm", model=model, acc="h200-sxm", **extra)
     assert e.value.path.endswith(path) and words in e.value.message
+
+
+
+def test_decode_side_first_token_keeps_tpot_unbiased():
+    """The prefill's token is streamed as the decode side admits the request, so the output -
+    1 decode steps fall between the first and the last token (a 2-token output: one step)."""
+    env, d = make(DecodeInstance, "decode", first_token=True)
+    r = req(0, 4, 2)
+    r.state = State.TRANSFERRING
+    d.reserve(r)
+    d.join(r)
+    env.run()
+    assert (r.first_token_s, r.last_token_s) == (0, 1.25)      # one step: 1 + 1/4
+
+
+def test_vllm_decode_side_samples_the_first_token_again():
+    """vLLM's disaggregated proxy discards the prefill's token: the decode side runs output
+    steps, the first token at the end of the first."""
+    env, d = make(DecodeInstance, "decode", first_token=True, rules=rules())
+    r = req(0, 4, 2)
+    r.state = State.TRANSFERRING
+    d.reserve(r)
+    d.join(r)
+    env.run()
+    assert (r.first_token_s, r.last_token_s) == (1.25, 2.5)
+    assert d.decode_tokens == 2

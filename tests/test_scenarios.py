@@ -94,12 +94,17 @@ VARIANT_REQUESTS = 120
 
 
 def _on_runtime(sc, runtime: str):
-    """``sc`` with every pool on ``runtime`` (its rules, sizes and kernel profile)."""
+    """``sc`` with every pool on ``runtime`` (its rules, sizes and kernel profile: the
+    idealised defaults a written scenario spells out are left to the runtime)."""
     from hetsim.resolve import scenario_from_dict
+    from hetsim.scenario import GENERIC_SIZES
     d = sc.to_dict()
     d["workload"]["requests"] = VARIANT_REQUESTS
     for placement in d["placements"].values():
         for pool in placement["pools"].values():
+            for k, v in GENERIC_SIZES.items():
+                if pool.get(k) == v:
+                    del pool[k]
             pool["runtime"] = runtime
     return scenario_from_dict(d, sc.source_file)
 

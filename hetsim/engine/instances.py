@@ -133,7 +133,10 @@ class DecodeInstance(Instance):
         super().__init__(*a, **kw)
         w = self.step.model.sliding_window
         self.window = w.size if w else 0   # 0: no windowed layers
-        r = self.rules   # a decode-only step runs padded to the next captured graph size
+        r = self.rules
+        #: vLLM's disaggregated proxy: the decode side samples the first token again
+        self.resample = r is not None and r.name == "vllm"
+        # a decode-only step runs padded to the next captured graph size
         self._pad = ([pad_batch(r, n) for n in range(r.graph_sizes[-1] + 1)]
                      if r is not None and r.cuda_graphs and r.graph_padding else None)
 
@@ -166,8 +169,16 @@ class DecodeInstance(Instance):
 
     def start_decode(self, r: Request) -> None:
         """The policy admitted ``r``: the first token came from prefill; output - 1 steps
-        remain."""
-        r.decode_start_s = self.env.now
+        remain. Where the client sees the first token from here (``first_token``) it is
+        streamed now, as SGLang PD and TRT-LLM's disaggregated server forward the prefill's
+        token; vLLM's proxy drops that token and the decode side samples it again
+        (``resample``: output steps, the first token at the end of the first)."""
+        now = r.decode_start_s = self.env.now
+        if self.first_token and r.first_token_s != r.first_token_s:     # NaN: not yet seen
+            if self.resample:
+                self._start(r, r.input_tokens, r.output_tokens)
+                return
+            r.first_token_s = now
         self._start(r, r.input_tokens + 1, r.output_tokens - 1)
 
     def _start(self, r: Request, ctx: int, remaining: int) -> None:
@@ -178,7 +189,7 @@ class DecodeInstance(Instance):
         heapq.heappush(self.active, (r.done_step, r.id, r.gen, r))
         self.running += 1
         self.ctx_sum += ctx
-        if self.first_token and r.first_token_s != r.first_token_s:   # NaN: not seen yet
+        if self.first_token and r.first_token_s != r.first_token_s:   # NaN: resampled here
             self._first.append((r.gen, r))
         if self.window:
             self._window_start(r, ctx)
@@ -318,7 +329,7 @@ class MixedInstance(DecodeInstance):
         if not self.fits(req):
             return super().refusal(req, whose)
         return (f"prompt over the token budget ({self.max_tokens}) without chunked prefill "
-                f"(TRT-LLM rejects it)")
+                f"(the runtime rejects it)")
 
     def submit(self, req: Request) -> simpy.Event:
         self.waiting.append(req)
@@ -331,7 +342,9 @@ class MixedInstance(DecodeInstance):
         self._extra += self.fetch_time(req)
 
     def _idle(self) -> simpy.Event:
-        return self.kv.wait_release() if self.waiting else self._sleep()
+        # a head waiting for KV waits for a release, and for KV handed over from a prefill
+        # pool (``join``), which needs no new blocks
+        return self.kv.wait_release() | self._sleep() if self.waiting else self._sleep()
 
     def _step_time(self) -> float | None:
         self.paused = False

@@ -61,10 +61,10 @@ class OnDemandDecodeInstance(DecodeInstance):
     def _idle(self) -> simpy.Event:
         return self.kv.wait_release() | self._sleep() if self.preempted else self._sleep()
 
-    def _take_extra(self) -> float:
-        extra = super()._take_extra()
-        self.preemption_s += extra
-        return extra
+    def _charge(self, seconds: float) -> None:
+        """Device time for a swap or a recompute, fused into the next iteration."""
+        self._extra += seconds
+        self.preemption_s += seconds
 
     def _start(self, r: Request, ctx: int, remaining: int) -> None:
         super()._start(r, ctx, remaining)
@@ -86,6 +86,15 @@ class OnDemandDecodeInstance(DecodeInstance):
         if self.pending:
             self.policy.admit(self)
         self._grow()
+        # growth may have preempted the whole batch (max_seqs 1): the sequences that wait
+        # would then wait on an idle instance; they run in the next step, as vLLM admits
+        # nothing new in a step that preempted
+        while self.pending and not self.running:
+            waiting = len(self.pending)
+            self.policy.admit(self)
+            self._grow()
+            if len(self.pending) == waiting:
+                break
 
     def resume(self, r: Request, blocks: int) -> None:
         """The policy re-admits preempted ``r`` with ``blocks`` (its whole context)."""
@@ -93,11 +102,11 @@ class OnDemandDecodeInstance(DecodeInstance):
         r.kv_blocks = blocks
         if r.swapped:
             self.host.release(r.swapped)
-            self._extra += self._swap_time(r.swapped * self.kv.block_size)
+            self._charge(self._swap_time(r.swapped * self.kv.block_size))
             r.swapped = 0
         else:   # recompute the KV of everything but the token this step writes
-            self._extra += (self.step.time([(r.ctx0 - 1, r.ctx0 - 1)])
-                            - self.step.pm.iteration_overhead)
+            self._charge(self.step.time([(r.ctx0 - 1, r.ctx0 - 1)])
+                         - self.step.pm.iteration_overhead)
             self.recomputed_tokens += r.ctx0 - 1
         self._start(r, r.ctx0, r.remaining)
 
@@ -122,7 +131,7 @@ class OnDemandDecodeInstance(DecodeInstance):
         if self.preemption_policy == "swap" and self.host.try_reserve(self.host.blocks(held)):
             v.swapped = self.host.blocks(held)
             tokens = self.step.model.kv_tokens(held)    # with the window's
-            self._extra += self._swap_time(tokens)
+            self._charge(self._swap_time(tokens))
             self.swapped_bytes += tokens * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
         self.kv.release(blocks)
         v.kv_blocks = 0
@@ -162,6 +171,6 @@ class OnDemandMixedInstance(MixedInstance, OnDemandDecodeInstance):
     victims (only decoding sequences are)."""
 
     def _idle(self) -> simpy.Event:
-        if self.waiting or self.preempted:
-            return self.kv.wait_release() | self._sleep()
-        return self._sleep()
+        if self.preempted and not self.waiting:
+            return OnDemandDecodeInstance._idle(self)
+        return MixedInstance._idle(self)

@@ -156,13 +156,21 @@ class RuntimePolicy(FcfsPolicy):
     the newest sequence is preempted by recompute) or their prompt + output KV (TRT-LLM, which
     never preempts), stopping at the first that does not fit. Without ``chunked`` a prompt
     joins only whole (a prompt over the whole budget is refused on arrival:
-    ``MixedInstance.fits``)."""
+    ``MixedInstance.accepts``). Without ``mixed`` a step that holds prompts holds nothing else
+    (``paused``: SGLang's prefill steps; the whole budget is the prompts')."""
 
     def __init__(self, chunked: bool = True, reserve_output: bool = False,
-                 overlap: bool = True):
+                 overlap: bool = True, mixed: bool = True):
         self.chunked, self.reserve_output, self.overlap = chunked, reserve_output, overlap
+        self.mixed = mixed
 
     def chunk(self, inst) -> tuple[list, list]:
+        plan = self._admit_chunks(inst)
+        if inst.prefilling and not self.mixed:
+            inst.paused = True
+        return plan
+
+    def _admit_chunks(self, inst) -> tuple[list, list]:
         budget = self._budget(inst)
         seqs = inst.running + len(inst.prefilling)
         queued = sum(r.input_tokens - done for r, done in inst.prefilling)
@@ -175,7 +183,7 @@ class RuntimePolicy(FcfsPolicy):
                 break
             if room is not None:        # an admission estimate (SGLang)
                 est = self._estimate(r)
-                if est + kv.block_size >= room:
+                if est + kv.block_size >= room and seqs:   # (an idle engine takes it)
                     break
             if overlap and not _ready(inst, r, bool(seqs)):
                 break
@@ -191,8 +199,9 @@ class RuntimePolicy(FcfsPolicy):
         return _split(inst, budget)
 
     def _budget(self, inst) -> int:
-        """The step's token budget left for prompts: the decodes take one token each."""
-        return inst.max_tokens - inst.running
+        """The step's token budget left for prompts: the decodes take one token each (none
+        in a prompts-only step)."""
+        return inst.max_tokens - (inst.running if self.mixed else 0)
 
     def _room(self, inst) -> float | None:
         """KV tokens an admission estimate may still hand out this step (None: no estimate;
@@ -219,9 +228,8 @@ class SglangPolicy(RuntimePolicy):
     CLIP = 4096                    # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
     INIT, MIN, DECAY_STEPS = 0.7, 0.7 * 0.14, 600
 
-    def __init__(self, mixed: bool = False, overlap: bool = True):
-        super().__init__(chunked=True, reserve_output=False, overlap=overlap)
-        self.mixed = mixed
+    def __init__(self, mixed: bool = False, overlap: bool = True, chunked: bool = True):
+        super().__init__(chunked=chunked, reserve_output=False, overlap=overlap, mixed=mixed)
         self._ratio0, self._since = self.INIT, 0   # ratio at decode step _since
 
     def ratio(self, step_no: int) -> float:
@@ -236,20 +244,11 @@ class SglangPolicy(RuntimePolicy):
         return (running * self.ratio(now)
                 + sum(min(r.output_tokens, clip) for r, _ in inst.prefilling))
 
-    def _budget(self, inst) -> int:
-        return inst.max_tokens - (inst.running if self.mixed else 0)
-
     def _room(self, inst) -> float:
         return inst.kv.free * inst.kv.block_size - self._expected(inst)
 
     def _estimate(self, r: Request) -> float:
         return r.input_tokens - r.cached_tokens + min(r.output_tokens, self.CLIP)
-
-    def chunk(self, inst) -> tuple[list, list]:
-        plan = super().chunk(inst)
-        if inst.prefilling and not self.mixed:
-            inst.paused = True
-        return plan
 
     def victim(self, inst) -> Request | None:
         best, key = None, None
@@ -270,7 +269,8 @@ def policy_for(rules) -> SchedulerPolicy:
     if rules is None:
         return FcfsPolicy()
     if rules.kv_admission == "estimate":
-        return SglangPolicy(mixed=rules.mixed_batches, overlap=rules.overlap)
+        return SglangPolicy(mixed=rules.mixed_batches, overlap=rules.overlap,
+                            chunked=rules.chunked_prefill)
     return RuntimePolicy(chunked=rules.chunked_prefill,
                          reserve_output=rules.kv_admission == "reserve-output",
-                         overlap=rules.overlap)
+                         overlap=rules.overlap, mixed=rules.mixed_batches)

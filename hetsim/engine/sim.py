@@ -57,6 +57,9 @@ class Simulation:
             [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
             for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
+        #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
+        #: (the longest, where pools differ); routing happens after it, on the load then
+        self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
         self.reqs: list[Request] = []
 
     def _build(self, pool: ResolvedPool) -> list:
@@ -113,8 +116,6 @@ class Simulation:
         if not any(d.fits(req) for d in self.receivers):
             req.drop("prompt + output exceed every decode instance's KV capacity")
             return
-        if p.frontend_s:
-            yield env.timeout(p.frontend_s)
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
         if layerwise:
             req.started = env.event()
@@ -152,11 +153,11 @@ class Simulation:
         elif not m.accepts(req):
             req.drop(m.refusal(req))
             return
-        if m.frontend_s:
-            yield self.env.timeout(m.frontend_s)
         yield m.submit(req)
 
     def _lifecycle(self, req: Request):
+        if self.frontend_s:     # the runtime's frontend, before any instance sees the request
+            yield self.env.timeout(self.frontend_s)
         if not self.prefills:
             yield from self._colocated(req)
         else:
