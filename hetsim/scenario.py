@@ -187,9 +187,10 @@ class KVTransfer:
         "slower than RDMA, ~4.5-5 GB/s per GPU)", positive))
     cross_site: CrossSite | None = None
     first_token: Literal["decode", "prefill"] = field(default="decode", metadata=meta(
-        "decode: the client sees the first token from the decode side, after the KV arrives "
-        "and the first decode step (vLLM's disaggregated proxy, SGLang PD, TRT-LLM's disagg "
-        "server, Dynamo) | prefill: when the prefill computes it (DistServe's convention)"))
+        "decode: the client sees the first token from the decode side, once the KV has "
+        "arrived and the decode side admits the request (vLLM's disaggregated proxy, SGLang "
+        "PD, TRT-LLM's disagg server, Dynamo) | prefill: when the prefill computes it "
+        "(DistServe's convention)"))
 
 
 @dataclass(frozen=True)
