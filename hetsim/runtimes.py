@@ -8,10 +8,10 @@ first token. :func:`rules` gives the rules a runtime applies by default on a giv
 the user's overrides (``runtime: {name: vllm, chunked_prefill: false}``) on top.
 
 Every default below was read in the runtime's own source or documentation; the file and
-version are in ``docs/runtime-rules.md`` (its section named beside each value). The one
-number no runtime states, the fixed per-request cost outside the engine (HTTP, tokenisation,
-detokenisation and streaming), is fitted on allowed measured runs
-(``benchmarks/fit_runtime_overheads.py``; DESIGN.md says which rows).
+version are in ``docs/runtime-rules.md`` (its section named beside each value). The two
+numbers no runtime states, the host time per step and per request (HTTP, tokenisation,
+streaming), are fitted on allowed measured runs (``benchmarks/fit_runtime_overheads.py``;
+DESIGN.md "Serving accuracy" says which rows).
 """
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ __all__ = ["RUNTIMES", "VERSIONS", "RuntimeSpec", "Rules", "rules", "kv_budget",
            "sglang_max_running", "pad_batch"]
 
 RUNTIMES = ("vllm", "sglang", "trtllm")
-#: the version each runtime's rules were read from (docs/runtime-rules.md, "Versions read");
-#: the kernel profiles are aiconfigurator-core's tables of the same versions
+#: the version each runtime's rules were read from (docs/runtime-rules.md, "Versions read"),
+#: and of the kernel tables its profiles carry; TRT-LLM's rules come from unpinned 1.3.0rc2x
+#: sources (no rc20 source was readable), rc20 is aiconfigurator-core's tables' version
 VERSIONS = {"vllm": "0.24.0", "sglang": "0.5.14", "trtllm": "1.3.0rc20"}
 GIB = 2 ** 30
 
@@ -40,9 +41,6 @@ GIB = 2 ** 30
 #: (2026-12-02: vLLM 47 rows, SGLang 12, TRT-LLM 46)
 STEP_OVERHEAD_S = {"vllm": 0.0, "sglang": 0.00242, "trtllm": 2.29e-05}
 REQUEST_OVERHEAD_S = {"vllm": 0.018, "sglang": 0.151, "trtllm": 0.0276}
-
-KV_ADMISSION = ("on-demand", "reserve-output", "estimate")
-
 
 @dataclass(frozen=True)
 class RuntimeSpec:
@@ -104,7 +102,7 @@ class Rules:
     block_size: int              # KV page, tokens
     chunked_prefill: bool
     mixed_batches: bool
-    kv_admission: str            # one of KV_ADMISSION
+    kv_admission: str            # on-demand | reserve-output | estimate
     cuda_graphs: bool
     graph_sizes: tuple[int, ...]  # captured decode batch sizes, ascending
     graph_padding: bool          # a batch between sizes pads up (else it runs eagerly)

@@ -47,7 +47,8 @@ class Instance:
         self.rules = rules = pool.rules      # the serving runtime's (None: idealised)
         self.policy = policy if policy is not None else policy_for(rules)
         self.overlap = rules is not None and rules.overlap
-        #: the runtime's per-request time outside the engine (frontend), paid before submit
+        #: the runtime's per-request time outside the engine (frontend; the simulation pays
+        #: it before routing)
         self.frontend_s = rules.request_overhead_s if rules is not None else 0.0
         self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate(),
                             window=kv_window(step.model), whole_window=self.whole_window)

@@ -69,11 +69,10 @@ class Simulation:
         step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats,
                          moe_ep=spec.moe_ep or 1)
         kind = _KINDS[spec.role]
-        on_demand = spec.on_demand or (pool.rules is not None
-                                       and pool.rules.kv_admission != "reserve-output")
-        if spec.role == "decode" and on_demand:
+        # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
+        if spec.role == "decode" and spec.on_demand:
             kind = OnDemandDecodeInstance
-        elif spec.role == "mixed" and pool.rules is not None and on_demand:
+        elif spec.role == "mixed" and pool.rules is not None and spec.on_demand:
             kind = OnDemandMixedInstance
         kw = {}
         if spec.role == "prefill" and self.early_routing:
