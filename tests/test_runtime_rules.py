@@ -342,3 +342,26 @@ def test_vllm_decode_side_samples_the_first_token_again():
     env.run()
     assert (r.first_token_s, r.last_token_s) == (1.25, 2.5)
     assert d.decode_tokens == 2
+
+
+def test_token_pages_grow_sixteen_tokens_at_a_time_and_keep_every_token():
+    """SGLang's page of 1 token: growth takes 16 pages at once (one event per 16 tokens), never
+    past the sequence's last context; under pressure requests are retracted and recomputed,
+    and every token is still produced."""
+    R = rules(name="sglang", kv_admission="estimate", mixed_batches=False)
+    env, m = make(OnDemandMixedInstance, "mixed", kv_blocks=60, max_tokens=16, block_size=1,
+                  rules=R)
+    assert m.grain == 16
+    rs = [req(i, 4, 20) for i in range(4)]
+    for r in rs:
+        m.submit(r)
+    env.run()
+    assert all(r.state is State.COMPLETED for r in rs)
+    assert m.decode_tokens == sum(r.output_tokens - 1 for r in rs)
+    assert m.kv.used == 0 and m.kv.peak <= 60
+    # alone, a sequence of 4 + 20 tokens never holds more than its 23 written contexts
+    env, m = make(OnDemandMixedInstance, "mixed", kv_blocks=60, max_tokens=16, block_size=1,
+                  rules=R)
+    m.submit(req(0, 4, 20))
+    env.run()
+    assert m.kv.peak == 4 + 19

@@ -51,6 +51,10 @@ class OnDemandDecodeInstance(DecodeInstance):
             self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
                 self.pool.memory.kv_bytes_per_token * spec.tp * spec.block_size))
         self.host_link = self.pool.offload_link
+        #: blocks taken per growth: token-granular pages (SGLang's page 1) grow 16 tokens at
+        #: a time, one heap event per 16 tokens instead of per token (a sequence holds at most
+        #: 15 tokens it has not written yet); larger blocks grow one at a time
+        self.grain = 16 if spec.block_size == 1 else 1
 
     def _gate(self):
         return lambda: not self.preempted   # preempted sequences go before new reservations
@@ -138,13 +142,18 @@ class OnDemandDecodeInstance(DecodeInstance):
         self.preempted.appendleft(v)
 
     def _grow(self) -> None:
-        """Give each sequence crossing a block boundary this step its next block."""
-        grow, kv = self.grow, self.kv
+        """Give each sequence crossing a block boundary this step its next blocks (``grain``
+        at a time, fewer near its last token)."""
+        grow, kv, bs = self.grow, self.kv, self.kv.block_size
         while grow and grow[0][0] <= self.step_no:
             _, _, gen, r = heapq.heappop(grow)
             if r.gen != gen:
                 continue
-            while kv.free < 1:
+            n = 1
+            if self.grain > 1:      # blocks up to the context of its last step, at most grain
+                last = r.ctx0 + r.done_step - 1 - r.step0
+                n = min(self.grain, -(-last // bs) - (r.kv_blocks - kv.window_blocks(r.ctx0)))
+            while kv.free < n:
                 v = self.policy.victim(self)
                 assert v is not None, "a running sequence must be preemptible"
                 self._preempt(v)
@@ -152,8 +161,8 @@ class OnDemandDecodeInstance(DecodeInstance):
                     break
             if r.gen != gen:   # it was the victim
                 continue
-            kv.take(1)
-            r.kv_blocks += 1
+            kv.take(n)
+            r.kv_blocks += n
             self._schedule_growth(r)
         assert kv.used <= kv.capacity, "KV blocks over-committed"
 
