@@ -29,7 +29,7 @@ from .resolve import resolve_scenario, scenario_from_dict
 from .scenario import Scenario
 from .workload import DEFAULT_REQUESTS, generate
 
-__all__ = ["GoodputResult", "search", "goodput", "TUNABLE"]
+__all__ = ["GoodputResult", "search", "goodput", "TUNABLE", "set_knobs"]
 
 #: knobs ``tune`` may search: pool keys, and runtime rules (set in the pool's ``runtime:``)
 TUNABLE = {"max_seqs": "pool", "max_batch_tokens": "pool", "chunked_prefill": "runtime"}
@@ -56,7 +56,7 @@ class GoodputResult:
     curve: list[Point] = field(default_factory=list)
     bracketed: bool = True         # False: never passed, or passed at the highest rate tried
     knobs: dict = field(default_factory=dict)     # tuned: the chosen values
-    tuning: list = field(default_factory=list)    # tuned: [(knobs, goodput r/s or None)]
+    tuning: list = field(default_factory=list)    # tuned: [(knobs, r/s or None, why not)]
 
     def to_json(self) -> dict:
         knee = next((p for p in self.curve if p.rate_rps == self.max_goodput_rps), None)
@@ -178,17 +178,23 @@ def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3
         raise e.with_file(sc.source_file) from None
 
 
+def set_knobs(pool: dict, knobs: dict) -> None:
+    """Set tuned ``knobs`` on a pool as a scenario writes it: pool keys, or rules in its
+    ``runtime:`` (a bare name becomes a mapping)."""
+    for k, v in knobs.items():
+        if TUNABLE[k] == "pool":
+            pool[k] = v
+        else:
+            rt = pool["runtime"]
+            pool["runtime"] = {**(rt if isinstance(rt, dict) else {"name": rt}), k: v}
+
+
 def _variant(sc: Scenario, name: str, knobs: dict) -> Scenario:
     """``sc`` with only placement ``name``, every pool of it set to ``knobs``."""
     d = sc.to_dict()
     d["placements"] = {name: d["placements"][name]}
     for pool in d["placements"][name]["pools"].values():
-        for k, v in knobs.items():
-            if TUNABLE[k] == "pool":
-                pool[k] = v
-            else:
-                rt = pool["runtime"]
-                pool["runtime"] = {**(rt if isinstance(rt, dict) else {"name": rt}), k: v}
+        set_knobs(pool, knobs)
     return scenario_from_dict(d, sc.source_file)
 
 

@@ -127,3 +127,19 @@ def test_every_shipped_scenario_runs_under_each_runtime(path, runtime):
     assert (done["ttft_s"] > 0).all() and (done["e2e_s"] >= done["ttft_s"]).all()
     again = hetsim.run(sc).requests
     assert again.equals(df)
+
+
+def test_runtimes_scenario_shows_trtllm_refusing_unchunked_long_prompts():
+    """scenarios/runtimes.yaml as its comments say: TRT-LLM without chunked context drops the
+    prompts over its 8192-token budget, with the reason; with chunking it serves every one;
+    every placement runs on the same requests."""
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "runtimes.yaml"), 400)
+    df = hetsim.run(sc).requests
+    long = df["input_tokens"] > 8192
+    assert long.any()
+    trt, chunked = df[df["placement"] == "trtllm"], df[df["placement"] == "trtllm-chunked"]
+    assert (trt.loc[long, "state"] == "dropped").all()
+    assert trt.loc[long, "drop_reason"].str.contains("without chunked prefill").all()
+    assert (trt.loc[~long, "state"] == "completed").all()
+    assert (chunked["state"] == "completed").all()
+    assert df.groupby("placement")["input_tokens"].sum().nunique() == 1   # identical requests

@@ -12,7 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from ..goodput import TUNABLE
+from ..goodput import set_knobs
 from ..hardware import load_interconnect
 from .spec import PlanSpec
 
@@ -56,10 +56,8 @@ class Candidate:
             pools[role] = {"role": role, "accelerator": o.acc, "instances": n, "tp": o.tp,
                            "precision": o.precision, "price_usd_per_hour": o.price / o.tp}
             if self.runtime:
-                rules = {k: v for k, v in self.knobs.items() if TUNABLE[k] == "runtime"}
-                pools[role]["runtime"] = {"name": self.runtime, **rules} if rules else \
-                    self.runtime
-            pools[role].update({k: v for k, v in self.knobs.items() if TUNABLE[k] == "pool"})
+                pools[role]["runtime"] = self.runtime
+            set_knobs(pools[role], self.knobs)
         pl = {"pools": pools, "router": "least-loaded"}
         if self.link and self.first_token != "decode":
             pl["kv_transfer"] = {"link": self.link, "first_token": self.first_token}
