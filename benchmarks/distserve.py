@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import hetsim
-from hetsim import plan as plan_mod
-from hetsim.plan import capacity as plan_capacity
+from hetsim import planner as plan_mod
+from hetsim.planner import capacity as plan_capacity
 from hetsim.engine import sim as sim_mod
 from hetsim.perf import PerfModel, StepModel
 

@@ -29,7 +29,7 @@ import dataclasses
 import numpy as np
 
 from hetsim import load_model
-from hetsim.goodput import Point, search
+from hetsim.goodput_search import Point, search
 from hetsim.workload import generate
 
 # DistServe's fits, ms (profiler-a100-80g.distserve.json, OPT-13B): per TP degree

@@ -1,6 +1,7 @@
 """``hetsim.run``: a scenario in, a result with ``.summary`` and ``.requests`` DataFrames out."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +12,10 @@ from .engine.stats import SimResult
 from .errors import ConfigError, match_name
 from .metrics import records_frame, summarize
 from .resolve import resolve_scenario
-from .scenario import Scenario, read_scenario
+from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
 
-__all__ = ["Result", "run", "prepare", "memory_estimate"]
+__all__ = ["Result", "run", "prepare", "memory_estimate", "plain", "run_summaries"]
 
 
 @dataclass
@@ -96,13 +97,15 @@ def prepare(sc: Scenario, placements: list[str] | None = None):
     return model, {n: resolved[n] for n in names}, reqs
 
 
-def run(scenario: "Scenario | str | Path", placements: list[str] | None = None,
-        progress=None) -> Result:
+def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None = None,
+        progress=None, *, overrides: dict | None = None) -> Result:
     """Simulate every placement (or those named) on the identical request stream.
 
+    ``scenario``: a file path, a mapping as a scenario file parses, or a Scenario;
+    ``overrides``: {key path: value} set on it first (``{"workload.arrival.rate_rps": 12}``).
     ``progress(placement, done, total)`` is called as requests finish (for progress bars).
     """
-    sc = scenario if isinstance(scenario, Scenario) else read_scenario(scenario)
+    sc = as_scenario(scenario, overrides)
     model, resolved, reqs = prepare(sc, placements)
     summaries, frames, staging = [], [], []
     for name, pl in resolved.items():
@@ -127,3 +130,15 @@ def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
             rows += [(name, inst.name, t, b, b * pool.spec.block_size) for t, b in inst.timeline]
     return pd.DataFrame(rows, columns=["placement", "instance", "t_s", "held_blocks",
                                        "held_tokens"])
+
+
+def plain(sc: Scenario) -> tuple[str, str | None]:
+    """A scenario as a task carries it to another process: its JSON text and the absolute
+    path its relative files resolve against."""
+    return (json.dumps(sc.to_dict(), sort_keys=True),
+            str(Path(sc.source_file).resolve()) if sc.source_file else None)
+
+
+def run_summaries(text: str, source: str | None) -> list[dict]:
+    """``run(...).summaries`` of a scenario as :func:`plain` carries it (an executor's task)."""
+    return run(parse_scenario(json.loads(text), source)).summaries

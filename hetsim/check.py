@@ -1,7 +1,7 @@
 """``hetsim check``: CI regression of capacity plans.
 
 Its input is a checks file: a scenario with expectations (not ``hetsim plan``'s spec, which
-lives in :mod:`hetsim.plan`). ``expect:`` at the top level applies to every placement,
+lives in :mod:`hetsim.planner`). ``expect:`` at the top level applies to every placement,
 ``expect:`` inside a placement to that one (and wins on the same metric). Metrics are the keys
 of the run summary, nested ones dotted (``ttft_s.p99``, ``link_utilization.prefill.nic.max``).
 The run is deterministic, so a stored baseline of every numeric metric catches silent model
@@ -69,10 +69,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_checks(path: str | Path) -> CheckSpec:
+def load_checks(path: str | Path, overrides: dict | None = None,
+                label: str = "overrides") -> CheckSpec:
     """Read a checks file: the scenario and its expectations, validated (metric names
-    included) before anything runs."""
-    from .scenario import parse_scenario
+    included) before anything runs; ``overrides`` ({key path: value}) set on the scenario."""
+    from .scenario import as_scenario, parse_scenario
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("a checks file must be a mapping (a scenario with expect:)",
@@ -90,7 +91,9 @@ def load_checks(path: str | Path) -> CheckSpec:
                 per[name] = {} if pl.get("expect") is None else pl["expect"]
                 pl.pop("expect")
                 placements[name] = pl
-    sc = parse_scenario(raw, path)    # resolved once, by the run (or validate's prepare)
+    # resolved once, by the run (or validate's prepare)
+    sc = (as_scenario(raw, overrides, label, file=str(path)) if overrides
+          else parse_scenario(raw, path))
     expects = {}
     for name in sc.placements:
         merged = {}   # a placement's own expectation wins over the top-level one

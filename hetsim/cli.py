@@ -27,9 +27,9 @@ def _cmd_run(args) -> int:
     from .api import run
     from .report import format_table, run_title, write_outputs
     from .outputs import check_output_dir
-    from .scenario import read_scenario
+    from .scenario import as_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
-    sc = read_scenario(args.scenario)     # resolved once, by run
+    sc = as_scenario(args.scenario, _overrides(args), "--set")     # resolved once, by run
     with _progress(args, unit="requests", delay_s=2.0) as progress:
         result = run(sc, placements=args.placement or None, progress=progress)
     if out:
@@ -41,6 +41,43 @@ def _cmd_run(args) -> int:
         if args.out:
             print(f"wrote {args.out}/ (summary.json, requests.csv, scenario.resolved.yaml, plots)")
     return 0
+
+
+def _set_arg(text: str):
+    """``--set PATH=VALUE`` (VALUE read as YAML)."""
+    from .overrides import parse_assignment
+    try:
+        return parse_assignment(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
+def _overrides(args) -> dict:
+    """``--set`` pairs in the order given (a path set twice: the last wins)."""
+    return dict(args.set or ())
+
+
+def _executor(args):
+    """The executor ``--executor/--jobs/--address`` name (a context manager)."""
+    from .executors import make_executor
+    return make_executor(args.executor, args.jobs, args.address)
+
+
+def _add_set(p) -> None:
+    p.add_argument("--set", action="append", type=_set_arg, metavar="PATH=VALUE",
+                   help="set a key path first (repeatable; VALUE in YAML): e.g. --set "
+                   "workload.arrival.rate_rps=12 --set placements.NAME.pools.decode.instances=4")
+
+
+def _add_executor(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where simulations run: local processes (default) or a Ray cluster "
+                   "(pip install 'hetsim[ray]'); results are identical on either")
+    p.add_argument("--jobs", type=lambda t: _positive_int(t, most=4096), metavar="N",
+                   help="local: worker processes (default 1: this process); ray: CPUs of a "
+                   "local Ray instance")
+    p.add_argument("--address", metavar="ADDR", help="ray: the cluster (auto, "
+                   "ray://host:port; default: start a local Ray)")
 
 
 def _pct(text: str, positive: bool = False) -> float:
@@ -76,7 +113,7 @@ def _knobs(knobs: dict) -> str:
 
 def _tune_arg(text: str) -> tuple[str, list]:
     """``max_seqs=64,128`` -> ("max_seqs", [64, 128]) (argparse reports a ValueError's text)."""
-    from .goodput import TUNABLE
+    from .goodput_search import TUNABLE
     key, eq, values = text.partition("=")
     if key not in TUNABLE or not eq or not values:
         raise argparse.ArgumentTypeError(f"expected KNOB=V1,V2,... with KNOB one of "
@@ -94,19 +131,27 @@ def _tune_arg(text: str) -> tuple[str, list]:
 
 def _cmd_goodput(args) -> int:
     from .api import check_memory
-    from .goodput import goodput
-    from .scenario import read_scenario
+    from .goodput_search import goodput
+    from .scenario import as_scenario
     if args.requests:
         check_memory(args.requests, 1, path="--requests")
-    sc = read_scenario(args.scenario)     # resolved once, by goodput
-    with _progress(args, prefix="goodput", unit="rates simulated") as progress:
+    sc = as_scenario(args.scenario, _overrides(args), "--set")     # resolved once, by goodput
+    out_dir = None
+    if args.out:
+        from .outputs import check_output_dir
+        out_dir = check_output_dir(args.out, args.force)
+    with _executor(args) as ex, _progress(args, prefix="goodput",
+                                          unit="rates simulated") as progress:
         res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
                       rel_tol=args.tolerance, progress=progress,
-                      tune=dict(args.tune) if args.tune else None)
+                      tune=dict(args.tune) if args.tune else None, executor=ex)
     out = {"scenario": sc.name, "slo": {"ttft_s": sc.slo.ttft_s, "tpot_s": sc.slo.tpot_s,
                                         "attainment": sc.slo.attainment,
                                         "percentile": sc.slo.percentile},
            "placements": [r.to_json() for r in res]}
+    if out_dir:
+        from .report import write_goodput
+        write_goodput(out, sc, out_dir)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -129,6 +174,8 @@ def _cmd_goodput(args) -> int:
     print(text_table(rows, numeric=True))
     if any(not r["bracketed"] for r in out["placements"]):
         print("* not bracketed: the SLO held at the highest rate tried, or failed at the lowest")
+    if out_dir:
+        print(f"wrote {out_dir.path}/ (goodput.json, curves.csv, attainment and latency plots)")
     return 0
 
 
@@ -136,7 +183,8 @@ def _cmd_check(args) -> int:
     from .check import (baseline_json, format_results, junit_xml, load_baseline, load_checks,
                         run_check)
     from .outputs import check_output_file, write_text_atomic
-    checks = load_checks(args.plan)      # reads and checks; nothing runs before the outputs
+    # reads and checks; nothing runs before the outputs
+    checks = load_checks(args.plan, _overrides(args), "--set")
     baseline_path = Path(args.baseline) if args.baseline else None
     target = junit = baseline = None
     if args.update_baseline:
@@ -181,13 +229,14 @@ def _cmd_check(args) -> int:
 def _cmd_plan(args) -> int:
     import yaml
     from .outputs import check_output_dir
-    from .plan import by_cost, load_plan_spec, plan
+    from .planner import by_cost, load_plan_spec, plan
     from .plots import plan_png
     out = check_output_dir(args.out, args.force)
-    spec = load_plan_spec(args.spec)
+    spec = load_plan_spec(args.spec, _overrides(args), "--set")
     try:
-        with _progress(args, prefix="plan", unit="candidates") as progress:
-            res = plan(spec, progress)
+        with _executor(args) as ex, _progress(args, prefix="plan",
+                                              unit="candidates") as progress:
+            res = plan(spec, progress, executor=ex)
     except ConfigError as e:
         raise e.with_file(args.spec) from None
 
@@ -226,6 +275,44 @@ def _cmd_plan(args) -> int:
               "no candidate met the SLO at the target rate within the inventory and budget")
     print(f"wrote {out.path}/plan.yaml and {out.path}/pareto.png")
     return 0 if best else 1
+
+
+def _cmd_sweep(args) -> int:
+    from .outputs import check_output_dir
+    from .report import text_table
+    from .sweeps import load_sweep, sweep, write_sweep
+    out = check_output_dir(args.out, args.force) if args.out else None
+    spec = load_sweep(args.sweep, _overrides(args))
+    cache = False if args.no_cache else (args.cache_dir or True)
+    # the executor starts (a Ray cluster is reached) once every point has been checked
+    with _progress(args, unit="simulations") as progress:
+        res = sweep(spec, executor=args.executor, jobs=args.jobs, address=args.address,
+                    cache=cache, progress=progress)
+    if out:
+        write_sweep(res, out, csv=args.csv)
+    goodput = spec.measure == "goodput"
+    metrics = ([("goodput r/s", "max_goodput_rps", "{:.3g}"), ("$/h", "cost_per_hour_usd",
+                "{:.2f}"), ("r/s per $/h", "per_dollar_hour_rps", "{:.3g}")] if goodput else
+               [("TTFT p99", "ttft_s.p99", "{:.3f}"), ("TPOT p99", "tpot_s.p99", "{:.4f}"),
+                ("goodput r/s", "goodput_rps", "{:.2f}"), ("$/h", "cost_per_hour_usd", "{:.2f}"),
+                ("SLO met", "meets_slo", "{:.0%}")])
+    short = [p.rsplit(".", 1)[-1] for p in res.axes]
+    rows = [("point", *short, "placement", *(h for h, _, _ in metrics))]
+    for _, r in res.summary.iterrows():
+        rows.append((str(r["point"]), *(str(r[a]) for a in res.axes), str(r["placement"]),
+                     *("-" if pd_isna(r.get(c)) else f.format(r[c]) for _, c, f in metrics)))
+    seeds = f"{len(spec.seeds or [0])} seed{'s' if len(spec.seeds or [0]) > 1 else ''}"
+    print(f"{res.scenario.name}: {len(res.points)} points x {seeds}, measure {spec.measure}; "
+          f"{res.computed} simulated, {res.cached} from the cache, {res.wall_s:.1f} s"
+          + ("; means over seeds" if len(spec.seeds or [0]) > 1 else ""))
+    print(text_table(rows, numeric=True))
+    if out:
+        print(f"wrote {out.path}/ (results.parquet, summary.parquet, sweep.json, plots)")
+    return 0
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _cmd_validate(args) -> int:
@@ -296,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--placement", action="append", metavar="NAME",
                    help="run only this placement (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _add_set(r)
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("scenario", nargs="+")
@@ -318,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(positive integers), chunked_prefill (true,false); the best combination's "
                    "goodput is reported with its knobs")
     g.add_argument("--json", action="store_true")
+    g.add_argument("--out", metavar="DIR", help="write goodput.json, curves.csv and the "
+                   "attainment and latency plots to DIR (new, empty, or a previous hetsim output)")
+    g.add_argument("--force", action="store_true", help=_FORCE_HELP)
     g.add_argument("-q", "--quiet", action="store_true")
+    _add_set(g)
+    _add_executor(g)
     g.set_defaults(func=_cmd_goodput)
     pl = sub.add_parser("plan", help="cheapest clusters from an inventory that meet a target "
                         "load (analytical pruning, then simulation)")
@@ -328,7 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "previous hetsim output)")
     pl.add_argument("--force", action="store_true", help=_FORCE_HELP)
     pl.add_argument("-q", "--quiet", action="store_true")
+    _add_set(pl)
+    _add_executor(pl)
     pl.set_defaults(func=_cmd_plan)
+    sw = sub.add_parser("sweep", help="run a sweep file: a scenario over a grid of key paths "
+                        "and seeds, one tidy table out")
+    sw.add_argument("sweep", help="sweep YAML (scenario, grid, zip, seeds, measure)")
+    sw.add_argument("--out", metavar="DIR", help="write results.parquet, summary.parquet, "
+                    "sweep.json, the base scenario and plots to DIR (new, empty, or a previous "
+                    "hetsim output)")
+    sw.add_argument("--csv", action="store_true", help="with --out: CSV copies of the tables")
+    sw.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    sw.add_argument("--no-cache", action="store_true", help="simulate every point again "
+                    "(finished points are kept in the cache and reused otherwise)")
+    sw.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default "
+                    "$HETSIM_CACHE_DIR, else ~/.cache/hetsim)")
+    sw.add_argument("-q", "--quiet", action="store_true")
+    _add_set(sw)
+    _add_executor(sw)
+    sw.set_defaults(func=_cmd_sweep)
     c = sub.add_parser("check", help="run a checks file and check its expectations and "
                        "baseline (exit 0 pass, 1 regression, 2 bad input)")
     c.add_argument("plan", help="checks file: a scenario YAML with expect: blocks")
@@ -339,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline from this run (on purpose)")
     c.add_argument("-v", "--verbose", action="store_true", help="list passing baseline metrics")
+    _add_set(c)
     c.set_defaults(func=_cmd_check)
     from .calibrate.cli import build_parser as calibrate_parser
     calibrate_parser(sub.add_parser("calibrate", help="fit a profile to torch measurements on "

@@ -21,7 +21,7 @@ import yaml
 
 from .errors import ConfigError, suggest
 
-__all__ = ["build", "meta", "read_yaml", "positive", "non_negative", "fraction", "power_of_two",
+__all__ = ["build", "meta", "read_yaml", "parse_yaml_text", "positive", "non_negative", "fraction", "power_of_two",
            "at_least_one", "read_json", "MAX_INPUT_BYTES"]
 
 
@@ -161,19 +161,23 @@ def _check_depth(obj, file: str) -> None:
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file strictly; every problem is a one-line ConfigError naming the file
     (and the line, for syntax errors and duplicate keys)."""
-    text = _read_text(path)
+    return parse_yaml_text(_read_text(path), str(path))
+
+
+def parse_yaml_text(text: str, file: str) -> Any:
+    """:func:`read_yaml` for text already in hand (``file`` names it in errors)."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
     except ConfigError as e:
-        raise e.with_file(str(path)) from None
+        raise e.with_file(file) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"YAML syntax error at {where}{problem}", file=str(path)) from None
+        raise ConfigError(f"YAML syntax error at {where}{problem}", file=file) from None
     except RecursionError:
-        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=str(path)) from None
-    _check_depth(data, str(path))
+        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=file) from None
+    _check_depth(data, file)
     return data
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import yaml
 
 from .outputs import OutputDir, check_output_dir
-from .plots import run_pngs
+from .plots import goodput_pngs, run_pngs
 from .workload import written
 
-__all__ = ["format_table", "run_title", "text_table", "write_outputs"]
+__all__ = ["format_table", "run_title", "text_table", "write_outputs", "goodput_curves",
+           "write_goodput"]
 
 # (header, getter, format)
 COLUMNS = [
@@ -90,4 +91,27 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
     target.write("run", fill)
+    return target.path
+
+
+def goodput_curves(out: dict):
+    """One row per (placement, rate tried) of a goodput result's JSON (``goodput.json``)."""
+    import pandas as pd
+    return pd.DataFrame([{"placement": p["name"], **pt} for p in out["placements"]
+                         for pt in p["curve"]])
+
+
+def write_goodput(out: dict, scenario, target: OutputDir) -> Path:
+    """``hetsim goodput --out``: goodput.json, curves.csv (every rate tried), the scenario as
+    searched and the attainment and latency plots."""
+    curves = goodput_curves(out)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "goodput.json").write_text(json.dumps(out, indent=2) + "\n")
+        curves.to_csv(tmp / "curves.csv", index=False)
+        sc = scenario.to_dict()
+        sc["workload"] = written(sc["workload"])
+        (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
+        goodput_pngs(curves, out, tmp)
+    target.write("goodput", fill)
     return target.path

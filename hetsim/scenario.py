@@ -6,17 +6,19 @@ loads every name (model, accelerators, links) and checks precision support and m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
 from .errors import ConfigError, suggest
+from .overrides import apply_overrides, blame
 from .precision import Formats, Precision, unknown_precision
 from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario"]
+           "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario", "as_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: a pool's sizes without a runtime (with one, the runtime's defaults: hetsim.runtimes)
@@ -288,12 +290,38 @@ def read_scenario(path: str | Path) -> Scenario:
     return parse_scenario(read_yaml(path), path)
 
 
-def parse_scenario(raw, path: str | Path) -> Scenario:
+def parse_scenario(raw, path: str | Path | None) -> Scenario:
     """Check a parsed scenario that came from ``path`` against the schema (errors name it;
-    relative paths in it resolve against its folder)."""
-    path = str(path)
+    relative paths in it resolve against its folder; None: built in Python, relative paths
+    resolve against the working folder)."""
+    path = None if path is None else str(path)
     try:
         sc = build(Scenario, raw)
     except ConfigError as e:
         raise e.with_file(path) from None
     return Scenario(**{**sc.__dict__, "source_file": path})
+
+
+def as_scenario(scenario: "Scenario | str | Path | Mapping", overrides: Mapping | None = None,
+                label: str = "overrides", file: str | None = None) -> Scenario:
+    """A scenario from a file path, a mapping (as a scenario file parses) or a Scenario, with
+    ``overrides`` ({key path: value}, :mod:`hetsim.overrides`) applied and checked. Errors name
+    the file and key path, and ``(set by LABEL)`` when an override caused them. A mapping
+    parsed from a file names it in ``file`` (its relative paths resolve there)."""
+    if isinstance(scenario, Scenario):
+        if not overrides:
+            return scenario
+        raw, file = scenario.to_dict(), scenario.source_file
+    elif isinstance(scenario, Mapping):
+        raw = scenario
+    elif isinstance(scenario, (str, Path)):
+        raw, file = read_yaml(scenario), str(scenario)
+    else:
+        raise TypeError(f"a scenario is a path, a mapping or a Scenario, not "
+                        f"{type(scenario).__name__}")
+    if not overrides:
+        return parse_scenario(raw, file)
+    try:
+        return parse_scenario(apply_overrides(raw, overrides, Scenario), file)
+    except ConfigError as e:
+        raise blame(e.with_file(file), overrides, label) from None

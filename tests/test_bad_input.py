@@ -790,7 +790,7 @@ def test_bases_are_valid(tmp_path, monkeypatch, capsys, files, argv):
 
 def test_base_plan_spec_and_check_plan_are_valid(tmp_path, monkeypatch, capsys):
     from hetsim.check import load_baseline, load_checks
-    from hetsim.plan import load_plan_spec
+    from hetsim.planner import load_plan_spec
     write_files(tmp_path, {"p.yaml": PLAN, "c.yaml": CHECK, "b.json": json.dumps(BASELINE)})
     monkeypatch.chdir(tmp_path)
     load_plan_spec("p.yaml")

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from hetsim.cli import main
 from hetsim.config import build
 from hetsim.errors import ConfigError
-from hetsim.plan import PlanSpec, load_plan_spec
+from hetsim.planner import PlanSpec, load_plan_spec
 from hetsim.workload import WorkloadSpec, generate
 
 from .conftest import ROOT

@@ -10,7 +10,7 @@ import yaml
 
 import hetsim
 from hetsim.cli import main
-from hetsim.goodput import Point, goodput, search
+from hetsim.goodput_search import Point, goodput, search
 
 from .conftest import ROOT, scenario_from
 
@@ -268,7 +268,7 @@ def test_planner_plans_pass_their_own_verification(tmp_path, capsys):
 
 
 def test_planner_respects_caps_and_budget(tmp_path, capsys):
-    from hetsim.plan import load_plan_spec, plan
+    from hetsim.planner import load_plan_spec, plan
     spec = load_plan_spec(small_spec(tmp_path, budget_usd_per_hour=4.0))
     res = plan(spec)
     for c in res.verified:
@@ -311,7 +311,7 @@ def test_distserve_method_reproduces_its_published_simulator_output():
 
     import numpy as np
 
-    from hetsim.plan import load_plan_spec
+    from hetsim.planner import load_plan_spec
     from hetsim.workload import generate
     ref = _distserve_ref()
     w = load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml").workload
@@ -335,7 +335,7 @@ def test_planner_reproduces_distserves_placement_search():
     simulator method (its step-time fits, batching and metric rules) on the same requests,
     seeds and search. DistServe's published 1.56 req/s per GPU is not reproducible from its
     published inputs (README "DistServe's placement search")."""
-    from hetsim.plan import load_plan_spec, plan
+    from hetsim.planner import load_plan_spec, plan
     from hetsim.resolve import scenario_from_dict
     spec = load_plan_spec(ROOT / "examples" / "plan" / "distserve-opt13b.yaml")
     res = plan(spec)

@@ -15,7 +15,7 @@ ROOT = Path(hetsim.__file__).parent
 #: its modules unless one of them is named on its own.
 LAYERS = [
     ["errors"],
-    ["config", "columns", "progress", "plots", "outputs"],
+    ["config", "columns", "progress", "plots", "outputs", "overrides", "executors"],
     ["precision"],
     ["hardware", "models", "workload", "kerneldb", "runtimes"],
     ["perf"],
@@ -26,8 +26,9 @@ LAYERS = [
     ["metrics"],
     ["report"],
     ["api"],
-    ["goodput"],
-    ["plan", "check"],
+    ["goodput_search"],
+    ["planner", "check"],
+    ["sweeps"],
     ["cli", "__main__", "calibrate.__main__"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

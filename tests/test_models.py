@@ -224,7 +224,7 @@ def test_kv_bytes_bounds(tokens, name, tp):
 def test_sliding_window_models_load_plan_and_run(tmp_path):
     """gpt-oss runs (tests/test_sliding_window.py checks how): a scenario resolves, a plan
     spec reads, and the step model and memory plan accept it."""
-    from hetsim.plan import load_plan_spec
+    from hetsim.planner import load_plan_spec
     m, h100 = hetsim.load_model("gpt-oss-20b"), hetsim.load_accelerator("h100-sxm")
     hetsim.StepModel(m, hetsim.PerfModel(h100), 1, "bf16")
     assert hetsim.memory_plan(m, h100, 1, "bf16").kv_tokens > 0

@@ -1,4 +1,4 @@
-"""The planner's closed-form capacity model (hetsim.plan.capacity): what one instance sustains.
+"""The planner's closed-form capacity model (hetsim.planner.capacity): what one instance sustains.
 
 Metamorphic: a looser SLO never lowers a capacity, a slower prompt never raises it, more KV
 memory never lowers decode capacity; the prefill rate is the M/D/1 knee it claims to be; the
@@ -12,8 +12,8 @@ from hetsim.config import build
 from hetsim.hardware import load_accelerator
 from hetsim.models import load_model
 from hetsim.perf import PerfModel, StepModel
-from hetsim.plan import PlanSpec
-from hetsim.plan.capacity import (MAX_DECODE_BATCH, P90_OVER_MEAN_WAIT, TPOT_MARGIN,
+from hetsim.planner import PlanSpec
+from hetsim.planner.capacity import (MAX_DECODE_BATCH, P90_OVER_MEAN_WAIT, TPOT_MARGIN,
                                   colocated_rate, decode_rate, options, prefill_rate)
 
 SPEC = {

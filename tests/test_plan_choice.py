@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hetsim.cli import main
-from hetsim.plan import Candidate, Option, PlanResult, load_plan_spec, pareto, plan
+from hetsim.planner import Candidate, Option, PlanResult, load_plan_spec, pareto, plan
 
 from .conftest import ROOT
 
@@ -78,7 +78,7 @@ def test_plan_cli_names_the_best_equally_cheap_plan_and_sorts_by_cost_then_goodp
     bf16, fp8 = _cand("bf16", 23.1), _cand("fp8", 48.8)
     dearer = _cand("bf16", 37.5, cost=3.42, shape="homogeneous-pd")
     res = _result(spec, [dearer, bf16, fp8])
-    monkeypatch.setattr("hetsim.plan.plan", lambda spec, progress=None: res)
+    monkeypatch.setattr("hetsim.planner.plan", lambda spec, progress=None, **kw: res)
     assert main(["plan", str(PLAN_SPEC), "-q", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "cheapest: colocated:1xmi300x-tp1-fp8 at $1.71/h" in out

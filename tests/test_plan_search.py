@@ -1,4 +1,4 @@
-"""The planner's enumeration and pruning (hetsim.plan.search), without simulating anything.
+"""The planner's enumeration and pruning (hetsim.planner.search), without simulating anything.
 
 Every survivor fits the inventory's caps and the budget; tightening a cap or the budget only
 removes candidates; pools are sized to the target; the counts add up; the short lists hold at
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from hetsim.config import build
 from hetsim.models import load_model
-from hetsim.plan import Candidate, PlanSpec
-from hetsim.plan.capacity import Option, options
-from hetsim.plan.search import (best_units, candidates, cheapest_layouts, fits_inventory,
+from hetsim.planner import Candidate, PlanSpec
+from hetsim.planner.capacity import Option, options
+from hetsim.planner.search import (best_units, candidates, cheapest_layouts, fits_inventory,
                                 size)
 
 from .test_plan_capacity import SPEC

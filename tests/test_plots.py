@@ -7,7 +7,7 @@ import sys
 import yaml
 
 import hetsim
-from hetsim.plan import Candidate, Option, PlanResult, load_plan_spec, pareto
+from hetsim.planner import Candidate, Option, PlanResult, load_plan_spec, pareto
 from hetsim.plots import cost_goodput_png, latency_cdf_png, plan_png, run_pngs
 
 from .conftest import ROOT
@@ -20,7 +20,7 @@ def _png(path) -> bool:
 
 
 def test_importing_hetsim_and_its_reports_loads_no_matplotlib():
-    code = ("import sys, hetsim, hetsim.report, hetsim.plots, hetsim.cli, hetsim.plan\n"
+    code = ("import sys, hetsim, hetsim.report, hetsim.plots, hetsim.cli, hetsim.planner\n"
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

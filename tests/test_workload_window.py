@@ -251,14 +251,15 @@ def test_output_folder_keeps_every_request_with_its_flag(tmp_path, base_dict, ca
 
 
 def test_goodput_search_scores_only_measured_requests(tmp_path, base_dict):
-    from hetsim.goodput import _evaluator
+    from hetsim.executors import Executor
+    from hetsim.goodput_search import _evaluator
     from hetsim.resolve import resolve_scenario
     d = with_warmup({**base_dict, "placements": {"coloc": base_dict["placements"]["coloc"]}},
                     requests=60)
     d["slo"] = {"ttft_s": 0.06, "tpot_s": 0.05}      # tight: the attainment is not 1
     sc = scenario_from(d, tmp_path)
     model, resolved = resolve_scenario(sc)
-    point = _evaluator(sc, model, resolved["coloc"], [3], 200)(30.0)
+    point = _evaluator(sc, "coloc", [3], 200, Executor())(30.0)
     w = dataclasses.replace(sc.workload, arrival=dataclasses.replace(sc.workload.arrival,
                                                                      rate_rps=30.0))
     res = Simulation(resolved["coloc"], model, generate(w, model=model.name), seed=3).run()

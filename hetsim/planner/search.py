@@ -12,7 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from ..goodput import set_knobs
+from ..goodput_search import set_knobs
 from ..hardware import load_interconnect
 from .spec import PlanSpec
 

@@ -15,18 +15,22 @@ and the result is the best variant's, with the knobs it used and every variant's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .api import check_memory
+from .api import check_memory, plain
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import measured_window, meets, records_frame, slo_met
+from .executors import Executor
 from .resolve import resolve_scenario, scenario_from_dict
-from .scenario import Scenario
+from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import DEFAULT_REQUESTS, generate
 
 __all__ = ["GoodputResult", "search", "goodput", "TUNABLE", "set_knobs"]
@@ -42,6 +46,14 @@ class Point:
     attainment_std: float          # across seeds
     passed: bool
     tokens_per_s: float            # output tokens/s of requests meeting the SLO (mean)
+    ttft_s_p50: float | None = None    # latency percentiles (means over seeds; None: no
+    ttft_s_p99: float | None = None    # request got that far)
+    tpot_s_p50: float | None = None
+    tpot_s_p99: float | None = None
+
+
+#: the latency fields of a Point
+LATENCIES = ("ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99")
 
 
 @dataclass
@@ -80,7 +92,8 @@ class GoodputResult:
                          min(1.0, knee.attainment + 1.96 * knee.attainment_std
                              / math.sqrt(self.seeds))]},
             "curve": [{"rate_rps": p.rate_rps, "attainment": p.attainment,
-                       "passed": p.passed} for p in self.curve],
+                       "passed": p.passed, **{k: getattr(p, k) for k in LATENCIES}}
+                      for p in self.curve],
             **({"knobs": self.knobs,
                 "tuning": [{"knobs": k, "max_goodput_rps": r, **({"infeasible": why} if why
                                                                  else {})}
@@ -133,7 +146,8 @@ def search(evaluate, start: float, *, rel_tol: float = 0.02, max_steps: int = 40
     return lo, sorted(points.values(), key=lambda p: p.rate_rps), True
 
 
-def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
+def _checked(sc: Scenario) -> None:
+    """A scenario whose rate a goodput search may vary, or a ConfigError."""
     arrival = sc.workload.arrival
     if arrival is None or arrival.process == "closed" or arrival.trace or sc.workload.trace:
         raise ConfigError("goodput search varies the arrival rate: it needs a poisson, gamma "
@@ -142,38 +156,70 @@ def _evaluator(sc: Scenario, model, placement, seeds: list[int], requests: int):
         raise ConfigError("goodput search varies the arrival rate, and a warm-up in seconds "
                           "would leave out a different share of requests at each rate; give "
                           "warmup: {requests: N}", path="workload.warmup.seconds")
-    slo = sc.slo
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(text: str, source: str | None):
+    sc = parse_scenario(json.loads(text), source)
+    return (sc, *resolve_scenario(sc))
+
+
+def simulate_rate(text: str, source: str | None, name: str, rate: float, seed: int,
+                  requests: int) -> dict:
+    """One placement at one rate with one seed (a task: a pure function of its arguments)."""
+    sc, model, resolved = _loaded(text, source)
+    placement = resolved[name]
+    w = dataclasses.replace(sc.workload, requests=requests, seed=seed,
+                            arrival=dataclasses.replace(sc.workload.arrival, rate_rps=rate))
+    reqs = generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
+    res = Simulation(placement, model, reqs, seed=seed).run()
+    # warm-up requests run but are not scored (the measured window, as `run` reports)
+    df, start, end = measured_window(records_frame(res.requests, name, w.warmup), res.end_s)
+    good = slo_met(df, sc.slo)
+    tpot = df["tpot_s"].dropna()
+    return {"attainment": float(good.mean()),
+            "tokens_per_s": float(df.loc[good, "output_tokens"].sum()) / max(end - start, 1e-12),
+            "ok": bool(meets(df, sc.slo, good)),
+            **{f"{m}_{q}": float(np.percentile(col, int(q[1:]))) if len(col) else None
+               for m, col in (("ttft_s", df["ttft_s"].dropna()), ("tpot_s", tpot))
+               for q in ("p50", "p99")}}
+
+
+def _evaluator(sc: Scenario, name: str, seeds: list[int], requests: int, executor: Executor):
+    task = plain(sc)
 
     def evaluate(rate: float) -> Point:
-        att, tok, ok = [], [], []
-        for s in seeds:
-            w = dataclasses.replace(sc.workload, requests=requests, seed=s,
-                                    arrival=dataclasses.replace(arrival, rate_rps=rate))
-            reqs = generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
-            res = Simulation(placement, model, reqs, seed=s).run()
-            # warm-up requests run but are not scored (the measured window, as `run` reports)
-            df, start, end = measured_window(records_frame(res.requests, placement.name,
-                                                           w.warmup), res.end_s)
-            good = slo_met(df, slo)
-            dur = max(end - start, 1e-12)
-            att.append(float(good.mean()))
-            tok.append(float(df.loc[good, "output_tokens"].sum()) / dur)
-            ok.append(meets(df, slo, good))
+        runs = executor.map(simulate_rate, [(*task, name, rate, s, requests) for s in seeds])
+        att = [r["attainment"] for r in runs]
         mean = float(np.mean(att))
-        passed = (mean >= slo.attainment) if slo.percentile is None else (sum(ok) * 2 > len(ok))
-        return Point(rate, mean, float(np.std(att)), passed, float(np.mean(tok)))
+        passed = ((mean >= sc.slo.attainment) if sc.slo.percentile is None
+                  else (sum(r["ok"] for r in runs) * 2 > len(runs)))
+        lat = {k: _mean([r[k] for r in runs]) for k in LATENCIES}
+        return Point(rate, mean, float(np.std(att)), passed,
+                     float(np.mean([r["tokens_per_s"] for r in runs])), **lat)
     return evaluate
 
 
-def goodput(sc: Scenario, placements: list[str] | None = None, *, seeds: int = 3,
-            requests: int | None = None, rel_tol: float = 0.02, progress=None,
-            tune: dict[str, list] | None = None) -> list[GoodputResult]:
-    """Goodput of every placement (or those named) of ``sc``; deterministic for a fixed seed.
-    ``tune`` ({knob: [values]}, knobs in :data:`TUNABLE`): the best of every combination."""
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def goodput(scenario: "Scenario | str | Path | dict", placements: list[str] | None = None, *,
+            seeds: int = 3, requests: int | None = None, rel_tol: float = 0.02, progress=None,
+            tune: dict[str, list] | None = None, overrides: dict | None = None,
+            executor: Executor | None = None) -> list[GoodputResult]:
+    """Goodput of every placement (or those named) of ``scenario`` (a path, a mapping or a
+    Scenario, with ``overrides`` {key path: value} set first); deterministic for a fixed seed,
+    on any ``executor`` (:mod:`hetsim.executors`; default: this process). ``tune`` ({knob:
+    [values]}, knobs in :data:`TUNABLE`): the best of every combination."""
+    sc = as_scenario(scenario, overrides)
+    executor = executor or Executor()
     try:
         if tune:
-            return _tuned(sc, placements, seeds, requests, rel_tol, progress, tune)
-        return _goodput(sc, placements, seeds, requests, rel_tol, progress)
+            return _tuned(sc, placements, seeds, requests, rel_tol, progress, tune, executor)
+        jobs = [(sc, n) for n in _names(sc, placements)]
+        return _searches(jobs, seeds, requests, rel_tol, progress, executor)
     except ConfigError as e:
         raise e.with_file(sc.source_file) from None
 
@@ -198,13 +244,19 @@ def _variant(sc: Scenario, name: str, knobs: dict) -> Scenario:
     return scenario_from_dict(d, sc.source_file)
 
 
-def _tuned(sc, placements, seeds, requests, rel_tol, progress, tune) -> list[GoodputResult]:
+def _names(sc: Scenario, placements: list[str] | None) -> list[str]:
+    _, resolved = resolve_scenario(sc)
+    return [match_name(n, resolved, "placement") for n in placements or list(resolved)]
+
+
+def _tuned(sc, placements, seeds, requests, rel_tol, progress, tune, executor
+           ) -> list[GoodputResult]:
     for k in tune:
         if k not in TUNABLE:
             raise ConfigError(f"cannot tune {k!r}; tunable: {', '.join(TUNABLE)}", path="tune")
     _, resolved = resolve_scenario(sc)
-    names = [match_name(n, resolved, "placement") for n in placements or list(resolved)]
-    out = []
+    names = _names(sc, placements)
+    jobs, tried = [], {}
     for name in names:
         rules = [k for k in tune if TUNABLE[k] == "runtime"]
         bare = [p for p, rp in resolved[name].pools.items() if rp.rules is None]
@@ -212,43 +264,56 @@ def _tuned(sc, placements, seeds, requests, rel_tol, progress, tune) -> list[Goo
             raise ConfigError(f"tuning {rules[0]} needs a runtime on every pool; pool "
                               f"{bare[0]!r} has none", path=f"placements.{name}.pools."
                               f"{bare[0]}.runtime")
-        best, tried = None, []
+        tried[name] = []
         for values in itertools.product(*tune.values()):
             knobs = dict(zip(tune, values))
             try:
-                variant = _variant(sc, name, knobs)
-                (res,) = _goodput(variant, [name], seeds, requests, rel_tol, progress)
+                jobs.append((_variant(sc, name, knobs), name))
+                tried[name].append((knobs, len(jobs) - 1, ""))
             except ConfigError as e:
                 if not e.path.startswith(f"placements.{name}."):
                     raise       # not the variant's own: the scenario cannot be searched
-                tried.append((knobs, None, e.message))     # e.g. no memory left for KV
-                continue
-            tried.append((knobs, res.max_goodput_rps, ""))
-            if best is None or res.max_goodput_rps > best.max_goodput_rps:
-                best = dataclasses.replace(res, knobs=knobs)
+                tried[name].append((knobs, None, e.message))     # e.g. no memory left for KV
+    results = _searches(jobs, seeds, requests, rel_tol, progress, executor)
+    out = []
+    for name in names:
+        best = None
+        for knobs, job, _ in tried[name]:
+            if job is not None and (best is None or results[job].max_goodput_rps
+                                    > best.max_goodput_rps):
+                best = dataclasses.replace(results[job], knobs=knobs)
         if best is None:
-            raise ConfigError(f"no tuned variant of {name!r} can run: {tried[0][2]}",
+            raise ConfigError(f"no tuned variant of {name!r} can run: {tried[name][0][2]}",
                               path="tune")
-        out.append(dataclasses.replace(best, tuning=tried))
+        out.append(dataclasses.replace(best, tuning=[
+            (k, None if job is None else results[job].max_goodput_rps, why)
+            for k, job, why in tried[name]]))
     return out
 
 
-def _goodput(sc, placements, seeds, requests, rel_tol, progress) -> list[GoodputResult]:
-    model, resolved = resolve_scenario(sc)
-    names = [match_name(n, resolved, "placement") for n in placements or list(resolved)]
-    n = requests or sc.workload.requests or DEFAULT_REQUESTS
-    check_memory(n, 1)      # one placement and one seed at a time
-    seed_list = [sc.workload.seed + i for i in range(seeds)]
-    start = sc.workload.arrival.rate_rps if sc.workload.arrival else None
-    evaluators = {name: _evaluator(sc, model, resolved[name], seed_list, n) for name in names}
-    out = []
-    for name, ev in evaluators.items():
-        pl = resolved[name]
+def _searches(jobs: list[tuple[Scenario, str]], seeds, requests, rel_tol, progress,
+              executor: Executor) -> list[GoodputResult]:
+    """One goodput search per (scenario, placement); concurrent when the executor is."""
+    for sc, _ in jobs:
+        _checked(sc)
+    n = requests or jobs[0][0].workload.requests or DEFAULT_REQUESTS
+    check_memory(n, 1)      # one placement and one seed at a time, per worker
+
+    def one(job) -> GoodputResult:
+        sc, name = job
+        pl = resolve_scenario(sc)[1][name]
+        seed_list = [sc.workload.seed + i for i in range(seeds)]
+        start = sc.workload.arrival.rate_rps
         cb = (lambda k, _n=name: progress(_n, k)) if progress else None
+        ev = _evaluator(sc, name, seed_list, n, executor)
         rate, pts, bracketed = search(ev, start or 1.0, rel_tol=rel_tol, progress=cb)
         knee = next((p for p in pts if p.rate_rps == rate), None)
-        out.append(GoodputResult(
+        return GoodputResult(
             name, rate, knee.tokens_per_s if knee else 0.0,
             sum(p.accelerators for p in pl.pools.values()),
-            sum(p.usd_per_hour for p in pl.pools.values()), seeds, n, pts, bracketed))
-    return out
+            sum(p.usd_per_hour for p in pl.pools.values()), seeds, n, pts, bracketed)
+    if executor.parallel and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(len(jobs), 64)) as threads:
+            return list(threads.map(one, jobs))
+    return [one(j) for j in jobs]

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 
-from ..config import build
+from ..config import build, to_dict
+from ..executors import Executor
 from ..models import load_model
 from ..scenario import Placement, Scenario
 from .capacity import options
 from .result import PlanResult, pareto
 from .search import Candidate, best_units, candidates, cheapest_layouts
-from .spec import PlanSpec
+from .spec import PlanSpec, load_plan_spec, spec_from_raw
 
 __all__ = ["plan"]
 
@@ -34,10 +36,11 @@ def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int
                     source_file=spec.source_file)   # relative workload files, error attribution
 
 
-def _verify(spec: PlanSpec, c: Candidate, target: float) -> Candidate:
-    from ..api import run
+def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> Candidate:
+    from ..api import plain, run_summaries
     for _ in range(_VERIFY_TRIES):
-        s = run(_scenario(spec, [c], target, spec.verify_requests)).summaries[0]
+        (s,) = executor.map(run_summaries,
+                            [plain(_scenario(spec, [c], target, spec.verify_requests))])[0]
         c.attainment = s["slo_attainment"]
         if s["meets_slo"]:
             c.verified = True
@@ -55,27 +58,53 @@ def _verify(spec: PlanSpec, c: Candidate, target: float) -> Candidate:
     return c
 
 
+def _each(executor: Executor, fn, items: list, progress, stage: str) -> list:
+    """``[fn(x) for x in items]``, one thread per item when the executor runs tasks in
+    parallel (each thread's simulations go to the executor)."""
+    done = iter(range(1, len(items) + 1))
+
+    def one(x):
+        out = fn(x)
+        if progress:
+            progress(stage, next(done), len(items))
+        return out
+    if executor.parallel and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(len(items), 64)) as threads:
+            return list(threads.map(one, items))
+    return [one(x) for x in items]
+
+
 def _plan_per_accelerator(spec: PlanSpec, opts, kv_bytes: float, target: float, t0: float,
-                          progress):
-    from ..goodput import goodput
+                          progress, executor: Executor):
+    from ..goodput_search import goodput
     units, considered, infeasible = candidates(spec, opts, kv_bytes, None)
     short = best_units(spec, units)
-    for i, c in enumerate(short):
-        if progress:
-            progress("goodput", i + 1, len(short))
+
+    def measure(c: Candidate) -> None:
         sc = _scenario(spec, [c], max(c.estimate_rps, 0.05), spec.verify_requests)
         r = goodput(sc, seeds=spec.seeds, requests=spec.verify_requests, rel_tol=0.02,
-                    tune=spec.tune)[0]
+                    tune=spec.tune, executor=executor)[0]
         c.goodput_rps, c.verified, c.knobs = r.max_goodput_rps, r.max_goodput_rps > 0, r.knobs
         c.attainment = next((p.attainment for p in r.curve if p.rate_rps == r.max_goodput_rps),
                             None)
+    _each(executor, measure, short, progress, "goodput")
     return PlanResult(spec, target, considered, considered - len(short), len(short),
                       time.monotonic() - t0, short, pareto(short), infeasible)
 
 
-def plan(spec: PlanSpec, progress=None) -> PlanResult:
-    """Search ``spec``. ``progress(stage, done, total)`` is called before each simulation."""
-    from ..goodput import goodput
+def plan(spec: "PlanSpec | str | Path | dict", progress=None, *, overrides: dict | None = None,
+         executor: Executor | None = None) -> PlanResult:
+    """Search ``spec`` (a PlanSpec, a plan file or a mapping, with ``overrides`` {key path:
+    value} set first). ``progress(stage, done, total)`` is called as simulations finish;
+    ``executor`` (:mod:`hetsim.executors`) runs them, identically on any."""
+    from ..goodput_search import goodput
+    if not isinstance(spec, PlanSpec):
+        spec = load_plan_spec(spec, overrides)
+    elif overrides:
+        raw = {k: v for k, v in to_dict(spec).items() if k != "source_file"}
+        spec = spec_from_raw(raw, spec.source_file, overrides)
+    executor = executor or Executor()
     t0 = time.monotonic()
     model = load_model(spec.model)
     target = spec.target
@@ -85,20 +114,16 @@ def plan(spec: PlanSpec, progress=None) -> PlanResult:
     # NOTE: the KV crossing the link is sized at bf16 whatever the candidate's KV format
     kv_bytes = model.kv_tokens(mean_in) * model.kv_bytes_per_token("bf16")
     if spec.objective == "goodput-per-accelerator":
-        return _plan_per_accelerator(spec, opts, kv_bytes, target, t0, progress)
+        return _plan_per_accelerator(spec, opts, kv_bytes, target, t0, progress, executor)
     cands, considered, infeasible = candidates(spec, opts, kv_bytes, target)
     short = cheapest_layouts(spec, cands)
-    verified, simulated = [], 0
-    for i, c in enumerate(short):
-        if progress:
-            progress("verify", i + 1, len(short))
-        verified.append(_verify(spec, c, target))
-        simulated += 1
+    verified = _each(executor, lambda c: _verify(spec, c, target, executor), short, progress,
+                     "verify")
     ok = [c for c in verified if c.verified]
     if ok:
         sc = _scenario(spec, ok, target, spec.verify_requests)
         for c, r in zip(ok, goodput(sc, seeds=1, requests=spec.verify_requests,
-                                    rel_tol=0.05)):
+                                    rel_tol=0.05, executor=executor)):
             c.goodput_rps = r.max_goodput_rps
-    return PlanResult(spec, target, considered, considered - simulated, simulated,
+    return PlanResult(spec, target, considered, considered - len(short), len(short),
                       time.monotonic() - t0, verified, pareto(verified), infeasible)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..config import build, meta, positive, power_of_two, read_yaml
 from ..errors import ConfigError, suggest
+from ..overrides import apply_overrides, blame
 from ..hardware import load_accelerator, load_interconnect
 from ..models import load_model
 from ..perf import model_problem
@@ -20,7 +21,7 @@ from ..runtimes import RuntimeSpec
 from ..scenario import SLO
 from ..workload import WorkloadSpec, generate
 
-__all__ = ["Stock", "PlanSpec", "load_plan_spec", "SHAPES"]
+__all__ = ["Stock", "PlanSpec", "load_plan_spec", "spec_from_raw", "SHAPES"]
 
 #: The cluster shapes a plan may search, in the order the results list them.
 SHAPES = ("colocated", "homogeneous-pd", "heterogeneous-pd")
@@ -106,7 +107,7 @@ class PlanSpec:
                               "warmup: {requests: N}", path="workload.warmup.seconds")
 
     def _check_tune(self) -> None:
-        from ..goodput import TUNABLE
+        from ..goodput_search import TUNABLE
         if self.objective != "goodput-per-accelerator":
             raise ConfigError("tune applies to objective: goodput-per-accelerator (the cost "
                               "objective verifies at the runtime's defaults)", path="tune")
@@ -140,18 +141,30 @@ class PlanSpec:
                         model.max_context, model.name)
 
 
-def load_plan_spec(path) -> PlanSpec:
-    """Read and check a plan spec: names resolve and the workload draws, before any search."""
-    raw = read_yaml(path)
+def load_plan_spec(path, overrides: dict | None = None, label: str = "overrides") -> PlanSpec:
+    """Read and check a plan spec (a file path, or a mapping as one parses), with
+    ``overrides`` ({key path: value}) set first: names resolve and the workload draws, before
+    any search."""
+    from collections.abc import Mapping
+    if isinstance(path, Mapping):
+        return spec_from_raw(path, None, overrides, label)
+    return spec_from_raw(read_yaml(path), str(path), overrides, label)
+
+
+def spec_from_raw(raw, file: str | None, overrides: dict | None = None,
+                  label: str = "overrides") -> PlanSpec:
+    """:func:`load_plan_spec` for a mapping parsed from ``file`` (None: built in Python)."""
     try:
-        spec = dataclasses.replace(build(PlanSpec, raw), source_file=str(path))
+        if overrides:
+            raw = apply_overrides(raw, overrides, PlanSpec)
+        spec = dataclasses.replace(build(PlanSpec, raw), source_file=file)
         _resolve_names(spec)
         spec.draw(load_model(spec.model))
         # verification runs shortlisted candidates side by side (at most verify per shape)
         from ..api import check_memory    # the simulator's estimate; keeps capacity SimPy-free
         check_memory(spec.verify_requests, spec.verify * len(spec.shapes), path="verify_requests")
     except ConfigError as e:
-        raise e.with_file(str(path)) from None
+        raise blame(e.with_file(file), overrides or {}, label) from None
     return spec
 
 

@@ -1,0 +1,191 @@
+"""Where simulations run: this process, local worker processes, or a Ray cluster.
+
+An executor maps a module-level function over argument tuples and returns the results in the
+order of the tuples, whatever order they finish in. Every task hetsim sends is a pure function
+of its arguments (a scenario as plain data, a seed, a rate), so the results are identical on
+every executor, with any number of workers. ``map`` may be called from several threads at
+once (the goodput search drives one placement per thread).
+
+- ``local`` with ``jobs=1``: in this process, one task after another.
+- ``local`` with ``jobs=N``: N worker processes (``spawn``: no state forked from a threaded
+  parent), started on first use and kept until :meth:`close`.
+- ``ray``: tasks on a Ray cluster (``pip install 'hetsim[ray]'``); ``address`` as
+  ``ray.init`` takes it (``auto``, ``ray://host:port``), or none for a local Ray instance.
+  Workers need hetsim installed and the scenario's files at the same paths.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+
+EXECUTORS = ("local", "ray")
+
+
+class Executor:
+    """Runs ``fn(*args)`` for each args tuple; results in input order."""
+    workers = 1
+
+    def map(self, fn: Callable, items: Sequence[tuple],
+            done: Callable[[int, Any], None] | None = None) -> list:
+        """``[fn(*a) for a in items]``; ``done(i, result)`` is called in this thread as each
+        task finishes (in any order), so results can be kept before the others end."""
+        out = []
+        for i, a in enumerate(items):
+            out.append(fn(*a))
+            if done:
+                done(i, out[-1])
+        return out
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """``jobs`` worker processes on this machine (``jobs=1``: this process)."""
+
+    def __init__(self, jobs: int = 1):
+        self.workers = jobs
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self):
+        with self._lock:
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+                self._pool = ProcessPoolExecutor(self.workers,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def map(self, fn, items, done=None):
+        if self.workers == 1:
+            return super().map(fn, items, done)
+        from concurrent.futures import as_completed
+        futures = {self._get_pool().submit(fn, *a): i for i, a in enumerate(items)}
+        out: list[Any] = [None] * len(items)
+        try:
+            for f in as_completed(futures):
+                i = futures[f]
+                out[i] = f.result()
+                if done:
+                    done(i, out[i])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return out
+
+    def close(self):
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
+
+class RayExecutor(Executor):
+    """Tasks on a Ray cluster; connects on creation (an unreachable address is a ConfigError)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the ray executor needs Ray: pip install 'hetsim[ray]'",
+                              path="--executor") from None
+        self._ray = ray
+        self._owned = False
+        if not ray.is_initialized():
+            _reachable(address)
+            try:
+                with warnings.catch_warnings():    # its own warnings: the error line says it
+                    warnings.simplefilter("ignore")
+                    ray.init(address=address, num_cpus=None if address else num_cpus,
+                             include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                             configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(f"cannot reach a Ray cluster at {address or 'local'}: {first}",
+                                  path="--address") from None
+            self._owned = True
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote: dict = {}
+
+    def map(self, fn, items, done=None):
+        ray = self._ray
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = ray.remote(fn)
+        refs = [remote.remote(*a) for a in items]
+        index = {r: i for i, r in enumerate(refs)}
+        out: list[Any] = [None] * len(items)
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for r in ready:
+                    i = index[r]
+                    out[i] = ray.get(r)
+                    if done:
+                        done(i, out[i])
+        except BaseException:
+            for r in pending:
+                ray.cancel(r)
+            raise
+        return out
+
+    def close(self):
+        if self._owned:
+            self._ray.shutdown()
+            self._owned = False
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A ``ray://host:port`` that does not answer fails in seconds, not after Ray's client
+    timeout (half a minute)."""
+    if not address or not address.startswith("ray://"):
+        return
+    host, _, port = address[len("ray://"):].rpartition(":")
+    try:
+        socket.create_connection((host or "localhost", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        why = "not host:port" if isinstance(e, ValueError) else (e.strerror or str(e))
+        raise ConfigError(f"cannot reach a Ray cluster at {address}: {why}",
+                          path="--address") from None
+
+
+def make_executor(kind: str = "local", jobs: int | None = None, address: str | None = None
+                  ) -> Executor:
+    """``local`` (``jobs`` processes; default 1) or ``ray`` (``address``)."""
+    if kind == "local":
+        if address:
+            raise ConfigError("--address is for the ray executor", path="--address")
+        return LocalExecutor(jobs or 1)
+    if kind == "ray":
+        return RayExecutor(address, num_cpus=jobs)
+    raise ConfigError(f"unknown executor {kind!r}; one of {', '.join(EXECUTORS)}",
+                      path="--executor")
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

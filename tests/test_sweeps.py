@@ -1,0 +1,238 @@
+"""Sweeps: grid and zip expansion, one tidy table, identical on every executor, cached and
+resumable, and bad sweep files refused in one line with nothing written."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import hetsim
+from hetsim.cli import main
+from hetsim.errors import ConfigError
+from hetsim.executors import Executor, LocalExecutor, RayExecutor
+from hetsim.sweeps import expand, load_sweep, sweep, write_sweep
+
+D_INSTANCES = "placements.disagg.pools.d.instances"
+RATE = "workload.arrival.rate_rps"
+PRECISION = "placements.disagg.pools.d.precision"
+
+
+@pytest.fixture
+def files(tmp_path, base_dict):
+    base_dict["workload"]["requests"] = 60
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(base_dict, sort_keys=False))
+    spec = {"scenario": "s.yaml", "grid": {D_INSTANCES: [1, 2], RATE: [4, 16]},
+            "seeds": [1, 2], "placements": ["disagg"]}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return tmp_path
+
+
+def test_grid_is_a_product_last_path_fastest_and_zip_goes_together():
+    spec = load_sweep({"scenario": "s.yaml", "grid": {"a": [1, 2], "b": ["x", "y", "z"]},
+                       "zip": {"c": [1, 2], "d": [3, 4]}})
+    points = expand(spec)
+    assert len(points) == 2 * 3 * 2
+    assert points[:3] == [{"a": 1, "b": "x", "c": 1, "d": 3}, {"a": 1, "b": "x", "c": 2, "d": 4},
+                          {"a": 1, "b": "y", "c": 1, "d": 3}]
+    assert expand(load_sweep({"scenario": "s", "zip": {"c": [1, 2], "d": [3, 4]}})) == [
+        {"c": 1, "d": 3}, {"c": 2, "d": 4}]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({}, "grid: nothing to sweep"),
+    ({"grid": {"a": []}}, "grid.a: empty list"),
+    ({"zip": {"a": [1, 2], "b": [1]}}, "zip: zip lists differ in length (a: 2, b: 1)"),
+    ({"grid": {"a": [1]}, "zip": {"a": [2]}}, "zip.a: in both grid and zip"),
+])
+def test_expand_refuses_shapes_that_sweep_nothing_or_disagree(spec, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        expand(load_sweep({"scenario": "s.yaml", **spec}))
+
+
+def test_table_has_a_row_per_point_seed_placement_and_a_column_per_path(files):
+    res = sweep(files / "sweep.yaml", cache=False)
+    t = res.table
+    assert len(t) == 4 * 2 and list(t.columns[:5]) == ["point", D_INSTANCES, RATE, "seed",
+                                                       "placement"]
+    assert set(t["placement"]) == {"disagg"} and sorted(set(t["seed"])) == [1, 2]
+    assert list(t[D_INSTANCES]) == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert list(t[RATE]) == [4, 4, 16, 16] * 2
+    # the sweep's values reached the simulation
+    assert list(t["accelerators"]) == [2] * 4 + [3] * 4
+    assert t.loc[t[RATE] == 16, "throughput_rps"].mean() > t.loc[t[RATE] == 4,
+                                                                 "throughput_rps"].mean() * 2
+    # the summary: mean over seeds, and a 95% interval around it that is wider with spread
+    s = res.summary
+    assert len(s) == 4 and (s["seeds"] == 2).all()
+    for _, row in s.iterrows():
+        g = t[t["point"] == row["point"]]["ttft_s.p99"]
+        assert row["ttft_s.p99"] == pytest.approx(g.mean())
+        assert row["ttft_s.p99.ci95_lo"] <= row["ttft_s.p99"] <= row["ttft_s.p99.ci95_hi"]
+        assert (row["ttft_s.p99.ci95_hi"] > row["ttft_s.p99"]) == (g.nunique() > 1)
+    # each point is the run of its own scenario, seed by seed
+    one = hetsim.run(files / "s.yaml", ["disagg"], overrides={D_INSTANCES: 2, RATE: 16,
+                                                              "workload.seed": 2})
+    row = t[(t["point"] == 3) & (t["seed"] == 2)].iloc[0]
+    assert row["ttft_s.p99"] == one.summaries[0]["ttft_s"]["p99"]
+
+
+def test_the_interval_is_students_t(files):
+    res = sweep(scenario=files / "s.yaml", grid={RATE: [8]}, seeds=[1, 2, 3, 4],
+                placements=["coloc"], cache=False)
+    v = res.table["ttft_s.mean"].to_numpy()
+    half = res.summary["ttft_s.mean.ci95_hi"].iloc[0] - res.summary["ttft_s.mean"].iloc[0]
+    # t(0.975, 3) = 3.182 (any table of Student's t)
+    assert half == pytest.approx(3.182 * v.std(ddof=1) / np.sqrt(4), rel=1e-3)
+
+
+def _bytes(res, tmp_path, name):
+    path = tmp_path / f"{name}.parquet"
+    res.table.to_parquet(path, index=False)
+    return path.read_bytes()
+
+
+def test_identical_on_every_executor(files, tmp_path):
+    serial = sweep(files / "sweep.yaml", cache=False, executor=LocalExecutor(1))
+    with LocalExecutor(2) as two:
+        parallel = sweep(files / "sweep.yaml", cache=False, executor=two)
+    import ray            # the `ray` extra, which the README's test command installs
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with RayExecutor() as rex:
+            on_ray = sweep(files / "sweep.yaml", cache=False, executor=rex)
+    finally:
+        ray.shutdown()
+    a = _bytes(serial, tmp_path, "a")
+    assert a == _bytes(parallel, tmp_path, "b") == _bytes(on_ray, tmp_path, "c")
+    pd.testing.assert_frame_equal(serial.summary, on_ray.summary)
+
+
+class _Interrupted(Executor):
+    """Finishes ``k`` tasks, then stops as a Ctrl-C would."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def map(self, fn, items, done=None):
+        for i, a in enumerate(items[:self.k]):
+            done(i, fn(*a))
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_sweep_resumes_and_a_repeated_one_is_free(files, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        sweep(files / "sweep.yaml", cache=cache, executor=_Interrupted(3))
+    resumed = sweep(files / "sweep.yaml", cache=cache)
+    assert (resumed.cached, resumed.computed) == (3, 5)
+    again = sweep(files / "sweep.yaml", cache=cache)
+    assert (again.cached, again.computed) == (8, 0)
+    fresh = sweep(files / "sweep.yaml", cache=False)
+    pd.testing.assert_frame_equal(resumed.table, fresh.table)
+    pd.testing.assert_frame_equal(again.table, fresh.table)
+    # a changed input is a new point: the scenario's text, or a file it reads
+    (files / "s.yaml").write_text((files / "s.yaml").read_text().replace("ttft_s: 1.0",
+                                                                         "ttft_s: 0.9"))
+    changed = sweep(files / "sweep.yaml", cache=cache)
+    assert (changed.cached, changed.computed) == (0, 8)
+
+
+def test_a_changed_profile_folder_invalidates_the_cache(files, tmp_path, base_dict):
+    prof = files / "profiles"
+    prof.mkdir()
+    (prof / "note.yaml").write_text("# v1\n")
+    base_dict["hardware_profiles"] = ["profiles"]
+    base_dict["workload"]["requests"] = 40
+    (files / "s.yaml").write_text(yaml.safe_dump(base_dict, sort_keys=False))
+    kw = dict(scenario=files / "s.yaml", grid={RATE: [4]}, placements=["coloc"],
+              cache=tmp_path / "c")
+    assert sweep(**kw).computed == 1 and sweep(**kw).computed == 0
+    (prof / "note.yaml").write_text("# v2\n")
+    assert sweep(**kw).computed == 1
+
+
+def test_mixed_values_become_text_columns_and_the_parquet_schema_holds(files, tmp_path):
+    res = sweep(scenario=files / "s.yaml", cache=False, placements=["disagg"],
+                grid={PRECISION: ["bf16", {"weights": "fp8", "compute": "bf16", "kv": "fp8"}]})
+    assert list(res.table[PRECISION]) == ["bf16", '{"compute":"bf16","kv":"fp8","weights":"fp8"}']
+    out = write_sweep(res, tmp_path / "out", csv=True)
+    t = pd.read_parquet(out / "results.parquet")
+    assert t["point"].dtype == np.int64 and t["seed"].dtype == np.int64
+    assert pd.api.types.is_string_dtype(t[PRECISION]) and t["ttft_s.p99"].dtype == np.float64
+    assert t["meets_slo"].dtype == bool
+    pd.testing.assert_frame_equal(t, res.table)
+    s = pd.read_parquet(out / "summary.parquet")
+    assert {"ttft_s.p99", "ttft_s.p99.ci95_lo", "ttft_s.p99.ci95_hi", "seeds"} <= set(s.columns)
+    assert {"results.csv", "summary.csv", "sweep.json", "sweep.yaml",
+            "scenario.resolved.yaml"} <= {p.name for p in out.iterdir()}
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["points"][1][PRECISION] == {"weights": "fp8", "compute": "bf16", "kv": "fp8"}
+    # the written sweep runs again from its folder, to the same table
+    again = sweep(out / "sweep.yaml", cache=False)
+    pd.testing.assert_frame_equal(again.table, res.table)
+
+
+def test_goodput_measure_reports_each_points_highest_rate(files):
+    res = sweep(scenario=files / "s.yaml", cache=False, measure="goodput", tolerance=0.2,
+                placements=["disagg"], grid={D_INSTANCES: [1, 2]})
+    t = res.table
+    assert list(t["accelerators"]) == [2, 3]
+    assert (t["per_dollar_hour_rps"] == t["max_goodput_rps"] / t["cost_per_hour_usd"]).all()
+    (direct,) = hetsim.goodput(files / "s.yaml", ["disagg"], seeds=1, rel_tol=0.2,
+                               overrides={D_INSTANCES: 2})
+    assert t["max_goodput_rps"].iloc[1] == direct.max_goodput_rps
+
+
+def _sweep_file(tmp_path, **spec):
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump({"scenario": "s.yaml", **spec}, sort_keys=False))
+    return f
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": {"placements.disagg.pools.d.instanses": [1]}},
+     "grid.placements.disagg.pools.d.instanses: unknown key (did you mean 'instances'?)"),
+    ({"grid": {"placements.nope.pools.d.instances": [1]}},
+     "grid.placements.nope.pools.d.instances: placements.nope: no entry 'nope'"),
+    ({"grid": {D_INSTANCES: [1, 0]}},
+     "grid: point 1 (instances=0): placements.disagg.pools.d.instances: must be > 0"),
+    ({"grid": {RATE: []}}, f"grid.{RATE}: empty list"),
+    ({"grid": {RATE: [1]}, "measure": "goodputs"}, "measure: must be one of run, goodput"),
+    ({"grid": {RATE: [1]}, "placements": ["colloc"]}, "unknown placement 'colloc'"),
+    ({"grid": {RATE: [1]}, "scenario": "missing.yaml"}, "scenario: file not found"),
+    ({"grid": {RATE: [1]}, "set": {"slo.ttft": 1}}, "slo.ttft: unknown key"),
+])
+def test_a_bad_sweep_is_one_line_exit_2_and_writes_nothing(files, tmp_path, capsys, spec,
+                                                           message):
+    f = _sweep_file(files, **spec)
+    cache = tmp_path / "cache"
+    assert main(["sweep", str(f), "--out", str(tmp_path / "out"), "--cache-dir", str(cache),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not cache.exists()
+
+
+def test_an_unreachable_ray_cluster_is_one_line(files, tmp_path, capsys):
+    assert main(["sweep", str(files / "sweep.yaml"), "--executor", "ray", "--address",
+                 "ray://127.0.0.1:1", "--out", str(tmp_path / "out"), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--address: cannot reach a Ray cluster" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_sweep_writes_the_folder_and_prints_the_table(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", str(files / "sweep.yaml"), "--out", str(out), "--jobs", "2",
+                 "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "4 points x 2 seeds, measure run; 8 simulated, 0 from the cache" in text
+    assert text.count("disagg") == 4
+    t = pd.read_parquet(out / "results.parquet")
+    assert len(t) == 8
+    # again into the same folder (a previous hetsim output): all from the cache
+    assert main(["sweep", str(files / "sweep.yaml"), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "c"), "-q", "--set",
+                 "workload.requests=60"]) == 0
+    assert "0 simulated, 8 from the cache" in capsys.readouterr().out
