@@ -23,6 +23,10 @@ class ConfigError(ValueError):
         self.message = message
         super().__init__(self.format())
 
+    def __reduce__(self):
+        # keyword-only fields: rebuilt whole when it crosses to another process (an executor)
+        return (_rebuild, (self.message, self.file, self.path))
+
     def format(self) -> str:
         """One short line, always: control characters from user keys or values are escaped,
         and a huge value quoted back (an expanded YAML alias) is cut to MAX_MESSAGE."""
@@ -41,6 +45,10 @@ class ConfigError(ValueError):
         """Return the same error with ``prefix`` prepended to its key path."""
         path = f"{prefix}.{self.path}" if self.path and prefix else (prefix or self.path)
         return ConfigError(self.message, file=self.file, path=path)
+
+
+def _rebuild(message: str, file: str | None, path: str) -> ConfigError:
+    return ConfigError(message, file=file, path=path)
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -13,6 +13,8 @@ from hetsim.errors import ConfigError
 from hetsim.executors import Executor, LocalExecutor, RayExecutor
 from hetsim.sweeps import expand, load_sweep, sweep, write_sweep
 
+from .conftest import ROOT
+
 D_INSTANCES = "placements.disagg.pools.d.instances"
 RATE = "workload.arrival.rate_rps"
 PRECISION = "placements.disagg.pools.d.precision"
@@ -236,3 +238,31 @@ def test_cli_sweep_writes_the_folder_and_prints_the_table(files, tmp_path, capsy
                  "--cache-dir", str(tmp_path / "c"), "-q", "--set",
                  "workload.requests=60"]) == 0
     assert "0 simulated, 8 from the cache" in capsys.readouterr().out
+
+
+def test_goodput_and_plan_are_identical_on_every_executor(tmp_path):
+    """goodput drives one search per placement, each rate's seeds in parallel; plan verifies
+    its short list in parallel: neither may change a number."""
+    from .test_goodput_check import small_spec
+    sc = hetsim.as_scenario(ROOT / "scenarios" / "quickstart.yaml",
+                            {"workload.requests": 150})
+    serial = [r.to_json() for r in hetsim.goodput(sc, seeds=2, rel_tol=0.1)]
+    with LocalExecutor(2) as two:
+        assert [r.to_json() for r in hetsim.goodput(sc, seeds=2, rel_tol=0.1,
+                                                    executor=two)] == serial
+        spec = hetsim.load_plan_spec(small_spec(tmp_path))
+        a, b = hetsim.plan(spec), hetsim.plan(spec, executor=two)
+    key = [(c.name(), c.cost, c.verified, c.attainment, c.goodput_rps) for c in a.verified]
+    assert key == [(c.name(), c.cost, c.verified, c.attainment, c.goodput_rps)
+                   for c in b.verified]
+    assert a.scenario_dict() == b.scenario_dict()
+
+
+def test_a_workers_config_error_arrives_whole():
+    with LocalExecutor(2) as two, pytest.raises(ConfigError) as e:
+        two.map(_fails, [("x",), ("y",)])
+    assert (e.value.file, e.value.path, e.value.message) == ("f.yaml", "a.b", "bad x")
+
+
+def _fails(v):
+    raise ConfigError(f"bad {v}", file="f.yaml", path="a.b")
