@@ -63,6 +63,14 @@ def _executor(args):
     return make_executor(args.executor, args.jobs, args.address)
 
 
+def _check_executor_flags(args) -> None:
+    if args.address and args.executor != "ray":
+        raise ConfigError("--address is for --executor ray", path="--address")
+    if args.address and args.jobs:
+        raise ConfigError("--jobs sizes a local Ray instance; a cluster at --address has its "
+                          "own CPUs", path="--jobs")
+
+
 def _add_set(p) -> None:
     p.add_argument("--set", action="append", type=_set_arg, metavar="PATH=VALUE",
                    help="set a key path first (repeatable; VALUE in YAML): e.g. --set "
@@ -150,8 +158,12 @@ def _cmd_goodput(args) -> int:
                                         "percentile": sc.slo.percentile},
            "placements": [r.to_json() for r in res]}
     if out_dir:
+        import dataclasses
         from .report import write_goodput
-        write_goodput(out, sc, out_dir)
+        # the scenario as searched: its request count is the one each rate ran
+        searched = dataclasses.replace(sc, workload=dataclasses.replace(
+            sc.workload, requests=res[0].requests))
+        write_goodput(out, searched, out_dir)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -281,6 +293,12 @@ def _cmd_sweep(args) -> int:
     from .outputs import check_output_dir
     from .report import text_table
     from .sweeps import load_sweep, sweep, write_sweep
+    for flag, needs, ok in (("--csv", "--out", not args.csv or args.out),
+                            ("--force", "--out", not args.force or args.out),
+                            ("--cache-dir", "the cache (drop --no-cache)",
+                             not (args.cache_dir and args.no_cache))):
+        if not ok:
+            raise ConfigError(f"{flag} needs {needs}", path=flag)
     out = check_output_dir(args.out, args.force) if args.out else None
     spec = load_sweep(args.sweep, _overrides(args))
     cache = False if args.no_cache else (args.cache_dir or True)
@@ -300,18 +318,18 @@ def _cmd_sweep(args) -> int:
     rows = [("point", *short, "placement", *(h for h, _, _ in metrics))]
     for _, r in res.summary.iterrows():
         rows.append((str(r["point"]), *(str(r[a]) for a in res.axes), str(r["placement"]),
-                     *("-" if pd_isna(r.get(c)) else f.format(r[c]) for _, c, f in metrics)))
-    seeds = f"{len(spec.seeds or [0])} seed{'s' if len(spec.seeds or [0]) > 1 else ''}"
-    print(f"{res.scenario.name}: {len(res.points)} points x {seeds}, measure {spec.measure}; "
-          f"{res.computed} simulated, {res.cached} from the cache, {res.wall_s:.1f} s"
-          + ("; means over seeds" if len(spec.seeds or [0]) > 1 else ""))
+                     *("-" if _missing(r.get(c)) else f.format(r[c]) for _, c, f in metrics)))
+    n, k = len(res.points), len(spec.seeds or [0])
+    print(f"{res.scenario.name}: {n} point{'s' * (n > 1)} x {k} seed{'s' * (k > 1)}, measure "
+          f"{spec.measure}; {res.computed} simulated, {res.cached} from the cache, "
+          f"{res.wall_s:.1f} s" + ("; means over seeds" if k > 1 else ""))
     print(text_table(rows, numeric=True))
     if out:
         print(f"wrote {out.path}/ (results.parquet, summary.parquet, sweep.json, plots)")
     return 0
 
 
-def pd_isna(v) -> bool:
+def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
@@ -465,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:      # argparse: --help, --version, or a one-line usage error
         return e.code if isinstance(e.code, int) else 2
     try:
+        if hasattr(args, "executor"):
+            _check_executor_flags(args)
         return args.func(args)
     except ConfigError as e:
         print(f"hetsim: error: {e}", file=sys.stderr)

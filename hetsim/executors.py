@@ -24,14 +24,16 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "serialized",
+           "EXECUTORS"]
 
 EXECUTORS = ("local", "ray")
 
 
 class Executor:
     """Runs ``fn(*args)`` for each args tuple; results in input order."""
-    workers = 1
+    workers = 1     # tasks at once
+    here = 1        # of them on this machine (what memory checks multiply by)
 
     def map(self, fn: Callable, items: Sequence[tuple],
             done: Callable[[int, Any], None] | None = None) -> list:
@@ -62,7 +64,7 @@ class LocalExecutor(Executor):
     """``jobs`` worker processes on this machine (``jobs=1``: this process)."""
 
     def __init__(self, jobs: int = 1):
-        self.workers = jobs
+        self.workers = self.here = jobs
         self._pool = None
         self._lock = threading.Lock()
 
@@ -81,16 +83,27 @@ class LocalExecutor(Executor):
         from concurrent.futures import as_completed
         futures = {self._get_pool().submit(fn, *a): i for i, a in enumerate(items)}
         out: list[Any] = [None] * len(items)
+        failed = _Failures()
         try:
             for f in as_completed(futures):
                 i = futures[f]
-                out[i] = f.result()
+                if f.cancelled():
+                    continue
+                try:
+                    out[i] = f.result()
+                except Exception as e:
+                    for g, j in futures.items():     # later tasks will not be needed
+                        if j > i:
+                            g.cancel()
+                    failed.add(i, e)
+                    continue
                 if done:
                     done(i, out[i])
         except BaseException:
             for f in futures:
                 f.cancel()
             raise
+        failed.throw()
         return out
 
     def close(self):
@@ -125,6 +138,7 @@ class RayExecutor(Executor):
                                   path="--address") from None
             self._owned = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.here = 1 if address else self.workers     # a local instance's tasks run here
         self._remote: dict = {}
 
     def map(self, fn, items, done=None):
@@ -135,19 +149,32 @@ class RayExecutor(Executor):
         refs = [remote.remote(*a) for a in items]
         index = {r: i for i, r in enumerate(refs)}
         out: list[Any] = [None] * len(items)
-        pending = list(refs)
+        pending, failed = list(refs), _Failures()
         try:
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
+                # every result ready within a short wait, not one per call: a call scans the
+                # whole pending list
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for r in ready:
                     i = index[r]
-                    out[i] = ray.get(r)
+                    try:
+                        out[i] = ray.get(r)
+                    except ray.exceptions.TaskCancelledError:
+                        continue
+                    except ray.exceptions.RayTaskError as e:
+                        for p in pending:
+                            if index[p] > i:
+                                ray.cancel(p)
+                        cause = getattr(e, "cause", None)
+                        failed.add(i, cause if isinstance(cause, Exception) else e)
+                        continue
                     if done:
                         done(i, out[i])
         except BaseException:
             for r in pending:
                 ray.cancel(r)
             raise
+        failed.throw()
         return out
 
     def close(self):
@@ -156,16 +183,50 @@ class RayExecutor(Executor):
             self._owned = False
 
 
+class _Failures:
+    """Task failures of one ``map``: the one raised is the lowest-index one, so which error a
+    user sees does not depend on which worker finished first (later tasks are cancelled, the
+    earlier ones run to the end)."""
+
+    def __init__(self):
+        self.first: tuple[int, Exception] | None = None
+
+    def add(self, i: int, e: Exception) -> None:
+        if self.first is None or i < self.first[0]:
+            self.first = (i, e)
+
+    def throw(self) -> None:
+        if self.first is not None:
+            raise self.first[1]
+
+
+def serialized(progress: Callable) -> Callable:
+    """A ``progress`` callback safe to call from several threads; after its first write error
+    (a closed terminal or pipe) it stays silent, since progress is never the result."""
+    lock, broken = threading.Lock(), [False]
+
+    def call(*args) -> None:
+        with lock:
+            if broken[0]:
+                return
+            try:
+                progress(*args)
+            except OSError:
+                broken[0] = True
+    return call
+
+
 def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A ``ray://host:port`` that does not answer fails in seconds, not after Ray's client
-    timeout (half a minute)."""
-    if not address or not address.startswith("ray://"):
+    """A ``ray://host:port`` or ``host:port`` that does not answer fails in seconds, not after
+    Ray's own timeouts (half a minute to forever, logging as it retries)."""
+    if not address or address in ("auto", "local"):
         return
-    host, _, port = address[len("ray://"):].rpartition(":")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         socket.create_connection((host or "localhost", int(port)), timeout=timeout_s).close()
     except (OSError, ValueError) as e:
-        why = "not host:port" if isinstance(e, ValueError) else (e.strerror or str(e))
+        why = ("not auto, host:port or ray://host:port" if isinstance(e, ValueError)
+               else (e.strerror or str(e)))
         raise ConfigError(f"cannot reach a Ray cluster at {address}: {why}",
                           path="--address") from None
 

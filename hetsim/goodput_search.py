@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from .api import check_memory, plain
 from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import measured_window, meets, records_frame, slo_met
-from .executors import Executor
+from .executors import Executor, serialized
 from .resolve import resolve_scenario, scenario_from_dict
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import DEFAULT_REQUESTS, generate
@@ -159,15 +160,18 @@ def _checked(sc: Scenario) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _loaded(text: str, source: str | None):
+def _loaded(text: str, source: str | None, search: str):
+    """A scenario parsed and resolved once per search (``search``: the search's id), so a
+    profile edited between two searches in one session is read again."""
     sc = parse_scenario(json.loads(text), source)
     return (sc, *resolve_scenario(sc))
 
 
-def simulate_rate(text: str, source: str | None, name: str, rate: float, seed: int,
-                  requests: int) -> dict:
-    """One placement at one rate with one seed (a task: a pure function of its arguments)."""
-    sc, model, resolved = _loaded(text, source)
+def simulate_rate(text: str, source: str | None, search: str, name: str, rate: float,
+                  seed: int, requests: int) -> dict:
+    """One placement at one rate with one seed (a task: a pure function of its arguments;
+    ``search`` only scopes the memo of the resolved scenario)."""
+    sc, model, resolved = _loaded(text, source, search)
     placement = resolved[name]
     w = dataclasses.replace(sc.workload, requests=requests, seed=seed,
                             arrival=dataclasses.replace(sc.workload.arrival, rate_rps=rate))
@@ -186,7 +190,7 @@ def simulate_rate(text: str, source: str | None, name: str, rate: float, seed: i
 
 
 def _evaluator(sc: Scenario, name: str, seeds: list[int], requests: int, executor: Executor):
-    task = plain(sc)
+    task = (*plain(sc), uuid.uuid4().hex)
 
     def evaluate(rate: float) -> Point:
         runs = executor.map(simulate_rate, [(*task, name, rate, s, requests) for s in seeds])
@@ -297,14 +301,23 @@ def _searches(jobs: list[tuple[Scenario, str]], seeds, requests, rel_tol, progre
     for sc, _ in jobs:
         _checked(sc)
     n = requests or jobs[0][0].workload.requests or DEFAULT_REQUESTS
-    check_memory(n, 1)      # one placement and one seed at a time, per worker
+    check_memory(n, executor.here)      # one placement and seed at a time per local worker
+    concurrent = executor.parallel and len(jobs) > 1
+    shared, count = (serialized(progress), itertools.count(1)) if progress else (None, None)
+
+    def progress_of(name: str):
+        if not progress:
+            return None
+        if concurrent:        # one count over every search, from any thread
+            return lambda k: shared("all placements", next(count))
+        return lambda k: progress(name, k)
 
     def one(job) -> GoodputResult:
         sc, name = job
         pl = resolve_scenario(sc)[1][name]
         seed_list = [sc.workload.seed + i for i in range(seeds)]
         start = sc.workload.arrival.rate_rps
-        cb = (lambda k, _n=name: progress(_n, k)) if progress else None
+        cb = progress_of(name)
         ev = _evaluator(sc, name, seed_list, n, executor)
         rate, pts, bracketed = search(ev, start or 1.0, rel_tol=rel_tol, progress=cb)
         knee = next((p for p in pts if p.rate_rps == rate), None)
@@ -312,7 +325,7 @@ def _searches(jobs: list[tuple[Scenario, str]], seeds, requests, rel_tol, progre
             name, rate, knee.tokens_per_s if knee else 0.0,
             sum(p.accelerators for p in pl.pools.values()),
             sum(p.usd_per_hour for p in pl.pools.values()), seeds, n, pts, bracketed)
-    if executor.parallel and len(jobs) > 1:
+    if concurrent:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(min(len(jobs), 64)) as threads:
             return list(threads.map(one, jobs))

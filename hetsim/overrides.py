@@ -3,7 +3,8 @@
 ``placements.hetero.pools.decode.instances`` walks the schema (a dataclass from
 :mod:`hetsim.config`) beside the document: a field must exist (else ``unknown key``, with a
 suggestion), a named entry of a mapping of sections (a placement, a pool) must already be in the
-document, and a list takes ``[i]`` indices. The value replaces what is there; ``None`` (YAML
+document unless the override gives it whole (``inventory.b200={max: 4}``), and a list takes
+``[i]`` indices. The value replaces what is there; ``None`` (YAML
 ``null``) removes the key, so its default applies again. Types and ranges are checked
 afterwards, when the document is built, and errors then name the same key path.
 
@@ -17,7 +18,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Union
 
 from .config import parse_yaml_text
@@ -94,7 +95,9 @@ def _set(doc: dict, schema, parts: list, value, path: str) -> None:
         elif typing.get_origin(holder) is dict and key not in node:
             value_type = typing.get_args(holder)[1]
             sections = any(dataclasses.is_dataclass(t) for t in _strip_optional(value_type))
-            if sections or not last:      # a placement or pool must exist; overrides never add one
+            # a named section (placement, pool) must exist, unless given whole: a path into
+            # one that is not there is a typo, not a new entry
+            if (sections and not (last and isinstance(value, dict))) or not last:
                 raise ConfigError(f"no entry {key!r}" + suggest(key, node)
                                   + (f"; one of {', '.join(map(str, node))}" if node else ""),
                                   path=where)
@@ -133,13 +136,13 @@ def apply_overrides(doc: Mapping, overrides: Mapping[str, Any], schema) -> dict:
     return out
 
 
-def blame(e: ConfigError, overrides: Mapping[str, Any], label: str) -> ConfigError:
-    """``e`` with ``(from LABEL)`` added when its key path lies under an overridden one, so a
-    bad override is not read as a bad file."""
-    for path in overrides:
-        p = str(path)
-        section = p.rpartition(".")[0]    # a section the override created: its required keys
-        if (e.path == p or e.path.startswith((p + ".", p + "[")) or p.startswith(e.path + ".")
-                or (section and e.path.startswith(section + "."))):
-            return ConfigError(f"{e.message} (set by {label})", file=e.file, path=e.path)
-    return e
+def blame(e: ConfigError, label: str, clean: Callable[[], object]) -> ConfigError:
+    """``e`` (an error reading a document with overrides) with ``(set by LABEL)`` added unless
+    ``clean()``, the same read without them, fails the same way: an error already in the file
+    is never put on an override."""
+    try:
+        clean()
+    except ConfigError as base:
+        if (base.path, base.message) == (e.path, e.message):
+            return e
+    return ConfigError(f"{e.message} (set by {label})", file=e.file, path=e.path)

@@ -324,4 +324,4 @@ def as_scenario(scenario: "Scenario | str | Path | Mapping", overrides: Mapping 
     try:
         return parse_scenario(apply_overrides(raw, overrides, Scenario), file)
     except ConfigError as e:
-        raise blame(e.with_file(file), overrides, label) from None
+        raise blame(e.with_file(file), label, lambda: parse_scenario(raw, file)) from None

@@ -39,17 +39,18 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .api import plain, run
+from .api import check_memory, plain, run
 from .check import flatten
 from .config import build, meta, positive, read_yaml, to_dict
 from .errors import ConfigError, match_name
-from .executors import Executor, make_executor
-from .goodput_search import goodput
+from .executors import Executor, cpu_count, make_executor
+from .goodput_search import _checked, goodput
 from .hardware import profile_dirs
 from .outputs import OutputDir, check_output_dir, write_text_atomic
 from .overrides import apply_overrides
 from .resolve import resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
+from .workload import DEFAULT_REQUESTS, generate
 
 __all__ = ["SweepSpec", "SweepResult", "sweep", "load_sweep", "write_sweep", "expand",
            "default_cache_dir"]
@@ -66,7 +67,10 @@ class SweepSpec:
     zip: dict[str, list[Any]] = field(default_factory=dict, metadata=meta(
         "key path -> values, equal lengths: the i-th values go together (times the grid)"))
     seeds: list[int] | None = field(default=None, metadata=meta(
-        "request-stream seeds per point (default: the scenario's workload.seed)"))
+        "request-stream seeds per point (default: each point's workload.seed)",
+        lambda v: "give at least one seed" if not v else (
+            "a seed appears twice" if len(set(v)) < len(v) else (
+                "seeds must be >= 0" if min(v) < 0 else None))))
     measure: Literal["run", "goodput"] = field(default="run", metadata=meta(
         "run: simulate each point at its rate | goodput: search each point's highest rate "
         "within SLO"))
@@ -149,39 +153,67 @@ def _describe(point: dict) -> str:
                      for p, v in point.items())
 
 
-def _prepare(spec: SweepSpec, base_raw: dict, file: str, points: list[dict]
+def _prepare(spec: SweepSpec, base_raw: dict, file: str, points: list[dict], here: int
              ) -> tuple[Scenario, list[Scenario]]:
-    """The base scenario and every point's, each checked as ``run`` checks it."""
-    fixed = {**spec.set}
-    if spec.requests:
-        fixed["workload.requests"] = spec.requests
+    """The base scenario and every point's, each checked as ``run`` checks it (names, fit,
+    every seed's request draw, memory for ``here`` simulations at once on this machine)
+    before anything runs."""
+    # set: (and --set) last, so a command line's workload.requests wins over requests:
+    fixed = {**({"workload.requests": spec.requests} if spec.requests else {}), **spec.set}
+    both = sorted(set(fixed) & set(spec.axes))
+    if both:
+        raise ConfigError(f"{both[0]} is swept and also set (set: or --set); give it in one",
+                          file=spec.source_file, path=_section(spec, both[0]))
     base = as_scenario(base_raw, fixed, "the sweep's set: or --set", file=file)
+    if spec.measure == "goodput":
+        try:
+            _checked(base)
+        except ConfigError as e:
+            raise ConfigError(f"{e.path}: {e.message} (in {file})", file=spec.source_file,
+                              path="measure") from None
+    if spec.seeds and "workload.seed" in spec.axes:
+        raise ConfigError("workload.seed is swept and seeds: is given; sweep one of them",
+                          file=spec.source_file, path="seeds")
     raw = base.to_dict()
-    for section in ("grid", "zip"):     # unknown paths first, named by where they are given
-        for path, values in getattr(spec, section).items():
-            try:
-                apply_overrides(raw, {path: values[0]}, Scenario)
-            except ConfigError as e:
-                raise ConfigError(f"{e.message} (in {file})" if e.path == path else
-                                  f"{e.path}: {e.message} (in {file})",
-                                  file=spec.source_file, path=f"{section}.{path}") from None
-    out = []
+    for path in spec.axes:          # unknown paths first, named by where they are given
+        try:
+            apply_overrides(raw, {path: (spec.grid.get(path) or spec.zip[path])[0]}, Scenario)
+        except ConfigError as e:
+            raise ConfigError(f"{e.message} (in {file})" if e.path == path else
+                              f"{e.path}: {e.message} (in {file})",
+                              file=spec.source_file, path=_section(spec, path)) from None
+    out, drawn = [], set()
     for i, point in enumerate(points):
         try:
             sc = as_scenario(raw, point, "the sweep", file=file)
-            _, resolved = resolve_scenario(sc)
-            for name in spec.placements:
-                match_name(name, resolved, "placement")
-            if spec.measure == "goodput":
-                from .goodput_search import _checked
-                _checked(sc)
+            model, resolved = resolve_scenario(sc)
+            names = [match_name(n, resolved, "placement") for n in spec.placements]
+            check_memory(sc.workload.requests or DEFAULT_REQUESTS,
+                         len(names or resolved) * here)
+            for seed in spec.seeds or [sc.workload.seed]:   # draws fail per seed (context)
+                w = dataclasses.replace(sc.workload, seed=seed)
+                key = (json.dumps(to_dict(w), sort_keys=True), str(sc.base_dir))
+                if key not in drawn:
+                    generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
+                    drawn.add(key)
         except ConfigError as e:
-            section = "zip" if spec.zip and not spec.grid else "grid"
-            raise ConfigError(f"point {i} ({_describe(point)}): "
-                              + (f"{e.path}: " if e.path else "") + e.message,
-                              file=spec.source_file, path=section) from None
+            culprit = next((p for p in point if e.path == p or e.path.startswith(p + ".")),
+                           None)
+            inner = "" if not e.path or e.path == culprit else f"{e.path}: "
+            raise ConfigError(f"point {i} ({_describe(point)}): {inner}"
+                              + e.message.removesuffix(" (set by the sweep)"),
+                              file=spec.source_file, path=_section(spec, culprit)) from None
         out.append(sc)
     return base, out
+
+
+def _section(spec: SweepSpec, path: str | None) -> str:
+    """Where a swept path is given (``grid.PATH``, ``zip.PATH``); ``grid``/``zip`` without one."""
+    if path is None:
+        return "grid" if spec.grid else "zip"
+    if path in spec.grid:
+        return f"grid.{path}"
+    return f"zip.{path}" if path in spec.zip else "set"
 
 
 def _task(text: str, source: str | None, measure: str, placements: tuple, tolerance: float
@@ -220,28 +252,37 @@ def _tree_digest(folder: str) -> str:
     return h.hexdigest()
 
 
-def _inputs_digest(sc: Scenario) -> str:
+def _inputs_digest(sc: Scenario, memo: dict) -> str:
     """What a point reads besides its own text: hetsim's package and shipped profiles, every
-    profile folder searched, files the scenario names (workload traces, model files)."""
+    profile folder searched, files the scenario names (workload traces, model files; hashed
+    by the name as written and their content). ``memo`` keeps folder and file digests for one
+    sweep."""
     import simpy
+
+    def digest(kind: str, path: Path) -> str:
+        key = (kind, str(path.resolve()))
+        if key not in memo:
+            memo[key] = (_tree_digest(key[1]) if kind == "tree"
+                         else hashlib.sha256(path.read_bytes()).hexdigest())
+        return memo[key]
     h = hashlib.sha256(f"{__version__} {np.__version__} {pd.__version__} {simpy.__version__} "
                        f"{platform.python_version()}".encode())
     here = Path(__file__).resolve().parent
     for d in [here, *profile_dirs([sc.base_dir / d for d in sc.hardware_profiles])]:
         if d.is_dir():
-            h.update(_tree_digest(str(d.resolve())).encode())
+            h.update(digest("tree", d).encode())
 
-    def files(v):
+    def named(v):
         if isinstance(v, dict):
             for x in v.values():
-                yield from files(x)
+                yield from named(x)
         elif isinstance(v, list):
             for x in v:
-                yield from files(x)
+                yield from named(x)
         elif isinstance(v, str) and (sc.base_dir / v).is_file():
-            yield sc.base_dir / v
-    for f in sorted(set(files(sc.to_dict()))):
-        h.update(str(f).encode() + b"\0" + f.read_bytes())
+            yield v
+    for v in sorted(set(named(sc.to_dict()))):
+        h.update(v.encode() + b"\0" + digest("file", sc.base_dir / v).encode())
     return h.hexdigest()
 
 
@@ -307,30 +348,31 @@ def sweep(spec: "str | Path | dict | SweepSpec | None" = None, *,
             base_raw = read_yaml(file)
         except ConfigError as e:
             raise ConfigError(e.message, file=spec.source_file, path="scenario") from None
-    base, scenarios = _prepare(spec, base_raw, file, points)
-    seed_list = spec.seeds or [base.workload.seed]
+    if isinstance(executor, Executor):
+        here = executor.here
+    else:       # a local Ray instance runs here too; a cluster's memory is its own
+        here = (jobs or 1) if executor == "local" else (0 if address else jobs or cpu_count())
+    base, scenarios = _prepare(spec, base_raw, file, points, max(here, 1))
     folder = None
     if cache:
         folder = default_cache_dir() / "sweeps" if cache is True else Path(cache)
     names = tuple(spec.placements)
-    tasks, keys, rows = [], [], {}
-    digests: dict = {}
+    tasks, keys, rows, order = [], [], {}, []
+    memo: dict = {}
     for i, sc in enumerate(scenarios):
-        for s in seed_list:
+        digest = _inputs_digest(sc, memo)
+        for s in spec.seeds or [sc.workload.seed]:
+            order.append((i, s))
             seeded = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, seed=s))
             text, source = plain(seeded)
-            d = digests.get(sc.base_dir)
-            if d is None:
-                d = digests[sc.base_dir] = _inputs_digest(sc)
-            key = _key(text, spec.measure, names, spec.tolerance, d)
+            key = _key(text, spec.measure, names, spec.tolerance, digest)
             hit = _cache_read(folder, key)
             if hit is not None:
                 rows[(i, s)] = hit
             else:
                 tasks.append(((i, s), (text, source, spec.measure, names, spec.tolerance)))
                 keys.append(key)
-    cached = len(rows)
-    total = len(scenarios) * len(seed_list)
+    cached, total = len(rows), len(order)
     if progress and cached:
         progress("sweep", cached, total)
 
@@ -347,7 +389,7 @@ def sweep(spec: "str | Path | dict | SweepSpec | None" = None, *,
         finally:
             if own:
                 ex.close()
-    table = _table(spec, points, seed_list, rows)
+    table = _table(spec, points, order, rows)
     return SweepResult(spec, base, points, table, summarize(table, spec.axes),
                        len(tasks), cached, time.monotonic() - t0)
 
@@ -363,12 +405,9 @@ def _column(values: list) -> list:
             for v in values]
 
 
-def _table(spec: SweepSpec, points: list[dict], seeds: list[int], rows: dict) -> pd.DataFrame:
-    records = []
-    for i, point in enumerate(points):
-        for s in seeds:
-            for r in rows[(i, s)]:
-                records.append({"point": i, **point, "seed": s, **r})
+def _table(spec: SweepSpec, points: list[dict], order: list[tuple], rows: dict
+           ) -> pd.DataFrame:
+    records = [{"point": i, **points[i], "seed": s, **r} for i, s in order for r in rows[(i, s)]]
     df = pd.DataFrame.from_records(records)
     for path in spec.axes:
         df[path] = _column(df[path].tolist())
@@ -419,9 +458,13 @@ def write_sweep(result: SweepResult, out: "str | Path | OutputDir", csv: bool = 
         d = sc.to_dict()
         d["workload"] = written(d["workload"])
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
-        # runs again from this folder: the base above already holds set: and requests:
+        # runs again from anywhere: the base's file by its absolute path (its relative files
+        # resolve there), else the base written above, which holds set: and requests:
         spec = {k: v for k, v in to_dict(result.spec).items() if k != "source_file"}
-        spec.update(scenario="scenario.resolved.yaml", set={}, requests=None)
+        if sc.source_file:
+            spec["scenario"] = str(Path(sc.source_file).resolve())
+        else:
+            spec.update(scenario="scenario.resolved.yaml", set={}, requests=None)
         (tmp / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         (tmp / "sweep.json").write_text(json.dumps(meta_json, indent=2) + "\n")
         sweep_pngs(result.summary, result.axes, result.spec.measure,

@@ -100,7 +100,9 @@ def test_a_list_item_is_set_by_index(tmp_path, base_dict):
     ("workload.arrival.rate", 2, "workload.arrival.rate: unknown key (did you mean 'rate_rps'?)"),
     ("slo.ttft_s.p99", 2, "slo.ttft_s: is 1.0, a value, not a section"),
     ("placements.disagg.pools.d.precision.kv", "fp3", "precision.kv"),
-    ("placements.disagg.pools.x", {"role": "decode"}, "placements.disagg.pools.x: no entry 'x'"),
+    ("placements.disagg.pools.x.role", "decode", "placements.disagg.pools.x: no entry 'x'"),
+    ("placements.disagg.pools.x", {"role": "decode"},
+     "placements.disagg.pools.x.accelerator: required key is missing"),
     ("placements.disagg.pools.d.role", "decoder", "placements.disagg.pools.d.role: unknown role"),
 ])
 def test_a_bad_override_names_its_path_and_is_blamed_not_the_file(f, path, value, message):
@@ -160,13 +162,31 @@ def test_goodput_and_check_take_overrides(f, tmp_path, base_dict, capsys):
     assert "expect: unknown key" in capsys.readouterr().err
 
 
+def test_a_named_entry_given_whole_is_added(base_dict):
+    sc = as_scenario(base_dict, {"placements.solo": {"pools": {"m": {
+        "role": "mixed", "accelerator": "a100-sxm"}}}})
+    assert list(sc.placements) == ["coloc", "disagg", "solo"]
+    assert sc.placements["solo"].pools["m"].accelerator == "a100-sxm"
+
+
+def test_an_error_already_in_the_file_is_not_put_on_an_override(tmp_path, base_dict):
+    base_dict["placements"]["coloc"]["pools"]["m"]["tp"] = 3
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(base_dict, sort_keys=False))
+    with pytest.raises(ConfigError) as e:
+        as_scenario(f, {"placements.coloc.router": "random", "workload.requests": 5}, "--set")
+    assert str(e.value) == f"{f}: placements.coloc.pools.m.tp: must be a power of two, got 3"
+
+
 def test_plan_takes_overrides():
     spec = ROOT / "examples" / "plan" / "llama8b-chat.yaml"
     with pytest.raises(ConfigError, match=r"llama8b-chat.yaml: inventory\.h100: no entry "
                                           r"'h100'.*\(set by --set\)"):
         hetsim.load_plan_spec(spec, {"inventory.h100.max": 1}, "--set")
-    s = hetsim.load_plan_spec(spec, {"verify_requests": 123, "target_rps": 5})
+    s = hetsim.load_plan_spec(spec, {"verify_requests": 123, "target_rps": 5,
+                                     "inventory.b200": {"max": 4}})
     assert s.verify_requests == 123 and s.target_rps == 5 and s.source_file == str(spec)
+    assert s.inventory["b200"].max == 4
 
 
 _NAMES = st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=12)

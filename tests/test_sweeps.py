@@ -198,7 +198,7 @@ def _sweep_file(tmp_path, **spec):
     ({"grid": {"placements.nope.pools.d.instances": [1]}},
      "grid.placements.nope.pools.d.instances: placements.nope: no entry 'nope'"),
     ({"grid": {D_INSTANCES: [1, 0]}},
-     "grid: point 1 (instances=0): placements.disagg.pools.d.instances: must be > 0"),
+     f"grid.{D_INSTANCES}: point 1 (instances=0): must be > 0, got 0\n"),
     ({"grid": {RATE: []}}, f"grid.{RATE}: empty list"),
     ({"grid": {RATE: [1]}, "measure": "goodputs"}, "measure: must be one of run, goodput"),
     ({"grid": {RATE: [1]}, "placements": ["colloc"]}, "unknown placement 'colloc'"),
@@ -258,11 +258,117 @@ def test_goodput_and_plan_are_identical_on_every_executor(tmp_path):
     assert a.scenario_dict() == b.scenario_dict()
 
 
-def test_a_workers_config_error_arrives_whole():
-    with LocalExecutor(2) as two, pytest.raises(ConfigError) as e:
-        two.map(_fails, [("x",), ("y",)])
-    assert (e.value.file, e.value.path, e.value.message) == ("f.yaml", "a.b", "bad x")
+def test_a_workers_error_arrives_whole_and_the_first_tasks_is_raised():
+    """Whichever worker fails first, the lowest-index failure is the one raised."""
+    for _ in range(3):
+        with LocalExecutor(2) as two, pytest.raises(ConfigError) as e:
+            two.map(_fails, [(0.2, "x"), (0.0, "y"), (0.0, "z")])
+        assert (e.value.file, e.value.path, e.value.message) == ("f.yaml", "a.b", "bad x")
 
 
-def _fails(v):
+def _fails(delay, v):
+    import time
+    time.sleep(delay)
     raise ConfigError(f"bad {v}", file="f.yaml", path="a.b")
+
+
+def test_a_swept_seed_is_each_points_own_and_seed_lists_are_checked(files):
+    res = sweep(scenario=files / "s.yaml", grid={"workload.seed": [1, 2]}, placements=["coloc"],
+                cache=False)
+    assert list(res.table["seed"]) == [1, 2]
+    assert res.table["ttft_s.p99"].nunique() == 2
+    with pytest.raises(ConfigError, match="seeds: workload.seed is swept and seeds: is given"):
+        sweep(scenario=files / "s.yaml", grid={"workload.seed": [1, 2]}, seeds=[3],
+              cache=False)
+    for seeds, why in (([], "give at least one seed"), ([1, 1], "a seed appears twice"),
+                       ([-1], "seeds must be >= 0")):
+        with pytest.raises(ConfigError, match=f"seeds: {why}"):
+            sweep(scenario=files / "s.yaml", grid={RATE: [4]}, seeds=seeds, cache=False)
+
+
+def test_every_point_is_checked_before_any_runs(files, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=r"grid\.workload\.requests: point 1 "
+                                          r"\(requests=500000000\): 500,000,000 requests"):
+        sweep(scenario=files / "s.yaml", grid={"workload.requests": [50, 500_000_000]},
+              cache=cache)
+    assert not cache.exists()
+    with pytest.raises(ConfigError, match=rf"grid\.{RATE}: {RATE} is swept and also set"):
+        sweep(scenario=files / "s.yaml", grid={RATE: [4]}, overrides={RATE: 5}, cache=False)
+
+
+def test_goodput_reads_an_edited_profile_again(tmp_path, base_dict):
+    """A notebook edits a profile between two searches: the second sees the edit."""
+    prof = tmp_path / "prof" / "accelerators"
+    prof.mkdir(parents=True)
+    text = (ROOT / "hardware_profiles" / "accelerators" / "h100-sxm.yaml").read_text()
+    (prof / "h100-sxm.yaml").write_text(text)
+    base_dict["hardware_profiles"] = ["prof"]
+    base_dict["workload"]["requests"] = 60
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(base_dict, sort_keys=False))
+    (a,) = hetsim.goodput(f, ["coloc"], seeds=1, rel_tol=0.2)
+    (prof / "h100-sxm.yaml").write_text(text.replace("hbm_bandwidth_tbps: 3.35",
+                                                     "hbm_bandwidth_tbps: 0.3"))
+    (b,) = hetsim.goodput(f, ["coloc"], seeds=1, rel_tol=0.2)
+    assert b.max_goodput_rps < a.max_goodput_rps
+
+
+def test_the_cache_key_does_not_depend_on_the_working_folder(files, tmp_path, monkeypatch,
+                                                           base_dict):
+    from hetsim.sweeps import _inputs_digest
+    (files / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n0,10,5\n1,10,5\n")
+    base_dict["workload"] = {"trace": "t.csv", "seed": 1}
+    (files / "s.yaml").write_text(yaml.safe_dump(base_dict, sort_keys=False))
+    monkeypatch.chdir(files)
+    here = _inputs_digest(hetsim.load_scenario("s.yaml"), {})
+    monkeypatch.chdir(tmp_path.parent)
+    there = _inputs_digest(hetsim.load_scenario(files / "s.yaml"), {})
+    assert here == there
+    (files / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n0,10,5\n1,10,6\n")
+    assert _inputs_digest(hetsim.load_scenario(files / "s.yaml"), {}) != there
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--csv"], "--csv: --csv needs --out"),
+    (["--no-cache", "--cache-dir", "c"], "--cache-dir: --cache-dir needs the cache"),
+    (["--executor", "ray", "--address", "127.0.0.1:1"],
+     "--address: cannot reach a Ray cluster at 127.0.0.1:1"),
+    (["--executor", "ray", "--address", "auto", "--jobs", "2"], "--jobs: --jobs sizes a local"),
+    (["--address", "auto"], "--address: --address is for --executor ray"),
+])
+def test_flags_that_cannot_apply_are_refused(files, capsys, args, message):
+    assert main(["sweep", str(files / "sweep.yaml"), "-q", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_sweeps_run(path, tmp_path):
+    res = sweep(path, cache=False, overrides={"workload.requests": 60})
+    spec = load_sweep(path)
+    assert len(res.summary) == len(expand(spec)) * max(len(spec.placements), 1)
+    assert res.table["completed"].gt(0).all()
+
+
+def test_goodput_out_writes_the_search_and_its_curves(files, tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["goodput", str(files / "s.yaml"), "--placement", "disagg", "--seeds", "2",
+                 "--requests", "50", "--tolerance", "20%", "--jobs", "2", "--out", str(out),
+                 "-q"]) == 0
+    assert f"wrote {out}/" in capsys.readouterr().out
+    g = json.loads((out / "goodput.json").read_text())
+    curves = pd.read_csv(out / "curves.csv")
+    (p,) = g["placements"]
+    assert len(curves) == len(p["curve"]) and set(curves["placement"]) == {"disagg"}
+    assert curves["rate_rps"].tolist() == [c["rate_rps"] for c in p["curve"]]
+    assert (curves["ttft_s_p99"] >= curves["ttft_s_p50"]).all()
+    assert yaml.safe_load((out / "scenario.resolved.yaml").read_text())["workload"][
+        "requests"] == 50
+    assert {"attainment.png", "latency.png"} <= {f.name for f in out.iterdir()}
+    # a foreign folder is refused before anything runs
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["goodput", str(files / "s.yaml"), "--out", str(tmp_path / "mine"), "-q"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"

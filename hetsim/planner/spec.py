@@ -155,8 +155,17 @@ def spec_from_raw(raw, file: str | None, overrides: dict | None = None,
                   label: str = "overrides") -> PlanSpec:
     """:func:`load_plan_spec` for a mapping parsed from ``file`` (None: built in Python)."""
     try:
-        if overrides:
-            raw = apply_overrides(raw, overrides, PlanSpec)
+        return _checked_spec(apply_overrides(raw, overrides, PlanSpec) if overrides else raw,
+                             file)
+    except ConfigError as e:
+        e = e.with_file(file)
+        if not overrides:
+            raise e from None
+        raise blame(e, label, lambda: _checked_spec(raw, file)) from None
+
+
+def _checked_spec(raw, file: str | None) -> PlanSpec:
+    try:
         spec = dataclasses.replace(build(PlanSpec, raw), source_file=file)
         _resolve_names(spec)
         spec.draw(load_model(spec.model))
@@ -164,7 +173,7 @@ def spec_from_raw(raw, file: str | None, overrides: dict | None = None,
         from ..api import check_memory    # the simulator's estimate; keeps capacity SimPy-free
         check_memory(spec.verify_requests, spec.verify * len(spec.shapes), path="verify_requests")
     except ConfigError as e:
-        raise blame(e.with_file(file), overrides or {}, label) from None
+        raise e.with_file(file) from None
     return spec
 
 

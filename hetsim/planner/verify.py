@@ -8,13 +8,14 @@ search of each short-listed serving unit instead.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..config import build, to_dict
-from ..executors import Executor
+from ..executors import Executor, serialized
 from ..models import load_model
 from ..scenario import Placement, Scenario
 from .capacity import options
@@ -61,14 +62,16 @@ def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> 
 def _each(executor: Executor, fn, items: list, progress, stage: str) -> list:
     """``[fn(x) for x in items]``, one thread per item when the executor runs tasks in
     parallel (each thread's simulations go to the executor)."""
-    done = iter(range(1, len(items) + 1))
+    done = itertools.count(1)
+    concurrent = executor.parallel and len(items) > 1
+    report = serialized(progress) if progress and concurrent else progress
 
     def one(x):
         out = fn(x)
-        if progress:
-            progress(stage, next(done), len(items))
+        if report:
+            report(stage, next(done), len(items))
         return out
-    if executor.parallel and len(items) > 1:
+    if concurrent:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(min(len(items), 64)) as threads:
             return list(threads.map(one, items))
