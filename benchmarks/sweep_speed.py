@@ -74,7 +74,7 @@ def measure(jobs: int, ray: bool) -> list[tuple[str, int, float, bool]]:
 def block(rows, jobs: int) -> str:
     base = rows[0][2]
     tasks = 3 * 4 * 2
-    lines = [f"| executor | workers | wall (s) | simulations/s | speed-up | same table |",
+    lines = ["| executor | workers | wall (s) | simulations/s | speed-up | same table |",
              "|---|---|---|---|---|---|"]
     for label, workers, wall, same in rows:
         lines.append(f"| {label} | {workers} | {wall:.2f} | {tasks / wall:.1f} | "
@@ -87,15 +87,6 @@ def block(rows, jobs: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
-    doc = path.read_text(encoding="utf-8")
-    head, a, rest = doc.partition(MARK[0] + "\n")
-    _, b, tail = rest.partition(MARK[1])
-    if not (a and b):
-        raise SystemExit(f"{path}: no {MARK[0]} ... {MARK[1]} region")
-    path.write_text(head + a + text + "\n" + b + tail, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=min(2, cpu_count()) or 1)
@@ -104,9 +95,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ray = not args.no_ray
     if ray:
-        try:
-            import ray as _  # noqa: F401
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:
             print("ray is not installed (pip install 'hetsim[ray]'): skipping it",
                   file=sys.stderr)
             ray = False
@@ -114,7 +104,8 @@ def main(argv=None) -> int:
     out = block(measure(args.jobs, ray), args.jobs)
     print(out)
     if args.readme:
-        write_readme(args.readme, out)
+        from kernel_accuracy import write_readme    # benchmarks/ is the script's folder
+        write_readme(args.readme, out, MARK)
     return 0
 
 

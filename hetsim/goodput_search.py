@@ -32,7 +32,7 @@ from .metrics import measured_window, meets, records_frame, slo_met
 from .executors import Executor, serialized
 from .resolve import resolve_scenario, scenario_from_dict
 from .scenario import Scenario, as_scenario, parse_scenario
-from .workload import DEFAULT_REQUESTS, generate
+from .workload import DEFAULT_REQUESTS, check_rate_varies, generate
 
 __all__ = ["GoodputResult", "search", "goodput", "TUNABLE", "set_knobs"]
 
@@ -149,14 +149,7 @@ def search(evaluate, start: float, *, rel_tol: float = 0.02, max_steps: int = 40
 
 def _checked(sc: Scenario) -> None:
     """A scenario whose rate a goodput search may vary, or a ConfigError."""
-    arrival = sc.workload.arrival
-    if arrival is None or arrival.process == "closed" or arrival.trace or sc.workload.trace:
-        raise ConfigError("goodput search varies the arrival rate: it needs a poisson, gamma "
-                          "or constant arrival process", path="workload.arrival")
-    if sc.workload.warmup is not None and sc.workload.warmup.seconds is not None:
-        raise ConfigError("goodput search varies the arrival rate, and a warm-up in seconds "
-                          "would leave out a different share of requests at each rate; give "
-                          "warmup: {requests: N}", path="workload.warmup.seconds")
+    check_rate_varies(sc.workload, "goodput search")
 
 
 @functools.lru_cache(maxsize=8)

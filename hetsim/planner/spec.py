@@ -19,7 +19,7 @@ from ..perf import model_problem
 from ..precision import unknown_precision
 from ..runtimes import RuntimeSpec
 from ..scenario import SLO
-from ..workload import WorkloadSpec, generate
+from ..workload import WorkloadSpec, check_rate_varies, generate
 
 __all__ = ["Stock", "PlanSpec", "load_plan_spec", "spec_from_raw", "SHAPES"]
 
@@ -97,14 +97,7 @@ class PlanSpec:
             raise ConfigError("needs at least one accelerator", path="inventory")
         if self.tune is not None:
             self._check_tune()
-        a = self.workload.arrival
-        if self.workload.trace or a is None or a.trace or a.process == "closed":
-            raise ConfigError("a plan varies the arrival rate: the workload needs a poisson, "
-                              "gamma or constant arrival process", path="workload.arrival")
-        if self.workload.warmup is not None and self.workload.warmup.seconds is not None:
-            raise ConfigError("a plan varies the arrival rate, and a warm-up in seconds would "
-                              "leave out a different share of requests at each rate; give "
-                              "warmup: {requests: N}", path="workload.warmup.seconds")
+        check_rate_varies(self.workload, "a plan")
 
     def _check_tune(self) -> None:
         from ..goodput_search import TUNABLE

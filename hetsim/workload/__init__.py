@@ -11,8 +11,8 @@ Modules, each importing only those above it: ``presets`` (named length distribut
 from .draw import Requests, generate, sample_lengths
 from .presets import PRESETS
 from .spec import (DEFAULT_REQUESTS, MAX_TIME_S, MAX_TOKENS, Arrival, Lengths, Warmup,
-                   WorkloadSpec, load_workload, written)
+                   WorkloadSpec, check_rate_varies, load_workload, written)
 
 __all__ = ["Arrival", "Lengths", "Warmup", "WorkloadSpec", "Requests", "generate", "PRESETS",
            "load_workload", "written", "DEFAULT_REQUESTS", "MAX_TOKENS", "MAX_TIME_S",
-           "sample_lengths"]
+           "sample_lengths", "check_rate_varies"]

@@ -12,7 +12,7 @@ from ..errors import ConfigError, suggest
 from .presets import PRESETS
 
 __all__ = ["Arrival", "Lengths", "Warmup", "WorkloadSpec", "load_workload", "written",
-           "DEFAULT_REQUESTS", "MAX_TOKENS", "MAX_TIME_S"]
+           "check_rate_varies", "DEFAULT_REQUESTS", "MAX_TOKENS", "MAX_TIME_S"]
 
 #: Requests drawn when a workload gives no ``requests:`` (a trace replays all its rows).
 DEFAULT_REQUESTS = 1000
@@ -204,6 +204,19 @@ class WorkloadSpec:
             for k in ("input_tokens", "output_tokens"):
                 if getattr(self, k) is None:
                     raise ConfigError("required key is missing (or give preset:)", path=k)
+
+
+def check_rate_varies(w: WorkloadSpec, who: str) -> None:
+    """A ConfigError unless ``w``'s arrival rate can be varied (``who``: "a plan", ...): an
+    open arrival process, and a warm-up counted in requests, not seconds."""
+    a = w.arrival
+    if w.trace or a is None or a.trace or a.process == "closed":
+        raise ConfigError(f"{who} varies the arrival rate: the workload needs a poisson, gamma "
+                          f"or constant arrival process", path="workload.arrival")
+    if w.warmup is not None and w.warmup.seconds is not None:
+        raise ConfigError(f"{who} varies the arrival rate, and a warm-up in seconds would "
+                          f"leave out a different share of requests at each rate; give "
+                          f"warmup: {{requests: N}}", path="workload.warmup.seconds")
 
 
 def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
