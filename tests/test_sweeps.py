@@ -316,7 +316,7 @@ def test_goodput_reads_an_edited_profile_again(tmp_path, base_dict):
 
 def test_the_cache_key_does_not_depend_on_the_working_folder(files, tmp_path, monkeypatch,
                                                            base_dict):
-    from hetsim.sweeps import _inputs_digest
+    from hetsim.sweeps.cache import inputs_digest as _inputs_digest
     (files / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n0,10,5\n1,10,5\n")
     base_dict["workload"] = {"trace": "t.csv", "seed": 1}
     (files / "s.yaml").write_text(yaml.safe_dump(base_dict, sort_keys=False))
