@@ -15,7 +15,8 @@ ROOT = Path(hetsim.__file__).parent
 #: its modules unless one of them is named on its own.
 LAYERS = [
     ["errors"],
-    ["config", "columns", "progress", "plots", "outputs", "overrides", "executors"],
+    ["config", "columns", "progress", "plots", "sweep_plots", "outputs", "overrides",
+     "executors"],
     ["precision"],
     ["hardware", "models", "workload", "kerneldb", "runtimes"],
     ["perf"],

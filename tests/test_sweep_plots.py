@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from hetsim.plots import frontier_rows, goodput_pngs, sweep_pngs
+from hetsim.plots import goodput_pngs
+from hetsim.sweep_plots import frontier_rows, sweep_pngs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SLO = {"ttft_s": 0.5, "tpot_s": 0.05}

@@ -80,7 +80,7 @@ def write_sweep(result: SweepResult, out: "str | Path | OutputDir", csv: bool = 
     """results.parquet (every row), summary.parquet (means and intervals), CSV copies with
     ``csv``, the base scenario, the sweep spec, sweep.json (points, counts) and plots."""
     import yaml
-    from ..plots import sweep_pngs
+    from ..sweep_plots import sweep_pngs
     from ..workload import written
     target = out if isinstance(out, OutputDir) else check_output_dir(out)
     sc = result.scenario
