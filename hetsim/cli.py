@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from . import cli_args as flags
 from .errors import ConfigError
 
 __all__ = ["main", "EXIT_INTERNAL"]
@@ -29,7 +30,7 @@ def _cmd_run(args) -> int:
     from .outputs import check_output_dir
     from .scenario import as_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
-    sc = as_scenario(args.scenario, _overrides(args), "--set")     # resolved once, by run
+    sc = as_scenario(args.scenario, flags.overrides(args), "--set")     # resolved once, by run
     with _progress(args, unit="requests", delay_s=2.0) as progress:
         result = run(sc, placements=args.placement or None, progress=progress)
     if out:
@@ -43,112 +44,18 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _set_arg(text: str):
-    """``--set PATH=VALUE`` (VALUE read as YAML)."""
-    from .overrides import parse_assignment
-    try:
-        return parse_assignment(text)
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(e.message) from None
-
-
-def _overrides(args) -> dict:
-    """``--set`` pairs in the order given (a path set twice: the last wins)."""
-    return dict(args.set or ())
-
-
-def _executor(args):
-    """The executor ``--executor/--jobs/--address`` name (a context manager)."""
-    from .executors import make_executor
-    return make_executor(args.executor, args.jobs, args.address)
-
-
-def _check_executor_flags(args) -> None:
-    if args.address and args.executor != "ray":
-        raise ConfigError("--address is for --executor ray", path="--address")
-    if args.address and args.jobs:
-        raise ConfigError("--jobs sizes a local Ray instance; a cluster at --address has its "
-                          "own CPUs", path="--jobs")
-
-
-def _add_set(p) -> None:
-    p.add_argument("--set", action="append", type=_set_arg, metavar="PATH=VALUE",
-                   help="set a key path first (repeatable; VALUE in YAML): e.g. --set "
-                   "workload.arrival.rate_rps=12 --set placements.NAME.pools.decode.instances=4")
-
-
-def _add_executor(p) -> None:
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where simulations run: local processes (default) or a Ray cluster "
-                   "(pip install 'hetsim[ray]'); results are identical on either")
-    p.add_argument("--jobs", type=lambda t: _positive_int(t, most=4096), metavar="N",
-                   help="local: worker processes (default 1: this process); ray: CPUs of a "
-                   "local Ray instance")
-    p.add_argument("--address", metavar="ADDR", help="ray: the cluster (auto, "
-                   "ray://host:port; default: start a local Ray)")
-
-
-def _pct(text: str, positive: bool = False) -> float:
-    """A tolerance: ``5%`` or ``0.05``; >= 0 (> 0 where ``positive``) and below 100%."""
-    t = text.strip()
-    try:
-        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
-    except ValueError:
-        v = float("nan")
-    if not (0 < v < 1 if positive else 0 <= v < 1):
-        raise argparse.ArgumentTypeError(f"not a tolerance: {text!r} (e.g. 5% or 0.05; "
-                                         f"{'above 0' if positive else 'at least 0'} and "
-                                         f"below 100%)")
-    return v
-
-
-def _positive_int(text: str, most: int | None = None) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1 or (most is not None and v > most):
-        limit = f"from 1 to {most}" if most else ">= 1"
-        raise argparse.ArgumentTypeError(f"must be a whole number {limit}, got {text!r}")
-    return v
-
-
-def _knobs(knobs: dict) -> str:
-    """``max_seqs=64 chunked_prefill=true`` (YAML's spelling of booleans)."""
-    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                    for k, v in knobs.items())
-
-
-def _tune_arg(text: str) -> tuple[str, list]:
-    """``max_seqs=64,128`` -> ("max_seqs", [64, 128]) (argparse reports a ValueError's text)."""
-    from .goodput_search import TUNABLE
-    key, eq, values = text.partition("=")
-    if key not in TUNABLE or not eq or not values:
-        raise argparse.ArgumentTypeError(f"expected KNOB=V1,V2,... with KNOB one of "
-                                         f"{', '.join(TUNABLE)}, got {text!r}")
-    out = []
-    for v in values.split(","):
-        if key == "chunked_prefill":
-            if v not in ("true", "false"):
-                raise argparse.ArgumentTypeError(f"chunked_prefill takes true or false, got {v!r}")
-            out.append(v == "true")
-        else:
-            out.append(_positive_int(v))
-    return key, out
-
-
 def _cmd_goodput(args) -> int:
     from .api import check_memory
     from .goodput_search import goodput
     from .scenario import as_scenario
     if args.requests:
         check_memory(args.requests, 1, path="--requests")
-    sc = as_scenario(args.scenario, _overrides(args), "--set")     # resolved once, by goodput
+    sc = as_scenario(args.scenario, flags.overrides(args), "--set")     # resolved once, by goodput
     out_dir = None
     if args.out:
         from .outputs import check_output_dir
         out_dir = check_output_dir(args.out, args.force)
-    with _executor(args) as ex, _progress(args, prefix="goodput",
+    with flags.executor(args) as ex, _progress(args, prefix="goodput",
                                           unit="rates simulated") as progress:
         res = goodput(sc, args.placement or None, seeds=args.seeds, requests=args.requests,
                       rel_tol=args.tolerance, progress=progress,
@@ -176,7 +83,7 @@ def _cmd_goodput(args) -> int:
              "attainment (95% CI)", "rates tried") + (("tuned knobs",) if args.tune else ())]
     for r in out["placements"]:
         a = r["attainment_at_goodput"]
-        knobs = (_knobs(r["knobs"]),) if args.tune else ()
+        knobs = (flags.knobs(r["knobs"]),) if args.tune else ()
         rows.append((r["name"], f"{r['max_goodput_rps']:.3g}" + ("" if r["bracketed"] else "*"),
                      f"{r['max_goodput_tokens_per_s']:.0f}", f"{r['per_accelerator_rps']:.3g}",
                      "-" if r["per_dollar_hour_rps"] is None else f"{r['per_dollar_hour_rps']:.3g}",
@@ -196,7 +103,7 @@ def _cmd_check(args) -> int:
                         run_check)
     from .outputs import check_output_file, write_text_atomic
     # reads and checks; nothing runs before the outputs
-    checks = load_checks(args.plan, _overrides(args), "--set")
+    checks = load_checks(args.plan, flags.overrides(args), "--set")
     baseline_path = Path(args.baseline) if args.baseline else None
     target = junit = baseline = None
     if args.update_baseline:
@@ -244,9 +151,9 @@ def _cmd_plan(args) -> int:
     from .planner import by_cost, load_plan_spec, plan
     from .plots import plan_png
     out = check_output_dir(args.out, args.force)
-    spec = load_plan_spec(args.spec, _overrides(args), "--set")
+    spec = load_plan_spec(args.spec, flags.overrides(args), "--set")
     try:
-        with _executor(args) as ex, _progress(args, prefix="plan",
+        with flags.executor(args) as ex, _progress(args, prefix="plan",
                                               unit="candidates") as progress:
             res = plan(spec, progress, executor=ex)
     except ConfigError as e:
@@ -269,7 +176,8 @@ def _cmd_plan(args) -> int:
                      "-" if c.attainment is None else f"{c.attainment:.1%}",
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
                      "-" if c.goodput_rps is None else f"{c.per_accelerator_rps:.3g}",
-                     "*" if id(c) in front else "") + ((_knobs(c.knobs),) if spec.tune else ()))
+                     "*" if id(c) in front else "")
+                    + ((flags.knobs(c.knobs),) if spec.tune else ()))
     goal = ("most goodput per accelerator" if per_acc
             else f"{res.target_rps:g} req/s within SLO")
     rest = "ranked below the short list" if per_acc else "dearer than the short list"
@@ -300,7 +208,7 @@ def _cmd_sweep(args) -> int:
         if not ok:
             raise ConfigError(f"{flag} needs {needs}", path=flag)
     out = check_output_dir(args.out, args.force) if args.out else None
-    spec = load_sweep(args.sweep, _overrides(args))
+    spec = load_sweep(args.sweep, flags.overrides(args))
     cache = False if args.no_cache else (args.cache_dir or True)
     # the executor starts (a Ray cluster is reached) once every point has been checked
     with _progress(args, unit="simulations") as progress:
@@ -401,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--placement", action="append", metavar="NAME",
                    help="run only this placement (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    _add_set(r)
+    flags.add_set(r)
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("scenario", nargs="+")
@@ -413,13 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("goodput", help="highest arrival rate within SLO, per placement")
     g.add_argument("scenario")
     g.add_argument("--placement", action="append", metavar="NAME")
-    g.add_argument("--seeds", type=lambda t: _positive_int(t, most=1000), default=3,
+    g.add_argument("--seeds", type=lambda t: flags.positive_int(t, most=1000), default=3,
                    help="request streams per rate (default 3)")
-    g.add_argument("--requests", type=_positive_int,
+    g.add_argument("--requests", type=flags.positive_int,
                    help="requests per run (default: the scenario's)")
-    g.add_argument("--tolerance", type=lambda t: _pct(t, positive=True), default=0.02,
+    g.add_argument("--tolerance", type=lambda t: flags.pct(t, positive=True), default=0.02,
                    help="stop bisecting at this relative width (default 2%%)")
-    g.add_argument("--tune", action="append", type=_tune_arg, metavar="KNOB=V1,V2,...",
+    g.add_argument("--tune", action="append", type=flags.tune_arg, metavar="KNOB=V1,V2,...",
                    help="search this runtime knob too (repeat): max_seqs, max_batch_tokens "
                    "(positive integers), chunked_prefill (true,false); the best combination's "
                    "goodput is reported with its knobs")
@@ -428,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "attainment and latency plots to DIR (new, empty, or a previous hetsim output)")
     g.add_argument("--force", action="store_true", help=_FORCE_HELP)
     g.add_argument("-q", "--quiet", action="store_true")
-    _add_set(g)
-    _add_executor(g)
+    flags.add_set(g)
+    flags.add_executor(g)
     g.set_defaults(func=_cmd_goodput)
     pl = sub.add_parser("plan", help="cheapest clusters from an inventory that meet a target "
                         "load (analytical pruning, then simulation)")
@@ -439,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "previous hetsim output)")
     pl.add_argument("--force", action="store_true", help=_FORCE_HELP)
     pl.add_argument("-q", "--quiet", action="store_true")
-    _add_set(pl)
-    _add_executor(pl)
+    flags.add_set(pl)
+    flags.add_executor(pl)
     pl.set_defaults(func=_cmd_plan)
     sw = sub.add_parser("sweep", help="run a sweep file: a scenario over a grid of key paths "
                         "and seeds, one tidy table out")
@@ -455,20 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default "
                     "$HETSIM_CACHE_DIR, else ~/.cache/hetsim)")
     sw.add_argument("-q", "--quiet", action="store_true")
-    _add_set(sw)
-    _add_executor(sw)
+    flags.add_set(sw)
+    flags.add_executor(sw)
     sw.set_defaults(func=_cmd_sweep)
     c = sub.add_parser("check", help="run a checks file and check its expectations and "
                        "baseline (exit 0 pass, 1 regression, 2 bad input)")
     c.add_argument("plan", help="checks file: a scenario YAML with expect: blocks")
     c.add_argument("--baseline", metavar="JSON", help="compare every metric with this baseline")
-    c.add_argument("--tolerance", type=_pct, default=0.05,
+    c.add_argument("--tolerance", type=flags.pct, default=0.05,
                    help="allowed drift from the baseline (default 5%%)")
     c.add_argument("--junit", metavar="XML", help="write a JUnit report")
     c.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline from this run (on purpose)")
     c.add_argument("-v", "--verbose", action="store_true", help="list passing baseline metrics")
-    _add_set(c)
+    flags.add_set(c)
     c.set_defaults(func=_cmd_check)
     from .calibrate.cli import build_parser as calibrate_parser
     calibrate_parser(sub.add_parser("calibrate", help="fit a profile to torch measurements on "
@@ -484,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         if hasattr(args, "executor"):
-            _check_executor_flags(args)
+            flags.check_executor_flags(args)
         return args.func(args)
     except ConfigError as e:
         print(f"hetsim: error: {e}", file=sys.stderr)

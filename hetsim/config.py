@@ -21,8 +21,8 @@ import yaml
 
 from .errors import ConfigError, suggest
 
-__all__ = ["build", "meta", "read_yaml", "parse_yaml_text", "positive", "non_negative", "fraction", "power_of_two",
-           "at_least_one", "read_json", "MAX_INPUT_BYTES"]
+__all__ = ["build", "meta", "read_yaml", "parse_yaml_text", "positive", "non_negative",
+           "fraction", "power_of_two", "at_least_one", "read_json", "MAX_INPUT_BYTES"]
 
 
 def meta(help: str, *checks) -> dict:

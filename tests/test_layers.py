@@ -30,6 +30,7 @@ LAYERS = [
     ["goodput_search"],
     ["planner", "check"],
     ["sweeps"],
+    ["cli_args"],
     ["cli", "__main__", "calibrate.__main__"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
