@@ -71,8 +71,10 @@ class Progress:
         stream = self.stream if self.stream is not None else sys.stderr
         desc = f"{self.prefix}: {label}" if self.prefix else label
         tty = getattr(stream, "isatty", lambda: False)()
-        counted = "{n_fmt}/{total_fmt} {unit} ({percentage:.0f}%)" if total else "{n_fmt} {unit}"
-        kind, form = (tqdm, None) if tty else (_Lines, "{desc}: " + counted + " [{elapsed}]")
+        # in a log too: elapsed time, and with a total the time left (tqdm's estimate)
+        counted = ("{n_fmt}/{total_fmt} {unit} ({percentage:.0f}%) [{elapsed}, {remaining} left]"
+                   if total else "{n_fmt} {unit} [{elapsed}]")
+        kind, form = (tqdm, None) if tty else (_Lines, "{desc}: " + counted)
         return kind(total=total, initial=done, desc=desc, unit=self.unit, file=stream,
                     delay=self.delay_s, bar_format=form, dynamic_ncols=tty)
 
