@@ -11,7 +11,7 @@ from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
 from .metrics import records_frame, summarize
-from .resolve import resolve_scenario
+from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
 
@@ -105,7 +105,7 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     ``overrides``: {key path: value} set on it first (``{"workload.arrival.rate_rps": 12}``).
     ``progress(placement, done, total)`` is called as requests finish (for progress bars).
     """
-    sc = as_scenario(scenario, overrides)
+    sc = load_scenario(scenario, overrides) if overrides else as_scenario(scenario)
     model, resolved, reqs = prepare(sc, placements)
     summaries, frames, staging = [], [], []
     for name, pl in resolved.items():

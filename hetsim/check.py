@@ -73,7 +73,8 @@ def load_checks(path: str | Path, overrides: dict | None = None,
                 label: str = "overrides") -> CheckSpec:
     """Read a checks file: the scenario and its expectations, validated (metric names
     included) before anything runs; ``overrides`` ({key path: value}) set on the scenario."""
-    from .scenario import as_scenario, parse_scenario
+    from .resolve import load_scenario
+    from .scenario import parse_scenario
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("a checks file must be a mapping (a scenario with expect:)",
@@ -92,7 +93,7 @@ def load_checks(path: str | Path, overrides: dict | None = None,
                 pl.pop("expect")
                 placements[name] = pl
     # resolved once, by the run (or validate's prepare)
-    sc = (as_scenario(raw, overrides, label, file=str(path)) if overrides
+    sc = (load_scenario(raw, overrides, label, file=str(path)) if overrides
           else parse_scenario(raw, path))
     expects = {}
     for name in sc.placements:

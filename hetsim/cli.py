@@ -28,9 +28,9 @@ def _cmd_run(args) -> int:
     from .api import run
     from .report import format_table, run_title, write_outputs
     from .outputs import check_output_dir
-    from .scenario import as_scenario
+    from .resolve import load_scenario
     out = check_output_dir(args.out, args.force) if args.out else None
-    sc = as_scenario(args.scenario, flags.overrides(args), "--set")     # resolved once, by run
+    sc = load_scenario(args.scenario, flags.overrides(args), "--set")
     with _progress(args, unit="requests", delay_s=2.0) as progress:
         result = run(sc, placements=args.placement or None, progress=progress)
     if out:
@@ -47,10 +47,10 @@ def _cmd_run(args) -> int:
 def _cmd_goodput(args) -> int:
     from .api import check_memory
     from .goodput_search import goodput
-    from .scenario import as_scenario
+    from .resolve import load_scenario
     if args.requests:
         check_memory(args.requests, 1, path="--requests")
-    sc = as_scenario(args.scenario, flags.overrides(args), "--set")     # resolved once, by goodput
+    sc = load_scenario(args.scenario, flags.overrides(args), "--set")
     out_dir = None
     if args.out:
         from .outputs import check_output_dir
@@ -152,12 +152,12 @@ def _cmd_plan(args) -> int:
     from .plots import plan_png
     out = check_output_dir(args.out, args.force)
     spec = load_plan_spec(args.spec, flags.overrides(args), "--set")
-    try:
-        with flags.executor(args) as ex, _progress(args, prefix="plan",
-                                              unit="candidates") as progress:
-            res = plan(spec, progress, executor=ex)
-    except ConfigError as e:
-        raise e.with_file(args.spec) from None
+    with flags.executor(args) as ex:     # its own errors name its flags, not the spec
+        try:
+            with _progress(args, prefix="plan", unit="candidates") as progress:
+                res = plan(spec, progress, executor=ex)
+        except ConfigError as e:
+            raise e.with_file(args.spec) from None
 
     def fill(tmp: Path) -> None:
         (tmp / "plan.yaml").write_text(

@@ -24,8 +24,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "serialized",
-           "EXECUTORS"]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "check_kind",
+           "serialized", "EXECUTORS"]
 
 EXECUTORS = ("local", "ray")
 
@@ -125,7 +125,8 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owned = False
         if not ray.is_initialized():
-            _reachable(address)
+            env = os.environ.get("RAY_ADDRESS")
+            _reachable(address or env, "--address" if address or not env else "$RAY_ADDRESS")
             try:
                 with warnings.catch_warnings():    # its own warnings: the error line says it
                     warnings.simplefilter("ignore")
@@ -138,7 +139,8 @@ class RayExecutor(Executor):
                                   path="--address") from None
             self._owned = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.here = 1 if address else self.workers     # a local instance's tasks run here
+        # a local instance's tasks run here; a cluster's do not
+        self.here = 1 if address or os.environ.get("RAY_ADDRESS") else self.workers
         self._remote: dict = {}
 
     def map(self, fn, items, done=None):
@@ -211,12 +213,12 @@ def serialized(progress: Callable) -> Callable:
                 return
             try:
                 progress(*args)
-            except OSError:
+            except (OSError, ValueError):
                 broken[0] = True
     return call
 
 
-def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+def _reachable(address: str | None, flag: str = "--address", timeout_s: float = 5.0) -> None:
     """A ``ray://host:port`` or ``host:port`` that does not answer fails in seconds, not after
     Ray's own timeouts (half a minute to forever, logging as it retries)."""
     if not address or address in ("auto", "local"):
@@ -228,20 +230,26 @@ def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
         why = ("not auto, host:port or ray://host:port" if isinstance(e, ValueError)
                else (e.strerror or str(e)))
         raise ConfigError(f"cannot reach a Ray cluster at {address}: {why}",
-                          path="--address") from None
+                          path=flag) from None
+
+
+def check_kind(kind: str, address: str | None = None) -> None:
+    """A ConfigError unless ``kind`` names an executor that takes ``address``."""
+    if kind not in EXECUTORS:
+        raise ConfigError(f"unknown executor {kind!r}; one of {', '.join(EXECUTORS)}",
+                          path="--executor")
+    if kind == "local" and address:
+        raise ConfigError("an address is for the ray executor", path="--address")
 
 
 def make_executor(kind: str = "local", jobs: int | None = None, address: str | None = None
                   ) -> Executor:
-    """``local`` (``jobs`` processes; default 1) or ``ray`` (``address``)."""
+    """``local`` (``jobs`` processes; default 1) or ``ray`` (``address``; none: a local Ray
+    instance, or the cluster ``$RAY_ADDRESS`` names)."""
+    check_kind(kind, address)
     if kind == "local":
-        if address:
-            raise ConfigError("--address is for the ray executor", path="--address")
         return LocalExecutor(jobs or 1)
-    if kind == "ray":
-        return RayExecutor(address, num_cpus=jobs)
-    raise ConfigError(f"unknown executor {kind!r}; one of {', '.join(EXECUTORS)}",
-                      path="--executor")
+    return RayExecutor(address, num_cpus=jobs)
 
 
 def cpu_count() -> int:

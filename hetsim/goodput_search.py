@@ -30,7 +30,7 @@ from .engine.sim import Simulation
 from .errors import ConfigError, match_name
 from .metrics import measured_window, meets, records_frame, slo_met
 from .executors import Executor, serialized
-from .resolve import resolve_scenario, scenario_from_dict
+from .resolve import load_scenario, resolve_scenario, scenario_from_dict
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import DEFAULT_REQUESTS, check_rate_varies, generate
 
@@ -210,7 +210,7 @@ def goodput(scenario: "Scenario | str | Path | dict", placements: list[str] | No
     Scenario, with ``overrides`` {key path: value} set first); deterministic for a fixed seed,
     on any ``executor`` (:mod:`hetsim.executors`; default: this process). ``tune`` ({knob:
     [values]}, knobs in :data:`TUNABLE`): the best of every combination."""
-    sc = as_scenario(scenario, overrides)
+    sc = load_scenario(scenario, overrides) if overrides else as_scenario(scenario)
     executor = executor or Executor()
     try:
         if tune:
@@ -296,14 +296,14 @@ def _searches(jobs: list[tuple[Scenario, str]], seeds, requests, rel_tol, progre
     n = requests or jobs[0][0].workload.requests or DEFAULT_REQUESTS
     check_memory(n, executor.here)      # one placement and seed at a time per local worker
     concurrent = executor.parallel and len(jobs) > 1
-    shared, count = (serialized(progress), itertools.count(1)) if progress else (None, None)
+    count = itertools.count(1)
+    # one count over every search, from any thread (counted under the callback's lock)
+    shared = serialized(lambda: progress("all placements", next(count))) if progress else None
 
     def progress_of(name: str):
         if not progress:
             return None
-        if concurrent:        # one count over every search, from any thread
-            return lambda k: shared("all placements", next(count))
-        return lambda k: progress(name, k)
+        return (lambda k: shared()) if concurrent else (lambda k: progress(name, k))
 
     def one(job) -> GoodputResult:
         sc, name = job

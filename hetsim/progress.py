@@ -53,19 +53,25 @@ class Progress:
 
     def __init__(self, prefix: str = "", unit: str = "it", *, delay_s: float = 0.0,
                  enabled: bool = True, stream=None):
-        self.prefix, self.unit, self.delay_s, self.enabled = prefix, unit, delay_s, enabled
+        self.prefix, self.unit, self.delay_s = prefix, unit, delay_s
         self.stream = stream
+        # no stream at all (stderr closed before start): nothing to draw on
+        self.enabled = enabled and (stream is not None or sys.stderr is not None)
         self._label = None
         self._bar = None
 
     def __call__(self, label: str, done: int, total: int | None = None) -> None:
         if not self.enabled:
             return
-        if self._bar is None or label != self._label:
-            self.close()
-            self._label, self._bar = label, self._new_bar(label, done, total)
-        else:
-            self._bar.update(done - self._bar.n)
+        try:
+            if self._bar is None or label != self._label:
+                self.close()
+                self._label, self._bar = label, self._new_bar(label, done, total)
+            else:
+                self._bar.update(done - self._bar.n)
+        except (OSError, ValueError):
+            # stderr closed or full: progress is never the result, so it stops, the run goes on
+            self.enabled, self._bar = False, None
 
     def _new_bar(self, label: str, done: int, total: int | None) -> tqdm:
         stream = self.stream if self.stream is not None else sys.stderr
@@ -84,8 +90,11 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+            bar, self._bar = self._bar, None
+            try:
+                bar.close()
+            except (OSError, ValueError):
+                self.enabled = False
 
     def __enter__(self) -> "Progress":
         return self

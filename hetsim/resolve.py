@@ -18,7 +18,8 @@ from .perf import MemoryPlan, PoolProblem, model_problem, pool_fit
 from .precision import Formats
 from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
 from .runtimes import rules as runtime_rules
-from .scenario import KVTransfer, Placement, Pool, Scenario, parse_scenario, read_scenario
+from .overrides import blame
+from .scenario import KVTransfer, Placement, Pool, Scenario, as_scenario, parse_scenario
 
 __all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
            "resolve_scenario", "load_scenario", "scenario_from_dict"]
@@ -336,11 +337,20 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
 
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario file and check everything but the workload's draws: a scenario that
-    loads is one the engine can run. Every error names the file and key path."""
-    sc = read_scenario(path)
-    resolve_scenario(sc)
+def load_scenario(scenario: "str | Path | dict | Scenario", overrides: dict | None = None,
+                  label: str = "overrides", file: str | None = None) -> Scenario:
+    """Read a scenario (a file, a mapping parsed from ``file``, or a Scenario), set
+    ``overrides`` ({key path: value}) on it, and check everything but the workload's draws: a
+    scenario that loads is one the engine can run. Every error names the file and key path;
+    one the overrides caused, resolution's included, ends ``(set by LABEL)``."""
+    sc = as_scenario(scenario, overrides, label, file)
+    try:
+        resolve_scenario(sc)
+    except ConfigError as e:
+        if not overrides:
+            raise
+        raise blame(e, label, lambda: resolve_scenario(as_scenario(scenario, None, file=file))
+                    ) from None
     return sc
 
 

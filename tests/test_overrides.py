@@ -214,3 +214,12 @@ def test_any_override_is_applied_or_refused_with_a_config_error(base_dict, path,
 def test_apply_overrides_refuses_non_string_paths():
     with pytest.raises(ConfigError, match="a key path must be a string"):
         apply_overrides({}, {3: 1}, Scenario)
+
+
+def test_an_override_that_fails_resolution_is_blamed_too(f, capsys):
+    assert main(["run", str(f), "--set", "placements.coloc.pools.m.accelerator=a100-sxm",
+                 "--set", "placements.coloc.pools.m.precision=fp4"]) == 2
+    err = capsys.readouterr().err
+    assert "does not compute in fp4" in err and err.rstrip().endswith("(set by --set)")
+    with pytest.raises(ConfigError, match=r"accelerator: .*\(set by overrides\)$"):
+        hetsim.run(f, overrides={"placements.coloc.pools.m.accelerator": "h100-sx"})

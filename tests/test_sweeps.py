@@ -12,6 +12,7 @@ from hetsim.cli import main
 from hetsim.errors import ConfigError
 from hetsim.executors import Executor, LocalExecutor, RayExecutor
 from hetsim.sweeps import expand, load_sweep, sweep, write_sweep
+from pathlib import Path
 
 from .conftest import ROOT
 
@@ -281,7 +282,7 @@ def test_a_swept_seed_is_each_points_own_and_seed_lists_are_checked(files):
         sweep(scenario=files / "s.yaml", grid={"workload.seed": [1, 2]}, seeds=[3],
               cache=False)
     for seeds, why in (([], "give at least one seed"), ([1, 1], "a seed appears twice"),
-                       ([-1], "seeds must be >= 0")):
+                       ([-1], "seeds must be from 0 to")):
         with pytest.raises(ConfigError, match=f"seeds: {why}"):
             sweep(scenario=files / "s.yaml", grid={RATE: [4]}, seeds=seeds, cache=False)
 
@@ -293,7 +294,8 @@ def test_every_point_is_checked_before_any_runs(files, tmp_path):
         sweep(scenario=files / "s.yaml", grid={"workload.requests": [50, 500_000_000]},
               cache=cache)
     assert not cache.exists()
-    with pytest.raises(ConfigError, match=rf"grid\.{RATE}: {RATE} is swept and also set"):
+    with pytest.raises(ConfigError,
+                       match=rf"grid\.{RATE}: {RATE} is swept and also given by set"):
         sweep(scenario=files / "s.yaml", grid={RATE: [4]}, overrides={RATE: 5}, cache=False)
 
 
@@ -372,3 +374,77 @@ def test_goodput_out_writes_the_search_and_its_curves(files, tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("x")
     assert main(["goodput", str(files / "s.yaml"), "--out", str(tmp_path / "mine"), "-q"]) == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+
+
+def test_the_cache_key_covers_all_of_hetsims_code_and_data(tmp_path, monkeypatch, base_dict):
+    """The model catalog, the engine, anything in the package: an edit is a miss."""
+    from hetsim.sweeps import cache
+    assert cache.PACKAGE == Path(hetsim.__file__).resolve().parent
+    pkg = tmp_path / "pkg"
+    (pkg / "catalog").mkdir(parents=True)
+    (pkg / "catalog" / "m.yaml").write_text("num_layers: 32\n")
+    monkeypatch.setattr(cache, "PACKAGE", pkg)
+    sc = hetsim.as_scenario(base_dict)
+    before = cache.inputs_digest(sc, {})
+    (pkg / "catalog" / "m.yaml").write_text("num_layers: 64\n")
+    assert cache.inputs_digest(sc, {}) != before
+
+
+def test_a_base_given_in_memory_is_written_whole(files, tmp_path):
+    sc = hetsim.as_scenario(files / "s.yaml", {RATE: 9, "workload.requests": 40})
+    res = sweep(scenario=sc, grid={D_INSTANCES: [1, 2]}, placements=["disagg"], cache=False)
+    out = write_sweep(res, tmp_path / "o")
+    again = sweep(out / "sweep.yaml", cache=False)
+    pd.testing.assert_frame_equal(again.table, res.table)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": {"workload.arrival": [{"process": "poisson", "rate_rps": 4},
+                                     {"process": "closed", "concurrency": 4}]},
+      "measure": "goodput"},
+     "grid.workload.arrival: point 1 (arrival={\"process\":\"closed\",\"concurrency\":4}): "
+     "goodput search varies the arrival rate"),
+    ({"grid": {RATE: [4]}, "seeds": [2**63]}, "seeds: seeds must be from 0 to"),
+    ({"grid": {"workload.seed": [2**63]}}, "point 0 (seed=9223372036854775808): must be at most"),
+    ({"grid": {RATE: [4, 4.0]}}, f"grid.{RATE}: a value appears twice"),
+    ({"grid": {"workload.requests": [40]}, "requests": 50},
+     "workload.requests is swept and also given by requests:"),
+])
+def test_more_bad_sweeps_are_refused_before_anything_runs(files, tmp_path, capsys, spec,
+                                                          message):
+    f = _sweep_file(files, **spec)
+    cache = tmp_path / "cache"
+    assert main(["sweep", str(f), "--cache-dir", str(cache), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not cache.exists()
+
+
+def test_a_cache_folder_that_is_a_file_is_refused_before_simulating(files, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["sweep", str(files / "sweep.yaml"), "--cache-dir", str(tmp_path / "afile"),
+                 "-q"]) == 2
+    assert "--cache-dir: the sweep cache" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_an_unreachable_ray_address_in_the_environment_is_one_line(files, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert main(["sweep", str(files / "sweep.yaml"), "--executor", "ray", "--no-cache",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$RAY_ADDRESS: cannot reach a Ray cluster" in err
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
+def test_closed_or_full_stderr_never_stops_a_search(files, redirect):
+    """Progress is never the result: a closed or full stderr silences it, nothing else."""
+    import subprocess
+    import sys as _sys
+    cli = f"{_sys.executable} -m hetsim"
+    for cmd in (f"goodput {files / 's.yaml'} --requests 40 --seeds 1 --tolerance 20% --jobs 2",
+                f"sweep {files / 'sweep.yaml'} --no-cache --jobs 2"):
+        done = subprocess.run(f"{cli} {cmd} {redirect}", shell=True, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and "disagg" in done.stdout, (cmd, done.returncode)

@@ -12,11 +12,15 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..errors import ConfigError
 from ..hardware import profile_dirs
 from ..outputs import write_text_atomic
 from ..scenario import Scenario
 
-__all__ = ["default_cache_dir", "inputs_digest", "key", "read", "write"]
+__all__ = ["default_cache_dir", "inputs_digest", "key", "ready", "read", "write", "PACKAGE"]
+
+#: hetsim's own code and data (the model catalog among them): a change anywhere in it is a miss
+PACKAGE = Path(__file__).resolve().parent.parent
 
 def default_cache_dir() -> Path:
     """``$HETSIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hetsim``, else ``~/.cache/hetsim``."""
@@ -50,8 +54,7 @@ def inputs_digest(sc: Scenario, memo: dict) -> str:
         return memo[key]
     h = hashlib.sha256(f"{__version__} {np.__version__} {pd.__version__} {simpy.__version__} "
                        f"{platform.python_version()}".encode())
-    here = Path(__file__).resolve().parent
-    for d in [here, *profile_dirs([sc.base_dir / d for d in sc.hardware_profiles])]:
+    for d in [PACKAGE, *profile_dirs([sc.base_dir / d for d in sc.hardware_profiles])]:
         if d.is_dir():
             h.update(digest("tree", d).encode())
 
@@ -72,6 +75,22 @@ def inputs_digest(sc: Scenario, memo: dict) -> str:
 def key(text: str, measure: str, placements: tuple, tolerance: float, inputs: str) -> str:
     return hashlib.sha256(json.dumps([text, measure, list(placements), tolerance, inputs]
                                      ).encode()).hexdigest()
+
+
+def ready(folder: Path) -> Path:
+    """``folder``, created if missing; a ConfigError if it cannot hold the cache (checked before
+    anything is simulated)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        why = "is a file, not a folder" if folder.is_file() or isinstance(
+            e, (FileExistsError, NotADirectoryError)) else f"cannot be written ({e.strerror})"
+        raise ConfigError(f"the sweep cache {folder} {why}; give --cache-dir another "
+                          f"folder or --no-cache", path="--cache-dir") from None
+    return folder
 
 
 def read(folder: Path | None, key: str) -> list[dict] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,12 +12,12 @@ from pathlib import Path
 from ..api import plain, run
 from ..check import flatten
 from ..errors import ConfigError
-from ..executors import Executor, cpu_count, make_executor
+from ..executors import Executor, check_kind, cpu_count, make_executor
 from ..goodput_search import goodput
 from ..config import read_yaml
 from ..scenario import Scenario, as_scenario, parse_scenario
 from . import cache as store
-from .spec import SweepSpec, expand, load_sweep, prepare, scenario_file
+from .spec import IN_MEMORY, SweepSpec, expand, load_sweep, prepare, scenario_file
 from .table import SweepResult, build_table, summarize
 
 __all__ = ["SweepResult", "sweep"]
@@ -61,9 +62,9 @@ def sweep(spec: "str | Path | dict | SweepSpec | None" = None, *,
         if scenario is None:
             raise ConfigError("give a sweep spec, or a scenario with grid= or zip=")
         if isinstance(scenario, Scenario):
-            base_sc, scenario = scenario, "<scenario>"
+            base_sc, scenario = scenario, IN_MEMORY
         elif isinstance(scenario, dict):
-            base_sc, scenario = as_scenario(scenario), "<scenario>"
+            base_sc, scenario = as_scenario(scenario), IN_MEMORY
         spec = load_sweep({"scenario": str(scenario), "grid": grid or {}, "zip": zip or {},
                            "seeds": seeds, "measure": measure, "placements": placements or [],
                            "requests": requests, "tolerance": tolerance}, overrides)
@@ -83,11 +84,14 @@ def sweep(spec: "str | Path | dict | SweepSpec | None" = None, *,
     if isinstance(executor, Executor):
         here = executor.here
     else:       # a local Ray instance runs here too; a cluster's memory is its own
-        here = (jobs or 1) if executor == "local" else (0 if address else jobs or cpu_count())
-    base, scenarios = prepare(spec, base_raw, file, points, max(here, 1))
+        check_kind(executor, address)
+        remote = address or os.environ.get("RAY_ADDRESS")
+        here = (jobs or 1) if executor == "local" else (1 if remote else jobs or cpu_count())
+    base, scenarios = prepare(spec, base_raw, file, points, here)
     folder = None
     if cache:
-        folder = store.default_cache_dir() / "sweeps" if cache is True else Path(cache)
+        folder = store.ready(store.default_cache_dir() / "sweeps" if cache is True
+                             else Path(cache))
     names = tuple(spec.placements)
     tasks, keys, rows, order = [], [], {}, []
     memo: dict = {}

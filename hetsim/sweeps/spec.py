@@ -18,7 +18,13 @@ from ..resolve import resolve_scenario
 from ..scenario import Scenario, as_scenario
 from ..workload import DEFAULT_REQUESTS, generate
 
-__all__ = ["SweepSpec", "load_sweep", "expand", "prepare", "scenario_file", "MEASURES"]
+__all__ = ["SweepSpec", "load_sweep", "expand", "prepare", "scenario_file", "MEASURES",
+           "IN_MEMORY", "MAX_SEED"]
+
+#: the tables store seeds as 64-bit integers
+MAX_SEED = 2**63 - 1
+#: ``scenario:`` of a sweep whose base was given as an object or mapping, not a file
+IN_MEMORY = "<scenario>"
 
 MEASURES = ("run", "goodput")
 
@@ -34,7 +40,8 @@ class SweepSpec:
         "request-stream seeds per point (default: each point's workload.seed)",
         lambda v: "give at least one seed" if not v else (
             "a seed appears twice" if len(set(v)) < len(v) else (
-                "seeds must be >= 0" if min(v) < 0 else None))))
+                f"seeds must be from 0 to {MAX_SEED}" if min(v) < 0 or max(v) > MAX_SEED
+                else None))))
     measure: Literal["run", "goodput"] = field(default="run", metadata=meta(
         "run: simulate each point at its rate | goodput: search each point's highest rate "
         "within SLO"))
@@ -84,6 +91,11 @@ def expand(spec: SweepSpec) -> list[dict]:
             if not values:
                 raise ConfigError("empty list: give at least one value", file=where,
                                   path=f"{section}.{path}")
+            seen = [json.dumps(float(v) if isinstance(v, int) and not isinstance(v, bool)
+                               else v, sort_keys=True) for v in values]
+            if section == "grid" and len(set(seen)) < len(seen):
+                raise ConfigError("a value appears twice: each would be the same point",
+                                  file=where, path=f"{section}.{path}")
     both = set(spec.grid) & set(spec.zip)
     if both:
         raise ConfigError("in both grid and zip; give it in one", file=where,
@@ -111,15 +123,11 @@ def prepare(spec: SweepSpec, base_raw: dict, file: str, points: list[dict], here
     fixed = {**({"workload.requests": spec.requests} if spec.requests else {}), **spec.set}
     both = sorted(set(fixed) & set(spec.axes))
     if both:
-        raise ConfigError(f"{both[0]} is swept and also set (set: or --set); give it in one",
+        how = ("requests:" if both[0] == "workload.requests" and spec.requests
+               and both[0] not in spec.set else "set: or --set")
+        raise ConfigError(f"{both[0]} is swept and also given by {how}; give it in one",
                           file=spec.source_file, path=_section(spec, both[0]))
     base = as_scenario(base_raw, fixed, "the sweep's set: or --set", file=file)
-    if spec.measure == "goodput":
-        try:
-            _checked(base)
-        except ConfigError as e:
-            raise ConfigError(f"{e.path}: {e.message} (in {file})", file=spec.source_file,
-                              path="measure") from None
     if spec.seeds and "workload.seed" in spec.axes:
         raise ConfigError("workload.seed is swept and seeds: is given; sweep one of them",
                           file=spec.source_file, path="seeds")
@@ -139,6 +147,11 @@ def prepare(spec: SweepSpec, base_raw: dict, file: str, points: list[dict], here
             names = [match_name(n, resolved, "placement") for n in spec.placements]
             check_memory(sc.workload.requests or DEFAULT_REQUESTS,
                          len(names or resolved) * here)
+            if spec.measure == "goodput":
+                _checked(sc)
+            if sc.workload.seed > MAX_SEED:
+                raise ConfigError(f"must be at most {MAX_SEED} (the table stores 64-bit "
+                                  f"seeds), got {sc.workload.seed}", path="workload.seed")
             for seed in spec.seeds or [sc.workload.seed]:   # draws fail per seed (context)
                 w = dataclasses.replace(sc.workload, seed=seed)
                 key = (json.dumps(to_dict(w), sort_keys=True), str(sc.base_dir))
@@ -146,8 +159,8 @@ def prepare(spec: SweepSpec, base_raw: dict, file: str, points: list[dict], here
                     generate(w, sc.base_dir, max_context=model.max_context, model=model.name)
                     drawn.add(key)
         except ConfigError as e:
-            culprit = next((p for p in point if e.path == p or e.path.startswith(p + ".")),
-                           None)
+            culprit = next((p for p in point if e.path == p or e.path.startswith(p + ".")
+                            or p.startswith(e.path + ".")), None) if e.path else None
             inner = "" if not e.path or e.path == culprit else f"{e.path}: "
             raise ConfigError(f"point {i} ({_describe(point)}): {inner}"
                               + e.message.removesuffix(" (set by the sweep)"),

@@ -14,7 +14,7 @@ from .. import __version__
 from ..config import to_dict
 from ..outputs import OutputDir, check_output_dir
 from ..scenario import Scenario
-from .spec import SweepSpec
+from .spec import IN_MEMORY, SweepSpec
 
 __all__ = ["SweepResult", "build_table", "summarize", "write_sweep"]
 
@@ -102,7 +102,7 @@ def write_sweep(result: SweepResult, out: "str | Path | OutputDir", csv: bool = 
         # runs again from anywhere: the base's file by its absolute path (its relative files
         # resolve there), else the base written above, which holds set: and requests:
         spec = {k: v for k, v in to_dict(result.spec).items() if k != "source_file"}
-        if sc.source_file:
+        if result.spec.scenario != IN_MEMORY:
             spec["scenario"] = str(Path(sc.source_file).resolve())
         else:
             spec.update(scenario="scenario.resolved.yaml", set={}, requests=None)
