@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -100,7 +99,6 @@ def main(argv=None) -> int:
             print("ray is not installed (pip install 'hetsim[ray]'): skipping it",
                   file=sys.stderr)
             ray = False
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     out = block(measure(args.jobs, ray), args.jobs)
     print(out)
     if args.readme:

@@ -34,7 +34,7 @@ def split_path(path: str) -> list[str | int]:
     """``a.b[2].c`` -> ["a", "b", 2, "c"]; a malformed path is a ConfigError at itself."""
     if not _PATH.fullmatch(path):
         raise ConfigError(f"not a key path: {path!r} (e.g. placements.NAME.pools.POOL.instances "
-                          f"or workload.mix[0].weight)", path=path)
+                          f"or hardware_profiles[0])", path=path)
     return [name if name else int(index) for name, index in _SEGMENT.findall(path)]
 
 
@@ -60,7 +60,7 @@ def _strip_optional(tp):
 
 
 def _descend(tp, node, key, where: str):
-    """The schema type under ``key`` of a node of type ``tp`` (None: free-form below)."""
+    """(the type holding ``key``, the schema type under it) for a node of type ``tp``."""
     for t in _strip_optional(tp):
         origin = typing.get_origin(t)
         if dataclasses.is_dataclass(t):
