@@ -360,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true", help=_FORCE_HELP)
     sw.add_argument("--no-cache", action="store_true", help="simulate every point again "
                     "(finished points are kept in the cache and reused otherwise)")
-    sw.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default "
-                    "$HETSIM_CACHE_DIR, else ~/.cache/hetsim)")
+    sw.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default: sweeps/ "
+                    "under $HETSIM_CACHE_DIR, else $XDG_CACHE_HOME/hetsim or ~/.cache/hetsim)")
     sw.add_argument("-q", "--quiet", action="store_true")
     flags.add_set(sw)
     flags.add_executor(sw)

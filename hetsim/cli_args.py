@@ -51,8 +51,8 @@ def add_executor(p) -> None:
     p.add_argument("--jobs", type=lambda t: positive_int(t, most=4096), metavar="N",
                    help="local: worker processes (default 1: this process); ray: CPUs of a "
                    "local Ray instance")
-    p.add_argument("--address", metavar="ADDR", help="ray: the cluster (auto, "
-                   "ray://host:port; default: start a local Ray)")
+    p.add_argument("--address", metavar="ADDR", help="ray: the cluster (auto, host:port, "
+                   "ray://host:port; default: $RAY_ADDRESS, else start a local Ray)")
 
 
 def pct(text: str, positive: bool = False) -> float:
