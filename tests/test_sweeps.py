@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import hetsim
 from hetsim.cli import main
@@ -448,3 +450,42 @@ def test_closed_or_full_stderr_never_stops_a_search(files, redirect):
         done = subprocess.run(f"{cli} {cmd} {redirect}", shell=True, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0 and "disagg" in done.stdout, (cmd, done.returncode)
+
+
+_SEGMENTS = ["placements", "disagg", "coloc", "pools", "d", "m", "p", "instances", "tp",
+             "precision", "workload", "arrival", "rate_rps", "seed", "requests", "slo",
+             "ttft_s", "kv_link", "accelerator", "[0]", "nope"]
+_VALUES = st.one_of(st.integers(1, 4), st.floats(0.5, 20), st.none(), st.booleans(),
+                    st.integers(-3, 10**12), st.floats(-1, 1e3),
+                    st.sampled_from(["bf16", "fp8", "a100-sxm", "h100-sxm", "roce-400g", ""]),
+                    st.dictionaries(st.sampled_from(["weights", "kv", "compute", "x"]),
+                                    st.sampled_from(["fp8", "bf16", "fp3"]), max_size=2))
+
+
+_REAL_PATHS = st.sampled_from([D_INSTANCES, RATE, PRECISION, "workload.requests",
+                               "placements.coloc.pools.m.accelerator",
+                               "placements.disagg.kv_link", "slo.ttft_s"])
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])   # files never mutated
+@given(grid=st.dictionaries(
+    st.one_of(_REAL_PATHS, st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=5)
+              .map(".".join)),
+    st.lists(_VALUES, min_size=1, max_size=3, unique_by=lambda v: json.dumps(v)),
+    min_size=1, max_size=3),
+       seeds=st.one_of(st.none(), st.lists(st.integers(0, 5), min_size=1, max_size=3,
+                                           unique=True)),
+       measure=st.sampled_from(["run", "goodput"]))
+def test_any_sweep_file_is_checked_or_refused_with_a_config_error(files, grid, seeds, measure):
+    """Sweep files of any shape: every point is checked (nothing simulated) or refused with a
+    one-line ConfigError, never another exception."""
+    from hetsim.config import read_yaml
+    from hetsim.sweeps.spec import prepare, scenario_file
+    try:
+        spec = load_sweep({"scenario": str(files / "s.yaml"), "grid": grid, "seeds": seeds,
+                           "measure": measure})
+        points = expand(spec)
+        prepare(spec, read_yaml(scenario_file(spec)), scenario_file(spec), points, 1)
+    except ConfigError as e:
+        assert "\n" not in str(e)
