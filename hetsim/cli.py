@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,13 @@ from . import __version__
 from . import cli_args as flags
 from .errors import ConfigError
 
-__all__ = ["main", "EXIT_INTERNAL"]
+__all__ = ["main", "EXIT_INTERNAL", "EXIT_PIPE"]
 
 #: Exit code of a crash (sysexits' EX_SOFTWARE), kept apart from 1 (a failed check or plan)
 #: and 2 (bad input).
 EXIT_INTERNAL = 70
+#: Exit code when stdout's reader went away (128 + SIGPIPE, as a shell reports it).
+EXIT_PIPE = 141
 
 
 def _progress(args, prefix: str = "", unit: str = "it", delay_s: float = 0.0):
@@ -399,6 +402,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader of stdout left (`hetsim run s.yaml | head`): not a bug; stop quietly,
+        # with the shell's status for SIGPIPE, and keep Python's exit flush off the dead pipe
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_PIPE
     except Exception:   # a bug, not bad input: keep the traceback, never exit 1 or 2
         import traceback
         traceback.print_exc()

@@ -487,3 +487,15 @@ def test_hf_config_errors_name_the_json_key(tmp_path, override, key, words):
     with pytest.raises(ConfigError, match=words) as e:
         from_hf_config(tmp_path / "config.json")
     assert e.value.path == key and e.value.file.endswith("config.json")
+
+
+def test_a_reader_that_leaves_early_is_not_a_crash():
+    """`hetsim run s.yaml | head`: the pipe closes before the table is printed; hetsim stops
+    quietly with the shell's SIGPIPE status, no traceback, no "internal error"."""
+    import subprocess
+    import sys
+    from hetsim.cli import EXIT_PIPE
+    done = subprocess.run(f"{sys.executable} -m hetsim run {SCENARIOS / 'quickstart.yaml'} -q "
+                          f"| head -c 0; exit ${{PIPESTATUS[0]}}", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_PIPE and done.stderr == ""
