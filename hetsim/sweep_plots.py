@@ -8,7 +8,7 @@ from pathlib import Path
 from .plots import (_LATENCIES, _MS, _assign, _colors, _fmt, _levels, _marked, _numbers,
                     _pyplot, _save, _scale_axes, _short, _text, _width)
 
-__all__ = ["sweep_pngs", "frontier_rows"]
+__all__ = ["sweep_pngs", "frontier_rows", "operating_points"]
 
 
 # --- hetsim sweep --out --------------------------------------------------------------------------
@@ -195,6 +195,16 @@ def frontier_rows(df, cost_col: str, goodput_col: str) -> list:
     return rows
 
 
+def operating_points(summary):
+    """Rows a plan could run at: with ``measure: run``, those where most seeds met the SLO
+    (a run past its SLO still counts the requests that met it as goodput, but is no operating
+    point); every row of a goodput sweep (each is already a rate within SLO)."""
+    import pandas as pd
+    if "meets_slo" not in summary:
+        return pd.Series(True, index=summary.index)
+    return _numbers(summary["meets_slo"]).fillna(0) >= 0.5
+
+
 def _sweep_frontier_png(summary, axes, measure, slo, name, path) -> bool:
     gcol = _SWEEP_COLUMNS[measure][0]
     if "cost_per_hour_usd" not in summary or gcol not in summary:
@@ -203,11 +213,17 @@ def _sweep_frontier_png(summary, axes, measure, slo, name, path) -> bool:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     names = list(dict.fromkeys(summary["placement"])) if "placement" in summary else []
     colors = _colors(names)
+    ok = operating_points(summary)
     for n in names:
         g = summary[summary["placement"] == n]
-        ax.scatter(_numbers(g["cost_per_hour_usd"]), _numbers(g[gcol]), color=colors[n], s=28,
-                   alpha=0.8, label=_text(n))
-    front = summary.loc[frontier_rows(summary, "cost_per_hour_usd", gcol)]
+        good = ok.loc[g.index]
+        ax.scatter(_numbers(g.loc[good, "cost_per_hour_usd"]), _numbers(g.loc[good, gcol]),
+                   color=colors[n], s=28, alpha=0.8, label=_text(n))
+        ax.scatter(_numbers(g.loc[~good, "cost_per_hour_usd"]), _numbers(g.loc[~good, gcol]),
+                   color=colors[n], s=28, alpha=0.8, marker="x")
+    if not ok.all():
+        ax.scatter([], [], color="grey", marker="x", label="SLO missed (not on the frontier)")
+    front = summary.loc[frontier_rows(summary[ok], "cost_per_hour_usd", gcol)]
     if len(front):
         x, y = _numbers(front["cost_per_hour_usd"]), _numbers(front[gcol])
         ax.step(x, y, where="post", color="k", lw=1.0, label="Pareto frontier")
@@ -217,7 +233,7 @@ def _sweep_frontier_png(summary, axes, measure, slo, name, path) -> bool:
     ax.set_ylabel("goodput (req/s within SLO)")
     ax.set_title(f"{_text(name)}: cost vs goodput per sweep point")
     if names:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     _save(plt, fig, path)
     return True
@@ -234,8 +250,11 @@ def _annotate_frontier(ax, front, x, y, axes) -> None:
         notes.setdefault((x[i], y[i]), []).append(": ".join(t for t in (head, _assign(keys, row))
                                                             if t))
     mid = (x.min() + x.max()) / 2
-    for (cx, cy), lines in notes.items():
+    for k, ((cx, cy), lines) in enumerate(notes.items()):
         text = "\n".join(lines[:3] + ([f"(+{len(lines) - 3} more)"] if len(lines) > 3 else []))
         right = len(notes) > 1 and cx > mid
-        ax.annotate(text, (cx, cy), fontsize=7, xytext=(-5 if right else 5, -4),
-                    textcoords="offset points", va="top", ha="right" if right else "left")
+        above = k % 2 == 1        # neighbours alternate above and below, so close ones part
+        ax.annotate(text, (cx, cy), fontsize=7, xytext=(-5 if right else 5, 5 if above else -4),
+                    textcoords="offset points", va="bottom" if above else "top",
+                    ha="right" if right else "left")
+    ax.margins(y=0.12)       # room for the notes above the highest point

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hetsim.plots import goodput_pngs
-from hetsim.sweep_plots import frontier_rows, sweep_pngs
+from hetsim.sweep_plots import frontier_rows, operating_points, sweep_pngs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SLO = {"ttft_s": 0.5, "tpot_s": 0.05}
@@ -212,3 +212,16 @@ def test_frontier_matches_brute_force():
              if not any(c[j] <= c[i] and g[j] >= g[i] and (c[j] < c[i] or g[j] > g[i])
                         for j in range(len(df)))]
     assert sorted(frontier_rows(df, "cost", "goodput")) == brute
+
+
+def test_a_run_that_missed_its_slo_is_no_operating_point():
+    """measure: run counts the requests that met the SLO as goodput even in a run past its
+    SLO; such a point is drawn but cannot be on the frontier. Goodput rows all can."""
+    df = pd.DataFrame({"cost_per_hour_usd": [1.0, 2.0, 2.0],
+                       "goodput_rps": [5.0, 8.0, 12.0],
+                       "meets_slo": [1.0, 1.0, 0.0]})
+    ok = operating_points(df)
+    assert list(ok) == [True, True, False]
+    assert frontier_rows(df[ok], "cost_per_hour_usd", "goodput_rps") == [0, 1]
+    assert frontier_rows(df, "cost_per_hour_usd", "goodput_rps") == [0, 2]
+    assert operating_points(df.drop(columns="meets_slo")).all()
