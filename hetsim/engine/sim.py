@@ -74,7 +74,7 @@ class Simulation:
         to or from it, the early-routing hook on prefill."""
         spec = pool.spec
         step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats,
-                         moe_ep=spec.moe_ep or 1)
+                         moe_distribution=pool.moe_routing, moe_ep=spec.moe_ep or 1)
         kind = _KINDS[spec.role]
         # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
         if spec.role == "decode" and spec.on_demand:
