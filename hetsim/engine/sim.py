@@ -212,4 +212,5 @@ class Simulation:
             tuple(r.record() for r in reqs),
             {p: tuple(i.stats(end) for i in insts) for p, insts in self.instances.items()},
             tuple(PortStats.of(p) for p in link.ports) if link is not None else (),
-            end, link.conversion_bytes if link is not None else 0.0)
+            end, link.conversion_bytes if link is not None else 0.0,
+            tuple(link.log) if link is not None and link.steps is not None else None)

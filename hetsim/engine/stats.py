@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .kvsteps import TransferRecord
 from .network import PortStats
 from .request import RequestRecord
 
@@ -53,3 +54,6 @@ class SimResult:
     ports: tuple[PortStats, ...]
     end_s: float                   # the last token
     conversion_bytes: float = 0.0  # KV bytes read and written by format conversion
+    #: stepwise transfers (kv_transfer with encoding, batching or descriptor_us), in the order
+    #: they ended; None when transfers are not stepwise
+    transfers: tuple[TransferRecord, ...] | None = None
