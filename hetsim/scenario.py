@@ -19,8 +19,8 @@ from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "Encoding", "Batching", "RouterSpec", "read_scenario", "parse_scenario",
-           "as_scenario"]
+           "PrefixCache", "CrossSite", "Encoding", "Batching", "RouterSpec", "read_scenario",
+           "parse_scenario", "as_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: a pool's sizes without a runtime (with one, the runtime's defaults: hetsim.runtimes)
