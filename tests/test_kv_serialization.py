@@ -92,9 +92,12 @@ def test_a_bad_value_is_one_line_exit_2_from_the_cli(base_dict, tmp_path, capsys
 
 
 def test_unset_keys_are_not_written_and_set_ones_round_trip(base_dict, tmp_path):
-    sc = scenario_from(base_dict, tmp_path)
-    assert "kv_transfer" not in yaml.safe_dump(sc.to_dict()) or all(
-        k not in yaml.safe_dump(sc.to_dict()) for k in ("encoding", "batching", "descriptor_us"))
+    d = copy.deepcopy(base_dict)
+    d["placements"]["disagg"].pop("kv_link")
+    d["placements"]["disagg"]["kv_transfer"] = {"link": "tcp-25g"}
+    written = scenario_from(d, tmp_path).to_dict()["placements"]["disagg"]["kv_transfer"]
+    assert written["link"] == "tcp-25g"
+    assert not {"encoding", "batching", "descriptor_us"} & set(written)
     d = copy.deepcopy(base_dict)
     d["placements"]["disagg"].pop("kv_link")
     d["placements"]["disagg"]["kv_transfer"] = {
@@ -308,7 +311,8 @@ def _one_link(base_dict, tmp_path, link, kv):
     d = copy.deepcopy(base_dict)
     d["workload"].update({"requests": 1})
     d["placements"]["disagg"].pop("kv_link")
-    d["placements"]["disagg"]["kv_transfer"] = {"link": link, "engine": "tcp", **kv}
+    engine = "rdma" if hetsim.hardware.load_interconnect(link).rdma else "tcp"
+    d["placements"]["disagg"]["kv_transfer"] = {"link": link, "engine": engine, **kv}
     d["placements"] = {"disagg": d["placements"]["disagg"]}
     r = hetsim.run(scenario_from(d, tmp_path))
     return r.summaries[0], r
@@ -395,3 +399,11 @@ def test_batching_pays_where_per_transfer_work_saturates_the_sender(base_dict, t
     assert s["batched"]["kv_requests_per_batch"] > 1.5
     assert (s["batched"]["kv_transfer_exposed_s"]["mean"]
             < 0.5 * s["lone"]["kv_transfer_exposed_s"]["mean"])
+
+
+def test_rdma_skips_the_host_steps(base_dict, tmp_path):
+    s, _ = _one_link(base_dict, tmp_path, "roce-400g", {"encoding": {"codec": "none"}})
+    s = s["kv_transfer_breakdown_s"]
+    assert s["serialize"]["mean"] == s["deserialize"]["mean"] == 0.0
+    roce = hetsim.hardware.load_interconnect("roce-400g")
+    assert s["wire"]["mean"] == pytest.approx(512 * KV_PER_TOKEN / roce.bandwidth, rel=1e-9)

@@ -209,7 +209,7 @@ class KVLink:
         descriptors = descriptors_per_rank(self.model, req.input_tokens, p.pool.spec.block_size)
         req.transfer_start_s = env.now
         encode = codec.encode_s(req.kv_bytes)
-        if encode > 0:     # NOTE: no zero-time yield: same-time event order stays as without
+        if encode > 0:     # (without a codec: no event at all)
             yield p.add_work(encode)
         encode = env.now - req.transfer_start_s     # as waited for (behind a running iteration)
         joined = env.now
