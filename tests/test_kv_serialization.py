@@ -407,3 +407,30 @@ def test_rdma_skips_the_host_steps(base_dict, tmp_path):
     assert s["serialize"]["mean"] == s["deserialize"]["mean"] == 0.0
     roce = hetsim.hardware.load_interconnect("roce-400g")
     assert s["wire"]["mean"] == pytest.approx(512 * KV_PER_TOKEN / roce.bandwidth, rel=1e-9)
+
+
+# --- liveness -------------------------------------------------------------------------------
+def _full_prefill(base_dict, tmp_path, kv, n=10, tokens=10_000):
+    """``n`` simultaneous ``tokens``-token prompts on a prefill instance whose KV holds only
+    two of them (batched in one iteration): the third waits for KV the first two free."""
+    d = copy.deepcopy(base_dict)
+    d["workload"] = {"requests": n, "seed": 1,
+                     "arrival": {"process": "closed", "concurrency": n},
+                     "input_tokens": {"dist": "fixed", "value": tokens},
+                     "output_tokens": {"dist": "fixed", "value": 4}}
+    pl = d["placements"]["disagg"]
+    pl.pop("kv_link")
+    pl["pools"]["p"].update(memory_utilization=0.35, max_batch_tokens=65536)
+    pl["kv_transfer"] = {"link": "tcp-25g", "engine": "tcp", **kv}
+    d["placements"] = {"disagg": pl}
+    return hetsim.run(scenario_from(d, tmp_path))
+
+
+def test_a_prefill_waiting_for_kv_still_runs_the_encodes_that_free_it(base_dict, tmp_path):
+    # the two prompts' encodes are queued while the prefill waits for KV that only their
+    # transfers release: it must wake for the work (it used to wait forever)
+    r = _full_prefill(base_dict, tmp_path, {"encoding": {"codec": "int4"}})
+    s = r.summaries[0]
+    assert s["kv_capacity_tokens"]["p"] < 3 * 10_000
+    assert s["completed"] == 10
+    assert all(t.encode_s > 0 for t in r.transfers["disagg"])

@@ -77,6 +77,8 @@ class Simulation:
         kw = {}
         if spec.role == "prefill" and self.early_routing:
             kw["on_start"] = self._on_prefill_start
+        if spec.role == "prefill" and self.link is not None and self.link.steps is not None:
+            kw["takes_work"] = True     # a stepwise transfer encodes on the sender
         if self.first_from_decode:
             kw["first_elsewhere" if spec.role == "prefill" else "first_token"] = True
         staging_blocks = self.transfer.staging_blocks.get(pool.name, 0) if self.transfer else 0
