@@ -21,9 +21,10 @@ from .conftest import ROOT, SCENARIOS, scenario_from
 KV_PER_TOKEN = 131072.0      # llama-3.1-8b, bf16: 2 x 32 layers x 8 heads x 128 x 2 B
 
 
-def one(base_dict, tmp_path, n=1, tokens=4096, **kv):
+def one(base_dict, tmp_path, n=1, tokens=4096, prefill=None, **kv):
     """A scenario of ``n`` simultaneous ``tokens``-token prompts (closed loop) over 25 GbE TCP
-    with ``kv`` added to its kv_transfer; its one placement's summary and result."""
+    with ``kv`` added to its kv_transfer (and ``prefill`` to its prefill pool); its one
+    placement's summary and result."""
     d = copy.deepcopy(base_dict)
     d["workload"] = {"requests": n, "seed": 1,
                      "arrival": {"process": "closed", "concurrency": n},
@@ -31,6 +32,7 @@ def one(base_dict, tmp_path, n=1, tokens=4096, **kv):
                      "output_tokens": {"dist": "fixed", "value": 4}}
     pl = d["placements"]["disagg"]
     pl.pop("kv_link")
+    pl["pools"]["p"].update(prefill or {})
     pl["kv_transfer"] = {"link": "tcp-25g", "engine": "tcp", **kv}
     d["placements"] = {"disagg": pl}
     r = hetsim.run(scenario_from(d, tmp_path))
@@ -410,27 +412,12 @@ def test_rdma_skips_the_host_steps(base_dict, tmp_path):
 
 
 # --- liveness -------------------------------------------------------------------------------
-def _full_prefill(base_dict, tmp_path, kv, n=10, tokens=10_000):
-    """``n`` simultaneous ``tokens``-token prompts on a prefill instance whose KV holds only
-    two of them (batched in one iteration): the third waits for KV the first two free."""
-    d = copy.deepcopy(base_dict)
-    d["workload"] = {"requests": n, "seed": 1,
-                     "arrival": {"process": "closed", "concurrency": n},
-                     "input_tokens": {"dist": "fixed", "value": tokens},
-                     "output_tokens": {"dist": "fixed", "value": 4}}
-    pl = d["placements"]["disagg"]
-    pl.pop("kv_link")
-    pl["pools"]["p"].update(memory_utilization=0.35, max_batch_tokens=65536)
-    pl["kv_transfer"] = {"link": "tcp-25g", "engine": "tcp", **kv}
-    d["placements"] = {"disagg": pl}
-    return hetsim.run(scenario_from(d, tmp_path))
-
-
 def test_a_prefill_waiting_for_kv_still_runs_the_encodes_that_free_it(base_dict, tmp_path):
-    # the two prompts' encodes are queued while the prefill waits for KV that only their
-    # transfers release: it must wake for the work (it used to wait forever)
-    r = _full_prefill(base_dict, tmp_path, {"encoding": {"codec": "int4"}})
-    s = r.summaries[0]
-    assert s["kv_capacity_tokens"]["p"] < 3 * 10_000
+    # ten 10k-token prompts at once on a prefill instance whose KV holds two (batched in one
+    # iteration): their encodes are queued while the prefill waits for KV that only their
+    # transfers release, so it must wake for the work (it used to wait forever)
+    s, r = one(base_dict, tmp_path, n=10, tokens=10_000, encoding={"codec": "int4"},
+               prefill={"memory_utilization": 0.35, "max_batch_tokens": 65536})
+    assert 2 * 10_000 <= s["kv_capacity_tokens"]["p"] < 3 * 10_000
     assert s["completed"] == 10
     assert all(t.encode_s > 0 for t in r.transfers["disagg"])
