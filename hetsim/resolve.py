@@ -23,7 +23,7 @@ from .scenario import (Encoding, KVTransfer, Placement, Pool, Scenario, as_scena
                        parse_scenario)
 
 __all__ = ["ResolvedPool", "ResolvedTransfer", "TransferSteps", "ResolvedPlacement",
-           "kv_mismatch", "resolve_scenario", "load_scenario", "scenario_from_dict"]
+           "kv_mismatch", "wire_pool", "resolve_scenario", "load_scenario", "scenario_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,12 @@ def kv_mismatch(src: ResolvedPool, dst: ResolvedPool) -> list[str]:
     """The KV-format fields two pools differ in, e.g. ``['dtype fp8 vs bf16']``."""
     a, b = src.kv_format(), dst.kv_format()
     return [f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
+
+
+def wire_pool(conversion: str, src: ResolvedPool, dst: ResolvedPool) -> ResolvedPool:
+    """The pool whose KV format crosses the wire from ``src`` to ``dst``: the receiver's where
+    their formats differ and the prefill side converts, else the sender's."""
+    return dst if conversion == "prefill" and kv_mismatch(src, dst) else src
 
 
 @dataclass(frozen=True)
@@ -248,15 +254,19 @@ def _check_formats(t: KVTransfer, pools: dict[str, ResolvedPool], key: str) -> N
     """With conversion none, every prefill -> receiver pair must hold KV alike."""
     if t.conversion != "none":
         return
+    for a, b in _pairs(pools):
+        diff = kv_mismatch(a, b)
+        if diff:
+            raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
+                              f"formats ({', '.join(diff)}) and conversion is none; set "
+                              f"conversion: prefill or decode", path=f"{key}.conversion")
+
+
+def _pairs(pools: dict[str, ResolvedPool]) -> list[tuple[ResolvedPool, ResolvedPool]]:
+    """Every (prefill pool, receiving pool) pair that KV crosses between."""
     senders = [p for p in pools.values() if p.spec.role == "prefill"]
     receivers = [p for p in pools.values() if p.spec.role in ("decode", "mixed")]
-    for a in senders:
-        for b in receivers:
-            diff = kv_mismatch(a, b)
-            if diff:
-                raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
-                                  f"formats ({', '.join(diff)}) and conversion is none; set "
-                                  f"conversion: prefill or decode", path=f"{key}.conversion")
+    return [(a, b) for a in senders for b in receivers]
 
 
 def _staging(t: KVTransfer, pools: dict[str, ResolvedPool], where: str) -> dict[str, int]:
@@ -303,12 +313,13 @@ def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs,
 
 
 def _steps(t: KVTransfer, pools: dict[str, ResolvedPool], key: str) -> TransferSteps | None:
-    """A stepwise transfer's costs in SI units; a named codec must shrink every pool's KV."""
+    """A stepwise transfer's costs in SI units; a named codec must shrink the KV format on the
+    wire of every pair KV crosses between (:func:`wire_pool`)."""
     if not t.stepwise:
         return None
     enc = t.encoding or Encoding(codec="none")
     if enc.codec in ("fp8", "int4") and enc.ratio is None:
-        for rp in pools.values():
+        for rp in (wire_pool(t.conversion, a, b) for a, b in _pairs(pools)):
             if PRECISION_BYTES[rp.formats.kv] <= PRECISION_BYTES[enc.codec]:
                 raise ConfigError(f"codec {enc.codec} does not shrink the {rp.formats.kv} KV "
                                   f"of pool {rp.name!r}; choose a narrower codec or state "

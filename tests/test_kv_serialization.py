@@ -21,9 +21,9 @@ from .conftest import ROOT, SCENARIOS, scenario_from
 KV_PER_TOKEN = 131072.0      # llama-3.1-8b, bf16: 2 x 32 layers x 8 heads x 128 x 2 B
 
 
-def one(base_dict, tmp_path, n=1, tokens=4096, prefill=None, **kv):
+def one(base_dict, tmp_path, n=1, tokens=4096, prefill=None, decode=None, **kv):
     """A scenario of ``n`` simultaneous ``tokens``-token prompts (closed loop) over 25 GbE TCP
-    with ``kv`` added to its kv_transfer (and ``prefill`` to its prefill pool); its one
+    with ``kv`` added to its kv_transfer (``prefill`` and ``decode`` to its pools); its one
     placement's summary and result."""
     d = copy.deepcopy(base_dict)
     d["workload"] = {"requests": n, "seed": 1,
@@ -33,6 +33,7 @@ def one(base_dict, tmp_path, n=1, tokens=4096, prefill=None, **kv):
     pl = d["placements"]["disagg"]
     pl.pop("kv_link")
     pl["pools"]["p"].update(prefill or {})
+    pl["pools"]["d"].update(decode or {})
     pl["kv_transfer"] = {"link": "tcp-25g", "engine": "tcp", **kv}
     d["placements"] = {"disagg": pl}
     r = hetsim.run(scenario_from(d, tmp_path))
@@ -78,6 +79,19 @@ def test_a_named_codec_must_shrink_the_kv(base_dict, tmp_path):
     assert e.value.path == "placements.disagg.kv_transfer.encoding.codec"
     pl["kv_transfer"]["encoding"]["ratio"] = 0.9     # a stated ratio is the user's measurement
     scenario_from(d, tmp_path)
+
+
+def test_a_named_codec_is_checked_against_the_format_on_the_wire(base_dict, tmp_path):
+    # bf16 prefill KV, fp8 decode KV: converted on decode (the default), bf16 crosses the wire
+    # and fp8 halves it; converted on prefill, fp8 crosses it and fp8 cannot shrink it
+    fp8 = {"compute": "bf16", "weights": "bf16", "kv": "fp8"}
+    s, _ = one(base_dict, tmp_path, encoding={"codec": "fp8"}, decode={"precision": fp8})
+    assert s["kv_transfer_bytes"] == 4096 * KV_PER_TOKEN
+    assert s["kv_wire_bytes"] == 4096 * KV_PER_TOKEN / 2
+    with pytest.raises(ConfigError, match="does not shrink the fp8 KV of pool 'd'") as e:
+        one(base_dict, tmp_path, encoding={"codec": "fp8"}, conversion="prefill",
+            decode={"precision": fp8})
+    assert e.value.path == "placements.disagg.kv_transfer.encoding.codec"
 
 
 def test_a_bad_value_is_one_line_exit_2_from_the_cli(base_dict, tmp_path, capsys):

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import simpy
 
 from ..perf import PerfModel
-from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch
+from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch, wire_pool
 from .kvsteps import (Batcher, Codec, StreamCost, TransferRecord, descriptors_per_rank,
                       make_codec)
 from .network import Network, Port
@@ -192,8 +192,7 @@ class KVLink:
         """The codec of the pair, in the format its KV crosses the wire in."""
         key = (src.name, dst.name)
         if key not in self._codecs:
-            side = self.pair(src, dst).side
-            wire_fmt = dst.formats.kv if side == "prefill" else src.formats.kv
+            wire_fmt = wire_pool(self.t.conversion, src, dst).formats.kv
             self._codecs[key] = make_codec(self.steps, src, dst, wire_fmt,
                                            self.model.num_layers)
         return self._codecs[key]
