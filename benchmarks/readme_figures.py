@@ -183,6 +183,25 @@ def _routing(s, _req):
             "a_b": _get(kv, "kv_occupancy.decode-a100.mean")}
 
 
+def _kv_serialization(s, _req):
+    exp = {n: _get(v, "kv_transfer_exposed_s.mean") * MS for n, v in s.items()}
+    for link in ("25g", "100g"):
+        _claim(exp[f"{link}-int4"] < exp[f"{link}-plain"], "kv-serialization",
+               f"int4 pays on {link}")
+        _claim(exp[f"{link}-batch"] > exp[f"{link}-plain"], "kv-serialization",
+               f"batching costs its window on {link}")
+    _claim(exp["100g-slow-codec"] > exp["100g-plain"]
+           and s["100g-slow-codec"]["bottleneck"] == "prefill-bound", "kv-serialization",
+           "a slow codec loses and makes the prefill the bottleneck")
+    b = s["100g-plain"]["kv_transfer_breakdown_s"]
+    return {"e25": exp["25g-plain"], "e25i": exp["25g-int4"],
+            "w": _get(s["25g-plain"], "kv_wire_bytes") * GB,
+            "wi": _get(s["25g-int4"], "kv_wire_bytes") * GB,
+            "e100": exp["100g-plain"], "e100i": exp["100g-int4"],
+            "ser": _get(b, "serialize.mean") * MS, "slow": exp["100g-slow-codec"] / MS,
+            "b25": exp["25g-batch"], "rpb": s["25g-batch"]["kv_requests_per_batch"]}
+
+
 ROWS = [
     Row("precision-prefill-fp8", "prefill bf16 → fp8 (Llama-3.1-70B, H100 TP4)",
         "TTFT p50 {p50_a:.3f} → {p50_b:.3f} s, p99 {p99_a:.2f} → {p99_b:.2f} s; "
@@ -214,6 +233,12 @@ ROWS = [
     Row("cross-site-prfaas", "local only / all prefill remote / length-threshold (4096)",
         "SLO attainment {att0:.0%} / {att1:.0%} / {att2:.0%}; cross-site bytes {xs_a:.0f} → "
         "{xs_b:.0f} GB", _cross_site),
+    Row("kv-serialization", "cross-site TCP at 25 / 100 GbE: plain, int4, batched, both; a "
+        "1 GB/s codec",
+        "int4: wire {w:.0f} → {wi:.0f} GB, exposed transfer {e25:.0f} → {e25i:.0f} ms "
+        "(25 GbE), {e100:.0f} → {e100i:.0f} ms (100 GbE, {ser:.0f} ms of it host "
+        "serialization); the slow codec: {slow:.2f} s, prefill-bound; batching costs its "
+        "window ({e25:.0f} → {b25:.0f} ms at {rpb:.2f} requests per batch)", _kv_serialization),
     Row("routing", "round-robin / least-loaded / kv-aware on H100 + A100 decode",
         "TPOT p99 {tpot0:.1f} / {tpot1:.1f} / {tpot2:.1f} ms; KV occupancy H100/A100 "
         "{h_a:.0%}/{a_a:.0%} → {h_b:.0%}/{a_b:.0%}", _routing),

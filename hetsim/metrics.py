@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .engine.kvsteps import STEPS, TransferRecord
 from .engine.request import RECORD_COLUMNS
 from .engine.network import PortStats
 from .engine.stats import SimResult
@@ -115,10 +116,12 @@ _SCALARS = {"requests", "completed", "dropped", "duration_s", "throughput_rps",
             "output_tokens_per_s", "slo_attainment", "goodput_rps", "accelerators",
             "cost_per_hour_usd", "usd_per_million_output_tokens", "goodput_rps_per_dollar_hour",
             "kv_transfer_bytes", "kv_conversion_s_total", "kv_conversion_bytes",
-            "prefix_cached_tokens"}
+            "prefix_cached_tokens", "kv_wire_bytes", "kv_batches", "kv_requests_per_batch"}
 _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "kv_transfer_s")},
           "kv_wait_s": ("mean", "p99"), "kv_transfer_exposed_s": ("mean", "p99"),
-          "preemptions": ("count", "swapped_bytes", "recomputed_tokens", "device_s")}
+          "preemptions": ("count", "swapped_bytes", "recomputed_tokens", "device_s"),
+          "kv_descriptors": ("mean", "p99"),
+          **{f"kv_transfer_breakdown_s.{k}": ("mean", "p99") for k in STEPS}}
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
              "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
 
@@ -235,8 +238,25 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
         # per instance, as its runtime (or the idealised memory plan) sizes the KV cache
         "kv_capacity_tokens": {n: p.memory.kv_tokens for n, p in placement.pools.items()},
     }
+    if sim.transfers is not None:
+        summary.update(transfer_steps(sim.transfers, df["id"]))
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}
+
+
+def transfer_steps(transfers: tuple[TransferRecord, ...], measured: pd.Series) -> dict:
+    """Stepwise transfers of the ``measured`` request ids: wire bytes, each step's time per
+    request ({mean, p99}), descriptors per request, streams sent and requests per stream."""
+    t = pd.DataFrame.from_records(list(transfers), columns=list(TransferRecord._fields))
+    t = t[t["id"].isin(measured)]
+    batches = int(t["batch"].nunique())
+    return {
+        "kv_wire_bytes": float(t["wire_bytes"].sum()),
+        "kv_transfer_breakdown_s": {k: _mean_p99(t[f"{k}_s"]) for k in STEPS},
+        "kv_descriptors": _mean_p99(t["descriptors"].astype(float)),
+        "kv_batches": batches,
+        "kv_requests_per_batch": len(t) / batches if batches else None,
+    }
 
 
 def arrival_window(arrival_s: pd.Series, fallback: float) -> float:

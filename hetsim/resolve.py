@@ -15,14 +15,15 @@ from .errors import ConfigError, suggest
 from .hardware import Accelerator, Interconnect, load_accelerator, load_interconnect
 from .models import ModelConfig, load_model
 from .perf import MemoryPlan, PerfModel, PoolProblem, StepModel, model_problem, pool_fit
-from .precision import Formats
+from .precision import PRECISION_BYTES, Formats
 from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
 from .runtimes import rules as runtime_rules
 from .overrides import blame
-from .scenario import KVTransfer, Placement, Pool, Scenario, as_scenario, parse_scenario
+from .scenario import (Encoding, KVTransfer, Placement, Pool, Scenario, as_scenario,
+                       parse_scenario)
 
-__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
-           "resolve_scenario", "load_scenario", "scenario_from_dict"]
+__all__ = ["ResolvedPool", "ResolvedTransfer", "TransferSteps", "ResolvedPlacement",
+           "kv_mismatch", "wire_pool", "resolve_scenario", "load_scenario", "scenario_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,25 @@ def kv_mismatch(src: ResolvedPool, dst: ResolvedPool) -> list[str]:
     return [f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
 
 
+def wire_pool(conversion: str, src: ResolvedPool, dst: ResolvedPool) -> ResolvedPool:
+    """The pool whose KV format crosses the wire from ``src`` to ``dst``: the receiver's where
+    their formats differ and the prefill side converts, else the sender's."""
+    return dst if conversion == "prefill" and kv_mismatch(src, dst) else src
+
+
+@dataclass(frozen=True)
+class TransferSteps:
+    """A stepwise transfer's costs in SI units (``kv_transfer`` with encoding, batching or
+    descriptor_us): the codec, the per-descriptor time, and the batching window and cap."""
+    codec: str = "none"                     # none | fp8 | int4 | compressed
+    ratio: float | None = None              # wire / KV bytes (None: from the formats)
+    encode_bytes_per_s: float | None = None   # per accelerator (None: memory-bound pass)
+    decode_bytes_per_s: float | None = None
+    descriptor_s: float = 0.0               # per descriptor, per rank
+    window_s: float | None = None           # batching window (None: no batching)
+    batch_cap_bytes: float = 0.0
+
+
 @dataclass(frozen=True)
 class ResolvedTransfer:
     """How KV crosses from prefill to decode pools, every name resolved: the engine, each
@@ -78,6 +98,7 @@ class ResolvedTransfer:
     cross_site_bandwidth: float = 0.0     # B/s: the link x its count
     cross_site_latency_s: float = 0.0
     first_token: str = "decode"           # decode | prefill: which side shows the first token
+    steps: TransferSteps | None = None    # None: one setup and one stream per transfer
 
     @property
     def early_routing(self) -> bool:
@@ -250,15 +271,19 @@ def _check_formats(t: KVTransfer, pools: dict[str, ResolvedPool], key: str) -> N
     """With conversion none, every prefill -> receiver pair must hold KV alike."""
     if t.conversion != "none":
         return
+    for a, b in _pairs(pools):
+        diff = kv_mismatch(a, b)
+        if diff:
+            raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
+                              f"formats ({', '.join(diff)}) and conversion is none; set "
+                              f"conversion: prefill or decode", path=f"{key}.conversion")
+
+
+def _pairs(pools: dict[str, ResolvedPool]) -> list[tuple[ResolvedPool, ResolvedPool]]:
+    """Every (prefill pool, receiving pool) pair that KV crosses between."""
     senders = [p for p in pools.values() if p.spec.role == "prefill"]
     receivers = [p for p in pools.values() if p.spec.role in ("decode", "mixed")]
-    for a in senders:
-        for b in receivers:
-            diff = kv_mismatch(a, b)
-            if diff:
-                raise ConfigError(f"pools {a.name!r} and {b.name!r} hold KV in different "
-                                  f"formats ({', '.join(diff)}) and conversion is none; set "
-                                  f"conversion: prefill or decode", path=f"{key}.conversion")
+    return [(a, b) for a in senders for b in receivers]
 
 
 def _staging(t: KVTransfer, pools: dict[str, ResolvedPool], where: str) -> dict[str, int]:
@@ -301,7 +326,27 @@ def _resolve_transfer(pl: Placement, pools: dict[str, ResolvedPool], dirs,
     _check_formats(t, pools, key)
     return ResolvedTransfer(t.mode, t.handoff, t.conversion, engine, nics,
                             _staging(t, pools, where), t.tcp_stream_gb_s * 1e9, cross,
-                            bandwidth, latency, t.first_token)
+                            bandwidth, latency, t.first_token, _steps(t, pools, key))
+
+
+def _steps(t: KVTransfer, pools: dict[str, ResolvedPool], key: str) -> TransferSteps | None:
+    """A stepwise transfer's costs in SI units; a named codec must shrink the KV format on the
+    wire of every pair KV crosses between (:func:`wire_pool`)."""
+    if not t.stepwise:
+        return None
+    enc = t.encoding or Encoding(codec="none")
+    if enc.codec in ("fp8", "int4") and enc.ratio is None:
+        for rp in (wire_pool(t.conversion, a, b) for a, b in _pairs(pools)):
+            if PRECISION_BYTES[rp.formats.kv] <= PRECISION_BYTES[enc.codec]:
+                raise ConfigError(f"codec {enc.codec} does not shrink the {rp.formats.kv} KV "
+                                  f"of pool {rp.name!r}; choose a narrower codec or state "
+                                  f"the ratio", path=f"{key}.encoding.codec")
+    b = t.batching if t.batching != "none" else None
+    gb = (lambda v: None if v is None else v * 1e9)
+    return TransferSteps(enc.codec, enc.ratio, gb(enc.encode_gb_s), gb(enc.decode_gb_s),
+                         (t.descriptor_us or 0.0) * 1e-6,
+                         None if b is None else b.window_ms * 1e-3,
+                         0.0 if b is None else b.max_bytes_mb * 1e6)
 
 
 def resolve_scenario(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:

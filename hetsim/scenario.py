@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
+from .config import (build, fraction, meta, non_negative, positive, power_of_two, read_yaml,
+                     to_dict)
 from .errors import ConfigError, suggest
 from .overrides import apply_overrides, blame
 from .precision import Formats, Precision, unknown_precision
@@ -18,8 +19,8 @@ from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario",
-           "as_scenario"]
+           "PrefixCache", "CrossSite", "Encoding", "Batching", "RouterSpec", "read_scenario",
+           "parse_scenario", "as_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: a pool's sizes without a runtime (with one, the runtime's defaults: hetsim.runtimes)
@@ -169,6 +170,55 @@ CONVERSIONS = ("prefill", "decode", "none")
 
 
 @dataclass(frozen=True)
+class Encoding:
+    """How the KV is encoded for the wire (README "KV serialization"). Encoding and decoding
+    are device work on the sending and receiving instances."""
+    codec: Literal["none", "fp8", "int4", "compressed"] = field(metadata=meta(
+        "none | fp8 | int4 (quantize the KV per element) | compressed (any codec with a stated "
+        "ratio and throughputs, e.g. CacheGen-style entropy coding)"))
+    ratio: float | None = field(default=None, metadata=meta(
+        "wire bytes / KV bytes; default for fp8 and int4: the element-size ratio to the KV "
+        "format on the wire (bf16 -> int4: 0.25; per-group scales not counted); required for "
+        "compressed", fraction))
+    encode_gb_s: float | None = field(default=None, metadata=meta(
+        "KV bytes encoded per second per sending accelerator, GB/s; default for fp8 and int4: "
+        "a memory-bound pass on the device (read the KV, write the codes, one kernel per "
+        "layer, as KV format conversion); required for compressed", positive))
+    decode_gb_s: float | None = field(default=None, metadata=meta(
+        "KV bytes restored per second per receiving accelerator, GB/s; defaults as "
+        "encode_gb_s", positive))
+
+    def __post_init__(self):
+        if self.codec == "none":
+            for k in ("ratio", "encode_gb_s", "decode_gb_s"):
+                if getattr(self, k) is not None:
+                    raise ConfigError("codec none sends the KV as it is; remove this key", path=k)
+        elif self.codec == "compressed":
+            for k in ("ratio", "encode_gb_s", "decode_gb_s"):
+                if getattr(self, k) is None:
+                    raise ConfigError("codec compressed needs its measured ratio, encode_gb_s "
+                                      "and decode_gb_s (no default exists for an arbitrary "
+                                      "codec)", path=k)
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Transfers from one prefill instance to one decode instance that start within a window
+    go as one: one setup, one descriptor submission, one stream."""
+    window_ms: float = field(metadata=meta(
+        "how long the first transfer of a batch waits for others, ms (no transfer waits "
+        "longer)", positive))
+    max_bytes_mb: float | None = field(default=None, metadata=meta(
+        "a batch is sent at once when its wire bytes reach this, MB (required)", positive))
+
+    def __post_init__(self):
+        if self.max_bytes_mb is None:
+            raise ConfigError("a batching window needs a cap: set max_bytes_mb (a batch is sent "
+                              "when its window ends or its bytes reach the cap)",
+                              path="max_bytes_mb")
+
+
+@dataclass(frozen=True)
 class KVTransfer:
     """How the KV cache crosses from prefill to decode: network, engine, timing and ownership."""
     link: str | None = field(default=None, metadata=meta(
@@ -189,11 +239,39 @@ class KVTransfer:
         "tcp: host-side serialization throughput per accelerator, GB/s (Mooncake: TCP 2.4-4.6x "
         "slower than RDMA, ~4.5-5 GB/s per GPU)", positive))
     cross_site: CrossSite | None = None
+    encoding: Encoding | None = field(default=None, metadata=meta(
+        "encode the KV for the wire: {codec: none | fp8 | int4 | compressed, ratio, "
+        "encode_gb_s, decode_gb_s}"))
+    batching: Batching | Literal["none"] | None = field(default=None, metadata=meta(
+        "send transfers to the same decode instance together: {window_ms, max_bytes_mb}, or "
+        "none"))
+    descriptor_us: float | None = field(default=None, metadata=meta(
+        "host time to post one transfer descriptor (one per KV block x layer x K/V per rank, "
+        "ranks posting in parallel), us; unset: not charged apart from the NIC's "
+        "per-transfer overhead. Published: NIXL libfabric ~2.4 us (ai-dynamo/nixl#1514: "
+        "18,880 descriptors, ~46 ms)", non_negative))
     first_token: Literal["decode", "prefill"] = field(default="decode", metadata=meta(
         "decode: the client sees the first token from the decode side, once the KV has "
         "arrived and the decode side admits the request (vLLM's disaggregated proxy, SGLang "
         "PD, TRT-LLM's disagg server, Dynamo) | prefill: when the prefill computes it "
         "(DistServe's convention)"))
+
+    def __post_init__(self):
+        if self.mode == "layerwise" and self.stepwise:
+            key = next(k for k in _STEP_KEYS if getattr(self, k) is not None)
+            raise ConfigError("encoding, batching and descriptor_us model whole transfers; "
+                              "a layer-wise stream is not encoded, batched or posted per "
+                              "block here (use mode: whole)", path=key)
+
+    @property
+    def stepwise(self) -> bool:
+        """Whether transfers run as steps (setup, descriptors, encode, stream, decode) with a
+        per-step breakdown: any of encoding, batching or descriptor_us is set. Otherwise a
+        transfer is one setup and one stream, as before those keys existed."""
+        return any(getattr(self, k) is not None for k in _STEP_KEYS)
+
+
+_STEP_KEYS = ("encoding", "batching", "descriptor_us")
 
 
 @dataclass(frozen=True)
@@ -282,6 +360,10 @@ class Scenario:
                 for k in ("runtime", "moe_ep", *GENERIC_SIZES):
                     if pool.get(k) is None:
                         pool.pop(k, None)
+            kv = placement.get("kv_transfer") or {}
+            for k in _STEP_KEYS:      # unset: written as before the keys existed
+                if k in kv and kv[k] is None:
+                    del kv[k]
         return d
 
 

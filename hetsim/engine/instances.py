@@ -32,9 +32,13 @@ class PrefillInstance(Instance):
     role = "prefill"
     begins = True
 
-    def __init__(self, *a, on_start=None, first_elsewhere: bool = False, **kw):
+    def __init__(self, *a, on_start=None, first_elsewhere: bool = False,
+                 takes_work: bool = False, **kw):
         self.queue: deque[Request] = deque()
         self.on_start = on_start
+        #: device work may be queued here (a stepwise transfer's encode): a head waiting for
+        #: KV must also wake for it, as only that work's transfer may free the KV
+        self.takes_work = takes_work
         self.first_elsewhere = first_elsewhere   # the decode side shows the first token
         self.held = 0            # blocks of finished prompts still owned here (staging)
         self.held_peak = 0
@@ -73,7 +77,11 @@ class PrefillInstance(Instance):
 
     def _idle(self) -> simpy.Event:
         # a non-empty queue whose head did not fit waits for KV held by earlier prompts
-        return self.kv.wait_release() if self.queue else self._sleep()
+        if not self.queue:
+            return self._sleep()
+        # (without work to wake for, the bare release event: same-time order as before)
+        return self.kv.wait_release() | self._sleep() if self.takes_work else \
+            self.kv.wait_release()
 
     def _schedule(self) -> float | None:
         batch = self._batch = self.policy.prefill_batch(self)

@@ -3,6 +3,10 @@
 A flow crosses a set of ports (the sender's egress, the receiver's ingress); each port has a
 capacity in B/s. Whenever a flow starts or ends, every flow's rate is recomputed, so concurrent
 transfers each get their fair share and a transfer's time follows the load it meets.
+
+A tracked flow (``transfer(..., track=True)``) also accounts its time to the ``step`` of the
+port that bounds its rate in each interval (the steps of a pipelined stream: serialize, wire,
+deserialize), so the per-step times sum to the flow's duration.
 """
 from __future__ import annotations
 
@@ -23,21 +27,25 @@ def _finished(f) -> bool:
 
 class Port:
     """A capacity some flows share: a NIC direction, a host link, a fabric link, or one flow's
-    own rate cap (``group`` None: not reported as a link)."""
-    __slots__ = ("name", "capacity", "bytes", "busy_area", "active", "group")
+    own rate cap (``group`` None: not reported as a link). ``step`` names the transfer step it
+    stands for in a tracked flow's accounting."""
+    __slots__ = ("name", "capacity", "bytes", "busy_area", "active", "group", "step")
 
-    def __init__(self, name: str, capacity: float, group: str | None = None):
-        self.name, self.capacity, self.group = name, capacity, group
+    def __init__(self, name: str, capacity: float, group: str | None = None,
+                 step: str = "wire"):
+        self.name, self.capacity, self.group, self.step = name, capacity, group, step
         self.bytes = 0.0       # bytes that crossed this port
         self.busy_area = 0.0   # integral of utilisation over time
         self.active = 0        # flows crossing it now
 
 
 class _Flow:
-    __slots__ = ("ports", "remaining", "rate", "event")
+    __slots__ = ("ports", "remaining", "rate", "event", "bound", "steps")
 
-    def __init__(self, ports, nbytes, event):
+    def __init__(self, ports, nbytes, event, steps=None):
         self.ports, self.remaining, self.rate, self.event = ports, nbytes, 0.0, event
+        self.bound = None     # the port that set its rate (progressive filling froze it there)
+        self.steps = steps    # tracked: {step: seconds bound by a port of that step}
 
 
 class PortStats(NamedTuple):
@@ -62,14 +70,16 @@ class Network:
         self._caps: dict[simpy.Event, Port] = {}   # capped transfers not yet uncapped
 
     def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float,
-                 cap: float | None = None) -> simpy.Event:
+                 cap: float | None = None, track: bool = False) -> simpy.Event:
         """Event that succeeds when ``nbytes`` have crossed ``ports`` after ``setup_s``.
 
         ``cap`` limits the flow's own rate (B/s) until :meth:`uncap` (a layer-wise stream that
-        cannot run ahead of the prefill producing it)."""
+        cannot run ahead of the prefill producing it). ``track``: the event's value is
+        {port step: seconds that step bound the flow}."""
         done = self.env.event()
+        steps = {} if track else None
         if nbytes <= 0:
-            self.env.timeout(setup_s).callbacks.append(lambda _: done.succeed())
+            self.env.timeout(setup_s).callbacks.append(lambda _: done.succeed(steps))
             return done
         if cap:
             self._caps[done] = port = Port("cap", cap)
@@ -79,7 +89,7 @@ class Network:
             self._advance()
             for p in ports:
                 p.active += 1
-            self._flows.append(_Flow(ports, float(nbytes), done))
+            self._flows.append(_Flow(ports, float(nbytes), done, steps))
             self._reschedule()
         self.env.timeout(setup_s).callbacks.append(start)
         return done
@@ -110,6 +120,9 @@ class Network:
             for f in self._flows:
                 moved = f.rate * dt
                 f.remaining -= moved
+                if f.steps is not None:
+                    step = f.bound.step
+                    f.steps[step] = f.steps.get(step, 0.0) + dt
                 for p in f.ports:
                     p.bytes += moved
                     if p.capacity != float("inf"):
@@ -134,6 +147,7 @@ class Network:
             for i in [i for i in unfrozen if port in self._flows[i].ports]:
                 f = self._flows[i]
                 f.rate = share
+                f.bound = port
                 for p in f.ports:
                     cap[p] -= share
                 unfrozen.discard(i)
@@ -147,7 +161,7 @@ class Network:
                     p.active -= 1
                 if self._caps:
                     self._caps.pop(f.event, None)
-                f.event.succeed()
+                f.event.succeed(f.steps)
         self._rates()
         self._version += 1
         if self._flows:

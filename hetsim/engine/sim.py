@@ -84,6 +84,8 @@ class Simulation:
         kw = {}
         if spec.role == "prefill" and self.early_routing:
             kw["on_start"] = self._on_prefill_start
+        if spec.role == "prefill" and self.link is not None and self.link.steps is not None:
+            kw["takes_work"] = True     # a stepwise transfer encodes on the sender
         if self.first_from_decode:
             kw["first_elsewhere" if spec.role == "prefill" else "first_token"] = True
         staging_blocks = self.transfer.staging_blocks.get(pool.name, 0) if self.transfer else 0
@@ -242,4 +244,6 @@ class Simulation:
                          for p, insts in instances.items()}
             ports = tuple(port_since(a, b) for a, b in zip(ports0, ports))
             converted -= converted0
-        return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted, t0)
+        log = tuple(link.log) if link is not None and link.steps is not None else None
+        return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted,
+                         stats_start_s=t0, transfers=log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .kvsteps import TransferRecord
 from .network import PortStats
 from .request import RequestRecord
 
@@ -56,6 +57,9 @@ class SimResult:
     #: where ``instances`` and ``ports`` start counting: the first measured request's send
     #: time with a warm-up (:func:`since`), else None (the whole run)
     stats_start_s: float | None = None
+    #: stepwise transfers (kv_transfer with encoding, batching or descriptor_us), in the order
+    #: they ended; None when transfers are not stepwise
+    transfers: tuple[TransferRecord, ...] | None = None
 
 
 _COUNTERS = ("busy_s", "iterations", "work_s", "decode_tokens", "decode_token_s", "preemptions",

@@ -2,6 +2,7 @@
 
 Everything here reads the placement's :class:`~hetsim.resolve.ResolvedTransfer`; nothing reads
 the scenario. ``KVLink.handoff`` is one request's move of its prompt KV, as a SimPy process.
+A stepwise transfer (``ResolvedTransfer.steps``) runs as the steps of :mod:`.kvsteps`.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import NamedTuple
 import simpy
 
 from ..perf import PerfModel
-from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch
+from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch, wire_pool
+from .kvsteps import (Batcher, Codec, StreamCost, TransferRecord, descriptors_per_rank,
+                      make_codec)
 from .network import Network, Port
 from .request import Request, State
 
@@ -47,6 +50,15 @@ class KVLink:
                                transfer.cross_site_bandwidth, "cross-site")
         self._pairs: dict = {}
         self.conversion_bytes = 0.0
+        self.steps = transfer.steps
+        self.log: list[TransferRecord] = []    # stepwise transfers, in the order they ended
+        self._codecs: dict = {}
+        self._streams = 0
+        self._threads: dict[str, simpy.Resource] = {}   # sender -> its transfer thread
+        self.batcher = None
+        if self.steps is not None and self.steps.window_s is not None:
+            self.batcher = Batcher(env, self.steps.window_s, self.steps.batch_cap_bytes,
+                                   lambda p, d, n, k: env.process(self._stream(p, d, n, k)))
 
     def make_ports(self, name: str, pool: ResolvedPool) -> InstancePorts:
         """The ports of instance ``name`` of ``pool``."""
@@ -56,9 +68,12 @@ class KVLink:
         if pool.scale_up is not None and pool.spec.scale_up_domain:
             su = Port(f"{name}:scale-up", pool.scale_up.bandwidth * tp, f"{pool.name}.scale-up")
         if self.t.engine == "tcp":
-            host = Port(f"{name}:host", pool.host_link.bandwidth * tp, f"{pool.name}.host")
+            # NOTE: a prefill instance only sends and a decode/mixed one only receives, so its
+            # host-side ports are the serialize or the deserialize step
+            step = "serialize" if pool.spec.role == "prefill" else "deserialize"
+            host = Port(f"{name}:host", pool.host_link.bandwidth * tp, f"{pool.name}.host", step)
             stack = Port(f"{name}:tcp", self.t.tcp_stream_bytes_per_s * tp,
-                         f"{pool.name}.tcp-stack")
+                         f"{pool.name}.tcp-stack", step)
         ports = InstancePorts(nic, su, host, stack)
         self._ports += [p for p in ports if p is not None]
         return ports
@@ -139,7 +154,8 @@ class KVLink:
         else:
             req.to(State.TRANSFERRING)
         conv = self.convert(req, pair) if pair.side == "decode" else 0.0
-        yield from self._send(req, p, d, pair.wire)
+        send = self._send if self.steps is None else self._send_steps
+        yield from send(req, p, d, pair.wire)
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
             yield d.reserve(req)   # which a decode-side conversion replaces
@@ -170,3 +186,78 @@ class KVLink:
             req.done.callbacks.append(lambda _: self.net.uncap(flow))
         yield flow
         req.transfer_end_s = env.now
+
+    # --- a stepwise transfer (kvsteps) ---------------------------------------------------
+    def codec(self, src: ResolvedPool, dst: ResolvedPool) -> Codec:
+        """The codec of the pair, in the format its KV crosses the wire in."""
+        key = (src.name, dst.name)
+        if key not in self._codecs:
+            wire_fmt = wire_pool(self.t.conversion, src, dst).formats.kv
+            self._codecs[key] = make_codec(self.steps, src, dst, wire_fmt,
+                                           self.model.num_layers)
+        return self._codecs[key]
+
+    def _send_steps(self, req: Request, p, d, wire_per_token: float):
+        """Encode on the sender, wait in a batch window (with batching), then one stream
+        (setup, descriptors, serialize | wire | deserialize), then decode on the receiver.
+        The transfer spans all of it: the exposed time counts the window's wait."""
+        env = self.env
+        codec = self.codec(p.pool, d.pool)
+        req.kv_bytes = self.model.kv_tokens(req.input_tokens) * wire_per_token
+        wire = req.kv_bytes * codec.ratio
+        descriptors = descriptors_per_rank(self.model, req.input_tokens, p.pool.spec.block_size)
+        req.transfer_start_s = env.now
+        encode = codec.encode_s(req.kv_bytes)
+        if encode > 0:     # (without a codec: no event at all)
+            yield p.add_work(encode)
+        encode = env.now - req.transfer_start_s     # as waited for (behind a running iteration)
+        joined = env.now
+        if self.batcher is None:
+            cost = yield from self._stream(p, d, wire, descriptors)
+        else:
+            cost = yield self.batcher.join(p, d, wire, descriptors)
+        decoded = env.now
+        decode = codec.decode_s(req.kv_bytes)
+        if decode > 0:
+            yield d.add_work(decode)
+        req.transfer_end_s = env.now
+        s = cost.steps
+        self.log.append(TransferRecord(
+            req.id, cost.index, req.kv_bytes, wire, descriptors * d.pool.spec.tp, cost.setup_s,
+            cost.descriptors_s, encode, cost.sent_s - joined, s.get("serialize", 0.0),
+            s.get("wire", 0.0), s.get("deserialize", 0.0), env.now - decoded))
+
+    def _stream(self, p, d, nbytes: float, descriptors: int):
+        """One stream from ``p`` to ``d`` (a lone transfer or a batch): the sender's transfer
+        thread posts it (the per-transfer overhead, then the descriptors, every rank in
+        parallel), one at a time per sender; after the path's latency the bytes flow. Its
+        StreamCost: setup = waiting for the thread + overhead + latency."""
+        env = self.env
+        index, self._streams = self._streams, self._streams + 1
+        ports, setup = self.path(p, d)
+        overhead = self.overhead(p, d)
+        posting = descriptors * self.steps.descriptor_s
+        sent = env.now
+        thread = self._threads.get(p.name)
+        if thread is None:
+            thread = self._threads[p.name] = simpy.Resource(env, 1)
+        # NOTE: the engine posts transfers from one thread (ai-dynamo/nixl#1514: postXfer
+        # posts descriptors in a single-threaded loop), so concurrent sends queue for it
+        with thread.request() as turn:
+            yield turn
+            if overhead + posting > 0:
+                yield env.timeout(overhead + posting)
+        posted = env.now
+        steps = yield self.net.transfer(ports, nbytes, setup - overhead, track=True)
+        return StreamCost(index, sent, posted - sent - posting + setup - overhead, posting,
+                          steps)
+
+    def overhead(self, p, d) -> float:
+        """The fixed per-transfer cost (descriptor lists, registration, connection) of a
+        transfer from ``p`` to ``d``: the part of :meth:`path`'s setup that is host work."""
+        pp, dp = p.pool, d.pool
+        dom = pp.spec.scale_up_domain
+        if dom and dom == dp.spec.scale_up_domain:
+            return pp.scale_up.per_transfer_overhead
+        return max(self.t.nics[pp.name].per_transfer_overhead,
+                   self.t.nics[dp.name].per_transfer_overhead)
