@@ -92,3 +92,37 @@ def test_an_unknown_routing_is_one_line_with_its_key(tmp_path, capsys):
     assert "\n" not in err and "workload.moe_routing: unknown routing 'zipf'" in err
     assert "balanced, power_law_1.01, power_law_1.2" in err
     assert not list(tmp_path.glob("*/"))
+
+
+PLAN = {"name": "moe-plan", "model": "qwen3-30b-a3b",
+        "workload": {**BASE["workload"], "moe_routing": "power_law_1.2"},
+        "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "attainment": 0.9},
+        "inventory": {"l40s": {"max": 4}, "h100-sxm": {"max": 4}},
+        "tp": [1], "precisions": ["fp8"], "interconnects": ["roce-400g"], "runtime": "sglang"}
+
+
+def test_a_plan_prunes_options_whose_profile_has_no_grid_at_the_routing():
+    """SGLang's L40S profile timed no fp8 MoE kernels (its H100 one did): a plan with skewed
+    routing keeps only H100, since a simulation of an L40S candidate would be refused."""
+    from hetsim.config import build
+    from hetsim.planner import PlanSpec
+    from hetsim.planner.capacity import options
+    model = hetsim.load_model("qwen3-30b-a3b")
+
+    def measured(acc, routing):
+        prof = hetsim.load_accelerator(acc, runtime="sglang")
+        return StepModel(model, PerfModel(prof), 1, "fp8", moe_distribution=routing).measured_moe
+    assert not measured("l40s", "power_law_1.2") and measured("h100-sxm", "power_law_1.2")
+    kept = {o.acc for o, *_ in options(build(PlanSpec, PLAN), model, 512, 64)}
+    assert kept == {"h100-sxm"}
+    balanced = {**PLAN, "workload": {**PLAN["workload"], "moe_routing": "balanced"}}
+    assert {o.acc for o, *_ in options(build(PlanSpec, balanced), model, 512, 64)} == {
+        "l40s", "h100-sxm"}
+
+
+def test_a_plan_with_skewed_routing_needs_a_runtime():
+    from hetsim.config import build
+    from hetsim.planner import PlanSpec
+    with pytest.raises(ConfigError, match="a plan needs runtime:") as e:
+        build(PlanSpec, {k: v for k, v in PLAN.items() if k != "runtime"})
+    assert e.value.path == "workload.moe_routing"

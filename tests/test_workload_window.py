@@ -223,6 +223,38 @@ def test_a_warm_up_burst_is_left_out_of_engine_peaks_and_preemptions(tmp_path, b
     assert w.busy_s < whole.busy_s / 10
 
 
+def test_an_iteration_running_as_the_window_opens_counts_its_part_in_it(tmp_path, base_dict):
+    """A long prompt's prefill (request 0, a warm-up) runs from 0 across the first measured
+    send at 0.01 s; request 1's prefill follows it back to back, so the prefill instance is busy
+    over the whole of [0.01, request 1's prefill end] and idle after it."""
+    (tmp_path / "t.csv").write_text("timestamp_s,input_tokens,output_tokens\n"
+                                    "0.0,16000,2\n0.01,100,2\n")
+    d = copy.deepcopy(base_dict)
+    d["workload"] = {"requests": 2, "seed": 1, "trace": str(tmp_path / "t.csv"),
+                     "warmup": {"requests": 1}}
+    d["placements"] = {"disagg": base_dict["placements"]["disagg"]}
+    (df, res, _), = simulate(scenario_from(d, tmp_path)).values()
+    df = df.set_index("id")
+    assert df.loc[0, "prefill_end_s"] > 0.01 == res.stats_start_s              # premises
+    assert df.loc[1, "prefill_start_s"] == df.loc[0, "prefill_end_s"]
+    (p,) = res.instances["p"]
+    assert p.busy_s == pytest.approx(df.loc[1, "prefill_end_s"] - 0.01, rel=1e-12)
+    assert p.iterations == 1       # the iteration running at the send started before it
+
+
+def test_a_window_that_never_opens_reports_an_empty_span(tmp_path, base_dict):
+    """A closed loop's warm-up by seconds that outlasts the run: no request is measured, so
+    the engine's figures cover nothing (not the whole run)."""
+    d = with_warmup(closed(base_dict, tmp_path, 2, 10), seconds=1000.0)
+    (df, res, pl), = simulate(scenario_from(d, tmp_path)).values()
+    assert res.stats_start_s == res.end_s
+    (m,) = res.instances["m"]
+    assert (m.busy_s, m.iterations, m.decode_tokens, m.kv.mean_occupancy, m.kv.peak) == (
+        0, 0, 0, 0, m.kv.used)
+    s = summarize(df, pl, scenario_from(d, tmp_path).slo, res)
+    assert s["requests"] == 0 and s["pool_utilization"] == {"m": 0.0}
+
+
 def test_window_figures_by_hand(tmp_path, base_dict):
     (df, res, pl), = simulate(scenario_from(with_warmup(
         {**base_dict, "placements": {"disagg": base_dict["placements"]["disagg"]}},

@@ -191,6 +191,11 @@ class Instance:
         req.prefill_start_s = self.env.now
 
     # --- statistics ----------------------------------------------------------------------
+    def running_s(self, now: float) -> float:
+        """The part of the running iteration still to run after ``now`` (0 when idle):
+        ``busy_s`` counts an iteration whole as it starts."""
+        return max(self._step_end - now, 0.0)
+
     def restart_peaks(self) -> None:
         """Peaks count from now (the measured window opens)."""
         self.kv.peak = self.kv.used

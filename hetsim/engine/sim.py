@@ -10,6 +10,7 @@ records and statistics (:class:`~hetsim.engine.stats.SimResult`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import simpy
@@ -183,14 +184,16 @@ class Simulation:
         req = Request(i, now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
         self.reqs.append(req)
         if self._measured is not None and self._window is None and self._measured(i, now):
-            self._open_window()
+            self._open_window(now)
         return req
 
-    def _open_window(self) -> None:
-        """The measured window opens: keep every instance's and port's statistics as they
-        stand (``run`` subtracts them) and restart the peaks."""
-        now, link = self.env.now, self.link
-        self._window = (now, {p: tuple(i.stats(now) for i in insts)
+    def _open_window(self, now: float) -> None:
+        """The measured window opens at ``now``: keep every instance's and port's statistics
+        as they stand (``run`` subtracts them) and restart the peaks. An iteration running
+        across ``now`` counts in the window for the part still to run."""
+        link = self.link
+        self._window = (now, {p: tuple(replace(i.stats(now), busy_s=i.busy_s - i.running_s(now))
+                                       for i in insts)
                               for p, insts in self.instances.items()},
                         tuple(link.net.stats_now(p) for p in link.ports) if link else (),
                         link.conversion_bytes if link else 0.0)
@@ -233,6 +236,8 @@ class Simulation:
         unfinished = [r for r in reqs if r.state not in (State.COMPLETED, State.DROPPED)]
         assert not unfinished, f"{len(unfinished)} requests neither completed nor dropped"
         end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
+        if self._measured is not None and self._window is None:
+            self._open_window(end)   # no measured request was sent: the measured span is empty
         link = self.link
         instances = {p: tuple(i.stats(end) for i in insts) for p, insts in self.instances.items()}
         ports = tuple(PortStats.of(p) for p in link.ports) if link is not None else ()

@@ -67,8 +67,9 @@ _COUNTERS = ("busy_s", "iterations", "work_s", "decode_tokens", "decode_token_s"
 
 
 def _mean_since(at_start: float, at_end: float, t0: float, t1: float) -> float:
-    """A mean over [t0, t1] from means over [0, t0] and [0, t1]."""
-    return (at_end * t1 - at_start * t0) / (t1 - t0) if t1 > t0 else at_end
+    """A mean over [t0, t1] from means over [0, t0] and [0, t1]; 0 over an empty span (as
+    a mean over [0, 0] is)."""
+    return (at_end * t1 - at_start * t0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 def since(start: InstanceStats, end: InstanceStats, t0: float, t1: float) -> InstanceStats:

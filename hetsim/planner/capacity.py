@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..hardware import load_accelerator
 from ..perf import PerfModel, PoolProblem, StepModel, pool_fit
+from ..runtimes import RuntimeSpec
 from .spec import PlanSpec
 
 __all__ = ["Option", "options", "prefill_rate", "decode_rate", "colocated_rate",
@@ -74,6 +75,16 @@ def colocated_rate(prefill: float, decode: float) -> float:
     return 1 / (1 / prefill + 1 / decode) if prefill > 0 and decode > 0 else 0.0
 
 
+def _routing_measured(spec: PlanSpec, model, acc: str, tp: int, prec: str) -> bool:
+    """Skewed MoE routing (``workload.moe_routing``) is read from the runtime profile's
+    measured MoE kernels: whether ``acc`` at ``tp`` and ``prec`` has them (True otherwise)."""
+    routing = spec.workload.moe_routing
+    if routing in (None, "balanced") or model.moe is None:
+        return True
+    prof = load_accelerator(acc, runtime=RuntimeSpec.of(spec.runtime).name)
+    return StepModel(model, PerfModel(prof), tp, prec, moe_distribution=routing).measured_moe
+
+
 def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tuple]:
     """Per feasible accelerator x TP x precision of the inventory: ``(Option, prefill rate,
     decode rate, colocated rate)`` for requests of the mean lengths."""
@@ -90,6 +101,8 @@ def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tupl
             mem = pool_fit(model, acc, tp, prec)
             if isinstance(mem, PoolProblem):
                 continue     # the pool cannot run at all (the same check a scenario gets)
+            if not _routing_measured(spec, model, name, tp, prec):
+                continue     # the simulation would refuse it (resolve._check_routing)
             step = StepModel(model, PerfModel(acc), tp, prec)
             pre = prefill_rate(step.prefill_time([prompt]), slo.ttft_s)
             dec = decode_rate(step, mem.kv_tokens, prompt, output, slo.tpot_s)

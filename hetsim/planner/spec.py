@@ -98,6 +98,11 @@ class PlanSpec:
         if self.tune is not None:
             self._check_tune()
         check_rate_varies(self.workload, "a plan")
+        routing = self.workload.moe_routing
+        if routing not in (None, "balanced") and not self.runtime:
+            raise ConfigError(f"{routing} routing is read from measured MoE kernels, which only "
+                              f"runtime profiles carry: a plan needs runtime:",
+                              path="workload.moe_routing")
 
     def _check_tune(self) -> None:
         from ..goodput_search import TUNABLE
