@@ -26,7 +26,8 @@ from .scenario import SLO
 from .workload import Warmup
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
-           "metric_error", "metric_names", "warmup_mask", "measured_window"]
+           "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
+           "availability"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -232,8 +233,62 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
         # per instance, as its runtime (or the idealised memory plan) sizes the KV cache
         "kv_capacity_tokens": {n: p.memory.kv_tokens for n, p in placement.pools.items()},
     }
+    if sim.faults is not None:
+        summary.update(fault_metrics(df, sim, slo, placement))
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}
+
+
+def _union(intervals) -> list[tuple[float, float]]:
+    """Overlapping [start, end) intervals merged, in order."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def availability(faults, pools: dict, end_s: float) -> dict[str, float]:
+    """Per pool: the fraction of instance-time up over [0, end_s] (outages clipped to it;
+    a hang and a crash of one instance at once count once)."""
+    down = {p: 0.0 for p in pools}
+    for inst, spans in faults.outages.items():
+        for a, b in _union(spans):
+            down[faults.pools[inst]] += max(0.0, min(b, end_s) - min(a, end_s))
+    return {p: (1 - down[p] / (pools[p].spec.instances * end_s) if end_s > 0 else 1.0)
+            for p in pools}
+
+
+def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
+                  placement: ResolvedPlacement) -> dict:
+    """What faults cost a run: events, moved and failed requests, lost KV, availability per
+    pool, and the requests that arrived while any instance was down (the fault windows)."""
+    f = sim.faults
+    failed = df[df["state"] == "failed"]
+    windows = _union(s for spans in f.outages.values() for s in spans)
+    arr = df["arrival_s"].to_numpy()
+    inside = np.zeros(len(df), dtype=bool)
+    for a, b in windows:
+        inside |= (arr >= a) & (arr < b)
+    win_s = sum(b - a for a, b in windows)
+    met = slo_met(df, slo)[inside]
+    return {
+        "failed": int(len(failed)),
+        "faults": f.applied,
+        "requests_retried": f.retried,
+        "requests_failed": {str(k): int(v) for k, v in
+                            failed["drop_reason"].value_counts().sort_index().items()},
+        "recomputed_tokens": f.recomputed_tokens,
+        "lost_prefill_tokens": f.lost_prefill_tokens,
+        "kv_bytes_lost": f.kv_bytes_lost,
+        "transfers_retried": f.transfers_retried,
+        "availability": availability(f, placement.pools, sim.end_s),
+        "fault_windows": {"seconds": win_s, "requests": int(inside.sum()),
+                          "slo_attainment": float(met.mean()) if inside.any() else None,
+                          "goodput_rps": float(met.sum()) / win_s if win_s > 0 else None},
+    }
 
 
 def arrival_window(arrival_s: pd.Series, fallback: float) -> float:

@@ -72,7 +72,21 @@ def format_table(summaries: list[dict], title: str = "") -> str:
                key=lambda s: s["goodput_rps_per_dollar_hour"], default=None)
     last = (f"most goodput per $/h within SLO: {best['name']}" if best
             else "no placement meets the SLO")
-    return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + last
+    notes = [fault_line(s) for s in summaries if "faults" in s]
+    return ((f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n"
+            + "".join(f"{n}\n" for n in notes) + last)
+
+
+def fault_line(s: dict) -> str:
+    """One line on what faults cost a placement (only placements with faults have one)."""
+    failed = ", ".join(f"{n} {why}" for why, n in s["requests_failed"].items()) or "none"
+    avail = ", ".join(f"{p} {a:.1%}" for p, a in s["availability"].items())
+    w = s["fault_windows"]
+    att = "-" if w["slo_attainment"] is None else f"{w['slo_attainment']:.1%}"
+    return (f"faults in {s['name']}: {s['faults']} applied, {s['requests_retried']} requests "
+            f"retried, failed: {failed}, {s['recomputed_tokens']} tokens recomputed, "
+            f"{s['transfers_retried']} transfers retried; availability {avail}; SLO attainment "
+            f"of the {w['requests']} requests arriving during faults {att}")
 
 
 def write_outputs(result, out: "str | Path | OutputDir") -> Path:

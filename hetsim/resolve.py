@@ -19,9 +19,11 @@ from .precision import Formats
 from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
 from .runtimes import rules as runtime_rules
 from .overrides import blame
-from .scenario import KVTransfer, Placement, Pool, Scenario, as_scenario, parse_scenario
+from .scenario import (Fault, KVTransfer, Placement, Pool, Recovery, Scenario, as_scenario,
+                       parse_scenario)
 
-__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "kv_mismatch",
+__all__ = ["ResolvedPool", "ResolvedTransfer", "ResolvedPlacement", "ResolvedFault",
+           "kv_mismatch",
            "resolve_scenario", "load_scenario", "scenario_from_dict"]
 
 
@@ -86,11 +88,22 @@ class ResolvedTransfer:
 
 
 @dataclass(frozen=True)
+class ResolvedFault:
+    """A fault with its target named: the instances it strikes and, for a random fault, the
+    spawn key of its stream (the same in every placement: see hetsim.engine.faults)."""
+    spec: Fault
+    instances: tuple[str, ...]     # "pool/i"
+    stream: tuple[int, ...]        # (0: scenario | 1: placement, index in that list)
+
+
+@dataclass(frozen=True)
 class ResolvedPlacement:
     name: str
     spec: Placement
     pools: dict[str, ResolvedPool]
     transfer: ResolvedTransfer | None = None     # None: colocated, nothing crosses a boundary
+    faults: tuple[ResolvedFault, ...] = ()
+    recovery: Recovery | None = None             # set where faults are (default Recovery())
 
     @property
     def disaggregated(self) -> bool:
@@ -332,7 +345,53 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
                                   path=f"{where}.kv_transfer" if pl.kv_transfer
                                   else f"{where}.kv_link")
             out[pname] = ResolvedPlacement(pname, pl, pools)
+        faults = _faults(sc, pl, out[pname], where)
+        if faults:
+            out[pname] = replace(out[pname], faults=faults,
+                                 recovery=pl.recovery or sc.recovery or Recovery())
     return model, out
+
+
+def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
+            where: str) -> tuple[ResolvedFault, ...]:
+    """The scenario's faults, then the placement's, each target checked against this
+    placement's pools (a scenario-wide fault names the placement it does not fit)."""
+    out = []
+    for src, (faults, key) in enumerate(((sc.faults, "faults"), (pl.faults, f"{where}.faults"))):
+        for j, f in enumerate(faults):
+            path = f"{key}[{j}]"
+            named = f.pool if f.random else f.target
+            out.append(ResolvedFault(f, _fault_targets(
+                named, rp, f"{path}.{'pool' if f.random else 'target'}",
+                "" if src else f" (placement {rp.name!r})", random=f.random), (src, j)))
+    if out and rp.transfer is not None:
+        t = rp.transfer
+        why = ("kv_transfer.mode layerwise" if t.mode == "layerwise" else
+               "kv_transfer.handoff push" if t.handoff == "push" else
+               "kv_transfer.conversion prefill" if t.conversion == "prefill" else None)
+        if why:
+            raise ConfigError(f"faults are not modelled yet with {why} (use whole, pull, "
+                              f"decode-side conversion)", path=f"{where}.kv_transfer")
+    return tuple(out)
+
+
+def _fault_targets(named: str, rp: ResolvedPlacement, path: str, which: str,
+                   random: bool) -> tuple[str, ...]:
+    """Instance names a fault target means: ``pool/i`` or a whole ``pool``."""
+    pool, slash, index = named.partition("/")
+    if random and slash:
+        raise ConfigError(f"a random fault names a pool, got {named!r}", path=path)
+    if pool not in rp.pools:
+        raise ConfigError(f"unknown pool {pool!r}{which}" + suggest(pool, rp.pools)
+                          + f"; targets are pool or pool/i (link faults are not modelled yet)",
+                          path=path)
+    n = rp.pools[pool].spec.instances
+    if not slash:
+        return tuple(f"{pool}/{i}" for i in range(n))
+    if not index.isdigit() or int(index) >= n:
+        raise ConfigError(f"{named!r}: pool {pool!r}{which} has instances 0..{n - 1}",
+                          path=path)
+    return (f"{pool}/{int(index)}",)
 
 
 

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from .config import build, fraction, meta, positive, power_of_two, read_yaml, to_dict
+from .config import (build, fraction, meta, non_negative, positive, power_of_two, read_yaml,
+                     to_dict)
 from .errors import ConfigError, suggest
 from .overrides import apply_overrides, blame
 from .precision import Formats, Precision, unknown_precision
@@ -18,8 +19,8 @@ from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "RouterSpec", "read_scenario", "parse_scenario",
-           "as_scenario"]
+           "PrefixCache", "CrossSite", "RouterSpec", "Fault", "Recovery", "read_scenario",
+           "parse_scenario", "as_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
 #: a pool's sizes without a runtime (with one, the runtime's defaults: hetsim.runtimes)
@@ -165,6 +166,88 @@ class CrossSite:
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
 
 
+FAULT_KINDS = ("crash", "hang")
+#: kinds of the issue's schema not modelled yet (link faults); named in the error
+LINK_FAULT_KINDS = ("degrade", "down")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: scheduled (``at_s`` on a ``target``: an instance ``pool/i`` or a whole pool)
+    or random (``pool`` with ``mtbf_s``/``mttr_s``: each instance of the pool fails after an
+    exponential up time and stays down an exponential time, drawn from the faults' own
+    seeded stream). A crash empties the instance (KV lost, cold on return); a hang stops its
+    iterations."""
+    kind: str = field(metadata=meta("crash (instance gone, back cold after repair_s) | hang "
+                                    "(stops iterating for duration_s)"))
+    target: str | None = field(default=None, metadata=meta(
+        "scheduled: an instance pool/i (from 0) or a pool (all its instances)"))
+    at_s: float | None = field(default=None, metadata=meta(
+        "scheduled: when the fault happens, s from the start", non_negative))
+    repair_s: float | None = field(default=None, metadata=meta(
+        "crash: seconds until the instance is back (cold: KV empty)", positive))
+    duration_s: float | None = field(default=None, metadata=meta(
+        "hang: seconds the instance stops iterating", positive))
+    pool: str | None = field(default=None, metadata=meta(
+        "random: the pool whose instances fail independently"))
+    mtbf_s: float | None = field(default=None, metadata=meta(
+        "random: mean time between failures of one instance, s (exponential)", positive))
+    mttr_s: float | None = field(default=None, metadata=meta(
+        "random: mean time to repair (crash) or hang length, s (exponential)", positive))
+
+    def __post_init__(self):
+        if self.kind in LINK_FAULT_KINDS:
+            raise ConfigError(f"{self.kind} (a link fault) is not modelled yet; kinds: "
+                              f"{', '.join(FAULT_KINDS)}", path="kind")
+        if self.kind not in FAULT_KINDS:
+            raise ConfigError(f"unknown kind {self.kind!r}" + suggest(self.kind, FAULT_KINDS)
+                              + f"; one of {', '.join(FAULT_KINDS)}", path="kind")
+        if self.random:
+            for k in ("target", "at_s", "repair_s", "duration_s"):
+                if getattr(self, k) is not None:
+                    raise ConfigError(f"a random fault (mtbf_s) takes pool and mttr_s, not {k}",
+                                      path=k)
+            for k in ("pool", "mttr_s"):
+                if getattr(self, k) is None:
+                    raise ConfigError("a random fault (mtbf_s) needs pool and mttr_s", path=k)
+            return
+        if self.mttr_s is not None or self.pool is not None:
+            raise ConfigError("mttr_s and pool belong to a random fault (with mtbf_s)",
+                              path="mttr_s" if self.mttr_s is not None else "pool")
+        if self.at_s is None or self.target is None:
+            raise ConfigError("a scheduled fault needs at_s and target (or mtbf_s, mttr_s and "
+                              "pool for a random one)",
+                              path="at_s" if self.at_s is None else "target")
+        need, other = ("repair_s", "duration_s") if self.kind == "crash" else (
+            "duration_s", "repair_s")
+        if getattr(self, other) is not None:
+            raise ConfigError(f"a {self.kind} takes {need}, not {other}", path=other)
+        if getattr(self, need) is None:
+            raise ConfigError(f"a {self.kind} needs {need}", path=need)
+
+    @property
+    def random(self) -> bool:
+        return self.mtbf_s is not None
+
+    @property
+    def down_s(self) -> float | None:
+        """A scheduled fault's length (repair time or hang)."""
+        return self.repair_s if self.kind == "crash" else self.duration_s
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the serving system does for the requests a fault hits."""
+    kv_lost: Literal["reprefill"] = field(default="reprefill", metadata=meta(
+        "a request whose KV is lost re-prefills its prompt + the tokens already generated"))
+    retry_limit: int = field(default=3, metadata=meta(
+        "recoveries one request may take; one more ends it failed (retry_limit)",
+        non_negative))
+    request_timeout_s: float | None = field(default=None, metadata=meta(
+        "a request hit by a fault fails (timeout) once this long has passed since its "
+        "arrival: its recovery, or its wait for a live instance, stops there", positive))
+
+
 CONVERSIONS = ("prefill", "decode", "none")
 
 
@@ -204,6 +287,10 @@ class Placement:
     kv_link: str | None = field(default=None, metadata=meta(
         "shorthand for kv_transfer: {link: ...}"))
     kv_transfer: KVTransfer | None = None
+    faults: list[Fault] = field(default_factory=list, metadata=meta(
+        "faults of this placement only (besides the scenario's faults:)"))
+    recovery: Recovery | None = field(default=None, metadata=meta(
+        "this placement's recovery (default: the scenario's recovery:)"))
 
     def __post_init__(self):
         roles = [p.role for p in self.pools.values()]
@@ -261,6 +348,10 @@ class Scenario:
     hardware_profiles: list[str] = field(default_factory=list, metadata=meta(
         "extra profile directories, searched before the shipped ones"))
     description: str = ""
+    faults: list[Fault] = field(default_factory=list, metadata=meta(
+        "faults every placement sees (instance crashes and hangs, scheduled or random)"))
+    recovery: Recovery | None = field(default=None, metadata=meta(
+        "how requests hit by a fault recover (retry limit, timeout)"))
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
     def __post_init__(self):
@@ -277,12 +368,22 @@ class Scenario:
         # NOTE: unset keys are left out (an unset runtime, the sizes a runtime defaults), so
         # a scenario without a runtime writes what it wrote before the keys existed
         # (scenario.resolved.yaml stays byte-identical)
+        # NOTE: so do faults and recovery when absent (unchanged output without them)
+        _drop_unset(d)
         for placement in d["placements"].values():
+            _drop_unset(placement)
             for pool in placement["pools"].values():
                 for k in ("runtime", "moe_ep", *GENERIC_SIZES):
                     if pool.get(k) is None:
                         pool.pop(k, None)
         return d
+
+
+def _drop_unset(d: dict) -> None:
+    if not d.get("faults"):
+        d.pop("faults", None)
+    if d.get("recovery") is None:
+        d.pop("recovery", None)
 
 
 def read_scenario(path: str | Path) -> Scenario:

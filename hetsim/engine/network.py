@@ -60,6 +60,7 @@ class Network:
         self._last = 0.0
         self._version = 0
         self._caps: dict[simpy.Event, Port] = {}   # capped transfers not yet uncapped
+        self._cancelled: set[simpy.Event] = set()   # cancelled during their setup
 
     def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float,
                  cap: float | None = None) -> simpy.Event:
@@ -76,6 +77,9 @@ class Network:
             ports = (*ports, port)
 
         def start(_):
+            if self._cancelled and done in self._cancelled:
+                self._cancelled.discard(done)
+                return
             self._advance()
             for p in ports:
                 p.active += 1
@@ -93,6 +97,22 @@ class Network:
         port.capacity = float("inf")
         if self._flows:
             self._reschedule()
+
+    def cancel(self, transfer: simpy.Event) -> None:
+        """Stop a transfer whose end has failed (hetsim.engine.faults): its bytes stop
+        crossing and its event never fires."""
+        if transfer.triggered:
+            return
+        self._advance()
+        for f in self._flows:
+            if f.event is transfer:
+                self._flows.remove(f)
+                for p in f.ports:
+                    p.active -= 1
+                self._caps.pop(transfer, None)
+                self._reschedule()
+                return
+        self._cancelled.add(transfer)      # still in its setup
 
     def _advance(self) -> None:
         """Move every flow forward at its current rate up to now."""

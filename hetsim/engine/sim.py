@@ -17,12 +17,13 @@ import simpy
 from ..perf import PerfModel, StepModel
 from ..resolve import ResolvedPlacement, ResolvedPool
 from ..workload import Requests
+from .faults import Faults
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
-from .request import Request, State
+from .request import TERMINAL, Request, State
 from .routers import make_router
 from .stats import SimResult
 from .transfer import KVLink
@@ -57,10 +58,12 @@ class Simulation:
             [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
             for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
+        self.entry = self.prefills + self.mixed     # where prompts are routed
         #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
         #: (the longest, where pools differ); routing happens after it, on the load then
         self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
         self.reqs: list[Request] = []
+        self.faults = Faults(self, placement, seed) if placement.faults else None
 
     def _build(self, pool: ResolvedPool) -> list:
         """The pool's instances, each with what it owns: ports and staging when KV crosses
@@ -100,6 +103,7 @@ class Simulation:
         which is fused into the iteration (each layer is written out in the consumer's format)."""
         if req.output_tokens == 1:
             return 0.0
+        # (faults are refused with early routing: hetsim.resolve)
         d = self.router_decode.pick([d for d in self.receivers if d.fits(req)], req)
         self._target[req.id] = d
         pair = self.link.pair(p.pool, d.pool)
@@ -133,22 +137,33 @@ class Simulation:
             return
         req.to(State.WAIT_KV)
         if handoff is None:   # whole transfer: the handoff runs in the request's own process
-            d = self._target.pop(req.id, None) or self.router_decode.pick(
-                [d for d in self.receivers if d.fits(req)], req)
-            yield from self.link.handoff(req, p, d)
-        else:
-            yield req.kv_granted
-            req.to(State.TRANSFERRING)
-            yield handoff
+            yield from self._handoff(req, p)
+            return
+        yield req.kv_granted
+        req.to(State.TRANSFERRING)
+        yield handoff
         yield d.join(req)
 
+    def _handoff(self, req: Request, p):
+        """Whole transfer: choose a decode instance, move the prompt's KV there, decode."""
+        d = self._target.pop(req.id, None) or (yield from self._pick(
+            self.router_decode, [d for d in self.receivers if d.fits(req)], req))
+        yield from self.link.handoff(req, p, d)
+        yield d.join(req)
+
+    def _pick(self, router, candidates: list, req: Request):
+        """``router``'s pick (with faults: among the instances that are up, waiting for a
+        repair when none is)."""
+        if self.faults is not None:
+            return (yield from self.faults.pick(router, candidates, req))
+        return router.pick(candidates, req)
     def _colocated(self, req: Request, m=None):
         if m is None:
             candidates = [m for m in self.mixed if m.accepts(req)]
             if not candidates:
                 req.drop(self.mixed[0].refusal(req, "every instance's"))
                 return
-            m = self.router_prefill.pick(candidates, req)
+            m = yield from self._pick(self.router_prefill, candidates, req)
         elif not m.accepts(req):
             req.drop(m.refusal(req))
             return
@@ -157,15 +172,19 @@ class Simulation:
     def _lifecycle(self, req: Request):
         if self.frontend_s:     # the runtime's frontend, before any instance sees the request
             yield self.env.timeout(self.frontend_s)
+        yield from (self._serve(req) if self.faults is None else self.faults.serve(req))
+        self._finish(req)
+
+    def _serve(self, req: Request):
+        """From routing to the request's end (a fault's recovery starts here again)."""
         if not self.prefills:
             yield from self._colocated(req)
         else:
-            target = self.router_prefill.pick(self.prefills + self.mixed, req)
+            target = yield from self._pick(self.router_prefill, self.entry, req)
             if target.role == "mixed":
                 yield from self._colocated(req, target)
             else:
                 yield from self._disaggregated(req, target)
-        self._finish(req)
 
     # --- arrivals ------------------------------------------------------------------------
     def _open_loop(self):
@@ -204,12 +223,26 @@ class Simulation:
         self.env.process(self._closed_loop() if closed else self._open_loop())
         self.env.run()
         reqs = sorted(self.reqs, key=lambda r: r.id)
-        unfinished = [r for r in reqs if r.state not in (State.COMPLETED, State.DROPPED)]
-        assert not unfinished, f"{len(unfinished)} requests neither completed nor dropped"
+        unfinished = [r for r in reqs if r.state not in TERMINAL]
+        assert not unfinished, f"{len(unfinished)} requests neither completed, dropped nor failed"
+        self._check_released()
+        faults = self.faults
+        if faults is not None:
+            faults.restore(reqs)
         end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
         link = self.link
         return SimResult(
             tuple(r.record() for r in reqs),
             {p: tuple(i.stats(end) for i in insts) for p, insts in self.instances.items()},
             tuple(PortStats.of(p) for p in link.ports) if link is not None else (),
-            end, link.conversion_bytes if link is not None else 0.0)
+            end, link.conversion_bytes if link is not None else 0.0,
+            faults.stats() if faults is not None else None)
+
+    def _check_released(self) -> None:
+        """Conservation of KV: once every request has ended, every block reserved anywhere
+        (KV pools, staging buffers, host tiers) is back."""
+        for insts in self.instances.values():
+            for i in insts:
+                pools = [i.kv, i.staging, getattr(i, "host", None)]
+                held = [p.used for p in pools if p is not None]
+                assert not any(held), f"{i.name}: KV blocks not released at the end: {held}"

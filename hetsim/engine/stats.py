@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .network import PortStats
 from .request import RequestRecord
 
-__all__ = ["KVStats", "InstanceStats", "SimResult"]
+__all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,19 @@ class InstanceStats:
 
 
 @dataclass(frozen=True)
+class FaultStats:
+    """What faults did over a run (hetsim.engine.faults)."""
+    applied: int                   # fault events that took an instance down
+    retried: int                   # requests a fault moved at least once
+    transfers_retried: int         # KV handoffs sent again to another decode instance
+    recomputed_tokens: int         # tokens whose KV was lost and is computed again
+    lost_prefill_tokens: int       # prompt tokens of prefills cut off by a crash
+    kv_bytes_lost: float
+    outages: dict[str, tuple[tuple[float, float], ...]]   # instance -> (down, back up)
+    pools: dict[str, str]          # instance -> its pool
+
+
+@dataclass(frozen=True)
 class SimResult:
     """One placement's run: the records (by request id), each pool's instances, the ports."""
     requests: tuple[RequestRecord, ...]
@@ -53,3 +66,4 @@ class SimResult:
     ports: tuple[PortStats, ...]
     end_s: float                   # the last token
     conversion_bytes: float = 0.0  # KV bytes read and written by format conversion
+    faults: FaultStats | None = None   # None: the placement has no faults

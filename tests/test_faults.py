@@ -1,0 +1,413 @@
+"""Faults and recovery (hetsim.engine.faults): the schema, each recovery path on an exact
+trace, conservation, determinism, metamorphic checks and availability against theory.
+
+Exact traces take their times from the same scenario run without faults: up to the fault the
+two runs are the same events, so a crash placed inside a phase of the fault-free run strikes
+that phase, and what follows is checked against what the fault-free run says it costs."""
+import copy
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import hetsim
+from hetsim.api import prepare
+from hetsim.engine.faults import FAULT_STREAM
+from hetsim.engine.sim import Simulation
+from hetsim.errors import ConfigError
+from hetsim.metrics import records_frame, summarize
+from hetsim.resolve import load_scenario
+from hetsim.scenario import as_scenario
+
+PD = {"router": "round-robin", "kv_link": "roce-400g",
+      "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm", "instances": 2},
+                "decode": {"role": "decode", "accelerator": "h100-sxm", "instances": 2}}}
+MIXED = {"router": "round-robin",
+         "pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 2}}}
+
+
+def scenario(placement=PD, faults=(), recovery=None, requests=1, rate=1000.0, inp=2000,
+             out=100, process="constant", seed=3):
+    d = {"name": "t", "model": "llama-3.1-8b",
+         "workload": {"requests": requests, "seed": seed,
+                      "arrival": {"process": process, "rate_rps": rate},
+                      "input_tokens": {"dist": "fixed", "value": inp},
+                      "output_tokens": {"dist": "fixed", "value": out}},
+         "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+         "placements": {"p": copy.deepcopy(placement)}}
+    if faults:
+        d["faults"] = list(faults)
+    if recovery:
+        d["recovery"] = recovery
+    return d
+
+
+def simulate(d):
+    """(records by id, SimResult, summary) of the scenario's one placement."""
+    sc = as_scenario(d)
+    model, resolved, reqs = prepare(sc)
+    (pl,) = resolved.values()
+    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    df = records_frame(res.requests, pl.name)
+    return {r.id: r for r in res.requests}, res, summarize(df, pl, sc.slo, res)
+
+
+def crash(target, at, repair=50.0):
+    return {"at_s": at, "target": target, "kind": "crash", "repair_s": repair}
+
+
+def mid(a, b):
+    return a + (b - a) / 3
+
+
+# --- schema -------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault, where, says", [
+    ({"at_s": 1, "target": "decod/0", "kind": "crash", "repair_s": 1}, "faults[0].target",
+     "unknown pool 'decod'"),
+    ({"at_s": 1, "target": "decode/2", "kind": "crash", "repair_s": 1}, "faults[0].target",
+     "has instances 0..1"),
+    ({"at_s": -1, "target": "decode", "kind": "crash", "repair_s": 1}, "faults[0].at_s",
+     "must be >= 0"),
+    ({"at_s": 1, "target": "decode", "kind": "crash"}, "faults[0].repair_s", "needs repair_s"),
+    ({"at_s": 1, "target": "decode", "kind": "hang", "repair_s": 1}, "faults[0].repair_s",
+     "takes duration_s"),
+    ({"at_s": 1, "target": "decode", "kind": "crsh", "repair_s": 1}, "faults[0].kind",
+     "did you mean 'crash'"),
+    ({"at_s": 1, "target": "prefill.nic", "kind": "degrade", "factor": 0.5},
+     "faults[0].factor", "unknown key"),
+    ({"at_s": 1, "target": "decode", "kind": "down", "duration_s": 1}, "faults[0].kind",
+     "not modelled yet"),
+    ({"pool": "decode", "kind": "crash", "mtbf_s": 10}, "faults[0].mttr_s", "needs pool and"),
+    ({"pool": "decode", "kind": "crash", "mtbf_s": 0, "mttr_s": 1}, "faults[0].mtbf_s",
+     "must be > 0"),
+    ({"pool": "decode/1", "kind": "crash", "mtbf_s": 1, "mttr_s": 1}, "faults[0].pool",
+     "names a pool"),
+    ({"pool": "decode", "at_s": 3, "kind": "crash", "mtbf_s": 1, "mttr_s": 1},
+     "faults[0].at_s", "not at_s"),
+])
+def test_a_bad_fault_is_one_line_naming_its_key_path(fault, where, says):
+    with pytest.raises(ConfigError) as e:
+        load_scenario(scenario(faults=[fault]))
+    assert e.value.path == where and says in e.value.message, str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_placement_faults_and_recovery_are_checked_under_the_placement():
+    d = scenario(recovery={"retry_limit": -1})
+    with pytest.raises(ConfigError, match="recovery.retry_limit: must be >= 0"):
+        load_scenario(d)
+    d = scenario()
+    d["placements"]["p"]["faults"] = [crash("mixed", 1)]
+    with pytest.raises(ConfigError) as e:
+        load_scenario(d)
+    assert e.value.path == "placements.p.faults[0].target"
+    d = scenario(placement={**PD, "kv_transfer": {"link": "roce-400g", "mode": "layerwise"}},
+                 faults=[crash("decode", 1)])
+    del d["placements"]["p"]["kv_link"]
+    with pytest.raises(ConfigError, match="not modelled yet with kv_transfer.mode layerwise"):
+        load_scenario(d)
+
+
+def test_cli_refuses_a_bad_fault_with_exit_2_and_one_line(tmp_path):
+    import yaml
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(scenario(faults=[crash("decode/9", 1)])))
+    p = subprocess.run([sys.executable, "-m", "hetsim", "validate", str(f)],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"{f}: faults[0].target:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_without_faults_the_scenario_writes_what_it_wrote_before():
+    sc = as_scenario(scenario())
+    assert "faults" not in sc.to_dict() and "recovery" not in sc.to_dict()
+    assert "faults" not in sc.to_dict()["placements"]["p"]
+
+
+# --- each recovery path on an exact trace -------------------------------------------------
+def test_queued_request_is_rerouted_and_the_prefill_in_progress_restarts():
+    base = scenario(requests=3)                 # 0 -> prefill/0, 1 -> /1, 2 -> /0 (queued)
+    r0, _, _ = simulate(base)
+    assert r0[2].prefill_start_s >= r0[0].prefill_end_s     # 2 waited behind 0
+    t = mid(r0[2].arrival_s, r0[0].prefill_end_s)
+    recs, res, s = simulate({**base, "faults": [crash("prefill/0", t)]})
+    f = res.faults
+    assert f.applied == 1 and f.retried == 2 and s["requests_retried"] == 2
+    assert f.lost_prefill_tokens == 2000 and f.recomputed_tokens == 0
+    for i in (0, 2):
+        assert recs[i].prefill_instance == "prefill/1" and recs[i].state == "completed"
+    # prefill/1 holds request 1 until its prefill ends; then 0 and 2 run there as one batch
+    assert recs[0].prefill_start_s == recs[2].prefill_start_s == r0[1].prefill_end_s
+    assert [recs[i].state for i in range(3)] == ["completed"] * 3
+
+
+def test_mid_prefill_restart_starts_at_once_on_an_idle_instance_and_costs_the_same():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    t = mid(r0[0].prefill_start_s, r0[0].prefill_end_s)
+    recs, res, _ = simulate({**base, "faults": [crash("prefill/0", t)]})
+    r = recs[0]
+    assert r.prefill_instance == "prefill/1" and r.prefill_start_s == t
+    assert r.prefill_end_s - r.prefill_start_s == pytest.approx(
+        r0[0].prefill_end_s - r0[0].prefill_start_s, rel=1e-12)
+    assert res.faults.lost_prefill_tokens == 2000 and res.faults.kv_bytes_lost == 0
+
+
+def test_kv_in_flight_goes_to_another_decode_when_the_decode_end_fails():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(a.transfer_start_s, a.transfer_end_s)
+    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    r, f = recs[0], res.faults
+    assert f.transfers_retried == 1 and f.recomputed_tokens == 0 and f.kv_bytes_lost == 0
+    assert s["transfers_retried"] == 1
+    # the prefill is not repeated: its copy was still owned by prefill/0
+    assert (r.prefill_instance, r.prefill_end_s) == ("prefill/0", a.prefill_end_s)
+    assert r.decode_instance == "decode/1" and r.transfer_start_s == t
+    assert r.transfer_end_s - r.transfer_start_s == pytest.approx(
+        a.transfer_end_s - a.transfer_start_s, rel=1e-9)
+    assert r.kv_bytes == a.kv_bytes and r.state == "completed"
+
+
+def test_kv_in_flight_reprefills_when_its_owner_fails_and_the_reservation_goes_back():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(a.transfer_start_s, a.transfer_end_s)
+    recs, res, _ = simulate({**base, "faults": [crash("prefill/0", t)]})
+    r, f = recs[0], res.faults
+    assert f.recomputed_tokens == 2000 and f.transfers_retried == 0
+    assert r.prefill_instance == "prefill/1" and r.prefill_start_s == t
+    # round-robin: the second pick goes to decode/1; decode/0's reserved blocks came back
+    # (Simulation.run asserts every pool is empty at the end)
+    assert r.decode_instance == "decode/1" and r.state == "completed"
+    assert res.instances["decode"][0].kv.used == 0
+
+
+def test_a_decode_crash_recomputes_prompt_and_generated_tokens_elsewhere():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(a.decode_start_s, a.last_token_s)
+    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    r, f = recs[0], res.faults
+    g = f.recomputed_tokens - 2000          # tokens generated before the crash
+    step = (a.last_token_s - a.decode_start_s) / 99     # the fault-free mean step
+    assert 1 <= g < 100 and abs((g - 1) - (t - a.decode_start_s) / step) <= 1
+    sc = as_scenario(base)
+    model, resolved, _ = prepare(sc)
+    mem = resolved["p"].pools["decode"].memory
+    assert f.kv_bytes_lost == model.kv_tokens(2000 + g) * mem.kv_bytes_per_token
+    # the record keeps what the client asked for and when it first saw a token
+    assert (r.input_tokens, r.output_tokens, r.first_token_s) == (2000, 100, a.first_token_s)
+    assert r.decode_instance == "decode/1" and r.prefill_instance == "prefill/1"
+    assert r.prefill_start_s == t and r.last_token_s > a.last_token_s
+    assert s["recomputed_tokens"] == f.recomputed_tokens
+
+
+def test_a_hang_delays_everything_after_it_by_exactly_its_length():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    for target, t in (("decode/0", mid(a.decode_start_s, a.last_token_s)),
+                      ("prefill/0", mid(a.prefill_start_s, a.prefill_end_s))):
+        hang = {"at_s": t, "target": target, "kind": "hang", "duration_s": 0.25}
+        recs, res, s = simulate({**base, "faults": [hang]})
+        r = recs[0]
+        assert r.last_token_s - a.last_token_s == pytest.approx(0.25, abs=1e-9)
+        assert res.faults.retried == 0 and s["faults"] == 1
+
+
+def test_colocated_crash_recomputes_on_the_other_instance():
+    base = scenario(placement=MIXED)
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(a.prefill_end_s, a.last_token_s)
+    recs, res, _ = simulate({**base, "faults": [crash("mixed/0", t)]})
+    r = recs[0]
+    assert r.prefill_instance == r.decode_instance == "mixed/1" and r.state == "completed"
+    assert res.faults.recomputed_tokens > 2000 and r.prefill_start_s == t
+
+
+def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
+    base = scenario()
+    r0, _, _ = simulate(base)
+    t = mid(r0[0].decode_start_s, r0[0].last_token_s)
+    recs, _, s = simulate({**base, "faults": [crash("decode/0", t)],
+                           "recovery": {"retry_limit": 0}})
+    assert (recs[0].state, recs[0].drop_reason) == ("failed", "retry_limit")
+    assert s["failed"] == 1 and s["requests_failed"] == {"retry_limit": 1}
+    assert s["completed"] + s["dropped"] + s["failed"] == s["requests"]
+    # one colocated instance, down 100 s: arrivals wait for it and give up after 5 s
+    one = {"pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 1}}}
+    d = scenario(placement=one, requests=20, rate=1.0, out=10,
+                 faults=[crash("mixed/0", 2.5, repair=100.0)],
+                 recovery={"request_timeout_s": 5})
+    recs, _, s = simulate(d)
+    for r in recs.values():
+        if 2.5 <= r.arrival_s < 100:
+            assert (r.state, r.drop_reason) == ("failed", "timeout")
+        else:
+            assert r.state == "completed"
+    assert s["requests_failed"] == {"timeout": 17} and s["failed"] == 17
+
+
+def test_routers_skip_a_down_instance_and_use_it_again_after_repair():
+    d = scenario(requests=60, rate=10.0, out=20, faults=[crash("decode/0", 1.0, repair=3.0)])
+    d["placements"]["p"]["router"] = "least-loaded"
+    recs, _, _ = simulate(d)
+    during = [r for r in recs.values() if 1.0 <= r.arrival_s < 4.0]
+    after = [r for r in recs.values() if r.arrival_s >= 4.0]
+    assert during and all(r.decode_instance == "decode/1" for r in during)
+    assert any(r.decode_instance == "decode/0" for r in after)
+
+
+# --- conservation, determinism ------------------------------------------------------------
+LAYOUTS = {
+    "pd-reserve": PD,
+    "pd-on-demand": {**PD, "pools": {**PD["pools"], "decode": {
+        **PD["pools"]["decode"], "preemption": "recompute"}}},
+    "mixed-vllm": {"router": "least-loaded", "pools": {"mixed": {
+        "role": "mixed", "accelerator": "h100-sxm", "instances": 3, "runtime": "vllm"}}},
+    "mixed-sglang": {"router": "power-of-two", "pools": {"mixed": {
+        "role": "mixed", "accelerator": "h100-sxm", "instances": 3, "runtime": "sglang"}}},
+    "prfaas": {"router": {"prefill": "length-threshold", "decode": "least-loaded",
+                          "threshold_tokens": 1500}, "kv_link": "roce-400g",
+               "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+                         "mixed": {"role": "mixed", "accelerator": "h100-sxm",
+                                   "instances": 2}}},
+}
+POOLS = {"pd-reserve": ("prefill", "decode"), "pd-on-demand": ("prefill", "decode"),
+         "mixed-vllm": ("mixed",), "mixed-sglang": ("mixed",), "prfaas": ("prefill", "mixed")}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("seed, mtbf, retries, timeout", [(1, 6.0, 2, 30), (2, 6.0, 2, 30),
+                                                          (3, 1.5, 1, 4), (4, 1.0, 3, 8)])
+def test_conservation_under_random_crashes_and_hangs(layout, seed, mtbf, retries, timeout):
+    faults = [{"pool": p, "kind": k, "mtbf_s": mtbf, "mttr_s": 1.5}
+              for p in POOLS[layout] for k in ("crash", "hang")]
+    d = scenario(placement=LAYOUTS[layout], requests=300, rate=25.0, process="poisson",
+                 out=150, seed=seed, faults=faults,
+                 recovery={"retry_limit": retries, "request_timeout_s": timeout})
+    d["workload"]["input_tokens"] = {"dist": "lognormal", "mean": 1500, "sigma": 0.8,
+                                     "max": 8000}
+    d["workload"]["output_tokens"] = {"dist": "lognormal", "mean": 150, "sigma": 0.8,
+                                      "max": 1000}
+    recs, res, s = simulate(d)     # run() asserts terminal states and every block released
+    assert res.faults.applied > 3 and res.faults.retried > 0
+    assert s["completed"] + s["dropped"] + s["failed"] == s["requests"] == 300
+    assert sum(s["requests_failed"].values()) == s["failed"]
+    for insts in res.instances.values():
+        assert all(i.kv.used == 0 for i in insts)
+    for r in recs.values():
+        assert r.state in ("completed", "dropped", "failed")
+        if r.state == "completed":
+            assert r.first_token_s <= r.last_token_s and r.output_tokens >= 1
+
+
+def _outages_expected(seed, stream, i, mtbf, mttr, until):
+    """Outage intervals of instance ``i`` from its own stream, drawn here independently."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed,
+                                                       spawn_key=(FAULT_STREAM, *stream, i)))
+    t, out = 0.0, []
+    while True:
+        up, down = rng.exponential(mtbf), rng.exponential(mttr)
+        if t + up > until:
+            return out
+        out.append((t + up, t + up + down))
+        t = t + up + down      # (t + up) + down, as the clock adds them
+
+
+def test_random_faults_follow_their_own_stream_the_same_in_every_placement():
+    rand = {"pool": "decode", "kind": "crash", "mtbf_s": 2.0, "mttr_s": 0.5}
+    d = scenario(requests=300, rate=20.0, process="poisson", faults=[rand], seed=7)
+    d["placements"]["q"] = {**copy.deepcopy(PD), "router": "least-loaded"}
+    sc = as_scenario(d)
+    model, resolved, reqs = prepare(sc)
+    runs = {n: Simulation(pl, model, reqs, seed=7).run() for n, pl in resolved.items()}
+    end = min(r.end_s for r in runs.values())
+    for i in (0, 1):
+        want = [o for o in _outages_expected(7, (0, 0), i, 2.0, 0.5, end)]
+        for r in runs.values():
+            got = [o for o in r.faults.outages[f"decode/{i}"] if o[0] <= end]
+            assert got == want and len(want) >= 3
+    # the request stream and the routers' streams are the ones a run without faults draws
+    plain = hetsim.run({**d, "faults": []})
+    assert plain.requests["arrival_s"].tolist() == hetsim.run(d).requests["arrival_s"].tolist()
+
+
+def test_faulty_runs_are_identical_across_processes():
+    d = scenario(placement=LAYOUTS["pd-on-demand"], requests=150, rate=20.0,
+                 process="poisson", faults=[{"pool": "decode", "kind": "crash",
+                                             "mtbf_s": 3.0, "mttr_s": 1.0}])
+    code = ("import json, sys, hetsim; r = hetsim.run(json.loads(sys.argv[1])); "
+            "print(r.requests.to_json())")
+    outs = {subprocess.run([sys.executable, "-c", code, json.dumps(d)], capture_output=True,
+                           text=True, check=True).stdout for _ in range(2)}
+    assert len(outs) == 1 and hetsim.run(d).requests.to_json() + "\n" in outs
+
+
+def test_a_fault_after_the_last_request_changes_nothing():
+    d = scenario(requests=50, rate=10.0, process="poisson")
+    plain = hetsim.run(d)
+    late = hetsim.run({**d, "faults": [crash("decode", 1e6)], "recovery": {"retry_limit": 1}})
+    cols = [c for c in plain.requests.columns]
+    assert plain.requests[cols].equals(late.requests[cols])
+    assert late.summaries[0]["faults"] == 0 and late.summaries[0]["failed"] == 0
+
+
+# --- metamorphic --------------------------------------------------------------------------
+def _met(d) -> int:
+    _, _, s = simulate(d)
+    return round(s["slo_attainment"] * s["requests"])
+
+
+@pytest.mark.parametrize("layout", ["pd-reserve", "mixed-vllm"])
+def test_more_or_longer_faults_never_raise_attainment(layout):
+    """Requests that meet the SLO on identical requests: none fault >= one crash >= a longer
+    repair >= that plus a second instance's crash."""
+    pool = POOLS[layout][-1]
+    d = scenario(placement=LAYOUTS[layout], requests=300, rate=30.0, process="poisson",
+                 out=200)
+    steps = [[], [crash(f"{pool}/0", 3.0, 2.0)], [crash(f"{pool}/0", 3.0, 5.0)],
+             [crash(f"{pool}/0", 3.0, 5.0), crash(f"{pool}/1", 4.0, 3.0)]]
+    met = [_met({**d, "faults": f}) for f in steps]
+    assert met == sorted(met, reverse=True) and met[0] > met[-1], met
+
+
+def test_a_repaired_instance_restores_throughput():
+    """Long after the repair (the backlog drained) the output rate is the fault-free one."""
+    d = scenario(requests=600, rate=12.0, process="poisson", out=100)
+    d["placements"]["p"]["router"] = "least-loaded"
+    plain, _, _ = simulate(d)
+    hit, _, _ = simulate({**d, "faults": [crash("decode/0", 5.0, 5.0)]})
+
+    def rate(recs):     # completions in [30 s, 45 s), by arrival time (the same requests)
+        return sum(1 for r in recs.values() if 30 <= r.arrival_s < 45 and
+                   r.state == "completed" and r.last_token_s - r.arrival_s < 2)
+    assert rate(hit) == rate(plain) > 100
+    mid_ = [r for r in hit.values() if 10 <= r.arrival_s < 45]
+    assert any(r.decode_instance == "decode/0" for r in mid_)
+
+
+# --- theory -------------------------------------------------------------------------------
+def test_one_instance_availability_matches_mtbf_over_mtbf_plus_mttr():
+    """Alternating renewal with Exp(MTBF) up and Exp(MTTR) down times: the long-run up fraction
+    is A = MTBF / (MTBF + MTTR), and the fraction measured over T has variance about
+    2 a b / ((a + b)^3 T) for rates a = 1/MTBF, b = 1/MTTR (Takacs). Tolerance: 4 sigma."""
+    mtbf, mttr = 100.0, 25.0
+    one = {"pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 1}}}
+    d = scenario(placement=one, requests=4000, rate=0.02, out=10,
+                 faults=[{"pool": "mixed", "kind": "crash", "mtbf_s": mtbf, "mttr_s": mttr}])
+    _, res, s = simulate(d)
+    T = res.end_s
+    a, b = 1 / mtbf, 1 / mttr
+    sigma = math.sqrt(2 * a * b / ((a + b) ** 3 * T))
+    assert T > 150_000 and 4 * sigma < 0.025
+    assert s["availability"]["mixed"] == pytest.approx(mtbf / (mtbf + mttr), abs=4 * sigma)
+    assert s["completed"] == 4000         # nobody gave up: they waited for the repairs
