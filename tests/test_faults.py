@@ -22,6 +22,8 @@ from hetsim.metrics import records_frame, summarize
 from hetsim.resolve import load_scenario
 from hetsim.scenario import as_scenario
 
+from .conftest import ROOT
+
 PD = {"router": "round-robin", "kv_link": "roce-400g",
       "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm", "instances": 2},
                 "decode": {"role": "decode", "accelerator": "h100-sxm", "instances": 2}}}
@@ -411,3 +413,15 @@ def test_one_instance_availability_matches_mtbf_over_mtbf_plus_mttr():
     assert T > 150_000 and 4 * sigma < 0.025
     assert s["availability"]["mixed"] == pytest.approx(mtbf / (mtbf + mttr), abs=4 * sigma)
     assert s["completed"] == 4000         # nobody gave up: they waited for the repairs
+
+
+def test_the_shipped_decode_crash_shows_what_the_readme_says():
+    r = {s["name"]: s for s in hetsim.run(ROOT / "scenarios" / "faults" / "decode-crash.yaml"
+                                          ).summaries}
+    plain, n, n1 = r["4d-no-fault"], r["4d-decode-crash"], r["5d-decode-crash"]
+    assert plain["meets_slo"] and not n["meets_slo"] and n1["meets_slo"]
+    assert "faults" not in plain and n["faults"] == n1["faults"] == 1
+    assert n["fault_windows"]["slo_attainment"] < 0.5 <= 0.99 <= n1["fault_windows"][
+        "slo_attainment"]
+    assert n["failed"] == n1["failed"] == 0 and n["recomputed_tokens"] > 0
+    assert n["tpot_s"]["p99"] > 0.0135 > n1["tpot_s"]["p99"]
