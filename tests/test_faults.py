@@ -65,6 +65,22 @@ def mid(a, b):
     return a + (b - a) / 3
 
 
+def strike(target, phase, base=None, **recovery):
+    """Crash ``target`` a third into request 0's ``phase`` (start, end record fields) of the
+    fault-free run: (its fault-free record, the crash time, then the faulty run's records by
+    id, SimResult and summary)."""
+    base = base or scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(getattr(a, phase[0]), getattr(a, phase[1]))
+    d = {**base, "faults": [crash(target, t)], **({"recovery": recovery} if recovery else {})}
+    return (a, t, *simulate(d))
+
+
+TRANSFER = ("transfer_start_s", "transfer_end_s")
+DECODE = ("decode_start_s", "last_token_s")
+
+
 # --- schema -------------------------------------------------------------------------------
 @pytest.mark.parametrize("fault, where, says", [
     ({"at_s": 1, "target": "decod/0", "kind": "crash", "repair_s": 1}, "faults[0].target",
@@ -147,23 +163,16 @@ def test_queued_request_is_rerouted_and_the_prefill_in_progress_restarts():
 
 
 def test_mid_prefill_restart_starts_at_once_on_an_idle_instance_and_costs_the_same():
-    base = scenario()
-    r0, _, _ = simulate(base)
-    t = mid(r0[0].prefill_start_s, r0[0].prefill_end_s)
-    recs, res, _ = simulate({**base, "faults": [crash("prefill/0", t)]})
+    a, t, recs, res, _ = strike("prefill/0", ("prefill_start_s", "prefill_end_s"))
     r = recs[0]
     assert r.prefill_instance == "prefill/1" and r.prefill_start_s == t
     assert r.prefill_end_s - r.prefill_start_s == pytest.approx(
-        r0[0].prefill_end_s - r0[0].prefill_start_s, rel=1e-12)
+        a.prefill_end_s - a.prefill_start_s, rel=1e-12)
     assert res.faults.lost_prefill_tokens == 2000 and res.faults.kv_bytes_lost == 0
 
 
 def test_kv_in_flight_goes_to_another_decode_when_the_decode_end_fails():
-    base = scenario()
-    r0, _, _ = simulate(base)
-    a = r0[0]
-    t = mid(a.transfer_start_s, a.transfer_end_s)
-    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    a, t, recs, res, s = strike("decode/0", TRANSFER)
     r, f = recs[0], res.faults
     assert f.transfers_retried == 1 and f.recomputed_tokens == 0 and f.kv_bytes_lost == 0
     assert s["transfers_retried"] == 1
@@ -176,11 +185,7 @@ def test_kv_in_flight_goes_to_another_decode_when_the_decode_end_fails():
 
 
 def test_kv_in_flight_reprefills_when_its_owner_fails_and_the_reservation_goes_back():
-    base = scenario()
-    r0, _, _ = simulate(base)
-    a = r0[0]
-    t = mid(a.transfer_start_s, a.transfer_end_s)
-    recs, res, _ = simulate({**base, "faults": [crash("prefill/0", t)]})
+    a, t, recs, res, _ = strike("prefill/0", TRANSFER)
     r, f = recs[0], res.faults
     assert f.recomputed_tokens == 2000 and f.transfers_retried == 0
     assert r.prefill_instance == "prefill/1" and r.prefill_start_s == t
@@ -191,17 +196,12 @@ def test_kv_in_flight_reprefills_when_its_owner_fails_and_the_reservation_goes_b
 
 
 def test_a_decode_crash_recomputes_prompt_and_generated_tokens_elsewhere():
-    base = scenario()
-    r0, _, _ = simulate(base)
-    a = r0[0]
-    t = mid(a.decode_start_s, a.last_token_s)
-    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    a, t, recs, res, s = strike("decode/0", DECODE)
     r, f = recs[0], res.faults
     g = f.recomputed_tokens - 2000          # tokens generated before the crash
     step = (a.last_token_s - a.decode_start_s) / 99     # the fault-free mean step
     assert 1 <= g < 100 and abs((g - 1) - (t - a.decode_start_s) / step) <= 1
-    sc = as_scenario(base)
-    model, resolved, _ = prepare(sc)
+    model, resolved, _ = prepare(as_scenario(scenario()))
     mem = resolved["p"].pools["decode"].memory
     assert f.kv_bytes_lost == model.kv_tokens(2000 + g) * mem.kv_bytes_per_token
     # the record keeps what the client asked for and when it first saw a token
@@ -225,22 +225,15 @@ def test_a_hang_delays_everything_after_it_by_exactly_its_length():
 
 
 def test_colocated_crash_recomputes_on_the_other_instance():
-    base = scenario(placement=MIXED)
-    r0, _, _ = simulate(base)
-    a = r0[0]
-    t = mid(a.prefill_end_s, a.last_token_s)
-    recs, res, _ = simulate({**base, "faults": [crash("mixed/0", t)]})
+    a, t, recs, res, _ = strike("mixed/0", ("prefill_end_s", "last_token_s"),
+                                base=scenario(placement=MIXED))
     r = recs[0]
     assert r.prefill_instance == r.decode_instance == "mixed/1" and r.state == "completed"
     assert res.faults.recomputed_tokens > 2000 and r.prefill_start_s == t
 
 
 def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
-    base = scenario()
-    r0, _, _ = simulate(base)
-    t = mid(r0[0].decode_start_s, r0[0].last_token_s)
-    recs, _, s = simulate({**base, "faults": [crash("decode/0", t)],
-                           "recovery": {"retry_limit": 0}})
+    _, _, recs, _, s = strike("decode/0", DECODE, retry_limit=0)
     assert (recs[0].state, recs[0].drop_reason) == ("failed", "retry_limit")
     assert s["failed"] == 1 and s["requests_failed"] == {"retry_limit": 1}
     assert s["completed"] + s["dropped"] + s["failed"] == s["requests"]
