@@ -27,7 +27,7 @@ from .workload import Warmup
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
            "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
-           "availability"]
+           "availability", "time_to_recover", "timeline"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -122,12 +122,24 @@ _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "k
           "preemptions": ("count", "swapped_bytes", "recomputed_tokens", "device_s")}
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
              "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
+#: placements with faults only (fault_metrics)
+FAILURE_REASONS = ("retry_limit", "timeout")
+_FAULT_METRICS = ["faults", "requests_retried", "requests_failed", "recomputed_tokens",
+                  "time_to_recover_s.max", "time_to_recover_s.mean",
+                  "time_to_recover_s.unrecovered",
+                  "lost_prefill_tokens", "kv_bytes_lost", "transfers_retried",
+                  *(f"requests_failed_by_reason.{r}" for r in FAILURE_REASONS),
+                  *(f"fault_windows.{k}" for k in ("seconds", "requests", "slo_attainment",
+                                                   "goodput_rps"))]
 
 
-def metric_names(roles: dict[str, str]) -> list[str]:
+def metric_names(roles: dict[str, str], faults: bool = False) -> list[str]:
     """The numeric metrics of a placement whose pools have ``roles`` ({pool: role}), as
-    `expect:` names them (link groups shown as ``link_utilization.<group>.mean|max``)."""
+    `expect:` names them (link groups shown as ``link_utilization.<group>.mean|max``);
+    ``faults``: the placement has faults (their metrics too)."""
     names = sorted(_SCALARS) + [f"{k}.{s}" for k, stats in _STATS.items() for s in stats]
+    if faults:
+        names += _FAULT_METRICS + [f"availability.{pool}" for pool in roles]
     for head, stats in _PER_POOL.items():
         for pool, role in roles.items():
             if head != "kv_staging" or role == "prefill":
@@ -135,13 +147,13 @@ def metric_names(roles: dict[str, str]) -> list[str]:
     return names
 
 
-def metric_error(metric: str, roles: dict[str, str]) -> str | None:
-    """Why ``metric`` is not a numeric metric of a placement whose pools have ``roles``, or
-    None when it is one."""
+def metric_error(metric: str, roles: dict[str, str], faults: bool = False) -> str | None:
+    """Why ``metric`` is not a numeric metric of a placement whose pools have ``roles`` (and
+    ``faults``, see :func:`metric_names`), or None when it is one."""
     group, _, stat = metric.removeprefix("link_utilization.").rpartition(".")
     if metric.startswith("link_utilization.") and group and stat in ("mean", "max"):
         return None   # link groups are named by the engine (prefill.nic, cross-site, ...)
-    names = metric_names(roles)
+    names = metric_names(roles, faults)
     if metric in names:
         return None
     return (f"unknown metric {metric!r}" + suggest(metric, names) + "; see README \"Outputs\" "
@@ -261,6 +273,37 @@ def availability(faults, pools: dict, end_s: float) -> dict[str, float]:
             for p in pools}
 
 
+def timeline(df: pd.DataFrame, slo: SLO, bin_s: float) -> pd.DataFrame:
+    """Per placement and arrival bin of ``bin_s`` seconds: the requests arriving, those
+    meeting the SLO per second (goodput) and their SLO attainment."""
+    ok = slo_met(df, slo)
+    t = (df["arrival_s"] // bin_s) * bin_s
+    g = pd.DataFrame({"placement": df["placement"], "t_s": t, "ok": ok}).groupby(
+        ["placement", "t_s"], sort=False)["ok"]
+    out = pd.DataFrame({"requests": g.size(), "met": g.sum()}).reset_index()
+    out["goodput_rps"] = out["met"] / bin_s
+    out["slo_attainment"] = out["met"] / out["requests"]
+    return out.drop(columns="met")
+
+
+def time_to_recover(arrival_s: np.ndarray, ok: np.ndarray, start: float, window_s: float,
+                    target: float) -> float | None:
+    """Seconds from ``start`` (a fault) to the first request arrival ``s`` >= start whose
+    window [s, s + window_s) of arrivals meets the SLO at ``target`` attainment (0: it never
+    fell below); None when no full window after ``start`` does. ``arrival_s`` is sorted."""
+    lo = int(np.searchsorted(arrival_s, start))
+    last = arrival_s[-1] if len(arrival_s) else start
+    cum = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
+    for i in range(lo, len(arrival_s)):
+        s = arrival_s[i]
+        if s + window_s > last:      # no full window left
+            break
+        j = int(np.searchsorted(arrival_s, s + window_s))
+        if (cum[j] - cum[i]) >= target * (j - i):
+            return float(s - start) if i > lo else 0.0
+    return None
+
+
 def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                   placement: ResolvedPlacement) -> dict:
     """What faults cost a run: events, moved and failed requests, lost KV, availability per
@@ -273,19 +316,28 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
     for a, b in windows:
         inside |= (arr >= a) & (arr < b)
     win_s = sum(b - a for a, b in windows)
-    met = slo_met(df, slo)[inside]
+    ok = slo_met(df, slo)
+    met = ok[inside]
+    recover = [time_to_recover(arr, ok.to_numpy(), a, placement.recovery.recover_window_s,
+                               slo.attainment) for a, _ in windows]
+    done = [t for t in recover if t is not None]
     return {
-        "failed": int(len(failed)),
         "faults": f.applied,
         "requests_retried": f.retried,
-        "requests_failed": {str(k): int(v) for k, v in
-                            failed["drop_reason"].value_counts().sort_index().items()},
+        "requests_failed": int(len(failed)),
+        "requests_failed_by_reason": {r: int((failed["drop_reason"] == r).sum())
+                                      for r in FAILURE_REASONS},
         "recomputed_tokens": f.recomputed_tokens,
         "lost_prefill_tokens": f.lost_prefill_tokens,
         "kv_bytes_lost": f.kv_bytes_lost,
         "transfers_retried": f.transfers_retried,
         "availability": availability(f, placement.pools, sim.end_s),
+        # over the fault windows: the slowest and mean recovery (None: one never recovered)
+        "time_to_recover_s": {"max": max(done) if done and len(done) == len(recover) else None,
+                              "mean": float(np.mean(done)) if done else None,
+                              "unrecovered": len(recover) - len(done)},
         "fault_windows": {"seconds": win_s, "requests": int(inside.sum()),
+                          "spans": [[a, b] for a, b in windows],
                           "slo_attainment": float(met.mean()) if inside.any() else None,
                           "goodput_rps": float(met.sum()) / win_s if win_s > 0 else None},
     }

@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 from .outputs import OutputDir, check_output_dir
-from .plots import goodput_pngs, run_pngs
+from .metrics import timeline
+from .plots import goodput_pngs, run_pngs, timeline_png
 from .workload import written
 
 __all__ = ["format_table", "run_title", "text_table", "write_outputs", "goodput_curves",
@@ -79,7 +80,8 @@ def format_table(summaries: list[dict], title: str = "") -> str:
 
 def fault_line(s: dict) -> str:
     """One line on what faults cost a placement (only placements with faults have one)."""
-    failed = ", ".join(f"{n} {why}" for why, n in s["requests_failed"].items()) or "none"
+    failed = ", ".join(f"{n} {why}" for why, n in s["requests_failed_by_reason"].items()
+                       if n) or "none"
     avail = ", ".join(f"{p} {a:.1%}" for p, a in s["availability"].items())
     w = s["fault_windows"]
     att = "-" if w["slo_attainment"] is None else f"{w['slo_attainment']:.1%}"
@@ -104,6 +106,13 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         sc["workload"] = written(sc["workload"])
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
+        spans = {s["name"]: s["fault_windows"]["spans"] for s in result.summaries
+                 if "fault_windows" in s}
+        if spans:      # runs with faults: timeline.png
+            sc = result.scenario
+            span = float(result.requests["arrival_s"].max() or 1.0)
+            timeline_png(timeline(result.requests, sc.slo, max(span / 60, 1e-3)), spans,
+                         sc.name, sc.slo.attainment, tmp / "timeline.png")
     target.write("run", fill)
     return target.path
 

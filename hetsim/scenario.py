@@ -246,6 +246,9 @@ class Recovery:
     request_timeout_s: float | None = field(default=None, metadata=meta(
         "a request hit by a fault fails (timeout) once this long has passed since its "
         "arrival: its recovery, or its wait for a live instance, stops there", positive))
+    recover_window_s: float = field(default=10.0, metadata=meta(
+        "time to recover: from a fault until the SLO attainment of the requests arriving in "
+        "a sliding window this long is back at the target", positive))
 
 
 CONVERSIONS = ("prefill", "decode", "none")

@@ -235,8 +235,9 @@ def test_colocated_crash_recomputes_on_the_other_instance():
 def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
     _, _, recs, _, s = strike("decode/0", DECODE, retry_limit=0)
     assert (recs[0].state, recs[0].drop_reason) == ("failed", "retry_limit")
-    assert s["failed"] == 1 and s["requests_failed"] == {"retry_limit": 1}
-    assert s["completed"] + s["dropped"] + s["failed"] == s["requests"]
+    assert s["requests_failed"] == 1
+    assert s["requests_failed_by_reason"] == {"retry_limit": 1, "timeout": 0}
+    assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"]
     # one colocated instance, down 100 s: arrivals wait for it and give up after 5 s
     one = {"pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 1}}}
     d = scenario(placement=one, requests=20, rate=1.0, out=10,
@@ -248,7 +249,7 @@ def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
             assert (r.state, r.drop_reason) == ("failed", "timeout")
         else:
             assert r.state == "completed"
-    assert s["requests_failed"] == {"timeout": 17} and s["failed"] == 17
+    assert s["requests_failed_by_reason"] == {"retry_limit": 0, "timeout": 17}
 
 
 def test_routers_skip_a_down_instance_and_use_it_again_after_repair():
@@ -295,8 +296,8 @@ def test_conservation_under_random_crashes_and_hangs(layout, seed, mtbf, retries
                                       "max": 1000}
     recs, res, s = simulate(d)     # run() asserts terminal states and every block released
     assert res.faults.applied > 3 and res.faults.retried > 0
-    assert s["completed"] + s["dropped"] + s["failed"] == s["requests"] == 300
-    assert sum(s["requests_failed"].values()) == s["failed"]
+    assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"] == 300
+    assert sum(s["requests_failed_by_reason"].values()) == s["requests_failed"]
     for insts in res.instances.values():
         assert all(i.kv.used == 0 for i in insts)
     for r in recs.values():
@@ -353,7 +354,7 @@ def test_a_fault_after_the_last_request_changes_nothing():
     late = hetsim.run({**d, "faults": [crash("decode", 1e6)], "recovery": {"retry_limit": 1}})
     cols = [c for c in plain.requests.columns]
     assert plain.requests[cols].equals(late.requests[cols])
-    assert late.summaries[0]["faults"] == 0 and late.summaries[0]["failed"] == 0
+    assert late.summaries[0]["faults"] == 0 and late.summaries[0]["requests_failed"] == 0
 
 
 # --- metamorphic --------------------------------------------------------------------------
@@ -416,5 +417,51 @@ def test_the_shipped_decode_crash_shows_what_the_readme_says():
     assert "faults" not in plain and n["faults"] == n1["faults"] == 1
     assert n["fault_windows"]["slo_attainment"] < 0.5 <= 0.99 <= n1["fault_windows"][
         "slo_attainment"]
-    assert n["failed"] == n1["failed"] == 0 and n["recomputed_tokens"] > 0
+    assert n["requests_failed"] == n1["requests_failed"] == 0 and n["recomputed_tokens"] > 0
     assert n["tpot_s"]["p99"] > 0.0135 > n1["tpot_s"]["p99"]
+
+
+def test_expect_names_the_fault_metrics_of_placements_with_faults():
+    """Every numeric key a faulty run writes is a metric `expect:` accepts, and only there."""
+    from hetsim.check import flatten
+    from hetsim.metrics import metric_error
+    d = scenario(requests=100, rate=20.0, process="poisson",
+                 faults=[crash("decode/0", 1.0, 1.0)], recovery={"retry_limit": 0})
+    (s,) = hetsim.run(d).summaries
+    roles = {"prefill": "prefill", "decode": "decode"}
+    for k, v in flatten(s).items():
+        numeric = isinstance(v, (int, float, type(None))) and not isinstance(v, bool)
+        assert (metric_error(k, roles, faults=True) is None) == numeric, (k, v)
+    assert metric_error("requests_failed", roles) is not None     # no faults: not a metric
+    assert s["requests_failed"] > 0 and s["requests_failed_by_reason"]["retry_limit"] > 0
+
+
+def test_time_to_recover_is_the_first_full_window_back_at_the_target():
+    from hetsim.metrics import time_to_recover
+    arr = np.arange(0.0, 20.0, 1.0)           # one arrival a second
+    ok = np.ones(20, dtype=bool)
+    ok[5:9] = False                           # arrivals 5..8 miss
+    # windows of 4 s at 90%: [9, 13) is the first after 5 with no miss
+    assert time_to_recover(arr, ok, 5.0, 4.0, 0.9) == 4.0
+    # at 50%, [7, 11) has 2 of 4 (the first window at 50% or more from 5 on)
+    assert time_to_recover(arr, ok, 5.0, 4.0, 0.5) == 2.0
+    assert time_to_recover(arr, ok, 0.0, 4.0, 0.9) == 0.0     # [0, 4) never fell below
+    ok[5:] = False
+    assert time_to_recover(arr, ok, 5.0, 4.0, 0.9) is None    # never back
+
+
+def test_a_run_with_faults_writes_its_timeline_and_recovery(tmp_path):
+    from hetsim.report import write_outputs
+    d = scenario(requests=200, rate=20.0, process="poisson", faults=[crash("decode", 2.0, 2.0)],
+                 recovery={"recover_window_s": 1.0})
+    r = hetsim.run(d)
+    (s,) = r.summaries
+    assert s["fault_windows"]["spans"] == [[2.0, 4.0]] and s["availability"]["decode"] < 1
+    # both decode instances down 2-4 s: an arrival before 3 s waits over the 1 s TTFT target
+    # for a decode instance (the first token comes from the decode side); after 4 s all is well
+    ttr = s["time_to_recover_s"]
+    assert ttr["unrecovered"] == 0 and 1.0 <= ttr["max"] <= 2.5
+    write_outputs(r, tmp_path / "out")
+    assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
+    write_outputs(hetsim.run({**d, "faults": []}), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "timeline.png").exists()
