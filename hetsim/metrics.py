@@ -310,7 +310,8 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
     pool, and the requests that arrived while any instance was down (the fault windows)."""
     f = sim.faults
     failed = df[df["state"] == "failed"]
-    windows = _union(s for spans in f.outages.values() for s in spans)
+    windows = _union([s for spans in f.outages.values() for s in spans]
+                     + [(a, b) for _, a, b in f.link_faults])
     arr = df["arrival_s"].to_numpy()
     inside = np.zeros(len(df), dtype=bool)
     for a, b in windows:

@@ -92,8 +92,9 @@ class ResolvedFault:
     """A fault with its target named: the instances it strikes and, for a random fault, the
     spawn key of its stream (the same in every placement: see hetsim.engine.faults)."""
     spec: Fault
-    instances: tuple[str, ...]     # "pool/i"
+    instances: tuple[str, ...]     # "pool/i" (instance faults)
     stream: tuple[int, ...]        # (0: scenario | 1: placement, index in that list)
+    link: str | None = None        # a link group (link faults)
 
 
 @dataclass(frozen=True)
@@ -360,10 +361,15 @@ def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
     for src, (faults, key) in enumerate(((sc.faults, "faults"), (pl.faults, f"{where}.faults"))):
         for j, f in enumerate(faults):
             path = f"{key}[{j}]"
+            which = "" if src else f" (placement {rp.name!r})"
+            if f.on_link:
+                out.append(ResolvedFault(f, (), (src, j), _link_group(f.target, rp,
+                                                                      f"{path}.target", which)))
+                continue
             named = f.pool if f.random else f.target
             out.append(ResolvedFault(f, _fault_targets(
-                named, rp, f"{path}.{'pool' if f.random else 'target'}",
-                "" if src else f" (placement {rp.name!r})", random=f.random), (src, j)))
+                named, rp, f"{path}.{'pool' if f.random else 'target'}", which,
+                random=f.random), (src, j)))
     if out and rp.transfer is not None:
         t = rp.transfer
         why = ("kv_transfer.mode layerwise" if t.mode == "layerwise" else
@@ -375,6 +381,31 @@ def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
     return tuple(out)
 
 
+def link_groups(rp: ResolvedPlacement) -> list[str]:
+    """The link groups a disaggregated placement's KV crosses (as ``link_utilization`` names
+    them); none when colocated."""
+    t = rp.transfer
+    if t is None:
+        return []
+    groups = []
+    for name, pool in rp.pools.items():
+        groups.append(f"{name}.nic")
+        if pool.scale_up is not None and pool.spec.scale_up_domain:
+            groups.append(f"{name}.scale-up")
+        if t.engine == "tcp":
+            groups += [f"{name}.host", f"{name}.tcp-stack"]
+    return groups + (["cross-site"] if t.cross_site is not None else [])
+
+
+def _link_group(named: str, rp: ResolvedPlacement, path: str, which: str) -> str:
+    groups = link_groups(rp)
+    if named not in groups:
+        raise ConfigError(f"unknown link group {named!r}{which}" + suggest(named, groups)
+                          + (f"; one of {', '.join(groups)}" if groups else
+                             "; a colocated placement moves no KV over links"), path=path)
+    return named
+
+
 def _fault_targets(named: str, rp: ResolvedPlacement, path: str, which: str,
                    random: bool) -> tuple[str, ...]:
     """Instance names a fault target means: ``pool/i`` or a whole ``pool``."""
@@ -382,9 +413,10 @@ def _fault_targets(named: str, rp: ResolvedPlacement, path: str, which: str,
     if random and slash:
         raise ConfigError(f"a random fault names a pool, got {named!r}", path=path)
     if pool not in rp.pools:
-        raise ConfigError(f"unknown pool {pool!r}{which}" + suggest(pool, rp.pools)
-                          + f"; targets are pool or pool/i (link faults are not modelled yet)",
-                          path=path)
+        hint = (" (a link group: degrade and down strike links)" if named in link_groups(rp)
+                else "")
+        raise ConfigError(f"unknown pool {pool!r}{which}{hint}" + suggest(pool, rp.pools)
+                          + "; crash and hang strike pool or pool/i", path=path)
     n = rp.pools[pool].spec.instances
     if not slash:
         return tuple(f"{pool}/{i}" for i in range(n))

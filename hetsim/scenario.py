@@ -166,28 +166,37 @@ class CrossSite:
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
 
 
-FAULT_KINDS = ("crash", "hang")
-#: kinds of the issue's schema not modelled yet (link faults); named in the error
-LINK_FAULT_KINDS = ("degrade", "down")
+INSTANCE_FAULTS = ("crash", "hang")
+LINK_FAULTS = ("degrade", "down")
+FAULT_KINDS = INSTANCE_FAULTS + LINK_FAULTS
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: scheduled (``at_s`` on a ``target``: an instance ``pool/i`` or a whole pool)
-    or random (``pool`` with ``mtbf_s``/``mttr_s``: each instance of the pool fails after an
-    exponential up time and stays down an exponential time, drawn from the faults' own
-    seeded stream). A crash empties the instance (KV lost, cold on return); a hang stops its
-    iterations."""
-    kind: str = field(metadata=meta("crash (instance gone, back cold after repair_s) | hang "
-                                    "(stops iterating for duration_s)"))
+    """One fault: scheduled (``at_s`` on a ``target``) or random (``pool`` with
+    ``mtbf_s``/``mttr_s``: each instance of the pool fails after an exponential up time and
+    stays down an exponential time, drawn from the faults' own seeded stream). Instance
+    faults (target ``pool/i`` or a pool): a crash empties the instance (KV lost, cold on
+    return), a hang stops its iterations. Link faults (target a link group as
+    ``link_utilization`` names it, e.g. ``decode.nic``, or ``cross-site``): degrade scales its
+    bandwidth by ``factor``, down carries nothing (transfers crossing it are sent again)."""
+    kind: str = field(metadata=meta(
+        "crash (instance gone, back cold after repair_s) | hang (stops iterating for "
+        "duration_s) | degrade (a link's bandwidth x factor for duration_s) | down (a link "
+        "carries nothing for duration_s)"))
     target: str | None = field(default=None, metadata=meta(
-        "scheduled: an instance pool/i (from 0) or a pool (all its instances)"))
+        "scheduled: an instance pool/i (from 0), a pool (all its instances), or for degrade "
+        "and down a link group (pool.nic, pool.scale-up, pool.host, pool.tcp-stack, "
+        "cross-site)"))
     at_s: float | None = field(default=None, metadata=meta(
         "scheduled: when the fault happens, s from the start", non_negative))
     repair_s: float | None = field(default=None, metadata=meta(
         "crash: seconds until the instance is back (cold: KV empty)", positive))
     duration_s: float | None = field(default=None, metadata=meta(
-        "hang: seconds the instance stops iterating", positive))
+        "hang, degrade, down: seconds the fault lasts", positive))
+    factor: float | None = field(default=None, metadata=meta(
+        "degrade: the link's bandwidth is multiplied by this, in (0, 1)",
+        lambda v: None if 0 < v < 1 else f"must be in (0, 1), got {v}"))
     pool: str | None = field(default=None, metadata=meta(
         "random: the pool whose instances fail independently"))
     mtbf_s: float | None = field(default=None, metadata=meta(
@@ -196,13 +205,16 @@ class Fault:
         "random: mean time to repair (crash) or hang length, s (exponential)", positive))
 
     def __post_init__(self):
-        if self.kind in LINK_FAULT_KINDS:
-            raise ConfigError(f"{self.kind} (a link fault) is not modelled yet; kinds: "
-                              f"{', '.join(FAULT_KINDS)}", path="kind")
         if self.kind not in FAULT_KINDS:
             raise ConfigError(f"unknown kind {self.kind!r}" + suggest(self.kind, FAULT_KINDS)
                               + f"; one of {', '.join(FAULT_KINDS)}", path="kind")
+        if (self.factor is not None) != (self.kind == "degrade"):
+            raise ConfigError("degrade needs factor" if self.kind == "degrade" else
+                              f"factor belongs to degrade, not {self.kind}", path="factor")
         if self.random:
+            if self.kind in LINK_FAULTS:
+                raise ConfigError(f"random faults strike instances (crash, hang), not links "
+                                  f"({self.kind})", path="kind")
             for k in ("target", "at_s", "repair_s", "duration_s"):
                 if getattr(self, k) is not None:
                     raise ConfigError(f"a random fault (mtbf_s) takes pool and mttr_s, not {k}",
@@ -230,8 +242,12 @@ class Fault:
         return self.mtbf_s is not None
 
     @property
+    def on_link(self) -> bool:
+        return self.kind in LINK_FAULTS
+
+    @property
     def down_s(self) -> float | None:
-        """A scheduled fault's length (repair time or hang)."""
+        """A scheduled fault's length (repair time, or how long it lasts)."""
         return self.repair_s if self.kind == "crash" else self.duration_s
 
 

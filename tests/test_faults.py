@@ -94,10 +94,18 @@ DECODE = ("decode_start_s", "last_token_s")
      "takes duration_s"),
     ({"at_s": 1, "target": "decode", "kind": "crsh", "repair_s": 1}, "faults[0].kind",
      "did you mean 'crash'"),
-    ({"at_s": 1, "target": "prefill.nic", "kind": "degrade", "factor": 0.5},
-     "faults[0].factor", "unknown key"),
-    ({"at_s": 1, "target": "decode", "kind": "down", "duration_s": 1}, "faults[0].kind",
-     "not modelled yet"),
+    ({"at_s": 1, "target": "prefill.nic", "kind": "degrade", "duration_s": 1},
+     "faults[0].factor", "degrade needs factor"),
+    ({"at_s": 1, "target": "prefill.nic", "kind": "degrade", "factor": 1.5, "duration_s": 1},
+     "faults[0].factor", "must be in (0, 1)"),
+    ({"at_s": 1, "target": "decode", "kind": "down", "duration_s": 1}, "faults[0].target",
+     "unknown link group 'decode'"),
+    ({"at_s": 1, "target": "cross-site", "kind": "down", "duration_s": 1}, "faults[0].target",
+     "one of prefill.nic, decode.nic"),
+    ({"at_s": 1, "target": "decode.nic", "kind": "crash", "repair_s": 1}, "faults[0].target",
+     "a link group: degrade and down strike links"),
+    ({"pool": "decode", "kind": "down", "mtbf_s": 1, "mttr_s": 1}, "faults[0].kind",
+     "not links"),
     ({"pool": "decode", "kind": "crash", "mtbf_s": 10}, "faults[0].mttr_s", "needs pool and"),
     ({"pool": "decode", "kind": "crash", "mtbf_s": 0, "mttr_s": 1}, "faults[0].mtbf_s",
      "must be > 0"),
@@ -287,6 +295,11 @@ POOLS = {"pd-reserve": ("prefill", "decode"), "pd-on-demand": ("prefill", "decod
 def test_conservation_under_random_crashes_and_hangs(layout, seed, mtbf, retries, timeout):
     faults = [{"pool": p, "kind": k, "mtbf_s": mtbf, "mttr_s": 1.5}
               for p in POOLS[layout] for k in ("crash", "hang")]
+    if "prefill" in POOLS[layout]:      # and its KV links flapping
+        faults += [{"at_s": t, "target": f"{POOLS[layout][i % 2]}.nic",
+                    "kind": ("down", "degrade")[i % 2], "duration_s": 0.7,
+                    **({"factor": 0.1} if i % 2 else {})}
+                   for i, t in enumerate(np.arange(0.5, 12, 1.3 * mtbf / 6))]
     d = scenario(placement=LAYOUTS[layout], requests=300, rate=25.0, process="poisson",
                  out=150, seed=seed, faults=faults,
                  recovery={"retry_limit": retries, "request_timeout_s": timeout})
@@ -465,3 +478,38 @@ def test_a_run_with_faults_writes_its_timeline_and_recovery(tmp_path):
     assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
     write_outputs(hetsim.run({**d, "faults": []}), tmp_path / "plain")
     assert not (tmp_path / "plain" / "timeline.png").exists()
+
+
+
+# --- link faults --------------------------------------------------------------------------
+def test_a_degraded_nic_slows_the_bytes_by_its_factor():
+    from hetsim.hardware import load_interconnect
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    slow = {"at_s": a.prefill_start_s, "target": "decode.nic", "kind": "degrade",
+            "factor": 0.5, "duration_s": 100}
+    recs, res, s = simulate({**base, "faults": [slow]})
+    r = recs[0]
+    bw = load_interconnect("roce-400g").bandwidth      # one NIC per accelerator, tp 1
+    # both NICs carried the flow at bw; now decode's carries bw / 2: B / bw more seconds
+    took, took0 = r.transfer_end_s - r.transfer_start_s, a.transfer_end_s - a.transfer_start_s
+    assert took - took0 == pytest.approx(a.kv_bytes / bw, rel=1e-9)
+    assert s["faults"] == 1 and s["transfers_retried"] == 0 and r.state == "completed"
+
+
+def test_kv_in_flight_when_its_link_goes_down_is_sent_again_once_it_is_back():
+    from hetsim.hardware import load_interconnect
+    base = scenario()
+    r0, _, _ = simulate(base)
+    a = r0[0]
+    t = mid(a.transfer_start_s, a.transfer_end_s)
+    down = {"at_s": t, "target": "prefill.nic", "kind": "down", "duration_s": 0.5}
+    recs, res, s = simulate({**base, "faults": [down]})
+    r = recs[0]
+    bw = load_interconnect("roce-400g").bandwidth
+    assert s["transfers_retried"] == 1 and res.faults.recomputed_tokens == 0
+    assert r.transfer_start_s == t and r.prefill_end_s == a.prefill_end_s
+    # sent again from the start the moment the link is back (its setup ran while down)
+    assert r.transfer_end_s == pytest.approx(t + 0.5 + a.kv_bytes / bw, rel=1e-6)
+    assert s["fault_windows"]["spans"] == [[t, t + 0.5]] and r.state == "completed"

@@ -24,6 +24,11 @@ Every move counts one retry; past ``recovery.retry_limit`` the request ends ``fa
 fault moves it or while it waits for a live instance (``timeout``). A hang freezes the
 instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait.
 
+Link faults change the capacity of every port of a link group (``Network.set_capacity``):
+``degrade`` multiplies it by its factor; ``down`` leaves it at 1 B/s (a flow there stalls),
+and every transfer crossing the group is stopped and sent again (``rehandoff``, its decode
+room released first): it goes as soon as the link carries bytes again, from the start.
+
 Random faults draw from their own streams: ``SeedSequence(seed, spawn_key=(3, src, j, i))``
 for fault ``j`` of the scenario (src 0) or the placement (src 1) and instance ``i`` of its
 pool. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
@@ -45,6 +50,8 @@ __all__ = ["Faults", "FAULT_STREAM"]
 
 #: the child of the run's SeedSequence the fault streams descend from (the workload's are 0-2)
 FAULT_STREAM = 3
+#: what a link that is down carries, B/s: nothing to speak of, but rates stay defined
+DOWN_BYTES_PER_S = 1.0
 REROUTE, RESTART, REPREFILL, REHANDOFF, RECOMPUTE = (
     "reroute", "restart", "reprefill", "rehandoff", "recompute")
 
@@ -76,8 +83,14 @@ class Faults:
         self.applied = self.retried = self.transfers_retried = 0
         self.recomputed_tokens = self.lost_prefill_tokens = 0
         self.kv_bytes_lost = 0.0
+        self.link_faults: list[tuple[str, float, float]] = []
+        self._base: dict = {}       # port -> its capacity without faults
+        self._factors: dict = {}    # port -> factors of the link faults on it now
         for rf in placement.faults:
             f = rf.spec
+            if rf.link is not None:
+                self.env.process(self._link(rf))
+                continue
             for name in rf.instances:
                 inst = self.by_name[name]
                 if f.random:
@@ -131,6 +144,51 @@ class Faults:
         self.outages[inst.name].append((start, env.now))
         ev, self.repaired = self.repaired, env.event()
         ev.succeed()
+
+    def _link(self, rf):
+        """A degrade or down on every port of a link group, for its duration."""
+        f, env, link = rf.spec, self.env, self.sim.link
+        ports = [p for p in link.ports if p.group == rf.link]
+        if f.at_s:
+            yield env.timeout(f.at_s)
+        if self.finished:
+            return
+        self.applied += 1
+        start = env.now
+        factor = f.factor if f.kind == "degrade" else 0.0
+        for p in ports:
+            self._scale(p, factor, add=True)
+        if f.kind == "down":
+            self._resend(set(ports))
+        yield env.timeout(f.duration_s)
+        for p in ports:
+            self._scale(p, factor, add=False)
+        self.link_faults.append((rf.link, start, env.now))
+
+    def _scale(self, port, factor: float, add: bool) -> None:
+        base = self._base.setdefault(port, port.capacity)
+        fs = self._factors.setdefault(port, [])
+        fs.append(factor) if add else fs.remove(factor)
+        cap = base * math.prod(fs)
+        self.sim.link.net.set_capacity(port, max(cap, DOWN_BYTES_PER_S))
+
+    def _resend(self, ports: set) -> None:
+        """Every transfer crossing ``ports`` stops; its prefill copy goes out again."""
+        link, moves = self.sim.link, []
+        for r in self.sim.reqs:
+            if r.state is not State.TRANSFERRING or r.transfer_end_s == r.transfer_end_s or (
+                    r.fault is not None and r.fault.pending):
+                continue
+            p, d = self.by_name[r.prefill_instance], self.by_name[r.decode_instance]
+            if ports.isdisjoint(link.path(p, d)[0]):
+                continue
+            self._release_receiver(r)
+            if r.fault is None:
+                r.fault = _Hit(r)
+            r.fault.pending = True
+            moves.append(r)
+        for r in moves:
+            r.proc.interrupt((REHANDOFF, 0))
 
     def _crash(self, inst) -> None:
         """Stop the instance, release what its requests hold elsewhere, empty it, and send
@@ -292,4 +350,5 @@ class Faults:
         pools = {n: i.pool.name for n, i in self.by_name.items()}
         return FaultStats(self.applied, self.retried, self.transfers_retried,
                           self.recomputed_tokens, self.lost_prefill_tokens, self.kv_bytes_lost,
-                          {n: tuple(v) for n, v in self.outages.items()}, pools)
+                          {n: tuple(v) for n, v in self.outages.items()}, pools,
+                          tuple(self.link_faults))

@@ -98,6 +98,13 @@ class Network:
         if self._flows:
             self._reschedule()
 
+    def set_capacity(self, port: Port, capacity: float) -> None:
+        """A link fault changes ``port``'s capacity from now on (hetsim.engine.faults)."""
+        self._advance()
+        port.capacity = capacity
+        if self._flows:
+            self._reschedule()
+
     def cancel(self, transfer: simpy.Event) -> None:
         """Stop a transfer whose end has failed (hetsim.engine.faults): its bytes stop
         crossing and its event never fires."""

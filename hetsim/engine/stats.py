@@ -56,6 +56,7 @@ class FaultStats:
     kv_bytes_lost: float
     outages: dict[str, tuple[tuple[float, float], ...]]   # instance -> (down, back up)
     pools: dict[str, str]          # instance -> its pool
+    link_faults: tuple[tuple[str, float, float], ...] = ()   # (link group, start, end)
 
 
 @dataclass(frozen=True)
