@@ -513,3 +513,27 @@ def test_kv_in_flight_when_its_link_goes_down_is_sent_again_once_it_is_back():
     # sent again from the start the moment the link is back (its setup ran while down)
     assert r.transfer_end_s == pytest.approx(t + 0.5 + a.kv_bytes / bw, rel=1e-6)
     assert s["fault_windows"]["spans"] == [[t, t + 0.5]] and r.state == "completed"
+
+
+def test_the_shipped_flaky_cross_site_shows_what_the_readme_says():
+    r = {s["name"]: s for s in hetsim.run(
+        ROOT / "scenarios" / "faults" / "flaky-cross-site.yaml").summaries}
+    ok, down, slow = r["healthy"], r["down-2s-every-10s"], r["quarter-5s-every-10s"]
+    assert ok["slo_attainment"] > down["slo_attainment"] > slow["slo_attainment"]
+    assert down["faults"] == slow["faults"] == 4 and down["transfers_retried"] >= 1
+    assert down["recomputed_tokens"] == slow["recomputed_tokens"] == 0
+    assert ok["ttft_s"]["p99"] < down["ttft_s"]["p99"] < slow["ttft_s"]["p99"]
+
+
+def test_faults_round_trip_and_take_overrides():
+    """A scenario with faults crosses to another process (to_dict) and sweeps set them."""
+    d = scenario(faults=[crash("decode/0", 1.0)], recovery={"retry_limit": 1})
+    d["placements"]["p"]["faults"] = [{"pool": "prefill", "kind": "hang", "mtbf_s": 5.0,
+                                       "mttr_s": 1.0}]
+    sc = as_scenario(d)
+    assert as_scenario(sc.to_dict()) == sc
+    moved = as_scenario(sc, {"faults[0].at_s": 7.5, "recovery.retry_limit": 4})
+    assert moved.faults[0].at_s == 7.5 and moved.recovery.retry_limit == 4
+    with pytest.raises(ConfigError) as e:
+        as_scenario(sc, {"faults[0].repair_s": -1})
+    assert e.value.path == "faults[0].repair_s" and "(set by overrides)" in str(e.value)
