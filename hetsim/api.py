@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +10,7 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import records_frame, summarize
+from .metrics import fault_windows, records_frame, summarize
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
@@ -25,6 +25,8 @@ class Result:
     requests: pd.DataFrame   # one row per (placement, request)
     staging: pd.DataFrame | None = None   # prefill-held KV over time (disaggregated only)
     clipped: int = 0         # requests clipped to the model context (clip_to_context: true)
+    #: placements with faults: when something was down, [(start, end)] (timeline.png)
+    fault_windows: dict = field(default_factory=dict)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -107,7 +109,7 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     """
     sc = load_scenario(scenario, overrides) if overrides else as_scenario(scenario)
     model, resolved, reqs = prepare(sc, placements)
-    summaries, frames, staging = [], [], []
+    summaries, frames, staging, windows = [], [], [], {}
     for name, pl in resolved.items():
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
@@ -115,8 +117,10 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         summaries.append(summarize(df, pl, sc.slo, res))
         frames.append(df)
         staging.append(staging_frame(res, pl, name))
+        if res.faults is not None:
+            windows[name] = fault_windows(res)
     return Result(sc, summaries, pd.concat(frames, ignore_index=True),
-                  pd.concat(staging, ignore_index=True), reqs.clipped)
+                  pd.concat(staging, ignore_index=True), reqs.clipped, windows)
 
 
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from .workload import Warmup
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
            "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
-           "availability", "time_to_recover", "timeline"]
+           "availability", "time_to_recover", "timeline", "fault_windows"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -304,14 +304,23 @@ def time_to_recover(arrival_s: np.ndarray, ok: np.ndarray, start: float, window_
     return None
 
 
+def fault_windows(sim: SimResult) -> list[tuple[float, float]]:
+    """When any instance or link of the run was down or degraded: merged (start, end) spans
+    ([] without faults)."""
+    f = sim.faults
+    if f is None:
+        return []
+    return _union([s for spans in f.outages.values() for s in spans]
+                  + [(a, b) for _, a, b in f.link_faults])
+
+
 def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                   placement: ResolvedPlacement) -> dict:
     """What faults cost a run: events, moved and failed requests, lost KV, availability per
     pool, and the requests that arrived while any instance was down (the fault windows)."""
     f = sim.faults
     failed = df[df["state"] == "failed"]
-    windows = _union([s for spans in f.outages.values() for s in spans]
-                     + [(a, b) for _, a, b in f.link_faults])
+    windows = fault_windows(sim)
     arr = df["arrival_s"].to_numpy()
     inside = np.zeros(len(df), dtype=bool)
     for a, b in windows:
@@ -338,7 +347,6 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                               "mean": float(np.mean(done)) if done else None,
                               "unrecovered": len(recover) - len(done)},
         "fault_windows": {"seconds": win_s, "requests": int(inside.sum()),
-                          "spans": [[a, b] for a, b in windows],
                           "slo_attainment": float(met.mean()) if inside.any() else None,
                           "goodput_rps": float(met.sum()) / win_s if win_s > 0 else None},
     }

@@ -106,8 +106,7 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         sc["workload"] = written(sc["workload"])
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
-        spans = {s["name"]: s["fault_windows"]["spans"] for s in result.summaries
-                 if "fault_windows" in s}
+        spans = result.fault_windows
         if spans:      # runs with faults: timeline.png
             sc = result.scenario
             span = float(result.requests["arrival_s"].max() or 1.0)

@@ -18,7 +18,7 @@ from hetsim.api import prepare
 from hetsim.engine.faults import FAULT_STREAM
 from hetsim.engine.sim import Simulation
 from hetsim.errors import ConfigError
-from hetsim.metrics import records_frame, summarize
+from hetsim.metrics import fault_windows, records_frame, summarize
 from hetsim.resolve import load_scenario
 from hetsim.scenario import as_scenario
 
@@ -469,7 +469,7 @@ def test_a_run_with_faults_writes_its_timeline_and_recovery(tmp_path):
                  recovery={"recover_window_s": 1.0})
     r = hetsim.run(d)
     (s,) = r.summaries
-    assert s["fault_windows"]["spans"] == [[2.0, 4.0]] and s["availability"]["decode"] < 1
+    assert r.fault_windows == {"p": [(2.0, 4.0)]} and s["availability"]["decode"] < 1
     # both decode instances down 2-4 s: an arrival before 3 s waits over the 1 s TTFT target
     # for a decode instance (the first token comes from the decode side); after 4 s all is well
     ttr = s["time_to_recover_s"]
@@ -512,7 +512,7 @@ def test_kv_in_flight_when_its_link_goes_down_is_sent_again_once_it_is_back():
     assert r.transfer_start_s == t and r.prefill_end_s == a.prefill_end_s
     # sent again from the start the moment the link is back (its setup ran while down)
     assert r.transfer_end_s == pytest.approx(t + 0.5 + a.kv_bytes / bw, rel=1e-6)
-    assert s["fault_windows"]["spans"] == [[t, t + 0.5]] and r.state == "completed"
+    assert fault_windows(res) == [(t, t + 0.5)] and r.state == "completed"
 
 
 def test_the_shipped_flaky_cross_site_shows_what_the_readme_says():
@@ -537,3 +537,37 @@ def test_faults_round_trip_and_take_overrides():
     with pytest.raises(ConfigError) as e:
         as_scenario(sc, {"faults[0].repair_s": -1})
     assert e.value.path == "faults[0].repair_s" and "(set by overrides)" in str(e.value)
+
+
+# --- planning under failure ---------------------------------------------------------------
+def test_n_plus_1_plans_survive_every_single_instance_crash():
+    """plan with resilience {survive: 1}: every verified plan has at least two instances per
+    pool and, run with any one instance of any pool crashed mid-run, still meets its SLO;
+    here that is twice the plan without resilience."""
+    from hetsim.planner import plan
+    spec = {"name": "r", "model": "llama-3.1-8b",
+            "workload": {"requests": 300, "seed": 2,
+                         "arrival": {"process": "poisson", "rate_rps": 8.0},
+                         "input_tokens": {"dist": "fixed", "value": 1024},
+                         "output_tokens": {"dist": "fixed", "value": 150}},
+            "slo": {"ttft_s": 0.5, "tpot_s": 0.03},
+            "inventory": {"h100-sxm": {"max": 8}}, "tp": [1], "shapes": ["colocated"],
+            "verify": 1, "verify_requests": 300}
+    plain_ = plan(spec)
+    safe = plan({**spec, "resilience": {"survive": 1}})
+    assert safe.best is not None and plain_.best is not None
+    # one instance serves the load; surviving the loss of one takes a second
+    assert [n for _, n in plain_.best.pools.values()] == [1]
+    assert safe.best.cost == 2 * plain_.best.cost
+    for c in [c for c in safe.verified if c.verified]:
+        placement = c.placement()
+        for pool, (_, n) in c.pools.items():
+            assert n >= 2
+            for i in range(n):
+                d = {"name": "x", "model": spec["model"], "workload": spec["workload"],
+                     "slo": spec["slo"], "placements": {"p": {**placement, "faults": [
+                         crash(f"{pool}/{i}", 10.0, 1e6)]}}}
+                (s,) = hetsim.run(d).summaries
+                assert s["meets_slo"], (c.name(), pool, i)
+    with pytest.raises(ConfigError, match="resilience.survive: must be 1"):
+        plan({**spec, "resilience": {"survive": 2}})
