@@ -545,14 +545,10 @@ def test_n_plus_1_plans_survive_every_single_instance_crash():
     pool and, run with any one instance of any pool crashed mid-run, still meets its SLO;
     here that is twice the plan without resilience."""
     from hetsim.planner import plan
-    spec = {"name": "r", "model": "llama-3.1-8b",
-            "workload": {"requests": 300, "seed": 2,
-                         "arrival": {"process": "poisson", "rate_rps": 8.0},
-                         "input_tokens": {"dist": "fixed", "value": 1024},
-                         "output_tokens": {"dist": "fixed", "value": 150}},
-            "slo": {"ttft_s": 0.5, "tpot_s": 0.03},
-            "inventory": {"h100-sxm": {"max": 8}}, "tp": [1], "shapes": ["colocated"],
-            "verify": 1, "verify_requests": 300}
+    sc = scenario(requests=300, rate=8.0, process="poisson", inp=1024, out=150, seed=2)
+    spec = {"name": "r", "model": sc["model"], "workload": sc["workload"],
+            "slo": {"ttft_s": 0.5, "tpot_s": 0.03}, "inventory": {"h100-sxm": {"max": 8}},
+            "tp": [1], "shapes": ["colocated"], "verify": 1, "verify_requests": 300}
     plain_ = plan(spec)
     safe = plan({**spec, "resilience": {"survive": 1}})
     assert safe.best is not None and plain_.best is not None
@@ -571,3 +567,17 @@ def test_n_plus_1_plans_survive_every_single_instance_crash():
                 assert s["meets_slo"], (c.name(), pool, i)
     with pytest.raises(ConfigError, match="resilience.survive: must be 1"):
         plan({**spec, "resilience": {"survive": 2}})
+
+
+def test_conservation_in_a_closed_loop_under_runtime_rules():
+    """Closed-loop clients (a request's process is its client's) on vLLM decode rules."""
+    d = scenario(requests=300, faults=[
+        {"pool": "decode", "kind": "crash", "mtbf_s": 2.0, "mttr_s": 0.5},
+        {"pool": "prefill", "kind": "hang", "mtbf_s": 2.0, "mttr_s": 0.5}],
+        recovery={"retry_limit": 1, "request_timeout_s": 3}, inp=1000, out=100)
+    d["workload"]["arrival"] = {"process": "closed", "concurrency": 16}
+    d["placements"]["p"]["pools"]["decode"]["runtime"] = "vllm"
+    recs, res, s = simulate(d)
+    assert s["completed"] + s["dropped"] + s["requests_failed"] == 300
+    assert res.faults.applied > 10 and s["requests_retried"] > 0
+    assert sorted(recs) == list(range(300))
