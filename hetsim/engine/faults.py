@@ -265,7 +265,7 @@ class Faults:
     def serve(self, req: Request):
         """The request's lifecycle, started again where a fault leaves it."""
         req.proc = self.env.active_process
-        stage = self.sim._serve(req)
+        stage = self._route(req)
         while True:
             try:
                 yield from stage
@@ -308,7 +308,14 @@ class Faults:
             req.input_tokens += generated
             req.output_tokens -= generated
         req.to(State.CREATED)
-        return self.sim._serve(req)
+        return self._route(req)
+
+    def _route(self, req: Request):
+        """From routing (among live instances) to the request's end."""
+        sim = self.sim
+        target = ((yield from self.pick(sim.router_prefill, sim.entry, req))
+                  if sim.prefills else None)
+        yield from sim._stage(req, target)
 
     def _late(self, req: Request) -> bool:
         return (self.timeout_s is not None

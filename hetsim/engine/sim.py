@@ -137,33 +137,34 @@ class Simulation:
             return
         req.to(State.WAIT_KV)
         if handoff is None:   # whole transfer: the handoff runs in the request's own process
-            yield from self._handoff(req, p)
-            return
-        yield req.kv_granted
-        req.to(State.TRANSFERRING)
-        yield handoff
+            d = self._target.pop(req.id, None) or (
+                self.router_decode.pick(self._decoders(req), req) if self.faults is None
+                else (yield from self.faults.pick(self.router_decode, self._decoders(req), req)))
+            yield from self.link.handoff(req, p, d)
+        else:
+            yield req.kv_granted
+            req.to(State.TRANSFERRING)
+            yield handoff
         yield d.join(req)
 
+    def _decoders(self, req: Request) -> list:
+        return [d for d in self.receivers if d.fits(req)]
+
     def _handoff(self, req: Request, p):
-        """Whole transfer: choose a decode instance, move the prompt's KV there, decode."""
-        d = self._target.pop(req.id, None) or (yield from self._pick(
-            self.router_decode, [d for d in self.receivers if d.fits(req)], req))
+        """A fault's recovery (hetsim.engine.faults): the prompt's KV, still on ``p``, goes to
+        a live decode instance, and the request decodes there."""
+        d = yield from self.faults.pick(self.router_decode, self._decoders(req), req)
         yield from self.link.handoff(req, p, d)
         yield d.join(req)
 
-    def _pick(self, router, candidates: list, req: Request):
-        """``router``'s pick (with faults: among the instances that are up, waiting for a
-        repair when none is)."""
-        if self.faults is not None:
-            return (yield from self.faults.pick(router, candidates, req))
-        return router.pick(candidates, req)
     def _colocated(self, req: Request, m=None):
         if m is None:
             candidates = [m for m in self.mixed if m.accepts(req)]
             if not candidates:
                 req.drop(self.mixed[0].refusal(req, "every instance's"))
                 return
-            m = yield from self._pick(self.router_prefill, candidates, req)
+            m = (self.router_prefill.pick(candidates, req) if self.faults is None
+                 else (yield from self.faults.pick(self.router_prefill, candidates, req)))
         elif not m.accepts(req):
             req.drop(m.refusal(req))
             return
@@ -172,19 +173,19 @@ class Simulation:
     def _lifecycle(self, req: Request):
         if self.frontend_s:     # the runtime's frontend, before any instance sees the request
             yield self.env.timeout(self.frontend_s)
-        yield from (self._serve(req) if self.faults is None else self.faults.serve(req))
+        if self.faults is not None:
+            yield from self.faults.serve(req)
+        else:   # NOTE: hot path: no generator between the request's process and its stage
+            yield from self._stage(req, self.router_prefill.pick(self.entry, req)
+                                   if self.prefills else None)
         self._finish(req)
 
-    def _serve(self, req: Request):
-        """From routing to the request's end (a fault's recovery starts here again)."""
-        if not self.prefills:
-            yield from self._colocated(req)
-        else:
-            target = yield from self._pick(self.router_prefill, self.entry, req)
-            if target.role == "mixed":
-                yield from self._colocated(req, target)
-            else:
-                yield from self._disaggregated(req, target)
+    def _stage(self, req: Request, target):
+        """What serves ``req`` routed to ``target`` (a prefill or mixed instance; None: a
+        colocated placement, where the pick is the mixed instances' own)."""
+        if target is None or target.role == "mixed":
+            return self._colocated(req, target)
+        return self._disaggregated(req, target)
 
     # --- arrivals ------------------------------------------------------------------------
     def _open_loop(self):
