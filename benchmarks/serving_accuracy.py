@@ -174,7 +174,7 @@ def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     system, backend = row["system"], row["backend"]
     tokens, seqs = BUDGET[backend]
     acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
-    if backend == "sglang" and acc.hbm_gb >= 160:
+    if backend == "sglang" and acc.hbm_bytes >= 160 * 2**30:
         tokens = 16384
     tp = max(_int(row.get(prefix + "tp_size")) * _int(row.get(prefix + "attention_dp_size")),
              _int(row.get(prefix + "moe_tp_size")) * _int(row.get(prefix + "moe_ep_size")))

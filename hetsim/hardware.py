@@ -148,7 +148,9 @@ class Accelerator:
                                                    "precision", _known_precision))
     precisions: list[str] = field(metadata=meta("precisions the matrix units compute in",
                                                 _known_precision, at_least_one))
-    hbm_gb: float = field(metadata=meta("usable device memory, GB (1e9 B)", positive))
+    hbm_gb: float = field(metadata=meta(
+        "device memory as the device reports it (the whole, before any runtime's reserve), "
+        "GB (1e9 B); a vendor's '80GB' is often 80 GiB = 85.9 GB", positive))
     hbm_bandwidth_tbps: float = field(metadata=meta("device memory bandwidth, TB/s", positive))
     compute_units: int = field(metadata=meta("SMs / CUs / cores that GEMM tiles spread over",
                                              positive))

@@ -170,14 +170,17 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
 
     With a ``warmup`` column, per-request figures cover the measured requests over the
     measured window (:func:`measured_window`), and the summary adds ``warmup_requests``,
-    ``window_start_s`` and ``window_end_s``; instance and link counters cover the whole run."""
+    ``window_start_s`` and ``window_end_s``; instance and link counters cover the engine's
+    measured span: from the first measured send (the engine restarted them there) to the run's
+    last token."""
     whole, warm = df, "warmup" in df
     df, start, end = measured_window(whole, sim.end_s)
     done = df[df["state"] == "completed"]
     duration = max(end - start, 1e-12)
-    # NOTE: busy time, KV occupancy and link busy area accumulate over the whole run, so they
-    # are divided by the whole run's span (the same as ``duration`` without a warm-up)
-    run_start = float(whole["arrival_s"].min()) if len(whole) else 0.0
+    # NOTE: busy time, KV occupancy and link busy area accumulate until the run's last token,
+    # so they are divided by the span they cover (``duration`` without a warm-up)
+    run_start = (sim.stats_start_s if sim.stats_start_s is not None else
+                 float(whole["arrival_s"].min()) if len(whole) else 0.0)
     run_s = max(sim.end_s - run_start, 1e-12)
     ok = slo_met(df, slo)
     out_tokens = float(done["output_tokens"].sum())

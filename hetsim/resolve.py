@@ -14,7 +14,7 @@ from .engine.routers import ROUTERS
 from .errors import ConfigError, suggest
 from .hardware import Accelerator, Interconnect, load_accelerator, load_interconnect
 from .models import ModelConfig, load_model
-from .perf import MemoryPlan, PoolProblem, model_problem, pool_fit
+from .perf import MemoryPlan, PerfModel, PoolProblem, StepModel, model_problem, pool_fit
 from .precision import Formats
 from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
 from .runtimes import rules as runtime_rules
@@ -40,6 +40,7 @@ class ResolvedPool:
     cache_link: Interconnect | None = None     # host-resident prefix cache
     cache_blocks: int = 0                  # HBM prefix cache carved out of the KV pool
     rules: Rules | None = None             # the serving runtime's rules (None: idealised)
+    moe_routing: str = "balanced"          # how tokens spread over experts (workload's)
 
     @property
     def usd_per_hour(self) -> float:
@@ -125,6 +126,22 @@ def _in_pool(problem: PoolProblem, name: str) -> str:
     if problem.key == "precision":
         return f"{problem.message}; pool {name!r}"
     return problem.message if problem.key else f"pool {name!r}: {problem.message}"
+
+
+def _check_routing(name: str, pool: ResolvedPool, model: ModelConfig) -> None:
+    """Skewed MoE routing is read from measured MoE kernels: refuse a pool that has none for
+    this model's layer (the analytical MoE assumes balanced routing, and would ignore it)."""
+    where = "workload.moe_routing"
+    if model.moe is None:
+        raise ConfigError(f"{model.name} has no MoE layers", path=where)
+    step = StepModel(model, PerfModel(pool.accelerator), pool.spec.tp, pool.formats,
+                     moe_distribution=pool.moe_routing, moe_ep=pool.spec.moe_ep or 1)
+    if not step.measured_moe:
+        what = (f"{pool.accelerator.name}'s {pool.rules.name} profile has no measured MoE "
+                f"kernels for {model.name}'s layer at tp={pool.spec.tp}" if pool.rules else
+                "it has no runtime: (only runtime profiles carry measured MoE kernels)")
+        raise ConfigError(f"{pool.moe_routing} routing needs measured MoE kernels; pool "
+                          f"{name!r}: {what}", path=where)
 
 
 def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> ResolvedPool:
@@ -331,6 +348,11 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
         where = f"placements.{pname}"
         pools = {n: _resolve_pool(n, p, model, dirs, f"{where}.pools.{n}")
                  for n, p in pl.pools.items()}
+        if sc.workload.moe_routing is not None:
+            pools = {n: replace(p, moe_routing=sc.workload.moe_routing) for n, p in pools.items()}
+            if sc.workload.moe_routing != "balanced":
+                for n, p in pools.items():
+                    _check_routing(f"{pname}.pools.{n}", p, model)
         for stage in ("prefill", "decode"):
             r = getattr(pl.routers, stage)
             if r not in ROUTERS:

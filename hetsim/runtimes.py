@@ -121,7 +121,7 @@ def _sizes(*ranges, limit: int) -> tuple[int, ...]:
 
 def _vllm(acc, tp) -> dict:
     """vLLM 0.24.0 ``vllm serve`` (docs/runtime-rules.md §1-§3)."""
-    big = acc.hbm_gb * 1e9 >= 70 * GIB and "a100" not in acc.name
+    big = acc.hbm_bytes >= 70 * GIB and "a100" not in acc.name
     tokens, seqs = (8192, 1024) if big else (2048, 256)
     top = min(seqs * 2, 512, tokens)
     graphs = _sizes([1, 2, 4], range(8, 256, 8), range(256, top + 1, 16), limit=top)
@@ -133,7 +133,7 @@ def _vllm(acc, tp) -> dict:
 
 def _sglang(acc, tp) -> dict:
     """SGLang 0.5.14 (docs/runtime-rules.md §1-§3): sizes by GPU memory (GiB)."""
-    gib = acc.hbm_gb * 1e9 / GIB
+    gib = acc.hbm_bytes / GIB
     chunk = 2048 if gib < 35 else 4096 if gib < 60 else 8192 if gib < 160 else 16384
     graph_max = (8 if gib < 20 else (80 if tp >= 4 else 24) if gib < 35 else
                  (160 if tp >= 4 else 32) if gib < 60 else

@@ -65,9 +65,9 @@ def test_extra_profile_dir_overrides(tmp_path):
     d = tmp_path / "accelerators"
     d.mkdir()
     src = (hetsim.hardware.profile_dirs()[-1] / "accelerators" / "h100-sxm.yaml").read_text()
-    (d / "h100-sxm.yaml").write_text(src.replace("hbm_gb: 80", "hbm_gb: 96"))
+    (d / "h100-sxm.yaml").write_text(re.sub(r"(?m)^hbm_gb: .*$", "hbm_gb: 96", src))
     assert hetsim.load_accelerator("h100-sxm", [tmp_path]).hbm_gb == 96
-    assert hetsim.load_accelerator("h100-sxm").hbm_gb == 80
+    assert hetsim.load_accelerator("h100-sxm").hbm_gb == 85.899
 
 
 # The parts aiconfigurator-core measures that hetsim had no profile for, and the links they need.
@@ -126,7 +126,8 @@ def test_blackwell_ultra_int8_is_cut_and_peaks_dense():
     assert b300.tflops["int8"] == 153.5 and gb300.tflops["int8"] == 165
     assert b300.tflops["bf16"] == 2250 and gb300.tflops["bf16"] == 2500
     assert b300.tflops["fp4"] == 14000 and gb300.tflops["fp4"] == 15000
-    assert b300.hbm_gb == gb300.hbm_gb == 288
+    # the capacity each reports (275040 and 284208 MiB: aiconfigurator's system files)
+    assert (b300.hbm_gb, gb300.hbm_gb) == (288.4, 298.014)
     assert (b300.scale_up.domain_size, gb300.scale_up.domain_size) == (8, 72)
     assert hetsim.load_accelerator("hgx-b300").name == "b300"
 
@@ -138,3 +139,20 @@ def test_pcie_cards_have_no_nvlink_and_b60_no_fp8():
     assert x8.bandwidth_gb_s == x16.bandwidth_gb_s / 2
     assert not b60.supports("fp8") and rtx.supports("fp4")
     assert b60.vendor == "intel" and b60.efficiency.hbm == 0.5
+
+
+def test_nvidia_memory_is_what_the_device_reports():
+    # NVIDIA's "80GB" is 80 GiB: each profile aiconfigurator covers states its system file's
+    # mem_capacity (bytes, as nvidia-smi reports) in GB, base, runtime and calibrated alike
+    from importlib import resources
+
+    import yaml
+    from hetsim import kerneldb
+    systems = resources.files("aiconfigurator_core") / "systems"
+    for system, name in kerneldb.SYSTEMS.items():
+        cap = yaml.safe_load((systems / f"{system}.yaml").read_text())["gpu"]["mem_capacity"]
+        assert hetsim.load_accelerator(name).hbm_gb == round(cap / 1e9, 3), name
+        assert hetsim.load_accelerator(f"{name}@datasheet").hbm_bytes == pytest.approx(
+            cap, rel=1e-5), name
+        for rt in hetsim.hardware.list_runtimes().get(name, ()):
+            assert hetsim.load_accelerator(name, runtime=rt).hbm_gb == round(cap / 1e9, 3)

@@ -110,6 +110,10 @@ class PrefillInstance(Instance):
         if self.held:
             self._hold(-self.held)
 
+    def restart_peaks(self) -> None:
+        super().restart_peaks()
+        self.held_peak = self.held
+
     def stats(self, until: float) -> InstanceStats:
         return super().stats(until, held_peak=self.held_peak, held_mean=self.mean_held(until),
                              timeline=tuple(self.timeline))

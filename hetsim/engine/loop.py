@@ -235,6 +235,10 @@ class Instance:
         req.prefill_start_s = self.env.now
 
     # --- statistics ----------------------------------------------------------------------
+    def restart_peaks(self) -> None:
+        """Peaks count from now (the measured window opens)."""
+        self.kv.peak = self.kv.used
+
     def stats(self, until: float, **kind) -> InstanceStats:
         """The snapshot metrics read, over [0, until]."""
         kv = self.kv

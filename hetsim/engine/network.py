@@ -121,6 +121,14 @@ class Network:
                 return
         self._cancelled.add(transfer)      # still in its setup
 
+    def stats_now(self, p: Port) -> PortStats:
+        """``p``'s statistics as of now without moving any flow (a mid-run snapshot: moving
+        the flows here would split their float sums and change later event times)."""
+        dt = self.env.now - self._last
+        moved = sum(f.rate * dt for f in self._flows if p in f.ports)
+        busy = moved / p.capacity if p.capacity != float("inf") else 0.0
+        return PortStats(p.name, p.group, p.capacity, p.bytes + moved, p.busy_area + busy)
+
     def _advance(self) -> None:
         """Move every flow forward at its current rate up to now."""
         now = self.env.now

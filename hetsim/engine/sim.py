@@ -25,7 +25,7 @@ from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
 from .request import TERMINAL, Request, State
 from .routers import make_router
-from .stats import SimResult
+from .stats import SimResult, port_since, since
 from .transfer import KVLink
 
 __all__ = ["Simulation", "SimResult"]
@@ -63,6 +63,13 @@ class Simulation:
         #: (the longest, where pools differ); routing happens after it, on the load then
         self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
         self.reqs: list[Request] = []
+        #: with a warm-up: whether request i sent at time t is measured; the engine's
+        #: statistics restart when the first measured request is sent (``_open_window``)
+        w = requests.warmup
+        self._measured = (None if w is None else
+                          (lambda i, t: i >= w.requests) if w.requests is not None else
+                          (lambda i, t: t >= w.seconds))
+        self._window: tuple | None = None
         self.faults = Faults(self, placement, seed) if placement.faults else None
 
     def _build(self, pool: ResolvedPool) -> list:
@@ -70,7 +77,7 @@ class Simulation:
         to or from it, the early-routing hook on prefill."""
         spec = pool.spec
         step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats,
-                         moe_ep=spec.moe_ep or 1)
+                         moe_distribution=pool.moe_routing, moe_ep=spec.moe_ep or 1)
         kind = _KINDS[spec.role]
         # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
         if spec.role == "decode" and spec.on_demand:
@@ -188,14 +195,33 @@ class Simulation:
         return self._disaggregated(req, target)
 
     # --- arrivals ------------------------------------------------------------------------
+    def _send(self, i: int) -> Request:
+        """Request ``i``, sent now."""
+        rq, now = self.requests, self.env.now
+        req = Request(i, now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
+        self.reqs.append(req)
+        if self._measured is not None and self._window is None and self._measured(i, now):
+            self._open_window()
+        return req
+
+    def _open_window(self) -> None:
+        """The measured window opens: keep every instance's and port's statistics as they
+        stand (``run`` subtracts them) and restart the peaks."""
+        now, link = self.env.now, self.link
+        self._window = (now, {p: tuple(i.stats(now) for i in insts)
+                              for p, insts in self.instances.items()},
+                        tuple(link.net.stats_now(p) for p in link.ports) if link else (),
+                        link.conversion_bytes if link else 0.0)
+        for insts in self.instances.values():
+            for i in insts:
+                i.restart_peaks()
+
     def _open_loop(self):
         env, rq = self.env, self.requests
         for i, t in enumerate(rq.arrival_s.tolist()):
             if t > env.now:
                 yield env.timeout(t - env.now)
-            req = Request(i, env.now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
-            self.reqs.append(req)
-            env.process(self._lifecycle(req))
+            env.process(self._lifecycle(self._send(i)))
 
     def _closed_loop(self):
         """N clients; client c (from 0) starts at c x ramp_s / N (all at t=0 without a ramp)
@@ -210,9 +236,7 @@ class Simulation:
             if start:   # NOTE: no zero timeout without a ramp: same-time event order unchanged
                 yield env.timeout(start)
             for i in counter:
-                req = Request(i, env.now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
-                self.reqs.append(req)
-                yield from self._lifecycle(req)
+                yield from self._lifecycle(self._send(i))
                 if rq.think_time_s:
                     yield env.timeout(rq.think_time_s)
         for c in range(min(n, len(rq))):
@@ -232,12 +256,18 @@ class Simulation:
             faults.restore(reqs)
         end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
         link = self.link
-        return SimResult(
-            tuple(r.record() for r in reqs),
-            {p: tuple(i.stats(end) for i in insts) for p, insts in self.instances.items()},
-            tuple(PortStats.of(p) for p in link.ports) if link is not None else (),
-            end, link.conversion_bytes if link is not None else 0.0,
-            faults.stats() if faults is not None else None)
+        instances = {p: tuple(i.stats(end) for i in insts) for p, insts in self.instances.items()}
+        ports = tuple(PortStats.of(p) for p in link.ports) if link is not None else ()
+        converted = link.conversion_bytes if link is not None else 0.0
+        t0 = None
+        if self._window is not None:     # the statistics over the measured window only
+            t0, inst0, ports0, converted0 = self._window
+            instances = {p: tuple(since(a, b, t0, end) for a, b in zip(inst0[p], insts))
+                         for p, insts in instances.items()}
+            ports = tuple(port_since(a, b) for a, b in zip(ports0, ports))
+            converted -= converted0
+        return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted, t0,
+                         faults.stats() if faults is not None else None)
 
     def _check_released(self) -> None:
         """Conservation of KV: once every request has ended, every block reserved anywhere

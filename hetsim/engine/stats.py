@@ -4,12 +4,12 @@ Metrics read these and the per-request records only, never a live instance or po
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .network import PortStats
 from .request import RequestRecord
 
-__all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult"]
+__all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult", "since", "port_since"]
 
 
 @dataclass(frozen=True)
@@ -67,4 +67,33 @@ class SimResult:
     ports: tuple[PortStats, ...]
     end_s: float                   # the last token
     conversion_bytes: float = 0.0  # KV bytes read and written by format conversion
+    #: where ``instances`` and ``ports`` start counting: the first measured request's send
+    #: time with a warm-up (:func:`since`), else None (the whole run)
+    stats_start_s: float | None = None
     faults: FaultStats | None = None   # None: the placement has no faults
+
+
+
+_COUNTERS = ("busy_s", "iterations", "work_s", "decode_tokens", "decode_token_s", "preemptions",
+             "swapped_bytes", "recomputed_tokens", "preemption_s")
+
+
+def _mean_since(at_start: float, at_end: float, t0: float, t1: float) -> float:
+    """A mean over [t0, t1] from means over [0, t0] and [0, t1]."""
+    return (at_end * t1 - at_start * t0) / (t1 - t0) if t1 > t0 else at_end
+
+
+def since(start: InstanceStats, end: InstanceStats, t0: float, t1: float) -> InstanceStats:
+    """``end`` (taken at ``t1``) over [t0, t1] only: counters less their value at ``t0``
+    (``start``), means over the window. Peaks are the instance's own since ``t0`` (the engine
+    restarts them there); ``timeline`` stays the whole run's."""
+    kv = replace(end.kv, mean_occupancy=_mean_since(start.kv.mean_occupancy,
+                                                    end.kv.mean_occupancy, t0, t1))
+    return replace(end, kv=kv, held_mean=_mean_since(start.held_mean, end.held_mean, t0, t1),
+                   **{k: getattr(end, k) - getattr(start, k) for k in _COUNTERS})
+
+
+def port_since(start: PortStats, end: PortStats) -> PortStats:
+    """``end`` less what crossed the port before ``start`` was taken."""
+    return end._replace(bytes=end.bytes - start.bytes,
+                        busy_area=end.busy_area - start.busy_area)

@@ -17,10 +17,11 @@ from .ops import PerfModel
 __all__ = ["StepModel", "band_pairs"]
 
 _HIGH = ("fp32", "tf32", "fp16", "bf16")
-#: The MoE routing a measured MoE grid is read at (aiconfigurator times 'balanced',
+#: The MoE routing a measured MoE grid is read at by default (aiconfigurator times 'balanced',
 #: 'power_law_1.01' and 'power_law_1.2'). NOTE: balanced, because the analytical MoE (the
 #: expected distinct experts of uniform routing) assumes it too, so a profile with and one
-#: without an MoE grid model the same workload; routing skew is the workload's, not the device's.
+#: without an MoE grid model the same workload; routing skew is the workload's, not the device's
+#: (``workload.moe_routing`` asks for another; resolution refuses it where no grid has it).
 MOE_DISTRIBUTION = "balanced"
 
 
@@ -62,6 +63,12 @@ class StepModel:
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
             self._measured_forms(moe_distribution)
+
+    @property
+    def measured_moe(self) -> bool:
+        """Whether the routed experts are read from a measured MoE grid (at the routing asked
+        for), not composed from GEMMs."""
+        return self._moe_form is not None
 
     def _measured_forms(self, moe_distribution: str) -> None:
         """The profile's measured grids for this model's shapes, resolved once (``perf.measured``;

@@ -30,6 +30,8 @@ class Requests:
     think_time_s: float = 0.0
     clipped: int = 0    # requests clipped to the model context (clip_to_context: true)
     ramp_s: float = 0.0     # closed loop: client i of N starts at i x ramp_s / N
+    #: the warm-up, whose requests the engine's statistics leave out (``Simulation``)
+    warmup: Warmup | None = None
 
     def __len__(self) -> int:
         return len(self.input_tokens)
@@ -133,6 +135,7 @@ def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None
                                        clipped=int(over.sum()))
     if spec.warmup is not None:
         _check_warmup(spec.warmup, reqs)
+        reqs = dataclasses.replace(reqs, warmup=spec.warmup)
     return reqs
 
 

@@ -170,6 +170,19 @@ class Warmup:
             raise ConfigError("needs requests: N or seconds: S")
 
 
+#: How an MoE model's tokens spread over its experts: the distributions aiconfigurator-core
+#: measures its MoE kernel tables at (its ``distribution`` column; ``power_law_A``: expert
+#: loads drawn from a power law of exponent A, so the busiest expert sets the layer's time)
+MOE_ROUTINGS = ("balanced", "power_law_1.01", "power_law_1.2")
+
+
+def _moe_routing(v):
+    if v in MOE_ROUTINGS:
+        return None
+    return f"unknown routing {v!r}" + suggest(str(v), MOE_ROUTINGS) + \
+        f"; one of {', '.join(MOE_ROUTINGS)}"
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     requests: int | None = field(default=None, metadata=meta(
@@ -191,6 +204,11 @@ class WorkloadSpec:
         "{requests: N} or {seconds: S}: the first N requests sent, or those sent before S "
         "seconds, still run but are left out of every per-request metric; the summary measures "
         "the rest over their window (first measured send to last measured completion)"))
+    moe_routing: str | None = field(default=None, metadata=meta(
+        "MoE models: how tokens spread over the experts, balanced (the default) | "
+        "power_law_1.01 | power_law_1.2; skewed routing is read from measured MoE kernels, so "
+        "it needs every pool on a runtime profile that timed the model's MoE layer",
+        _moe_routing))
 
     def __post_init__(self):
         if self.preset and self.preset not in PRESETS:
@@ -225,9 +243,10 @@ def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
 
 def written(workload: dict) -> dict:
     """A workload mapping (``config.to_dict`` of a WorkloadSpec) as hetsim writes it back:
-    ``warmup`` and ``arrival.ramp_s`` are left out while unset, so a scenario that uses
-    neither writes the bytes it wrote before they existed."""
-    d = {k: v for k, v in workload.items() if k != "warmup" or v is not None}
+    ``warmup``, ``moe_routing`` and ``arrival.ramp_s`` are left out while unset, so a scenario
+    that uses none writes the bytes it wrote before they existed."""
+    d = {k: v for k, v in workload.items()
+         if k not in ("warmup", "moe_routing") or v is not None}
     if isinstance(d.get("arrival"), dict) and not d["arrival"].get("ramp_s"):
         d["arrival"] = {k: v for k, v in d["arrival"].items() if k != "ramp_s"}
     return d

@@ -1,0 +1,94 @@
+"""MoE routing skew (``workload.moe_routing``): read from the runtime profiles' measured MoE
+grids at the distribution asked for, refused where no measured grid has it."""
+import copy
+
+import pytest
+
+import hetsim
+from hetsim.cli import main
+from hetsim.errors import ConfigError
+from hetsim.perf import PerfModel, StepModel
+from hetsim.resolve import load_scenario
+from hetsim.workload.spec import MOE_ROUTINGS
+
+from .conftest import scenario_from
+
+BASE = {
+    "name": "moe", "model": "qwen3-30b-a3b",
+    "workload": {"requests": 60, "seed": 2, "arrival": {"process": "poisson", "rate_rps": 4},
+                 "input_tokens": {"dist": "fixed", "value": 512},
+                 "output_tokens": {"dist": "fixed", "value": 64}},
+    "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+    "placements": {"v": {"pools": {"m": {"role": "mixed", "accelerator": "h200-sxm",
+                                         "runtime": "vllm"}}}},
+}
+
+
+def _with(routing, **pool):
+    d = copy.deepcopy(BASE)
+    d["workload"]["moe_routing"] = routing
+    d["placements"]["v"]["pools"]["m"].update(pool)
+    return d
+
+
+def _step(routing):
+    model = hetsim.load_model("qwen3-30b-a3b")
+    acc = hetsim.load_accelerator("h200-sxm", runtime="vllm")
+    return model, acc, StepModel(model, PerfModel(acc), 1, "bf16", moe_distribution=routing)
+
+
+@pytest.mark.parametrize("routing", MOE_ROUTINGS)
+def test_routed_experts_read_the_grid_measured_at_that_routing(routing):
+    """At every measured token count the layer's routed-expert time is the table's own."""
+    model, acc, step = _step(routing)
+    e = model.moe
+    grids = [g for g in PerfModel(acc).kernels.grids("moe")
+             if g.named_key["distribution"] == routing and g.named_key["hidden"] ==
+             model.hidden_size and g.named_key["experts"] == e.num_experts
+             and g.named_key["tp"] == 1 and g.named_key["ep"] == 1
+             and g.named_key["dtype"] == "bf16"]
+    assert step.measured_moe and len(grids) == 1
+    g, = grids
+    for tokens, seconds, measured in zip(g.axes[0], g.seconds,
+                                         g.measured if g.measured is not None else
+                                         [True] * len(g.seconds)):
+        if measured:
+            assert step._moe_form(float(tokens)) == pytest.approx(float(seconds), rel=1e-9)
+
+
+def test_skewed_routing_changes_the_run_and_balanced_is_the_default(tmp_path):
+    runs = {r: hetsim.run(scenario_from(_with(r), tmp_path, f"{r}.yaml")).summary
+            for r in MOE_ROUTINGS}
+    unset = hetsim.run(scenario_from(BASE, tmp_path, "unset.yaml")).summary
+    tpot = {r: s.loc["v", "tpot_s.mean"] for r, s in runs.items()}
+    assert tpot["balanced"] == unset.loc["v", "tpot_s.mean"]
+    assert len(set(tpot.values())) == 3
+
+
+def test_routing_is_refused_where_no_measured_grid_has_it(tmp_path):
+    # no runtime: the analytical MoE assumes balanced routing and would ignore the key
+    with pytest.raises(ConfigError) as e:
+        load_scenario(scenario_from(_with("power_law_1.2", runtime=None), tmp_path))
+    assert e.value.path == "workload.moe_routing"
+    assert "pool 'v.pools.m'" in str(e.value) and "no runtime" in str(e.value)
+    # balanced is what the analytical model assumes: accepted anywhere
+    load_scenario(scenario_from(_with("balanced", runtime=None), tmp_path, "b.yaml"))
+
+
+def test_a_dense_model_has_no_routing(tmp_path, base_dict):
+    d = copy.deepcopy(base_dict)
+    d["workload"]["moe_routing"] = "power_law_1.01"
+    with pytest.raises(ConfigError, match="llama-3.1-8b has no MoE layers") as e:
+        load_scenario(scenario_from(d, tmp_path))
+    assert e.value.path == "workload.moe_routing"
+
+
+def test_an_unknown_routing_is_one_line_with_its_key(tmp_path, capsys):
+    f = tmp_path / "s.yaml"
+    import yaml
+    f.write_text(yaml.safe_dump(_with("zipf")))
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "workload.moe_routing: unknown routing 'zipf'" in err
+    assert "balanced, power_law_1.01, power_law_1.2" in err
+    assert not list(tmp_path.glob("*/"))
