@@ -10,7 +10,7 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import records_frame, summarize
+from .metrics import fault_windows, records_frame, summarize
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
@@ -28,6 +28,8 @@ class Result:
     #: per placement with stepwise KV transfers (kv_transfer encoding, batching or
     #: descriptor_us): one TransferRecord per transfer, each step's seconds
     transfers: dict = field(default_factory=dict)
+    #: placements with faults: when something was down, [(start, end)] (timeline.png)
+    fault_windows: dict = field(default_factory=dict)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -110,7 +112,7 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     """
     sc = load_scenario(scenario, overrides) if overrides else as_scenario(scenario)
     model, resolved, reqs = prepare(sc, placements)
-    summaries, frames, staging, transfers = [], [], [], {}
+    summaries, frames, staging, transfers, windows = [], [], [], {}, {}
     for name, pl in resolved.items():
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
@@ -120,8 +122,10 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         staging.append(staging_frame(res, pl, name))
         if res.transfers is not None:
             transfers[name] = res.transfers
+        if res.faults is not None:
+            windows[name] = fault_windows(res)
     return Result(sc, summaries, pd.concat(frames, ignore_index=True),
-                  pd.concat(staging, ignore_index=True), reqs.clipped, transfers)
+                  pd.concat(staging, ignore_index=True), reqs.clipped, transfers, windows)
 
 
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:

@@ -103,8 +103,9 @@ def load_checks(path: str | Path, overrides: dict | None = None,
                 raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
                                   path=where)
             roles = {n: p.role for n, p in sc.placements[name].pools.items()}
+            faults = bool(sc.faults or sc.placements[name].faults)
             for metric, b in block.items():
-                why = metric_error(str(metric), roles)
+                why = metric_error(str(metric), roles, faults)
                 if why:
                     raise ConfigError(why, file=str(path), path=f"{where}.{metric}")
                 try:

@@ -27,7 +27,8 @@ from .scenario import SLO
 from .workload import Warmup
 
 __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
-           "metric_error", "metric_names", "warmup_mask", "measured_window"]
+           "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
+           "availability", "time_to_recover", "timeline", "fault_windows"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
@@ -124,12 +125,24 @@ _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "k
           **{f"kv_transfer_breakdown_s.{k}": ("mean", "p99") for k in STEPS}}
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
              "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
+#: placements with faults only (fault_metrics)
+FAILURE_REASONS = ("retry_limit", "timeout")
+_FAULT_METRICS = ["faults", "requests_retried", "requests_failed", "recomputed_tokens",
+                  "time_to_recover_s.max", "time_to_recover_s.mean",
+                  "time_to_recover_s.unrecovered",
+                  "lost_prefill_tokens", "kv_bytes_lost", "transfers_retried",
+                  *(f"requests_failed_by_reason.{r}" for r in FAILURE_REASONS),
+                  *(f"fault_windows.{k}" for k in ("seconds", "requests", "slo_attainment",
+                                                   "goodput_rps"))]
 
 
-def metric_names(roles: dict[str, str]) -> list[str]:
+def metric_names(roles: dict[str, str], faults: bool = False) -> list[str]:
     """The numeric metrics of a placement whose pools have ``roles`` ({pool: role}), as
-    `expect:` names them (link groups shown as ``link_utilization.<group>.mean|max``)."""
+    `expect:` names them (link groups shown as ``link_utilization.<group>.mean|max``);
+    ``faults``: the placement has faults (their metrics too)."""
     names = sorted(_SCALARS) + [f"{k}.{s}" for k, stats in _STATS.items() for s in stats]
+    if faults:
+        names += _FAULT_METRICS + [f"availability.{pool}" for pool in roles]
     for head, stats in _PER_POOL.items():
         for pool, role in roles.items():
             if head != "kv_staging" or role == "prefill":
@@ -137,13 +150,13 @@ def metric_names(roles: dict[str, str]) -> list[str]:
     return names
 
 
-def metric_error(metric: str, roles: dict[str, str]) -> str | None:
-    """Why ``metric`` is not a numeric metric of a placement whose pools have ``roles``, or
-    None when it is one."""
+def metric_error(metric: str, roles: dict[str, str], faults: bool = False) -> str | None:
+    """Why ``metric`` is not a numeric metric of a placement whose pools have ``roles`` (and
+    ``faults``, see :func:`metric_names`), or None when it is one."""
     group, _, stat = metric.removeprefix("link_utilization.").rpartition(".")
     if metric.startswith("link_utilization.") and group and stat in ("mean", "max"):
         return None   # link groups are named by the engine (prefill.nic, cross-site, ...)
-    names = metric_names(roles)
+    names = metric_names(roles, faults)
     if metric in names:
         return None
     return (f"unknown metric {metric!r}" + suggest(metric, names) + "; see README \"Outputs\" "
@@ -240,6 +253,8 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
     }
     if sim.transfers is not None:
         summary.update(transfer_steps(sim.transfers, df["id"]))
+    if sim.faults is not None:
+        summary.update(fault_metrics(df, sim, slo, placement))
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}
 
@@ -256,6 +271,107 @@ def transfer_steps(transfers: tuple[TransferRecord, ...], measured: pd.Series) -
         "kv_descriptors": _mean_p99(t["descriptors"].astype(float)),
         "kv_batches": batches,
         "kv_requests_per_batch": len(t) / batches if batches else None,
+    }
+
+
+def _union(intervals) -> list[tuple[float, float]]:
+    """Overlapping [start, end) intervals merged, in order."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def availability(faults, pools: dict, end_s: float) -> dict[str, float]:
+    """Per pool: the fraction of instance-time up over [0, end_s] (outages clipped to it;
+    a hang and a crash of one instance at once count once)."""
+    down = {p: 0.0 for p in pools}
+    for inst, spans in faults.outages.items():
+        for a, b in _union(spans):
+            down[faults.pools[inst]] += max(0.0, min(b, end_s) - min(a, end_s))
+    return {p: (1 - down[p] / (pools[p].spec.instances * end_s) if end_s > 0 else 1.0)
+            for p in pools}
+
+
+def timeline(df: pd.DataFrame, slo: SLO, bin_s: float) -> pd.DataFrame:
+    """Per placement and arrival bin of ``bin_s`` seconds: the requests arriving, those
+    meeting the SLO per second (goodput) and their SLO attainment."""
+    ok = slo_met(df, slo)
+    t = (df["arrival_s"] // bin_s) * bin_s
+    g = pd.DataFrame({"placement": df["placement"], "t_s": t, "ok": ok}).groupby(
+        ["placement", "t_s"], sort=False)["ok"]
+    out = pd.DataFrame({"requests": g.size(), "met": g.sum()}).reset_index()
+    out["goodput_rps"] = out["met"] / bin_s
+    out["slo_attainment"] = out["met"] / out["requests"]
+    return out.drop(columns="met")
+
+
+def time_to_recover(arrival_s: np.ndarray, ok: np.ndarray, start: float, window_s: float,
+                    target: float) -> float | None:
+    """Seconds from ``start`` (a fault) to the first request arrival ``s`` >= start whose
+    window [s, s + window_s) of arrivals meets the SLO at ``target`` attainment (0: it never
+    fell below); None when no full window after ``start`` does. ``arrival_s`` is sorted."""
+    lo = int(np.searchsorted(arrival_s, start))
+    last = arrival_s[-1] if len(arrival_s) else start
+    cum = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
+    for i in range(lo, len(arrival_s)):
+        s = arrival_s[i]
+        if s + window_s > last:      # no full window left
+            break
+        j = int(np.searchsorted(arrival_s, s + window_s))
+        if (cum[j] - cum[i]) >= target * (j - i):
+            return float(s - start) if i > lo else 0.0
+    return None
+
+
+def fault_windows(sim: SimResult) -> list[tuple[float, float]]:
+    """When any instance or link of the run was down or degraded: merged (start, end) spans
+    ([] without faults)."""
+    f = sim.faults
+    if f is None:
+        return []
+    return _union([s for spans in f.outages.values() for s in spans]
+                  + [(a, b) for _, a, b in f.link_faults])
+
+
+def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
+                  placement: ResolvedPlacement) -> dict:
+    """What faults cost a run: events, moved and failed requests, lost KV, availability per
+    pool, and the requests that arrived while any instance was down (the fault windows)."""
+    f = sim.faults
+    failed = df[df["state"] == "failed"]
+    windows = fault_windows(sim)
+    arr = df["arrival_s"].to_numpy()
+    inside = np.zeros(len(df), dtype=bool)
+    for a, b in windows:
+        inside |= (arr >= a) & (arr < b)
+    win_s = sum(b - a for a, b in windows)
+    ok = slo_met(df, slo)
+    met = ok[inside]
+    recover = [time_to_recover(arr, ok.to_numpy(), a, placement.recovery.recover_window_s,
+                               slo.attainment) for a, _ in windows]
+    done = [t for t in recover if t is not None]
+    return {
+        "faults": f.applied,
+        "requests_retried": f.retried,
+        "requests_failed": int(len(failed)),
+        "requests_failed_by_reason": {r: int((failed["drop_reason"] == r).sum())
+                                      for r in FAILURE_REASONS},
+        "recomputed_tokens": f.recomputed_tokens,
+        "lost_prefill_tokens": f.lost_prefill_tokens,
+        "kv_bytes_lost": f.kv_bytes_lost,
+        "transfers_retried": f.transfers_retried,
+        "availability": availability(f, placement.pools, sim.end_s),
+        # over the fault windows: the slowest and mean recovery (None: one never recovered)
+        "time_to_recover_s": {"max": max(done) if done and len(done) == len(recover) else None,
+                              "mean": float(np.mean(done)) if done else None,
+                              "unrecovered": len(recover) - len(done)},
+        "fault_windows": {"seconds": win_s, "requests": int(inside.sum()),
+                          "slo_attainment": float(met.mean()) if inside.any() else None,
+                          "goodput_rps": float(met.sum()) / win_s if win_s > 0 else None},
     }
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["run_pngs", "latency_cdf_png", "cost_goodput_png", "plan_png", "goodput_pngs"]
+__all__ = ["run_pngs", "latency_cdf_png", "cost_goodput_png", "plan_png", "goodput_pngs",
+           "timeline_png"]
 
 _DPI = 110
 _SHAPE_COLORS = {"colocated": "C0", "homogeneous-pd": "C1", "heterogeneous-pd": "C2"}
@@ -36,6 +37,32 @@ def run_pngs(result, out: Path) -> None:
     """``hetsim run --out``'s plots: latency_cdf.png and cost_vs_goodput.png in ``out``."""
     latency_cdf_png(result, out / "latency_cdf.png")
     cost_goodput_png(result, out / "cost_vs_goodput.png")
+
+
+def timeline_png(frame, spans: dict, title: str, target: float, path) -> None:
+    """Goodput and SLO attainment over time (by arrival bin: ``frame`` from
+    ``metrics.timeline``), one line per placement, its fault windows (``spans``: {placement:
+    [[start, end], ...]}) shaded in its colour."""
+    plt = _pyplot()
+    colors = _colors(frame["placement"])
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for name, g in frame.groupby("placement", sort=False):
+        c = colors[name]
+        axes[0].step(g["t_s"], g["goodput_rps"], where="post", color=c, label=_text(name))
+        axes[1].step(g["t_s"], g["slo_attainment"], where="post", color=c)
+        for a, b in spans.get(name, ()):
+            for ax in axes:
+                ax.axvspan(a, b, color=c, alpha=0.12, lw=0)
+    axes[1].axhline(target, color="k", ls="--", lw=0.8, label="target")
+    axes[0].set_ylabel("goodput (req/s within SLO)")
+    axes[1].set_ylabel("SLO attainment")
+    axes[1].set_xlabel("arrival time (s); shaded: an instance down")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{_text(title)}: goodput and SLO attainment over time")
+    _save(plt, fig, path)
 
 
 def latency_cdf_png(result, path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 from .outputs import OutputDir, check_output_dir
-from .plots import goodput_pngs, run_pngs
+from .metrics import timeline
+from .plots import goodput_pngs, run_pngs, timeline_png
 from .workload import written
 
 __all__ = ["format_table", "run_title", "text_table", "write_outputs", "goodput_curves",
@@ -72,7 +73,22 @@ def format_table(summaries: list[dict], title: str = "") -> str:
                key=lambda s: s["goodput_rps_per_dollar_hour"], default=None)
     last = (f"most goodput per $/h within SLO: {best['name']}" if best
             else "no placement meets the SLO")
-    return (f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n" + last
+    notes = [fault_line(s) for s in summaries if "faults" in s]
+    return ((f"{title}\n" if title else "") + text_table(rows, numeric=True) + "\n"
+            + "".join(f"{n}\n" for n in notes) + last)
+
+
+def fault_line(s: dict) -> str:
+    """One line on what faults cost a placement (only placements with faults have one)."""
+    failed = ", ".join(f"{n} {why}" for why, n in s["requests_failed_by_reason"].items()
+                       if n) or "none"
+    avail = ", ".join(f"{p} {a:.1%}" for p, a in s["availability"].items())
+    w = s["fault_windows"]
+    att = "-" if w["slo_attainment"] is None else f"{w['slo_attainment']:.1%}"
+    return (f"faults in {s['name']}: {s['faults']} applied, {s['requests_retried']} requests "
+            f"retried, failed: {failed}, {s['recomputed_tokens']} tokens recomputed, "
+            f"{s['transfers_retried']} transfers retried; availability {avail}; SLO attainment "
+            f"of the {w['requests']} requests arriving during faults {att}")
 
 
 def write_outputs(result, out: "str | Path | OutputDir") -> Path:
@@ -90,6 +106,12 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         sc["workload"] = written(sc["workload"])
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
         run_pngs(result, tmp)
+        spans = result.fault_windows
+        if spans:      # runs with faults: timeline.png
+            sc = result.scenario
+            span = float(result.requests["arrival_s"].max() or 1.0)
+            timeline_png(timeline(result.requests, sc.slo, max(span / 60, 1e-3)), spans,
+                         sc.name, sc.slo.attainment, tmp / "timeline.png")
     target.write("run", fill)
     return target.path
 

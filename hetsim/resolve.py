@@ -19,11 +19,12 @@ from .precision import PRECISION_BYTES, Formats
 from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
 from .runtimes import rules as runtime_rules
 from .overrides import blame
-from .scenario import (Encoding, KVTransfer, Placement, Pool, Scenario, as_scenario,
-                       parse_scenario)
+from .scenario import (Encoding, Fault, KVTransfer, Placement, Pool, Recovery, Scenario,
+                       as_scenario, parse_scenario)
 
 __all__ = ["ResolvedPool", "ResolvedTransfer", "TransferSteps", "ResolvedPlacement",
-           "kv_mismatch", "wire_pool", "resolve_scenario", "load_scenario", "scenario_from_dict"]
+           "ResolvedFault", "kv_mismatch", "wire_pool", "resolve_scenario", "load_scenario",
+           "scenario_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,23 @@ class ResolvedTransfer:
 
 
 @dataclass(frozen=True)
+class ResolvedFault:
+    """A fault with its target named: the instances it strikes and, for a random fault, the
+    spawn key of its stream (the same in every placement: see hetsim.engine.faults)."""
+    spec: Fault
+    instances: tuple[str, ...]     # "pool/i" (instance faults)
+    stream: tuple[int, ...]        # (0: scenario | 1: placement, index in that list)
+    link: str | None = None        # a link group (link faults)
+
+
+@dataclass(frozen=True)
 class ResolvedPlacement:
     name: str
     spec: Placement
     pools: dict[str, ResolvedPool]
     transfer: ResolvedTransfer | None = None     # None: colocated, nothing crosses a boundary
+    faults: tuple[ResolvedFault, ...] = ()
+    recovery: Recovery | None = None             # set where faults are (default Recovery())
 
     @property
     def disaggregated(self) -> bool:
@@ -399,7 +412,87 @@ def _resolve(sc: Scenario) -> tuple[ModelConfig, dict[str, ResolvedPlacement]]:
                                   path=f"{where}.kv_transfer" if pl.kv_transfer
                                   else f"{where}.kv_link")
             out[pname] = ResolvedPlacement(pname, pl, pools)
+        faults = _faults(sc, pl, out[pname], where)
+        if faults:
+            out[pname] = replace(out[pname], faults=faults,
+                                 recovery=pl.recovery or sc.recovery or Recovery())
     return model, out
+
+
+def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
+            where: str) -> tuple[ResolvedFault, ...]:
+    """The scenario's faults, then the placement's, each target checked against this
+    placement's pools (a scenario-wide fault names the placement it does not fit)."""
+    out = []
+    for src, (faults, key) in enumerate(((sc.faults, "faults"), (pl.faults, f"{where}.faults"))):
+        for j, f in enumerate(faults):
+            path = f"{key}[{j}]"
+            which = "" if src else f" (placement {rp.name!r})"
+            if f.on_link:
+                out.append(ResolvedFault(f, (), (src, j), _link_group(f.target, rp,
+                                                                      f"{path}.target", which)))
+                continue
+            named = f.pool if f.random else f.target
+            out.append(ResolvedFault(f, _fault_targets(
+                named, rp, f"{path}.{'pool' if f.random else 'target'}", which,
+                random=f.random), (src, j)))
+    if out and rp.transfer is not None:
+        t = rp.transfer
+        why = ("kv_transfer.mode layerwise" if t.mode == "layerwise" else
+               "kv_transfer.handoff push" if t.handoff == "push" else
+               "kv_transfer.conversion prefill" if t.conversion == "prefill" else
+               "stepwise transfers (kv_transfer encoding, batching or descriptor_us)"
+               if t.steps is not None else None)
+        if why:
+            raise ConfigError(f"faults are not modelled yet with {why} (use whole, pull, "
+                              f"decode-side conversion, one stream per transfer)",
+                              path=f"{where}.kv_transfer")
+    return tuple(out)
+
+
+def link_groups(rp: ResolvedPlacement) -> list[str]:
+    """The link groups a disaggregated placement's KV crosses (as ``link_utilization`` names
+    them); none when colocated."""
+    t = rp.transfer
+    if t is None:
+        return []
+    groups = []
+    for name, pool in rp.pools.items():
+        groups.append(f"{name}.nic")
+        if pool.scale_up is not None and pool.spec.scale_up_domain:
+            groups.append(f"{name}.scale-up")
+        if t.engine == "tcp":
+            groups += [f"{name}.host", f"{name}.tcp-stack"]
+    return groups + (["cross-site"] if t.cross_site is not None else [])
+
+
+def _link_group(named: str, rp: ResolvedPlacement, path: str, which: str) -> str:
+    groups = link_groups(rp)
+    if named not in groups:
+        raise ConfigError(f"unknown link group {named!r}{which}" + suggest(named, groups)
+                          + (f"; one of {', '.join(groups)}" if groups else
+                             "; a colocated placement moves no KV over links"), path=path)
+    return named
+
+
+def _fault_targets(named: str, rp: ResolvedPlacement, path: str, which: str,
+                   random: bool) -> tuple[str, ...]:
+    """Instance names a fault target means: ``pool/i`` or a whole ``pool``."""
+    pool, slash, index = named.partition("/")
+    if random and slash:
+        raise ConfigError(f"a random fault names a pool, got {named!r}", path=path)
+    if pool not in rp.pools:
+        hint = (" (a link group: degrade and down strike links)" if named in link_groups(rp)
+                else "")
+        raise ConfigError(f"unknown pool {pool!r}{which}{hint}" + suggest(pool, rp.pools)
+                          + "; crash and hang strike pool or pool/i", path=path)
+    n = rp.pools[pool].spec.instances
+    if not slash:
+        return tuple(f"{pool}/{i}" for i in range(n))
+    if not index.isdigit() or int(index) >= n:
+        raise ConfigError(f"{named!r}: pool {pool!r}{which} has instances 0..{n - 1}",
+                          path=path)
+    return (f"{pool}/{int(index)}",)
 
 
 

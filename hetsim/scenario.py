@@ -19,7 +19,8 @@ from .runtimes import RuntimeSpec
 from .workload import WorkloadSpec
 
 __all__ = ["Scenario", "Placement", "Pool", "SLO", "KVTransfer", "KVOffload",
-           "PrefixCache", "CrossSite", "Encoding", "Batching", "RouterSpec", "read_scenario",
+           "PrefixCache", "CrossSite", "Encoding", "Batching", "RouterSpec", "Fault", "Recovery",
+           "read_scenario",
            "parse_scenario", "as_scenario"]
 
 ROLES = ("mixed", "prefill", "decode")
@@ -166,6 +167,107 @@ class CrossSite:
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
 
 
+INSTANCE_FAULTS = ("crash", "hang")
+LINK_FAULTS = ("degrade", "down")
+FAULT_KINDS = INSTANCE_FAULTS + LINK_FAULTS
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: scheduled (``at_s`` on a ``target``) or random (``pool`` with
+    ``mtbf_s``/``mttr_s``: each instance of the pool fails after an exponential up time and
+    stays down an exponential time, drawn from the faults' own seeded stream). Instance
+    faults (target ``pool/i`` or a pool): a crash empties the instance (KV lost, cold on
+    return), a hang stops its iterations. Link faults (target a link group as
+    ``link_utilization`` names it, e.g. ``decode.nic``, or ``cross-site``): degrade scales its
+    bandwidth by ``factor``, down carries nothing (transfers crossing it are sent again)."""
+    kind: str = field(metadata=meta(
+        "crash (instance gone, back cold after repair_s) | hang (stops iterating for "
+        "duration_s) | degrade (a link's bandwidth x factor for duration_s) | down (a link "
+        "carries nothing for duration_s)"))
+    target: str | None = field(default=None, metadata=meta(
+        "scheduled: an instance pool/i (from 0), a pool (all its instances), or for degrade "
+        "and down a link group (pool.nic, pool.scale-up, pool.host, pool.tcp-stack, "
+        "cross-site)"))
+    at_s: float | None = field(default=None, metadata=meta(
+        "scheduled: when the fault happens, s from the start", non_negative))
+    repair_s: float | None = field(default=None, metadata=meta(
+        "crash: seconds until the instance is back (cold: KV empty)", positive))
+    duration_s: float | None = field(default=None, metadata=meta(
+        "hang, degrade, down: seconds the fault lasts", positive))
+    factor: float | None = field(default=None, metadata=meta(
+        "degrade: the link's bandwidth is multiplied by this, in (0, 1)",
+        lambda v: None if 0 < v < 1 else f"must be in (0, 1), got {v}"))
+    pool: str | None = field(default=None, metadata=meta(
+        "random: the pool whose instances fail independently"))
+    mtbf_s: float | None = field(default=None, metadata=meta(
+        "random: mean time between failures of one instance, s (exponential)", positive))
+    mttr_s: float | None = field(default=None, metadata=meta(
+        "random: mean time to repair (crash) or hang length, s (exponential)", positive))
+
+    def __post_init__(self):
+        if self.kind not in FAULT_KINDS:
+            raise ConfigError(f"unknown kind {self.kind!r}" + suggest(self.kind, FAULT_KINDS)
+                              + f"; one of {', '.join(FAULT_KINDS)}", path="kind")
+        if (self.factor is not None) != (self.kind == "degrade"):
+            raise ConfigError("degrade needs factor" if self.kind == "degrade" else
+                              f"factor belongs to degrade, not {self.kind}", path="factor")
+        if self.random:
+            if self.kind in LINK_FAULTS:
+                raise ConfigError(f"random faults strike instances (crash, hang), not links "
+                                  f"({self.kind})", path="kind")
+            for k in ("target", "at_s", "repair_s", "duration_s"):
+                if getattr(self, k) is not None:
+                    raise ConfigError(f"a random fault (mtbf_s) takes pool and mttr_s, not {k}",
+                                      path=k)
+            for k in ("pool", "mttr_s"):
+                if getattr(self, k) is None:
+                    raise ConfigError("a random fault (mtbf_s) needs pool and mttr_s", path=k)
+            return
+        if self.mttr_s is not None or self.pool is not None:
+            raise ConfigError("mttr_s and pool belong to a random fault (with mtbf_s)",
+                              path="mttr_s" if self.mttr_s is not None else "pool")
+        if self.at_s is None or self.target is None:
+            raise ConfigError("a scheduled fault needs at_s and target (or mtbf_s, mttr_s and "
+                              "pool for a random one)",
+                              path="at_s" if self.at_s is None else "target")
+        need, other = ("repair_s", "duration_s") if self.kind == "crash" else (
+            "duration_s", "repair_s")
+        if getattr(self, other) is not None:
+            raise ConfigError(f"a {self.kind} takes {need}, not {other}", path=other)
+        if getattr(self, need) is None:
+            raise ConfigError(f"a {self.kind} needs {need}", path=need)
+
+    @property
+    def random(self) -> bool:
+        return self.mtbf_s is not None
+
+    @property
+    def on_link(self) -> bool:
+        return self.kind in LINK_FAULTS
+
+    @property
+    def down_s(self) -> float | None:
+        """A scheduled fault's length (repair time, or how long it lasts)."""
+        return self.repair_s if self.kind == "crash" else self.duration_s
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the serving system does for the requests a fault hits."""
+    kv_lost: Literal["reprefill"] = field(default="reprefill", metadata=meta(
+        "a request whose KV is lost re-prefills its prompt + the tokens already generated"))
+    retry_limit: int = field(default=3, metadata=meta(
+        "recoveries one request may take; one more ends it failed (retry_limit)",
+        non_negative))
+    request_timeout_s: float | None = field(default=None, metadata=meta(
+        "a request hit by a fault fails (timeout) once this long has passed since its "
+        "arrival: its recovery, or its wait for a live instance, stops there", positive))
+    recover_window_s: float = field(default=10.0, metadata=meta(
+        "time to recover: from a fault until the SLO attainment of the requests arriving in "
+        "a sliding window this long is back at the target", positive))
+
+
 CONVERSIONS = ("prefill", "decode", "none")
 
 
@@ -282,6 +384,10 @@ class Placement:
     kv_link: str | None = field(default=None, metadata=meta(
         "shorthand for kv_transfer: {link: ...}"))
     kv_transfer: KVTransfer | None = None
+    faults: list[Fault] = field(default_factory=list, metadata=meta(
+        "faults of this placement only (besides the scenario's faults:)"))
+    recovery: Recovery | None = field(default=None, metadata=meta(
+        "this placement's recovery (default: the scenario's recovery:)"))
 
     def __post_init__(self):
         roles = [p.role for p in self.pools.values()]
@@ -339,6 +445,10 @@ class Scenario:
     hardware_profiles: list[str] = field(default_factory=list, metadata=meta(
         "extra profile directories, searched before the shipped ones"))
     description: str = ""
+    faults: list[Fault] = field(default_factory=list, metadata=meta(
+        "faults every placement sees (instance crashes and hangs, scheduled or random)"))
+    recovery: Recovery | None = field(default=None, metadata=meta(
+        "how requests hit by a fault recover (retry limit, timeout)"))
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
     def __post_init__(self):
@@ -355,7 +465,10 @@ class Scenario:
         # NOTE: unset keys are left out (an unset runtime, the sizes a runtime defaults), so
         # a scenario without a runtime writes what it wrote before the keys existed
         # (scenario.resolved.yaml stays byte-identical)
+        # NOTE: so do faults and recovery when absent (unchanged output without them)
+        _drop_unset(d)
         for placement in d["placements"].values():
+            _drop_unset(placement)
             for pool in placement["pools"].values():
                 for k in ("runtime", "moe_ep", *GENERIC_SIZES):
                     if pool.get(k) is None:
@@ -365,6 +478,13 @@ class Scenario:
                 if k in kv and kv[k] is None:
                     del kv[k]
         return d
+
+
+def _drop_unset(d: dict) -> None:
+    if not d.get("faults"):
+        d.pop("faults", None)
+    if d.get("recovery") is None:
+        d.pop("recovery", None)
 
 
 def read_scenario(path: str | Path) -> Scenario:

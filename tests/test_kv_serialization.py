@@ -1,7 +1,6 @@
 """KV serialization over standard networks (issue 18): encoding, batching, descriptors, and
 the cost of every step of a stepwise transfer (``hetsim.engine.kvsteps``)."""
 import copy
-import math
 
 import pytest
 import simpy

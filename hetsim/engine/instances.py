@@ -111,6 +111,13 @@ class PrefillInstance(Instance):
             self.load_tokens -= r.input_tokens
             r.done.succeed()
 
+    def reset(self) -> None:
+        super().reset()
+        self.queue.clear()
+        self._batch = []
+        if self.held:
+            self._hold(-self.held)
+
     def restart_peaks(self) -> None:
         super().restart_peaks()
         self.held_peak = self.held
@@ -307,6 +314,18 @@ class DecodeInstance(Instance):
                 r.first_token_s = now
         self._first = []
 
+    def generated(self, r: Request) -> int:
+        """Tokens ``r`` holds past its prompt here (the prefill's first token included)."""
+        if r.gen % 2:     # running (an odd gen: started and not stopped since)
+            return self._ctx(r) - r.input_tokens
+        return max(1, r.ctx0 - r.input_tokens)   # waiting to join, or preempted
+
+    def reset(self) -> None:
+        super().reset()
+        self.pending.clear()
+        self.active, self._first, self.crossing = [], [], []
+        self.running = self.ctx_sum = self._n = self.win_sum = self.n_below = 0
+
     def stats(self, until: float, **kind) -> InstanceStats:
         return super().stats(until, running=self.running, **kind)
 
@@ -369,6 +388,12 @@ class MixedInstance(DecodeInstance):
         if not chunks:
             n = self._padded(n)
         return self.step.time(chunks, len(finishing), n, self.ctx_sum, self.win_sum)
+
+    def reset(self) -> None:
+        super().reset()
+        self.waiting.clear()
+        self.prefilling, self._plan, self._finishing, self._late = [], [], [], []
+        self.paused = False
 
     def _after(self) -> None:
         now = self.env.now

@@ -9,6 +9,10 @@ Work that is not a model iteration but occupies the device (KV format conversion
 copies) is queued with ``add_work`` and runs inside the next iteration, so it delays every
 sequence on the instance, as it does on a real engine. ``_extra`` is device time the kind
 itself adds to the next iteration (prefix-cache fetches, swaps, recomputation, conversion).
+
+Faults (:mod:`hetsim.engine.faults`) interrupt the loop's process: a ``Hang`` freezes the
+iteration in progress for its duration (then it ends as it would have), a crash ends the
+process (``reset`` empties the instance; a new process starts on repair).
 """
 from __future__ import annotations
 
@@ -20,7 +24,12 @@ from .policy import SchedulerPolicy, policy_for
 from .request import Request, State
 from .stats import InstanceStats, KVStats
 
-__all__ = ["Instance", "kv_window"]
+__all__ = ["Instance", "Hang", "kv_window"]
+
+
+class Hang(float):
+    """An interrupt's cause: the instance stops iterating for this many seconds (any other
+    cause is a crash)."""
 
 
 def kv_window(model) -> tuple[int, int, int] | None:
@@ -65,7 +74,8 @@ class Instance:
         self._work: list[tuple[float, simpy.Event]] = []
         self._wake: simpy.Event | None = None
         self._step_end = 0.0   # when the running iteration ends
-        env.process(self._run())
+        self.outages = 0       # faults holding it down now (routers skip it while > 0)
+        self.proc = env.process(self._run())
 
     def _gate(self):
         """The KV pool's gate (None: reservations are granted whenever they fit)."""
@@ -113,16 +123,25 @@ class Instance:
 
     def _run(self):
         # NOTE: the order of the sums below is part of the golden result (float addition).
+        # A fault interrupts one of the three waits (try costs nothing until one does).
         while True:
             t = self._schedule()
             if t is None:    # nothing to compute: run queued device work, or wait
                 if self._work or self._extra:
                     work, evs = self._take_work()
-                    yield self._iterate(work + self._take_extra())
+                    try:
+                        yield self._iterate(work + self._take_extra())
+                    except simpy.Interrupt as i:
+                        if not (yield from self._fault(i.cause)):
+                            return
                     for ev in evs:
                         ev.succeed()
                 else:
-                    yield self._idle()
+                    try:
+                        yield self._idle()
+                    except simpy.Interrupt as i:
+                        if not (yield from self._fault(i.cause)):
+                            return
                 continue
             evs = ()
             if self._work:
@@ -132,10 +151,27 @@ class Instance:
                 t += self._take_extra()
             if self.begins:
                 self._begin(t)
-            yield self._iterate(t)
+            try:
+                yield self._iterate(t)
+            except simpy.Interrupt as i:
+                if not (yield from self._fault(i.cause)):
+                    return
             for ev in evs:
                 ev.succeed()
             self._after()
+
+    def _fault(self, cause):
+        """A fault struck the loop: False for a crash (the process ends), else (a hang) wait
+        it out, plus what was left of the iteration in progress, and say True to go on."""
+        while isinstance(cause, Hang):
+            left = max(0.0, self._step_end - self.env.now)
+            self._step_end = self.env.now + cause + left
+            try:
+                yield self.env.timeout(cause + left)
+                return True
+            except simpy.Interrupt as i:   # struck again while hung
+                cause = i.cause
+        return False
 
     def _schedule(self) -> float | None:
         raise NotImplementedError
@@ -148,6 +184,14 @@ class Instance:
 
     def _after(self) -> None:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """A crash: everything on the instance is gone (its requests are moved by
+        :mod:`hetsim.engine.faults`); it comes back cold. Counters for statistics stay."""
+        self.kv.clear()
+        self._work, self._extra, self._wake = [], 0.0, None
+        self.load_tokens = self.n_requests = 0
+        self._step_end = self.env.now
 
     # --- prompts -------------------------------------------------------------------------
     def _prefix(self, req: Request) -> None:

@@ -119,6 +119,24 @@ class BlockPool:
             self._released = self.env.event()
         return self._released
 
+    def clear(self) -> None:
+        """Everything is gone (a crash): no block used, no reservation queued (whoever waited
+        for one is moved elsewhere by the caller)."""
+        self._account()
+        self.used = 0
+        self._waiters.clear()
+        self._released = None
+
+    def cancel(self, ev: simpy.Event) -> bool:
+        """Withdraw a queued reservation (its requester has gone); True if it was queued.
+        Those behind it may now be granted."""
+        for i, (_, e) in enumerate(self._waiters):
+            if e is ev:
+                del self._waiters[i]
+                self.grant()
+                return True
+        return False
+
     def occupancy(self) -> float:
         """Used fraction now."""
         return self.used / self.capacity if self.capacity else 0.0

@@ -68,6 +68,7 @@ class Network:
         self._last = 0.0
         self._version = 0
         self._caps: dict[simpy.Event, Port] = {}   # capped transfers not yet uncapped
+        self._cancelled: set[simpy.Event] = set()   # cancelled during their setup
 
     def transfer(self, ports: tuple[Port, ...], nbytes: float, setup_s: float,
                  cap: float | None = None, track: bool = False) -> simpy.Event:
@@ -86,6 +87,9 @@ class Network:
             ports = (*ports, port)
 
         def start(_):
+            if self._cancelled and done in self._cancelled:
+                self._cancelled.discard(done)
+                return
             self._advance()
             for p in ports:
                 p.active += 1
@@ -103,6 +107,29 @@ class Network:
         port.capacity = float("inf")
         if self._flows:
             self._reschedule()
+
+    def set_capacity(self, port: Port, capacity: float) -> None:
+        """A link fault changes ``port``'s capacity from now on (hetsim.engine.faults)."""
+        self._advance()
+        port.capacity = capacity
+        if self._flows:
+            self._reschedule()
+
+    def cancel(self, transfer: simpy.Event) -> None:
+        """Stop a transfer whose end has failed (hetsim.engine.faults): its bytes stop
+        crossing and its event never fires."""
+        if transfer.triggered:
+            return
+        self._advance()
+        for f in self._flows:
+            if f.event is transfer:
+                self._flows.remove(f)
+                for p in f.ports:
+                    p.active -= 1
+                self._caps.pop(transfer, None)
+                self._reschedule()
+                return
+        self._cancelled.add(transfer)      # still in its setup
 
     def stats_now(self, p: Port) -> PortStats:
         """``p``'s statistics as of now without moving any flow (a mid-run snapshot: moving

@@ -166,6 +166,13 @@ class OnDemandDecodeInstance(DecodeInstance):
             self._schedule_growth(r)
         assert kv.used <= kv.capacity, "KV blocks over-committed"
 
+    def reset(self) -> None:
+        # NOTE: a crash loses the host tier's copies too (the whole server restarts)
+        super().reset()
+        self.grow, self.order = [], []
+        self.preempted.clear()
+        self.host.clear()
+
     def stats(self, until: float) -> InstanceStats:
         return super().stats(until, preemptions=self.preemptions,
                              swapped_bytes=self.swapped_bytes,

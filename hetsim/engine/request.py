@@ -11,7 +11,7 @@ import math
 from operator import attrgetter
 from typing import NamedTuple
 
-__all__ = ["State", "Request", "RequestRecord", "RECORD_COLUMNS"]
+__all__ = ["State", "TERMINAL", "Request", "RequestRecord", "RECORD_COLUMNS"]
 
 
 class State(enum.Enum):
@@ -23,6 +23,11 @@ class State(enum.Enum):
     DECODING = "decoding"          # admitted to a decode batch (or in a mixed batch)
     COMPLETED = "completed"
     DROPPED = "dropped"
+    FAILED = "failed"              # a fault hit it past the retry limit or its timeout
+
+
+#: the states a request ends in; every request reaches exactly one (asserted per run)
+TERMINAL = frozenset({State.COMPLETED, State.DROPPED, State.FAILED})
 
 
 _NEXT = {
@@ -34,7 +39,12 @@ _NEXT = {
     State.DECODING: {State.COMPLETED},
     State.COMPLETED: set(),
     State.DROPPED: set(),
+    State.FAILED: set(),
 }
+# A fault may strike a request anywhere before it ends: it fails, or it starts again from
+# routing (CREATED) or, with its prompt's KV still on the prefill side, from the handoff.
+for _s in set(_NEXT) - TERMINAL:
+    _NEXT[_s] |= {State.FAILED, State.CREATED, State.WAIT_KV} - {_s}
 
 
 class RequestRecord(NamedTuple):
@@ -42,7 +52,7 @@ class RequestRecord(NamedTuple):
     ran. ``id`` and ``state`` come first (``Request.record`` relies on it)."""
     id: int
     state: str                 # a State value
-    drop_reason: str
+    drop_reason: str           # why it was dropped or failed
     arrival_s: float
     input_tokens: int
     output_tokens: int
@@ -80,6 +90,8 @@ _ENGINE_SLOTS = (
     "remaining",             # preempted: decode steps still to run
     "swapped",               # preempted to the host tier: blocks held there
     "eligible",              # overlap scheduling: the step count before which it cannot join
+    "proc",                  # with faults: the SimPy process serving it (to interrupt)
+    "fault",                 # with faults: its recovery record (None until a fault hits it)
 )
 
 
@@ -106,6 +118,7 @@ class Request:
         self.prefill_end_expected = nan
         self.kv_blocks = self.done_step = self.gen = 0
         self.ctx0 = self.step0 = self.remaining = self.swapped = self.eligible = 0
+        self.proc = self.fault = None
 
     def to(self, state: State) -> None:
         assert state in _NEXT[self.state], f"request {self.id}: {self.state} -> {state}"
@@ -113,6 +126,10 @@ class Request:
 
     def drop(self, reason: str) -> None:
         self.to(State.DROPPED)
+        self.drop_reason = reason
+
+    def fail(self, reason: str) -> None:
+        self.to(State.FAILED)
         self.drop_reason = reason
 
     def record(self) -> RequestRecord:

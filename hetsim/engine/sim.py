@@ -18,12 +18,13 @@ import simpy
 from ..perf import PerfModel, StepModel
 from ..resolve import ResolvedPlacement, ResolvedPool
 from ..workload import Requests
+from .faults import Faults
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
-from .request import Request, State
+from .request import TERMINAL, Request, State
 from .routers import make_router
 from .stats import SimResult, port_since, since
 from .transfer import KVLink
@@ -58,6 +59,7 @@ class Simulation:
             [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
             for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
+        self.entry = self.prefills + self.mixed     # where prompts are routed
         #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
         #: (the longest, where pools differ); routing happens after it, on the load then
         self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
@@ -69,6 +71,7 @@ class Simulation:
                           (lambda i, t: i >= w.requests) if w.requests is not None else
                           (lambda i, t: t >= w.seconds))
         self._window: tuple | None = None
+        self.faults = Faults(self, placement, seed) if placement.faults else None
 
     def _build(self, pool: ResolvedPool) -> list:
         """The pool's instances, each with what it owns: ports and staging when KV crosses
@@ -110,6 +113,7 @@ class Simulation:
         which is fused into the iteration (each layer is written out in the consumer's format)."""
         if req.output_tokens == 1:
             return 0.0
+        # (faults are refused with early routing: hetsim.resolve)
         d = self.router_decode.pick([d for d in self.receivers if d.fits(req)], req)
         self._target[req.id] = d
         pair = self.link.pair(p.pool, d.pool)
@@ -143,13 +147,24 @@ class Simulation:
             return
         req.to(State.WAIT_KV)
         if handoff is None:   # whole transfer: the handoff runs in the request's own process
-            d = self._target.pop(req.id, None) or self.router_decode.pick(
-                [d for d in self.receivers if d.fits(req)], req)
+            d = self._target.pop(req.id, None) or (
+                self.router_decode.pick(self._decoders(req), req) if self.faults is None
+                else (yield from self.faults.pick(self.router_decode, self._decoders(req), req)))
             yield from self.link.handoff(req, p, d)
         else:
             yield req.kv_granted
             req.to(State.TRANSFERRING)
             yield handoff
+        yield d.join(req)
+
+    def _decoders(self, req: Request) -> list:
+        return [d for d in self.receivers if d.fits(req)]
+
+    def _handoff(self, req: Request, p):
+        """A fault's recovery (hetsim.engine.faults): the prompt's KV, still on ``p``, goes to
+        a live decode instance, and the request decodes there."""
+        d = yield from self.faults.pick(self.router_decode, self._decoders(req), req)
+        yield from self.link.handoff(req, p, d)
         yield d.join(req)
 
     def _colocated(self, req: Request, m=None):
@@ -158,7 +173,8 @@ class Simulation:
             if not candidates:
                 req.drop(self.mixed[0].refusal(req, "every instance's"))
                 return
-            m = self.router_prefill.pick(candidates, req)
+            m = (self.router_prefill.pick(candidates, req) if self.faults is None
+                 else (yield from self.faults.pick(self.router_prefill, candidates, req)))
         elif not m.accepts(req):
             req.drop(m.refusal(req))
             return
@@ -167,15 +183,19 @@ class Simulation:
     def _lifecycle(self, req: Request):
         if self.frontend_s:     # the runtime's frontend, before any instance sees the request
             yield self.env.timeout(self.frontend_s)
-        if not self.prefills:
-            yield from self._colocated(req)
-        else:
-            target = self.router_prefill.pick(self.prefills + self.mixed, req)
-            if target.role == "mixed":
-                yield from self._colocated(req, target)
-            else:
-                yield from self._disaggregated(req, target)
+        if self.faults is not None:
+            yield from self.faults.serve(req)
+        else:   # NOTE: hot path: no generator between the request's process and its stage
+            yield from self._stage(req, self.router_prefill.pick(self.entry, req)
+                                   if self.prefills else None)
         self._finish(req)
+
+    def _stage(self, req: Request, target):
+        """What serves ``req`` routed to ``target`` (a prefill or mixed instance; None: a
+        colocated placement, where the pick is the mixed instances' own)."""
+        if target is None or target.role == "mixed":
+            return self._colocated(req, target)
+        return self._disaggregated(req, target)
 
     # --- arrivals ------------------------------------------------------------------------
     def _send(self, i: int) -> Request:
@@ -233,8 +253,12 @@ class Simulation:
         self.env.process(self._closed_loop() if closed else self._open_loop())
         self.env.run()
         reqs = sorted(self.reqs, key=lambda r: r.id)
-        unfinished = [r for r in reqs if r.state not in (State.COMPLETED, State.DROPPED)]
-        assert not unfinished, f"{len(unfinished)} requests neither completed nor dropped"
+        unfinished = [r for r in reqs if r.state not in TERMINAL]
+        assert not unfinished, f"{len(unfinished)} requests neither completed, dropped nor failed"
+        self._check_released()
+        faults = self.faults
+        if faults is not None:
+            faults.restore(reqs)
         end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
         if self._measured is not None and self._window is None:
             self._open_window(end)   # no measured request was sent: the measured span is empty
@@ -251,4 +275,14 @@ class Simulation:
             converted -= converted0
         log = tuple(link.log) if link is not None and link.steps is not None else None
         return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted,
-                         stats_start_s=t0, transfers=log)
+                         stats_start_s=t0, transfers=log,
+                         faults=faults.stats() if faults is not None else None)
+
+    def _check_released(self) -> None:
+        """Conservation of KV: once every request has ended, every block reserved anywhere
+        (KV pools, staging buffers, host tiers) is back."""
+        for insts in self.instances.values():
+            for i in insts:
+                pools = [i.kv, i.staging, getattr(i, "host", None)]
+                held = [p.used for p in pools if p is not None]
+                assert not any(held), f"{i.name}: KV blocks not released at the end: {held}"

@@ -10,7 +10,7 @@ from .kvsteps import TransferRecord
 from .network import PortStats
 from .request import RequestRecord
 
-__all__ = ["KVStats", "InstanceStats", "SimResult", "since", "port_since"]
+__all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult", "since", "port_since"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,20 @@ class InstanceStats:
 
 
 @dataclass(frozen=True)
+class FaultStats:
+    """What faults did over a run (hetsim.engine.faults)."""
+    applied: int                   # fault events that took an instance down
+    retried: int                   # requests a fault moved at least once
+    transfers_retried: int         # KV handoffs sent again to another decode instance
+    recomputed_tokens: int         # tokens whose KV was lost and is computed again
+    lost_prefill_tokens: int       # prompt tokens of prefills cut off by a crash
+    kv_bytes_lost: float
+    outages: dict[str, tuple[tuple[float, float], ...]]   # instance -> (down, back up)
+    pools: dict[str, str]          # instance -> its pool
+    link_faults: tuple[tuple[str, float, float], ...] = ()   # (link group, start, end)
+
+
+@dataclass(frozen=True)
 class SimResult:
     """One placement's run: the records (by request id), each pool's instances, the ports."""
     requests: tuple[RequestRecord, ...]
@@ -60,6 +74,8 @@ class SimResult:
     #: stepwise transfers (kv_transfer with encoding, batching or descriptor_us), in the order
     #: they ended; None when transfers are not stepwise
     transfers: tuple[TransferRecord, ...] | None = None
+    faults: FaultStats | None = None   # None: the placement has no faults
+
 
 
 _COUNTERS = ("busy_s", "iterations", "work_s", "decode_tokens", "decode_token_s", "preemptions",

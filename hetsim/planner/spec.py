@@ -35,6 +35,14 @@ class Stock:
 
 
 @dataclass(frozen=True)
+class Resilience:
+    """What a plan must survive besides meeting its SLO."""
+    survive: int = field(default=1, metadata=meta(
+        "instances of each pool that may be down while the plan still meets its SLO (N+1: "
+        "1, the one value supported)", lambda v: None if v == 1 else f"must be 1, got {v}"))
+
+
+@dataclass(frozen=True)
 class PlanSpec:
     name: str
     model: str
@@ -73,6 +81,9 @@ class PlanSpec:
         "{max_seqs: [..], max_batch_tokens: [..], chunked_prefill: [true, false]}; the best "
         "combination is reported and written to plan.yaml"))
     description: str = ""
+    resilience: Resilience | None = field(default=None, metadata=meta(
+        "{survive: 1}: a plan must also meet its SLO with one instance of any one pool down "
+        "for the whole verification run (verified with a crash: hetsim.engine.faults)"))
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
     def __post_init__(self):

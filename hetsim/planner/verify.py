@@ -29,27 +29,51 @@ __all__ = ["plan"]
 _VERIFY_TRIES = 4
 
 
-def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int) -> Scenario:
+def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int,
+              down: bool = False) -> Scenario:
+    """The candidates at ``rate``; with ``down`` (``resilience``) each also once per pool with
+    that pool's first instance crashed for the whole run (placement ``<name> without <pool>``)."""
     w = dataclasses.replace(spec.workload, requests=requests,
                             arrival=dataclasses.replace(spec.workload.arrival, rate_rps=rate))
+    placements = {}
+    for c in cands:
+        placements[c.name()] = build(Placement, c.placement())
+        for pool in (c.pools if down else ()):
+            # NOTE: down from the start to past any run; a request that finds no live
+            # instance gives up after ten TTFT targets (its wait counts against the plan)
+            placements[_without(c, pool)] = build(Placement, {
+                **c.placement(), "faults": [{"at_s": 0, "target": f"{pool}/0", "kind": "crash",
+                                              "repair_s": 1e9}],
+                "recovery": {"request_timeout_s": 10 * spec.slo.ttft_s}})
     return Scenario(name=spec.name, model=spec.model, workload=w, slo=spec.slo,
-                    placements={c.name(): build(Placement, c.placement()) for c in cands},
+                    placements=placements,
                     source_file=spec.source_file)   # relative workload files, error attribution
+
+
+def _without(c: Candidate, pool: str) -> str:
+    return f"{c.name()} without {pool}/0"
 
 
 def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> Candidate:
     from ..api import plain, run_summaries
+    down = spec.resilience is not None
     for _ in range(_VERIFY_TRIES):
-        (s,) = executor.map(run_summaries,
-                            [plain(_scenario(spec, [c], target, spec.verify_requests))])[0]
-        c.attainment = s["slo_attainment"]
-        if s["meets_slo"]:
+        runs = executor.map(run_summaries, [plain(_scenario(
+            spec, [c], target, spec.verify_requests, down))])[0]
+        # the plan itself first, then each pool's instance down: the first that misses
+        s, grow = runs[0], None
+        c.attainment = min(r["slo_attainment"] for r in runs)
+        for r, pool in zip(runs, [None, *(c.pools if down else ())]):
+            if not r["meets_slo"]:
+                s, grow = r, pool
+                break
+        else:
             c.verified = True
             return c
-        # grow the pool under pressure by one instance
-        role = "mixed" if "mixed" in c.pools else (
+        # grow the pool under pressure (or the one that could not lose an instance) by one
+        role = grow or ("mixed" if "mixed" in c.pools else (
             "prefill" if s["ttft_s"]["p90"] and s["ttft_s"]["p90"] > spec.slo.ttft_s
-            else "decode")
+            else "decode"))
         o, n = c.pools[role]
         c.pools[role] = (o, n + 1)
         c.cost += o.price

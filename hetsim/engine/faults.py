@@ -1,0 +1,361 @@
+"""Faults and recovery: instances crash or hang, and the requests they held recover.
+
+One ``Faults`` per simulation of a placement with faults. It runs one SimPy process per
+scheduled fault target and per instance under a random fault, keeps instances that are down
+out of the routers' candidates, and serves each request's lifecycle so that a crash can
+interrupt it wherever it waits. Where the request stood decides how it goes on:
+
+=====================================================  ==========================================
+where the request is when instance X crashes           what happens
+=====================================================  ==========================================
+queued at X                                            ``reroute``: routed again to a live one
+prefilling on X                                        ``restart``: routed again (work lost)
+KV on prefill X, waiting for or crossing to decode     ``reprefill``: the owner is gone, so the
+                                                       prompt is prefilled again (the decode
+                                                       side's reservation is released)
+waiting for or crossing to decode X, prefill copy      ``rehandoff``: the prefill side still owns
+held                                                   the KV, so it goes to another decode
+KV on X (decoding, or copied and being converted)      ``recompute``: the prompt + the tokens
+                                                       generated so far are prefilled again
+=====================================================  ==========================================
+
+Every move counts one retry; past ``recovery.retry_limit`` the request ends ``failed``
+(``retry_limit``), as it does once ``request_timeout_s`` has passed since its arrival when a
+fault moves it or while it waits for a live instance (``timeout``). A hang freezes the
+instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait.
+
+Link faults change the capacity of every port of a link group (``Network.set_capacity``):
+``degrade`` multiplies it by its factor; ``down`` leaves it at 1 B/s (a flow there stalls),
+and every transfer crossing the group is stopped and sent again (``rehandoff``, its decode
+room released first): it goes as soon as the link carries bytes again, from the start.
+
+Random faults draw from their own streams: ``SeedSequence(seed, spawn_key=(3, src, j, i))``
+for fault ``j`` of the scenario (src 0) or the placement (src 1) and instance ``i`` of its
+pool. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
+per-placement sequence, so no other stream moves, and every placement with that pool sees the
+same failure times.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import simpy
+
+from .loop import Hang
+from .request import TERMINAL, Request, State
+from .stats import FaultStats
+
+__all__ = ["Faults", "FAULT_STREAM"]
+
+#: the child of the run's SeedSequence the fault streams descend from (the workload's are 0-2)
+FAULT_STREAM = 3
+#: what a link that is down carries, B/s: nothing to speak of, but rates stay defined
+DOWN_BYTES_PER_S = 1.0
+REROUTE, RESTART, REPREFILL, REHANDOFF, RECOMPUTE = (
+    "reroute", "restart", "reprefill", "rehandoff", "recompute")
+
+
+class _Gone(Exception):
+    """The request ended (failed) while its stage ran: its lifecycle stops."""
+
+
+class _Hit:
+    """What a request had before faults changed it, and its recovery so far."""
+    __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending")
+
+    def __init__(self, req: Request):
+        self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
+        self.first_token_s = math.nan
+        self.retries = 0
+        self.pending = False    # an interrupt is on its way (later scans leave it alone)
+
+
+class Faults:
+    def __init__(self, sim, placement, seed: int):
+        self.sim, self.env = sim, sim.env
+        rec = placement.recovery
+        self.retry_limit, self.timeout_s = rec.retry_limit, rec.request_timeout_s
+        self.by_name = {i.name: i for insts in sim.instances.values() for i in insts}
+        self.crashed: set[str] = set()
+        self.repaired = self.env.event()       # fires at the next repair, then renewed
+        self.outages: dict[str, list[tuple[float, float]]] = {n: [] for n in self.by_name}
+        self.applied = self.retried = self.transfers_retried = 0
+        self.recomputed_tokens = self.lost_prefill_tokens = 0
+        self.kv_bytes_lost = 0.0
+        self.link_faults: list[tuple[str, float, float]] = []
+        self._base: dict = {}       # port -> its capacity without faults
+        self._factors: dict = {}    # port -> factors of the link faults on it now
+        for rf in placement.faults:
+            f = rf.spec
+            if rf.link is not None:
+                self.env.process(self._link(rf))
+                continue
+            for name in rf.instances:
+                inst = self.by_name[name]
+                if f.random:
+                    i = int(name.rpartition("/")[2])
+                    rng = np.random.default_rng(np.random.SeedSequence(
+                        seed, spawn_key=(FAULT_STREAM, *rf.stream, i)))
+                    self.env.process(self._random(inst, f, rng))
+                else:
+                    self.env.process(self._scheduled(inst, f))
+
+    # --- fault processes -----------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Every request has ended: later faults change nothing and are not applied."""
+        return self.sim.done == len(self.sim.requests)
+
+    def _scheduled(self, inst, f):
+        if f.at_s:
+            yield self.env.timeout(f.at_s)
+        yield from self._strike(inst, f.kind, f.down_s)
+
+    def _random(self, inst, f, rng: np.random.Generator):
+        """Up an Exp(mtbf) time, down an Exp(mttr) time, again, until the requests end.
+        Both draws are made every cycle, so the times never depend on the run."""
+        while True:
+            up, down = rng.exponential(f.mtbf_s), rng.exponential(f.mttr_s)
+            yield self.env.timeout(up)
+            if self.finished:
+                return
+            yield from self._strike(inst, f.kind, down)
+
+    def _strike(self, inst, kind: str, down_s: float):
+        """Take ``inst`` down for ``down_s`` (a crash of a crashed instance does nothing)."""
+        if inst.name in self.crashed or self.finished:
+            return
+        env = self.env
+        self.applied += 1
+        start = env.now
+        inst.outages += 1
+        if kind == "crash":
+            self.crashed.add(inst.name)
+            self._crash(inst)
+        else:
+            inst.proc.interrupt(Hang(down_s))
+        yield env.timeout(down_s)
+        inst.outages -= 1
+        if kind == "crash":
+            # NOTE: back cold (reset emptied it); a hang still running ends with the crash
+            self.crashed.discard(inst.name)
+            inst.proc = env.process(inst._run())
+        self.outages[inst.name].append((start, env.now))
+        ev, self.repaired = self.repaired, env.event()
+        ev.succeed()
+
+    def _link(self, rf):
+        """A degrade or down on every port of a link group, for its duration."""
+        f, env, link = rf.spec, self.env, self.sim.link
+        ports = [p for p in link.ports if p.group == rf.link]
+        if f.at_s:
+            yield env.timeout(f.at_s)
+        if self.finished:
+            return
+        self.applied += 1
+        start = env.now
+        factor = f.factor if f.kind == "degrade" else 0.0
+        for p in ports:
+            self._scale(p, factor, add=True)
+        if f.kind == "down":
+            self._resend(set(ports))
+        yield env.timeout(f.duration_s)
+        for p in ports:
+            self._scale(p, factor, add=False)
+        self.link_faults.append((rf.link, start, env.now))
+
+    def _scale(self, port, factor: float, add: bool) -> None:
+        base = self._base.setdefault(port, port.capacity)
+        fs = self._factors.setdefault(port, [])
+        fs.append(factor) if add else fs.remove(factor)
+        cap = base * math.prod(fs)
+        self.sim.link.net.set_capacity(port, max(cap, DOWN_BYTES_PER_S))
+
+    def _resend(self, ports: set) -> None:
+        """Every transfer crossing ``ports`` stops; its prefill copy goes out again."""
+        link, moves = self.sim.link, []
+        for r in self.sim.reqs:
+            if r.state is not State.TRANSFERRING or r.transfer_end_s == r.transfer_end_s or (
+                    r.fault is not None and r.fault.pending):
+                continue
+            p, d = self.by_name[r.prefill_instance], self.by_name[r.decode_instance]
+            if ports.isdisjoint(link.path(p, d)[0]):
+                continue
+            self._release_receiver(r)
+            if r.fault is None:
+                r.fault = _Hit(r)
+            r.fault.pending = True
+            moves.append(r)
+        for r in moves:
+            r.proc.interrupt((REHANDOFF, 0))
+
+    def _crash(self, inst) -> None:
+        """Stop the instance, release what its requests hold elsewhere, empty it, and send
+        each of them its recovery."""
+        inst.proc.interrupt("crash")
+        moves = []
+        for r in self.sim.reqs:
+            if r.state in TERMINAL or r.state is State.CREATED or (
+                    r.fault is not None and r.fault.pending):
+                continue
+            cause = self._where(r, inst)
+            if cause is not None:
+                if r.fault is None:
+                    r.fault = _Hit(r)
+                r.fault.pending = True
+                moves.append((r, cause))
+        inst.reset()
+        for r, cause in moves:
+            r.proc.interrupt(cause)
+
+    def _where(self, r: Request, inst):
+        """The recovery of ``r`` when ``inst`` crashes (None: ``r`` is not on it), having
+        released what ``r`` holds on other instances."""
+        name, st = inst.name, r.state
+        on_p, on_d = r.prefill_instance == name, r.decode_instance == name
+        if on_p and st is State.QUEUED:
+            return REROUTE, 0
+        if on_p and st is State.PREFILLING:
+            self.lost_prefill_tokens += r.input_tokens
+            return RESTART, 0
+        sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
+        if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:
+            if on_p:     # the owner of the only copy is gone
+                self._release_receiver(r)
+                self._lost(inst, r.input_tokens)
+                return REPREFILL, 0
+            if on_d:
+                self._cancel_flow(r)
+                return REHANDOFF, 0
+            return None
+        if on_d and st in (State.TRANSFERRING, State.DECODING):
+            g = inst.generated(r) if st is State.DECODING else 0
+            self._lost(inst, r.input_tokens + g)
+            return RECOMPUTE, g
+        return None
+
+    def _lost(self, inst, tokens: int) -> None:
+        """KV of ``tokens`` tokens on ``inst`` is gone and will be computed again."""
+        self.recomputed_tokens += tokens
+        pool = inst.pool
+        self.kv_bytes_lost += (inst.step.model.kv_tokens(tokens)
+                               * pool.memory.kv_bytes_per_token * pool.spec.tp)
+
+    def _cancel_flow(self, r: Request) -> None:
+        """A transfer in flight stops (its process waits on the flow itself)."""
+        if r.state is State.TRANSFERRING:
+            self.sim.link.net.cancel(r.proc.target)
+
+    def _release_receiver(self, r: Request) -> None:
+        """The decode side's room for ``r`` (queued or granted) goes back; any flow stops."""
+        d = self.by_name.get(r.decode_instance)
+        if d is None:         # still choosing a decode instance
+            return
+        if r.state is State.WAIT_KV:
+            if not d.kv.cancel(r.proc.target):   # granted, not yet taken up
+                d.kv.release(r.kv_blocks)
+        else:
+            self._cancel_flow(r)
+            d.kv.release(r.kv_blocks)
+        d.load_tokens -= r.input_tokens + r.output_tokens
+        d.n_requests -= 1
+
+    # --- request lifecycles --------------------------------------------------------------
+    def serve(self, req: Request):
+        """The request's lifecycle, started again where a fault leaves it."""
+        req.proc = self.env.active_process
+        stage = self._route(req)
+        while True:
+            try:
+                yield from stage
+                return
+            except simpy.Interrupt as i:
+                stage = self._recover(req, *i.cause)
+            except _Gone:
+                return
+
+    def _recover(self, req: Request, kind: str, generated: int):
+        """The next stage of ``req`` after a fault moved it (or nothing: it failed)."""
+        f = req.fault
+        f.pending = False
+        f.retries += 1
+        self.retried += f.retries == 1
+        if f.first_token_s != f.first_token_s:    # the client's first token, kept
+            f.first_token_s = req.first_token_s
+        if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
+            req.gen += 1
+        req.ctx0 = 0
+        nan = math.nan
+        req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
+        p = self.by_name.get(req.prefill_instance)
+        if kind == REHANDOFF and p.name in self.crashed:   # its owner crashed meanwhile
+            kind = REPREFILL
+        why = ("retry_limit" if f.retries > self.retry_limit else
+               "timeout" if self._late(req) else None)
+        if why:
+            if kind == REHANDOFF:       # the prefill side lets its copy go
+                p.release(p.kv.blocks(req.input_tokens))
+            req.fail(why)
+            return iter(())
+        req.decode_instance = ""
+        if kind == REHANDOFF:
+            self.transfers_retried += 1
+            req.to(State.WAIT_KV)
+            req.kv_blocks = p.kv.blocks(req.input_tokens)
+            return self.sim._handoff(req, p)
+        if kind == RECOMPUTE:
+            req.input_tokens += generated
+            req.output_tokens -= generated
+        req.to(State.CREATED)
+        return self._route(req)
+
+    def _route(self, req: Request):
+        """From routing (among live instances) to the request's end."""
+        sim = self.sim
+        target = ((yield from self.pick(sim.router_prefill, sim.entry, req))
+                  if sim.prefills else None)
+        yield from sim._stage(req, target)
+
+    def _late(self, req: Request) -> bool:
+        return (self.timeout_s is not None
+                and self.env.now >= req.arrival_s + self.timeout_s)
+
+    def pick(self, router, candidates: list, req: Request):
+        """``router``'s pick among the live ``candidates``; with none live, wait for a repair
+        (failing the request at its timeout)."""
+        env = self.env
+        while True:
+            live = [c for c in candidates if not c.outages]
+            if live:
+                return router.pick(live, req)
+            wait = self.repaired
+            if self.timeout_s is not None:
+                left = req.arrival_s + self.timeout_s - env.now
+                if left <= 0:
+                    if req.fault is None:
+                        req.fault = _Hit(req)
+                    if req.state is State.WAIT_KV:   # its prompt's KV, held on prefill
+                        p = self.by_name[req.prefill_instance]
+                        p.release(p.kv.blocks(req.input_tokens))
+                    req.fail("timeout")
+                    raise _Gone
+                wait = wait | env.timeout(left)
+            yield wait
+
+    # --- the end -------------------------------------------------------------------------
+    def restore(self, reqs: list[Request]) -> None:
+        """Each moved request's record shows what the client asked for and first saw."""
+        for r in reqs:
+            f = r.fault
+            if f is not None:
+                r.input_tokens, r.output_tokens = f.input_tokens, f.output_tokens
+                if f.first_token_s == f.first_token_s:
+                    r.first_token_s = f.first_token_s
+
+    def stats(self) -> FaultStats:
+        pools = {n: i.pool.name for n, i in self.by_name.items()}
+        return FaultStats(self.applied, self.retried, self.transfers_retried,
+                          self.recomputed_tokens, self.lost_prefill_tokens, self.kv_bytes_lost,
+                          {n: tuple(v) for n, v in self.outages.items()}, pools,
+                          tuple(self.link_faults))
