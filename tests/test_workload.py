@@ -131,3 +131,27 @@ def test_sharegpt_distserve_preset_matches_its_source():
     assert r.input_tokens.mean() == pytest.approx(780, rel=0.05)
     assert r.output_tokens.mean() == pytest.approx(176, rel=0.08)
     assert (r.input_tokens + r.output_tokens).max() <= 2048
+
+
+def test_mlperf_llama2_openorca_preset_matches_its_source():
+    """The preset keeps the sourced facts of MLPerf's llama2-70b OpenOrca set: input 48..1021
+    tokens with mean 5,463,976 / 24,576 = 222.33, generated output 1..1024 with mean 294.45
+    (the lognormal shape between them is an assumption; see the preset)."""
+    r = generate(spec(preset="mlperf-llama2-openorca", input_tokens=None, output_tokens=None,
+                      requests=200_000), max_context=4096)
+    assert r.input_tokens.min() >= 48 and r.input_tokens.max() <= 1021
+    assert r.output_tokens.min() >= 1 and r.output_tokens.max() <= 1024
+    assert r.input_tokens.mean() == pytest.approx(5463976 / 24576, rel=0.01)
+    assert r.output_tokens.mean() == pytest.approx(294.45, rel=0.01)
+    assert r.clipped == 0
+
+
+def test_clipped_lognormal_mean_is_exact():
+    """The closed form the MLPerf preset solves with agrees with its limits: no clipping gives
+    the lognormal mean median x e^(sigma^2/2); a clip at the median from below, half the draws
+    lifted to it."""
+    from hetsim.workload.presets import _clipped_mean
+    assert _clipped_mean(100, 0.5, 1e-9, 1e12) == pytest.approx(100 * np.exp(0.125), rel=1e-9)
+    x = np.random.default_rng(0).lognormal(np.log(100), 0.8, 400_000)
+    assert _clipped_mean(100, 0.8, 60, 300) == pytest.approx(np.clip(x, 60, 300).mean(),
+                                                             rel=0.003)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["PRESETS"]
+__all__ = ["PRESETS", "MLPERF_INPUT_MEAN", "MLPERF_OUTPUT_MEAN"]
 
 
 # Presets from the published statistics of the Azure LLM inference traces (2023, CC-BY):
@@ -16,6 +16,48 @@ __all__ = ["PRESETS"]
 def _ln(median, p90, max_):
     return {"dist": "lognormal", "median": median, "sigma": round(math.log(p90 / median) / 1.2816, 4),
             "max": max_}
+
+
+def _phi(z: float) -> float:
+    """The standard normal CDF."""
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def _clipped_mean(median: float, sigma: float, lo: float, hi: float) -> float:
+    """E[clip(X, lo, hi)] for X lognormal with this median and sigma (closed form)."""
+    phi = _phi
+    mu = math.log(median)
+    a, b = (math.log(lo) - mu) / sigma, (math.log(hi) - mu) / sigma
+    return (lo * phi(a) + math.exp(mu + sigma ** 2 / 2) * (phi(b - sigma) - phi(a - sigma))
+            + hi * (1 - phi(b)))
+
+
+def _ln_mean(mean: float, sigma: float, lo: int, hi: int) -> dict:
+    """A lognormal of ``sigma`` clipped to [lo, hi] whose clipped mean is ``mean``: the median
+    is found by bisection on the closed form (the clipped mean rises with the median)."""
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(100):
+        m = (a + b) / 2
+        a, b = (m, b) if _clipped_mean(math.exp(m), sigma, lo, hi) < mean else (a, m)
+    return {"dist": "lognormal", "median": round(math.exp(m), 4), "sigma": sigma, "min": lo,
+            "max": hi}
+
+
+# MLPerf Inference llama2-70b (v4.0-v5.x), server and offline: the 24,576 OpenOrca (GPT-4
+# part) samples as mlcommons/inference@12027f17 language/llama2-70b/processorca.py selects
+# them (Llama-2 chat template, input and reference output each < 1024 tokens, equal parts of
+# cot/niv/flan/t0). Sourced: generated output mean 294.45 tokens per sample (that commit's
+# language/llama2-70b/README.md, "Accuracy Target"), output 1..1024 (SUT.py gen_kwargs
+# min_new_tokens 1, max_new_tokens 1024); input min 48, max 1021, sum 5,463,976 over 24,576
+# rows = mean 222.33 (FlashLab-MBZUAI/HBFSim@96cf1b37 validation/calibration/
+# h100-llama2-70b-calibration-protocol.json: statistics of the official pickle
+# open_orca_gpt4_tokenized_llama.sampled_24576.pkl, sha256 ec34d70f...). No percentile of
+# either length is published: the lognormal shape and sigma 0.8 are an ASSUMPTION (DESIGN.md
+# "MLPerf Llama-2-70B"); only the bounds and means are facts. Poisson arrivals (loadgen's
+# server scenario).
+MLPERF_SIGMA = 0.8
+MLPERF_INPUT_MEAN = 5463976 / 24576
+MLPERF_OUTPUT_MEAN = 294.45
 
 
 PRESETS = {
@@ -40,6 +82,10 @@ PRESETS = {
             [0.3, 23], [0.35, 33], [0.4, 36], [0.45, 48], [0.5, 67], [0.55, 112], [0.6, 164],
             [0.65, 201], [0.7, 236], [0.75, 278], [0.8, 337], [0.85, 403], [0.9, 478],
             [0.95, 594], [0.975, 780], [0.99, 834], [1, 1085]]},
+        "arrival_cv": 1.0},
+    "mlperf-llama2-openorca": {
+        "input_tokens": _ln_mean(MLPERF_INPUT_MEAN, MLPERF_SIGMA, 48, 1021),
+        "output_tokens": _ln_mean(MLPERF_OUTPUT_MEAN, MLPERF_SIGMA, 1, 1024),
         "arrival_cv": 1.0},
     # Stage-pressure regimes.
     "prefill-heavy": {"input_tokens": _ln(4096, 8192, 16384), "output_tokens": _ln(64, 128, 512),
