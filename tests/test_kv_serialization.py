@@ -221,7 +221,7 @@ def test_k_transfers_in_one_batch_pay_one_setup(base_dict, tmp_path):
     assert (batch["kv_batches"], batch["kv_requests_per_batch"]) == (1, 3.0)
     nic = hetsim.hardware.load_interconnect("tcp-25g")
     # one stream: the window, one per-transfer overhead, all three requests' descriptors
-    # posted on the sender's thread, the path latency, then the three requests' bytes
+    # posted on the initiator's thread (the decode instance's: pull), the path latency, then the three requests' bytes
     per_rank = 2048 // 16 * 32 * 2
     latency = nic.latency + 2 * 5.7e-6     # NICs + both PCIe hops (pcie-gen5)
     expect = (5e-3 + nic.per_transfer_overhead + 3 * per_rank * 1e-6 + latency
@@ -236,6 +236,24 @@ def test_k_transfers_in_one_batch_pay_one_setup(base_dict, tmp_path):
     assert queued == pytest.approx([0.0, step, 2 * step], abs=1e-12)
     assert b["setup"]["mean"] == pytest.approx(latency + nic.per_transfer_overhead + step,
                                                rel=1e-9)
+
+
+def test_the_initiator_posts_the_decode_side_under_pull_the_prefill_side_under_push(
+        base_dict, tmp_path):
+    # one prefill instance hands three prompts (one iteration) to three decode instances
+    nic = hetsim.hardware.load_interconnect("tcp-25g")
+    latency = nic.latency + 2 * 5.7e-6
+    step = nic.per_transfer_overhead + 2048 // 16 * 32 * 2 * 1e-6
+    waits = {}
+    for handoff in ("pull", "push"):
+        _, r = one(base_dict, tmp_path, n=3, tokens=2048, batching="none", descriptor_us=1.0,
+                   handoff=handoff, decode={"instances": 3})
+        waits[handoff] = sorted(t.setup_s - latency - nic.per_transfer_overhead
+                                for t in r.transfers["disagg"])
+    # pull: each decode instance reads its own KV on its own thread, so nothing queues;
+    # push: the one prefill instance writes all three from its thread, one after another
+    assert waits["pull"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    assert waits["push"] == pytest.approx([0.0, step, 2 * step], abs=1e-12)
 
 
 def _batcher(window, cap):

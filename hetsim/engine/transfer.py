@@ -54,7 +54,7 @@ class KVLink:
         self.log: list[TransferRecord] = []    # stepwise transfers, in the order they ended
         self._codecs: dict = {}
         self._streams = 0
-        self._threads: dict[str, simpy.Resource] = {}   # sender -> its transfer thread
+        self._threads: dict[str, simpy.Resource] = {}   # initiator -> its transfer thread
         self.batcher = None
         if self.steps is not None and self.steps.window_s is not None:
             self.batcher = Batcher(env, self.steps.window_s, self.steps.batch_cap_bytes,
@@ -228,9 +228,10 @@ class KVLink:
             s.get("wire", 0.0), s.get("deserialize", 0.0), env.now - decoded))
 
     def _stream(self, p, d, nbytes: float, descriptors: int):
-        """One stream from ``p`` to ``d`` (a lone transfer or a batch): the sender's transfer
-        thread posts it (the per-transfer overhead, then the descriptors, every rank in
-        parallel), one at a time per sender; after the path's latency the bytes flow. Its
+        """One stream from ``p`` to ``d`` (a lone transfer or a batch): the initiator's
+        transfer thread (``d``'s under pull, ``p``'s under push) posts it (the per-transfer
+        overhead, then the descriptors, every rank in parallel), one at a time per instance;
+        after the path's latency the bytes flow. Its
         StreamCost: setup = waiting for the thread + overhead + latency."""
         env = self.env
         index, self._streams = self._streams, self._streams + 1
@@ -238,11 +239,15 @@ class KVLink:
         overhead = self.overhead(p, d)
         posting = descriptors * self.steps.descriptor_s
         sent = env.now
-        thread = self._threads.get(p.name)
+        # NOTE: the initiator posts: under pull the decode side reads (vLLM's NixlConnector:
+        # descriptor preparation and READ submission stall the decode model thread,
+        # vllm-project/vllm#57987), under push the prefill side writes. One thread per
+        # instance (ai-dynamo/nixl#1514: postXfer posts descriptors in a single-threaded
+        # loop), so concurrent transfers it initiates queue for it
+        owner = (d if self.t.handoff == "pull" else p).name
+        thread = self._threads.get(owner)
         if thread is None:
-            thread = self._threads[p.name] = simpy.Resource(env, 1)
-        # NOTE: the engine posts transfers from one thread (ai-dynamo/nixl#1514: postXfer
-        # posts descriptors in a single-threaded loop), so concurrent sends queue for it
+            thread = self._threads[owner] = simpy.Resource(env, 1)
         with thread.request() as turn:
             yield turn
             if overhead + posting > 0:
