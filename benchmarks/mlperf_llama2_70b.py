@@ -39,6 +39,10 @@ Assumed (no source gives it): the shape of both length distributions, lognormal 
 runs hetsim's idealised engine on its datasheet profile (AMD ran vLLM, which hetsim has
 measured kernels for only on NVIDIA GPUs).
 
+Each request carries the SUT's max_new_tokens (1024) as its output limit
+(``workload.max_output_tokens``): TensorRT-LLM's GUARANTEED_NO_EVICT admission reserves KV for
+it, as it cannot know that the output will stop at ~294 tokens.
+
 The run: 20,000 requests per simulated rate, the first 4,000 warm-up (left out of the
 percentiles), seed 0, one request stream per rate; the rate search starts at 32 req/s and
 bisects to 2%.
@@ -99,6 +103,10 @@ def run_of(r, knobs: dict) -> Run:
                (knee.ttft_s_p99, knee.tpot_s_p99) if knee else (None, None))
 
 
+#: every request's output limit (SUT.py gen_kwargs max_new_tokens, the commit above)
+MAX_NEW_TOKENS = 1024
+
+
 def scenario(acc: str, tps, requests: int, seed: int) -> dict:
     """The MLPerf server scenario on ``acc`` with one placement per TP degree in ``tps``."""
     def pool(tp):
@@ -108,6 +116,8 @@ def scenario(acc: str, tps, requests: int, seed: int) -> dict:
     return {"name": f"mlperf-llama2-70b-{acc}", "model": "llama-2-70b",
             "workload": {"requests": requests, "seed": seed, "preset": "mlperf-llama2-openorca",
                          "warmup": {"requests": requests // 5},
+                         # the SUT's max_new_tokens: what TRT-LLM's no-evict admission reserves
+                         "max_output_tokens": MAX_NEW_TOKENS,
                          "arrival": {"process": "poisson", "rate_rps": 32.0}},
             "slo": SLO,
             "placements": {f"{ACCELERATORS // tp}xTP{tp}": {"pools": {"mixed": pool(tp)}}

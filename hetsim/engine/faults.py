@@ -307,6 +307,7 @@ class Faults:
         if kind == RECOMPUTE:
             req.input_tokens += generated
             req.output_tokens -= generated
+            req.reserve_out -= generated     # the client's limit counts what was written
         req.to(State.CREATED)
         return self._route(req)
 

@@ -160,15 +160,18 @@ class DecodeInstance(Instance):
                      if r is not None and r.cuda_graphs and r.graph_padding else None)
 
     def fits(self, req: Request) -> bool:
-        return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
+        """The KV reserved for ``req`` (prompt + the output a reserving scheduler assumes)
+        fits in the whole cache."""
+        return self.kv.blocks(req.input_tokens + req.reserve_out) <= self.kv.capacity
 
     def refusal(self, req: Request, whose: str = "the instance's") -> str:
         """Why ``req`` does not fit here (``fits`` is False)."""
         return f"prompt + output exceed {whose} KV capacity"
 
     def _blocks_on_arrival(self, req: Request) -> int:
-        """Blocks reserved before the KV arrives: the whole request (prompt + output)."""
-        return self.kv.blocks(req.input_tokens + req.output_tokens)
+        """Blocks reserved before the KV arrives: the whole request (prompt + the output it
+        may write: the clients' limit where the workload states one)."""
+        return self.kv.blocks(req.input_tokens + req.reserve_out)
 
     def reserve(self, req: Request) -> simpy.Event:
         """Reserve the request's KV blocks before the pull."""

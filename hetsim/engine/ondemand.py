@@ -62,6 +62,11 @@ class OnDemandDecodeInstance(DecodeInstance):
     def _blocks_on_arrival(self, req: Request) -> int:
         return self.kv.blocks(req.input_tokens + 1)
 
+    def fits(self, req: Request) -> bool:
+        """The whole sequence it will grow to fits in the cache (nothing is reserved for an
+        output limit: the KV grows as tokens come)."""
+        return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
+
     def _idle(self) -> simpy.Event:
         return self.kv.wait_release() | self._sleep() if self.preempted else self._sleep()
 

@@ -105,7 +105,7 @@ class FcfsPolicy:
         waiting, kv = inst.waiting, inst.kv
         while waiting and seqs < inst.max_seqs and queued < budget:
             r = waiting[0]
-            blocks = kv.blocks(r.input_tokens + r.output_tokens)
+            blocks = kv.blocks(r.input_tokens + r.reserve_out)
             if not kv.try_reserve(blocks):
                 break
             waiting.popleft()
@@ -187,7 +187,7 @@ class RuntimePolicy(FcfsPolicy):
                     break
             if overlap and not _ready(inst, r, bool(seqs)):
                 break
-            blocks = kv.blocks(r.input_tokens + (r.output_tokens if self.reserve_output else 0))
+            blocks = kv.blocks(r.input_tokens + (r.reserve_out if self.reserve_output else 0))
             if not kv.try_reserve(blocks):
                 break
             waiting.popleft()
@@ -219,9 +219,9 @@ class SglangPolicy(RuntimePolicy):
     prefill step, prompts packed up to the chunk size (the last one chunked), whenever a
     prompt is running or can be admitted, and the decodes wait (``paused``); otherwise the
     running requests decode (``mixed``, enable_mixed_chunk: prompts join the decodes instead).
-    A prompt is admitted when prompt + min(output, 4096) fits in the free KV less what the
-    running requests are still expected to write: their remaining outputs (each clipped at
-    4096) x ``new_token_ratio``, which decays from 0.7 to 0.098 over 600 decode steps and
+    A prompt is admitted when prompt + min(max_new_tokens, 4096) fits in the free KV less
+    what the running requests are still expected to write: their remaining max_new_tokens
+    (each clipped at 4096; max_new_tokens is the request's ``reserve_out``) x ``new_token_ratio``, which decays from 0.7 to 0.098 over 600 decode steps and
     restarts from the victim's progress when a request is retracted. The KV grows per token;
     when it runs out the request with the fewest outputs (ties: longest prompt) is retracted
     and recomputed later."""
@@ -240,15 +240,17 @@ class SglangPolicy(RuntimePolicy):
     def _expected(self, inst) -> float:
         """Tokens the running and prefilling requests are still expected to write."""
         clip, now = self.CLIP, inst.step_no
-        running = sum(min(done - now, clip) for done, _, gen, r in inst.active if r.gen == gen)
+        # (max_new_tokens less the outputs so far: the steps left, plus the limit's slack)
+        running = sum(min(done - now + r.reserve_out - r.output_tokens, clip)
+                      for done, _, gen, r in inst.active if r.gen == gen)
         return (running * self.ratio(now)
-                + sum(min(r.output_tokens, clip) for r, _ in inst.prefilling))
+                + sum(min(r.reserve_out, clip) for r, _ in inst.prefilling))
 
     def _room(self, inst) -> float:
         return inst.kv.free * inst.kv.block_size - self._expected(inst)
 
     def _estimate(self, r: Request) -> float:
-        return r.input_tokens - r.cached_tokens + min(r.output_tokens, self.CLIP)
+        return r.input_tokens - r.cached_tokens + min(r.reserve_out, self.CLIP)
 
     def victim(self, inst) -> Request | None:
         best, key = None, None
@@ -259,7 +261,7 @@ class SglangPolicy(RuntimePolicy):
             if key is None or k < key:
                 best, key = r, k
         if best is not None:   # retract_decode resets the ratio from the retracted request
-            self._ratio0 = min(1.0, (key[0] + 20) / max(1, best.output_tokens))
+            self._ratio0 = min(1.0, (key[0] + 20) / max(1, best.reserve_out))
             self._since = inst.step_no
         return best
 

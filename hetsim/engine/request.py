@@ -92,6 +92,8 @@ _ENGINE_SLOTS = (
     "eligible",              # overlap scheduling: the step count before which it cannot join
     "proc",                  # with faults: the SimPy process serving it (to interrupt)
     "fault",                 # with faults: its recovery record (None until a fault hits it)
+    "reserve_out",           # output tokens a scheduler reserving output KV reserves: the
+                             # client's max_tokens where the workload states it, else its own
 )
 
 
@@ -119,6 +121,7 @@ class Request:
         self.kv_blocks = self.done_step = self.gen = 0
         self.ctx0 = self.step0 = self.remaining = self.swapped = self.eligible = 0
         self.proc = self.fault = None
+        self.reserve_out = output_tokens
 
     def to(self, state: State) -> None:
         assert state in _NEXT[self.state], f"request {self.id}: {self.state} -> {state}"

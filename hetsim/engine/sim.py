@@ -202,6 +202,8 @@ class Simulation:
         """Request ``i``, sent now."""
         rq, now = self.requests, self.env.now
         req = Request(i, now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
+        if rq.max_output_tokens is not None:
+            req.reserve_out = rq.max_output_tokens
         self.reqs.append(req)
         if self._measured is not None and self._window is None and self._measured(i, now):
             self._open_window(now)

@@ -32,6 +32,9 @@ class Requests:
     ramp_s: float = 0.0     # closed loop: client i of N starts at i x ramp_s / N
     #: the warm-up, whose requests the engine's statistics leave out (``Simulation``)
     warmup: Warmup | None = None
+    #: the clients' output limit (None: each request's own output), what schedulers that
+    #: reserve output KV up front reserve
+    max_output_tokens: int | None = None
 
     def __len__(self) -> int:
         return len(self.input_tokens)
@@ -136,6 +139,16 @@ def generate(spec: WorkloadSpec, base: Path | str = ".", max_context: int | None
     if spec.warmup is not None:
         _check_warmup(spec.warmup, reqs)
         reqs = dataclasses.replace(reqs, warmup=spec.warmup)
+    if spec.max_output_tokens is not None:
+        limit = spec.max_output_tokens
+        over = reqs.output_tokens > limit
+        if over.any():
+            raise ConfigError(
+                f"{int(over.sum())} of {len(reqs)} requests have more output tokens (up to "
+                f"{int(reqs.output_tokens.max())}) than the clients' limit {limit}; an output "
+                f"never exceeds max_tokens: bound output_tokens (max: {limit})",
+                path="workload.max_output_tokens")
+        reqs = dataclasses.replace(reqs, max_output_tokens=limit)
     return reqs
 
 

@@ -204,6 +204,12 @@ class WorkloadSpec:
         "{requests: N} or {seconds: S}: the first N requests sent, or those sent before S "
         "seconds, still run but are left out of every per-request metric; the summary measures "
         "the rest over their window (first measured send to last measured completion)"))
+    max_output_tokens: int | None = field(default=None, metadata=meta(
+        "the output limit every client sends (OpenAI max_tokens); every drawn output must be "
+        "within it. A scheduler that reserves a request's output KV up front (TRT-LLM's "
+        "GUARANTEED_NO_EVICT, SGLang's admission estimate, the idealised engine) can only "
+        "reserve this, not the output the request turns out to have; unset: the true output "
+        "(exact where the client forces every output to its length, ignore_eos)", positive))
     moe_routing: str | None = field(default=None, metadata=meta(
         "MoE models: how tokens spread over the experts, balanced (the default) | "
         "power_law_1.01 | power_law_1.2; skewed routing is read from measured MoE kernels, so "
@@ -243,10 +249,11 @@ def load_workload(data: dict, path: str = "workload") -> WorkloadSpec:
 
 def written(workload: dict) -> dict:
     """A workload mapping (``config.to_dict`` of a WorkloadSpec) as hetsim writes it back:
-    ``warmup``, ``moe_routing`` and ``arrival.ramp_s`` are left out while unset, so a scenario
+    ``warmup``, ``moe_routing``, ``max_output_tokens`` and ``arrival.ramp_s`` are left out
+    while unset, so a scenario
     that uses none writes the bytes it wrote before they existed."""
     d = {k: v for k, v in workload.items()
-         if k not in ("warmup", "moe_routing") or v is not None}
+         if k not in ("warmup", "moe_routing", "max_output_tokens") or v is not None}
     if isinstance(d.get("arrival"), dict) and not d["arrival"].get("ramp_s"):
         d["arrival"] = {k: v for k, v in d["arrival"].items() if k != "ramp_s"}
     return d
