@@ -588,3 +588,15 @@ def test_conservation_in_a_closed_loop_under_runtime_rules():
     assert s["completed"] + s["dropped"] + s["requests_failed"] == 300
     assert res.faults.applied > 10 and s["requests_retried"] > 0
     assert sorted(recs) == list(range(300))
+
+
+# --- review: adversarial fault timing ------------------------------------------------------
+def test_a_pool_wide_crash_mid_transfer_moves_the_kv_again_and_then_waits_for_a_repair():
+    # "decode" crashes decode/0 and decode/1 at the same instant: the transfer into decode/0
+    # is re-handed to decode/1 (still up for that instant), which then crashes too while the
+    # request waits for its room there; it waits for a repair and decodes once one is back
+    a, t, recs, res, s = strike("decode", TRANSFER)
+    r = recs[0]
+    assert r.state == "completed" and r.prefill_instance == "prefill/0"
+    assert res.faults.transfers_retried == 2 and res.faults.recomputed_tokens == 0
+    assert r.transfer_start_s == pytest.approx(t + 50.0)    # the repair, 50 s later

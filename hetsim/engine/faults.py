@@ -301,7 +301,8 @@ class Faults:
         req.decode_instance = ""
         if kind == REHANDOFF:
             self.transfers_retried += 1
-            req.to(State.WAIT_KV)
+            if req.state is not State.WAIT_KV:   # (it may still wait for its decode room)
+                req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
             return self.sim._handoff(req, p)
         if kind == RECOMPUTE:
