@@ -600,3 +600,18 @@ def test_a_pool_wide_crash_mid_transfer_moves_the_kv_again_and_then_waits_for_a_
     assert r.state == "completed" and r.prefill_instance == "prefill/0"
     assert res.faults.transfers_retried == 2 and res.faults.recomputed_tokens == 0
     assert r.transfer_start_s == pytest.approx(t + 50.0)    # the repair, 50 s later
+
+
+def test_overlapping_hangs_freeze_the_instance_for_their_union_not_their_sum():
+    # hangs of 0.25 s at t and t + 0.1 s on one instance: it is down from t to t + 0.35 s
+    # (as its outage says), so everything after moves by 0.35 s; and three hangs nested in
+    # one another freeze it no longer than the outermost
+    base = scenario()
+    a = simulate(base)[0][0]
+    t = mid(a.decode_start_s, a.last_token_s)
+    for hangs, delay in (([(t, 0.25), (t + 0.1, 0.25)], 0.35),
+                         ([(t, 0.5), (t + 0.1, 0.1), (t + 0.2, 0.1)], 0.5)):
+        faults = [{"at_s": at, "target": "decode/0", "kind": "hang", "duration_s": d}
+                  for at, d in hangs]
+        recs, res, _ = simulate({**base, "faults": faults})
+        assert recs[0].last_token_s - a.last_token_s == pytest.approx(delay, abs=1e-9)

@@ -162,12 +162,17 @@ class Instance:
 
     def _fault(self, cause):
         """A fault struck the loop: False for a crash (the process ends), else (a hang) wait
-        it out, plus what was left of the iteration in progress, and say True to go on."""
+        it out, plus what was left of the iteration in progress, and say True to go on.
+        Hangs that overlap freeze it until the last of them ends (their union, not their sum:
+        it is down exactly while a hang's outage lasts)."""
+        env = self.env
+        left = max(0.0, self._step_end - env.now)    # of the iteration, frozen meanwhile
+        until = env.now
         while isinstance(cause, Hang):
-            left = max(0.0, self._step_end - self.env.now)
-            self._step_end = self.env.now + cause + left
+            until = max(until, env.now + cause)
+            self._step_end = until + left
             try:
-                yield self.env.timeout(cause + left)
+                yield env.timeout(self._step_end - env.now)
                 return True
             except simpy.Interrupt as i:   # struck again while hung
                 cause = i.cause
