@@ -5,6 +5,7 @@ Exact traces take their times from the same scenario run without faults: up to t
 two runs are the same events, so a crash placed inside a phase of the fault-free run strikes
 that phase, and what follows is checked against what the fault-free run says it costs."""
 import copy
+from dataclasses import replace
 import json
 import math
 import subprocess
@@ -615,3 +616,31 @@ def test_overlapping_hangs_freeze_the_instance_for_their_union_not_their_sum():
                   for at, d in hangs]
         recs, res, _ = simulate({**base, "faults": faults})
         assert recs[0].last_token_s - a.last_token_s == pytest.approx(delay, abs=1e-9)
+
+
+def test_with_a_warm_up_the_fault_metrics_cover_the_measured_requests_and_span():
+    # 40 requests at 10/s, the first 30 a warm-up (measured from t = 3 s): a decode crash at
+    # t = 0.5 s, repaired at 1 s, moves warm-up requests only, so the measured summary shows
+    # no fault, as the same run with the crash moved past its end would; the run's own
+    # FaultStats still count it
+    d = scenario(requests=40, rate=10.0, out=100, recovery={"retry_limit": 0},
+                 faults=[crash("decode/0", 0.5, repair=0.5)])
+    d["workload"]["warmup"] = {"requests": 30}
+    sc = as_scenario(d)
+    model, resolved, reqs = prepare(sc)
+    (pl,) = resolved.values()
+    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    assert res.faults.retried > 0 and res.stats_start_s == pytest.approx(3.0)
+    assert all(i < 30 for i, *_ in res.faults.by_request)
+    df = records_frame(res.requests, pl.name, sc.workload.warmup)
+    s = summarize(df, pl, sc.slo, res)
+    assert s["requests"] == 10 and s["faults"] == 0 and s["requests_retried"] == 0
+    assert s["recomputed_tokens"] == 0 and s["kv_bytes_lost"] == 0.0
+    assert s["availability"] == {"prefill": 1.0, "decode": 1.0}
+    assert s["fault_windows"]["seconds"] == 0
+    # without the warm-up the same run's summary is its totals
+    s = summarize(records_frame(res.requests, pl.name), pl, sc.slo,
+                  replace(res, stats_start_s=None))
+    assert (s["faults"], s["requests_retried"], s["recomputed_tokens"]) == (
+        1, res.faults.retried, res.faults.recomputed_tokens)
+    assert s["availability"]["decode"] < 1.0

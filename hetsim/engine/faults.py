@@ -62,13 +62,24 @@ class _Gone(Exception):
 
 class _Hit:
     """What a request had before faults changed it, and its recovery so far."""
-    __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending")
+    __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending",
+                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost")
 
     def __init__(self, req: Request):
         self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
         self.first_token_s = math.nan
         self.retries = 0
         self.pending = False    # an interrupt is on its way (later scans leave it alone)
+        # what the faults cost this request (summed over the measured requests with a warm-up)
+        self.transfers = self.recomputed = self.lost_prefill = 0
+        self.kv_bytes_lost = 0.0
+
+
+def _hit(r: Request) -> _Hit:
+    """The request's recovery record (made at the first fault that hits it)."""
+    if r.fault is None:
+        r.fault = _Hit(r)
+    return r.fault
 
 
 class Faults:
@@ -183,9 +194,7 @@ class Faults:
             if ports.isdisjoint(link.path(p, d)[0]):
                 continue
             self._release_receiver(r)
-            if r.fault is None:
-                r.fault = _Hit(r)
-            r.fault.pending = True
+            _hit(r).pending = True
             moves.append(r)
         for r in moves:
             r.proc.interrupt((REHANDOFF, 0))
@@ -201,9 +210,7 @@ class Faults:
                 continue
             cause = self._where(r, inst)
             if cause is not None:
-                if r.fault is None:
-                    r.fault = _Hit(r)
-                r.fault.pending = True
+                _hit(r).pending = True
                 moves.append((r, cause))
         inst.reset()
         for r, cause in moves:
@@ -218,12 +225,13 @@ class Faults:
             return REROUTE, 0
         if on_p and st is State.PREFILLING:
             self.lost_prefill_tokens += r.input_tokens
+            _hit(r).lost_prefill += r.input_tokens
             return RESTART, 0
         sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
         if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:
             if on_p:     # the owner of the only copy is gone
                 self._release_receiver(r)
-                self._lost(inst, r.input_tokens)
+                self._lost(inst, r, r.input_tokens)
                 return REPREFILL, 0
             if on_d:
                 self._cancel_flow(r)
@@ -231,16 +239,19 @@ class Faults:
             return None
         if on_d and st in (State.TRANSFERRING, State.DECODING):
             g = inst.generated(r) if st is State.DECODING else 0
-            self._lost(inst, r.input_tokens + g)
+            self._lost(inst, r, r.input_tokens + g)
             return RECOMPUTE, g
         return None
 
-    def _lost(self, inst, tokens: int) -> None:
-        """KV of ``tokens`` tokens on ``inst`` is gone and will be computed again."""
+    def _lost(self, inst, r: Request, tokens: int) -> None:
+        """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
         self.recomputed_tokens += tokens
         pool = inst.pool
-        self.kv_bytes_lost += (inst.step.model.kv_tokens(tokens)
-                               * pool.memory.kv_bytes_per_token * pool.spec.tp)
+        lost = inst.step.model.kv_tokens(tokens) * pool.memory.kv_bytes_per_token * pool.spec.tp
+        self.kv_bytes_lost += lost
+        h = _hit(r)
+        h.recomputed += tokens
+        h.kv_bytes_lost += lost
 
     def _cancel_flow(self, r: Request) -> None:
         """A transfer in flight stops (its process waits on the flow itself)."""
@@ -301,6 +312,7 @@ class Faults:
         req.decode_instance = ""
         if kind == REHANDOFF:
             self.transfers_retried += 1
+            f.transfers += 1
             if req.state is not State.WAIT_KV:   # (it may still wait for its decode room)
                 req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
@@ -334,8 +346,7 @@ class Faults:
             if self.timeout_s is not None:
                 left = req.arrival_s + self.timeout_s - env.now
                 if left <= 0:
-                    if req.fault is None:
-                        req.fault = _Hit(req)
+                    _hit(req)
                     if req.state is State.WAIT_KV:   # its prompt's KV, held on prefill
                         p = self.by_name[req.prefill_instance]
                         p.release(p.kv.blocks(req.input_tokens))
@@ -359,4 +370,8 @@ class Faults:
         return FaultStats(self.applied, self.retried, self.transfers_retried,
                           self.recomputed_tokens, self.lost_prefill_tokens, self.kv_bytes_lost,
                           {n: tuple(v) for n, v in self.outages.items()}, pools,
-                          tuple(self.link_faults))
+                          tuple(self.link_faults),
+                          tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
+                                 f.kv_bytes_lost)
+                                for r in sorted(self.sim.reqs, key=lambda r: r.id)
+                                if (f := r.fault) is not None))
