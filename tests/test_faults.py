@@ -644,3 +644,24 @@ def test_with_a_warm_up_the_fault_metrics_cover_the_measured_requests_and_span()
     assert (s["faults"], s["requests_retried"], s["recomputed_tokens"]) == (
         1, res.faults.retried, res.faults.recomputed_tokens)
     assert s["availability"]["decode"] < 1.0
+
+
+def test_a_hang_across_the_warm_up_end_is_not_counted_busy():
+    # one request a second, the first two a warm-up (measured from t = 2 s); decode/0 hangs
+    # from 1.5 s for 30 s with nothing to run: it is idle, not busy, through the window, so
+    # its utilization is what the measured requests' decode steps alone make it (well under
+    # 1; counting the hang's rest as an iteration made it 1.0)
+    pd1 = {"router": "round-robin", "kv_link": "roce-400g",
+           "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+                     "decode": {"role": "decode", "accelerator": "h100-sxm"}}}
+    d = scenario(placement=pd1, requests=4, rate=1.0, inp=200, out=10,
+                 faults=[{"at_s": 1.5, "target": "decode/0", "kind": "hang", "duration_s": 30}])
+    d["workload"]["warmup"] = {"requests": 2}
+    sc = as_scenario(d)
+    model, resolved, reqs = prepare(sc)
+    (pl,) = resolved.values()
+    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    (dec,) = res.instances["decode"]
+    steps = sum(r.last_token_s - r.decode_start_s for r in res.requests if r.id >= 2)
+    assert res.stats_start_s == pytest.approx(2.0)
+    assert 0 < dec.busy_s <= steps + 1e-9

@@ -74,6 +74,7 @@ class Instance:
         self._work: list[tuple[float, simpy.Event]] = []
         self._wake: simpy.Event | None = None
         self._step_end = 0.0   # when the running iteration ends
+        self._hung_until = 0.0  # when the last hang ends (the iteration then runs its rest)
         self.outages = 0       # faults holding it down now (routers skip it while > 0)
         self.proc = env.process(self._run())
 
@@ -170,7 +171,7 @@ class Instance:
         until = env.now
         while isinstance(cause, Hang):
             until = max(until, env.now + cause)
-            self._step_end = until + left
+            self._hung_until, self._step_end = until, until + left
             try:
                 yield env.timeout(self._step_end - env.now)
                 return True
@@ -242,8 +243,8 @@ class Instance:
     # --- statistics ----------------------------------------------------------------------
     def running_s(self, now: float) -> float:
         """The part of the running iteration still to run after ``now`` (0 when idle):
-        ``busy_s`` counts an iteration whole as it starts."""
-        return max(self._step_end - now, 0.0)
+        ``busy_s`` counts an iteration whole as it starts; a hang in progress is not part of it."""
+        return max(self._step_end - max(now, self._hung_until), 0.0)
 
     def restart_peaks(self) -> None:
         """Peaks count from now (the measured window opens)."""
