@@ -711,3 +711,39 @@ def test_the_shipped_mtbf_hour_shows_what_the_readme_says():
             "among") in readme
     assert (f"Three (N+1) keep {pct(three['slo_attainment'])} "
             f"({pct(three['fault_windows']['slo_attainment'])} during faults)") in readme
+
+
+def test_a_crash_loses_the_host_copies_of_swapped_requests_for_good(monkeypatch):
+    # decode pool "da" swaps preempted sequences to a 4 GB host tier, "db" has almost none
+    # (its preemptions recompute). Crashing da/0 just after each swap-out of the fault-free
+    # run sends the swapped request to db/0; its host copy died with da/0, so a later
+    # preemption there must not give back host blocks db/0 never had
+    from hetsim.engine.ondemand import OnDemandDecodeInstance
+
+    def dec(cap):
+        return {"role": "decode", "accelerator": "h100-sxm", "memory_utilization": 0.22,
+                "preemption": "swap", "kv_offload": {"capacity_gb": cap, "link": "pcie-gen5"}}
+    pl = {"router": "round-robin", "kv_link": "roce-400g",
+          "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+                    "da": dec(4.0), "db": dec(0.01)}}
+    d = scenario(placement=pl, requests=60, rate=40.0, seed=0)
+    d["workload"]["input_tokens"] = {"dist": "uniform", "min": 2000, "max": 8000}
+    d["workload"]["output_tokens"] = {"dist": "uniform", "min": 500, "max": 1500}
+    swaps, preempt = [], OnDemandDecodeInstance._preempt
+
+    def spy(inst, v):
+        preempt(inst, v)
+        if v.swapped and inst.name == "da/0":
+            swaps.append(inst.env.now)
+    with monkeypatch.context() as m:
+        m.setattr(OnDemandDecodeInstance, "_preempt", spy)
+        simulate(d)
+    assert len(swaps) >= 5
+    for t in swaps[:5]:
+        sc = as_scenario({**d, "faults": [crash("da/0", t + 1e-6, repair=1000.0)]})
+        model, resolved, reqs = prepare(sc)
+        (p,) = resolved.values()
+        sim = Simulation(p, model, reqs, seed=0)
+        sim.run()     # asserts every block (host tiers too) is back
+        assert sim.faults.recomputed_tokens > 0
+        assert not [r.id for r in sim.reqs if r.swapped]

@@ -296,7 +296,7 @@ class Faults:
             f.first_token_s = req.first_token_s
         if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
             req.gen += 1
-        req.ctx0 = 0
+        req.ctx0 = req.swapped = 0     # (a host-tier copy died with its instance)
         nan = math.nan
         req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
         p = self.by_name.get(req.prefill_instance)
