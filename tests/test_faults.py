@@ -48,12 +48,18 @@ def scenario(placement=PD, faults=(), recovery=None, requests=1, rate=1000.0, in
     return d
 
 
-def simulate(d):
-    """(records by id, SimResult, summary) of the scenario's one placement."""
+def simulation(d):
+    """(Scenario, its one resolved placement, that placement's Simulation, not yet run)."""
     sc = as_scenario(d)
     model, resolved, reqs = prepare(sc)
     (pl,) = resolved.values()
-    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    return sc, pl, Simulation(pl, model, reqs, seed=sc.workload.seed)
+
+
+def simulate(d):
+    """(records by id, SimResult, summary) of the scenario's one placement."""
+    sc, pl, sim = simulation(d)
+    res = sim.run()
     df = records_frame(res.requests, pl.name)
     return {r.id: r for r in res.requests}, res, summarize(df, pl, sc.slo, res)
 
@@ -656,10 +662,8 @@ def test_with_a_warm_up_the_fault_metrics_cover_the_measured_requests_and_span()
     d = scenario(requests=40, rate=10.0, out=100, recovery={"retry_limit": 0},
                  faults=[crash("decode/0", 0.5, repair=0.5)])
     d["workload"]["warmup"] = {"requests": 30}
-    sc = as_scenario(d)
-    model, resolved, reqs = prepare(sc)
-    (pl,) = resolved.values()
-    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    sc, pl, sim = simulation(d)
+    res = sim.run()
     assert res.faults.retried > 0 and res.stats_start_s == pytest.approx(3.0)
     assert all(i < 30 for i, *_ in res.faults.by_request)
     df = records_frame(res.requests, pl.name, sc.workload.warmup)
@@ -687,10 +691,7 @@ def test_a_hang_across_the_warm_up_end_is_not_counted_busy():
     d = scenario(placement=pd1, requests=4, rate=1.0, inp=200, out=10,
                  faults=[{"at_s": 1.5, "target": "decode/0", "kind": "hang", "duration_s": 30}])
     d["workload"]["warmup"] = {"requests": 2}
-    sc = as_scenario(d)
-    model, resolved, reqs = prepare(sc)
-    (pl,) = resolved.values()
-    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    res = simulation(d)[2].run()
     (dec,) = res.instances["decode"]
     steps = sum(r.last_token_s - r.decode_start_s for r in res.requests if r.id >= 2)
     assert res.stats_start_s == pytest.approx(2.0)
@@ -740,10 +741,7 @@ def test_a_crash_loses_the_host_copies_of_swapped_requests_for_good(monkeypatch)
         simulate(d)
     assert len(swaps) >= 5
     for t in swaps[:5]:
-        sc = as_scenario({**d, "faults": [crash("da/0", t + 1e-6, repair=1000.0)]})
-        model, resolved, reqs = prepare(sc)
-        (p,) = resolved.values()
-        sim = Simulation(p, model, reqs, seed=0)
+        sim = simulation({**d, "faults": [crash("da/0", t + 1e-6, repair=1000.0)]})[2]
         sim.run()     # asserts every block (host tiers too) is back
         assert sim.faults.recomputed_tokens > 0
         assert not [r.id for r in sim.reqs if r.swapped]
