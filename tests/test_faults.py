@@ -805,3 +805,15 @@ def test_random_fault_schedules_end_every_request_and_repeat_exactly(case):
     for r in recs.values():
         if r.state == "completed":
             assert r.arrival_s <= r.first_token_s <= r.last_token_s
+
+
+def test_a_crash_during_a_hang_ends_it_for_the_busy_time_of_the_next_iterations():
+    # decode/0 hangs from t = 1 s for 10 s and crashes at 2 s (back at 3 s): the hang is
+    # over, so an iteration running after the repair counts its rest as still to run
+    sim = simulation(scenario(faults=[
+        {"at_s": 1.0, "target": "decode/0", "kind": "hang", "duration_s": 10.0},
+        crash("decode/0", 2.0, repair=1.0)]))[2]
+    d0 = sim.instances["decode"][0]
+    sim.env.run(until=3.5)
+    d0._step_end = sim.env.now + 0.25      # as if an iteration of 0.25 s had just started
+    assert d0.running_s(sim.env.now) == pytest.approx(0.25)

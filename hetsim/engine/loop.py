@@ -197,7 +197,7 @@ class Instance:
         self.kv.clear()
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
-        self._step_end = self.env.now
+        self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)
 
     # --- prompts -------------------------------------------------------------------------
     def _prefix(self, req: Request) -> None:
