@@ -89,6 +89,8 @@ class Faults:
         self.retry_limit, self.timeout_s = rec.retry_limit, rec.request_timeout_s
         self.by_name = {i.name: i for insts in sim.instances.values() for i in insts}
         self.crashed: set[str] = set()
+        #: hangs in progress per instance, each ``[start]``; a crash ends them (appends its time)
+        self.hangs: dict[str, list[list[float]]] = {n: [] for n in self.by_name}
         self.repaired = self.env.event()       # fires at the next repair, then renewed
         self.outages: dict[str, list[tuple[float, float]]] = {n: [] for n in self.by_name}
         self.applied = self.retried = self.transfers_retried = 0
@@ -143,10 +145,17 @@ class Faults:
         inst.outages += 1
         if kind == "crash":
             self.crashed.add(inst.name)
+            self._end_hangs(inst)
             self._crash(inst)
         else:
+            hang = [start]
+            self.hangs[inst.name].append(hang)
             inst.proc.interrupt(Hang(down_s))
         yield env.timeout(down_s)
+        if kind != "crash":
+            if len(hang) > 1:       # a crash ended it (and counted its outage)
+                return
+            self.hangs[inst.name].remove(hang)
         inst.outages -= 1
         if kind == "crash":
             # NOTE: back cold (reset emptied it); a hang still running ends with the crash
@@ -155,6 +164,16 @@ class Faults:
         self.outages[inst.name].append((start, env.now))
         ev, self.repaired = self.repaired, env.event()
         ev.succeed()
+
+    def _end_hangs(self, inst) -> None:
+        """A crash ends the hangs of ``inst`` in progress: their outages end now, so the
+        instance is back at the crash's repair."""
+        now = self.env.now
+        for hang in self.hangs[inst.name]:
+            hang.append(now)
+            inst.outages -= 1
+            self.outages[inst.name].append((hang[0], now))
+        self.hangs[inst.name] = []
 
     def _link(self, rf):
         """A degrade or down on every port of a link group, for its duration."""
