@@ -807,25 +807,27 @@ def test_random_fault_schedules_end_every_request_and_repeat_exactly(case):
             assert r.arrival_s <= r.first_token_s <= r.last_token_s
 
 
-def test_a_crash_during_a_hang_ends_it_for_the_busy_time_of_the_next_iterations():
-    # decode/0 hangs from t = 1 s for 10 s and crashes at 2 s (back at 3 s): the hang is
-    # over, so an iteration running after the repair counts its rest as still to run
+def _hang_then_crash():
+    """decode/0 hangs from t = 1 s for 10 s and crashes at 2 s (back at 3 s): (the
+    Simulation, not yet run, and decode/0)."""
     sim = simulation(scenario(faults=[
         {"at_s": 1.0, "target": "decode/0", "kind": "hang", "duration_s": 10.0},
         crash("decode/0", 2.0, repair=1.0)]))[2]
-    d0 = sim.instances["decode"][0]
+    return sim, sim.instances["decode"][0]
+
+
+def test_a_crash_during_a_hang_ends_it_for_the_busy_time_of_the_next_iterations():
+    # the hang is over, so an iteration running after the repair counts its rest as to run
+    sim, d0 = _hang_then_crash()
     sim.env.run(until=3.5)
     d0._step_end = sim.env.now + 0.25      # as if an iteration of 0.25 s had just started
     assert d0.running_s(sim.env.now) == pytest.approx(0.25)
 
 
 def test_a_crash_during_a_hang_ends_the_hang_so_the_instance_is_back_at_the_repair():
-    # decode/0 hangs at 1 s for 10 s and crashes at 2 s, back at 3 s: its outages are the hang
-    # up to the crash and the crash, and from 3 s the routers may pick it again
-    sim = simulation(scenario(faults=[
-        {"at_s": 1.0, "target": "decode/0", "kind": "hang", "duration_s": 10.0},
-        crash("decode/0", 2.0, repair=1.0)]))[2]
-    d0 = sim.instances["decode"][0]
+    # its outages are the hang up to the crash and the crash, and from the repair at 3 s
+    # the routers may pick it again
+    sim, d0 = _hang_then_crash()
     sim.env.run(until=2.5)
     assert d0.outages == 1
     sim.env.run(until=3.5)
