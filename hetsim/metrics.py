@@ -285,14 +285,15 @@ def _union(intervals) -> list[tuple[float, float]]:
     return [(a, b) for a, b in out]
 
 
-def availability(faults, pools: dict, end_s: float) -> dict[str, float]:
-    """Per pool: the fraction of instance-time up over [0, end_s] (outages clipped to it;
-    a hang and a crash of one instance at once count once)."""
+def availability(faults, pools: dict, end_s: float, start_s: float = 0.0) -> dict[str, float]:
+    """Per pool: the fraction of instance-time up over [start_s, end_s] (outages clipped to
+    it; a hang and a crash of one instance at once count once)."""
     down = {p: 0.0 for p in pools}
+    span = end_s - start_s
     for inst, spans in faults.outages.items():
         for a, b in _union(spans):
-            down[faults.pools[inst]] += max(0.0, min(b, end_s) - min(a, end_s))
-    return {p: (1 - down[p] / (pools[p].spec.instances * end_s) if end_s > 0 else 1.0)
+            down[faults.pools[inst]] += max(0.0, min(b, end_s) - max(a, start_s))
+    return {p: (1 - down[p] / (pools[p].spec.instances * span) if span > 0 else 1.0)
             for p in pools}
 
 
@@ -329,20 +330,47 @@ def time_to_recover(arrival_s: np.ndarray, ok: np.ndarray, start: float, window_
 
 def fault_windows(sim: SimResult) -> list[tuple[float, float]]:
     """When any instance or link of the run was down or degraded: merged (start, end) spans
-    ([] without faults)."""
+    ([] without faults). With a warm-up, those of the measured span only (clipped to its
+    start, ``sim.stats_start_s``)."""
     f = sim.faults
     if f is None:
         return []
-    return _union([s for spans in f.outages.values() for s in spans]
-                  + [(a, b) for _, a, b in f.link_faults])
+    spans = [s for spans in f.outages.values() for s in spans] + [
+        (a, b) for _, a, b in f.link_faults]
+    t0 = sim.stats_start_s
+    if t0 is not None:
+        spans = [(max(a, t0), b) for a, b in spans if b > t0]
+    return _union(spans)
+
+
+def _fault_events(f, t0: float | None) -> int:
+    """Fault events applied (with a warm-up: those whose outage reaches into the measured
+    span, which starts at ``t0``)."""
+    if t0 is None:
+        return f.applied
+    return (sum(b > t0 for spans in f.outages.values() for _, b in spans)
+            + sum(b > t0 for _, _, b in f.link_faults))
+
+
+def _request_costs(f, ids: pd.Series, t0: float | None) -> tuple:
+    """(requests moved, transfers retried, recomputed tokens, lost prefill tokens, KV bytes
+    lost): the run's totals, or with a warm-up those of the measured requests ``ids``."""
+    if t0 is None:
+        return (f.retried, f.transfers_retried, f.recomputed_tokens, f.lost_prefill_tokens,
+                f.kv_bytes_lost)
+    measured = set(ids.tolist())
+    rows = [r for r in f.by_request if r[0] in measured]
+    return (sum(r[1] > 0 for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows),
+            sum(r[4] for r in rows), float(sum(r[5] for r in rows)))
 
 
 def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                   placement: ResolvedPlacement) -> dict:
     """What faults cost a run: events, moved and failed requests, lost KV, availability per
     pool, and the requests that arrived while any instance was down (the fault windows)."""
-    f = sim.faults
+    f, t0 = sim.faults, sim.stats_start_s
     failed = df[df["state"] == "failed"]
+    retried, transfers, recomputed, lost_prefill, kv_lost = _request_costs(f, df["id"], t0)
     windows = fault_windows(sim)
     arr = df["arrival_s"].to_numpy()
     inside = np.zeros(len(df), dtype=bool)
@@ -355,16 +383,16 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                                slo.attainment) for a, _ in windows]
     done = [t for t in recover if t is not None]
     return {
-        "faults": f.applied,
-        "requests_retried": f.retried,
+        "faults": _fault_events(f, t0),
+        "requests_retried": retried,
         "requests_failed": int(len(failed)),
         "requests_failed_by_reason": {r: int((failed["drop_reason"] == r).sum())
                                       for r in FAILURE_REASONS},
-        "recomputed_tokens": f.recomputed_tokens,
-        "lost_prefill_tokens": f.lost_prefill_tokens,
-        "kv_bytes_lost": f.kv_bytes_lost,
-        "transfers_retried": f.transfers_retried,
-        "availability": availability(f, placement.pools, sim.end_s),
+        "recomputed_tokens": recomputed,
+        "lost_prefill_tokens": lost_prefill,
+        "kv_bytes_lost": kv_lost,
+        "transfers_retried": transfers,
+        "availability": availability(f, placement.pools, sim.end_s, t0 or 0.0),
         # over the fault windows: the slowest and mean recovery (None: one never recovered)
         "time_to_recover_s": {"max": max(done) if done and len(done) == len(recover) else None,
                               "mean": float(np.mean(done)) if done else None,

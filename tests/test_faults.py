@@ -5,6 +5,7 @@ Exact traces take their times from the same scenario run without faults: up to t
 two runs are the same events, so a crash placed inside a phase of the fault-free run strikes
 that phase, and what follows is checked against what the fault-free run says it costs."""
 import copy
+from dataclasses import replace
 import json
 import math
 import subprocess
@@ -47,12 +48,18 @@ def scenario(placement=PD, faults=(), recovery=None, requests=1, rate=1000.0, in
     return d
 
 
-def simulate(d):
-    """(records by id, SimResult, summary) of the scenario's one placement."""
+def simulation(d):
+    """(Scenario, its one resolved placement, that placement's Simulation, not yet run)."""
     sc = as_scenario(d)
     model, resolved, reqs = prepare(sc)
     (pl,) = resolved.values()
-    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    return sc, pl, Simulation(pl, model, reqs, seed=sc.workload.seed)
+
+
+def simulate(d):
+    """(records by id, SimResult, summary) of the scenario's one placement."""
+    sc, pl, sim = simulation(d)
+    res = sim.run()
     df = records_frame(res.requests, pl.name)
     return {r.id: r for r in res.requests}, res, summarize(df, pl, sc.slo, res)
 
@@ -439,6 +446,33 @@ def test_the_shipped_decode_crash_shows_what_the_readme_says():
         "slo_attainment"]
     assert n["requests_failed"] == n1["requests_failed"] == 0 and n["recomputed_tokens"] > 0
     assert n["tpot_s"]["p99"] > 0.0135 > n1["tpot_s"]["p99"]
+    # the README's table and prose are this run's figures
+    readme = _readme_faults()
+
+    def row(label, s, missed=""):
+        f = s.get("fault_windows")
+        cells = [label, f"{100 * s['slo_attainment']:.1f}%{missed}",
+                 f"{100 * f['slo_attainment']:.1f}%" if f else "-",
+                 f"{1000 * s['tpot_s']['p99']:.1f} ms",
+                 f"{s['requests_retried']}" if f else "-",
+                 f"{s['recomputed_tokens']:,}" if f else "-"]
+        return "| " + " | ".join(cells) + " |"
+    assert row("4 decode, no fault", plain) in readme
+    assert row("4 decode, decode/0 crashes", n, " (missed)") in readme
+    assert row("5 decode (N+1), decode/0 crashes", n1) in readme
+    assert (f"falls to {100 * n['fault_windows']['slo_attainment']:.0f}%" in readme
+            and f"({n['recomputed_tokens'] / 1000:.0f}k tokens re-prefilled)" in readme)
+
+
+def _readme_faults() -> str:
+    """README's "Faults and recovery" section, its whitespace collapsed to single spaces."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Faults and recovery", 1)[1].split("\n## ", 1)[0]
+    return " ".join(section.split())
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
 def test_expect_names_the_fault_metrics_of_placements_with_faults():
@@ -530,6 +564,9 @@ def test_the_shipped_flaky_cross_site_shows_what_the_readme_says():
     assert down["faults"] == slow["faults"] == 4 and down["transfers_retried"] >= 1
     assert down["recomputed_tokens"] == slow["recomputed_tokens"] == 0
     assert ok["ttft_s"]["p99"] < down["ttft_s"]["p99"] < slow["ttft_s"]["p99"]
+    att = " / ".join(pct(s["slo_attainment"]) for s in (ok, down, slow))
+    ttft = " / ".join(f"{s['ttft_s']['p99']:.2f}" for s in (ok, down, slow))
+    assert f"SLO attainment {att}, TTFT p99 {ttft} s" in _readme_faults()
 
 
 def test_faults_round_trip_and_take_overrides():
@@ -588,3 +625,213 @@ def test_conservation_in_a_closed_loop_under_runtime_rules():
     assert s["completed"] + s["dropped"] + s["requests_failed"] == 300
     assert res.faults.applied > 10 and s["requests_retried"] > 0
     assert sorted(recs) == list(range(300))
+
+
+# --- review: adversarial fault timing ------------------------------------------------------
+def test_a_pool_wide_crash_mid_transfer_moves_the_kv_again_and_then_waits_for_a_repair():
+    # "decode" crashes decode/0 and decode/1 at the same instant: the transfer into decode/0
+    # is re-handed to decode/1 (still up for that instant), which then crashes too while the
+    # request waits for its room there; it waits for a repair and decodes once one is back
+    a, t, recs, res, s = strike("decode", TRANSFER)
+    r = recs[0]
+    assert r.state == "completed" and r.prefill_instance == "prefill/0"
+    assert res.faults.transfers_retried == 2 and res.faults.recomputed_tokens == 0
+    assert r.transfer_start_s == pytest.approx(t + 50.0)    # the repair, 50 s later
+
+
+def test_overlapping_hangs_freeze_the_instance_for_their_union_not_their_sum():
+    # hangs of 0.25 s at t and t + 0.1 s on one instance: it is down from t to t + 0.35 s
+    # (as its outage says), so everything after moves by 0.35 s; and three hangs nested in
+    # one another freeze it no longer than the outermost
+    base = scenario()
+    a = simulate(base)[0][0]
+    t = mid(a.decode_start_s, a.last_token_s)
+    for hangs, delay in (([(t, 0.25), (t + 0.1, 0.25)], 0.35),
+                         ([(t, 0.5), (t + 0.1, 0.1), (t + 0.2, 0.1)], 0.5)):
+        faults = [{"at_s": at, "target": "decode/0", "kind": "hang", "duration_s": d}
+                  for at, d in hangs]
+        recs, res, _ = simulate({**base, "faults": faults})
+        assert recs[0].last_token_s - a.last_token_s == pytest.approx(delay, abs=1e-9)
+
+
+def test_with_a_warm_up_the_fault_metrics_cover_the_measured_requests_and_span():
+    # 40 requests at 10/s, the first 30 a warm-up (measured from t = 3 s): a decode crash at
+    # t = 0.5 s, repaired at 1 s, moves warm-up requests only, so the measured summary shows
+    # no fault, as the same run with the crash moved past its end would; the run's own
+    # FaultStats still count it
+    d = scenario(requests=40, rate=10.0, out=100, recovery={"retry_limit": 0},
+                 faults=[crash("decode/0", 0.5, repair=0.5)])
+    d["workload"]["warmup"] = {"requests": 30}
+    sc, pl, sim = simulation(d)
+    res = sim.run()
+    assert res.faults.retried > 0 and res.stats_start_s == pytest.approx(3.0)
+    assert all(i < 30 for i, *_ in res.faults.by_request)
+    df = records_frame(res.requests, pl.name, sc.workload.warmup)
+    s = summarize(df, pl, sc.slo, res)
+    assert s["requests"] == 10 and s["faults"] == 0 and s["requests_retried"] == 0
+    assert s["recomputed_tokens"] == 0 and s["kv_bytes_lost"] == 0.0
+    assert s["availability"] == {"prefill": 1.0, "decode": 1.0}
+    assert s["fault_windows"]["seconds"] == 0
+    # without the warm-up the same run's summary is its totals
+    s = summarize(records_frame(res.requests, pl.name), pl, sc.slo,
+                  replace(res, stats_start_s=None))
+    assert (s["faults"], s["requests_retried"], s["recomputed_tokens"]) == (
+        1, res.faults.retried, res.faults.recomputed_tokens)
+    assert s["availability"]["decode"] < 1.0
+
+
+def test_a_hang_across_the_warm_up_end_is_not_counted_busy():
+    # one request a second, the first two a warm-up (measured from t = 2 s); decode/0 hangs
+    # from 1.5 s for 30 s with nothing to run: it is idle, not busy, through the window, so
+    # its utilization is what the measured requests' decode steps alone make it (well under
+    # 1; counting the hang's rest as an iteration made it 1.0)
+    pd1 = {"router": "round-robin", "kv_link": "roce-400g",
+           "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+                     "decode": {"role": "decode", "accelerator": "h100-sxm"}}}
+    d = scenario(placement=pd1, requests=4, rate=1.0, inp=200, out=10,
+                 faults=[{"at_s": 1.5, "target": "decode/0", "kind": "hang", "duration_s": 30}])
+    d["workload"]["warmup"] = {"requests": 2}
+    res = simulation(d)[2].run()
+    (dec,) = res.instances["decode"]
+    steps = sum(r.last_token_s - r.decode_start_s for r in res.requests if r.id >= 2)
+    assert res.stats_start_s == pytest.approx(2.0)
+    assert 0 < dec.busy_s <= steps + 1e-9
+
+
+def test_the_shipped_mtbf_hour_shows_what_the_readme_says():
+    r = {s["name"]: s for s in hetsim.run(ROOT / "scenarios" / "faults" / "mtbf-hour.yaml"
+                                          ).summaries}
+    two, three = r["2-decode"], r["3-decode"]
+    assert two["requests_failed"] == three["requests_failed"] == 0
+    assert two["availability"]["decode"] < three["availability"]["decode"] < 1.0
+    readme = _readme_faults()
+    assert (f"decode availability is {pct(two['availability']['decode'])}, "
+            f"{two['requests_retried']} requests are moved and "
+            f"{two['recomputed_tokens'] / 1000:.0f}k tokens recomputed, and attainment falls to "
+            f"{pct(two['slo_attainment'])} ({pct(two['fault_windows']['slo_attainment'])} "
+            "among") in readme
+    assert (f"Three (N+1) keep {pct(three['slo_attainment'])} "
+            f"({pct(three['fault_windows']['slo_attainment'])} during faults)") in readme
+
+
+def test_a_crash_loses_the_host_copies_of_swapped_requests_for_good(monkeypatch):
+    # decode pool "da" swaps preempted sequences to a 4 GB host tier, "db" has almost none
+    # (its preemptions recompute). Crashing da/0 just after each swap-out of the fault-free
+    # run sends the swapped request to db/0; its host copy died with da/0, so a later
+    # preemption there must not give back host blocks db/0 never had
+    from hetsim.engine.ondemand import OnDemandDecodeInstance
+
+    def dec(cap):
+        return {"role": "decode", "accelerator": "h100-sxm", "memory_utilization": 0.22,
+                "preemption": "swap", "kv_offload": {"capacity_gb": cap, "link": "pcie-gen5"}}
+    pl = {"router": "round-robin", "kv_link": "roce-400g",
+          "pools": {"prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+                    "da": dec(4.0), "db": dec(0.01)}}
+    d = scenario(placement=pl, requests=60, rate=40.0, seed=0)
+    d["workload"]["input_tokens"] = {"dist": "uniform", "min": 2000, "max": 8000}
+    d["workload"]["output_tokens"] = {"dist": "uniform", "min": 500, "max": 1500}
+    swaps, preempt = [], OnDemandDecodeInstance._preempt
+
+    def spy(inst, v):
+        preempt(inst, v)
+        if v.swapped and inst.name == "da/0":
+            swaps.append(inst.env.now)
+    with monkeypatch.context() as m:
+        m.setattr(OnDemandDecodeInstance, "_preempt", spy)
+        simulate(d)
+    assert len(swaps) >= 5
+    for t in swaps[:5]:
+        sim = simulation({**d, "faults": [crash("da/0", t + 1e-6, repair=1000.0)]})[2]
+        sim.run()     # asserts every block (host tiers too) is back
+        assert sim.faults.recomputed_tokens > 0
+        assert not [r.id for r in sim.reqs if r.swapped]
+
+
+RANDOM_LAYOUTS = {
+    **LAYOUTS,
+    "pd-first-token-decode": {**PD, "kv_link": None, "kv_transfer": {
+        "link": "roce-400g", "first_token": "decode"}},
+    "pd-pull-trtllm": {**PD, "kv_link": None, "kv_transfer": {
+        "link": "roce-400g", "handoff": "pull"},
+        "pools": {k: {**v, "runtime": "trtllm"} for k, v in PD["pools"].items()}},
+}
+
+
+def _random_schedule(rng: np.random.Generator, placement: dict, horizon: float) -> list:
+    """Scheduled crashes and hangs (some at t = 0, some on a whole pool, overlapping ones on
+    one instance) and, with KV links, link faults, at random times."""
+    pools = placement["pools"]
+    out = []
+    for _ in range(int(rng.integers(3, 9))):
+        pool = str(rng.choice(sorted(pools)))
+        n = pools[pool].get("instances", 1)
+        target = pool if rng.random() < 0.4 else f"{pool}/{int(rng.integers(n))}"
+        kind = str(rng.choice(["crash", "hang"]))
+        at = 0.0 if rng.random() < 0.15 else float(rng.uniform(0, horizon))
+        out.append({"at_s": at, "target": target, "kind": kind,
+                    ("repair_s" if kind == "crash" else "duration_s"):
+                        float(rng.choice([0.01, rng.uniform(0.05, horizon)]))})
+    if "prefill" in pools and rng.random() < 0.5:
+        kind = str(rng.choice(["down", "degrade"]))
+        out.append({"at_s": float(rng.uniform(0, horizon)), "target": "prefill.nic",
+                    "kind": kind, "duration_s": float(rng.uniform(0.05, horizon)),
+                    **({"factor": 0.2} if kind == "degrade" else {})})
+    return out
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_random_fault_schedules_end_every_request_and_repeat_exactly(case):
+    # a random schedule on a small random scenario: the run asserts every request ends and
+    # every block is back; it is identical run twice; its metrics are consistent
+    rng = np.random.default_rng([17, case])
+    name = sorted(RANDOM_LAYOUTS)[case % len(RANDOM_LAYOUTS)]
+    placement = {k: v for k, v in RANDOM_LAYOUTS[name].items() if v is not None}
+    closed = case % 3 == 2
+    d = scenario(placement=placement, requests=int(rng.integers(10, 50)), rate=30.0,
+                 process="poisson", seed=int(rng.integers(100)),
+                 recovery={"retry_limit": int(rng.integers(0, 4)),
+                           **({"request_timeout_s": 2.0} if rng.random() < 0.5 else {})},
+                 faults=_random_schedule(rng, placement, 2.0))
+    d["workload"]["input_tokens"] = {"dist": "uniform", "min": 100, "max": 4000}
+    d["workload"]["output_tokens"] = {"dist": "uniform", "min": 1, "max": 300}
+    if closed:
+        d["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
+    recs, res, s = simulate(d)
+    again = simulate(d)
+    assert again[1].requests == res.requests and again[1].faults == res.faults
+    assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"]
+    assert sum(s["requests_failed_by_reason"].values()) == s["requests_failed"]
+    assert all(0.0 <= a <= 1.0 for a in s["availability"].values())
+    for r in recs.values():
+        if r.state == "completed":
+            assert r.arrival_s <= r.first_token_s <= r.last_token_s
+
+
+def _hang_then_crash():
+    """decode/0 hangs from t = 1 s for 10 s and crashes at 2 s (back at 3 s): (the
+    Simulation, not yet run, and decode/0)."""
+    sim = simulation(scenario(faults=[
+        {"at_s": 1.0, "target": "decode/0", "kind": "hang", "duration_s": 10.0},
+        crash("decode/0", 2.0, repair=1.0)]))[2]
+    return sim, sim.instances["decode"][0]
+
+
+def test_a_crash_during_a_hang_ends_it_for_the_busy_time_of_the_next_iterations():
+    # the hang is over, so an iteration running after the repair counts its rest as to run
+    sim, d0 = _hang_then_crash()
+    sim.env.run(until=3.5)
+    d0._step_end = sim.env.now + 0.25      # as if an iteration of 0.25 s had just started
+    assert d0.running_s(sim.env.now) == pytest.approx(0.25)
+
+
+def test_a_crash_during_a_hang_ends_the_hang_so_the_instance_is_back_at_the_repair():
+    # its outages are the hang up to the crash and the crash, and from the repair at 3 s
+    # the routers may pick it again
+    sim, d0 = _hang_then_crash()
+    sim.env.run(until=2.5)
+    assert d0.outages == 1
+    sim.env.run(until=3.5)
+    assert d0.outages == 0
+    sim.env.run(until=12.0)
+    assert d0.outages == 0
+    assert sim.faults.outages["decode/0"] == [(1.0, 2.0), (2.0, 3.0)]

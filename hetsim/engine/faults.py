@@ -62,13 +62,24 @@ class _Gone(Exception):
 
 class _Hit:
     """What a request had before faults changed it, and its recovery so far."""
-    __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending")
+    __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending",
+                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost")
 
     def __init__(self, req: Request):
         self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
         self.first_token_s = math.nan
         self.retries = 0
         self.pending = False    # an interrupt is on its way (later scans leave it alone)
+        # what the faults cost this request (summed over the measured requests with a warm-up)
+        self.transfers = self.recomputed = self.lost_prefill = 0
+        self.kv_bytes_lost = 0.0
+
+
+def _hit(r: Request) -> _Hit:
+    """The request's recovery record (made at the first fault that hits it)."""
+    if r.fault is None:
+        r.fault = _Hit(r)
+    return r.fault
 
 
 class Faults:
@@ -78,6 +89,8 @@ class Faults:
         self.retry_limit, self.timeout_s = rec.retry_limit, rec.request_timeout_s
         self.by_name = {i.name: i for insts in sim.instances.values() for i in insts}
         self.crashed: set[str] = set()
+        #: hangs in progress per instance, each ``[start]``; a crash ends them (appends its time)
+        self.hangs: dict[str, list[list[float]]] = {n: [] for n in self.by_name}
         self.repaired = self.env.event()       # fires at the next repair, then renewed
         self.outages: dict[str, list[tuple[float, float]]] = {n: [] for n in self.by_name}
         self.applied = self.retried = self.transfers_retried = 0
@@ -132,10 +145,17 @@ class Faults:
         inst.outages += 1
         if kind == "crash":
             self.crashed.add(inst.name)
+            self._end_hangs(inst)
             self._crash(inst)
         else:
+            hang = [start]
+            self.hangs[inst.name].append(hang)
             inst.proc.interrupt(Hang(down_s))
         yield env.timeout(down_s)
+        if kind != "crash":
+            if len(hang) > 1:       # a crash ended it (and counted its outage)
+                return
+            self.hangs[inst.name].remove(hang)
         inst.outages -= 1
         if kind == "crash":
             # NOTE: back cold (reset emptied it); a hang still running ends with the crash
@@ -144,6 +164,16 @@ class Faults:
         self.outages[inst.name].append((start, env.now))
         ev, self.repaired = self.repaired, env.event()
         ev.succeed()
+
+    def _end_hangs(self, inst) -> None:
+        """A crash ends the hangs of ``inst`` in progress: their outages end now, so the
+        instance is back at the crash's repair."""
+        now = self.env.now
+        for hang in self.hangs[inst.name]:
+            hang.append(now)
+            inst.outages -= 1
+            self.outages[inst.name].append((hang[0], now))
+        self.hangs[inst.name] = []
 
     def _link(self, rf):
         """A degrade or down on every port of a link group, for its duration."""
@@ -183,9 +213,7 @@ class Faults:
             if ports.isdisjoint(link.path(p, d)[0]):
                 continue
             self._release_receiver(r)
-            if r.fault is None:
-                r.fault = _Hit(r)
-            r.fault.pending = True
+            _hit(r).pending = True
             moves.append(r)
         for r in moves:
             r.proc.interrupt((REHANDOFF, 0))
@@ -201,9 +229,7 @@ class Faults:
                 continue
             cause = self._where(r, inst)
             if cause is not None:
-                if r.fault is None:
-                    r.fault = _Hit(r)
-                r.fault.pending = True
+                _hit(r).pending = True
                 moves.append((r, cause))
         inst.reset()
         for r, cause in moves:
@@ -218,12 +244,13 @@ class Faults:
             return REROUTE, 0
         if on_p and st is State.PREFILLING:
             self.lost_prefill_tokens += r.input_tokens
+            _hit(r).lost_prefill += r.input_tokens
             return RESTART, 0
         sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
         if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:
             if on_p:     # the owner of the only copy is gone
                 self._release_receiver(r)
-                self._lost(inst, r.input_tokens)
+                self._lost(inst, r, r.input_tokens)
                 return REPREFILL, 0
             if on_d:
                 self._cancel_flow(r)
@@ -231,16 +258,19 @@ class Faults:
             return None
         if on_d and st in (State.TRANSFERRING, State.DECODING):
             g = inst.generated(r) if st is State.DECODING else 0
-            self._lost(inst, r.input_tokens + g)
+            self._lost(inst, r, r.input_tokens + g)
             return RECOMPUTE, g
         return None
 
-    def _lost(self, inst, tokens: int) -> None:
-        """KV of ``tokens`` tokens on ``inst`` is gone and will be computed again."""
+    def _lost(self, inst, r: Request, tokens: int) -> None:
+        """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
         self.recomputed_tokens += tokens
         pool = inst.pool
-        self.kv_bytes_lost += (inst.step.model.kv_tokens(tokens)
-                               * pool.memory.kv_bytes_per_token * pool.spec.tp)
+        lost = inst.step.model.kv_tokens(tokens) * pool.memory.kv_bytes_per_token * pool.spec.tp
+        self.kv_bytes_lost += lost
+        h = _hit(r)
+        h.recomputed += tokens
+        h.kv_bytes_lost += lost
 
     def _cancel_flow(self, r: Request) -> None:
         """A transfer in flight stops (its process waits on the flow itself)."""
@@ -285,7 +315,7 @@ class Faults:
             f.first_token_s = req.first_token_s
         if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
             req.gen += 1
-        req.ctx0 = 0
+        req.ctx0 = req.swapped = 0     # (a host-tier copy died with its instance)
         nan = math.nan
         req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
         p = self.by_name.get(req.prefill_instance)
@@ -301,7 +331,9 @@ class Faults:
         req.decode_instance = ""
         if kind == REHANDOFF:
             self.transfers_retried += 1
-            req.to(State.WAIT_KV)
+            f.transfers += 1
+            if req.state is not State.WAIT_KV:   # (it may still wait for its decode room)
+                req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
             return self.sim._handoff(req, p)
         if kind == RECOMPUTE:
@@ -334,8 +366,7 @@ class Faults:
             if self.timeout_s is not None:
                 left = req.arrival_s + self.timeout_s - env.now
                 if left <= 0:
-                    if req.fault is None:
-                        req.fault = _Hit(req)
+                    _hit(req)
                     if req.state is State.WAIT_KV:   # its prompt's KV, held on prefill
                         p = self.by_name[req.prefill_instance]
                         p.release(p.kv.blocks(req.input_tokens))
@@ -359,4 +390,8 @@ class Faults:
         return FaultStats(self.applied, self.retried, self.transfers_retried,
                           self.recomputed_tokens, self.lost_prefill_tokens, self.kv_bytes_lost,
                           {n: tuple(v) for n, v in self.outages.items()}, pools,
-                          tuple(self.link_faults))
+                          tuple(self.link_faults),
+                          tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
+                                 f.kv_bytes_lost)
+                                for r in sorted(self.sim.reqs, key=lambda r: r.id)
+                                if (f := r.fault) is not None))

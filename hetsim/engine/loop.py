@@ -74,6 +74,7 @@ class Instance:
         self._work: list[tuple[float, simpy.Event]] = []
         self._wake: simpy.Event | None = None
         self._step_end = 0.0   # when the running iteration ends
+        self._hung_until = 0.0  # when the last hang ends (the iteration then runs its rest)
         self.outages = 0       # faults holding it down now (routers skip it while > 0)
         self.proc = env.process(self._run())
 
@@ -162,12 +163,17 @@ class Instance:
 
     def _fault(self, cause):
         """A fault struck the loop: False for a crash (the process ends), else (a hang) wait
-        it out, plus what was left of the iteration in progress, and say True to go on."""
+        it out, plus what was left of the iteration in progress, and say True to go on.
+        Hangs that overlap freeze it until the last of them ends (their union, not their sum:
+        it is down exactly while a hang's outage lasts)."""
+        env = self.env
+        left = max(0.0, self._step_end - env.now)    # of the iteration, frozen meanwhile
+        until = env.now
         while isinstance(cause, Hang):
-            left = max(0.0, self._step_end - self.env.now)
-            self._step_end = self.env.now + cause + left
+            until = max(until, env.now + cause)
+            self._hung_until, self._step_end = until, until + left
             try:
-                yield self.env.timeout(cause + left)
+                yield env.timeout(self._step_end - env.now)
                 return True
             except simpy.Interrupt as i:   # struck again while hung
                 cause = i.cause
@@ -191,7 +197,7 @@ class Instance:
         self.kv.clear()
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
-        self._step_end = self.env.now
+        self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)
 
     # --- prompts -------------------------------------------------------------------------
     def _prefix(self, req: Request) -> None:
@@ -237,8 +243,8 @@ class Instance:
     # --- statistics ----------------------------------------------------------------------
     def running_s(self, now: float) -> float:
         """The part of the running iteration still to run after ``now`` (0 when idle):
-        ``busy_s`` counts an iteration whole as it starts."""
-        return max(self._step_end - now, 0.0)
+        ``busy_s`` counts an iteration whole as it starts; a hang in progress is not part of it."""
+        return max(self._step_end - max(now, self._hung_until), 0.0)
 
     def restart_peaks(self) -> None:
         """Peaks count from now (the measured window opens)."""

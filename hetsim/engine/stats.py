@@ -58,6 +58,10 @@ class FaultStats:
     outages: dict[str, tuple[tuple[float, float], ...]]   # instance -> (down, back up)
     pools: dict[str, str]          # instance -> its pool
     link_faults: tuple[tuple[str, float, float], ...] = ()   # (link group, start, end)
+    #: per request a fault hit: (id, retries, transfers_retried, recomputed_tokens,
+    #: lost_prefill_tokens, kv_bytes_lost), by id (a warm-up's requests are left out of the
+    #: summary with these)
+    by_request: tuple[tuple[int, int, int, int, int, float], ...] = ()
 
 
 @dataclass(frozen=True)
