@@ -70,3 +70,23 @@ def test_cross_site_link_latency_and_count_resolve_once(base_dict, tmp_path):
 class _Inst:
     def __init__(self, kvl, name, pool):
         self.pool, self.ports = pool, kvl.make_ports(f"{name}/0", pool)
+
+
+def test_layerwise_staging_counts_the_prefill_sides_own_blocks(base_dict, tmp_path):
+    """A layer-wise handoff reserves decode-side room (prompt + output) while the prompt is
+    still prefilling; the prefill side's staging count must hold the prompt's own blocks, and
+    so be back at 0 once every KV has moved (it used to count the decode side's blocks, which
+    the release never took back: the run now asserts it)."""
+    import hetsim
+    d = copy.deepcopy(base_dict)
+    pl = d["placements"]["disagg"]
+    pl.pop("kv_link")
+    pl["kv_transfer"] = {"link": "roce-400g", "mode": "layerwise"}
+    d["placements"] = {"disagg": pl}
+    r = hetsim.run(scenario_from(d, tmp_path))
+    s = r.summaries[0]
+    t = r.staging[r.staging["placement"] == "disagg"]
+    prefill_blocks = -(-512 // 16)        # one 512-token prompt, 16-token blocks
+    assert t["held_blocks"].iloc[-1] == 0
+    assert t["held_blocks"].max() % prefill_blocks == 0      # whole prompts, never outputs
+    assert 0 < s["kv_staging"]["p"]["peak"] < 1

@@ -46,6 +46,7 @@ class PrefillInstance(Instance):
         self._held_area = 0.0
         self._held_last = 0.0
         self._batch: list[Request] = []
+        self._batch_blocks = 0
         super().__init__(*a, **kw)
 
     def _hold(self, delta: int) -> None:
@@ -87,6 +88,9 @@ class PrefillInstance(Instance):
         batch = self._batch = self.policy.prefill_batch(self)
         if not batch:
             return None
+        # the prompts' own blocks here: a layer-wise handoff reserves decode-side room (and
+        # sets ``kv_blocks`` to it) before this iteration ends
+        self._batch_blocks = sum(r.kv_blocks for r in batch)
         t = (self.step.time([(r.input_tokens - r.cached_tokens, r.input_tokens)
                              for r in batch], n_logits_prefill=len(batch))
              + sum(self.fetch_time(r) for r in batch))
@@ -103,7 +107,7 @@ class PrefillInstance(Instance):
 
     def _after(self) -> None:
         batch, now = self._batch, self.env.now
-        self._hold(sum(r.kv_blocks for r in batch))
+        self._hold(self._batch_blocks)
         for r in batch:
             r.prefill_end_s = now
             if not self.first_elsewhere:

@@ -282,9 +282,10 @@ class Simulation:
 
     def _check_released(self) -> None:
         """Conservation of KV: once every request has ended, every block reserved anywhere
-        (KV pools, staging buffers, host tiers) is back."""
+        (KV pools, staging buffers, host tiers, the prefill side's count of finished prompts'
+        blocks) is back."""
         for insts in self.instances.values():
             for i in insts:
                 pools = [i.kv, i.staging, getattr(i, "host", None)]
-                held = [p.used for p in pools if p is not None]
+                held = [p.used for p in pools if p is not None] + [getattr(i, "held", 0)]
                 assert not any(held), f"{i.name}: KV blocks not released at the end: {held}"
