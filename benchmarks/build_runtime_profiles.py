@@ -77,10 +77,8 @@ def main(argv=None) -> int:
           + ("" if a.summary else f", built in {time.perf_counter() - start:.0f} s"))
     block = (f"{len(files)} profiles, {size / 1e6:.1f} MB; held out: 20% of shapes (seed 0)."
              f"\n\n{summary(files)}")
-    print(block)
-    if a.readme:
-        from kernel_accuracy import write_readme    # benchmarks/ is the script's folder
-        write_readme(a.readme, block, MARK)
+    from kernel_accuracy import emit    # benchmarks/ is the script's folder
+    emit(block, a.readme, MARK)
     return 0
 
 

@@ -469,6 +469,13 @@ def write_readme(path: Path, block: str, mark: tuple[str, str] = MARK) -> None:
     path.write_text(head + a + block + "\n" + b + tail, encoding="utf-8")
 
 
+def emit(block: str, readme: Path | None, mark: tuple[str, str]) -> None:
+    """Print a benchmark's block and, with ``readme``, write it into that README's region."""
+    print(block)
+    if readme:
+        write_readme(readme, block, mark)
+
+
 def main(argv=None, models: Models = generic_models) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--system", action="append", help="aiconfigurator system (repeat; "

@@ -217,10 +217,8 @@ def main(argv=None) -> int:
     with LocalExecutor(args.jobs) as ex:
         results = {acc: measure(acc, args, ex) for acc in args.chip or PUBLISHED}
     out = block(results, args, time.perf_counter() - t0)
-    print(out)
-    if args.readme:
-        from kernel_accuracy import write_readme    # benchmarks/ is the script's folder
-        write_readme(args.readme, out, MARK)
+    from kernel_accuracy import emit    # benchmarks/ is the script's folder
+    emit(out, args.readme, MARK)
     return 0
 
 

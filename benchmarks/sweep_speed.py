@@ -100,10 +100,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             ray = False
     out = block(measure(args.jobs, ray), args.jobs)
-    print(out)
-    if args.readme:
-        from kernel_accuracy import write_readme    # benchmarks/ is the script's folder
-        write_readme(args.readme, out, MARK)
+    from kernel_accuracy import emit    # benchmarks/ is the script's folder
+    emit(out, args.readme, MARK)
     return 0
 
 
