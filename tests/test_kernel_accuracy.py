@@ -328,3 +328,27 @@ def test_windowed_attention_base_saturates_at_the_window(ka):
     base = grid.model(("bf16", "bf16", 32, 8, 128, 128))
     assert base((4, 128)) == base((4, 65536)) < grid.model(("bf16", "bf16", 32, 8, 128, 0))(
         (4, 65536))
+
+
+def test_moe_split_scores_the_rule_s_pick_against_the_measured_split():
+    """benchmarks/moe_split.py: each moe_tp > 1 split is paired with the nearest other split of
+    the same GPUs (and, for the second column, the farthest), at the tokens both measured."""
+    with benchmark_module("moe_split") as ms:
+        _moe_split(ms)
+
+
+def _moe_split(ms):
+    layer = dict(moe_dtype="bf16", hidden_size=1, inter_size=1, topk=1, num_experts=8)
+    rows = [dict(layer, moe_tp_size=tp, moe_ep_size=ep, num_tokens=n, latency_s=t * n)
+            for tp, ep, t in [(4, 1, 1.0), (2, 2, 0.9), (1, 4, 0.5), (1, 2, 7.0)]
+            for n in (1, 2)]
+    df = pd.DataFrame(rows)
+    near, far = ms.pairs(df), ms.pairs(df, -1)
+    got = {(r.moe_tp_size, r.moe_ep_size): (r.sub_tp, r.sub_ep) for r in near.itertuples()}
+    assert got == {(4, 1): (2, 2), (2, 2): (1, 4)}        # nearest tp; tp 2 ties: the smaller
+    assert set(zip(far.moe_tp_size, far.sub_tp)) == {(4, 1), (2, 4)}
+    r = near[near.moe_tp_size == 4]
+    assert list(r.latency_s_sub / r.latency_s) == pytest.approx([0.9, 0.9])
+    block = ms.block(near.assign(system="s", runtime="trtllm"),
+                     far.assign(system="s", runtime="trtllm"))
+    assert "| trtllm | 4 | 1 | 2 | 10% | 10% | 0.90 | 50% | 50% | 0.50 |" in block

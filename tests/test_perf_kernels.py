@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import hetsim
 from hetsim.hardware import Calibration
 from hetsim.perf.kernels import KernelGrid, MeasuredKernels
-from hetsim.perf.measured import ContextForm, gemm_dtypes, nearest_key
+from hetsim.perf.measured import ContextForm, gemm_dtypes, nearest_key, split_keys
 
 L8 = hetsim.load_model("llama-3.1-8b")      # 32 heads, 8 KV heads, head dim 128
 MX = hetsim.load_model("mixtral-8x7b")
@@ -212,6 +212,32 @@ def test_moe_grid_replaces_the_routed_experts_only(pm):
     # TP2 (another key) and a skewed distribution are not measured: the GEMM composition
     assert hetsim.StepModel(MX, pm, tp=2)._moe_form is None
     assert hetsim.StepModel(MX, pm, moe_distribution="power_law_1.2")._moe_form is None
+
+
+def test_an_unmeasured_moe_split_reads_another_split_of_the_same_gpus(tmp_path):
+    """Equal-GPU rule: TP2 reads the (tp 1, ep 2) grid; TP4 reads (tp 2, ep 2), the nearest tp,
+    not (tp 1, ep 4); a split over other GPU counts is never read."""
+    def moe(tp, ep, scale):
+        return KernelGrid("moe", ("bf16", 4096, 14336, 2, 8, tp, ep, "balanced"), (TOKENS,),
+                          scale * (2e-5 + TOKENS * 3e-7))
+    path = tmp_path / "split.npz"
+    kernels([moe(1, 2, 0.5), moe(2, 2, 0.3), moe(1, 4, 0.2)]).save(path)
+    pm = hetsim.PerfModel(dataclasses.replace(
+        BASE, calibration=Calibration(device="synthetic", kernels=str(path)), runtime="vllm"))
+
+    def read(**kw):
+        form = hetsim.StepModel(MX, pm, **kw)._moe_form
+        return form and form(256.0)
+    at = 2e-5 + 256 * 3e-7
+    assert read(tp=2) == pytest.approx(0.5 * at, rel=1e-6)
+    assert read(tp=4) == pytest.approx(0.3 * at, rel=1e-6)
+    assert read(tp=4, moe_ep=4) == pytest.approx(0.2 * at, rel=1e-6)   # measured: itself
+    assert read(tp=8) is None
+    assert split_keys([("x", 1, 1, 1, 1, 1, 8, "b"), ("x", 1, 1, 1, 1, 4, 2, "b"),
+                       ("x", 1, 1, 1, 1, 2, 4, "b"), ("x", 1, 1, 1, 1, 2, 4, "c")],
+                      ("x", 1, 1, 1, 1, 8, 1, "b")) == [("x", 1, 1, 1, 1, 4, 2, "b"),
+                                                         ("x", 1, 1, 1, 1, 2, 4, "b"),
+                                                         ("x", 1, 1, 1, 1, 1, 8, "b")]
 
 
 def test_mla_reads_the_mla_grids(pm):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .grid import LogGrid
 from .kernels import KernelGrid, MeasuredKernels
@@ -90,6 +90,16 @@ def nearest_key(keys: Sequence[tuple], want: tuple, same: Sequence[int],
     pool = [k for k in keys if all(k[i] == want[i] for i in same)
             and all(k[i] > 0 for i in near)]
     return min(pool, key=distance) if pool else None
+
+
+def split_keys(keys: Iterable[tuple], key: tuple) -> list[tuple]:
+    """Those of the MoE ``keys`` (dtype, hidden, inter, topk, experts, tp, ep, distribution)
+    that hold ``key``'s layer split over the same tp x ep GPUs another way, the nearest tp
+    first."""
+    *layer, tp, ep, dist = key
+    found = [k for k in keys if list(k[:5]) == layer and k[7] == dist
+             and k[5] * k[6] == tp * ep and k[5:7] != (tp, ep)]
+    return sorted(found, key=lambda k: (abs(math.log(k[5] / tp)), k[5]))
 
 
 class UniformForm:

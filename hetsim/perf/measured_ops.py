@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .measured import (ContextForm, DecodeForm, UniformForm, first_grid, gemm_dtypes,
-                       nearest_key, nearest_scaling)
+                       nearest_key, nearest_scaling, split_keys)
 
 __all__ = ["MeasuredOps"]
 
@@ -119,11 +119,22 @@ class MeasuredOps:
         """A whole MoE layer's routed experts as the runtime runs them, measured over tokens
         (``measured.UniformForm``; ``analytical(tokens)`` carries it past the grid), for exactly
         this layer's key ``(dtype, hidden, inter, topk, experts, tp, ep, distribution)``
-        (``inter``: one expert's full intermediate size, as aiconfigurator keys it), or None."""
+        (``inter``: one expert's full intermediate size, as aiconfigurator keys it), or None.
+
+        NOTE (equal-GPU rule): where this ``(tp, ep)`` split was not measured, the same layer
+        split over the same number of GPUs another way is read instead, the nearest ``tp``
+        first. With balanced routing each GPU then reads the same expert bytes and does the
+        same FLOPs; the kernels differ in shape (TP: every expert's slice; EP: whole experts).
+        Scored on the tables where both exist (``benchmarks/kernel_accuracy.py --moe-split``):
+        this is far closer than composing the layer from GEMMs (off 2-5x on mxfp4 experts)."""
         if self._kernels is None:
             return None
-        g = first_grid(self._kernels, "moe",
-                       [(d, hidden, inter, topk, experts, tp, ep, distribution)
-                        for d in gemm_dtypes(precision, weight_precision)])
+        dtypes = gemm_dtypes(precision, weight_precision)
+        g = first_grid(self._kernels, "moe", [(d, hidden, inter, topk, experts, tp, ep,
+                                               distribution) for d in dtypes])
+        if g is None:
+            have = [g.key for g in self._kernels.grids("moe")]
+            g = first_grid(self._kernels, "moe", [k for d in dtypes for k in split_keys(
+                have, (d, hidden, inter, topk, experts, tp, ep, distribution))])
         return None if g is None else UniformForm(g.grid, analytical)
 
