@@ -494,6 +494,27 @@ check("check-update-baseline-bad-plan", sub(CHECK, "seed: 1", "seed: -1"),
 check("check-trace-bad", TRACE_SC + "expect:\n  " + BOUND + "\n",
       "t.csv:2: timestamp_s: ", files={"t.csv": TRACE_HEAD + "-3,1,1\n"})
 
+# resilience: (hetsim.resilience), shared with plan
+RES = CHECK + "resilience: {survive: 1}\n"
+check("resilience-survive-2", sub(RES, "survive: 1", "survive: 2"),
+      "c.yaml: resilience.survive: must be 1, got 2")
+check("resilience-unknown-key", sub(RES, "survive: 1", "surviv: 1"),
+      "c.yaml: resilience.surviv: unknown key (did you mean 'survive'?)")
+check("resilience-a-list", sub(RES, "{survive: 1}", "[1]"), "c.yaml: resilience: must be a mapping")
+check("resilience-factor-over-1", sub(RES, "survive: 1", "cross_site_factor: 1.5"),
+      "c.yaml: resilience.cross_site_factor: must be in (0, 1), got 1.5")
+check("resilience-factor-a-word", sub(RES, "survive: 1", "cross_site_factor: low"),
+      "c.yaml: resilience.cross_site_factor: must be a number")
+check("resilience-factor-one-site", sub(RES, "survive: 1", "cross_site_factor: 0.25"),
+      "c.yaml: resilience.cross_site_factor: no placement has pools on two sites")
+check("resilience-layout-without-faults",
+      sub(pool(RES, "prefill", "instances: 1", "instances: 2"), "    kv_link: roce-400g",
+          "    kv_transfer: {link: roce-400g, mode: layerwise}"),
+      "c.yaml: resilience: disagg without prefill/0: faults are not modelled yet with "
+      "kv_transfer.mode layerwise")
+check("fault-metric-without-faults-or-resilience", sub(CHECK, BOUND, "requests_failed: {max: 0}"),
+      "c.yaml: expect.requests_failed: unknown metric")
+
 BASE_ARGS = ("check", "c.yaml", "--baseline", "b.json")
 for id, text, *expect in [
     ("baseline-not-json", "{placements: 1}", "b.json: not JSON"),
@@ -533,6 +554,11 @@ def plan(id, text, *expect, files=None, cmd=PLAN_RUN):
 
 
 plan("plan-unknown-key", PLAN + "inventry: {}\n", "p.yaml: inventry: unknown key (did you mean")
+plan("plan-resilience-cross-site", PLAN + "resilience: {cross_site_factor: 0.25}\n",
+     "p.yaml: resilience.cross_site_factor: plan's candidates sit on one site")
+plan("plan-resilience-factor-zero", PLAN + "resilience: {cross_site_factor: 0}\n",
+     "p.yaml: resilience.cross_site_factor: must be in (0, 1)")
+
 plan("plan-unknown-accelerator", sub(PLAN, "  h100-sxm:", "  h100-sx:"),
      "p.yaml: inventory.h100-sx: unknown accelerator 'h100-sx'")
 plan("plan-unknown-interconnect", sub(PLAN, "roce-100g]", "roce-10g]"),
