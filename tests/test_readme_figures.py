@@ -1,8 +1,8 @@
 """README's generated figures match what the code prints (benchmarks/readme_figures.py).
 
 The quickstart table, the design-space table and the faults section's figures are regenerated
-from seeded runs and compared
-with README.md; on a mismatch, rerun the script and commit README.md.
+from seeded runs and compared with README.md; on a mismatch, rerun the script and commit
+README.md.
 """
 import difflib
 
