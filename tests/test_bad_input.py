@@ -496,17 +496,20 @@ check("check-trace-bad", TRACE_SC + "expect:\n  " + BOUND + "\n",
 
 # resilience: (hetsim.resilience), shared with plan
 RES = CHECK + "resilience: {survive: 1}\n"
-check("resilience-survive-2", sub(RES, "survive: 1", "survive: 2"),
-      "c.yaml: resilience.survive: must be 1, got 2")
-check("resilience-unknown-key", sub(RES, "survive: 1", "surviv: 1"),
-      "c.yaml: resilience.surviv: unknown key (did you mean 'survive'?)")
-check("resilience-a-list", sub(RES, "{survive: 1}", "[1]"), "c.yaml: resilience: must be a mapping")
-check("resilience-factor-over-1", sub(RES, "survive: 1", "cross_site_factor: 1.5"),
-      "c.yaml: resilience.cross_site_factor: must be in (0, 1), got 1.5")
-check("resilience-factor-a-word", sub(RES, "survive: 1", "cross_site_factor: low"),
-      "c.yaml: resilience.cross_site_factor: must be a number")
-check("resilience-factor-one-site", sub(RES, "survive: 1", "cross_site_factor: 0.25"),
-      "c.yaml: resilience.cross_site_factor: no placement has pools on two sites")
+for id, old, new, expect in [
+    ("resilience-survive-2", "survive: 1", "survive: 2", "survive: must be 1, got 2"),
+    ("resilience-unknown-key", "survive: 1", "surviv: 1",
+     "surviv: unknown key (did you mean 'survive'?)"),
+    ("resilience-a-list", "{survive: 1}", "[1]", ": must be a mapping"),
+    ("resilience-factor-over-1", "survive: 1", "cross_site_factor: 1.5",
+     "cross_site_factor: must be in (0, 1), got 1.5"),
+    ("resilience-factor-a-word", "survive: 1", "cross_site_factor: low",
+     "cross_site_factor: must be a number"),
+    ("resilience-factor-one-site", "survive: 1", "cross_site_factor: 0.25",
+     "cross_site_factor: no placement has pools on two sites"),
+]:
+    check(id, sub(RES, old, new), "c.yaml: resilience" + ("." if expect[0] != ":" else "")
+          + expect)
 check("resilience-layout-without-faults",
       sub(pool(RES, "prefill", "instances: 1", "instances: 2"), "    kv_link: roce-400g",
           "    kv_transfer: {link: roce-400g, mode: layerwise}"),
