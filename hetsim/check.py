@@ -150,6 +150,10 @@ def _variants(sc: "Scenario", res: Resilience, path: str) -> list[Variant]:
                           "degrade)", file=path, path="resilience.cross_site_factor")
     runs = [v for name, pl in sc.placements.items()
             for v in variants(name, pl, res, sc.slo.ttft_s, pl.recovery or sc.recovery)]
+    for v in runs:
+        if v.name in sc.placements:
+            raise ConfigError(f"is also the name of {v.base}'s resilience run; rename it",
+                              file=path, path=f"placements.{v.name}")
     # a run the engine refuses (faults on a layout not modelled yet) is the checks file's
     # resilience: key's doing, not a placement the file names
     from .resolve import resolve_scenario

@@ -510,6 +510,10 @@ for id, old, new, expect in [
 ]:
     check(id, sub(RES, old, new), "c.yaml: resilience" + ("." if expect[0] != ":" else "")
           + expect)
+check("resilience-run-name-taken", sub(RES, "  disagg:", "  disagg without prefill/0:\n    "
+                                       "pools: {m: {role: mixed, accelerator: h100-sxm}}\n"
+                                       "  disagg:"),
+      "c.yaml: placements.disagg without prefill/0: is also the name of disagg's resilience run")
 check("resilience-layout-without-faults",
       sub(pool(RES, "prefill", "instances: 1", "instances: 2"), "    kv_link: roce-400g",
           "    kv_transfer: {link: roce-400g, mode: layerwise}"),

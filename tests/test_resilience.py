@@ -175,3 +175,30 @@ def test_resilience_leaves_the_placements_own_runs_as_they_were(tmp_path):
     _, with_ = run_check(EXAMPLE)
     for name in ("hetero-2p3d", "prfaas"):
         assert with_[name] == without[name]
+
+
+def test_a_check_bounds_failures_and_attainment_during_scheduled_faults(tmp_path, capsys):
+    """Without resilience: fault metrics bound the placements that have faults (the shipped
+    decode crash), end to end through the CLI; the N placement fails on attainment during
+    the fault only, the N+1 one passes."""
+    d = yaml.safe_load((ROOT / "scenarios" / "faults" / "decode-crash.yaml").read_text())
+    bounds = {"requests_failed": {"max": 0}, "fault_windows.slo_attainment": {"min": 0.9},
+              "availability.decode": {"min": 0.9}}
+    for name in ("4d-decode-crash", "5d-decode-crash"):
+        d["placements"][name]["expect"] = bounds
+    junit = tmp_path / "r.xml"
+    rc, out, err = check_cli(write(tmp_path, d), capsys, "--junit", str(junit))
+    assert rc == 1 and err == ""
+    assert ("FAIL: 1 of 6 checks; first: 4d-decode-crash: fault_windows.slo_attainment = "
+            in out and ", expected >= 0.9\n" in out)
+    assert 'failures="1"' in junit.read_text()
+    (s,) = [s for s in hetsim.run(ROOT / "scenarios" / "faults" / "decode-crash.yaml",
+                                  ["5d-decode-crash"]).summaries]
+    # the decode pool: five instances over the run, one of them down for 30 s of it
+    assert s["availability"]["decode"] == pytest.approx(1 - 30 / (5 * s["duration_s"]),
+                                                        rel=1e-9)
+    # a bound on a fault metric where the placement has none is refused before anything runs
+    d["placements"]["4d-no-fault"]["expect"] = {"requests_failed": {"max": 0}}
+    rc, out, err = check_cli(write(tmp_path, d), capsys)
+    assert rc == 2 and "placements.4d-no-fault.expect.requests_failed: unknown metric" in err
+
