@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 from .config import build, meta, read_json, read_yaml
 from .errors import ConfigError, suggest
 from .metrics import metric_error
+from .overrides import apply_overrides, blame, split_path
 from .resilience import Resilience, Variant, spans_sites, variants
 
 if TYPE_CHECKING:
@@ -93,11 +94,10 @@ def load_checks(path: str | Path, overrides: dict | None = None,
                           file=str(path))
     raw = dict(raw)
     top = raw.pop("expect", None)
+    own = {k: v for k, v in (overrides or {}).items() if split_path(k)[0] == "resilience"}
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in own}
     res = raw.pop("resilience", None)
-    try:
-        res = None if res is None else build(Resilience, res, "resilience")
-    except ConfigError as e:
-        raise e.with_file(str(path)) from None
+    res = _resilience({} if res is None else {"resilience": res}, own, label, str(path))
     top = {} if top is None else top
     per = {}
     placements = raw.get("placements")
@@ -113,7 +113,12 @@ def load_checks(path: str | Path, overrides: dict | None = None,
     sc = (load_scenario(raw, overrides, label, file=str(path)) if overrides
           else parse_scenario(raw, path))
     expects = {}
-    runs = _variants(sc, res, str(path)) if res else []
+    try:
+        runs = _variants(sc, res, str(path)) if res else []
+    except ConfigError as e:     # a cross_site_factor that --set gave
+        if e.path == "resilience.cross_site_factor" and {e.path, "resilience"} & set(own):
+            raise ConfigError(f"{e.message} (set by {label})", file=e.file, path=e.path) from None
+        raise
     for name in sc.placements:
         merged = {}   # a placement's own expectation wins over the top-level one
         for where, block in (("expect", top), (f"placements.{name}.expect", per.get(name, {}))):
@@ -141,6 +146,24 @@ def load_checks(path: str | Path, overrides: dict | None = None,
         sc = dataclasses.replace(sc, placements={**sc.placements, **{
             v.name: v.placement for v in runs if v.cannot is None}})
     return CheckSpec(sc, expects, tuple(runs))
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """What a checks file adds to a scenario besides ``expect:`` blocks."""
+    resilience: Resilience | None = None
+
+
+def _resilience(doc: dict, overrides: dict, label: str, path: str) -> Resilience | None:
+    """The file's ``resilience:`` with ``overrides`` ({``resilience.…``: value}) set on it."""
+    try:
+        return build(_Keys, apply_overrides(doc, overrides, _Keys) if overrides else doc
+                     ).resilience
+    except ConfigError as e:
+        e = e.with_file(path)
+        if not overrides:
+            raise e from None
+        raise blame(e, label, lambda: build(_Keys, doc)) from None
 
 
 def _variants(sc: "Scenario", res: Resilience, path: str) -> list[Variant]:

@@ -510,6 +510,13 @@ for id, old, new, expect in [
 ]:
     check(id, sub(RES, old, new), "c.yaml: resilience" + ("." if expect[0] != ":" else "")
           + expect)
+for id, setting, expect in [
+    ("resilience-set-survive", "resilience.survive=2", "resilience.survive: must be 1, got 2"),
+    ("resilience-set-factor-one-site", "resilience.cross_site_factor=0.5",
+     "resilience.cross_site_factor: no placement has pools on two sites"),
+]:
+    check(id, CHECK, f"c.yaml: {expect}", "(set by --set)", cmd=("check", "c.yaml", "--set",
+                                                                 setting))
 check("resilience-run-name-taken", sub(RES, "  disagg:", "  disagg without prefill/0:\n    "
                                        "pools: {m: {role: mixed, accelerator: h100-sxm}}\n"
                                        "  disagg:"),

@@ -158,6 +158,15 @@ def test_a_cross_site_factor_that_starves_the_link_fails_by_exactly_the_long_pro
         ("prfaas with cross-site x0.01", "fault_windows.slo_attainment")}
 
 
+def test_resilience_takes_overrides_like_the_scenario():
+    checks = load_checks(EXAMPLE, {"resilience.cross_site_factor": 0.01,
+                                   "workload.requests": 300})
+    assert checks.scenario.workload.requests == 300
+    assert [v.name for v in checks.variants][-1] == "prfaas with cross-site x0.01"
+    assert "survive: 1" in load_checks(ROOT / "examples" / "ci" / "plan.yaml", {
+        "resilience.survive": 1}).variants[0].cannot
+
+
 def test_a_slower_cross_site_link_never_raises_attainment(tmp_path):
     got = []
     for f in (0.5, 0.25, 0.1, 0.03, 0.01):
