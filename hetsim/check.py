@@ -112,40 +112,46 @@ def load_checks(path: str | Path, overrides: dict | None = None,
     # resolved once, by the run (or validate's prepare)
     sc = (load_scenario(raw, overrides, label, file=str(path)) if overrides
           else parse_scenario(raw, path))
-    expects = {}
     try:
         runs = _variants(sc, res, str(path)) if res else []
     except ConfigError as e:     # a cross_site_factor that --set gave
         if e.path == "resilience.cross_site_factor" and {e.path, "resilience"} & set(own):
             raise ConfigError(f"{e.message} (set by {label})", file=e.file, path=e.path) from None
         raise
-    for name in sc.placements:
-        merged = {}   # a placement's own expectation wins over the top-level one
-        for where, block in (("expect", top), (f"placements.{name}.expect", per.get(name, {}))):
-            if not isinstance(block, dict):
-                raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
-                                  path=where)
-            roles = {n: p.role for n, p in sc.placements[name].pools.items()}
-            faults = bool(sc.faults or sc.placements[name].faults)
-            for metric, b in block.items():
-                why = metric_error(str(metric), roles, faults or res is not None)
-                if why:
-                    raise ConfigError(why, file=str(path), path=f"{where}.{metric}")
-                try:
-                    merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
-                except ConfigError as e:
-                    raise e.with_file(str(path)) from None
+    expects = {}
+    for name, pl in sc.placements.items():
+        merged = _bounds(name, pl, sc, top, per.get(name, {}), res is not None, str(path))
         expects[name] = merged
-        for v in runs:
-            if v.base == name:
-                expects[v.name] = merged
-        if not (sc.faults or sc.placements[name].faults):   # fault metrics: its variants only
+        expects.update({v.name: merged for v in runs if v.base == name})
+        if not (sc.faults or pl.faults):     # fault metrics bound its resilience runs only
+            roles = {n: p.role for n, p in pl.pools.items()}
             expects[name] = {m: b for m, b in merged.items()
                              if metric_error(m, roles, False) is None}
     if runs:
         sc = dataclasses.replace(sc, placements={**sc.placements, **{
             v.name: v.placement for v in runs if v.cannot is None}})
     return CheckSpec(sc, expects, tuple(runs))
+
+
+def _bounds(name: str, pl, sc: "Scenario", top, own, resilience: bool, path: str) -> dict:
+    """Placement ``name``'s bounds, {metric: (Bound, key path)}: the top-level ``expect:``
+    and its own (which wins on the same metric); fault metrics where it has faults or the
+    file has ``resilience:``."""
+    roles = {n: p.role for n, p in pl.pools.items()}
+    faults = bool(sc.faults or pl.faults) or resilience
+    merged = {}
+    for where, block in (("expect", top), (f"placements.{name}.expect", own)):
+        if not isinstance(block, dict):
+            raise ConfigError("must be a mapping of metric: {min, max}", file=path, path=where)
+        for metric, b in block.items():
+            why = metric_error(str(metric), roles, faults)
+            if why:
+                raise ConfigError(why, file=path, path=f"{where}.{metric}")
+            try:
+                merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
+            except ConfigError as e:
+                raise e.with_file(path) from None
+    return merged
 
 
 @dataclass(frozen=True)
