@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
 
 import hetsim
 from hetsim.check import load_checks, run_check
@@ -77,6 +78,20 @@ def test_a_check_runs_each_placement_and_its_variants_in_order():
     assert set(checks.expects["hetero-2p3d"]) == {"slo_attainment"}
     assert set(checks.expects["prfaas with cross-site x0.25"]) == {
         "slo_attainment", "requests_failed", "fault_windows.slo_attainment"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.floats(), st.integers(-3, 3), st.text(max_size=3), st.booleans()))
+def test_a_cross_site_factor_loads_only_inside_0_1(f):
+    from hetsim.config import build
+    from hetsim.errors import ConfigError
+    ok = (not isinstance(f, (str, bool))) and 0 < f < 1
+    try:
+        r = build(Resilience, {"cross_site_factor": f}, "resilience")
+    except ConfigError as e:
+        assert not ok and e.path == "resilience.cross_site_factor" and "\n" not in str(e)
+    else:
+        assert ok and r.cross_site_factor == f and r.survive == 1
 
 
 # --- check -----------------------------------------------------------------------------------
