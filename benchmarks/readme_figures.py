@@ -3,7 +3,7 @@
     python benchmarks/readme_figures.py            # rewrite README.md in place
     python benchmarks/readme_figures.py --check    # exit 1 with a diff when README.md is stale
 
-Two regions of README.md are generated, each between a pair of markers
+These regions of README.md are generated, each between a pair of markers
 (``<!-- readme_figures:NAME -->`` ... ``<!-- /readme_figures:NAME -->``); nothing outside them
 is touched:
 
@@ -15,6 +15,10 @@ is touched:
   that states a fact rather than a number ("unchanged", "hidden", "becomes transfer-bound") is
   checked against the run, and regenerating fails when the run no longer says it, so that
   prose gets rewritten by a person instead of going stale.
+- ``faults-decode-crash``, ``faults-flaky-cross-site``, ``faults-mtbf-hour``: README "Faults
+  and recovery"'s table and paragraphs on ``scenarios/faults/*.yaml``, templates filled in the
+  same way, their facts ("nothing fails", "costs nothing a client sees") checked alike.
+- ``check-resilience``: what ``hetsim check examples/ci/resilience.yaml`` prints.
 
 Every scenario is seeded, so the figures are deterministic; ``tests/test_readme_figures.py``
 runs the check in CI.
@@ -22,7 +26,9 @@ runs the check in CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import io
 import re
 import sys
 from dataclasses import dataclass
@@ -34,24 +40,27 @@ if str(ROOT) not in sys.path:       # this checkout's hetsim, not whichever one 
     sys.path.insert(0, str(ROOT))
 
 import hetsim  # noqa: E402
+from hetsim.cli import main as cli  # noqa: E402
 from hetsim.outputs import write_text_atomic  # noqa: E402
 from hetsim.report import format_table, run_title  # noqa: E402
 
 README = ROOT / "README.md"
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
 DESIGN_SPACE = ROOT / "scenarios" / "design-space"
+FAULTS = ROOT / "scenarios" / "faults"
+CHECKS = ROOT / "examples" / "ci" / "resilience.yaml"
 
 __all__ = ["expected_readme", "quickstart_block", "design_space_table", "main"]
 
 
 class StaleProse(RuntimeError):
-    """A row's wording states something the run no longer shows."""
+    """A template's wording states something the run no longer shows."""
 
 
-def _claim(ok: bool, scenario: str, what: str) -> None:
+def _claim(ok: bool, where: str, what: str) -> None:
     if not ok:
-        raise StaleProse(f"{scenario}: the README row says {what!r}, which the run no longer "
-                         "shows; rewrite that row's template in benchmarks/readme_figures.py")
+        raise StaleProse(f"{where}: the README says {what!r}, which the run no longer "
+                         "shows; rewrite that template in benchmarks/readme_figures.py")
 
 
 def _get(summary: dict, path: str) -> float:
@@ -245,6 +254,118 @@ ROWS = [
 ]
 
 
+# --- the faults section -------------------------------------------------------------------------
+# Prose with its numbers from the shipped fault scenarios' runs; wording that states a fact
+# ("nothing fails", "costs nothing a client sees") is a claim checked against the run.
+def _runs(name: str):
+    """(the scenario, {placement: summary}) of ``scenarios/faults/<name>.yaml``."""
+    r = hetsim.run(FAULTS / f"{name}.yaml")
+    return r.scenario, {s["name"]: s for s in r.summaries}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+DECODE_CRASH = """\
+| placement | SLO attainment | during the fault | TPOT p99 | requests retried | tokens recomputed |
+|---|---|---|---|---|---|
+{rows}
+
+Four decode instances carry the load with room to spare until one dies: the three left run
+batches a third larger, TPOT passes the target, and attainment among the requests arriving
+during the outage falls to {window:.0f}%. The requests on the dead instance lose their KV ({lost:.0f}k
+tokens re-prefilled), yet nothing fails. With a fifth decode instance (N+1, ${extra:.0f}/h more)
+the same crash costs nothing a client sees."""
+
+
+def decode_crash() -> str:
+    sc, r = _runs("decode-crash")
+    plain, n, n1 = r["4d-no-fault"], r["4d-decode-crash"], r["5d-decode-crash"]
+    here = "faults-decode-crash"
+    _claim(plain["meets_slo"] and not n["meets_slo"] and n1["meets_slo"], here,
+           "four decode instances meet the SLO until one dies; five meet it through the crash")
+    _claim(n["tpot_s"]["p99"] > sc.slo.tpot_s > n1["tpot_s"]["p99"], here, "TPOT passes the target")
+    _claim(n["requests_failed"] == n1["requests_failed"] == 0, here, "nothing fails")
+    _claim(n1["fault_windows"]["slo_attainment"] >= 0.99, here,
+           "the same crash costs nothing a client sees (N+1)")
+
+    def row(label, s, missed=""):
+        f = s.get("fault_windows")
+        cells = [label, f"{_pct(s['slo_attainment'])}{missed}",
+                 _pct(f["slo_attainment"]) if f else "-", f"{1000 * s['tpot_s']['p99']:.1f} ms",
+                 f"{s['requests_retried']}" if f else "-",
+                 f"{s['recomputed_tokens']:,}" if f else "-"]
+        return "| " + " | ".join(cells) + " |"
+    rows = "\n".join([row("4 decode, no fault", plain),
+                      row("4 decode, decode/0 crashes", n, " (missed)"),
+                      row("5 decode (N+1), decode/0 crashes", n1)])
+    return DECODE_CRASH.format(
+        rows=rows, window=100 * n["fault_windows"]["slo_attainment"],
+        lost=n["recomputed_tokens"] / 1000,
+        extra=n1["cost_per_hour_usd"] - n["cost_per_hour_usd"])
+
+
+FLAKY = """\
+`scenarios/faults/flaky-cross-site.yaml` runs a PrfaaS layout (long prompts prefill on a
+remote H100, their KV crosses one shared 100 GbE link) with the link healthy, down for 2 s
+every 10 s, or at a quarter of its bandwidth for 5 s every 10 s: SLO attainment
+{att}, TTFT p99 {ttft} s. A short outage costs less than a longer
+slowdown here: the one transfer caught by an outage is sent again, the others wait it out,
+while a slow link holds every long prompt's KV for four times as long."""
+
+
+def flaky_cross_site() -> str:
+    _, r = _runs("flaky-cross-site")
+    runs = ok, down, slow = r["healthy"], r["down-2s-every-10s"], r["quarter-5s-every-10s"]
+    here = "faults-flaky-cross-site"
+    _claim(ok["slo_attainment"] > down["slo_attainment"] > slow["slo_attainment"]
+           and ok["ttft_s"]["p99"] < down["ttft_s"]["p99"] < slow["ttft_s"]["p99"], here,
+           "a short outage costs less than a longer slowdown")
+    _claim(down["transfers_retried"] == 1 and slow["transfers_retried"] == 0, here,
+           "the one transfer caught by an outage is sent again")
+    _claim(down["recomputed_tokens"] == slow["recomputed_tokens"] == 0, here,
+           "(nothing recomputed: the prefill side still owns the KV)")
+    return FLAKY.format(att=" / ".join(_pct(s["slo_attainment"]) for s in runs),
+                        ttft=" / ".join(f"{s['ttft_s']['p99']:.2f}" for s in runs))
+
+
+MTBF = """\
+`scenarios/faults/mtbf-hour.yaml` is an hour of traffic (36,000 requests, 10 req/s) on one
+H100 prefill and A100 decode instances that crash at random (MTBF 20 min, MTTR 3 min, the same
+draws in both placements). Without faults two decode instances meet the SLO ({plain:.0%}); with
+them decode availability is {avail}, {moved} requests are moved and {lost:.0f}k tokens
+recomputed, and attainment falls to {att2} ({win2} among the requests arriving while one
+is down). Three (N+1) keep {att3} ({win3} during faults). Nothing fails: each request finds
+a live instance within its retry limit."""
+
+
+def mtbf_hour() -> str:
+    _, r = _runs("mtbf-hour")
+    two, three = r["2-decode"], r["3-decode"]
+    (plain,) = hetsim.run(FAULTS / "mtbf-hour.yaml", ["2-decode"],
+                          overrides={"faults": None}).summaries
+    here = "faults-mtbf-hour"
+    _claim(plain["meets_slo"] and not two["meets_slo"] and three["meets_slo"], here,
+           "two decode instances meet the SLO without faults, not with them; three do")
+    _claim(two["requests_failed"] == three["requests_failed"] == 0, here, "Nothing fails")
+    return MTBF.format(
+        plain=plain["slo_attainment"], avail=_pct(two["availability"]["decode"]),
+        moved=two["requests_retried"], lost=two["recomputed_tokens"] / 1000,
+        att2=_pct(two["slo_attainment"]), win2=_pct(two["fault_windows"]["slo_attainment"]),
+        att3=_pct(three["slo_attainment"]), win3=_pct(three["fault_windows"]["slo_attainment"]))
+
+
+def check_resilience() -> str:
+    """What ``hetsim check examples/ci/resilience.yaml`` prints, fenced."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli(["check", str(CHECKS)])
+    _claim(rc == 0, "check-resilience", "every run passes")
+    lines = [line.rstrip() for line in out.getvalue().strip().splitlines()]
+    return "\n".join(["```", "$ hetsim check examples/ci/resilience.yaml", *lines, "```"])
+
+
 # --- the regions ---------------------------------------------------------------------------------
 def quickstart_block() -> str:
     """What ``hetsim run scenarios/quickstart.yaml`` prints, fenced."""
@@ -269,7 +390,9 @@ def design_space_table() -> str:
                      + [design_space_row(r) for r in ROWS])
 
 
-REGIONS = {"quickstart": quickstart_block, "design-space": design_space_table}
+REGIONS = {"quickstart": quickstart_block, "design-space": design_space_table,
+           "faults-decode-crash": decode_crash, "faults-flaky-cross-site": flaky_cross_site,
+           "faults-mtbf-hour": mtbf_hour, "check-resilience": check_resilience}
 
 
 def replace_region(text: str, name: str, body: str) -> str:

@@ -6,9 +6,17 @@ lives in :mod:`hetsim.planner`). ``expect:`` at the top level applies to every p
 of the run summary, nested ones dotted (``ttft_s.p99``, ``link_utilization.prefill.nic.max``).
 The run is deterministic, so a stored baseline of every numeric metric catches silent model
 changes: drift beyond the tolerance fails even while the bounds hold.
+
+``resilience: {survive: 1, cross_site_factor: f}`` (:mod:`hetsim.resilience`, as ``plan``
+takes it) runs every placement again without one instance of each pool and, for placements
+on several sites, with the cross-site link degraded; each run (``<placement> without
+<pool>/0``) must meet the placement's expectations too. A bound on a fault metric
+(``requests_failed``, ``fault_windows.slo_attainment``) of a placement without faults applies
+to its resilience runs only.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +26,8 @@ from xml.sax.saxutils import escape
 from .config import build, meta, read_json, read_yaml
 from .errors import ConfigError, suggest
 from .metrics import metric_error
+from .overrides import apply_overrides, blame, split_path
+from .resilience import Resilience, Variant, spans_sites, variants
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -45,13 +55,16 @@ class CheckSpec:
     one)."""
     scenario: "Scenario"
     expects: dict
+    #: resilience runs (placements of ``scenario`` too, but those that ``cannot`` pass),
+    #: reported after the placement each varies
+    variants: tuple[Variant, ...] = ()
 
 
 @dataclass
 class CheckResult:
     placement: str
     metric: str
-    kind: str            # "bound" | "baseline"
+    kind: str            # "bound" | "baseline" | "resilience"
     value: float | None
     expected: str
     passed: bool
@@ -81,6 +94,10 @@ def load_checks(path: str | Path, overrides: dict | None = None,
                           file=str(path))
     raw = dict(raw)
     top = raw.pop("expect", None)
+    own = {k: v for k, v in (overrides or {}).items() if split_path(k)[0] == "resilience"}
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in own}
+    res = raw.pop("resilience", None)
+    res = _resilience({} if res is None else {"resilience": res}, own, label, str(path))
     top = {} if top is None else top
     per = {}
     placements = raw.get("placements")
@@ -95,25 +112,97 @@ def load_checks(path: str | Path, overrides: dict | None = None,
     # resolved once, by the run (or validate's prepare)
     sc = (load_scenario(raw, overrides, label, file=str(path)) if overrides
           else parse_scenario(raw, path))
+    try:
+        runs = _variants(sc, res, str(path)) if res else []
+    except ConfigError as e:     # a cross_site_factor that --set gave
+        if e.path == "resilience.cross_site_factor" and {e.path, "resilience"} & set(own):
+            raise ConfigError(f"{e.message} (set by {label})", file=e.file, path=e.path) from None
+        raise
     expects = {}
-    for name in sc.placements:
-        merged = {}   # a placement's own expectation wins over the top-level one
-        for where, block in (("expect", top), (f"placements.{name}.expect", per.get(name, {}))):
-            if not isinstance(block, dict):
-                raise ConfigError("must be a mapping of metric: {min, max}", file=str(path),
-                                  path=where)
-            roles = {n: p.role for n, p in sc.placements[name].pools.items()}
-            faults = bool(sc.faults or sc.placements[name].faults)
-            for metric, b in block.items():
-                why = metric_error(str(metric), roles, faults)
-                if why:
-                    raise ConfigError(why, file=str(path), path=f"{where}.{metric}")
-                try:
-                    merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
-                except ConfigError as e:
-                    raise e.with_file(str(path)) from None
+    for name, pl in sc.placements.items():
+        merged = _bounds(name, pl, sc, top, per.get(name, {}), res is not None, str(path))
         expects[name] = merged
-    return CheckSpec(sc, expects)
+        expects.update({v.name: merged for v in runs if v.base == name})
+        if not (sc.faults or pl.faults):     # fault metrics bound its resilience runs only
+            roles = {n: p.role for n, p in pl.pools.items()}
+            expects[name] = {m: b for m, b in merged.items()
+                             if metric_error(m, roles, False) is None}
+    if runs:
+        sc = dataclasses.replace(sc, placements={**sc.placements, **{
+            v.name: v.placement for v in runs if v.cannot is None}})
+    return CheckSpec(sc, expects, tuple(runs))
+
+
+def _bounds(name: str, pl, sc: "Scenario", top, own, resilience: bool, path: str) -> dict:
+    """Placement ``name``'s bounds, {metric: (Bound, key path)}: the top-level ``expect:``
+    and its own (which wins on the same metric); fault metrics where it has faults or the
+    file has ``resilience:``."""
+    roles = {n: p.role for n, p in pl.pools.items()}
+    faults = bool(sc.faults or pl.faults) or resilience
+    merged = {}
+    for where, block in (("expect", top), (f"placements.{name}.expect", own)):
+        if not isinstance(block, dict):
+            raise ConfigError("must be a mapping of metric: {min, max}", file=path, path=where)
+        for metric, b in block.items():
+            why = metric_error(str(metric), roles, faults)
+            if why:
+                raise ConfigError(why, file=path, path=f"{where}.{metric}")
+            try:
+                merged[metric] = (build(Bound, b, f"{where}.{metric}"), f"{where}.{metric}")
+            except ConfigError as e:
+                raise e.with_file(path) from None
+    return merged
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """What a checks file adds to a scenario besides ``expect:`` blocks."""
+    resilience: Resilience | None = None
+
+
+def _resilience(doc: dict, overrides: dict, label: str, path: str) -> Resilience | None:
+    """The file's ``resilience:`` with ``overrides`` ({``resilience.…``: value}) set on it."""
+    try:
+        return build(_Keys, apply_overrides(doc, overrides, _Keys) if overrides else doc
+                     ).resilience
+    except ConfigError as e:
+        e = e.with_file(path)
+        if not overrides:
+            raise e from None
+        raise blame(e, label, lambda: build(_Keys, doc)) from None
+
+
+def _variants(sc: "Scenario", res: Resilience, path: str) -> list[Variant]:
+    """Every placement's resilience runs (:func:`hetsim.resilience.variants`)."""
+    if res.cross_site_factor is not None and not any(map(spans_sites, sc.placements.values())):
+        raise ConfigError("no placement has pools on two sites (a cross-site link to "
+                          "degrade)", file=path, path="resilience.cross_site_factor")
+    runs = [v for name, pl in sc.placements.items()
+            for v in variants(name, pl, res, sc.slo.ttft_s, pl.recovery or sc.recovery)]
+    for v in runs:
+        if v.name in sc.placements:
+            raise ConfigError(f"is also the name of {v.base}'s resilience run; rename it",
+                              file=path, path=f"placements.{v.name}")
+    # a run the engine refuses (faults on a layout not modelled yet) is the checks file's
+    # resilience: key's doing, not a placement the file names
+    from .resolve import resolve_scenario
+    ran = {v.name: v for v in runs if v.cannot is None}
+    try:     # the file's own placements first: their errors stay theirs
+        resolve_scenario(dataclasses.replace(sc, placements={
+            **sc.placements, **{n: v.placement for n, v in ran.items()}}))
+    except ConfigError as e:
+        name = next((n for n in ran if e.path.startswith(f"placements.{n}.")), None)
+        if name is None:
+            raise
+        raise ConfigError(f"{name}: {e.message}", file=path, path="resilience") from None
+    return runs
+
+
+def _order(checks: CheckSpec) -> list[str]:
+    """Report order: each placement, then its resilience runs."""
+    runs = {v.name for v in checks.variants}
+    return [n for base in checks.scenario.placements if base not in runs
+            for n in (base, *(v.name for v in checks.variants if v.base == base))]
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -154,13 +243,26 @@ def run_check(checks: "CheckSpec | str | Path", baseline: dict | None = None,
                            and (v is None or math.isfinite(v))}
                for s in result.summaries}
     results = []
-    for s in result.summaries:
-        name, flat = s["name"], flatten(s)
+    by_name = {s["name"]: s for s in result.summaries}
+    cannot = {v.name: v for v in checks.variants if v.cannot}
+    varied = {v.name for v in checks.variants}
+    for name in _order(checks):
+        if name in cannot:      # a pool of one: nothing to run
+            v = cannot[name]
+            results.append(CheckResult(name, f"pools.{v.lost}.instances", "resilience",
+                                       v.placement.pools[v.lost].instances, ">= 2", False,
+                                       v.cannot))
+            continue
+        flat = flatten(by_name[name])
         for metric, (b, where) in expects[name].items():
             if metric not in flat:
                 raise ConfigError(f"unknown metric {metric!r}" + suggest(metric, flat),
                                   file=str(path), path=where)
             v = flat[metric]
+            if v is None and name in varied:     # e.g. nothing completed without the instance
+                results.append(CheckResult(name, metric, "bound", None, "a value", False,
+                                           f"{metric} has no value in this run"))
+                continue
             if v is None:    # e.g. a KV-transfer time in a colocated placement: a checks-file error
                 raise ConfigError(f"{metric} has no value for placement {name!r} (nothing it "
                                   f"measures happened); drop the bound there",

@@ -249,10 +249,14 @@ def _cmd_validate(args) -> int:
     from .api import prepare
     from .check import load_checks
     for f in args.scenario:
-        sc = load_checks(f).scenario  # a scenario, or a checks file (expect: blocks checked too)
+        checks = load_checks(f)   # a scenario, or a checks file (expect: blocks checked too)
+        sc = checks.scenario
         _, _, reqs = prepare(sc)
         clipped = f", {reqs.clipped} clipped to the context" if reqs.clipped else ""
-        print(f"{f}: ok ({len(sc.placements)} placements, {len(reqs)} requests{clipped})")
+        runs = sum(v.cannot is None for v in checks.variants)
+        runs_text = f" + {runs} resilience runs" if runs else ""
+        print(f"{f}: ok ({len(sc.placements) - runs} placements{runs_text}, {len(reqs)} "
+              f"requests{clipped})")
     return 0
 
 
@@ -371,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_cmd_sweep)
     c = sub.add_parser("check", help="run a checks file and check its expectations and "
                        "baseline (exit 0 pass, 1 regression, 2 bad input)")
-    c.add_argument("plan", help="checks file: a scenario YAML with expect: blocks")
+    c.add_argument("plan", help="checks file: a scenario YAML with expect: blocks (and "
+                   "resilience: {survive: 1, cross_site_factor: F})")
     c.add_argument("--baseline", metavar="JSON", help="compare every metric with this baseline")
     c.add_argument("--tolerance", type=flags.pct, default=0.05,
                    help="allowed drift from the baseline (default 5%%)")

@@ -494,6 +494,41 @@ check("check-update-baseline-bad-plan", sub(CHECK, "seed: 1", "seed: -1"),
 check("check-trace-bad", TRACE_SC + "expect:\n  " + BOUND + "\n",
       "t.csv:2: timestamp_s: ", files={"t.csv": TRACE_HEAD + "-3,1,1\n"})
 
+# resilience: (hetsim.resilience), shared with plan
+RES = CHECK + "resilience: {survive: 1}\n"
+for id, old, new, expect in [
+    ("resilience-survive-2", "survive: 1", "survive: 2", "survive: must be 1, got 2"),
+    ("resilience-unknown-key", "survive: 1", "surviv: 1",
+     "surviv: unknown key (did you mean 'survive'?)"),
+    ("resilience-a-list", "{survive: 1}", "[1]", ": must be a mapping"),
+    ("resilience-factor-over-1", "survive: 1", "cross_site_factor: 1.5",
+     "cross_site_factor: must be in (0, 1), got 1.5"),
+    ("resilience-factor-a-word", "survive: 1", "cross_site_factor: low",
+     "cross_site_factor: must be a number"),
+    ("resilience-factor-one-site", "survive: 1", "cross_site_factor: 0.25",
+     "cross_site_factor: no placement has pools on two sites"),
+]:
+    check(id, sub(RES, old, new), "c.yaml: resilience" + ("." if expect[0] != ":" else "")
+          + expect)
+for id, setting, expect in [
+    ("resilience-set-survive", "resilience.survive=2", "resilience.survive: must be 1, got 2"),
+    ("resilience-set-factor-one-site", "resilience.cross_site_factor=0.5",
+     "resilience.cross_site_factor: no placement has pools on two sites"),
+]:
+    check(id, CHECK, f"c.yaml: {expect}", "(set by --set)", cmd=("check", "c.yaml", "--set",
+                                                                 setting))
+check("resilience-run-name-taken", sub(RES, "  disagg:", "  disagg without prefill/0:\n    "
+                                       "pools: {m: {role: mixed, accelerator: h100-sxm}}\n"
+                                       "  disagg:"),
+      "c.yaml: placements.disagg without prefill/0: is also the name of disagg's resilience run")
+check("resilience-layout-without-faults",
+      sub(pool(RES, "prefill", "instances: 1", "instances: 2"), "    kv_link: roce-400g",
+          "    kv_transfer: {link: roce-400g, mode: layerwise}"),
+      "c.yaml: resilience: disagg without prefill/0: faults are not modelled yet with "
+      "kv_transfer.mode layerwise")
+check("fault-metric-without-faults-or-resilience", sub(CHECK, BOUND, "requests_failed: {max: 0}"),
+      "c.yaml: expect.requests_failed: unknown metric")
+
 BASE_ARGS = ("check", "c.yaml", "--baseline", "b.json")
 for id, text, *expect in [
     ("baseline-not-json", "{placements: 1}", "b.json: not JSON"),
@@ -533,6 +568,11 @@ def plan(id, text, *expect, files=None, cmd=PLAN_RUN):
 
 
 plan("plan-unknown-key", PLAN + "inventry: {}\n", "p.yaml: inventry: unknown key (did you mean")
+plan("plan-resilience-cross-site", PLAN + "resilience: {cross_site_factor: 0.25}\n",
+     "p.yaml: resilience.cross_site_factor: plan's candidates sit on one site")
+plan("plan-resilience-factor-zero", PLAN + "resilience: {cross_site_factor: 0}\n",
+     "p.yaml: resilience.cross_site_factor: must be in (0, 1)")
+
 plan("plan-unknown-accelerator", sub(PLAN, "  h100-sxm:", "  h100-sx:"),
      "p.yaml: inventory.h100-sx: unknown accelerator 'h100-sx'")
 plan("plan-unknown-interconnect", sub(PLAN, "roce-100g]", "roce-10g]"),

@@ -21,7 +21,7 @@ LAYERS = [
     ["hardware", "models", "workload", "kerneldb", "runtimes"],
     ["perf"],
     ["calibrate"],          # never the simulator: it runs on GPU hosts with only torch
-    ["scenario", "engine.routers"],
+    ["scenario", "engine.routers", "resilience"],
     ["resolve"],
     ["engine"],
     ["metrics"],

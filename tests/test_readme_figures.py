@@ -1,7 +1,8 @@
 """README's generated figures match what the code prints (benchmarks/readme_figures.py).
 
-The quickstart table and the design-space table are regenerated from seeded runs and compared
-with README.md; on a mismatch, rerun the script and commit README.md.
+The quickstart table, the design-space table and the faults section's figures are regenerated
+from seeded runs and compared with README.md; on a mismatch, rerun the script and commit
+README.md.
 """
 import difflib
 
@@ -59,3 +60,15 @@ def test_prose_the_run_no_longer_shows_fails_instead_of_going_stale(figures):
                "bottleneck": "prefill-bound"}
     with pytest.raises(figures.StaleProse, match="transfer-engine.*becomes transfer-bound"):
         figures._transfer_engine({"rdma": summary, "tcp": summary}, None)
+
+
+def test_a_failing_resilience_check_is_not_written_into_the_readme(figures, tmp_path,
+                                                                   monkeypatch):
+    import yaml
+    d = yaml.safe_load(figures.CHECKS.read_text())
+    d["placements"]["hetero-2p3d"]["pools"]["prefill"]["instances"] = 1
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    monkeypatch.setattr(figures, "CHECKS", f)
+    with pytest.raises(figures.StaleProse, match="check-resilience.*every run passes"):
+        figures.check_resilience()

@@ -17,6 +17,7 @@ from ..hardware import load_accelerator, load_interconnect
 from ..models import load_model
 from ..perf import model_problem
 from ..precision import unknown_precision
+from ..resilience import Resilience
 from ..runtimes import RuntimeSpec
 from ..scenario import SLO
 from ..workload import WorkloadSpec, check_rate_varies, generate
@@ -32,14 +33,6 @@ class Stock:
     max: int | None = field(default=None, metadata=meta("accelerators available", positive))
     price_usd_per_hour: float | None = field(default=None, metadata=meta(
         "override the profile's price", positive))
-
-
-@dataclass(frozen=True)
-class Resilience:
-    """What a plan must survive besides meeting its SLO."""
-    survive: int = field(default=1, metadata=meta(
-        "instances of each pool that may be down while the plan still meets its SLO (N+1: "
-        "1, the one value supported)", lambda v: None if v == 1 else f"must be 1, got {v}"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +101,11 @@ class PlanSpec:
             raise ConfigError("needs at least one accelerator", path="inventory")
         if self.tune is not None:
             self._check_tune()
+        if self.resilience is not None and self.resilience.cross_site_factor is not None:
+            # NOTE: every candidate's pools sit on one site; a silent no-op would pass anything
+            raise ConfigError("plan's candidates sit on one site, with no cross-site link to "
+                              "degrade; cross_site_factor applies to hetsim check (placements "
+                              "with pools on several sites)", path="resilience.cross_site_factor")
         check_rate_varies(self.workload, "a plan")
         routing = self.workload.moe_routing
         if routing not in (None, "balanced") and not self.runtime:

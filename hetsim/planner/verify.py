@@ -17,6 +17,7 @@ import numpy as np
 from ..config import build, to_dict
 from ..executors import Executor, serialized
 from ..models import load_model
+from ..resilience import variants
 from ..scenario import Placement, Scenario
 from .capacity import options
 from .result import PlanResult, pareto
@@ -32,26 +33,20 @@ _VERIFY_TRIES = 4
 def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int,
               down: bool = False) -> Scenario:
     """The candidates at ``rate``; with ``down`` (``resilience``) each also once per pool with
-    that pool's first instance crashed for the whole run (placement ``<name> without <pool>``)."""
+    that pool's first instance crashed for the whole run (placement ``<name> without <pool>/0``,
+    :func:`hetsim.resilience.variants`)."""
     w = dataclasses.replace(spec.workload, requests=requests,
                             arrival=dataclasses.replace(spec.workload.arrival, rate_rps=rate))
     placements = {}
     for c in cands:
-        placements[c.name()] = build(Placement, c.placement())
-        for pool in (c.pools if down else ()):
-            # NOTE: down from the start to past any run; a request that finds no live
-            # instance gives up after ten TTFT targets (its wait counts against the plan)
-            placements[_without(c, pool)] = build(Placement, {
-                **c.placement(), "faults": [{"at_s": 0, "target": f"{pool}/0", "kind": "crash",
-                                              "repair_s": 1e9}],
-                "recovery": {"request_timeout_s": 10 * spec.slo.ttft_s}})
+        placements[c.name()] = pl = build(Placement, c.placement())
+        for v in variants(c.name(), pl, spec.resilience, spec.slo.ttft_s) if down else ():
+            # NOTE: a pool of one is simulated too: every request needing it times out, the
+            # run misses and that pool grows (as any pool that cannot lose an instance)
+            placements[v.name] = v.placement
     return Scenario(name=spec.name, model=spec.model, workload=w, slo=spec.slo,
                     placements=placements,
                     source_file=spec.source_file)   # relative workload files, error attribution
-
-
-def _without(c: Candidate, pool: str) -> str:
-    return f"{c.name()} without {pool}/0"
 
 
 def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> Candidate:
