@@ -16,7 +16,7 @@ from .hardware import Accelerator, Interconnect, load_accelerator, load_intercon
 from .models import ModelConfig, load_model
 from .perf import MemoryPlan, PerfModel, PoolProblem, StepModel, model_problem, pool_fit
 from .precision import PRECISION_BYTES, Formats
-from .runtimes import Rules, RuntimeSpec, kv_budget, sglang_max_running
+from .runtimes import Rules, RuntimeSpec, kv_budget, moe_compute, sglang_max_running
 from .runtimes import rules as runtime_rules
 from .overrides import blame
 from .scenario import (Encoding, Fault, KVTransfer, Placement, Pool, Recovery, Scenario,
@@ -52,6 +52,13 @@ class ResolvedPool:
     @property
     def accelerators(self) -> int:
         return self.spec.instances * self.spec.tp
+
+    def step_model(self, model: ModelConfig) -> StepModel:
+        """The iteration-time model of one of this pool's instances running ``model``."""
+        return StepModel(model, PerfModel(self.accelerator), self.spec.tp, self.formats,
+                         moe_distribution=self.moe_routing, moe_ep=self.spec.moe_ep or 1,
+                         moe_compute=moe_compute(self.rules and self.rules.name,
+                                                 self.accelerator))
 
     def kv_format(self) -> dict:
         """What a transfer engine cannot paper over: dtype, page size, layout, sharding."""
@@ -154,9 +161,7 @@ def _check_routing(name: str, pool: ResolvedPool, model: ModelConfig) -> None:
     where = "workload.moe_routing"
     if model.moe is None:
         raise ConfigError(f"{model.name} has no MoE layers", path=where)
-    step = StepModel(model, PerfModel(pool.accelerator), pool.spec.tp, pool.formats,
-                     moe_distribution=pool.moe_routing, moe_ep=pool.spec.moe_ep or 1)
-    if not step.measured_moe:
+    if not pool.step_model(model).measured_moe:
         what = (f"{pool.accelerator.name}'s {pool.rules.name} profile has no measured MoE "
                 f"kernels for {model.name}'s layer at tp={pool.spec.tp}" if pool.rules else
                 "it has no runtime: (only runtime profiles carry measured MoE kernels)")

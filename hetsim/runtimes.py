@@ -24,7 +24,7 @@ from .config import meta
 from .errors import ConfigError, suggest
 
 __all__ = ["RUNTIMES", "VERSIONS", "RuntimeSpec", "Rules", "rules", "kv_budget",
-           "sglang_max_running", "pad_batch"]
+           "sglang_max_running", "pad_batch", "moe_compute"]
 
 RUNTIMES = ("vllm", "sglang", "trtllm")
 #: the version each runtime's rules were read from (docs/runtime-rules.md, "Versions read"),
@@ -184,6 +184,14 @@ def rules(spec: "str | RuntimeSpec", acc, tp: int) -> Rules:
               for k, table in (("request_overhead_s", REQUEST_OVERHEAD_S),
                                ("step_overhead_s", STEP_OVERHEAD_S))}
     return Rules(name=spec.name, version=VERSIONS[spec.name], **fitted, **d)
+
+
+def moe_compute(runtime: str | None, acc) -> dict[str, str]:
+    """{checkpoint expert format: the format the runtime's MoE kernels compute it in on
+    ``acc``}, where that is not the pool's compute format. TRT-LLM on Blackwell (a device that
+    computes in fp4) runs MXFP4 experts on MXFP8 activations (its default TRTLLM MoE backend),
+    on Hopper on BF16 activations (TRITON): docs/runtime-rules.md §8."""
+    return {"mxfp4": "fp8"} if runtime == "trtllm" and acc.supports("fp4") else {}
 
 
 def sglang_max_running(kv_tokens: int, max_context: int) -> int:

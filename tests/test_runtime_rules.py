@@ -308,6 +308,25 @@ def test_moe_ep_reads_the_expert_parallel_kernels():
     assert ep._moe_form is not None
 
 
+@pytest.mark.parametrize("acc, runtime, table", [
+    ("b200", "trtllm", "w4a8-mxfp4"), ("gb200", "trtllm", "w4a8-mxfp4"),
+    ("h200-sxm", "trtllm", "w4a16-mxfp4"), ("b200", "vllm", "w4a16-mxfp4"),
+])
+def test_mxfp4_experts_run_in_the_runtime_s_activation_format(acc, runtime, table):
+    """TRT-LLM on Blackwell runs gpt-oss's MXFP4 experts on MXFP8 activations, on Hopper on
+    BF16 (docs/runtime-rules.md §8): a bf16 pool reads that table's MoE grid, exactly."""
+    from hetsim.perf import PerfModel, StepModel
+    m = hetsim.load_model("gpt-oss-120b")
+    prof = hetsim.load_accelerator(acc, runtime=runtime)
+    pm = PerfModel(prof)
+    step = StepModel(m, pm, 1, "bf16", moe_compute=runtimes.moe_compute(runtime, prof))
+    e = m.moe
+    grid = pm.kernels.get("moe", (table, m.hidden_size, e.expert_ffn_size, e.top_k,
+                                  e.num_experts, 1, 1, "balanced"))
+    assert grid is not None and step.measured_moe
+    assert step._moe_form(64.0) == pytest.approx(grid.grid((64.0,)), rel=1e-9)
+
+
 @pytest.mark.parametrize("model, extra, path, words", [
     ("qwen3-235b-a22b", {"tp": 4, "moe_ep": 8}, "moe_ep", "must divide tp=4"),
     ("llama-3.1-8b", {"tp": 2, "moe_ep": 2}, "moe_ep", "has no MoE layers"),

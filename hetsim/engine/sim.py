@@ -15,7 +15,6 @@ from dataclasses import replace
 import numpy as np
 import simpy
 
-from ..perf import PerfModel, StepModel
 from ..resolve import ResolvedPlacement, ResolvedPool
 from ..workload import Requests
 from .faults import Faults
@@ -77,8 +76,7 @@ class Simulation:
         """The pool's instances, each with what it owns: ports and staging when KV crosses
         to or from it, the early-routing hook on prefill."""
         spec = pool.spec
-        step = StepModel(self.model, PerfModel(pool.accelerator), spec.tp, pool.formats,
-                         moe_distribution=pool.moe_routing, moe_ep=spec.moe_ep or 1)
+        step = pool.step_model(self.model)
         kind = _KINDS[spec.role]
         # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
         if spec.role == "decode" and spec.on_demand:

@@ -29,7 +29,8 @@ class StepModel:
     """Iteration time for ``model`` at tensor parallelism ``tp`` on ``pm``'s accelerator."""
 
     def __init__(self, model, pm: PerfModel, tp: int = 1, precision: "str | Formats" = "bf16",
-                 moe_distribution: str = MOE_DISTRIBUTION, moe_ep: int = 1):
+                 moe_distribution: str = MOE_DISTRIBUTION, moe_ep: int = 1,
+                 moe_compute: "dict[str, str] | None" = None):
         self.model, self.pm, self.tp = model, pm, tp
         #: expert parallelism inside the TP group: a measured MoE grid of (tp / ep, ep) times
         #: the layer; without one the routed experts are costed TP-sharded either way
@@ -49,6 +50,9 @@ class StepModel:
         self.kv_heads = m.kv_heads_per_rank(tp)
         # the experts' stored format: f.weights unless the checkpoint's is narrower (mxfp4)
         self.expert_weights = m.expert_format(f.weights)
+        #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
+        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
+        self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
         self.window = m.sliding_window
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
@@ -86,7 +90,7 @@ class StepModel:
             self._decode_win_form = pm.decode_attention_form(*dec, window=self.window.size)
         if m.moe:
             e = m.moe
-            self._moe_form = pm.moe_form(f.compute, self.expert_weights, m.hidden_size,
+            self._moe_form = pm.moe_form(self.expert_compute, self.expert_weights, m.hidden_size,
                                          e.expert_ffn_size, e.top_k, e.num_experts,
                                          self.tp // self.moe_ep, self.moe_ep,
                                          moe_distribution, self._routed_analytic)
