@@ -126,7 +126,7 @@ _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "k
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
              "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
 #: placements with faults only (fault_metrics)
-FAILURE_REASONS = ("retry_limit", "timeout")
+FAILURE_REASONS = ("retry_limit", "timeout", "too_long_after_fault")
 _FAULT_METRICS = ["faults", "requests_retried", "requests_failed", "recomputed_tokens",
                   "time_to_recover_s.max", "time_to_recover_s.mean",
                   "time_to_recover_s.unrecovered",

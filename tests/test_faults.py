@@ -258,7 +258,8 @@ def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
     _, _, recs, _, s = strike("decode/0", DECODE, retry_limit=0)
     assert (recs[0].state, recs[0].drop_reason) == ("failed", "retry_limit")
     assert s["requests_failed"] == 1
-    assert s["requests_failed_by_reason"] == {"retry_limit": 1, "timeout": 0}
+    assert s["requests_failed_by_reason"] == {"retry_limit": 1, "timeout": 0,
+                                           "too_long_after_fault": 0}
     assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"]
     # one colocated instance, down 100 s: arrivals wait for it and give up after 5 s
     one = {"pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 1}}}
@@ -271,7 +272,8 @@ def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
             assert (r.state, r.drop_reason) == ("failed", "timeout")
         else:
             assert r.state == "completed"
-    assert s["requests_failed_by_reason"] == {"retry_limit": 0, "timeout": 17}
+    assert s["requests_failed_by_reason"] == {"retry_limit": 0, "timeout": 17,
+                                           "too_long_after_fault": 0}
 
 
 def test_routers_skip_a_down_instance_and_use_it_again_after_repair():

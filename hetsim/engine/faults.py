@@ -243,8 +243,9 @@ class Faults:
         if on_p and st is State.QUEUED:
             return REROUTE, 0
         if on_p and st is State.PREFILLING:
-            self.lost_prefill_tokens += r.input_tokens
-            _hit(r).lost_prefill += r.input_tokens
+            n = inst.prefilled(r)      # (chunked prefill: the chunks run so far)
+            self.lost_prefill_tokens += n
+            _hit(r).lost_prefill += n
             return RESTART, 0
         sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
         if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:

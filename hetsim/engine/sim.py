@@ -124,10 +124,10 @@ class Simulation:
     def _disaggregated(self, req: Request, p):
         env = self.env
         if not p.fits(req):
-            req.drop("prompt exceeds the prefill instance's KV capacity")
+            self._refuse(req, "prompt exceeds the prefill instance's KV capacity")
             return
         if not any(d.fits(req) for d in self.receivers):
-            req.drop("prompt + output exceed every decode instance's KV capacity")
+            self._refuse(req, "prompt + output exceed every decode instance's KV capacity")
             return
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
         if layerwise:
@@ -157,6 +157,17 @@ class Simulation:
             yield handoff
         yield d.join(req)
 
+    @staticmethod
+    def _refuse(req: Request, reason: str) -> None:
+        """``req`` fits nowhere it could go: dropped, with ``reason``; or, where a fault made
+        it longer (a recompute adds the tokens generated to its prompt), failed
+        (``too_long_after_fault``): it was served until the fault, so the fault ended it."""
+        f = req.fault
+        if f is not None and req.input_tokens > f.input_tokens:
+            req.fail("too_long_after_fault")
+        else:
+            req.drop(reason)
+
     def _decoders(self, req: Request) -> list:
         return [d for d in self.receivers if d.fits(req)]
 
@@ -171,12 +182,12 @@ class Simulation:
         if m is None:
             candidates = [m for m in self.mixed if m.accepts(req)]
             if not candidates:
-                req.drop(self.mixed[0].refusal(req, "every instance's"))
+                self._refuse(req, self.mixed[0].refusal(req, "every instance's"))
                 return
             m = (self.router_prefill.pick(candidates, req) if self.faults is None
                  else (yield from self.faults.pick(self.router_prefill, candidates, req)))
         elif not m.accepts(req):
-            req.drop(m.refusal(req))
+            self._refuse(req, m.refusal(req))
             return
         yield m.submit(req)
 
