@@ -336,7 +336,7 @@ def fault_windows(sim: SimResult) -> list[tuple[float, float]]:
     if f is None:
         return []
     spans = [s for spans in f.outages.values() for s in spans] + [
-        (a, b) for _, a, b in f.link_faults]
+        (a, b) for _, a, b in f.link_faults + f.degrades]
     t0 = sim.stats_start_s
     if t0 is not None:
         spans = [(max(a, t0), b) for a, b in spans if b > t0]
@@ -349,7 +349,7 @@ def _fault_events(f, t0: float | None) -> int:
     if t0 is None:
         return f.applied
     return (sum(b > t0 for spans in f.outages.values() for _, b in spans)
-            + sum(b > t0 for _, _, b in f.link_faults))
+            + sum(b > t0 for _, _, b in f.link_faults + f.degrades))
 
 
 def _request_costs(f, ids: pd.Series, t0: float | None) -> tuple:

@@ -4,6 +4,8 @@ that is down, and faults on layer-wise, push, prefill-side conversion and stepwi
 Helpers and conventions are tests/test_faults.py's."""
 import copy
 
+import numpy as np
+
 import pytest
 
 from .test_faults import DECODE, MIXED, PD, crash, simulate, simulation, scenario
@@ -50,3 +52,103 @@ def test_a_recompute_too_long_for_the_token_budget_fails_with_its_reason():
         assert (recs[0].state, recs[0].drop_reason) == (state, reason)
         assert s["requests_failed_by_reason"]["too_long_after_fault"] == (state == "failed")
         assert s["dropped"] == 0
+
+
+# --- instance degrade ----------------------------------------------------------------------
+def _degrade(target, at, factor, seconds):
+    return {"at_s": at, "target": target, "kind": "degrade", "factor": factor,
+            "duration_s": seconds}
+
+
+def test_a_degraded_instance_runs_its_iterations_1_over_factor_as_long():
+    base = scenario()
+    a = simulate(base)[0][0]
+    decode, prefill = a.last_token_s - a.decode_start_s, a.prefill_end_s - a.prefill_start_s
+    # decode/0 at half speed over the whole run: every decode step takes twice as long
+    recs, res, s = simulate({**base, "faults": [_degrade("decode/0", 0.0, 0.5, 100.0)]})
+    r = recs[0]
+    assert r.last_token_s - r.decode_start_s == pytest.approx(2 * decode, rel=1e-12)
+    assert r.prefill_end_s == a.prefill_end_s and r.state == "completed"
+    # it stays up: routers keep it, availability counts it up, the fault window shows it
+    assert r.decode_instance == "decode/0" and s["availability"]["decode"] == 1.0
+    assert s["faults"] == 1 and s["requests_retried"] == 0 and res.faults.degrades == (
+        ("decode/0", 0.0, 100.0),)
+    assert s["fault_windows"]["seconds"] == 100.0 and s["fault_windows"]["requests"] == 1
+    # two that overlap multiply (0.5 x 0.5); a pool-wide one strikes prefill/0 too
+    recs, _, _ = simulate({**base, "faults": [_degrade("decode/0", 0.0, 0.5, 100.0),
+                                             _degrade("decode", 0.0, 0.5, 100.0),
+                                             _degrade("prefill", 0.0, 0.25, 100.0)]})
+    r = recs[0]
+    assert r.last_token_s - r.decode_start_s == pytest.approx(4 * decode, rel=1e-12)
+    assert r.prefill_end_s - r.prefill_start_s == pytest.approx(4 * prefill, rel=1e-12)
+
+
+def test_a_degrade_applies_from_the_next_iteration():
+    # one that starts and ends inside a decode step changes nothing (the step in progress
+    # keeps its speed, and no step starts while it lasts); one that starts inside a step and
+    # lasts slows the later steps only: the run ends later, by less than twice the decode
+    base = scenario()
+    a = simulate(base)[0][0]
+    step = (a.last_token_s - a.decode_start_s) / 99
+    t = a.decode_start_s + 10.5 * step
+    recs, res, _ = simulate({**base, "faults": [_degrade("decode/0", t, 0.5, step / 10)]})
+    assert recs[0] == a._replace() and res.faults.applied == 1
+    recs, _, _ = simulate({**base, "faults": [_degrade("decode/0", t, 0.5, 100.0)]})
+    late = recs[0].last_token_s - a.last_token_s
+    assert 88 * step < late < 89 * step * 1.01
+
+
+def test_a_degrade_has_its_key_paths_checked():
+    from hetsim.errors import ConfigError
+    from hetsim.resolve import load_scenario
+    for fault, where, says in [
+            (_degrade("decod", 1, 0.5, 1), "faults[0].target", "did you mean 'decode'"),
+            (_degrade("decode/5", 1, 0.5, 1), "faults[0].target", "has instances 0..1"),
+            ({**_degrade("decode", 1, 0.5, 1), "repair_s": 1}, "faults[0].repair_s",
+             "takes duration_s"),
+            ({"pool": "decode", "kind": "degrade", "mtbf_s": 1, "mttr_s": 1},
+             "faults[0].factor", "degrade needs factor"),
+            ({"link": "decode.nic", "kind": "crash", "mtbf_s": 1, "mttr_s": 1},
+             "faults[0].kind", "a link is down or degrade"),
+            ({"link": "decode.nix", "kind": "down", "mtbf_s": 1, "mttr_s": 1},
+             "faults[0].link", "did you mean 'decode.nic'"),
+            ({"link": "decode.nic", "pool": "decode", "kind": "down", "mtbf_s": 1,
+              "mttr_s": 1}, "faults[0].link", "not both"),
+            ({**_degrade("decode.nic", 1, 0.5, 1), "link": "decode.nic"}, "faults[0].link",
+             "belong to a random fault")]:
+        with pytest.raises(ConfigError) as e:
+            load_scenario(scenario(faults=[fault]))
+        assert e.value.path == where and says in e.value.message, str(e.value)
+
+
+# --- random link faults --------------------------------------------------------------------
+def _cycles(seed, key, mtbf, mttr, until):
+    """(down, up) times of a random fault's own stream ``key``, drawn here independently."""
+    from hetsim.engine.faults import FAULT_STREAM
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FAULT_STREAM, *key)))
+    t, out = 0.0, []
+    while True:
+        up, down = rng.exponential(mtbf), rng.exponential(mttr)
+        if t + up > until:
+            return out
+        out.append((t + up, t + up + down))
+        t = t + up + down
+
+
+def test_random_link_faults_follow_their_own_stream_and_move_no_other():
+    crashes = {"pool": "decode", "kind": "crash", "mtbf_s": 2.0, "mttr_s": 0.5}
+    flaky = {"link": "decode.nic", "kind": "down", "mtbf_s": 1.5, "mttr_s": 0.3}
+    d = scenario(requests=300, rate=20.0, process="poisson", seed=7, faults=[crashes, flaky])
+    _, res, s = simulate(d)
+    end = res.end_s
+    got = [(a, b) for g, a, b in res.faults.link_faults if a <= end]
+    assert {g for g, _, _ in res.faults.link_faults} == {"decode.nic"}
+    assert got == _cycles(7, (0, 1), 1.5, 0.3, end) and len(got) >= 5
+    assert s["transfers_retried"] > 0
+    # the crashes' streams are where they were without the link fault
+    _, alone, _ = simulate({**d, "faults": [crashes]})
+    until = min(end, alone.end_s)
+    for i in (0, 1):
+        ours = [o for o in res.faults.outages[f"decode/{i}"] if o[0] <= until]
+        assert ours == [o for o in alone.faults.outages[f"decode/{i}"] if o[0] <= until]
+        assert ours == _cycles(7, (0, 0, i), 2.0, 0.5, until)

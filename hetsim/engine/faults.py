@@ -82,6 +82,11 @@ def _hit(r: Request) -> _Hit:
     return r.fault
 
 
+def _stream(seed: int, key: tuple) -> np.random.Generator:
+    """A random fault's own stream: child ``(FAULT_STREAM, *key)`` of the run's seed."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FAULT_STREAM, *key)))
+
+
 class Faults:
     def __init__(self, sim, placement, seed: int):
         self.sim, self.env = sim, sim.env
@@ -97,22 +102,26 @@ class Faults:
         self.recomputed_tokens = self.lost_prefill_tokens = 0
         self.kv_bytes_lost = 0.0
         self.link_faults: list[tuple[str, float, float]] = []
+        self.degrades: list[tuple[str, float, float]] = []    # (instance, start, end)
+        self._slow: dict[str, list[float]] = {}    # instance -> factors of its degrades now
         self._base: dict = {}       # port -> its capacity without faults
         self._factors: dict = {}    # port -> factors of the link faults on it now
+        env = self.env
         for rf in placement.faults:
             f = rf.spec
-            if rf.link is not None:
-                self.env.process(self._link(rf))
+            if rf.link is not None:     # one stream per random link fault: (src, j)
+                env.process(self._random(lambda s, rf=rf: self._link_fault(rf, s), f,
+                                         _stream(seed, rf.stream)) if f.random
+                            else self._link(rf))
                 continue
             for name in rf.instances:
                 inst = self.by_name[name]
-                if f.random:
+                if f.random:       # one stream per instance: (src, j, i)
                     i = int(name.rpartition("/")[2])
-                    rng = np.random.default_rng(np.random.SeedSequence(
-                        seed, spawn_key=(FAULT_STREAM, *rf.stream, i)))
-                    self.env.process(self._random(inst, f, rng))
+                    env.process(self._random(lambda s, inst=inst, f=f: self._strike(inst, f, s), f,
+                                             _stream(seed, (*rf.stream, i))))
                 else:
-                    self.env.process(self._scheduled(inst, f))
+                    env.process(self._scheduled(inst, f))
 
     # --- fault processes -----------------------------------------------------------------
     @property
@@ -123,20 +132,26 @@ class Faults:
     def _scheduled(self, inst, f):
         if f.at_s:
             yield self.env.timeout(f.at_s)
-        yield from self._strike(inst, f.kind, f.down_s)
+        yield from self._strike(inst, f, f.down_s)
 
-    def _random(self, inst, f, rng: np.random.Generator):
-        """Up an Exp(mtbf) time, down an Exp(mttr) time, again, until the requests end.
-        Both draws are made every cycle, so the times never depend on the run."""
+    def _random(self, strike, f, rng: np.random.Generator):
+        """Up an Exp(mtbf) time, down an Exp(mttr) time (``strike(seconds)``), again, until
+        the requests end. Both draws are made every cycle, so the times never depend on the
+        run."""
         while True:
             up, down = rng.exponential(f.mtbf_s), rng.exponential(f.mttr_s)
             yield self.env.timeout(up)
             if self.finished:
                 return
-            yield from self._strike(inst, f.kind, down)
+            yield from strike(down)
 
-    def _strike(self, inst, kind: str, down_s: float):
-        """Take ``inst`` down for ``down_s`` (a crash of a crashed instance does nothing)."""
+    def _strike(self, inst, f, down_s: float):
+        """Take ``inst`` down for ``down_s`` (a crash of a crashed instance does nothing), or
+        slow it (a degrade)."""
+        if f.kind == "degrade":
+            yield from self._degrade(inst, f.factor, down_s)
+            return
+        kind = f.kind
         if inst.name in self.crashed or self.finished:
             return
         env = self.env
@@ -165,6 +180,24 @@ class Faults:
         ev, self.repaired = self.repaired, env.event()
         ev.succeed()
 
+    def _degrade(self, inst, factor: float, seconds: float):
+        """``inst`` runs at ``factor`` of its speed for ``seconds`` (degrades that overlap
+        multiply). It stays up: routers use it, availability counts it up. NOTE: the
+        iterations that start meanwhile run slower; one in progress at either end keeps the
+        speed it started with. A slow device stays slow across a crash and its repair."""
+        if self.finished:
+            return
+        env = self.env
+        self.applied += 1
+        start = env.now
+        fs = self._slow.setdefault(inst.name, [])
+        fs.append(factor)
+        inst.speed = float(math.prod(fs))
+        yield env.timeout(seconds)
+        fs.remove(factor)
+        inst.speed = float(math.prod(fs))
+        self.degrades.append((inst.name, start, env.now))
+
     def _end_hangs(self, inst) -> None:
         """A crash ends the hangs of ``inst`` in progress: their outages end now, so the
         instance is back at the crash's repair."""
@@ -176,11 +209,15 @@ class Faults:
         self.hangs[inst.name] = []
 
     def _link(self, rf):
-        """A degrade or down on every port of a link group, for its duration."""
+        """A scheduled degrade or down of a link group."""
+        if rf.spec.at_s:
+            yield self.env.timeout(rf.spec.at_s)
+        yield from self._link_fault(rf, rf.spec.duration_s)
+
+    def _link_fault(self, rf, seconds: float):
+        """A degrade or down on every port of a link group, for ``seconds``."""
         f, env, link = rf.spec, self.env, self.sim.link
         ports = [p for p in link.ports if p.group == rf.link]
-        if f.at_s:
-            yield env.timeout(f.at_s)
         if self.finished:
             return
         self.applied += 1
@@ -190,7 +227,7 @@ class Faults:
             self._scale(p, factor, add=True)
         if f.kind == "down":
             self._resend(set(ports))
-        yield env.timeout(f.duration_s)
+        yield env.timeout(seconds)
         for p in ports:
             self._scale(p, factor, add=False)
         self.link_faults.append((rf.link, start, env.now))
@@ -395,4 +432,5 @@ class Faults:
                           tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
                                  f.kv_bytes_lost)
                                 for r in sorted(self.sim.reqs, key=lambda r: r.id)
-                                if (f := r.fault) is not None))
+                                if (f := r.fault) is not None),
+                          degrades=tuple(self.degrades))

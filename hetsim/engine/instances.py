@@ -287,7 +287,7 @@ class DecodeInstance(Instance):
             return None
         n = self._n         # the sequences that decode in this step
         self.decode_tokens += n
-        self.decode_token_s += t * n
+        self.decode_token_s += t * n / self.speed     # (as it runs: see Instance.speed)
         return t
 
     def _step_time(self) -> float | None:

@@ -62,6 +62,8 @@ class FaultStats:
     #: lost_prefill_tokens, kv_bytes_lost), by id (a warm-up's requests are left out of the
     #: summary with these)
     by_request: tuple[tuple[int, int, int, int, int, float], ...] = ()
+    #: (instance, start, end) of each degrade: the instance ran slower, and stayed up
+    degrades: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
