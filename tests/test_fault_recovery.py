@@ -152,3 +152,49 @@ def test_random_link_faults_follow_their_own_stream_and_move_no_other():
         ours = [o for o in res.faults.outages[f"decode/{i}"] if o[0] <= until]
         assert ours == [o for o in alone.faults.outages[f"decode/{i}"] if o[0] <= until]
         assert ours == _cycles(7, (0, 0, i), 2.0, 0.5, until)
+
+
+# --- a resend around a link that is down ---------------------------------------------------
+TWO_DECODE_POOLS = {"router": "round-robin", "kv_link": "roce-400g", "pools": {
+    "prefill": {"role": "prefill", "accelerator": "h100-sxm"},
+    "da": {"role": "decode", "accelerator": "h100-sxm"},
+    "db": {"role": "decode", "accelerator": "h100-sxm"}}}
+
+
+def test_kv_cut_off_by_a_link_down_goes_at_once_to_a_decode_whose_path_is_up():
+    from hetsim.hardware import load_interconnect
+    bw = load_interconnect("roce-400g").bandwidth
+    base = scenario(placement=TWO_DECODE_POOLS)
+    a = simulate(base)[0][0]
+    assert a.decode_instance == "da/0"
+    t = a.transfer_start_s + (a.transfer_end_s - a.transfer_start_s) / 3
+    down = {"at_s": t, "target": "da.nic", "kind": "down", "duration_s": 5.0}
+    recs, res, s = simulate({**base, "faults": [down]})
+    r = recs[0]
+    # resent to db/0 the moment da's NIC went down, taking what the first attempt took
+    assert (r.decode_instance, r.transfer_start_s, r.state) == ("db/0", t, "completed")
+    assert r.transfer_end_s - r.transfer_start_s == pytest.approx(
+        a.transfer_end_s - a.transfer_start_s, rel=1e-9)
+    assert s["transfers_retried"] == 1 and s["recomputed_tokens"] == 0
+    # the bytes the cut-off attempt had sent are counted (it ran at the NIC's rate to t)
+    sent = a.kv_bytes - (a.transfer_end_s - t) * bw
+    assert 0 < sent < a.kv_bytes and s["kv_bytes_resent"] == pytest.approx(sent, rel=1e-9)
+    # with the prefill side's NIC down every path is: the resend waits for it (as before),
+    # and its bytes before the cut count the same
+    down = {**down, "target": "prefill.nic", "duration_s": 0.5}
+    recs, _, s = simulate({**base, "faults": [down]})
+    assert recs[0].decode_instance == "db/0"      # round-robin's next; its path was down too
+    assert recs[0].transfer_end_s == pytest.approx(t + 0.5 + a.kv_bytes / bw, rel=1e-6)
+    assert s["kv_bytes_resent"] == pytest.approx(sent, rel=1e-9)
+
+
+def test_new_handoffs_avoid_a_decode_behind_a_link_that_is_down():
+    # da's NIC down from before the first transfer: round-robin alone would send request 0
+    # to da/0; every request goes to db/0 while it lasts, and da/0 takes load after
+    base = scenario(placement=TWO_DECODE_POOLS, requests=20, rate=10.0, out=10)
+    down = {"at_s": 0.0, "target": "da.nic", "kind": "down", "duration_s": 1.0}
+    recs, _, s = simulate({**base, "faults": [down]})
+    during = [r for r in recs.values() if r.transfer_start_s < 1.0]
+    assert during and all(r.decode_instance == "db/0" for r in during)
+    assert any(r.decode_instance == "da/0" for r in recs.values())
+    assert s["transfers_retried"] == 0 and s["completed"] == 20

@@ -63,7 +63,7 @@ class _Gone(Exception):
 class _Hit:
     """What a request had before faults changed it, and its recovery so far."""
     __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending",
-                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost")
+                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost", "resent")
 
     def __init__(self, req: Request):
         self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
@@ -73,6 +73,7 @@ class _Hit:
         # what the faults cost this request (summed over the measured requests with a warm-up)
         self.transfers = self.recomputed = self.lost_prefill = 0
         self.kv_bytes_lost = 0.0
+        self.resent = 0.0       # wire bytes of its transfers a fault cut off
 
 
 def _hit(r: Request) -> _Hit:
@@ -101,11 +102,13 @@ class Faults:
         self.applied = self.retried = self.transfers_retried = 0
         self.recomputed_tokens = self.lost_prefill_tokens = 0
         self.kv_bytes_lost = 0.0
+        self.kv_bytes_resent = 0.0     # wire bytes of transfer attempts cut off by a fault
         self.link_faults: list[tuple[str, float, float]] = []
         self.degrades: list[tuple[str, float, float]] = []    # (instance, start, end)
         self._slow: dict[str, list[float]] = {}    # instance -> factors of its degrades now
         self._base: dict = {}       # port -> its capacity without faults
         self._factors: dict = {}    # port -> factors of the link faults on it now
+        self._down: set = set()     # ports of link groups that are down now
         env = self.env
         for rf in placement.faults:
             f = rf.spec
@@ -236,6 +239,10 @@ class Faults:
         base = self._base.setdefault(port, port.capacity)
         fs = self._factors.setdefault(port, [])
         fs.append(factor) if add else fs.remove(factor)
+        if 0.0 in fs:
+            self._down.add(port)
+        else:
+            self._down.discard(port)
         cap = base * math.prod(fs)
         self.sim.link.net.set_capacity(port, max(cap, DOWN_BYTES_PER_S))
 
@@ -311,9 +318,12 @@ class Faults:
         h.kv_bytes_lost += lost
 
     def _cancel_flow(self, r: Request) -> None:
-        """A transfer in flight stops (its process waits on the flow itself)."""
+        """A transfer in flight stops (its process waits on the flow itself); the bytes it
+        had sent count as sent in vain (``kv_bytes_resent``)."""
         if r.state is State.TRANSFERRING:
-            self.sim.link.net.cancel(r.proc.target)
+            sent = self.sim.link.net.cancel(r.proc.target)
+            self.kv_bytes_resent += sent
+            _hit(r).resent += sent
 
     def _release_receiver(self, r: Request) -> None:
         """The decode side's room for ``r`` (queued or granted) goes back; any flow stops."""
@@ -388,6 +398,19 @@ class Faults:
                   if sim.prefills else None)
         yield from sim._stage(req, target)
 
+    def pick_receiver(self, p, candidates: list, req: Request):
+        """The decode instance the KV of ``req`` on prefill ``p`` goes to: a live one whose
+        path crosses no link group that is down, where one exists (the sender sees the link
+        is dead: NOTE, an assumption as for the resend); else as ``pick`` (a path that is
+        down stalls until the link is back)."""
+        if self._down:
+            path = self.sim.link.path
+            ok = [d for d in candidates
+                  if not d.outages and self._down.isdisjoint(path(p, d)[0])]
+            if ok:
+                return self.sim.router_decode.pick(ok, req)
+        return (yield from self.pick(self.sim.router_decode, candidates, req))
+
     def _late(self, req: Request) -> bool:
         return (self.timeout_s is not None
                 and self.env.now >= req.arrival_s + self.timeout_s)
@@ -430,7 +453,7 @@ class Faults:
                           {n: tuple(v) for n, v in self.outages.items()}, pools,
                           tuple(self.link_faults),
                           tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
-                                 f.kv_bytes_lost)
+                                 f.kv_bytes_lost, f.resent)
                                 for r in sorted(self.sim.reqs, key=lambda r: r.id)
                                 if (f := r.fault) is not None),
-                          degrades=tuple(self.degrades))
+                          degrades=tuple(self.degrades), kv_bytes_resent=self.kv_bytes_resent)

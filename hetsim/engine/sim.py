@@ -149,7 +149,7 @@ class Simulation:
         if handoff is None:   # whole transfer: the handoff runs in the request's own process
             d = self._target.pop(req.id, None) or (
                 self.router_decode.pick(self._decoders(req), req) if self.faults is None
-                else (yield from self.faults.pick(self.router_decode, self._decoders(req), req)))
+                else (yield from self.faults.pick_receiver(p, self._decoders(req), req)))
             yield from self.link.handoff(req, p, d)
         else:
             yield req.kv_granted
@@ -174,7 +174,7 @@ class Simulation:
     def _handoff(self, req: Request, p):
         """A fault's recovery (hetsim.engine.faults): the prompt's KV, still on ``p``, goes to
         a live decode instance, and the request decodes there."""
-        d = yield from self.faults.pick(self.router_decode, self._decoders(req), req)
+        d = yield from self.faults.pick_receiver(p, self._decoders(req), req)
         yield from self.link.handoff(req, p, d)
         yield d.join(req)
 
