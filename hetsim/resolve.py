@@ -437,17 +437,6 @@ def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
             out.append(ResolvedFault(f, _fault_targets(
                 named, rp, f"{path}.{'pool' if f.random else 'target'}", which,
                 random=f.random, degrade=f.kind == "degrade"), (src, j)))
-    if out and rp.transfer is not None:
-        t = rp.transfer
-        why = ("kv_transfer.mode layerwise" if t.mode == "layerwise" else
-               "kv_transfer.handoff push" if t.handoff == "push" else
-               "kv_transfer.conversion prefill" if t.conversion == "prefill" else
-               "stepwise transfers (kv_transfer encoding, batching or descriptor_us)"
-               if t.steps is not None else None)
-        if why:
-            raise ConfigError(f"faults are not modelled yet with {why} (use whole, pull, "
-                              f"decode-side conversion, one stream per transfer)",
-                              path=f"{where}.kv_transfer")
     return tuple(out)
 
 

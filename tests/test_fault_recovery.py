@@ -8,7 +8,7 @@ import numpy as np
 
 import pytest
 
-from .test_faults import DECODE, MIXED, PD, crash, simulate, simulation, scenario
+from .test_faults import DECODE, MIXED, PD, crash, mid, simulate, simulation, scenario
 
 
 def _mixed(**pool):
@@ -198,3 +198,181 @@ def test_new_handoffs_avoid_a_decode_behind_a_link_that_is_down():
     assert during and all(r.decode_instance == "db/0" for r in during)
     assert any(r.decode_instance == "da/0" for r in recs.values())
     assert s["transfers_retried"] == 0 and s["completed"] == 20
+
+
+# --- faults on every kind of handoff ---------------------------------------------------------
+FP8 = {"compute": "bf16", "weights": "bf16", "kv": "fp8"}
+
+
+def _handoff_layout(**kv_transfer):
+    d = copy.deepcopy(PD)
+    del d["kv_link"]
+    d["kv_transfer"] = {"link": "roce-400g", **kv_transfer}
+    return d
+
+
+HANDOFFS = {
+    "layerwise": _handoff_layout(mode="layerwise"),
+    "layerwise-push": _handoff_layout(mode="layerwise", handoff="push"),
+    "push": _handoff_layout(handoff="push"),
+    "push-small-staging": _handoff_layout(handoff="push", staging_fraction=0.02),
+    "prefill-conversion": {**_handoff_layout(conversion="prefill"), "pools": {
+        **PD["pools"], "decode": {**PD["pools"]["decode"], "precision": FP8}}},
+    "layerwise-prefill-conversion": {**_handoff_layout(mode="layerwise", conversion="prefill"),
+                                     "pools": {**PD["pools"], "decode": {
+                                         **PD["pools"]["decode"], "precision": FP8}}},
+    "encoded": _handoff_layout(encoding={"codec": "fp8"}, descriptor_us=1.0),
+    "batched": _handoff_layout(batching={"window_ms": 5, "max_bytes_mb": 2000},
+                               descriptor_us=0.5),
+    "batched-push": _handoff_layout(handoff="push", encoding={"codec": "int4"},
+                                    batching={"window_ms": 5, "max_bytes_mb": 500}),
+}
+
+
+def _random_faults(rng, horizon: float) -> list:
+    out = []
+    for _ in range(int(rng.integers(4, 10))):
+        pool = str(rng.choice(["prefill", "decode"]))
+        target = pool if rng.random() < 0.3 else f"{pool}/{int(rng.integers(2))}"
+        kind = str(rng.choice(["crash", "hang", "degrade"]))
+        f = {"at_s": float(rng.uniform(0, horizon)), "target": target, "kind": kind,
+             ("repair_s" if kind == "crash" else "duration_s"): float(rng.uniform(0.01, 1.0))}
+        if kind == "degrade":
+            f["factor"] = 0.3
+        out.append(f)
+    for _ in range(int(rng.integers(0, 3))):
+        out.append({"at_s": float(rng.uniform(0, horizon)),
+                    "target": str(rng.choice(["prefill.nic", "decode.nic"])),
+                    "kind": "down", "duration_s": float(rng.uniform(0.01, 0.5))})
+    return out
+
+
+@pytest.mark.parametrize("layout", sorted(HANDOFFS))
+@pytest.mark.parametrize("case", range(4))
+def test_random_faults_on_every_handoff_end_every_request_and_release_every_block(layout, case):
+    # the run asserts every request ends and every KV block, staging buffer and held count
+    # is back; it repeats exactly
+    rng = np.random.default_rng([29, case, sorted(HANDOFFS).index(layout)])
+    d = scenario(placement=HANDOFFS[layout], requests=40, rate=30.0, process="poisson",
+                 seed=int(rng.integers(100)), faults=_random_faults(rng, 1.5),
+                 recovery={"retry_limit": int(rng.integers(1, 4)),
+                           **({"request_timeout_s": 2.0} if case % 2 else {})})
+    d["workload"]["input_tokens"] = {"dist": "uniform", "min": 100, "max": 6000}
+    d["workload"]["output_tokens"] = {"dist": "uniform", "min": 1, "max": 200}
+    recs, res, s = simulate(d)
+    assert simulate(d)[1].requests == res.requests
+    assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"] == 40
+    assert res.faults.applied >= 4
+    for r in recs.values():
+        if r.state == "completed":
+            assert r.arrival_s <= r.first_token_s <= r.last_token_s
+
+
+def _trace(layout, **kw):
+    """(fault-free record of request 0, its SimResult) on ``layout``."""
+    recs, res, _ = simulate(scenario(placement=layout, **kw))
+    return recs[0], res
+
+
+def test_a_prefill_crash_mid_layerwise_stream_restarts_it_and_gives_back_the_decode_room():
+    from hetsim.hardware import load_interconnect
+    lw = HANDOFFS["layerwise"]
+    a, _ = _trace(lw)
+    # the stream runs beside the prefill, capped so as not to outrun it
+    assert a.transfer_start_s < a.prefill_end_s < a.transfer_end_s
+    t = a.transfer_start_s + (a.prefill_end_s - a.transfer_start_s) / 2
+    recs, res, s = simulate(scenario(placement=lw, faults=[crash("prefill/0", t)]))
+    r = recs[0]
+    assert (r.prefill_instance, r.prefill_start_s, r.state) == ("prefill/1", t, "completed")
+    assert s["lost_prefill_tokens"] == 2000 and s["transfers_retried"] == 0
+    # round-robin's second pick: decode/1; decode/0's room came back (run() asserts it)
+    assert r.decode_instance == "decode/1"
+    # the bytes sent before the crash: the stream's capped rate from the end of its setup
+    sc, pl, sim = simulation(scenario(placement=lw))
+    p0, d0 = sim.instances["prefill"][0], sim.instances["decode"][0]
+    _, setup = sim.link.path(p0, d0)
+    layers = sim.model.num_layers
+    cap = a.kv_bytes * (1 - 1 / layers) / (a.prefill_end_s - a.transfer_start_s)
+    rate = min(cap, load_interconnect("roce-400g").bandwidth)
+    assert s["kv_bytes_resent"] == pytest.approx(rate * (t - a.transfer_start_s - setup),
+                                                 rel=1e-9)
+
+
+def test_a_decode_crash_mid_layerwise_stream_sends_the_kv_whole_after_the_prefill():
+    lw = HANDOFFS["layerwise"]
+    a, _ = _trace(lw)
+    t = a.transfer_start_s + (a.prefill_end_s - a.transfer_start_s) / 2
+    recs, res, s = simulate(scenario(placement=lw, faults=[crash("decode/0", t)]))
+    r = recs[0]
+    # the prefill goes on where it was; the KV then goes whole to decode/1, as one
+    # transfer, taking what a whole transfer takes
+    assert (r.prefill_instance, r.prefill_end_s) == ("prefill/0", a.prefill_end_s)
+    assert (r.decode_instance, r.transfer_start_s, r.state) == (
+        "decode/1", a.prefill_end_s, "completed")
+    w, _ = _trace(PD)
+    assert r.transfer_end_s - r.transfer_start_s == pytest.approx(
+        w.transfer_end_s - w.transfer_start_s, rel=1e-9)
+    assert s["transfers_retried"] == 1 and s["requests_retried"] == 0
+    assert s["lost_prefill_tokens"] == 0 and s["recomputed_tokens"] == 0
+
+
+def test_a_crash_of_the_push_staging_holder_hands_the_kv_to_another_decode():
+    push = HANDOFFS["push"]
+    a, _ = _trace(push)
+    t = mid(a.transfer_start_s, a.transfer_end_s)
+    recs, res, s = simulate(scenario(placement=push, faults=[crash("decode/0", t)]))
+    r = recs[0]
+    assert (r.decode_instance, r.transfer_start_s, r.state) == ("decode/1", t, "completed")
+    assert r.transfer_end_s - r.transfer_start_s == pytest.approx(
+        a.transfer_end_s - a.transfer_start_s, rel=1e-9)
+    assert s["transfers_retried"] == 1 and s["recomputed_tokens"] == 0
+    # after the bytes landed in its staging buffer (the copy into its KV pool running) the
+    # copy is lost with it: the request recomputes its prompt
+    t = mid(a.transfer_end_s, a.kv_ready_s)
+    recs, res, s = simulate(scenario(placement=push, faults=[crash("decode/0", t)]))
+    assert s["recomputed_tokens"] == 2000 and recs[0].prefill_start_s == t
+    assert recs[0].state == "completed" and recs[0].decode_instance == "decode/1"
+
+
+def test_a_crash_of_the_encoder_reprefills_and_drops_its_transfer():
+    enc = HANDOFFS["encoded"]
+    a, res0 = _trace(enc)
+    (x,) = res0.transfers
+    assert x.encode_s > 0
+    t = a.transfer_start_s + x.encode_s / 3       # prefill/0 is encoding the KV
+    recs, res, s = simulate(scenario(placement=enc, faults=[crash("prefill/0", t)]))
+    r = recs[0]
+    assert (r.prefill_instance, r.prefill_start_s, r.state) == ("prefill/1", t, "completed")
+    assert s["recomputed_tokens"] == 2000 and s["kv_bytes_resent"] == 0
+    (y,) = res.transfers          # only the transfer that ended is logged
+    assert y.encode_s == pytest.approx(x.encode_s, rel=1e-12)
+
+
+def test_a_batch_whose_receiver_crashes_is_never_sent_or_stops_in_flight():
+    from hetsim.hardware import load_interconnect
+    # four prompts prefill together on one prefill instance; round-robin sends 0 and 2 to
+    # decode/0, 1 and 3 to decode/1: two batches (one per pair) in the same 5 ms window
+    one_p = copy.deepcopy(HANDOFFS["batched"])
+    one_p["pools"]["prefill"]["instances"] = 1
+    base = scenario(placement=one_p, requests=4)
+    base["workload"]["arrival"] = {"process": "closed", "concurrency": 4}
+    recs0, res0, _ = simulate(base)
+    assert [(x.id, x.batch) for x in res0.transfers] == [(0, 0), (2, 0), (1, 1), (3, 1)]
+    a, kv = recs0[0], res0.transfers[0].wire_bytes
+    # decode/0 crashes in the window: its batch is dropped unsent, and its members join the
+    # open batch to decode/1: one stream carries all four
+    t = a.transfer_start_s + 1e-4
+    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    assert sorted((x.batch, x.id) for x in res.transfers) == [(0, i) for i in range(4)]
+    assert {r.decode_instance for r in recs.values()} == {"decode/1"}
+    assert s["transfers_retried"] == 2 and s["kv_bytes_resent"] == 0
+    # 0.1 ms before its stream ends: the stream stops; what it had sent counts (the two
+    # batches share the prefill NIC, each at half its bandwidth); its members resend
+    t = a.transfer_end_s - 1e-4
+    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    bw = load_interconnect("roce-400g").bandwidth
+    assert s["kv_bytes_resent"] == pytest.approx(2 * kv - 1e-4 * bw / 2, rel=1e-9)
+    assert sorted((x.batch, x.id) for x in res.transfers) == [(1, 1), (1, 3), (2, 0), (2, 2)]
+    assert s["transfers_retried"] == 2 and {r.decode_instance for r in recs.values()} == {
+        "decode/1"}
+    assert all(r.state == "completed" for r in recs.values())

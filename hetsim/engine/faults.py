@@ -247,20 +247,25 @@ class Faults:
         self.sim.link.net.set_capacity(port, max(cap, DOWN_BYTES_PER_S))
 
     def _resend(self, ports: set) -> None:
-        """Every transfer crossing ``ports`` stops; its prefill copy goes out again."""
+        """Every transfer crossing ``ports`` stops; its prefill copy goes out again (a
+        layer-wise stream still beside its prefill goes whole once the prefill ends)."""
         link, moves = self.sim.link, []
         for r in self.sim.reqs:
-            if r.state is not State.TRANSFERRING or r.transfer_end_s == r.transfer_end_s or (
+            h = r.xfer
+            if h is None or h.wired or r.transfer_end_s == r.transfer_end_s or (
                     r.fault is not None and r.fault.pending):
                 continue
-            p, d = self.by_name[r.prefill_instance], self.by_name[r.decode_instance]
-            if ports.isdisjoint(link.path(p, d)[0]):
+            p = self.by_name[r.prefill_instance]
+            if ports.isdisjoint(link.path(p, h.d)[0]):
                 continue
-            self._release_receiver(r)
-            _hit(r).pending = True
-            moves.append(r)
+            if r.state is State.PREFILLING:
+                self._restream(r)
+            elif r.state is State.TRANSFERRING:
+                self._drop(r)
+                _hit(r).pending = True
+                moves.append(r)
         for r in moves:
-            r.proc.interrupt((REHANDOFF, 0))
+            self._interrupt(r, (REHANDOFF, 0))
 
     def _crash(self, inst) -> None:
         """Stop the instance, release what its requests hold elsewhere, empty it, and send
@@ -277,7 +282,16 @@ class Faults:
                 moves.append((r, cause))
         inst.reset()
         for r, cause in moves:
-            r.proc.interrupt(cause)
+            self._interrupt(r, cause)
+
+    @staticmethod
+    def _interrupt(r: Request, cause) -> None:
+        """Send ``r`` its recovery; a layer-wise stream of its KV stops too (its process
+        first: the stream's end must not wake it)."""
+        r.proc.interrupt(cause)
+        x = r.xproc
+        if x is not None and x.is_alive:
+            x.interrupt()
 
     def _where(self, r: Request, inst):
         """The recovery of ``r`` when ``inst`` crashes (None: ``r`` is not on it), having
@@ -290,22 +304,51 @@ class Faults:
             n = inst.prefilled(r)      # (chunked prefill: the chunks run so far)
             self.lost_prefill_tokens += n
             _hit(r).lost_prefill += n
+            self._drop(r, inst)        # a layer-wise stream from it stops
             return RESTART, 0
+        if on_d and st is State.PREFILLING and r.xfer is not None:
+            self._restream(r, inst)    # layer-wise, into the crashing decode: stops
+            return None
         sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
         if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:
             if on_p:     # the owner of the only copy is gone
-                self._release_receiver(r)
+                self._drop(r, inst)
                 self._lost(inst, r, r.input_tokens)
                 return REPREFILL, 0
             if on_d:
-                self._cancel_flow(r)
+                self._drop(r, inst)
                 return REHANDOFF, 0
             return None
         if on_d and st in (State.TRANSFERRING, State.DECODING):
             g = inst.generated(r) if st is State.DECODING else 0
             self._lost(inst, r, r.input_tokens + g)
+            self._drop(r, inst)     # (what it held on inst, staging included, died with it)
             return RECOMPUTE, g
         return None
+
+    def _drop(self, r: Request, gone=None) -> None:
+        """``r``'s handoff in progress (if any) stops and gives back what it holds (on
+        instances other than ``gone``); the bytes it had sent count in ``kv_bytes_resent``."""
+        h = r.xfer
+        if h is None:
+            return
+        r.xfer = None
+        sent = h.drop(self.sim.link, gone)
+        self.kv_bytes_resent += sent
+        _hit(r).resent += sent
+
+    def _restream(self, r: Request, gone=None) -> None:
+        """A layer-wise stream beside ``r``'s prefill stops (its receiver crashed, or its link
+        went down): once the prefill ends, the KV goes whole to another decode instance. A
+        transfer retried; the request itself stays where it is (not a retry)."""
+        self._drop(r, gone)
+        x, r.xproc = r.xproc, None
+        if x.is_alive:
+            x.interrupt()
+        r.started = r.kv_granted = None
+        r.kv_blocks = self.by_name[r.prefill_instance].kv.blocks(r.input_tokens)  # (its own)
+        self.transfers_retried += 1
+        _hit(r).transfers += 1
 
     def _lost(self, inst, r: Request, tokens: int) -> None:
         """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
@@ -316,28 +359,6 @@ class Faults:
         h = _hit(r)
         h.recomputed += tokens
         h.kv_bytes_lost += lost
-
-    def _cancel_flow(self, r: Request) -> None:
-        """A transfer in flight stops (its process waits on the flow itself); the bytes it
-        had sent count as sent in vain (``kv_bytes_resent``)."""
-        if r.state is State.TRANSFERRING:
-            sent = self.sim.link.net.cancel(r.proc.target)
-            self.kv_bytes_resent += sent
-            _hit(r).resent += sent
-
-    def _release_receiver(self, r: Request) -> None:
-        """The decode side's room for ``r`` (queued or granted) goes back; any flow stops."""
-        d = self.by_name.get(r.decode_instance)
-        if d is None:         # still choosing a decode instance
-            return
-        if r.state is State.WAIT_KV:
-            if not d.kv.cancel(r.proc.target):   # granted, not yet taken up
-                d.kv.release(r.kv_blocks)
-        else:
-            self._cancel_flow(r)
-            d.kv.release(r.kv_blocks)
-        d.load_tokens -= r.input_tokens + r.output_tokens
-        d.n_requests -= 1
 
     # --- request lifecycles --------------------------------------------------------------
     def serve(self, req: Request):
@@ -364,6 +385,7 @@ class Faults:
         if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
             req.gen += 1
         req.ctx0 = req.swapped = 0     # (a host-tier copy died with its instance)
+        req.xfer = req.xproc = req.started = req.kv_granted = None
         nan = math.nan
         req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
         p = self.by_name.get(req.prefill_instance)
@@ -376,6 +398,7 @@ class Faults:
                 p.release(p.kv.blocks(req.input_tokens))
             req.fail(why)
             return iter(())
+        like = self.by_name.get(req.decode_instance)    # (where its KV was converted for)
         req.decode_instance = ""
         if kind == REHANDOFF:
             self.transfers_retried += 1
@@ -383,7 +406,7 @@ class Faults:
             if req.state is not State.WAIT_KV:   # (it may still wait for its decode room)
                 req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
-            return self.sim._handoff(req, p)
+            return self.sim._handoff(req, p, like)
         if kind == RECOMPUTE:
             req.input_tokens += generated
             req.output_tokens -= generated
@@ -398,18 +421,34 @@ class Faults:
                   if sim.prefills else None)
         yield from sim._stage(req, target)
 
-    def pick_receiver(self, p, candidates: list, req: Request):
-        """The decode instance the KV of ``req`` on prefill ``p`` goes to: a live one whose
-        path crosses no link group that is down, where one exists (the sender sees the link
-        is dead: NOTE, an assumption as for the resend); else as ``pick`` (a path that is
-        down stalls until the link is back)."""
-        if self._down:
-            path = self.sim.link.path
-            ok = [d for d in candidates
-                  if not d.outages and self._down.isdisjoint(path(p, d)[0])]
-            if ok:
-                return self.sim.router_decode.pick(ok, req)
+    def reachable(self, p, candidates: list) -> list:
+        """The ``candidates`` that are live and whose path from ``p`` crosses no link group
+        that is down."""
+        live = [d for d in candidates if not d.outages]
+        if not self._down:
+            return live
+        path = self.sim.link.path
+        return [d for d in live if self._down.isdisjoint(path(p, d)[0])]
+
+    def pick_receiver(self, p, candidates: list, req: Request, prefer=None):
+        """The decode instance the KV of ``req`` on prefill ``p`` goes to: ``prefer`` (chosen
+        as the prefill began) if it is still reachable, else a reachable one (the sender sees
+        a dead link at once: NOTE, an assumption as for the resend), else as ``pick`` (a
+        path that is down stalls until the link is back)."""
+        ok = self.reachable(p, candidates)
+        if prefer is not None and prefer in ok:
+            return prefer
+        if ok:
+            return self.sim.router_decode.pick(ok, req)
         return (yield from self.pick(self.sim.router_decode, candidates, req))
+
+    def stream(self, req: Request, p, d):
+        """A layer-wise handoff in its own process; a fault stops it (having given back what
+        it held: ``_drop``)."""
+        try:
+            yield from self.sim.link.handoff(req, p, d)
+        except simpy.Interrupt:
+            pass
 
     def _late(self, req: Request) -> bool:
         return (self.timeout_s is not None

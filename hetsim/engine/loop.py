@@ -80,6 +80,7 @@ class Instance:
         #: 1, or the product of the factors of the degrades on it now (faults): an iteration
         #: takes 1/speed as long; one in progress keeps the speed it started with
         self.speed = 1.0
+        self.resets = 0        # crashes that emptied it (a handoff checks none came between)
         self.proc = env.process(self._run())
 
     def _gate(self):
@@ -201,6 +202,9 @@ class Instance:
         """A crash: everything on the instance is gone (its requests are moved by
         :mod:`hetsim.engine.faults`); it comes back cold. Counters for statistics stay."""
         self.kv.clear()
+        if self.staging is not None:
+            self.staging.clear()
+        self.resets += 1
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
         self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)

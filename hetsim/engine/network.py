@@ -133,6 +133,14 @@ class Network:
         self._cancelled.add(transfer)      # still in its setup
         return 0.0
 
+    def sent(self, transfer: simpy.Event) -> float:
+        """The fraction of a transfer's bytes that has crossed by now (0 in its setup),
+        moving no flow (see stats_now)."""
+        for f in self._flows:
+            if f.event is transfer:
+                return (f.size - f.remaining + f.rate * (self.env.now - self._last)) / f.size
+        return 1.0 if transfer.triggered else 0.0
+
     def stats_now(self, p: Port) -> PortStats:
         """``p``'s statistics as of now without moving any flow (a mid-run snapshot: moving
         the flows here would split their float sums and change later event times)."""
