@@ -137,18 +137,7 @@ def test_placement_faults_and_recovery_are_checked_under_the_placement():
     with pytest.raises(ConfigError) as e:
         load_scenario(d)
     assert e.value.path == "placements.p.faults[0].target"
-    d = scenario(placement={**PD, "kv_transfer": {"link": "roce-400g", "mode": "layerwise"}},
-                 faults=[crash("decode", 1)])
-    del d["placements"]["p"]["kv_link"]
-    with pytest.raises(ConfigError, match="not modelled yet with kv_transfer.mode layerwise"):
-        load_scenario(d)
-    d = scenario(placement={**PD, "kv_transfer": {"link": "roce-400g",
-                                                  "encoding": {"codec": "fp8"}}},
-                 faults=[crash("decode", 1)])
-    del d["placements"]["p"]["kv_link"]
-    with pytest.raises(ConfigError, match="not modelled yet with stepwise transfers") as e:
-        load_scenario(d)
-    assert e.value.path == "placements.p.kv_transfer"
+    # (faults on every kind of handoff: tests/test_fault_recovery.py)
 
 
 def test_cli_refuses_a_bad_fault_with_exit_2_and_one_line(tmp_path):
