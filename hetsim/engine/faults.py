@@ -1,4 +1,5 @@
-"""Faults and recovery: instances crash or hang, and the requests they held recover.
+"""Faults and recovery: instances crash, hang or slow down, links slow down or go down, and
+the requests they held recover.
 
 One ``Faults`` per simulation of a placement with faults. It runs one SimPy process per
 scheduled fault target and per instance under a random fault, keeps instances that are down
@@ -19,19 +20,26 @@ KV on X (decoding, or copied and being converted)      ``recompute``: the prompt
                                                        generated so far are prefilled again
 =====================================================  ==========================================
 
+A handoff in progress (``req.xfer``, a :class:`~hetsim.engine.transfer.Handoff`) is dropped
+at once wherever it stands: its flow or batch share stops, its decode room and staging go
+back. A layer-wise stream beside a prefill whose receiver fails (or whose link goes down)
+stops alone (``_restream``): the KV goes whole once the prefill ends.
+
 Every move counts one retry; past ``recovery.retry_limit`` the request ends ``failed``
 (``retry_limit``), as it does once ``request_timeout_s`` has passed since its arrival when a
 fault moves it or while it waits for a live instance (``timeout``). A hang freezes the
-instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait.
+instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait. A degrade
+slows the instance's iterations (``Instance.speed``); it stays up.
 
 Link faults change the capacity of every port of a link group (``Network.set_capacity``):
 ``degrade`` multiplies it by its factor; ``down`` leaves it at 1 B/s (a flow there stalls),
 and every transfer crossing the group is stopped and sent again (``rehandoff``, its decode
-room released first): it goes as soon as the link carries bytes again, from the start.
+room released first): to a decode instance whose path is up if one is live, else as soon as
+the link carries bytes again, from the start.
 
 Random faults draw from their own streams: ``SeedSequence(seed, spawn_key=(3, src, j, i))``
 for fault ``j`` of the scenario (src 0) or the placement (src 1) and instance ``i`` of its
-pool. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
+pool; ``(3, src, j)`` for a random link fault. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
 per-placement sequence, so no other stream moves, and every placement with that pool sees the
 same failure times.
 """
