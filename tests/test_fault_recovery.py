@@ -8,7 +8,8 @@ import numpy as np
 
 import pytest
 
-from .test_faults import DECODE, MIXED, PD, crash, mid, simulate, simulation, scenario
+from .test_faults import (MIXED, PD, _outages_expected, crash, mid, scenario, simulate,
+                          simulation)
 
 
 def _mixed(**pool):
@@ -122,19 +123,6 @@ def test_a_degrade_has_its_key_paths_checked():
 
 
 # --- random link faults --------------------------------------------------------------------
-def _cycles(seed, key, mtbf, mttr, until):
-    """(down, up) times of a random fault's own stream ``key``, drawn here independently."""
-    from hetsim.engine.faults import FAULT_STREAM
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FAULT_STREAM, *key)))
-    t, out = 0.0, []
-    while True:
-        up, down = rng.exponential(mtbf), rng.exponential(mttr)
-        if t + up > until:
-            return out
-        out.append((t + up, t + up + down))
-        t = t + up + down
-
-
 def test_random_link_faults_follow_their_own_stream_and_move_no_other():
     crashes = {"pool": "decode", "kind": "crash", "mtbf_s": 2.0, "mttr_s": 0.5}
     flaky = {"link": "decode.nic", "kind": "down", "mtbf_s": 1.5, "mttr_s": 0.3}
@@ -143,7 +131,8 @@ def test_random_link_faults_follow_their_own_stream_and_move_no_other():
     end = res.end_s
     got = [(a, b) for g, a, b in res.faults.link_faults if a <= end]
     assert {g for g, _, _ in res.faults.link_faults} == {"decode.nic"}
-    assert got == _cycles(7, (0, 1), 1.5, 0.3, end) and len(got) >= 5
+    # link fault 1 of the scenario: spawn key (3, 0, 1)
+    assert got == _outages_expected(7, (0,), 1, 1.5, 0.3, end) and len(got) >= 5
     assert s["transfers_retried"] > 0
     # the crashes' streams are where they were without the link fault
     _, alone, _ = simulate({**d, "faults": [crashes]})
@@ -151,7 +140,7 @@ def test_random_link_faults_follow_their_own_stream_and_move_no_other():
     for i in (0, 1):
         ours = [o for o in res.faults.outages[f"decode/{i}"] if o[0] <= until]
         assert ours == [o for o in alone.faults.outages[f"decode/{i}"] if o[0] <= until]
-        assert ours == _cycles(7, (0, 0, i), 2.0, 0.5, until)
+        assert ours == _outages_expected(7, (0, 0), i, 2.0, 0.5, until)
 
 
 # --- a resend around a link that is down ---------------------------------------------------
