@@ -365,3 +365,18 @@ def test_a_batch_whose_receiver_crashes_is_never_sent_or_stops_in_flight():
     assert s["transfers_retried"] == 2 and {r.decode_instance for r in recs.values()} == {
         "decode/1"}
     assert all(r.state == "completed" for r in recs.values())
+
+
+def test_a_layerwise_stream_never_ends_before_its_prefill_even_when_a_hang_holds_it():
+    # prefill/0 hangs 0.5 s mid-prefill: the stream, capped for the prefill's planned end,
+    # has sent its bytes by then; it ends with the prefill (and the KV is released on the
+    # prefill side only then: run() asserts every block is back)
+    lw = HANDOFFS["layerwise"]
+    a, _ = _trace(lw)
+    t = mid(a.prefill_start_s, a.prefill_end_s)
+    hang = {"at_s": t, "target": "prefill/0", "kind": "hang", "duration_s": 0.5}
+    recs, _, s = simulate(scenario(placement=lw, faults=[hang]))
+    r = recs[0]
+    assert r.prefill_end_s == pytest.approx(a.prefill_end_s + 0.5, abs=1e-9)
+    assert r.transfer_end_s == r.prefill_end_s and r.state == "completed"
+    assert s["transfers_retried"] == 0

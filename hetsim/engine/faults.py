@@ -91,6 +91,18 @@ def _hit(r: Request) -> _Hit:
     return r.fault
 
 
+def _stop(proc) -> None:
+    """Stop a layer-wise stream's process (``Faults.stream`` ends quietly; one stopped before
+    it began fails, and nobody waits for it: defused)."""
+    if proc is not None and proc.is_alive:
+        proc.interrupt()
+        proc.callbacks.append(_defuse)
+
+
+def _defuse(ev) -> None:
+    ev.defused = True
+
+
 def _stream(seed: int, key: tuple) -> np.random.Generator:
     """A random fault's own stream: child ``(FAULT_STREAM, *key)`` of the run's seed."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FAULT_STREAM, *key)))
@@ -297,9 +309,7 @@ class Faults:
         """Send ``r`` its recovery; a layer-wise stream of its KV stops too (its process
         first: the stream's end must not wake it)."""
         r.proc.interrupt(cause)
-        x = r.xproc
-        if x is not None and x.is_alive:
-            x.interrupt()
+        _stop(r.xproc)
 
     def _where(self, r: Request, inst):
         """The recovery of ``r`` when ``inst`` crashes (None: ``r`` is not on it), having
@@ -350,9 +360,8 @@ class Faults:
         went down): once the prefill ends, the KV goes whole to another decode instance. A
         transfer retried; the request itself stays where it is (not a retry)."""
         self._drop(r, gone)
-        x, r.xproc = r.xproc, None
-        if x.is_alive:
-            x.interrupt()
+        _stop(r.xproc)
+        r.xproc = None
         r.started = r.kv_granted = None
         r.kv_blocks = self.by_name[r.prefill_instance].kv.blocks(r.input_tokens)  # (its own)
         self.transfers_retried += 1

@@ -241,9 +241,10 @@ class KVLink:
             req.done.callbacks.append(lambda _: self.net.uncap(flow))
         yield flow
         h.flow = None
-        if cap is not None and req.state is State.PREFILLING:
-            # NOTE: never before the prefill ends (a hang holds it past the end its cap
-            # assumed; without faults the last layer's bytes keep the flow past it anyway)
+        if req.state is State.PREFILLING:
+            # NOTE: a layer-wise stream never ends before its prefill (a hang holds the
+            # prefill past the end its cap assumed; without faults the last layer's bytes
+            # keep the flow past it anyway)
             yield req.done
         req.transfer_end_s = env.now
 
