@@ -126,7 +126,9 @@ def test_a_degrade_has_its_key_paths_checked():
 def test_random_link_faults_follow_their_own_stream_and_move_no_other():
     crashes = {"pool": "decode", "kind": "crash", "mtbf_s": 2.0, "mttr_s": 0.5}
     flaky = {"link": "decode.nic", "kind": "down", "mtbf_s": 1.5, "mttr_s": 0.3}
-    d = scenario(requests=300, rate=20.0, process="poisson", seed=7, faults=[crashes, flaky])
+    slow = {"pool": "prefill", "kind": "degrade", "factor": 0.5, "mtbf_s": 3.0, "mttr_s": 1.0}
+    d = scenario(requests=300, rate=20.0, process="poisson", seed=7,
+                 faults=[crashes, flaky, slow])
     _, res, s = simulate(d)
     end = res.end_s
     got = [(a, b) for g, a, b in res.faults.link_faults if a <= end]
@@ -134,6 +136,11 @@ def test_random_link_faults_follow_their_own_stream_and_move_no_other():
     # link fault 1 of the scenario: spawn key (3, 0, 1)
     assert got == _outages_expected(7, (0,), 1, 1.5, 0.3, end) and len(got) >= 5
     assert s["transfers_retried"] > 0
+    # random degrades: per instance, (3, 0, 2, i); they keep the instances up
+    for i in (0, 1):
+        slowed = [(a, b) for n, a, b in res.faults.degrades if n == f"prefill/{i}" and a <= end]
+        assert slowed == _outages_expected(7, (0, 2), i, 3.0, 1.0, end) and slowed
+    assert s["availability"]["prefill"] == 1.0
     # the crashes' streams are where they were without the link fault
     _, alone, _ = simulate({**d, "faults": [crashes]})
     until = min(end, alone.end_s)
