@@ -126,11 +126,11 @@ _STATS = {**{k: tuple(PCTS) for k in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "k
 _PER_POOL = {"pool_utilization": (), "decode_step_s": (), "kv_occupancy": ("mean", "peak"),
              "kv_staging": ("mean", "peak"), "kv_capacity_tokens": ()}
 #: placements with faults only (fault_metrics)
-FAILURE_REASONS = ("retry_limit", "timeout")
+FAILURE_REASONS = ("retry_limit", "timeout", "too_long_after_fault")
 _FAULT_METRICS = ["faults", "requests_retried", "requests_failed", "recomputed_tokens",
                   "time_to_recover_s.max", "time_to_recover_s.mean",
                   "time_to_recover_s.unrecovered",
-                  "lost_prefill_tokens", "kv_bytes_lost", "transfers_retried",
+                  "lost_prefill_tokens", "kv_bytes_lost", "kv_bytes_resent", "transfers_retried",
                   *(f"requests_failed_by_reason.{r}" for r in FAILURE_REASONS),
                   *(f"fault_windows.{k}" for k in ("seconds", "requests", "slo_attainment",
                                                    "goodput_rps"))]
@@ -336,7 +336,7 @@ def fault_windows(sim: SimResult) -> list[tuple[float, float]]:
     if f is None:
         return []
     spans = [s for spans in f.outages.values() for s in spans] + [
-        (a, b) for _, a, b in f.link_faults]
+        (a, b) for _, a, b in f.link_faults + f.degrades]
     t0 = sim.stats_start_s
     if t0 is not None:
         spans = [(max(a, t0), b) for a, b in spans if b > t0]
@@ -349,19 +349,21 @@ def _fault_events(f, t0: float | None) -> int:
     if t0 is None:
         return f.applied
     return (sum(b > t0 for spans in f.outages.values() for _, b in spans)
-            + sum(b > t0 for _, _, b in f.link_faults))
+            + sum(b > t0 for _, _, b in f.link_faults + f.degrades))
 
 
 def _request_costs(f, ids: pd.Series, t0: float | None) -> tuple:
     """(requests moved, transfers retried, recomputed tokens, lost prefill tokens, KV bytes
-    lost): the run's totals, or with a warm-up those of the measured requests ``ids``."""
+    lost, KV bytes resent): the run's totals, or with a warm-up those of the measured
+    requests ``ids``."""
     if t0 is None:
         return (f.retried, f.transfers_retried, f.recomputed_tokens, f.lost_prefill_tokens,
-                f.kv_bytes_lost)
+                f.kv_bytes_lost, f.kv_bytes_resent)
     measured = set(ids.tolist())
     rows = [r for r in f.by_request if r[0] in measured]
     return (sum(r[1] > 0 for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows),
-            sum(r[4] for r in rows), float(sum(r[5] for r in rows)))
+            sum(r[4] for r in rows), float(sum(r[5] for r in rows)),
+            float(sum(r[6] for r in rows)))
 
 
 def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
@@ -370,7 +372,8 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
     pool, and the requests that arrived while any instance was down (the fault windows)."""
     f, t0 = sim.faults, sim.stats_start_s
     failed = df[df["state"] == "failed"]
-    retried, transfers, recomputed, lost_prefill, kv_lost = _request_costs(f, df["id"], t0)
+    retried, transfers, recomputed, lost_prefill, kv_lost, resent = _request_costs(
+        f, df["id"], t0)
     windows = fault_windows(sim)
     arr = df["arrival_s"].to_numpy()
     inside = np.zeros(len(df), dtype=bool)
@@ -391,6 +394,7 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
         "recomputed_tokens": recomputed,
         "lost_prefill_tokens": lost_prefill,
         "kv_bytes_lost": kv_lost,
+        "kv_bytes_resent": resent,
         "transfers_retried": transfers,
         "availability": availability(f, placement.pools, sim.end_s, t0 or 0.0),
         # over the fault windows: the slowest and mean recovery (None: one never recovered)

@@ -433,26 +433,22 @@ def _faults(sc: Scenario, pl: Placement, rp: ResolvedPlacement,
         for j, f in enumerate(faults):
             path = f"{key}[{j}]"
             which = "" if src else f" (placement {rp.name!r})"
-            if f.on_link:
-                out.append(ResolvedFault(f, (), (src, j), _link_group(f.target, rp,
-                                                                      f"{path}.target", which)))
+            if f.link is not None if f.random else _on_link(f, rp):
+                k, named = ("link", f.link) if f.random else ("target", f.target)
+                out.append(ResolvedFault(f, (), (src, j), _link_group(
+                    named, rp, f"{path}.{k}", which)))
                 continue
             named = f.pool if f.random else f.target
             out.append(ResolvedFault(f, _fault_targets(
                 named, rp, f"{path}.{'pool' if f.random else 'target'}", which,
-                random=f.random), (src, j)))
-    if out and rp.transfer is not None:
-        t = rp.transfer
-        why = ("kv_transfer.mode layerwise" if t.mode == "layerwise" else
-               "kv_transfer.handoff push" if t.handoff == "push" else
-               "kv_transfer.conversion prefill" if t.conversion == "prefill" else
-               "stepwise transfers (kv_transfer encoding, batching or descriptor_us)"
-               if t.steps is not None else None)
-        if why:
-            raise ConfigError(f"faults are not modelled yet with {why} (use whole, pull, "
-                              f"decode-side conversion, one stream per transfer)",
-                              path=f"{where}.kv_transfer")
+                random=f.random, degrade=f.kind == "degrade"), (src, j)))
     return tuple(out)
+
+
+def _on_link(f, rp: ResolvedPlacement) -> bool:
+    """A scheduled fault strikes a link group: down always, degrade where its target names
+    one (else an instance or pool)."""
+    return f.kind == "down" or (f.kind == "degrade" and f.target in link_groups(rp))
 
 
 def link_groups(rp: ResolvedPlacement) -> list[str]:
@@ -481,16 +477,20 @@ def _link_group(named: str, rp: ResolvedPlacement, path: str, which: str) -> str
 
 
 def _fault_targets(named: str, rp: ResolvedPlacement, path: str, which: str,
-                   random: bool) -> tuple[str, ...]:
+                   random: bool, degrade: bool = False) -> tuple[str, ...]:
     """Instance names a fault target means: ``pool/i`` or a whole ``pool``."""
     pool, slash, index = named.partition("/")
     if random and slash:
         raise ConfigError(f"a random fault names a pool, got {named!r}", path=path)
     if pool not in rp.pools:
-        hint = (" (a link group: degrade and down strike links)" if named in link_groups(rp)
-                else "")
+        groups = link_groups(rp)
+        if degrade and not slash:    # either kind of target
+            raise ConfigError(f"unknown pool or link group {named!r}{which}"
+                              + suggest(named, [*rp.pools, *groups])
+                              + "; degrade strikes pool, pool/i or a link group", path=path)
+        hint = (" (a link group: degrade and down strike links)" if named in groups else "")
         raise ConfigError(f"unknown pool {pool!r}{which}{hint}" + suggest(pool, rp.pools)
-                          + "; crash and hang strike pool or pool/i", path=path)
+                          + "; crash, hang and degrade strike pool or pool/i", path=path)
     n = rp.pools[pool].spec.instances
     if not slash:
         return tuple(f"{pool}/{i}" for i in range(n))

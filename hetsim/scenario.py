@@ -167,24 +167,25 @@ class CrossSite:
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
 
 
-INSTANCE_FAULTS = ("crash", "hang")
+INSTANCE_FAULTS = ("crash", "hang", "degrade")
 LINK_FAULTS = ("degrade", "down")
-FAULT_KINDS = INSTANCE_FAULTS + LINK_FAULTS
+FAULT_KINDS = ("crash", "hang", "degrade", "down")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: scheduled (``at_s`` on a ``target``) or random (``pool`` with
-    ``mtbf_s``/``mttr_s``: each instance of the pool fails after an exponential up time and
-    stays down an exponential time, drawn from the faults' own seeded stream). Instance
-    faults (target ``pool/i`` or a pool): a crash empties the instance (KV lost, cold on
-    return), a hang stops its iterations. Link faults (target a link group as
-    ``link_utilization`` names it, e.g. ``decode.nic``, or ``cross-site``): degrade scales its
-    bandwidth by ``factor``, down carries nothing (transfers crossing it are sent again)."""
+    """One fault: scheduled (``at_s`` on a ``target``) or random (``pool`` or ``link`` with
+    ``mtbf_s``/``mttr_s``: each instance of the pool, or the link group, fails after an
+    exponential up time and stays down an exponential time, drawn from the faults' own seeded
+    stream). Instance faults (target ``pool/i`` or a pool): a crash empties the instance (KV
+    lost, cold on return), a hang stops its iterations, a degrade runs them at ``factor`` of
+    its speed. Link faults (target a link group as ``link_utilization`` names it, e.g.
+    ``decode.nic``, or ``cross-site``): degrade scales its bandwidth by ``factor``, down
+    carries nothing (transfers crossing it are sent again)."""
     kind: str = field(metadata=meta(
         "crash (instance gone, back cold after repair_s) | hang (stops iterating for "
-        "duration_s) | degrade (a link's bandwidth x factor for duration_s) | down (a link "
-        "carries nothing for duration_s)"))
+        "duration_s) | degrade (an instance's speed or a link's bandwidth x factor for "
+        "duration_s) | down (a link carries nothing for duration_s)"))
     target: str | None = field(default=None, metadata=meta(
         "scheduled: an instance pool/i (from 0), a pool (all its instances), or for degrade "
         "and down a link group (pool.nic, pool.scale-up, pool.host, pool.tcp-stack, "
@@ -196,14 +197,19 @@ class Fault:
     duration_s: float | None = field(default=None, metadata=meta(
         "hang, degrade, down: seconds the fault lasts", positive))
     factor: float | None = field(default=None, metadata=meta(
-        "degrade: the link's bandwidth is multiplied by this, in (0, 1)",
+        "degrade: the instance's speed (its iterations take 1/factor as long) or the link's "
+        "bandwidth is multiplied by this, in (0, 1); overlapping degrades multiply",
         lambda v: None if 0 < v < 1 else f"must be in (0, 1), got {v}"))
     pool: str | None = field(default=None, metadata=meta(
-        "random: the pool whose instances fail independently"))
+        "random: the pool whose instances fail independently (crash, hang, degrade)"))
+    link: str | None = field(default=None, metadata=meta(
+        "random: the link group that fails (down, degrade), named as target is"))
     mtbf_s: float | None = field(default=None, metadata=meta(
-        "random: mean time between failures of one instance, s (exponential)", positive))
+        "random: mean time between failures of one instance or of the link, s (exponential)",
+        positive))
     mttr_s: float | None = field(default=None, metadata=meta(
-        "random: mean time to repair (crash) or hang length, s (exponential)", positive))
+        "random: mean time to repair (crash) or length of a hang, degrade or down, s "
+        "(exponential)", positive))
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
@@ -213,23 +219,15 @@ class Fault:
             raise ConfigError("degrade needs factor" if self.kind == "degrade" else
                               f"factor belongs to degrade, not {self.kind}", path="factor")
         if self.random:
-            if self.kind in LINK_FAULTS:
-                raise ConfigError(f"random faults strike instances (crash, hang), not links "
-                                  f"({self.kind})", path="kind")
-            for k in ("target", "at_s", "repair_s", "duration_s"):
-                if getattr(self, k) is not None:
-                    raise ConfigError(f"a random fault (mtbf_s) takes pool and mttr_s, not {k}",
-                                      path=k)
-            for k in ("pool", "mttr_s"):
-                if getattr(self, k) is None:
-                    raise ConfigError("a random fault (mtbf_s) needs pool and mttr_s", path=k)
+            self._check_random()
             return
-        if self.mttr_s is not None or self.pool is not None:
-            raise ConfigError("mttr_s and pool belong to a random fault (with mtbf_s)",
-                              path="mttr_s" if self.mttr_s is not None else "pool")
+        if self.mttr_s is not None or self.pool is not None or self.link is not None:
+            k = next(k for k in ("mttr_s", "pool", "link") if getattr(self, k) is not None)
+            raise ConfigError("mttr_s, pool and link belong to a random fault (with mtbf_s)",
+                              path=k)
         if self.at_s is None or self.target is None:
             raise ConfigError("a scheduled fault needs at_s and target (or mtbf_s, mttr_s and "
-                              "pool for a random one)",
+                              "pool or link for a random one)",
                               path="at_s" if self.at_s is None else "target")
         need, other = ("repair_s", "duration_s") if self.kind == "crash" else (
             "duration_s", "repair_s")
@@ -238,13 +236,29 @@ class Fault:
         if getattr(self, need) is None:
             raise ConfigError(f"a {self.kind} needs {need}", path=need)
 
+    def _check_random(self) -> None:
+        for k in ("target", "at_s", "repair_s", "duration_s"):
+            if getattr(self, k) is not None:
+                raise ConfigError(f"a random fault (mtbf_s) takes pool or link and mttr_s, "
+                                  f"not {k}", path=k)
+        if self.pool is not None and self.link is not None:
+            raise ConfigError("a random fault strikes a pool's instances or a link, not both",
+                              path="link")
+        if self.mttr_s is None or self.pool is None is self.link:
+            raise ConfigError("a random fault (mtbf_s) needs pool and mttr_s (instances), or "
+                              "link and mttr_s (a link group)",
+                              path="mttr_s" if self.mttr_s is None else "pool")
+        if self.pool is not None and self.kind not in INSTANCE_FAULTS:
+            raise ConfigError(f"a random fault on a pool strikes its instances (crash, hang, "
+                              f"degrade), not links ({self.kind}: name a link group with "
+                              f"link)", path="kind")
+        if self.link is not None and self.kind not in LINK_FAULTS:
+            raise ConfigError(f"a random fault on a link is down or degrade, not {self.kind}",
+                              path="kind")
+
     @property
     def random(self) -> bool:
         return self.mtbf_s is not None
-
-    @property
-    def on_link(self) -> bool:
-        return self.kind in LINK_FAULTS
 
     @property
     def down_s(self) -> float | None:

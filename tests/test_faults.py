@@ -137,18 +137,7 @@ def test_placement_faults_and_recovery_are_checked_under_the_placement():
     with pytest.raises(ConfigError) as e:
         load_scenario(d)
     assert e.value.path == "placements.p.faults[0].target"
-    d = scenario(placement={**PD, "kv_transfer": {"link": "roce-400g", "mode": "layerwise"}},
-                 faults=[crash("decode", 1)])
-    del d["placements"]["p"]["kv_link"]
-    with pytest.raises(ConfigError, match="not modelled yet with kv_transfer.mode layerwise"):
-        load_scenario(d)
-    d = scenario(placement={**PD, "kv_transfer": {"link": "roce-400g",
-                                                  "encoding": {"codec": "fp8"}}},
-                 faults=[crash("decode", 1)])
-    del d["placements"]["p"]["kv_link"]
-    with pytest.raises(ConfigError, match="not modelled yet with stepwise transfers") as e:
-        load_scenario(d)
-    assert e.value.path == "placements.p.kv_transfer"
+    # (faults on every kind of handoff: tests/test_fault_recovery.py)
 
 
 def test_cli_refuses_a_bad_fault_with_exit_2_and_one_line(tmp_path):
@@ -258,7 +247,8 @@ def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
     _, _, recs, _, s = strike("decode/0", DECODE, retry_limit=0)
     assert (recs[0].state, recs[0].drop_reason) == ("failed", "retry_limit")
     assert s["requests_failed"] == 1
-    assert s["requests_failed_by_reason"] == {"retry_limit": 1, "timeout": 0}
+    assert s["requests_failed_by_reason"] == {"retry_limit": 1, "timeout": 0,
+                                           "too_long_after_fault": 0}
     assert s["completed"] + s["dropped"] + s["requests_failed"] == s["requests"]
     # one colocated instance, down 100 s: arrivals wait for it and give up after 5 s
     one = {"pools": {"mixed": {"role": "mixed", "accelerator": "h100-sxm", "instances": 1}}}
@@ -271,7 +261,8 @@ def test_retry_limit_and_timeout_end_a_request_failed_with_its_reason():
             assert (r.state, r.drop_reason) == ("failed", "timeout")
         else:
             assert r.state == "completed"
-    assert s["requests_failed_by_reason"] == {"retry_limit": 0, "timeout": 17}
+    assert s["requests_failed_by_reason"] == {"retry_limit": 0, "timeout": 17,
+                                           "too_long_after_fault": 0}
 
 
 def test_routers_skip_a_down_instance_and_use_it_again_after_repair():

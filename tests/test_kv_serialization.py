@@ -260,8 +260,8 @@ def _batcher(window, cap):
     env = simpy.Environment()
     sent = []
 
-    def ship(p, d, nbytes, desc):
-        sent.append((env.now, p.name, d.name, nbytes, desc))
+    def ship(b):
+        sent.append((env.now, b.p.name, b.d.name, b.bytes, b.descriptors))
         ev = env.event()
         ev.succeed(len(sent) - 1)
         return ev
@@ -299,7 +299,7 @@ def test_no_transfer_waits_past_its_window_and_bytes_are_conserved(joins, window
     def client(t, i, n):
         yield env.timeout(t)
         t0 = env.now
-        idx = yield b.join(p, recv[i], n, 1)
+        idx = yield b.join(p, recv[i], n, 1).done
         waits.append(sent[idx][0] - t0)
         assert sent[idx][2] == recv[i].name
     for t, i, n in joins:

@@ -1,4 +1,5 @@
-"""Faults and recovery: instances crash or hang, and the requests they held recover.
+"""Faults and recovery: instances crash, hang or slow down, links slow down or go down, and
+the requests they held recover.
 
 One ``Faults`` per simulation of a placement with faults. It runs one SimPy process per
 scheduled fault target and per instance under a random fault, keeps instances that are down
@@ -19,19 +20,26 @@ KV on X (decoding, or copied and being converted)      ``recompute``: the prompt
                                                        generated so far are prefilled again
 =====================================================  ==========================================
 
+A handoff in progress (``req.xfer``, a :class:`~hetsim.engine.transfer.Handoff`) is dropped
+at once wherever it stands: its flow or batch share stops, its decode room and staging go
+back. A layer-wise stream beside a prefill whose receiver fails (or whose link goes down)
+stops alone (``_restream``): the KV goes whole once the prefill ends.
+
 Every move counts one retry; past ``recovery.retry_limit`` the request ends ``failed``
 (``retry_limit``), as it does once ``request_timeout_s`` has passed since its arrival when a
 fault moves it or while it waits for a live instance (``timeout``). A hang freezes the
-instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait.
+instance's loop (:class:`~hetsim.engine.loop.Hang`); its requests stay and wait. A degrade
+slows the instance's iterations (``Instance.speed``); it stays up.
 
 Link faults change the capacity of every port of a link group (``Network.set_capacity``):
 ``degrade`` multiplies it by its factor; ``down`` leaves it at 1 B/s (a flow there stalls),
 and every transfer crossing the group is stopped and sent again (``rehandoff``, its decode
-room released first): it goes as soon as the link carries bytes again, from the start.
+room released first): to a decode instance whose path is up if one is live, else as soon as
+the link carries bytes again, from the start.
 
 Random faults draw from their own streams: ``SeedSequence(seed, spawn_key=(3, src, j, i))``
 for fault ``j`` of the scenario (src 0) or the placement (src 1) and instance ``i`` of its
-pool. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
+pool; ``(3, src, j)`` for a random link fault. The workload draws from children 0-2 of ``SeedSequence(seed)`` and the routers from a
 per-placement sequence, so no other stream moves, and every placement with that pool sees the
 same failure times.
 """
@@ -63,7 +71,7 @@ class _Gone(Exception):
 class _Hit:
     """What a request had before faults changed it, and its recovery so far."""
     __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending",
-                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost")
+                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost", "resent")
 
     def __init__(self, req: Request):
         self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
@@ -73,6 +81,7 @@ class _Hit:
         # what the faults cost this request (summed over the measured requests with a warm-up)
         self.transfers = self.recomputed = self.lost_prefill = 0
         self.kv_bytes_lost = 0.0
+        self.resent = 0.0       # wire bytes of its transfers a fault cut off
 
 
 def _hit(r: Request) -> _Hit:
@@ -80,6 +89,23 @@ def _hit(r: Request) -> _Hit:
     if r.fault is None:
         r.fault = _Hit(r)
     return r.fault
+
+
+def _stop(proc) -> None:
+    """Stop a layer-wise stream's process (``Faults.stream`` ends quietly; one stopped before
+    it began fails, and nobody waits for it: defused)."""
+    if proc is not None and proc.is_alive:
+        proc.interrupt()
+        proc.callbacks.append(_defuse)
+
+
+def _defuse(ev) -> None:
+    ev.defused = True
+
+
+def _stream(seed: int, key: tuple) -> np.random.Generator:
+    """A random fault's own stream: child ``(FAULT_STREAM, *key)`` of the run's seed."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FAULT_STREAM, *key)))
 
 
 class Faults:
@@ -96,23 +122,29 @@ class Faults:
         self.applied = self.retried = self.transfers_retried = 0
         self.recomputed_tokens = self.lost_prefill_tokens = 0
         self.kv_bytes_lost = 0.0
+        self.kv_bytes_resent = 0.0     # wire bytes of transfer attempts cut off by a fault
         self.link_faults: list[tuple[str, float, float]] = []
+        self.degrades: list[tuple[str, float, float]] = []    # (instance, start, end)
+        self._slow: dict[str, list[float]] = {}    # instance -> factors of its degrades now
         self._base: dict = {}       # port -> its capacity without faults
         self._factors: dict = {}    # port -> factors of the link faults on it now
+        self._down: set = set()     # ports of link groups that are down now
+        env = self.env
         for rf in placement.faults:
             f = rf.spec
-            if rf.link is not None:
-                self.env.process(self._link(rf))
+            if rf.link is not None:     # one stream per random link fault: (src, j)
+                env.process(self._random(lambda s, rf=rf: self._link_fault(rf, s), f,
+                                         _stream(seed, rf.stream)) if f.random
+                            else self._link(rf))
                 continue
             for name in rf.instances:
                 inst = self.by_name[name]
-                if f.random:
+                if f.random:       # one stream per instance: (src, j, i)
                     i = int(name.rpartition("/")[2])
-                    rng = np.random.default_rng(np.random.SeedSequence(
-                        seed, spawn_key=(FAULT_STREAM, *rf.stream, i)))
-                    self.env.process(self._random(inst, f, rng))
+                    env.process(self._random(lambda s, inst=inst, f=f: self._strike(inst, f, s), f,
+                                             _stream(seed, (*rf.stream, i))))
                 else:
-                    self.env.process(self._scheduled(inst, f))
+                    env.process(self._scheduled(inst, f))
 
     # --- fault processes -----------------------------------------------------------------
     @property
@@ -123,20 +155,26 @@ class Faults:
     def _scheduled(self, inst, f):
         if f.at_s:
             yield self.env.timeout(f.at_s)
-        yield from self._strike(inst, f.kind, f.down_s)
+        yield from self._strike(inst, f, f.down_s)
 
-    def _random(self, inst, f, rng: np.random.Generator):
-        """Up an Exp(mtbf) time, down an Exp(mttr) time, again, until the requests end.
-        Both draws are made every cycle, so the times never depend on the run."""
+    def _random(self, strike, f, rng: np.random.Generator):
+        """Up an Exp(mtbf) time, down an Exp(mttr) time (``strike(seconds)``), again, until
+        the requests end. Both draws are made every cycle, so the times never depend on the
+        run."""
         while True:
             up, down = rng.exponential(f.mtbf_s), rng.exponential(f.mttr_s)
             yield self.env.timeout(up)
             if self.finished:
                 return
-            yield from self._strike(inst, f.kind, down)
+            yield from strike(down)
 
-    def _strike(self, inst, kind: str, down_s: float):
-        """Take ``inst`` down for ``down_s`` (a crash of a crashed instance does nothing)."""
+    def _strike(self, inst, f, down_s: float):
+        """Take ``inst`` down for ``down_s`` (a crash of a crashed instance does nothing), or
+        slow it (a degrade)."""
+        if f.kind == "degrade":
+            yield from self._degrade(inst, f.factor, down_s)
+            return
+        kind = f.kind
         if inst.name in self.crashed or self.finished:
             return
         env = self.env
@@ -165,6 +203,24 @@ class Faults:
         ev, self.repaired = self.repaired, env.event()
         ev.succeed()
 
+    def _degrade(self, inst, factor: float, seconds: float):
+        """``inst`` runs at ``factor`` of its speed for ``seconds`` (degrades that overlap
+        multiply). It stays up: routers use it, availability counts it up. NOTE: the
+        iterations that start meanwhile run slower; one in progress at either end keeps the
+        speed it started with. A slow device stays slow across a crash and its repair."""
+        if self.finished:
+            return
+        env = self.env
+        self.applied += 1
+        start = env.now
+        fs = self._slow.setdefault(inst.name, [])
+        fs.append(factor)
+        inst.speed = float(math.prod(fs))
+        yield env.timeout(seconds)
+        fs.remove(factor)
+        inst.speed = float(math.prod(fs))
+        self.degrades.append((inst.name, start, env.now))
+
     def _end_hangs(self, inst) -> None:
         """A crash ends the hangs of ``inst`` in progress: their outages end now, so the
         instance is back at the crash's repair."""
@@ -176,11 +232,15 @@ class Faults:
         self.hangs[inst.name] = []
 
     def _link(self, rf):
-        """A degrade or down on every port of a link group, for its duration."""
+        """A scheduled degrade or down of a link group."""
+        if rf.spec.at_s:
+            yield self.env.timeout(rf.spec.at_s)
+        yield from self._link_fault(rf, rf.spec.duration_s)
+
+    def _link_fault(self, rf, seconds: float):
+        """A degrade or down on every port of a link group, for ``seconds``."""
         f, env, link = rf.spec, self.env, self.sim.link
         ports = [p for p in link.ports if p.group == rf.link]
-        if f.at_s:
-            yield env.timeout(f.at_s)
         if self.finished:
             return
         self.applied += 1
@@ -190,7 +250,7 @@ class Faults:
             self._scale(p, factor, add=True)
         if f.kind == "down":
             self._resend(set(ports))
-        yield env.timeout(f.duration_s)
+        yield env.timeout(seconds)
         for p in ports:
             self._scale(p, factor, add=False)
         self.link_faults.append((rf.link, start, env.now))
@@ -199,24 +259,33 @@ class Faults:
         base = self._base.setdefault(port, port.capacity)
         fs = self._factors.setdefault(port, [])
         fs.append(factor) if add else fs.remove(factor)
+        if 0.0 in fs:
+            self._down.add(port)
+        else:
+            self._down.discard(port)
         cap = base * math.prod(fs)
         self.sim.link.net.set_capacity(port, max(cap, DOWN_BYTES_PER_S))
 
     def _resend(self, ports: set) -> None:
-        """Every transfer crossing ``ports`` stops; its prefill copy goes out again."""
+        """Every transfer crossing ``ports`` stops; its prefill copy goes out again (a
+        layer-wise stream still beside its prefill goes whole once the prefill ends)."""
         link, moves = self.sim.link, []
         for r in self.sim.reqs:
-            if r.state is not State.TRANSFERRING or r.transfer_end_s == r.transfer_end_s or (
+            h = r.xfer
+            if h is None or h.wired or r.transfer_end_s == r.transfer_end_s or (
                     r.fault is not None and r.fault.pending):
                 continue
-            p, d = self.by_name[r.prefill_instance], self.by_name[r.decode_instance]
-            if ports.isdisjoint(link.path(p, d)[0]):
+            p = self.by_name[r.prefill_instance]
+            if ports.isdisjoint(link.path(p, h.d)[0]):
                 continue
-            self._release_receiver(r)
-            _hit(r).pending = True
-            moves.append(r)
+            if r.state is State.PREFILLING:
+                self._restream(r)
+            elif r.state is State.TRANSFERRING:
+                self._drop(r)
+                _hit(r).pending = True
+                moves.append(r)
         for r in moves:
-            r.proc.interrupt((REHANDOFF, 0))
+            self._interrupt(r, (REHANDOFF, 0))
 
     def _crash(self, inst) -> None:
         """Stop the instance, release what its requests hold elsewhere, empty it, and send
@@ -233,7 +302,14 @@ class Faults:
                 moves.append((r, cause))
         inst.reset()
         for r, cause in moves:
-            r.proc.interrupt(cause)
+            self._interrupt(r, cause)
+
+    @staticmethod
+    def _interrupt(r: Request, cause) -> None:
+        """Send ``r`` its recovery; a layer-wise stream of its KV stops too (its process
+        first: the stream's end must not wake it)."""
+        r.proc.interrupt(cause)
+        _stop(r.xproc)
 
     def _where(self, r: Request, inst):
         """The recovery of ``r`` when ``inst`` crashes (None: ``r`` is not on it), having
@@ -243,24 +319,53 @@ class Faults:
         if on_p and st is State.QUEUED:
             return REROUTE, 0
         if on_p and st is State.PREFILLING:
-            self.lost_prefill_tokens += r.input_tokens
-            _hit(r).lost_prefill += r.input_tokens
+            n = inst.prefilled(r)      # (chunked prefill: the chunks run so far)
+            self.lost_prefill_tokens += n
+            _hit(r).lost_prefill += n
+            self._drop(r, inst)        # a layer-wise stream from it stops
             return RESTART, 0
+        if on_d and st is State.PREFILLING and r.xfer is not None:
+            self._restream(r, inst)    # layer-wise, into the crashing decode: stops
+            return None
         sent = r.transfer_end_s == r.transfer_end_s     # not NaN: the prefill copy is freed
         if st in (State.WAIT_KV, State.TRANSFERRING) and not sent:
             if on_p:     # the owner of the only copy is gone
-                self._release_receiver(r)
+                self._drop(r, inst)
                 self._lost(inst, r, r.input_tokens)
                 return REPREFILL, 0
             if on_d:
-                self._cancel_flow(r)
+                self._drop(r, inst)
                 return REHANDOFF, 0
             return None
         if on_d and st in (State.TRANSFERRING, State.DECODING):
             g = inst.generated(r) if st is State.DECODING else 0
             self._lost(inst, r, r.input_tokens + g)
+            self._drop(r, inst)     # (what it held on inst, staging included, died with it)
             return RECOMPUTE, g
         return None
+
+    def _drop(self, r: Request, gone=None) -> None:
+        """``r``'s handoff in progress (if any) stops and gives back what it holds (on
+        instances other than ``gone``); the bytes it had sent count in ``kv_bytes_resent``."""
+        h = r.xfer
+        if h is None:
+            return
+        r.xfer = None
+        sent = h.drop(self.sim.link, gone)
+        self.kv_bytes_resent += sent
+        _hit(r).resent += sent
+
+    def _restream(self, r: Request, gone=None) -> None:
+        """A layer-wise stream beside ``r``'s prefill stops (its receiver crashed, or its link
+        went down): once the prefill ends, the KV goes whole to another decode instance. A
+        transfer retried; the request itself stays where it is (not a retry)."""
+        self._drop(r, gone)
+        _stop(r.xproc)
+        r.xproc = None
+        r.started = r.kv_granted = None
+        r.kv_blocks = self.by_name[r.prefill_instance].kv.blocks(r.input_tokens)  # (its own)
+        self.transfers_retried += 1
+        _hit(r).transfers += 1
 
     def _lost(self, inst, r: Request, tokens: int) -> None:
         """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
@@ -271,25 +376,6 @@ class Faults:
         h = _hit(r)
         h.recomputed += tokens
         h.kv_bytes_lost += lost
-
-    def _cancel_flow(self, r: Request) -> None:
-        """A transfer in flight stops (its process waits on the flow itself)."""
-        if r.state is State.TRANSFERRING:
-            self.sim.link.net.cancel(r.proc.target)
-
-    def _release_receiver(self, r: Request) -> None:
-        """The decode side's room for ``r`` (queued or granted) goes back; any flow stops."""
-        d = self.by_name.get(r.decode_instance)
-        if d is None:         # still choosing a decode instance
-            return
-        if r.state is State.WAIT_KV:
-            if not d.kv.cancel(r.proc.target):   # granted, not yet taken up
-                d.kv.release(r.kv_blocks)
-        else:
-            self._cancel_flow(r)
-            d.kv.release(r.kv_blocks)
-        d.load_tokens -= r.input_tokens + r.output_tokens
-        d.n_requests -= 1
 
     # --- request lifecycles --------------------------------------------------------------
     def serve(self, req: Request):
@@ -316,6 +402,7 @@ class Faults:
         if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
             req.gen += 1
         req.ctx0 = req.swapped = 0     # (a host-tier copy died with its instance)
+        req.xfer = req.xproc = req.started = req.kv_granted = None
         nan = math.nan
         req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
         p = self.by_name.get(req.prefill_instance)
@@ -328,6 +415,7 @@ class Faults:
                 p.release(p.kv.blocks(req.input_tokens))
             req.fail(why)
             return iter(())
+        like = self.by_name.get(req.decode_instance)    # (where its KV was converted for)
         req.decode_instance = ""
         if kind == REHANDOFF:
             self.transfers_retried += 1
@@ -335,7 +423,7 @@ class Faults:
             if req.state is not State.WAIT_KV:   # (it may still wait for its decode room)
                 req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
-            return self.sim._handoff(req, p)
+            return self.sim._handoff(req, p, like)
         if kind == RECOMPUTE:
             req.input_tokens += generated
             req.output_tokens -= generated
@@ -349,6 +437,35 @@ class Faults:
         target = ((yield from self.pick(sim.router_prefill, sim.entry, req))
                   if sim.prefills else None)
         yield from sim._stage(req, target)
+
+    def reachable(self, p, candidates: list) -> list:
+        """The ``candidates`` that are live and whose path from ``p`` crosses no link group
+        that is down."""
+        live = [d for d in candidates if not d.outages]
+        if not self._down:
+            return live
+        path = self.sim.link.path
+        return [d for d in live if self._down.isdisjoint(path(p, d)[0])]
+
+    def pick_receiver(self, p, candidates: list, req: Request, prefer=None):
+        """The decode instance the KV of ``req`` on prefill ``p`` goes to: ``prefer`` (chosen
+        as the prefill began) if it is still reachable, else a reachable one (the sender sees
+        a dead link at once: NOTE, an assumption as for the resend), else as ``pick`` (a
+        path that is down stalls until the link is back)."""
+        ok = self.reachable(p, candidates)
+        if prefer is not None and prefer in ok:
+            return prefer
+        if ok:
+            return self.sim.router_decode.pick(ok, req)
+        return (yield from self.pick(self.sim.router_decode, candidates, req))
+
+    def stream(self, req: Request, p, d):
+        """A layer-wise handoff in its own process; a fault stops it (having given back what
+        it held: ``_drop``)."""
+        try:
+            yield from self.sim.link.handoff(req, p, d)
+        except simpy.Interrupt:
+            pass
 
     def _late(self, req: Request) -> bool:
         return (self.timeout_s is not None
@@ -392,6 +509,7 @@ class Faults:
                           {n: tuple(v) for n, v in self.outages.items()}, pools,
                           tuple(self.link_faults),
                           tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
-                                 f.kv_bytes_lost)
+                                 f.kv_bytes_lost, f.resent)
                                 for r in sorted(self.sim.reqs, key=lambda r: r.id)
-                                if (f := r.fault) is not None))
+                                if (f := r.fault) is not None),
+                          degrades=tuple(self.degrades), kv_bytes_resent=self.kv_bytes_resent)

@@ -70,6 +70,11 @@ class PrefillInstance(Instance):
         self.queue.append(req)
         return self._queue_prompt(req, req.input_tokens)
 
+    def prefilled(self, r: Request) -> int:
+        """Prompt tokens of ``r`` (prefilling here) whose prefill has run or is running: the
+        whole prompt but its prefix-cache hits (one iteration computes it)."""
+        return r.input_tokens - r.cached_tokens
+
     def release(self, blocks: int) -> None:
         """The consumer has the KV (or the request ended here): free the prompt's blocks."""
         self._hold(-blocks)
@@ -282,7 +287,7 @@ class DecodeInstance(Instance):
             return None
         n = self._n         # the sequences that decode in this step
         self.decode_tokens += n
-        self.decode_token_s += t * n
+        self.decode_token_s += t * n / self.speed     # (as it runs: see Instance.speed)
         return t
 
     def _step_time(self) -> float | None:
@@ -378,6 +383,16 @@ class MixedInstance(DecodeInstance):
         super().admit_prompt(req, blocks)
         self.prefilling.append([req, req.cached_tokens])
         self._extra += self.fetch_time(req)
+
+    def prefilled(self, r: Request) -> int:
+        """Prompt tokens of ``r`` (prefilling here) whose prefill has run or is running: the
+        chunks done, plus its chunk in the iteration in progress (prefix-cache hits are not
+        computed)."""
+        entry = next(e for e in self.prefilling if e[0] is r)
+        done = entry[1]
+        if self.env.now < self._step_end:     # an iteration is running (or frozen by a hang)
+            done += sum(c for e, c in self._plan if e is entry)
+        return done - r.cached_tokens
 
     def _idle(self) -> simpy.Event:
         # a head waiting for KV waits for a release, and for KV handed over from a prefill

@@ -109,28 +109,32 @@ def descriptors_per_rank(model, tokens: int, block_size: int) -> int:
 
 
 class _Batch:
-    __slots__ = ("p", "d", "bytes", "descriptors", "done", "sent")
+    __slots__ = ("p", "d", "bytes", "descriptors", "done", "sent", "members", "proc", "flow")
 
     def __init__(self, p, d, done: simpy.Event):
         self.p, self.d, self.done = p, d, done
         self.bytes = 0.0
         self.descriptors = 0     # per rank, summed over the members
         self.sent = False
+        self.members = 0         # transfers waiting for it (faults: they may leave)
+        self.proc = None         # its stream's process, once sent
+        self.flow = None         # its bytes in flight (set by the stream)
 
 
 class Batcher:
     """Open batches per (prefill instance, decode instance). A batch opens with its first
     transfer and is sent when its window ends or when its wire bytes reach the cap; a
     transfer that would push it past the cap sends it first and opens the next. So no
-    transfer waits longer than the window. ``ship(p, d, bytes, descriptors)`` starts the
-    stream and returns the event its :class:`StreamCost` arrives on."""
+    transfer waits longer than the window. ``ship(batch)`` starts the batch's stream and
+    returns its process (its value: the :class:`StreamCost`)."""
 
     def __init__(self, env: simpy.Environment, window_s: float, cap_bytes: float, ship):
         self.env, self.window, self.cap, self.ship = env, window_s, cap_bytes, ship
         self._open: dict[tuple[str, str], _Batch] = {}
 
-    def join(self, p, d, nbytes: float, descriptors: int) -> simpy.Event:
-        """Add a transfer; the event fires with its batch's StreamCost when the stream ends."""
+    def join(self, p, d, nbytes: float, descriptors: int) -> _Batch:
+        """Add a transfer; its batch's ``done`` fires with the StreamCost when the stream
+        ends."""
         key = (p.name, d.name)
         b = self._open.get(key)
         if b is not None and b.bytes + nbytes > self.cap:
@@ -141,14 +145,32 @@ class Batcher:
             self.env.timeout(self.window).callbacks.append(lambda _: self._send(key, b))
         b.bytes += nbytes
         b.descriptors += descriptors
+        b.members += 1
         if b.bytes >= self.cap:
             self._send(key, b)
-        return b.done
+        return b
+
+    def leave(self, b: _Batch, nbytes: float, descriptors: int, sent) -> float:
+        """A member's transfer stops (a fault): out of a batch not yet sent, or, the last to
+        leave one in flight, its stream stops. Returns the member's bytes already sent
+        (``sent(flow)``: the fraction of the batch's flow that has crossed)."""
+        b.members -= 1
+        if not b.sent:
+            b.bytes -= nbytes
+            b.descriptors -= descriptors
+            if not b.members:       # nothing left to send: dropped (the timer finds it sent)
+                b.sent = True
+                del self._open[(b.p.name, b.d.name)]
+            return 0.0
+        crossed = nbytes * sent(b.flow) if b.flow is not None else 0.0
+        if not b.members and b.proc.is_alive:
+            b.proc.interrupt()
+        return crossed
 
     def _send(self, key, b: _Batch) -> None:
         if b.sent:          # already sent by its cap; the window's timer finds it gone
             return
         b.sent = True
         del self._open[key]
-        self.ship(b.p, b.d, b.bytes, b.descriptors).callbacks.append(
-            lambda ev: b.done.succeed(ev.value))
+        b.proc = self.ship(b)
+        b.proc.callbacks.append(lambda ev: b.done.succeed(ev.value))

@@ -12,7 +12,8 @@ itself adds to the next iteration (prefix-cache fetches, swaps, recomputation, c
 
 Faults (:mod:`hetsim.engine.faults`) interrupt the loop's process: a ``Hang`` freezes the
 iteration in progress for its duration (then it ends as it would have), a crash ends the
-process (``reset`` empties the instance; a new process starts on repair).
+process (``reset`` empties the instance; a new process starts on repair). A degrade sets
+``speed``, which the iterations that start while it lasts run at.
 """
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ class Instance:
         self._step_end = 0.0   # when the running iteration ends
         self._hung_until = 0.0  # when the last hang ends (the iteration then runs its rest)
         self.outages = 0       # faults holding it down now (routers skip it while > 0)
+        #: 1, or the product of the factors of the degrades on it now (faults): an iteration
+        #: takes 1/speed as long; one in progress keeps the speed it started with
+        self.speed = 1.0
+        self.resets = 0        # crashes that emptied it (a handoff checks none came between)
         self.proc = env.process(self._run())
 
     def _gate(self):
@@ -131,7 +136,7 @@ class Instance:
                 if self._work or self._extra:
                     work, evs = self._take_work()
                     try:
-                        yield self._iterate(work + self._take_extra())
+                        yield self._iterate((work + self._take_extra()) / self.speed)
                     except simpy.Interrupt as i:
                         if not (yield from self._fault(i.cause)):
                             return
@@ -150,6 +155,8 @@ class Instance:
                 t += work
             if self._extra:
                 t += self._take_extra()
+            if self.speed != 1.0:    # degraded (faults): everything on the device slower
+                t /= self.speed
             if self.begins:
                 self._begin(t)
             try:
@@ -195,6 +202,9 @@ class Instance:
         """A crash: everything on the instance is gone (its requests are moved by
         :mod:`hetsim.engine.faults`); it comes back cold. Counters for statistics stay."""
         self.kv.clear()
+        if self.staging is not None:
+            self.staging.clear()
+        self.resets += 1
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
         self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)

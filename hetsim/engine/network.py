@@ -40,10 +40,11 @@ class Port:
 
 
 class _Flow:
-    __slots__ = ("ports", "remaining", "rate", "event", "bound", "steps")
+    __slots__ = ("ports", "size", "remaining", "rate", "event", "bound", "steps")
 
     def __init__(self, ports, nbytes, event, steps=None):
         self.ports, self.remaining, self.rate, self.event = ports, nbytes, 0.0, event
+        self.size = nbytes
         self.bound = None     # the port that set its rate (progressive filling froze it there)
         self.steps = steps    # tracked: {step: seconds bound by a port of that step}
 
@@ -115,11 +116,11 @@ class Network:
         if self._flows:
             self._reschedule()
 
-    def cancel(self, transfer: simpy.Event) -> None:
+    def cancel(self, transfer: simpy.Event) -> float:
         """Stop a transfer whose end has failed (hetsim.engine.faults): its bytes stop
-        crossing and its event never fires."""
+        crossing and its event never fires. Returns the bytes that had crossed."""
         if transfer.triggered:
-            return
+            return 0.0
         self._advance()
         for f in self._flows:
             if f.event is transfer:
@@ -128,8 +129,17 @@ class Network:
                     p.active -= 1
                 self._caps.pop(transfer, None)
                 self._reschedule()
-                return
+                return f.size - f.remaining
         self._cancelled.add(transfer)      # still in its setup
+        return 0.0
+
+    def sent(self, transfer: simpy.Event) -> float:
+        """The fraction of a transfer's bytes that has crossed by now (0 in its setup),
+        moving no flow (see stats_now)."""
+        for f in self._flows:
+            if f.event is transfer:
+                return (f.size - f.remaining + f.rate * (self.env.now - self._last)) / f.size
+        return 1.0 if transfer.triggered else 0.0
 
     def stats_now(self, p: Port) -> PortStats:
         """``p``'s statistics as of now without moving any flow (a mid-run snapshot: moving

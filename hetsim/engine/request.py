@@ -91,6 +91,8 @@ _ENGINE_SLOTS = (
     "swapped",               # preempted to the host tier: blocks held there
     "eligible",              # overlap scheduling: the step count before which it cannot join
     "proc",                  # with faults: the SimPy process serving it (to interrupt)
+    "xfer",                  # its KV handoff in progress (engine.transfer.Handoff), or None
+    "xproc",                 # with faults, layer-wise: the process streaming its KV
     "fault",                 # with faults: its recovery record (None until a fault hits it)
     "reserve_out",           # output tokens a scheduler reserving output KV reserves: the
                              # client's max_tokens where the workload states it, else its own
@@ -120,7 +122,7 @@ class Request:
         self.prefill_end_expected = nan
         self.kv_blocks = self.done_step = self.gen = 0
         self.ctx0 = self.step0 = self.remaining = self.swapped = self.eligible = 0
-        self.proc = self.fault = None
+        self.proc = self.fault = self.xfer = self.xproc = None
         self.reserve_out = output_tokens
 
     def to(self, state: State) -> None:

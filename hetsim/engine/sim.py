@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import simpy
 
-from ..resolve import ResolvedPlacement, ResolvedPool
+from ..resolve import ResolvedPlacement, ResolvedPool, kv_mismatch
 from ..workload import Requests
 from .faults import Faults
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
@@ -111,8 +111,10 @@ class Simulation:
         which is fused into the iteration (each layer is written out in the consumer's format)."""
         if req.output_tokens == 1:
             return 0.0
-        # (faults are refused with early routing: hetsim.resolve)
-        d = self.router_decode.pick([d for d in self.receivers if d.fits(req)], req)
+        candidates = [d for d in self.receivers if d.fits(req)]
+        if self.faults is not None:     # live ones with a path up (else any: it is re-picked)
+            candidates = self.faults.reachable(p, candidates) or candidates
+        d = self.router_decode.pick(candidates, req)
         self._target[req.id] = d
         pair = self.link.pair(p.pool, d.pool)
         if pair.side != "prefill":
@@ -122,21 +124,26 @@ class Simulation:
     def _disaggregated(self, req: Request, p):
         env = self.env
         if not p.fits(req):
-            req.drop("prompt exceeds the prefill instance's KV capacity")
+            self._refuse(req, "prompt exceeds the prefill instance's KV capacity")
             return
         if not any(d.fits(req) for d in self.receivers):
-            req.drop("prompt + output exceed every decode instance's KV capacity")
+            self._refuse(req, "prompt + output exceed every decode instance's KV capacity")
             return
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
         if layerwise:
             req.started = env.event()
             req.kv_granted = env.event()
         prefill_done = p.submit(req)
-        handoff = None
+        d = None
         if layerwise:   # stream from the moment the prefill starts
             yield req.started
             d = self._target.pop(req.id)
-            handoff = env.process(self.link.handoff(req, p, d))
+            if self.faults is None:
+                req.xproc = env.process(self.link.handoff(req, p, d))
+            elif self.faults.reachable(p, [d]):
+                req.xproc = env.process(self.faults.stream(req, p, d))
+            else:      # its target is down or cut off: whole, once the prefill ends
+                req.kv_granted = None
         yield prefill_done
         if req.output_tokens == 1:  # the first token was the last
             req.first_token_s = req.last_token_s = env.now
@@ -144,24 +151,45 @@ class Simulation:
             p.release(req.kv_blocks)
             return
         req.to(State.WAIT_KV)
-        if handoff is None:   # whole transfer: the handoff runs in the request's own process
-            d = self._target.pop(req.id, None) or (
-                self.router_decode.pick(self._decoders(req), req) if self.faults is None
-                else (yield from self.faults.pick(self.router_decode, self._decoders(req), req)))
+        if req.xproc is None:   # whole transfer: the handoff runs in the request's own process
+            # (or a layer-wise stream that a fault stopped, or never started)
+            d = self._target.pop(req.id, None) or d
+            if self.faults is not None:
+                d = yield from self.faults.pick_receiver(p, self._decoders(req, like=d), req,
+                                                         prefer=d)
+            elif d is None:
+                d = self.router_decode.pick(self._decoders(req), req)
             yield from self.link.handoff(req, p, d)
         else:
             yield req.kv_granted
             req.to(State.TRANSFERRING)
-            yield handoff
+            yield req.xproc
         yield d.join(req)
 
-    def _decoders(self, req: Request) -> list:
-        return [d for d in self.receivers if d.fits(req)]
+    @staticmethod
+    def _refuse(req: Request, reason: str) -> None:
+        """``req`` fits nowhere it could go: dropped, with ``reason``; or, where a fault made
+        it longer (a recompute adds the tokens generated to its prompt), failed
+        (``too_long_after_fault``): it was served until the fault, so the fault ended it."""
+        f = req.fault
+        if f is not None and req.input_tokens > f.input_tokens:
+            req.fail("too_long_after_fault")
+        else:
+            req.drop(reason)
 
-    def _handoff(self, req: Request, p):
+    def _decoders(self, req: Request, like=None) -> list:
+        """The receivers ``req`` fits; where the prefill side converted its KV for ``like``,
+        those that read ``like``'s KV format only."""
+        ds = [d for d in self.receivers if d.fits(req)]
+        if like is not None and self.transfer.conversion == "prefill":
+            ds = [d for d in ds if not kv_mismatch(d.pool, like.pool)]
+        return ds
+
+    def _handoff(self, req: Request, p, like=None):
         """A fault's recovery (hetsim.engine.faults): the prompt's KV, still on ``p``, goes to
-        a live decode instance, and the request decodes there."""
-        d = yield from self.faults.pick(self.router_decode, self._decoders(req), req)
+        a live decode instance (one that reads its format, converted for ``like``), and the
+        request decodes there."""
+        d = yield from self.faults.pick_receiver(p, self._decoders(req, like), req)
         yield from self.link.handoff(req, p, d)
         yield d.join(req)
 
@@ -169,12 +197,12 @@ class Simulation:
         if m is None:
             candidates = [m for m in self.mixed if m.accepts(req)]
             if not candidates:
-                req.drop(self.mixed[0].refusal(req, "every instance's"))
+                self._refuse(req, self.mixed[0].refusal(req, "every instance's"))
                 return
             m = (self.router_prefill.pick(candidates, req) if self.faults is None
                  else (yield from self.faults.pick(self.router_prefill, candidates, req)))
         elif not m.accepts(req):
-            req.drop(m.refusal(req))
+            self._refuse(req, m.refusal(req))
             return
         yield m.submit(req)
 

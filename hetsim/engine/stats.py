@@ -59,9 +59,14 @@ class FaultStats:
     pools: dict[str, str]          # instance -> its pool
     link_faults: tuple[tuple[str, float, float], ...] = ()   # (link group, start, end)
     #: per request a fault hit: (id, retries, transfers_retried, recomputed_tokens,
-    #: lost_prefill_tokens, kv_bytes_lost), by id (a warm-up's requests are left out of the
-    #: summary with these)
-    by_request: tuple[tuple[int, int, int, int, int, float], ...] = ()
+    #: lost_prefill_tokens, kv_bytes_lost, kv_bytes_resent), by id (a warm-up's requests are
+    #: left out of the summary with these)
+    by_request: tuple[tuple[int, int, int, int, int, float, float], ...] = ()
+    #: (instance, start, end) of each degrade: the instance ran slower, and stayed up
+    degrades: tuple[tuple[str, float, float], ...] = ()
+    #: wire bytes of KV transfers a fault cut off before they ended (each is sent again, so
+    #: these crossed in vain; the records' kv_bytes are the last attempt's)
+    kv_bytes_resent: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .kvsteps import (Batcher, Codec, StreamCost, TransferRecord, descriptors_pe
 from .network import Network, Port
 from .request import Request, State
 
-__all__ = ["InstancePorts", "KVLink"]
+__all__ = ["InstancePorts", "KVLink", "Handoff"]
 
 
 class InstancePorts(NamedTuple):
@@ -27,6 +27,55 @@ class InstancePorts(NamedTuple):
     scale_up: Port | None = None
     host: Port | None = None
     stack: Port | None = None
+
+
+class Handoff:
+    """What one request's KV handoff to decode instance ``d`` holds now, so that a fault can
+    stop it at once (:meth:`drop`): a push staging buffer and the KV room on ``d`` (each
+    granted or queued), and its bytes: its own flow, or its share of a batch. ``wired``: the
+    bytes have all crossed (a stepwise transfer then decodes them on ``d``)."""
+    __slots__ = ("req", "d", "resets", "staged", "staging_ev", "room_ev", "room", "flow",
+                 "batch", "share", "wired")
+
+    def __init__(self, req: Request, d):
+        self.req, self.d, self.resets = req, d, d.resets
+        self.staged = 0            # staging blocks asked for (``staging_ev``: their event)
+        self.staging_ev = self.room_ev = None
+        self.room = 0              # KV blocks asked for on d (``room_ev``: their event)
+        self.flow = self.batch = None
+        self.share = (0.0, 0)      # (wire bytes, descriptors) in ``batch``
+        self.wired = False
+
+    def reserve(self) -> simpy.Event:
+        """Ask ``d`` for the request's KV blocks (its load counts the request from now)."""
+        self.room_ev = ev = self.d.reserve(self.req)
+        self.room = self.req.kv_blocks
+        return ev
+
+    def drop(self, link: "KVLink", gone=None) -> float:
+        """Stop: the bytes stop crossing, and the room held on ``d`` goes back unless ``d``
+        is ``gone`` (crashing now) or a crash has emptied it since. Returns the wire bytes
+        that had crossed (sent in vain)."""
+        sent = 0.0
+        if self.flow is not None:
+            sent = link.net.cancel(self.flow)
+        elif self.batch is not None:
+            sent = link.batcher.leave(self.batch, *self.share, link.net.sent)
+        self.flow = self.batch = None
+        d = self.d
+        if d is gone or d.resets != self.resets:
+            return sent
+        if self.staged:
+            if not d.staging.cancel(self.staging_ev):     # granted
+                d.staging.release(self.staged)
+            self.staged = 0
+        if self.room_ev is not None:
+            if not d.kv.cancel(self.room_ev):
+                d.kv.release(self.room)
+            d.load_tokens -= self.req.input_tokens + self.req.output_tokens
+            d.n_requests -= 1
+            self.room_ev = None
+        return sent
 
 
 class _Pair(NamedTuple):
@@ -58,7 +107,7 @@ class KVLink:
         self.batcher = None
         if self.steps is not None and self.steps.window_s is not None:
             self.batcher = Batcher(env, self.steps.window_s, self.steps.batch_cap_bytes,
-                                   lambda p, d, n, k: env.process(self._stream(p, d, n, k)))
+                                   lambda b: env.process(self._batch_stream(b)))
 
     def make_ports(self, name: str, pool: ResolvedPool) -> InstancePorts:
         """The ports of instance ``name`` of ``pool``."""
@@ -135,8 +184,11 @@ class KVLink:
     def handoff(self, req: Request, p, d):
         """Move the prompt's KV from prefill instance ``p`` to ``d``; ownership is explicit:
         decode-side room first (KV blocks for pull, a staging buffer for push), then the bytes,
-        then the prefill copy is released (the acknowledgement), then any conversion."""
+        then the prefill copy is released (the acknowledgement), then any conversion. What it
+        holds meanwhile is ``req.xfer`` (a :class:`Handoff`)."""
         env, t = self.env, self.t
+        h = req.xfer = Handoff(req, d)
+        req.decode_instance = d.name
         prefill_blocks = req.kv_blocks
         pair = self.pair(p.pool, d.pool)
         staging = d.staging
@@ -144,10 +196,11 @@ class KVLink:
         if t.handoff == "push" and staging is not None:
             staged = staging.blocks(req.input_tokens)
         if staged and staged <= staging.capacity:
-            yield staging.reserve(staged)
+            h.staged, h.staging_ev = staged, staging.reserve(staged)
+            yield h.staging_ev
         else:
             staged = 0
-            yield d.reserve(req)
+            yield h.reserve()
         req.kv_reserved_s = env.now
         if req.kv_granted is not None:     # layer-wise: the request's process is waiting on it
             req.kv_granted.succeed()
@@ -155,20 +208,22 @@ class KVLink:
             req.to(State.TRANSFERRING)
         conv = self.convert(req, pair) if pair.side == "decode" else 0.0
         send = self._send if self.steps is None else self._send_steps
-        yield from send(req, p, d, pair.wire)
+        yield from send(req, p, d, pair.wire, h)
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
-            yield d.reserve(req)   # which a decode-side conversion replaces
+            yield h.reserve()   # which a decode-side conversion replaces
             tokens = self.model.kv_tokens(req.input_tokens) * d.pool.memory.kv_bytes_per_token
             copy = conv if pair.side == "decode" else d.step.pm.kv_convert_time(
                 tokens, tokens, self.model.num_layers)
             yield d.add_work(copy)
             staging.release(staged)
+            h.staged = 0
         elif pair.side == "decode":
             yield d.add_work(conv)
         req.kv_ready_s = env.now
+        req.xfer = None
 
-    def _send(self, req: Request, p, d, wire: float):
+    def _send(self, req: Request, p, d, wire: float, h: Handoff):
         """The bytes cross the path (a layer-wise stream no faster than the prefill)."""
         env = self.env
         # NOTE: a windowed layer sends only the window's KV (kv_tokens counts it)
@@ -181,10 +236,16 @@ class KVLink:
             # sent after the prefill ends (only the tail is exposed)
             cap = req.kv_bytes * (1 - 1 / self.model.num_layers) / ahead
         req.transfer_start_s = env.now
-        flow = self.net.transfer(ports, req.kv_bytes, setup, cap=cap)
+        flow = h.flow = self.net.transfer(ports, req.kv_bytes, setup, cap=cap)
         if cap is not None:
             req.done.callbacks.append(lambda _: self.net.uncap(flow))
         yield flow
+        h.flow = None
+        if req.state is State.PREFILLING:
+            # NOTE: a layer-wise stream never ends before its prefill (a hang holds the
+            # prefill past the end its cap assumed; without faults the last layer's bytes
+            # keep the flow past it anyway)
+            yield req.done
         req.transfer_end_s = env.now
 
     # --- a stepwise transfer (kvsteps) ---------------------------------------------------
@@ -197,7 +258,7 @@ class KVLink:
                                            self.model.num_layers)
         return self._codecs[key]
 
-    def _send_steps(self, req: Request, p, d, wire_per_token: float):
+    def _send_steps(self, req: Request, p, d, wire_per_token: float, h: Handoff):
         """Encode on the sender, wait in a batch window (with batching), then one stream
         (setup, descriptors, serialize | wire | deserialize), then decode on the receiver.
         The transfer spans all of it: the exposed time counts the window's wait."""
@@ -213,9 +274,12 @@ class KVLink:
         encode = env.now - req.transfer_start_s     # as waited for (behind a running iteration)
         joined = env.now
         if self.batcher is None:
-            cost = yield from self._stream(p, d, wire, descriptors)
+            cost = yield from self._stream(p, d, wire, descriptors, h)
         else:
-            cost = yield self.batcher.join(p, d, wire, descriptors)
+            h.batch, h.share = self.batcher.join(p, d, wire, descriptors), (wire, descriptors)
+            cost = yield h.batch.done
+            h.batch = None
+        h.wired = True
         decoded = env.now
         decode = codec.decode_s(req.kv_bytes)
         if decode > 0:
@@ -227,12 +291,20 @@ class KVLink:
             cost.descriptors_s, encode, cost.sent_s - joined, s.get("serialize", 0.0),
             s.get("wire", 0.0), s.get("deserialize", 0.0), env.now - decoded))
 
-    def _stream(self, p, d, nbytes: float, descriptors: int):
+    def _batch_stream(self, b):
+        """A batch's stream, in its own process; stopped once every member has left."""
+        try:
+            return (yield from self._stream(b.p, b.d, b.bytes, b.descriptors, b))
+        except simpy.Interrupt:
+            return None
+
+    def _stream(self, p, d, nbytes: float, descriptors: int, holder):
         """One stream from ``p`` to ``d`` (a lone transfer or a batch): the initiator's
         transfer thread (``d``'s under pull, ``p``'s under push) posts it (the per-transfer
         overhead, then the descriptors, every rank in parallel), one at a time per instance;
         after the path's latency the bytes flow. Its
-        StreamCost: setup = waiting for the thread + overhead + latency."""
+        StreamCost: setup = waiting for the thread + overhead + latency. Its flow is
+        ``holder.flow`` while in flight (the Handoff or batch it carries)."""
         env = self.env
         index, self._streams = self._streams, self._streams + 1
         ports, setup = self.path(p, d)
@@ -248,12 +320,19 @@ class KVLink:
         thread = self._threads.get(owner)
         if thread is None:
             thread = self._threads[owner] = simpy.Resource(env, 1)
-        with thread.request() as turn:
+        with thread.request() as turn:    # (a fault's interrupt here gives the turn back)
             yield turn
             if overhead + posting > 0:
                 yield env.timeout(overhead + posting)
         posted = env.now
-        steps = yield self.net.transfer(ports, nbytes, setup - overhead, track=True)
+        try:
+            holder.flow = self.net.transfer(ports, nbytes, setup - overhead, track=True)
+            steps = yield holder.flow
+        except simpy.Interrupt:     # stopped by a fault (a Handoff's drop cancelled its own)
+            if holder.flow is not None:
+                self.net.cancel(holder.flow)
+            raise
+        holder.flow = None
         return StreamCost(index, sent, posted - sent - posting + setup - overhead, posting,
                           steps)
 
