@@ -15,7 +15,8 @@ is touched:
   that states a fact rather than a number ("unchanged", "hidden", "becomes transfer-bound") is
   checked against the run, and regenerating fails when the run no longer says it, so that
   prose gets rewritten by a person instead of going stale.
-- ``faults-decode-crash``, ``faults-flaky-cross-site``, ``faults-mtbf-hour``: README "Faults
+- ``faults-decode-crash``, ``faults-flaky-cross-site``, ``faults-slow-decode``,
+  ``faults-mtbf-hour``: README "Faults
   and recovery"'s table and paragraphs on ``scenarios/faults/*.yaml``, templates filled in the
   same way, their facts ("nothing fails", "costs nothing a client sees") checked alike.
 - ``check-resilience``: what ``hetsim check examples/ci/resilience.yaml`` prints.
@@ -330,6 +331,35 @@ def flaky_cross_site() -> str:
                         ttft=" / ".join(f"{s['ttft_s']['p99']:.2f}" for s in runs))
 
 
+SLOW = """\
+`scenarios/faults/slow-decode.yaml` slows decode/0 to half speed for 20 s at peak load (the
+3 prefill + 4 decode cluster above, 40 req/s), against the same instance crashing for those
+20 s: SLO attainment {att} ({during} among the requests arriving
+during the fault), TPOT p99 {tpot} ms. The slow instance stays up, so nothing
+moves and nothing is recomputed, but the requests decoding on it take twice as long per
+token and miss the TPOT target (least-loaded routing sends it less as its work backs up).
+The crash moves its requests ({moved} retried, {lost:.0f}k tokens recomputed) and loads the other three
+past the target, so more of the window misses."""
+
+
+def slow_decode() -> str:
+    sc, r = _runs("slow-decode")
+    runs = plain, slow, dead = r["no-fault"], r["decode-0-half-speed"], r["decode-0-crash"]
+    here = "faults-slow-decode"
+    _claim(slow["availability"]["decode"] == 1.0 and slow["requests_retried"] == 0
+           and slow["recomputed_tokens"] == 0, here,
+           "the slow instance stays up, so nothing moves and nothing is recomputed")
+    _claim(slow["tpot_s"]["p99"] > sc.slo.tpot_s > plain["tpot_s"]["p99"], here,
+           "the requests decoding on it miss the TPOT target")
+    _claim(slow["fault_windows"]["slo_attainment"] > dead["fault_windows"]["slo_attainment"],
+           here, "more of the window misses (crash)")
+    return SLOW.format(
+        att=" / ".join(_pct(s["slo_attainment"]) for s in runs),
+        during=" / ".join(_pct(s["fault_windows"]["slo_attainment"]) for s in (slow, dead)),
+        tpot=" / ".join(f"{1000 * s['tpot_s']['p99']:.1f}" for s in runs),
+        moved=dead["requests_retried"], lost=dead["recomputed_tokens"] / 1000)
+
+
 MTBF = """\
 `scenarios/faults/mtbf-hour.yaml` is an hour of traffic (36,000 requests, 10 req/s) on one
 H100 prefill and A100 decode instances that crash at random (MTBF 20 min, MTTR 3 min, the same
@@ -392,7 +422,8 @@ def design_space_table() -> str:
 
 REGIONS = {"quickstart": quickstart_block, "design-space": design_space_table,
            "faults-decode-crash": decode_crash, "faults-flaky-cross-site": flaky_cross_site,
-           "faults-mtbf-hour": mtbf_hour, "check-resilience": check_resilience}
+           "faults-slow-decode": slow_decode, "faults-mtbf-hour": mtbf_hour,
+           "check-resilience": check_resilience}
 
 
 def replace_region(text: str, name: str, body: str) -> str:
