@@ -6,10 +6,13 @@ Each request is one SimPy process that walks its lifecycle:
   complete, KV released.
 All run state hangs off one ``Simulation`` object; nothing is global. ``run`` returns frozen
 records and statistics (:class:`~hetsim.engine.stats.SimResult`).
+
+Only requests in flight hold objects: a ``Request`` (and its process) is made when the request
+is sent and let go when it ends, once its fields are written into the run's record columns
+(:class:`~hetsim.engine.records.RecordWriter`), so memory is the columns plus what is live.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -24,7 +27,8 @@ from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
-from .request import TERMINAL, Request, State
+from .records import RecordWriter
+from .request import Request, State
 from .routers import make_router
 from .stats import SimResult, port_since, since
 from .transfer import KVLink
@@ -63,7 +67,11 @@ class Simulation:
         #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
         #: (the longest, where pools differ); routing happens after it, on the load then
         self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
-        self.reqs: list[Request] = []
+        #: requests sent and not yet ended, by id, in send order (faults scan them)
+        self.live: dict[int, Request] = {}
+        #: ended requests a fault touched (their recovery records feed ``FaultStats``)
+        self.struck: list[Request] = []
+        self.records = RecordWriter(len(requests))
         #: with a warm-up: whether request i sent at time t is measured; the engine's
         #: statistics restart when the first measured request is sent (``_open_window``)
         w = requests.warmup
@@ -103,7 +111,18 @@ class Simulation:
         return insts
 
     # --- request lifecycles --------------------------------------------------------------
+    @property
+    def reqs(self):
+        """The requests in flight, in send order."""
+        return self.live.values()
+
     def _finish(self, req: Request) -> None:
+        """``req`` has ended: its record is written and the request let go."""
+        del self.live[req.id]
+        if req.fault is not None:
+            self.faults.restore((req,))
+            self.struck.append(req)
+        self.records.write(req)
         self.done += 1
         if self.progress is not None:
             self.progress(self.done)
@@ -204,7 +223,7 @@ class Simulation:
         req = Request(i, now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
         if rq.max_output_tokens is not None:
             req.reserve_out = rq.max_output_tokens
-        self.reqs.append(req)
+        self.live[i] = req
         if self._measured is not None and self._window is None and self._measured(i, now):
             self._open_window(now)
         return req
@@ -254,14 +273,12 @@ class Simulation:
         closed = self.requests.closed_concurrency is not None
         self.env.process(self._closed_loop() if closed else self._open_loop())
         self.env.run()
-        reqs = sorted(self.reqs, key=lambda r: r.id)
-        unfinished = [r for r in reqs if r.state not in TERMINAL]
-        assert not unfinished, f"{len(unfinished)} requests neither completed, dropped nor failed"
+        assert not self.live, f"{len(self.live)} requests neither completed, dropped nor failed"
         self._check_released()
         faults = self.faults
-        if faults is not None:
-            faults.restore(reqs)
-        end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
+        records = self.records.table()     # (asserts every request was recorded)
+        last = records.column("last_token_s")
+        end = float(np.nanmax(last)) if len(last) and not np.isnan(last).all() else 0.0
         if self._measured is not None and self._window is None:
             self._open_window(end)   # no measured request was sent: the measured span is empty
         link = self.link
@@ -276,7 +293,7 @@ class Simulation:
             ports = tuple(port_since(a, b) for a, b in zip(ports0, ports))
             converted -= converted0
         log = tuple(link.log) if link is not None and link.steps is not None else None
-        return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted,
+        return SimResult(records, instances, ports, end, converted,
                          stats_start_s=t0, transfers=log,
                          faults=faults.stats() if faults is not None else None)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from .kvsteps import TransferRecord
 from .network import PortStats
-from .request import RequestRecord
+from .records import Records
 
 __all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult", "since", "port_since"]
 
@@ -67,7 +67,7 @@ class FaultStats:
 @dataclass(frozen=True)
 class SimResult:
     """One placement's run: the records (by request id), each pool's instances, the ports."""
-    requests: tuple[RequestRecord, ...]
+    requests: Records
     instances: dict[str, tuple[InstanceStats, ...]]   # pool name -> its instances
     ports: tuple[PortStats, ...]
     end_s: float                   # the last token
