@@ -130,15 +130,18 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
 
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
     """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
-    rows = []
+    parts = []
     for pname, insts in res.instances.items():
         pool = pl.pools[pname]
         if pool.spec.role != "prefill":
             continue
         for inst in insts:
-            rows += [(name, inst.name, t, b, b * pool.spec.block_size) for t, b in inst.timeline]
-    return pd.DataFrame(rows, columns=["placement", "instance", "t_s", "held_blocks",
-                                       "held_tokens"])
+            t, held = inst.timeline.arrays()
+            parts.append(pd.DataFrame({"placement": name, "instance": inst.name, "t_s": t,
+                                       "held_blocks": held,
+                                       "held_tokens": held * pool.spec.block_size}))
+    cols = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
 def plain(sc: Scenario) -> tuple[str, str | None]:
