@@ -17,7 +17,6 @@ process (``reset`` empties the instance; a new process starts on repair).
 from __future__ import annotations
 
 import simpy
-from simpy.events import Timeout
 
 from ..perf import StepModel
 from .memory import BlockPool
@@ -126,7 +125,6 @@ class Instance:
     def _run(self):
         # NOTE: the order of the sums below is part of the golden result (float addition).
         # A fault interrupts one of the three waits (try costs nothing until one does).
-        env = self.env
         while True:
             t = self._schedule()
             if t is None:    # nothing to compute: run queued device work, or wait
@@ -154,12 +152,8 @@ class Instance:
                 t += self._take_extra()
             if self.begins:
                 self._begin(t)
-            # _iterate, written out (hot path: once per iteration)
-            self.busy_s += t
-            self.iterations += 1
-            self._step_end = env.now + t
             try:
-                yield Timeout(env, t)
+                yield self._iterate(t)
             except simpy.Interrupt as i:
                 if not (yield from self._fault(i.cause)):
                     return

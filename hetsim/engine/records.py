@@ -11,6 +11,7 @@ indexing it builds ``RequestRecord``s on demand, for callers that want records.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from operator import attrgetter
 
 import numpy as np
 
@@ -39,8 +40,8 @@ class RecordWriter:
         self.codes = {"state": np.full(n, _UNWRITTEN, np.uint8),
                       **{f: np.zeros(n, np.int32) for f in _CODED[1:]}}
         self._vocab = {f: {"": 0} for f in _CODED[1:]}   # string -> code ("" is 0)
-        self._floats = tuple(self.floats.items())
-        self._ints = tuple(self.ints.items())
+        self._float_cols, self._get_floats = tuple(self.floats.values()), attrgetter(*_FLOATS)
+        self._int_cols, self._get_ints = tuple(self.ints.values()), attrgetter(*_INTS)
 
     def _code(self, field: str, s: str) -> int:
         v = self._vocab[field]
@@ -59,10 +60,10 @@ class RecordWriter:
         codes["drop_reason"][i] = self._code("drop_reason", r.drop_reason)
         codes["prefill_instance"][i] = self._code("prefill_instance", r.prefill_instance)
         codes["decode_instance"][i] = self._code("decode_instance", r.decode_instance)
-        for f, col in self._floats:
-            col[i] = getattr(r, f)
-        for f, col in self._ints:
-            col[i] = getattr(r, f)
+        for col, v in zip(self._float_cols, self._get_floats(r)):
+            col[i] = v
+        for col, v in zip(self._int_cols, self._get_ints(r)):
+            col[i] = v
 
     def table(self) -> Records:
         """The finished table (asserts every row was written)."""

@@ -14,6 +14,7 @@ is sent and let go when it ends, once its fields are written into the run's reco
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import groupby
 
 import numpy as np
 import simpy
@@ -63,6 +64,10 @@ class Simulation:
             [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
             for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
+        #: the receivers by pool, in order: ``fits`` depends on the pool alone (its KV
+        #: capacity and block size), so it is asked once per pool, not per instance
+        self._receiver_pools = [(insts[0], insts) for insts in (
+            list(g) for _, g in groupby(self.receivers, key=lambda i: id(i.pool)))]
         self.entry = self.prefills + self.mixed     # where prompts are routed
         #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
         #: (the longest, where pools differ); routing happens after it, on the load then
@@ -133,7 +138,7 @@ class Simulation:
         if req.output_tokens == 1:
             return 0.0
         # (faults are refused with early routing: hetsim.resolve)
-        d = self.router_decode.pick([d for d in self.receivers if d.fits(req)], req)
+        d = self.router_decode.pick(self._decoders(req), req)
         self._target[req.id] = d
         pair = self.link.pair(p.pool, d.pool)
         if pair.side != "prefill":
@@ -145,7 +150,7 @@ class Simulation:
         if not p.fits(req):
             req.drop("prompt exceeds the prefill instance's KV capacity")
             return
-        if not any(d.fits(req) for d in self.receivers):
+        if not any(first.fits(req) for first, _ in self._receiver_pools):
             req.drop("prompt + output exceed every decode instance's KV capacity")
             return
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
@@ -177,7 +182,12 @@ class Simulation:
         yield d.join(req)
 
     def _decoders(self, req: Request) -> list:
-        return [d for d in self.receivers if d.fits(req)]
+        """The receivers ``req`` fits on, in order."""
+        out = []
+        for first, insts in self._receiver_pools:
+            if first.fits(req):
+                out += insts
+        return out
 
     def _handoff(self, req: Request, p):
         """A fault's recovery (hetsim.engine.faults): the prompt's KV, still on ``p``, goes to
