@@ -110,3 +110,13 @@ def test_a_run_returns_columns_and_its_frame_is_built_from_them():
     assert len(res.requests) == len(rows) == 200
     assert all(_same(tuple(r), tuple(row)) for r, row in zip(res.requests, rows))
     assert res.requests == Simulation(pl, model, reqs, seed=sc.workload.seed).run().requests
+
+
+def test_arrivals_walked_in_blocks_give_the_same_run(monkeypatch):
+    from hetsim.engine import sim as sim_mod
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "quickstart.yaml"), 100)
+    want = hetsim.run(sc).requests
+    monkeypatch.setattr(sim_mod, "_ARRIVAL_BLOCK", 7)     # 100 = 14 blocks of 7 + 2
+    assert hetsim.run(sc).requests.equals(want)

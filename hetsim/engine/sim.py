@@ -37,6 +37,8 @@ from .transfer import KVLink
 __all__ = ["Simulation", "SimResult"]
 
 _KINDS = {"prefill": PrefillInstance, "decode": DecodeInstance, "mixed": MixedInstance}
+#: arrival times turned into Python floats at a time (the open loop)
+_ARRIVAL_BLOCK = 4096
 
 
 class Simulation:
@@ -253,11 +255,14 @@ class Simulation:
                 i.restart_peaks()
 
     def _open_loop(self):
-        env, rq = self.env, self.requests
-        for i, t in enumerate(rq.arrival_s.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            env.process(self._lifecycle(self._send(i)))
+        """The one arrival process: walks the arrival times (as Python floats, a block at a
+        time, so no list of every arrival is held) and sends each request as it arrives."""
+        env, arrivals = self.env, self.requests.arrival_s
+        for b in range(0, len(arrivals), _ARRIVAL_BLOCK):
+            for i, t in enumerate(arrivals[b:b + _ARRIVAL_BLOCK].tolist(), b):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                env.process(self._lifecycle(self._send(i)))
 
     def _closed_loop(self):
         """N clients; client c (from 0) starts at c x ramp_s / N (all at t=0 without a ramp)
