@@ -116,10 +116,11 @@ def measure(n: int, placements: int) -> dict:
 
 
 def memory() -> None:
-    """Peak RSS at two sizes and two placement counts -> bytes per request and per record."""
+    """Peak RSS at two sizes and two placement counts -> bytes per request and per record
+    (sizes where the fixed part no longer blurs the slope)."""
     import numpy as np
     from hetsim.api import _BYTES_PER_REQUEST, _BYTES_PER_REQUEST_PLACEMENT
-    runs = [measure(n, p) for n in (20000, 60000) for p in (1, 3)]
+    runs = [measure(n, p) for n in (200_000, 400_000) for p in (1, 3)]
     a = np.array([[1, r["requests"], r["requests"] * r["placements"]] for r in runs], float)
     y = np.array([r["peak_rss_mb"] * 2 ** 20 for r in runs], float)
     base, per_req, per_rec = np.linalg.lstsq(a, y, rcond=None)[0]

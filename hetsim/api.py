@@ -41,12 +41,15 @@ class Result:
                 "placements": self.summaries}
 
 
-# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (20k and 60k requests,
-# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, base install): 81 MB +
-# n x (425 B + 1400 B x placements). Placements run one after another, but freed engine objects stay in Python's
-# allocator arenas, so each placement adds its own share to the peak.
-_BYTES_PER_REQUEST = 425
-_BYTES_PER_REQUEST_PLACEMENT = 1400
+# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (200k and 400k requests,
+# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, after issue 19): 143 MB +
+# n x 752 B x placements, less ~126 B x n (a curvature the fit cannot place; 1M and 2M requests
+# on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
+# placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
+# DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
+# 5% of every fitted point with 3 placements and ~15% above those with 1.
+_BYTES_PER_REQUEST = 24
+_BYTES_PER_REQUEST_PLACEMENT = 700
 
 
 def memory_estimate(requests: int, placements: int) -> float:
