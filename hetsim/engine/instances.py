@@ -311,7 +311,9 @@ class DecodeInstance(Instance):
         self.ctx_sum += self._n
         if self.window:
             self._window_step()
-        self._finish()
+        active = self.active
+        if active and active[0][0] <= self.step_no:   # (most steps complete nobody)
+            self._finish()
 
     def _first_tokens(self) -> None:
         """The sequences that joined before this step show the client their first token."""
