@@ -1,11 +1,40 @@
-"""Engine speed: simulated requests per wall-second and peak memory, 100k requests on a
-16-instance heterogeneous cluster (6 H100 prefill + 10 A100 decode, Llama-3.1-8B, TP1).
+"""Engine speed: simulated requests per second and peak memory, on a 16-instance
+heterogeneous cluster (6 H100 prefill + 10 A100 decode, Llama-3.1-8B, TP1, Poisson 60 req/s).
 
-    python benchmarks/speed.py [--sizes 25000,50000,100000] [--placements 1]
-    python benchmarks/speed.py --memory     # the per-request constants behind api.check_memory
+    python benchmarks/speed.py [--sizes 25000,100000] [--placements 1] [--readme README.md]
+    python benchmarks/speed.py --memory-scale   # 1M and 2M requests: bytes per request
+    python benchmarks/speed.py --memory         # the per-request constants behind api.check_memory
 
-Each size runs in a fresh process so peak RSS is that run's own. ``--placements N`` runs N
-copies of the placement side by side (one after the other, as ``hetsim run`` does).
+Each size runs in a fresh process so peak RSS is that run's own; the rate is requests over
+the run's CPU seconds (``time.process_time``: other work on a shared machine does not count),
+wall seconds beside it.
+
+Profile (issue 19; ``python -m cProfile -s tottime benchmarks/speed.py --one 20000``). Before
+the restructure (commit 2b2e661) 20k requests made 484,575 SimPy events: 258k decode
+iterations (13 per request), 40k prefill iterations and ~9 per request for its own process
+(lifecycle, prefill done, decode room, flow, join, completion). The hot spots by own time:
+SimPy's ``step``/``_resume``/``schedule`` and ``Event.__init__`` (~20%), the instance loop
+(``loop._run``, ``_iterate``: ~8%), the decode step (``DecodeInstance._schedule``,
+``_step_time``, ``StepModel.decode_time`` and three nested calls: ~15%), the network's max-min
+rates (``_rates``, ``_reschedule``: ~6%), routing's ``fits`` checks (~3%). Per request,
+besides events, the run kept one ``Request`` (~0.5 KB with its slots), one finished SimPy
+process and one ``RequestRecord`` to the end, a tuple per change of the prefill staging
+timeline, and built a DataFrame from 100k namedtuples at the end: 3 KB a request at 100k, and
+Python's cyclic GC scanned all of them (~9% of the run at 100k).
+
+After (same profile, same 484,575 events: the model did not change): the engine holds only
+requests in flight and writes records into numpy columns as they end (100k: 308 -> 196 MB
+peak, the GC's share gone, records_frame 0.35 -> 0.11 s); routing asks ``fits`` once per
+receiver pool (220k -> 80k calls); the decode step's linear attention form is written out
+(three nested calls a step fewer). Own time now: SimPy's machinery ~20%, the decode and
+prefill steps ~19%, the loop ~9%, the network ~8%, writing records ~4%; 100k requests take
+~11.5 s of CPU where they took ~13. What is left is mostly one SimPy event per decode
+iteration (13 per request here, ~7 us each, ~2.7 us of it SimPy's event and process
+machinery); driving the instance loop by callbacks instead of a process would save part of
+that, at the cost of the fault interrupts the loop's process receives. Running several quiet
+iterations of one instance per event would not: with 16 instances another instance's event
+falls inside almost every ~14 ms decode iteration, so there is nothing to merge.
+What each change bought is in README "Measured figures" and DESIGN "Engine".
 """
 from __future__ import annotations
 
@@ -15,6 +44,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SCENARIO = {
     "name": "speed",
@@ -40,23 +70,31 @@ def one(n: int, placements: int = 1) -> dict:
     (pl,) = SCENARIO["placements"].values()
     sc = build(Scenario, {**SCENARIO, "placements": {f"p{i}": pl for i in range(placements)}})
     sc = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, requests=n))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = hetsim.run(sc)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = r.summaries[0]
     return {"requests": n, "placements": placements, "wall_s": round(wall, 2),
-            "requests_per_s": round(n * placements / wall),
+            "cpu_s": round(cpu, 2), "requests_per_s": round(n * placements / cpu),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "completed": s["completed"], "simulated_s": round(s["duration_s"], 1)}
 
 
+MARK = ("<!-- speed -->", "<!-- /speed -->")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="25000,50000,100000")
+    ap.add_argument("--sizes", default="25000,100000")
     ap.add_argument("--placements", type=int, default=1)
     ap.add_argument("--memory", action="store_true",
                     help="fit peak RSS = base + n x (a + b x placements) and compare with the "
                     "constants api.check_memory uses")
+    ap.add_argument("--memory-scale", action="store_true",
+                    help="1M and 2M requests, each in a fresh process: peak bytes per request "
+                    "and the rate at scale")
+    ap.add_argument("--readme", type=Path, help=f"write the table into this file's {MARK[0]} "
+                    "region")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -64,10 +102,22 @@ def main():
         return
     if a.memory:
         return memory()
-    rows = [measure(n, a.placements) for n in map(int, a.sizes.split(","))]
-    print("\n| requests | wall (s) | simulated req/s | peak RSS (MB) |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['requests']:,} | {r['wall_s']} | {r['requests_per_s']:,} | {r['peak_rss_mb']} |")
+    sizes = (1_000_000, 2_000_000) if a.memory_scale else map(int, a.sizes.split(","))
+    rows = [measure(n, a.placements) for n in sizes]
+    lines = ["| requests | CPU (s) | wall (s) | simulated req/s (CPU) | peak RSS (MB) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['requests']:,} | {r['cpu_s']} | {r['wall_s']} | {r['requests_per_s']:,} "
+              f"| {r['peak_rss_mb']} |" for r in rows]
+    if len(rows) > 1:
+        lo, hi = rows[0], rows[-1]
+        per = (hi["peak_rss_mb"] - lo["peak_rss_mb"]) * 2 ** 20 / (hi["requests"] - lo["requests"])
+        lines.append(f"\nPeak memory grows {per:.0f} B per request ({lo['requests']:,} to "
+                     f"{hi['requests']:,}); the rate at {hi['requests']:,} is "
+                     f"{hi['requests_per_s'] / lo['requests_per_s']:.0%} of the rate at "
+                     f"{lo['requests']:,}.")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kernel_accuracy import emit    # benchmarks/ is the script's folder
+    emit("\n".join(lines), a.readme, MARK)
 
 
 def measure(n: int, placements: int) -> dict:
@@ -79,10 +129,11 @@ def measure(n: int, placements: int) -> dict:
 
 
 def memory() -> None:
-    """Peak RSS at two sizes and two placement counts -> bytes per request and per record."""
+    """Peak RSS at two sizes and two placement counts -> bytes per request and per record
+    (sizes where the fixed part no longer blurs the slope)."""
     import numpy as np
     from hetsim.api import _BYTES_PER_REQUEST, _BYTES_PER_REQUEST_PLACEMENT
-    runs = [measure(n, p) for n in (20000, 60000) for p in (1, 3)]
+    runs = [measure(n, p) for n in (200_000, 400_000) for p in (1, 3)]
     a = np.array([[1, r["requests"], r["requests"] * r["placements"]] for r in runs], float)
     y = np.array([r["peak_rss_mb"] * 2 ** 20 for r in runs], float)
     base, per_req, per_rec = np.linalg.lstsq(a, y, rcond=None)[0]

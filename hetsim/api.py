@@ -41,12 +41,15 @@ class Result:
                 "placements": self.summaries}
 
 
-# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (20k and 60k requests,
-# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, base install): 81 MB +
-# n x (425 B + 1400 B x placements). Placements run one after another, but freed engine objects stay in Python's
-# allocator arenas, so each placement adds its own share to the peak.
-_BYTES_PER_REQUEST = 425
-_BYTES_PER_REQUEST_PLACEMENT = 1400
+# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (200k and 400k requests,
+# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, after issue 19): 143 MB +
+# n x 752 B x placements, less ~126 B x n (a curvature the fit cannot place; 1M and 2M requests
+# on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
+# placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
+# DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
+# 5% of every fitted point with 3 placements and ~15% above those with 1.
+_BYTES_PER_REQUEST = 24
+_BYTES_PER_REQUEST_PLACEMENT = 700
 
 
 def memory_estimate(requests: int, placements: int) -> float:
@@ -130,15 +133,18 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
 
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
     """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
-    rows = []
+    parts = []
     for pname, insts in res.instances.items():
         pool = pl.pools[pname]
         if pool.spec.role != "prefill":
             continue
         for inst in insts:
-            rows += [(name, inst.name, t, b, b * pool.spec.block_size) for t, b in inst.timeline]
-    return pd.DataFrame(rows, columns=["placement", "instance", "t_s", "held_blocks",
-                                       "held_tokens"])
+            t, held = inst.timeline.arrays()
+            parts.append(pd.DataFrame({"placement": name, "instance": inst.name, "t_s": t,
+                                       "held_blocks": held,
+                                       "held_tokens": held * pool.spec.block_size}))
+    cols = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
 def plain(sc: Scenario) -> tuple[str, str | None]:

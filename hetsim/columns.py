@@ -15,12 +15,19 @@ from .errors import ConfigError
 __all__ = ["read_columns"]
 
 
+#: rows parsed at a time: a long trace never sits in memory as text, only as the float
+#: columns asked for (8 bytes a cell), and each chunk's text is dropped once checked
+CHUNK_ROWS = 65536
+
+
 def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: str
                  ) -> dict[str, np.ndarray]:
     """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
     its rule ``(check on the floats -> bool array, words for the error)``, plus ``line``:
-    each row's line in the file (blank lines are skipped but counted)."""
+    each row's line in the file (blank lines are skipped but counted). The file is parsed
+    :data:`CHUNK_ROWS` rows at a time (:func:`_chunk` checks each)."""
     import pandas as pd
+    parts: list[dict[str, np.ndarray]] = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
@@ -28,8 +35,13 @@ def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: st
         # longer than the header would be cut (or shift a column into the index): refused
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                             skip_blank_lines=False, index_col=False)
+            with pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                             skip_blank_lines=False, index_col=False,
+                             chunksize=CHUNK_ROWS) as chunks:
+                for df in chunks:   # (each chunk's index goes on from the last one's)
+                    parts.append(_chunk(df, header, columns, path))
+    except ConfigError:     # a chunk's own error (ConfigError is a ValueError)
+        raise
     except pd.errors.ParserWarning:
         raise ConfigError(f"more fields than the header's {len(header)}",
                           file=f"{path}:{_long_row(path, len(header))}") from None
@@ -47,6 +59,18 @@ def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: st
     except (pd.errors.ParserError, ValueError, csv.Error) as e:
         raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
                           file=str(path)) from None
+    out = {c: np.concatenate([p[c] for p in parts]) for c in [*columns, "line"]} if parts \
+        else {"line": np.zeros(0, np.int64)}
+    if not len(out["line"]):
+        raise ConfigError("has a header but no rows", file=str(path))
+    return out
+
+
+def _chunk(df, header: list[str], columns: dict[str, tuple[Callable, str]], path: Path
+           ) -> dict[str, np.ndarray]:
+    """One chunk of rows (as text) checked and converted: the asked columns as floats and
+    ``line``; the first bad cell is an error naming its line and column."""
+    import pandas as pd
     names = [c.strip() for c in header]
     dup = next((c for c in names if names.count(c) > 1), None)
     if dup is not None:    # pandas would rename the second one and the first would win
@@ -57,8 +81,6 @@ def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: st
     if missing:
         raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
                           f"(has {','.join(map(str, df.columns))})", file=str(path))
-    if not len(df):
-        raise ConfigError("has a header but no rows", file=str(path))
     out = {}
     for col, (ok, rule) in columns.items():
         raw = df[col].str.strip()

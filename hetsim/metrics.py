@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .engine.kvsteps import STEPS, TransferRecord
+from .engine.records import Records
 from .engine.request import RECORD_COLUMNS
 from .engine.network import PortStats
 from .engine.stats import SimResult
@@ -33,10 +34,12 @@ __all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arr
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
 
-def records_frame(records, placement: str, warmup: Warmup | None = None) -> pd.DataFrame:
-    """One row per request record, with derived latencies; with a ``warmup``, a boolean
-    ``warmup`` column after ``id`` flags the warm-up requests (every request keeps its row)."""
-    df = pd.DataFrame.from_records(list(records), columns=list(RECORD_COLUMNS))
+def records_frame(records: Records, placement: str, warmup: Warmup | None = None
+                  ) -> pd.DataFrame:
+    """One row per request record (built straight from the run's columns), with derived
+    latencies; with a ``warmup``, a boolean ``warmup`` column after ``id`` flags the warm-up
+    requests (every request keeps its row)."""
+    df = pd.DataFrame(records.columns(), columns=list(RECORD_COLUMNS))
     df.insert(0, "placement", placement)
     if warmup is not None:
         df.insert(df.columns.get_loc("id") + 1, "warmup", warmup_mask(df, warmup))

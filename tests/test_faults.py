@@ -698,7 +698,7 @@ def test_a_crash_loses_the_host_copies_of_swapped_requests_for_good(monkeypatch)
         sim = simulation({**d, "faults": [crash("da/0", t + 1e-6, repair=1000.0)]})[2]
         sim.run()     # asserts every block (host tiers too) is back
         assert sim.faults.recomputed_tokens > 0
-        assert not [r.id for r in sim.reqs if r.swapped]
+        assert sim.struck and not [r.id for r in sim.struck if r.swapped]
 
 
 RANDOM_LAYOUTS = {

@@ -510,6 +510,6 @@ class Faults:
                           tuple(self.link_faults),
                           tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
                                  f.kv_bytes_lost, f.resent)
-                                for r in sorted(self.sim.reqs, key=lambda r: r.id)
+                                for r in sorted(self.sim.struck, key=lambda r: r.id)
                                 if (f := r.fault) is not None),
                           degrades=tuple(self.degrades), kv_bytes_resent=self.kv_bytes_resent)

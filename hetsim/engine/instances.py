@@ -20,7 +20,7 @@ import simpy
 from ..runtimes import pad_batch
 from .loop import Instance
 from .request import Request, State
-from .stats import InstanceStats
+from .stats import InstanceStats, Timeline
 
 __all__ = ["PrefillInstance", "DecodeInstance", "MixedInstance"]
 
@@ -42,7 +42,7 @@ class PrefillInstance(Instance):
         self.first_elsewhere = first_elsewhere   # the decode side shows the first token
         self.held = 0            # blocks of finished prompts still owned here (staging)
         self.held_peak = 0
-        self.timeline: list[tuple[float, int]] = []   # (time, held blocks) at each change
+        self.timeline = Timeline()   # (time, held blocks) at each change
         self._held_area = 0.0
         self._held_last = 0.0
         self._batch: list[Request] = []
@@ -55,7 +55,7 @@ class PrefillInstance(Instance):
         self._held_last = now
         self.held += delta
         self.held_peak = max(self.held_peak, self.held)
-        self.timeline.append((now, self.held))
+        self.timeline.append(now, self.held)
 
     def mean_held(self, until: float) -> float:
         """Mean blocks held over [0, until] (``until`` >= the last change); changes nothing."""
@@ -133,7 +133,7 @@ class PrefillInstance(Instance):
 
     def stats(self, until: float) -> InstanceStats:
         return super().stats(until, held_peak=self.held_peak, held_mean=self.mean_held(until),
-                             timeline=tuple(self.timeline))
+                             timeline=self.timeline.frozen())
 
 
 class DecodeInstance(Instance):
@@ -316,7 +316,9 @@ class DecodeInstance(Instance):
         self.ctx_sum += self._n
         if self.window:
             self._window_step()
-        self._finish()
+        active = self.active
+        if active and active[0][0] <= self.step_no:   # (most steps complete nobody)
+            self._finish()
 
     def _first_tokens(self) -> None:
         """The sequences that joined before this step show the client their first token."""

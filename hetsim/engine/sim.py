@@ -6,11 +6,15 @@ Each request is one SimPy process that walks its lifecycle:
   complete, KV released.
 All run state hangs off one ``Simulation`` object; nothing is global. ``run`` returns frozen
 records and statistics (:class:`~hetsim.engine.stats.SimResult`).
+
+Only requests in flight hold objects: a ``Request`` (and its process) is made when the request
+is sent and let go when it ends, once its fields are written into the run's record columns
+(:class:`~hetsim.engine.records.RecordWriter`), so memory is the columns plus what is live.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
+from itertools import groupby
 
 import numpy as np
 import simpy
@@ -23,7 +27,8 @@ from .loop import kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
-from .request import TERMINAL, Request, State
+from .records import RecordWriter
+from .request import Request, State
 from .routers import make_router
 from .stats import SimResult, port_since, since
 from .transfer import KVLink
@@ -31,6 +36,8 @@ from .transfer import KVLink
 __all__ = ["Simulation", "SimResult"]
 
 _KINDS = {"prefill": PrefillInstance, "decode": DecodeInstance, "mixed": MixedInstance}
+#: arrival times turned into Python floats at a time (the open loop)
+_ARRIVAL_BLOCK = 4096
 
 
 class Simulation:
@@ -58,11 +65,19 @@ class Simulation:
             [i for insts in self.instances.values() for i in insts if i.pool.spec.role == role]
             for role in ("prefill", "decode", "mixed"))
         self.receivers = self.decodes or self.mixed
+        #: the receivers by pool, in order: ``fits`` depends on the pool alone (its KV
+        #: capacity and block size), so it is asked once per pool, not per instance
+        self._receiver_pools = [(insts[0], insts) for insts in (
+            list(g) for _, g in groupby(self.receivers, key=lambda i: id(i.pool)))]
         self.entry = self.prefills + self.mixed     # where prompts are routed
         #: per-request frontend time (HTTP, tokenisation) of the runtime taking the prompts
         #: (the longest, where pools differ); routing happens after it, on the load then
         self.frontend_s = max((i.frontend_s for i in self.prefills + self.mixed), default=0.0)
-        self.reqs: list[Request] = []
+        #: requests sent and not yet ended, by id, in send order (faults scan them)
+        self.live: dict[int, Request] = {}
+        #: ended requests a fault touched (their recovery records feed ``FaultStats``)
+        self.struck: list[Request] = []
+        self.records = RecordWriter(len(requests))
         #: with a warm-up: whether request i sent at time t is measured; the engine's
         #: statistics restart when the first measured request is sent (``_open_window``)
         w = requests.warmup
@@ -101,7 +116,18 @@ class Simulation:
         return insts
 
     # --- request lifecycles --------------------------------------------------------------
+    @property
+    def reqs(self):
+        """The requests in flight, in send order."""
+        return self.live.values()
+
     def _finish(self, req: Request) -> None:
+        """``req`` has ended: its record is written and the request let go."""
+        del self.live[req.id]
+        if req.fault is not None:
+            self.faults.restore((req,))
+            self.struck.append(req)
+        self.records.write(req)
         self.done += 1
         if self.progress is not None:
             self.progress(self.done)
@@ -111,7 +137,7 @@ class Simulation:
         which is fused into the iteration (each layer is written out in the consumer's format)."""
         if req.output_tokens == 1:
             return 0.0
-        candidates = [d for d in self.receivers if d.fits(req)]
+        candidates = self._decoders(req)
         if self.faults is not None:     # live ones with a path up (else any: it is re-picked)
             candidates = self.faults.reachable(p, candidates) or candidates
         d = self.router_decode.pick(candidates, req)
@@ -126,7 +152,7 @@ class Simulation:
         if not p.fits(req):
             self._refuse(req, "prompt exceeds the prefill instance's KV capacity")
             return
-        if not any(d.fits(req) for d in self.receivers):
+        if not any(first.fits(req) for first, _ in self._receiver_pools):
             self._refuse(req, "prompt + output exceed every decode instance's KV capacity")
             return
         layerwise = self.transfer.mode == "layerwise" and req.output_tokens > 1
@@ -180,7 +206,10 @@ class Simulation:
     def _decoders(self, req: Request, like=None) -> list:
         """The receivers ``req`` fits; where the prefill side converted its KV for ``like``,
         those that read ``like``'s KV format only."""
-        ds = [d for d in self.receivers if d.fits(req)]
+        ds = []
+        for first, insts in self._receiver_pools:   # every instance of a pool fits alike
+            if first.fits(req):
+                ds += insts
         if like is not None and self.transfer.conversion == "prefill":
             ds = [d for d in ds if not kv_mismatch(d.pool, like.pool)]
         return ds
@@ -230,7 +259,7 @@ class Simulation:
         req = Request(i, now, int(rq.input_tokens[i]), int(rq.output_tokens[i]))
         if rq.max_output_tokens is not None:
             req.reserve_out = rq.max_output_tokens
-        self.reqs.append(req)
+        self.live[i] = req
         if self._measured is not None and self._window is None and self._measured(i, now):
             self._open_window(now)
         return req
@@ -250,11 +279,14 @@ class Simulation:
                 i.restart_peaks()
 
     def _open_loop(self):
-        env, rq = self.env, self.requests
-        for i, t in enumerate(rq.arrival_s.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            env.process(self._lifecycle(self._send(i)))
+        """The one arrival process: walks the arrival times (as Python floats, a block at a
+        time, so no list of every arrival is held) and sends each request as it arrives."""
+        env, arrivals = self.env, self.requests.arrival_s
+        for b in range(0, len(arrivals), _ARRIVAL_BLOCK):
+            for i, t in enumerate(arrivals[b:b + _ARRIVAL_BLOCK].tolist(), b):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                env.process(self._lifecycle(self._send(i)))
 
     def _closed_loop(self):
         """N clients; client c (from 0) starts at c x ramp_s / N (all at t=0 without a ramp)
@@ -280,14 +312,12 @@ class Simulation:
         closed = self.requests.closed_concurrency is not None
         self.env.process(self._closed_loop() if closed else self._open_loop())
         self.env.run()
-        reqs = sorted(self.reqs, key=lambda r: r.id)
-        unfinished = [r for r in reqs if r.state not in TERMINAL]
-        assert not unfinished, f"{len(unfinished)} requests neither completed, dropped nor failed"
+        assert not self.live, f"{len(self.live)} requests neither completed, dropped nor failed"
         self._check_released()
         faults = self.faults
-        if faults is not None:
-            faults.restore(reqs)
-        end = max((r.last_token_s for r in reqs if not math.isnan(r.last_token_s)), default=0.0)
+        records = self.records.table()     # (asserts every request was recorded)
+        last = records.column("last_token_s")
+        end = float(np.nanmax(last)) if len(last) and not np.isnan(last).all() else 0.0
         if self._measured is not None and self._window is None:
             self._open_window(end)   # no measured request was sent: the measured span is empty
         link = self.link
@@ -302,7 +332,7 @@ class Simulation:
             ports = tuple(port_since(a, b) for a, b in zip(ports0, ports))
             converted -= converted0
         log = tuple(link.log) if link is not None and link.steps is not None else None
-        return SimResult(tuple(r.record() for r in reqs), instances, ports, end, converted,
+        return SimResult(records, instances, ports, end, converted,
                          stats_start_s=t0, transfers=log,
                          faults=faults.stats() if faults is not None else None)
 

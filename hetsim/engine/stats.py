@@ -4,13 +4,54 @@ Metrics read these and the per-request records only, never a live instance or po
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from array import array
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from .kvsteps import TransferRecord
 from .network import PortStats
-from .request import RequestRecord
+from .records import Records
 
-__all__ = ["KVStats", "InstanceStats", "FaultStats", "SimResult", "since", "port_since"]
+__all__ = ["Timeline", "KVStats", "InstanceStats", "FaultStats", "SimResult", "since", "port_since"]
+
+
+class Timeline:
+    """(time, held blocks) at each change, kept as two packed arrays (16 bytes a change, where
+    a tuple each took ~100); iterates as (float, int) pairs and compares equal to their
+    sequence."""
+    __slots__ = ("_t", "_held")
+
+    def __init__(self, t: array | None = None, held: array | None = None):
+        self._t = t if t is not None else array("d")
+        self._held = held if held is not None else array("q")
+
+    def append(self, t: float, held: int) -> None:
+        self._t.append(t)
+        self._held.append(held)
+
+    def frozen(self) -> "Timeline":
+        """A copy that no later change reaches (what a statistics snapshot keeps)."""
+        return Timeline(array("d", self._t), array("q", self._held))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times, held blocks) as numpy arrays (views, read-only)."""
+        t, h = np.frombuffer(self._t, np.float64), np.frombuffer(self._held, np.int64)
+        return t, h
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __iter__(self):
+        return zip(self._t, self._held)
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Timeline({list(self)!r})"
 
 
 @dataclass(frozen=True)
@@ -38,7 +79,7 @@ class InstanceStats:
     # prefill: finished prompts' KV still owned here (waiting for, or in, transfer)
     held_peak: int = 0
     held_mean: float = 0.0   # mean blocks held
-    timeline: tuple[tuple[float, int], ...] = ()   # (time, held blocks) at each change
+    timeline: Timeline = field(default_factory=Timeline)   # (time, held blocks) at each change
     # on-demand decode: preemption
     preemptions: int = 0
     swapped_bytes: float = 0.0
@@ -72,7 +113,7 @@ class FaultStats:
 @dataclass(frozen=True)
 class SimResult:
     """One placement's run: the records (by request id), each pool's instances, the ports."""
-    requests: tuple[RequestRecord, ...]
+    requests: Records
     instances: dict[str, tuple[InstanceStats, ...]]   # pool name -> its instances
     ports: tuple[PortStats, ...]
     end_s: float                   # the last token

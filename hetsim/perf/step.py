@@ -294,7 +294,13 @@ class StepModel:
         if t is None:
             t = self.dense_time(batch, batch)
         if batch:
-            t += self.decode_attention_time(batch, total_ctx, window_ctx)
+            lin = self._decode_linear
+            if lin is not None and self.window is None:
+                # decode_attention_time's linear form inlined: the same operations in order
+                a, b, g, k = lin
+                t += self.model.num_layers * (max(a * total_ctx, b * total_ctx + g * batch) + k)
+            else:
+                t += self.decode_attention_time(batch, total_ctx, window_ctx)
         return t + self.pm.iteration_overhead
 
 

@@ -1,0 +1,127 @@
+"""Per-request records as columns: one preallocated numpy array per ``RequestRecord`` field,
+indexed by request id.
+
+A request that ends (completed, dropped or failed) writes its fields into its row
+(:meth:`RecordWriter.write`) and its live ``Request`` is let go, so a run holds ~120 bytes per
+request besides the requests in flight. Strings (state, drop reason, instance names) are
+stored as small integer codes into a vocabulary built during the run. ``Records`` is the
+frozen table a run returns: metrics read its columns (:meth:`Records.columns`); iterating or
+indexing it builds ``RequestRecord``s on demand, for callers that want records.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from operator import attrgetter
+
+import numpy as np
+
+from .request import RECORD_COLUMNS, TERMINAL, Request, RequestRecord, State
+
+__all__ = ["Records", "RecordWriter"]
+
+#: how each field is stored: numeric fields as themselves, strings as codes
+_INTS = ("input_tokens", "output_tokens", "cached_tokens", "preemptions")
+_CODED = ("state", "drop_reason", "prefill_instance", "decode_instance")
+_FLOATS = tuple(f for f in RECORD_COLUMNS if f not in _INTS + _CODED + ("id",))
+#: a state code no request ends in: a row still holding it was never written
+_UNWRITTEN = 255
+_STATES = tuple(s.value for s in State)
+_STATE_CODE = {s: i for i, s in enumerate(State)}
+
+
+class RecordWriter:
+    """The columns of one run, written as requests end."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.floats = {f: np.full(n, np.nan) for f in _FLOATS}
+        # NOTE: token counts fit in int32 (workload.MAX_TOKENS = 2^31 - 1), as do codes
+        self.ints = {f: np.zeros(n, np.int32) for f in _INTS}
+        self.codes = {"state": np.full(n, _UNWRITTEN, np.uint8),
+                      **{f: np.zeros(n, np.int32) for f in _CODED[1:]}}
+        self._vocab = {f: {"": 0} for f in _CODED[1:]}   # string -> code ("" is 0)
+        self._float_cols, self._get_floats = tuple(self.floats.values()), attrgetter(*_FLOATS)
+        self._int_cols, self._get_ints = tuple(self.ints.values()), attrgetter(*_INTS)
+
+    def _code(self, field: str, s: str) -> int:
+        v = self._vocab[field]
+        c = v.get(s)
+        if c is None:
+            c = v[s] = len(v)
+        return c
+
+    def write(self, r: Request) -> None:
+        """``r`` has ended: its row takes its fields (each row is written once)."""
+        i = r.id
+        assert r.state in TERMINAL, f"request {i} recorded in state {r.state}"
+        codes = self.codes
+        assert codes["state"][i] == _UNWRITTEN, f"request {i} recorded twice"
+        codes["state"][i] = _STATE_CODE[r.state]
+        codes["drop_reason"][i] = self._code("drop_reason", r.drop_reason)
+        codes["prefill_instance"][i] = self._code("prefill_instance", r.prefill_instance)
+        codes["decode_instance"][i] = self._code("decode_instance", r.decode_instance)
+        for col, v in zip(self._float_cols, self._get_floats(r)):
+            col[i] = v
+        for col, v in zip(self._int_cols, self._get_ints(r)):
+            col[i] = v
+
+    def table(self) -> Records:
+        """The finished table (asserts every row was written)."""
+        assert (self.codes["state"] != _UNWRITTEN).all(), "requests never recorded"
+        vocab = {"state": _STATES,
+                 **{f: tuple(sorted(v, key=v.__getitem__)) for f, v in self._vocab.items()}}
+        cols = {**self.floats, **self.ints, **self.codes}
+        for a in cols.values():
+            a.flags.writeable = False
+        return Records(self.n, cols, vocab)
+
+
+class Records:
+    """One run's records by request id: columns, read-only. ``len``, iteration and indexing
+    give ``RequestRecord``s (built on demand); ``==`` compares the tables."""
+    __slots__ = ("_n", "_cols", "_vocab")
+
+    def __init__(self, n: int, cols: dict[str, np.ndarray], vocab: dict[str, tuple[str, ...]]):
+        self._n, self._cols, self._vocab = n, cols, vocab
+
+    def __len__(self) -> int:
+        return self._n
+
+    def column(self, field: str) -> np.ndarray:
+        """One field for every request, by id: float64, int64 or (strings) object."""
+        if field == "id":
+            return np.arange(self._n, dtype=np.int64)
+        a = self._cols[field]
+        if field in self._vocab:
+            return np.array(self._vocab[field], dtype=object)[a]
+        return a.astype(np.int64) if field in _INTS else a
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every field, in ``RECORD_COLUMNS`` order (what ``metrics.records_frame`` reads)."""
+        return {f: self.column(f) for f in RECORD_COLUMNS}
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        cols = [self.column(f).tolist() for f in RECORD_COLUMNS]
+        return (RequestRecord(*row) for row in zip(*cols))
+
+    def __getitem__(self, i: int) -> RequestRecord:
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        i %= self._n
+        return RequestRecord(i, *(self._value(f, i) for f in RECORD_COLUMNS[1:]))
+
+    def _value(self, field: str, i: int):
+        v = self._cols[field][i].item()
+        return self._vocab[field][v] if field in self._vocab else v
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Records):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+            for a, b in zip(self.columns().values(), other.columns().values()))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Records({self._n} requests)"

@@ -1,0 +1,122 @@
+"""The engine's per-request records are exactly those of the engine before issue 19's
+restructure, on every shipped scenario (digests from commit 2b2e661: tests/regen_records.py);
+and the record columns behave as the records they replace."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import hetsim
+from hetsim.engine.records import RecordWriter
+from hetsim.engine.request import RECORD_COLUMNS, Request, RequestRecord, State
+
+from .conftest import SCENARIOS
+from .regen_records import RECORDS, records, scenarios
+
+WANT = json.loads(RECORDS.read_text())
+
+
+def test_every_shipped_scenario_has_a_digest():
+    assert sorted(WANT) == [str(p.relative_to(SCENARIOS)) for p in scenarios()]
+
+
+@pytest.mark.parametrize("path", scenarios(), ids=lambda p: str(p.relative_to(SCENARIOS)))
+def test_records_are_those_of_the_engine_before_the_restructure(path):
+    assert records(path) == WANT[str(path.relative_to(SCENARIOS))]
+
+
+def _ended(rid: int, state: State, **fields) -> Request:
+    r = Request(rid, 0.5 * rid, 10 + rid, 3)
+    r.to(State.QUEUED)
+    if state is State.DROPPED:
+        r.drop("too long")
+    else:
+        r.to(State.PREFILLING)
+        r.to(State.COMPLETED)
+    for k, v in fields.items():
+        setattr(r, k, v)
+    return r
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Equal field by field, NaN equal to NaN."""
+    return len(a) == len(b) and all(
+        x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+        for x, y in zip(a, b))
+
+
+def test_columns_give_back_the_records_the_requests_had():
+    w = RecordWriter(3)
+    reqs = [_ended(2, State.COMPLETED, prefill_instance="p/1", decode_instance="d/0",
+                   last_token_s=7.25, preemptions=2, kv_bytes=1e9),
+            _ended(0, State.DROPPED), _ended(1, State.COMPLETED, prefill_instance="p/0",
+                                             cached_tokens=4)]
+    for r in reqs:      # rows go by id, whatever order the requests end in
+        w.write(r)
+    table = w.table()
+    want = sorted((r.record() for r in reqs), key=lambda rec: rec.id)
+    got = list(table)
+    assert [type(g) for g in got] == [RequestRecord] * 3
+    for g, r in zip(got, want):   # the record's own Python types and values
+        assert [type(x) for x in g] == [type(x) for x in r] and _same(g, r)
+    assert _same(table[2], got[2]) and _same(table[-1], got[2])
+    assert table[0].drop_reason == "too long"
+    with pytest.raises(IndexError):
+        table[3]
+    cols = table.columns()
+    assert list(cols) == list(RECORD_COLUMNS)
+    assert cols["id"].tolist() == [0, 1, 2] and cols["input_tokens"].dtype == np.int64
+    assert cols["state"].tolist() == ["dropped", "completed", "completed"]
+    assert cols["decode_instance"].tolist() == ["", "", "d/0"]
+    with pytest.raises(ValueError):     # read-only
+        table._cols["arrival_s"][0] = 1.0
+
+
+def test_a_row_is_written_once_and_every_row_must_be():
+    w = RecordWriter(2)
+    w.write(_ended(0, State.DROPPED))
+    with pytest.raises(AssertionError, match="twice"):
+        w.write(_ended(0, State.DROPPED))
+    with pytest.raises(AssertionError, match="never recorded"):
+        w.table()
+    live = Request(1, 0.0, 5, 5)
+    with pytest.raises(AssertionError, match="recorded in state"):
+        w.write(live)
+
+
+def test_tables_compare_by_value_nan_included():
+    def table(t):
+        w = RecordWriter(1)
+        w.write(_ended(0, State.COMPLETED, last_token_s=t))
+        return w.table()
+    assert table(math.nan) == table(math.nan) and table(1.0) != table(2.0)
+
+
+def test_a_run_returns_columns_and_its_frame_is_built_from_them():
+    from hetsim.api import prepare
+    from hetsim.engine.sim import Simulation
+    from hetsim.metrics import records_frame
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "quickstart.yaml"), 200)
+    model, placements, reqs = prepare(sc)
+    name, pl = next(iter(placements.items()))
+    sim = Simulation(pl, model, reqs, seed=sc.workload.seed)
+    res = sim.run()
+    assert not sim.live        # every request let go once recorded
+    df = records_frame(res.requests, name)
+    rows = list(df[list(RECORD_COLUMNS)].itertuples(index=False))
+    assert len(res.requests) == len(rows) == 200
+    assert all(_same(tuple(r), tuple(row)) for r, row in zip(res.requests, rows))
+    assert res.requests == Simulation(pl, model, reqs, seed=sc.workload.seed).run().requests
+
+
+def test_arrivals_walked_in_blocks_give_the_same_run(monkeypatch):
+    from hetsim.engine import sim as sim_mod
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "quickstart.yaml"), 100)
+    want = hetsim.run(sc).requests
+    monkeypatch.setattr(sim_mod, "_ARRIVAL_BLOCK", 7)     # 100 = 14 blocks of 7 + 2
+    assert hetsim.run(sc).requests.equals(want)
