@@ -1,7 +1,8 @@
 """Digests of every shipped scenario's per-request records, for tests/test_records_exact.py.
 
-The committed digests were made by the engine before issue 19's restructure (commit 2b2e661,
-one Request object and one frozen record per request, all kept to the end), so the test checks
+The committed digests were made by the engine before issue 19's restructure (2b2e661; the
+slow-decode scenario's at the commit before issue 19's merge: one Request object and one frozen
+record per request, all kept to the end), so the test checks
 that the column-writing engine gives the same records bit for bit. Regenerate only when a
 change is meant to move records: ``python -m tests.regen_records``.
 """
