@@ -521,11 +521,6 @@ check("resilience-run-name-taken", sub(RES, "  disagg:", "  disagg without prefi
                                        "pools: {m: {role: mixed, accelerator: h100-sxm}}\n"
                                        "  disagg:"),
       "c.yaml: placements.disagg without prefill/0: is also the name of disagg's resilience run")
-check("resilience-layout-without-faults",
-      sub(pool(RES, "prefill", "instances: 1", "instances: 2"), "    kv_link: roce-400g",
-          "    kv_transfer: {link: roce-400g, mode: layerwise}"),
-      "c.yaml: resilience: disagg without prefill/0: faults are not modelled yet with "
-      "kv_transfer.mode layerwise")
 check("fault-metric-without-faults-or-resilience", sub(CHECK, BOUND, "requests_failed: {max: 0}"),
       "c.yaml: expect.requests_failed: unknown metric")
 
