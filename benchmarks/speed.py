@@ -111,6 +111,7 @@ def one(n: int, placements: int = 1, feature: str = "none") -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "completed": s["completed"], "simulated_s": round(s["duration_s"], 1),
             "preemptions": s["preemptions"]["count"],
+            "faults": s.get("faults", 0), "retried": s.get("requests_retried", 0),
             "failed": s.get("requests_failed", 0)}
 
 
@@ -165,10 +166,12 @@ def features(n: int = 100_000) -> str:
     rows = {f: measure(n, 1, f) for f in FEATURES}
     base = rows["none"]
     lines = [f"| {n:,} requests with | CPU (s) | simulated req/s (CPU) | vs none | "
-             "peak RSS (MB) | preemptions | failed |", "|---|---|---|---|---|---|---|"]
+             "peak RSS (MB) | preemptions | faults | requests retried | failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {f} | {r['cpu_s']} | {r['requests_per_s']:,} | "
               f"{r['cpu_s'] / base['cpu_s'] - 1:+.0%} | {r['peak_rss_mb']} | "
-              f"{r['preemptions']:,} | {r['failed']:,} |" for f, r in rows.items()]
+              f"{r['preemptions']:,} | {r['faults']} | {r['retried']:,} | {r['failed']:,} |"
+              for f, r in rows.items()]
     return "\n".join(lines)
 
 
