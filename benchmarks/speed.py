@@ -4,6 +4,7 @@ heterogeneous cluster (6 H100 prefill + 10 A100 decode, Llama-3.1-8B, TP1, Poiss
     python benchmarks/speed.py [--sizes 25000,100000] [--placements 1] [--readme README.md]
     python benchmarks/speed.py --memory-scale   # 1M and 2M requests: bytes per request
     python benchmarks/speed.py --memory         # the per-request constants behind api.check_memory
+    python benchmarks/speed.py --features [--readme README.md]   # what each engine feature costs
 
 Each size runs in a fresh process so peak RSS is that run's own; the rate is requests over
 the run's CPU seconds (``time.process_time``: other work on a shared machine does not count),
@@ -35,6 +36,16 @@ that, at the cost of the fault interrupts the loop's process receives. Running s
 iterations of one instance per event would not: with 16 instances another instance's event
 falls inside almost every ~14 ms decode iteration, so there is nothing to merge.
 What each change bought is in README "Measured figures" and DESIGN "Engine".
+
+What each feature costs (``--features``; the same profile, 20k requests, own time): with
+``runtime: vllm`` the decode pool takes KV on demand (``ondemand._grow``,
+``_schedule_growth``, ``_admit``: ~4.5 s of 37 under the profiler) and every iteration's time
+comes from the runtime's measured kernel tables (``perf.measured.at``, 271k calls);
+on-demand KV with preemption is the same growth bookkeeping without the tables; layer-wise
+transfers add a rate-cap change per stream when its prefill ends (594k events where the
+default has 484k) and three max-min recomputations per request (``network._rates``: 2.2 s,
+the largest own time of that run); random crashes cost only their recoveries (~200 retried
+requests in 100k).
 """
 from __future__ import annotations
 
@@ -62,13 +73,44 @@ SCENARIO = {
 }
 
 
-def one(n: int, placements: int = 1) -> dict:
+def _pools(**extra) -> dict:
+    """The benchmark's placement with ``extra`` keys set on both of its pools."""
+    (pl,) = SCENARIO["placements"].values()
+    return {**pl, "pools": {k: {**v, **extra} for k, v in pl["pools"].items()}}
+
+
+def _decode(**extra) -> dict:
+    (pl,) = SCENARIO["placements"].values()
+    return {**pl, "pools": {**pl["pools"], "decode": {**pl["pools"]["decode"], **extra}}}
+
+
+# The same scenario with one engine feature on (issue 19: "say what each feature costs").
+# NOTE: the feature settings are benchmark choices, not measured facts: vLLM's scheduler and
+# overheads on both pools; decode KV taken on demand with recompute preemption, its KV memory
+# cut to 0.24 of the GPU so that some preemptions happen (0.22 overloads it); layer-wise KV streaming; a random crash
+# per decode instance every 30 simulated minutes on average (5 minutes to repair).
+FEATURES = {
+    "none": {},
+    "runtime: vllm": {"placements": {"p0": _pools(runtime="vllm")}},
+    "on-demand KV, preemption": {"placements": {"p0": _decode(
+        preemption="recompute", memory_utilization=0.24)}},
+    "layer-wise transfer": {"placements": {"p0": {
+        **{k: v for k, v in _pools().items() if k != "kv_link"},
+        "kv_transfer": {"link": "ib-hdr-200g", "mode": "layerwise"}}}},
+    "faults (random crashes)": {"faults": [{"pool": "decode", "kind": "crash",
+                                            "mtbf_s": 1800, "mttr_s": 300}]},
+}
+
+
+def one(n: int, placements: int = 1, feature: str = "none") -> dict:
     import dataclasses
     import hetsim
     from hetsim.config import build
     from hetsim.scenario import Scenario
     (pl,) = SCENARIO["placements"].values()
-    sc = build(Scenario, {**SCENARIO, "placements": {f"p{i}": pl for i in range(placements)}})
+    raw = {**SCENARIO, "placements": {f"p{i}": pl for i in range(placements)},
+           **FEATURES[feature]}
+    sc = build(Scenario, raw)
     sc = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, requests=n))
     t0, c0 = time.perf_counter(), time.process_time()
     r = hetsim.run(sc)
@@ -77,10 +119,14 @@ def one(n: int, placements: int = 1) -> dict:
     return {"requests": n, "placements": placements, "wall_s": round(wall, 2),
             "cpu_s": round(cpu, 2), "requests_per_s": round(n * placements / cpu),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "completed": s["completed"], "simulated_s": round(s["duration_s"], 1)}
+            "completed": s["completed"], "simulated_s": round(s["duration_s"], 1),
+            "preemptions": s["preemptions"]["count"],
+            "faults": s.get("faults", 0), "retried": s.get("requests_retried", 0),
+            "failed": s.get("requests_failed", 0)}
 
 
 MARK = ("<!-- speed -->", "<!-- /speed -->")
+FEATURE_MARK = ("<!-- speed-features -->", "<!-- /speed-features -->")
 
 
 def main():
@@ -93,15 +139,22 @@ def main():
     ap.add_argument("--memory-scale", action="store_true",
                     help="1M and 2M requests, each in a fresh process: peak bytes per request "
                     "and the rate at scale")
+    ap.add_argument("--features", action="store_true",
+                    help="100k requests with each engine feature on in turn: what each costs")
     ap.add_argument("--readme", type=Path, help=f"write the table into this file's {MARK[0]} "
                     "region")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--feature", default="none", choices=FEATURES, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kernel_accuracy import emit    # benchmarks/ is the script's folder
     if a.one:
-        print(json.dumps(one(a.one, a.placements)))
+        print(json.dumps(one(a.one, a.placements, a.feature)))
         return
     if a.memory:
         return memory()
+    if a.features:
+        return emit(features(), a.readme, FEATURE_MARK)
     sizes = (1_000_000, 2_000_000) if a.memory_scale else map(int, a.sizes.split(","))
     rows = [measure(n, a.placements) for n in sizes]
     lines = ["| requests | CPU (s) | wall (s) | simulated req/s (CPU) | peak RSS (MB) |",
@@ -115,14 +168,27 @@ def main():
                      f"{hi['requests']:,}); the rate at {hi['requests']:,} is "
                      f"{hi['requests_per_s'] / lo['requests_per_s']:.0%} of the rate at "
                      f"{lo['requests']:,}.")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from kernel_accuracy import emit    # benchmarks/ is the script's folder
     emit("\n".join(lines), a.readme, MARK)
 
 
-def measure(n: int, placements: int) -> dict:
+def features(n: int = 100_000) -> str:
+    """The table of what each feature costs: each run in a fresh process."""
+    rows = {f: measure(n, 1, f) for f in FEATURES}
+    base = rows["none"]
+    lines = [f"| {n:,} requests with | CPU (s) | simulated req/s (CPU) | vs none | "
+             "peak RSS (MB) | preemptions | faults | requests retried | failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {r['cpu_s']} | {r['requests_per_s']:,} | "
+              f"{r['cpu_s'] / base['cpu_s'] - 1:+.0%} | {r['peak_rss_mb']} | "
+              f"{r['preemptions']:,} | {r['faults']} | {r['retried']:,} | {r['failed']:,} |"
+              for f, r in rows.items()]
+    return "\n".join(lines)
+
+
+def measure(n: int, placements: int, feature: str = "none") -> dict:
     out = subprocess.run([sys.executable, __file__, "--one", str(n), "--placements",
-                          str(placements)], capture_output=True, text=True, check=True).stdout
+                          str(placements), "--feature", feature],
+                         capture_output=True, text=True, check=True).stdout
     row = json.loads(out)
     print(json.dumps(row), flush=True)
     return row

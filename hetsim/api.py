@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -15,21 +16,54 @@ from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
 
-__all__ = ["Result", "run", "prepare", "memory_estimate", "plain", "run_summaries"]
+__all__ = ["Result", "PlacementRun", "run", "prepare", "memory_estimate", "plain", "run_summaries"]
+
+
+@dataclass(frozen=True)
+class PlacementRun:
+    """What one placement's run keeps for the per-request tables: the engine's result (records
+    as columns, ~150 B a request) and what the frames need to be built from it."""
+    name: str
+    placement: object      # ResolvedPlacement
+    sim: SimResult
+    warmup: object = None  # Warmup | None
+
+    def requests(self) -> pd.DataFrame:
+        return records_frame(self.sim.requests, self.name, self.warmup)
+
+    def staging(self) -> pd.DataFrame:
+        return staging_frame(self.sim, self.placement, self.name)
 
 
 @dataclass
 class Result:
+    """A run's summaries, and its per-request tables built from the record columns on first
+    access (issue 19: a run that needs only summaries never builds a DataFrame per request;
+    the frames are ~450 B a request, the columns ~150 B)."""
     scenario: Scenario
     summaries: list[dict]
-    requests: pd.DataFrame   # one row per (placement, request)
-    staging: pd.DataFrame | None = None   # prefill-held KV over time (disaggregated only)
+    runs: list[PlacementRun]
     clipped: int = 0         # requests clipped to the model context (clip_to_context: true)
     #: per placement with stepwise KV transfers (kv_transfer encoding, batching or
     #: descriptor_us): one TransferRecord per transfer, each step's seconds
     transfers: dict = field(default_factory=dict)
     #: placements with faults: when something was down, [(start, end)] (timeline.png)
     fault_windows: dict = field(default_factory=dict)
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """One row per (placement, request), placements in run order."""
+        return pd.concat([r.requests() for r in self.runs], ignore_index=True)
+
+    @cached_property
+    def staging(self) -> pd.DataFrame:
+        """Prefill-held KV over time (rows only for disaggregated placements)."""
+        return pd.concat([r.staging() for r in self.runs], ignore_index=True)
+
+    @property
+    def request_count(self) -> int:
+        """Rows of ``requests``, without building it."""
+        return sum(len(r.sim.requests) for r in self.runs)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -115,20 +149,19 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     """
     sc = load_scenario(scenario, overrides) if overrides else as_scenario(scenario)
     model, resolved, reqs = prepare(sc, placements)
-    summaries, frames, staging, transfers, windows = [], [], [], {}, {}
+    summaries, runs, transfers, windows = [], [], {}, {}
     for name, pl in resolved.items():
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
-        df = records_frame(res.requests, name, sc.workload.warmup)
-        summaries.append(summarize(df, pl, sc.slo, res))
-        frames.append(df)
-        staging.append(staging_frame(res, pl, name))
+        run = PlacementRun(name, pl, res, sc.workload.warmup)
+        # NOTE: the frame is built for the summary and let go; Result rebuilds it on demand
+        summaries.append(summarize(run.requests(), pl, sc.slo, res))
+        runs.append(run)
         if res.transfers is not None:
             transfers[name] = res.transfers
         if res.faults is not None:
             windows[name] = fault_windows(res)
-    return Result(sc, summaries, pd.concat(frames, ignore_index=True),
-                  pd.concat(staging, ignore_index=True), reqs.clipped, transfers, windows)
+    return Result(sc, summaries, runs, reqs.clipped, transfers, windows)
 
 
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:

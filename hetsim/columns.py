@@ -1,6 +1,7 @@
-"""Numeric CSV columns read strictly: traces and length histograms (and, later, any table a
-user hands hetsim). Every bad cell is a one-line ConfigError naming ``file:line`` and the
-column; nothing is rounded, clipped, shifted or replaced."""
+"""Numeric columns of a CSV or Parquet file read strictly: traces and length histograms (and,
+later, any table a user hands hetsim). Every bad cell is a one-line ConfigError naming
+``file:line`` (a Parquet file: ``file:row``, its first row 1) and the column; nothing is
+rounded, clipped, shifted or replaced. Both are read a chunk at a time."""
 from __future__ import annotations
 
 import csv
@@ -22,10 +23,23 @@ CHUNK_ROWS = 65536
 
 def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: str
                  ) -> dict[str, np.ndarray]:
-    """Read the named numeric ``columns`` of a CSV file (others are ignored), each checked by
-    its rule ``(check on the floats -> bool array, words for the error)``, plus ``line``:
-    each row's line in the file (blank lines are skipped but counted). The file is parsed
-    :data:`CHUNK_ROWS` rows at a time (:func:`_chunk` checks each)."""
+    """Read the named numeric ``columns`` of a CSV file, or of a Parquet file (a ``.parquet``
+    name), others ignored, each checked by its rule ``(check on the floats -> bool array,
+    words for the error)``, plus ``line``: each row's line in a CSV file (blank lines are
+    skipped but counted), its row number in a Parquet file. Read :data:`CHUNK_ROWS` rows at a
+    time."""
+    read = _parquet_parts if Path(path).suffix.lower() == ".parquet" else _csv_parts
+    parts = read(path, columns, where)
+    out = {c: np.concatenate([p[c] for p in parts]) for c in [*columns, "line"]} if parts \
+        else {"line": np.zeros(0, np.int64)}
+    if not len(out["line"]):
+        raise ConfigError("has a header but no rows", file=str(path))
+    return out
+
+
+def _csv_parts(path: Path, columns: dict[str, tuple[Callable, str]], where: str
+               ) -> list[dict[str, np.ndarray]]:
+    """A CSV file's chunks, each checked by :func:`_chunk`."""
     import pandas as pd
     parts: list[dict[str, np.ndarray]] = []
     try:
@@ -59,11 +73,57 @@ def read_columns(path: Path, columns: dict[str, tuple[Callable, str]], where: st
     except (pd.errors.ParserError, ValueError, csv.Error) as e:
         raise ConfigError(f"not a CSV file: {str(e).strip().splitlines()[-1]}",
                           file=str(path)) from None
-    out = {c: np.concatenate([p[c] for p in parts]) for c in [*columns, "line"]} if parts \
-        else {"line": np.zeros(0, np.int64)}
-    if not len(out["line"]):
-        raise ConfigError("has a header but no rows", file=str(path))
-    return out
+    return parts
+
+
+def _parquet_parts(path: Path, columns: dict[str, tuple[Callable, str]], where: str
+                   ) -> list[dict[str, np.ndarray]]:
+    """A Parquet file's rows, :data:`CHUNK_ROWS` at a time (row groups are never read
+    whole): each asked column must be stored as numbers; a null or a number its rule refuses
+    is an error naming the row (first row 1) and column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        f = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}", path=where) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a Parquet file", path=where) from None
+    except (pa.ArrowException, OSError) as e:
+        raise ConfigError(f"not a Parquet file: {str(e).strip().splitlines()[-1]}",
+                          file=str(path)) from None
+    schema = f.schema_arrow
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise ConfigError(f"needs columns {','.join(columns)}; missing {','.join(missing)} "
+                          f"(has {','.join(schema.names)})", file=str(path))
+    for col in columns:
+        t = schema.field(col).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise ConfigError(f"stored as {t}; needs numbers (integer or float)",
+                              file=str(path), path=col)
+    parts, row = [], 1
+    for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=list(columns)):
+        part = {}
+        for col, (ok, rule) in columns.items():
+            a = batch.column(col)
+            x = a.to_numpy(zero_copy_only=False).astype(float)    # a null becomes NaN
+            i = _first_bad(x, ok)
+            if i is not None:
+                raise ConfigError(f"{rule}, got {a[i].as_py()!r}", file=f"{path}:{row + i}",
+                                  path=col)
+            part[col] = x
+        part["line"] = np.arange(row, row + batch.num_rows)
+        parts.append(part)
+        row += batch.num_rows
+    return parts
+
+
+def _first_bad(x: np.ndarray, ok: Callable) -> int | None:
+    """The first index whose value is not finite or fails ``ok``; None when all pass."""
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
+    return None if good.all() else int(np.argmin(good))
 
 
 def _chunk(df, header: list[str], columns: dict[str, tuple[Callable, str]], path: Path
@@ -85,10 +145,8 @@ def _chunk(df, header: list[str], columns: dict[str, tuple[Callable, str]], path
     for col, (ok, rule) in columns.items():
         raw = df[col].str.strip()
         x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            good = np.isfinite(x) & ok(np.nan_to_num(x, nan=-1.0))
-        if not good.all():
-            i = int(np.argmin(good))
+        i = _first_bad(x, ok)
+        if i is not None:
             raise ConfigError(f"{rule}, got {raw.iloc[i]!r}", file=f"{path}:{df.index[i] + 2}",
                               path=col)
         out[col] = x

@@ -54,7 +54,7 @@ def text_table(rows, numeric: bool = False) -> str:
 def run_title(result) -> str:
     """The line above ``hetsim run``'s table: scenario, requests per placement and the SLO."""
     slo = result.scenario.slo
-    n = len(result.requests) // max(1, len(result.summaries))
+    n = result.request_count // max(1, len(result.summaries))
     clipped = f" ({result.clipped} clipped to the context)" if result.clipped else ""
     # a closed loop's warm-up in seconds may cover a different count in each placement
     warm = sorted({s["warmup_requests"] for s in result.summaries if "warmup_requests" in s})

@@ -272,6 +272,30 @@ def test_on_demand_decode_preempts_the_newest_and_recomputes_it():
     assert (s.preemptions, s.recomputed_tokens, s.preemption_s, s.kv.peak) == (1, 4, 0.5, 3)
 
 
+def test_on_demand_victim_list_keeps_running_sequences_not_every_request():
+    """The admission order (for LIFO victims) drops the entries of ended sequences as it grows
+    (issue 19: it held every request admitted to the end of the run, ~1 KB each): 500
+    requests one after another leave at most 64 + 2 x max_seqs + 1 entries, and the running ones
+    are all still there."""
+    env, d = make(OnDemandDecodeInstance, "decode", kv_blocks=200, max_seqs=4)
+    longest = []
+
+    def feed():
+        for i in range(500):
+            r = req(i, 3, 3 if i % 50 else 200, t=env.now)   # every 50th runs long
+            r.state = State.TRANSFERRING
+            yield d.reserve(r)
+            d.join(r)
+            longest.append(len(d.order))
+            yield env.timeout(1.0)
+    env.process(feed())
+    env.run(until=400)
+    live = [r for _, r in d.order if r.state is State.DECODING]
+    assert d.running == len(live) > 0 and max(longest) <= 64 + 2 * 4 + 1
+    env.run()
+    assert d.running == 0 and len(d.order) <= 64 + 2 * 4 + 1
+
+
 def test_on_demand_swap_copies_to_the_host_tier_and_back():
     """As above with swap: r1's 4 held tokens go to the host at 1 B/s (4 s, in step 1) and
     come back on re-admission (4 s: the one host block it holds)."""

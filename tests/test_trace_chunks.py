@@ -65,3 +65,83 @@ def test_a_bad_row_in_any_chunk_names_its_line_and_column(trace, monkeypatch, li
         read_trace(f, None)
     assert str(e.value).startswith(f"{f}:{line}: {col}: ")
     assert repr(cell) in str(e.value)
+
+
+# Parquet traces (a .parquet name): read a chunk of rows at a time across row groups, each
+# asked column stored as numbers, and the same per-row errors naming the row (first row 1)
+def _parquet(path, t, inp, out, row_group_size=30_000):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"timestamp_s": t, "input_tokens": inp, "output_tokens": out,
+                             "note": np.zeros(len(t))}), path, row_group_size=row_group_size)
+    return path
+
+
+def _spy_parquet(monkeypatch, rows: int) -> list[int]:
+    """Rows of each chunk read (``read_columns`` checks the chunk's every column)."""
+    import pyarrow.parquet as pq
+    seen, iter_batches = [], pq.ParquetFile.iter_batches
+    monkeypatch.setattr(columns, "CHUNK_ROWS", rows)
+
+    def spy(self, *a, **k):
+        for b in iter_batches(self, *a, **k):
+            seen.append(b.num_rows)
+            yield b
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    return seen
+
+
+def test_a_100k_row_parquet_trace_is_read_in_chunks_and_gives_every_row(trace, tmp_path,
+                                                                         monkeypatch):
+    _, t, inp, out = trace
+    f = _parquet(tmp_path / "trace.parquet", t, inp, out)
+    seen = _spy_parquet(monkeypatch, 16_384)
+    got_t, got_in, got_out = read_trace(f, None)
+    # 100,000 rows in four row groups of 30,000 (the last 10,000), chunks never above 16,384
+    assert max(seen) <= 16_384 and sum(seen) == ROWS and len(seen) >= -(-ROWS // 16_384)
+    assert np.array_equal(got_t, t - t[0])
+    assert got_in.tolist() == inp.tolist() and got_out.tolist() == out.tolist()
+    # the same trace as CSV gives the same arrays
+    assert all(np.array_equal(a, b) for a, b in zip(read_trace(trace[0], None),
+                                                      (got_t, got_in, got_out)))
+
+
+@pytest.mark.parametrize("row, value, col", [(2, 0, "input_tokens"),
+                                             (70_000, -1, "output_tokens"),
+                                             (100_000, None, "input_tokens")])
+def test_a_bad_parquet_row_in_any_chunk_names_its_row_and_column(trace, tmp_path, monkeypatch,
+                                                                 row, value, col):
+    import pyarrow as pa
+    _, t, inp, out = trace
+    cols = {"input_tokens": inp.tolist(), "output_tokens": out.tolist()}
+    cols[col][row - 1] = value
+    f = _parquet(tmp_path / "bad.parquet", t, pa.array(cols["input_tokens"], pa.int64()),
+                 pa.array(cols["output_tokens"], pa.int64()))
+    _spy_parquet(monkeypatch, 16_384)
+    with pytest.raises(ConfigError) as e:
+        read_trace(f, None)
+    assert str(e.value).startswith(f"{f}:{row}: {col}: ")
+    assert repr(value) in str(e.value)
+
+
+def test_a_parquet_column_stored_as_text_or_missing_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    f = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"timestamp_s": [0.0], "input_tokens": ["5"],
+                             "output_tokens": [3]}), f)
+    with pytest.raises(ConfigError, match=r"text.parquet: input_tokens: stored as string"):
+        read_trace(f, None)
+    pq.write_table(pa.table({"timestamp_s": [0.0], "input_tokens": [5]}), f)
+    with pytest.raises(ConfigError, match="missing output_tokens"):
+        read_trace(f, None)
+    f.write_text("timestamp_s,input_tokens,output_tokens\n0,1,1\n")
+    with pytest.raises(ConfigError, match="not a Parquet file"):
+        read_trace(f, None)
+
+
+def test_a_parquet_trace_going_back_in_time_names_its_row(tmp_path):
+    f = _parquet(tmp_path / "back.parquet", np.array([0.0, 2.0, 1.0]), np.array([5, 5, 5]),
+                 np.array([3, 3, 3]))
+    with pytest.raises(ConfigError, match=rf"^{f}:3: timestamp_s: timestamps go back"):
+        read_trace(f, None)

@@ -77,7 +77,14 @@ class OnDemandDecodeInstance(DecodeInstance):
 
     def _start(self, r: Request, ctx: int, remaining: int) -> None:
         super()._start(r, ctx, remaining)
-        self.order.append((r.gen, r))
+        order = self.order
+        order.append((r.gen, r))
+        if len(order) > 2 * self.running + 64:
+            # NOTE: an entry whose gen is stale (the sequence ended or was preempted since;
+            # gens only grow) is skipped by every victim scan, so dropping those keeps the
+            # same victims and the list O(running sequences), not O(requests ever admitted)
+            # (issue 19: it held every request, ~1 KB each, to the end of the run)
+            self.order = [e for e in order if e[0] == e[1].gen]
         self._schedule_growth(r)
 
     def _schedule_growth(self, r: Request) -> None:

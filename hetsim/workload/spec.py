@@ -55,7 +55,8 @@ class Arrival:
         "i x ramp_s / N (default 0: all at t=0, as vllm bench serve and SGLang start them)",
         _time))
     trace: str | None = field(default=None, metadata=meta(
-        "replay a CSV trace (timestamp_s,input_tokens,output_tokens) instead of a process"))
+        "replay a CSV or .parquet trace (timestamp_s,input_tokens,output_tokens) instead of "
+        "a process"))
 
     def __post_init__(self):
         # a field that the chosen process would ignore is an error, not a silent no-op
@@ -194,7 +195,8 @@ class WorkloadSpec:
     input_tokens: Lengths | None = None
     output_tokens: Lengths | None = None
     trace: str | None = field(default=None, metadata=meta(
-        "CSV with timestamp_s,input_tokens,output_tokens (replaces arrival and lengths)"))
+        "CSV or .parquet file with timestamp_s,input_tokens,output_tokens (replaces arrival "
+        "and lengths)"))
     preset: str | None = field(default=None, metadata=meta(
         "fills input/output lengths (and gamma CV when arrival has no cv) from a named preset"))
     clip_to_context: bool = field(default=False, metadata=meta(
