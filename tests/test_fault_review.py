@@ -23,3 +23,22 @@ def test_two_hangs_starting_together_then_a_crash_keep_each_hang_apart():
     assert out["decode/1"] == ((0.01, pytest.approx(0.31)),)
     assert res.faults.applied == 4
     assert s["completed"] == 20
+
+
+def test_a_recompute_hits_the_prefix_cache_on_the_clients_prompt_only():
+    # prefill/0 serves hit_rate 0.9 of a prompt from its prefix cache (176 of 200 tokens, in
+    # 16-token blocks). decode/0 crashes with 320 tokens generated: the request re-prefills
+    # 200 + 320 tokens, of which the 320 were generated on the dead instance and are in no
+    # cache: still 176 cached, never more than the prompt the record shows
+    import copy
+    from .test_faults import PD, crash
+    pl = copy.deepcopy(PD)
+    pl["pools"]["prefill"]["prefix_cache"] = {"hit_rate": 0.9}
+    base = scenario(placement=pl, inp=200, out=400)
+    a = simulate(base)[0][0]
+    assert a.cached_tokens == 176
+    t = a.decode_start_s + 0.8 * (a.last_token_s - a.decode_start_s)
+    recs, res, s = simulate({**base, "faults": [crash("decode/0", t)]})
+    r = recs[0]
+    assert r.state == "completed" and r.input_tokens == 200 and s["recomputed_tokens"] > 300
+    assert r.cached_tokens == 176 and s["prefix_cached_tokens"] == 176
