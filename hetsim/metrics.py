@@ -382,7 +382,10 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
     inside = np.zeros(len(df), dtype=bool)
     for a, b in windows:
         inside |= (arr >= a) & (arr < b)
-    win_s = sum(b - a for a, b in windows)
+    # a window still open when the run ends (a repair after it, as a resilience run's
+    # whole-run fault) counts up to the end only: the last token or, if later, arrival
+    end = max(sim.end_s, float(arr.max()) if len(arr) else 0.0)
+    win_s = sum(max(0.0, min(b, end) - a) for a, b in windows)
     ok = slo_met(df, slo)
     met = ok[inside]
     recover = [time_to_recover(arr, ok.to_numpy(), a, placement.recovery.recover_window_s,

@@ -42,3 +42,18 @@ def test_a_recompute_hits_the_prefix_cache_on_the_clients_prompt_only():
     r = recs[0]
     assert r.state == "completed" and r.input_tokens == 200 and s["recomputed_tokens"] > 300
     assert r.cached_tokens == 176 and s["prefix_cached_tokens"] == 176
+
+
+def test_fault_window_seconds_and_goodput_stop_at_the_end_of_the_run():
+    # decode/0 crashes at 0.5 s and is not back before the run ends (a resilience run's
+    # whole-run crash is the same, repaired after 1e9 s): the window's seconds are those up
+    # to the end of the run, so its goodput is the requests arriving in it that met the SLO
+    # over that span, not over 1e9 s
+    d = scenario(requests=50, rate=20.0, faults=[
+        {"at_s": 0.5, "target": "decode/0", "kind": "crash", "repair_s": 1e9}])
+    recs, res, s = simulate(d)
+    fw = s["fault_windows"]
+    assert fw["seconds"] == res.end_s - 0.5
+    inside = [r for r in recs.values() if r.arrival_s >= 0.5]
+    assert fw["requests"] == len(inside) > 30 and fw["slo_attainment"] == 1.0
+    assert fw["goodput_rps"] == pytest.approx(len(inside) / (res.end_s - 0.5), rel=1e-12)
