@@ -57,3 +57,19 @@ def test_fault_window_seconds_and_goodput_stop_at_the_end_of_the_run():
     inside = [r for r in recs.values() if r.arrival_s >= 0.5]
     assert fw["requests"] == len(inside) > 30 and fw["slo_attainment"] == 1.0
     assert fw["goodput_rps"] == pytest.approx(len(inside) / (res.end_s - 0.5), rel=1e-12)
+
+
+def test_a_crash_cuts_the_busy_time_of_the_iteration_it_stops():
+    # prefill/0 crashes a third into request 0's prefill iteration: it was busy up to the
+    # crash, not for the rest of an iteration that never ran (busy_s counts an iteration
+    # whole as it starts), so its busy time is what ran
+    from .test_faults import crash
+    base = scenario()
+    a = simulate(base)[0][0]
+    t = a.prefill_start_s + (a.prefill_end_s - a.prefill_start_s) / 3
+    recs, res, s = simulate({**base, "faults": [crash("prefill/0", t)]})
+    p0 = res.instances["prefill"][0]
+    assert p0.iterations == 1 and recs[0].prefill_instance == "prefill/1"
+    assert p0.busy_s == pytest.approx(t - a.prefill_start_s, rel=1e-12)
+    assert res.instances["prefill"][1].busy_s == pytest.approx(
+        a.prefill_end_s - a.prefill_start_s, rel=1e-12)

@@ -205,6 +205,8 @@ class Instance:
         if self.staging is not None:
             self.staging.clear()
         self.resets += 1
+        # busy_s counted the iteration in progress whole as it started: its rest never runs
+        self.busy_s -= self.running_s(self.env.now)
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
         self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)
