@@ -73,3 +73,14 @@ def test_a_crash_cuts_the_busy_time_of_the_iteration_it_stops():
     assert p0.busy_s == pytest.approx(t - a.prefill_start_s, rel=1e-12)
     assert res.instances["prefill"][1].busy_s == pytest.approx(
         a.prefill_end_s - a.prefill_start_s, rel=1e-12)
+
+
+def test_a_pool_down_for_the_whole_run_is_not_available_when_every_request_fails():
+    # every decode instance crashes at t = 0 for good; each request waits for one for its
+    # 1 s timeout and fails. No token is ever produced (the last token's time is 0), yet the
+    # run spans the arrivals: the decode pool was up none of that time
+    d = scenario(requests=20, rate=20.0, recovery={"request_timeout_s": 1.0}, faults=[
+        {"at_s": 0, "target": "decode", "kind": "crash", "repair_s": 1e9}])
+    recs, res, s = simulate(d)
+    assert s["requests_failed"] == 20 and res.end_s == 0.0
+    assert s["availability"] == {"prefill": 1.0, "decode": 0.0}
