@@ -381,10 +381,14 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
         f, df["id"], t0)
     windows = fault_windows(sim)
     arr = df["arrival_s"].to_numpy()
+    # the run's end: the last token or, if later (requests that failed), arrival
+    end = max(sim.end_s, float(arr.max()) if len(arr) else 0.0)
     inside = np.zeros(len(df), dtype=bool)
     for a, b in windows:
         inside |= (arr >= a) & (arr < b)
-    win_s = sum(b - a for a, b in windows)
+    # a window still open when the run ends (a repair after it, as a resilience run's
+    # whole-run fault) counts up to the end only
+    win_s = sum(max(0.0, min(b, end) - a) for a, b in windows)
     ok = slo_met(df, slo)
     met = ok[inside]
     recover = [time_to_recover(arr, ok.to_numpy(), a, placement.recovery.recover_window_s,
@@ -401,7 +405,7 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
         "kv_bytes_lost": kv_lost,
         "kv_bytes_resent": resent,
         "transfers_retried": transfers,
-        "availability": availability(f, placement.pools, sim.end_s, t0 or 0.0),
+        "availability": availability(f, placement.pools, end, t0 or 0.0),
         # over the fault windows: the slowest and mean recovery (None: one never recovered)
         "time_to_recover_s": {"max": max(done) if done and len(done) == len(recover) else None,
                               "mean": float(np.mean(done)) if done else None,

@@ -74,7 +74,7 @@ def test_a_degraded_instance_runs_its_iterations_1_over_factor_as_long():
     assert r.decode_instance == "decode/0" and s["availability"]["decode"] == 1.0
     assert s["faults"] == 1 and s["requests_retried"] == 0 and res.faults.degrades == (
         ("decode/0", 0.0, 100.0),)
-    assert s["fault_windows"]["seconds"] == 100.0 and s["fault_windows"]["requests"] == 1
+    assert s["fault_windows"]["seconds"] == r.last_token_s and s["fault_windows"]["requests"] == 1
     # two that overlap multiply (0.5 x 0.5); a pool-wide one strikes prefill/0 too
     recs, _, _ = simulate({**base, "faults": [_degrade("decode/0", 0.0, 0.5, 100.0),
                                              _degrade("decode", 0.0, 0.5, 100.0),

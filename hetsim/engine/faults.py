@@ -193,7 +193,9 @@ class Faults:
         if kind != "crash":
             if len(hang) > 1:       # a crash ended it (and counted its outage)
                 return
-            self.hangs[inst.name].remove(hang)
+            # by identity: two hangs that began at once are equal lists, yet two hangs
+            hangs = self.hangs[inst.name]
+            del hangs[next(k for k, h in enumerate(hangs) if h is hang)]
         inst.outages -= 1
         if kind == "crash":
             # NOTE: back cold (reset emptied it); a hang still running ends with the crash

@@ -205,6 +205,8 @@ class Instance:
         if self.staging is not None:
             self.staging.clear()
         self.resets += 1
+        # busy_s counted the iteration in progress whole as it started: its rest never runs
+        self.busy_s -= self.running_s(self.env.now)
         self._work, self._extra, self._wake = [], 0.0, None
         self.load_tokens = self.n_requests = 0
         self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)
@@ -216,8 +218,10 @@ class Instance:
         pc = self.pool.spec.prefix_cache
         if pc is not None and pc.hit_rate > 0:
             bs = self.kv.block_size
-            req.cached_tokens = min(req.input_tokens - 1,
-                                    int(pc.hit_rate * req.input_tokens) // bs * bs)
+            # NOTE: a recompute after a crash (faults) prefills prompt + generated tokens; the
+            # generated ones were on the dead instance only, so the hits are the prompt's
+            n = req.input_tokens if req.fault is None else req.fault.input_tokens
+            req.cached_tokens = min(req.input_tokens - 1, int(pc.hit_rate * n) // bs * bs)
 
     def fetch_time(self, req: Request) -> float:
         """Prefix-cache fetch from host memory before the prompt can run (0 if HBM-resident):
