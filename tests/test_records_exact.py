@@ -120,3 +120,26 @@ def test_arrivals_walked_in_blocks_give_the_same_run(monkeypatch):
     want = hetsim.run(sc).requests
     monkeypatch.setattr(sim_mod, "_ARRIVAL_BLOCK", 7)     # 100 = 14 blocks of 7 + 2
     assert hetsim.run(sc).requests.equals(want)
+
+
+@pytest.mark.parametrize("path, placement, preempts", [
+    ("design-space/kv-offload.yaml", "recompute", True), ("runtimes.yaml", "sglang", False)])
+def test_on_demand_instances_let_ended_requests_go(path, placement, preempts):
+    """On-demand KV (preemption; a runtime's scheduler) keeps no ended request: its victim
+    order drops stale entries, so what a run holds stays bounded by what is in flight, not
+    by the request count (1,000 requests here; a few dozen run at once)."""
+    import gc
+
+    from hetsim.api import prepare
+    from hetsim.engine.request import Request
+    from hetsim.engine.sim import Simulation
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / path), 1000)
+    model, placements, reqs = prepare(sc, [placement])
+    sim = Simulation(placements[placement], model, reqs, seed=sc.workload.seed)
+    res = sim.run()
+    assert (res.requests.column("preemptions").sum() > 0) == preempts
+    gc.collect()
+    kept = sum(isinstance(o, Request) for o in gc.get_objects())
+    assert kept < 300, f"{kept} of 1000 ended requests still referenced"
