@@ -125,7 +125,7 @@ class MeasuredOps:
         split over the same number of GPUs another way is read instead, the nearest ``tp``
         first. With balanced routing each GPU then reads the same expert bytes and does the
         same FLOPs; the kernels differ in shape (TP: every expert's slice; EP: whole experts).
-        Scored on the tables where both exist (``benchmarks/kernel_accuracy.py --moe-split``):
+        Scored on the tables where both exist (``benchmarks/moe_split.py``):
         this is far closer than composing the layer from GEMMs (off 2-5x on mxfp4 experts)."""
         if self._kernels is None:
             return None
