@@ -141,5 +141,5 @@ def test_on_demand_instances_let_ended_requests_go(path, placement, preempts):
     res = sim.run()
     assert (res.requests.column("preemptions").sum() > 0) == preempts
     gc.collect()
-    kept = sum(isinstance(o, Request) for o in gc.get_objects())
+    kept = sum(type(o) is Request for o in gc.get_objects())
     assert kept < 300, f"{kept} of 1000 ended requests still referenced"
