@@ -61,6 +61,9 @@ def test_columns_give_back_the_records_the_requests_had():
     for g, r in zip(got, want):   # the record's own Python types and values
         assert [type(x) for x in g] == [type(x) for x in r] and _same(g, r)
     assert _same(table[2], got[2]) and _same(table[-1], got[2])
+    # slices as the tuple of records did: a tuple, any step, clipped to the table
+    assert all(_same(a, b) for a, b in zip(table[1:], got[1:])) and len(table[1:]) == 2
+    assert [r.id for r in table[::-1]] == [2, 1, 0] and table[5:] == () and table[:0] == ()
     assert table[0].drop_reason == "too long"
     with pytest.raises(IndexError):
         table[3]
