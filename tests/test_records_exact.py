@@ -146,3 +146,22 @@ def test_on_demand_instances_let_ended_requests_go(path, placement, preempts):
     gc.collect()
     kept = sum(type(o) is Request for o in gc.get_objects())
     assert kept < 300, f"{kept} of 1000 ended requests still referenced"
+
+
+def test_instance_statistics_stay_hashable_values():
+    """The prefill staging timeline is packed arrays now; InstanceStats (a frozen dataclass)
+    hashes and compares as it did with a tuple of (time, blocks) pairs."""
+    import dataclasses
+
+    from hetsim.api import prepare
+    from hetsim.engine.sim import Simulation
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "quickstart.yaml"), 50)
+    model, placements, reqs = prepare(sc, ["disagg-1p3d-h100"])
+    a, b = (Simulation(placements["disagg-1p3d-h100"], model, reqs).run()
+            .instances["prefill"][0] for _ in range(2))
+    assert len(a.timeline) > 0 and a == b and hash(a) == hash(b) and len({a, b}) == 1
+    pairs = tuple(a.timeline)
+    assert a.timeline == pairs and hash(a.timeline) == hash(pairs)
+    assert dataclasses.replace(a, timeline=pairs[:-1]) != a
