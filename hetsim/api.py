@@ -84,11 +84,19 @@ class Result:
 # 5% of every fitted point with 3 placements and ~15% above those with 1.
 _BYTES_PER_REQUEST = 24
 _BYTES_PER_REQUEST_PLACEMENT = 700
+# A placement with stepwise KV transfers (kv_transfer encoding, batching or descriptor_us) also
+# keeps one TransferRecord per transfer (a 13-field namedtuple of Python numbers, ~450 B with
+# its floats) in its log and in Result.transfers: measured 600 B a request more than the plain
+# placement (kv-serialization.yaml 25g-int4-batch, 40k -> 160k requests, 2026-12-02: 1,325 B
+# against 717 B for quickstart's disaggregated placement).
+_BYTES_PER_TRANSFER_RECORD = 600
 
 
-def memory_estimate(requests: int, placements: int) -> float:
-    """Peak bytes a run of ``requests`` over ``placements`` needs, roughly."""
-    return requests * (_BYTES_PER_REQUEST + _BYTES_PER_REQUEST_PLACEMENT * placements)
+def memory_estimate(requests: int, placements: int, stepwise: int = 0) -> float:
+    """Peak bytes a run of ``requests`` over ``placements`` needs, roughly (``stepwise`` of
+    them log every transfer's steps)."""
+    return requests * (_BYTES_PER_REQUEST + _BYTES_PER_REQUEST_PLACEMENT * placements
+                       + _BYTES_PER_TRANSFER_RECORD * stepwise)
 
 
 def _available_memory() -> float | None:
@@ -114,9 +122,10 @@ def _available_memory() -> float | None:
     return min(have) if have else None
 
 
-def check_memory(requests: int, placements: int, path: str = "workload.requests") -> None:
+def check_memory(requests: int, placements: int, path: str = "workload.requests",
+                 stepwise: int = 0) -> None:
     """Refuse, before drawing anything, a run whose memory would not fit this machine."""
-    need, have = memory_estimate(requests, placements), _available_memory()
+    need, have = memory_estimate(requests, placements, stepwise), _available_memory()
     if have is not None and need > have:
         raise ConfigError(f"{requests:,} requests x {placements} placements need about "
                           f"{need / 1e9:.1f} GB of memory, more than the {have / 1e9:.1f} GB "
@@ -130,10 +139,12 @@ def prepare(sc: Scenario, placements: list[str] | None = None):
     names = [match_name(n, resolved, "placement", file=sc.source_file)
              for n in placements or list(resolved)]
     try:
+        stepwise = sum(t is not None and t.steps is not None
+                       for t in (resolved[n].transfer for n in names))
         if sc.workload.requests:
-            check_memory(sc.workload.requests, len(names))
+            check_memory(sc.workload.requests, len(names), stepwise=stepwise)
         reqs = generate(sc.workload, sc.base_dir, max_context=model.max_context, model=model.name)
-        check_memory(len(reqs), len(names))
+        check_memory(len(reqs), len(names), stepwise=stepwise)
     except ConfigError as e:
         raise e.with_file(sc.source_file) from None
     return model, {n: resolved[n] for n in names}, reqs

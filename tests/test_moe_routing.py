@@ -126,3 +126,27 @@ def test_a_plan_with_skewed_routing_needs_a_runtime():
     with pytest.raises(ConfigError, match="a plan needs runtime:") as e:
         build(PlanSpec, {k: v for k, v in PLAN.items() if k != "runtime"})
     assert e.value.path == "workload.moe_routing"
+
+
+@pytest.mark.parametrize("acc", ["rtx-pro-6000-server", "b200", "l40s"])
+@pytest.mark.parametrize("prec", ["bf16", "fp8"])
+def test_a_plan_keeps_an_option_exactly_when_its_simulation_is_accepted(tmp_path, acc, prec):
+    """The planner's pruning asks the MoE kernels the simulated pool reads: TRT-LLM on
+    Blackwell computes gpt-oss's MXFP4 experts on MXFP8 activations (runtimes.moe_compute), so
+    a bf16 pool reads the w4a8 table (RTX Pro 6000's TRT-LLM profile has no w4a16 one)."""
+    from hetsim.config import build
+    from hetsim.planner import PlanSpec
+    from hetsim.planner.capacity import options
+    workload = {**BASE["workload"], "moe_routing": "power_law_1.2"}
+    plan = {**PLAN, "model": "gpt-oss-20b", "workload": workload, "runtime": "trtllm",
+            "inventory": {acc: {"max": 4}}, "precisions": [prec]}
+    kept = bool(options(build(PlanSpec, plan), hetsim.load_model("gpt-oss-20b"), 512, 64))
+    sc = {**BASE, "model": "gpt-oss-20b", "workload": workload, "placements": {"v": {"pools": {
+        "m": {"role": "mixed", "accelerator": acc, "runtime": "trtllm", "precision": prec}}}}}
+    try:
+        load_scenario(scenario_from(sc, tmp_path))
+        accepted = True
+    except ConfigError as e:
+        assert e.path == "workload.moe_routing", e
+        accepted = False
+    assert kept == accepted

@@ -61,6 +61,9 @@ def test_columns_give_back_the_records_the_requests_had():
     for g, r in zip(got, want):   # the record's own Python types and values
         assert [type(x) for x in g] == [type(x) for x in r] and _same(g, r)
     assert _same(table[2], got[2]) and _same(table[-1], got[2])
+    # slices as the tuple of records did: a tuple, any step, clipped to the table
+    assert all(_same(a, b) for a, b in zip(table[1:], got[1:])) and len(table[1:]) == 2
+    assert [r.id for r in table[::-1]] == [2, 1, 0] and table[5:] == () and table[:0] == ()
     assert table[0].drop_reason == "too long"
     with pytest.raises(IndexError):
         table[3]
@@ -120,3 +123,45 @@ def test_arrivals_walked_in_blocks_give_the_same_run(monkeypatch):
     want = hetsim.run(sc).requests
     monkeypatch.setattr(sim_mod, "_ARRIVAL_BLOCK", 7)     # 100 = 14 blocks of 7 + 2
     assert hetsim.run(sc).requests.equals(want)
+
+
+@pytest.mark.parametrize("path, placement, preempts", [
+    ("design-space/kv-offload.yaml", "recompute", True), ("runtimes.yaml", "sglang", False)])
+def test_on_demand_instances_let_ended_requests_go(path, placement, preempts):
+    """On-demand KV (preemption; a runtime's scheduler) keeps no ended request: its victim
+    order drops stale entries, so what a run holds stays bounded by what is in flight, not
+    by the request count (1,000 requests here; a few dozen run at once)."""
+    import gc
+
+    from hetsim.api import prepare
+    from hetsim.engine.request import Request
+    from hetsim.engine.sim import Simulation
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / path), 1000)
+    model, placements, reqs = prepare(sc, [placement])
+    sim = Simulation(placements[placement], model, reqs, seed=sc.workload.seed)
+    res = sim.run()
+    assert (res.requests.column("preemptions").sum() > 0) == preempts
+    gc.collect()
+    kept = sum(type(o) is Request for o in gc.get_objects())
+    assert kept < 300, f"{kept} of 1000 ended requests still referenced"
+
+
+def test_instance_statistics_stay_hashable_values():
+    """The prefill staging timeline is packed arrays now; InstanceStats (a frozen dataclass)
+    hashes and compares as it did with a tuple of (time, blocks) pairs."""
+    import dataclasses
+
+    from hetsim.api import prepare
+    from hetsim.engine.sim import Simulation
+
+    from .conftest import with_requests
+    sc = with_requests(hetsim.load_scenario(SCENARIOS / "quickstart.yaml"), 50)
+    model, placements, reqs = prepare(sc, ["disagg-1p3d-h100"])
+    a, b = (Simulation(placements["disagg-1p3d-h100"], model, reqs).run()
+            .instances["prefill"][0] for _ in range(2))
+    assert len(a.timeline) > 0 and a == b and hash(a) == hash(b) and len({a, b}) == 1
+    pairs = tuple(a.timeline)
+    assert a.timeline == pairs and hash(a.timeline) == hash(pairs)
+    assert dataclasses.replace(a, timeline=pairs[:-1]) != a

@@ -499,3 +499,28 @@ def test_a_reader_that_leaves_early_is_not_a_crash():
                           f"| head -c 0; exit ${{PIPESTATUS[0]}}", shell=True,
                           executable="/bin/bash", capture_output=True, text=True, timeout=300)
     assert done.returncode == EXIT_PIPE and done.stderr == ""
+
+
+def test_the_memory_check_counts_the_transfer_log_of_stepwise_placements(tmp_path, monkeypatch):
+    """A stepwise placement keeps a TransferRecord per transfer (13 Python numbers in a
+    namedtuple) to the end: the estimate adds at least their size, so a run that fits only
+    without them is refused."""
+    import dataclasses
+    import sys
+
+    from hetsim import api
+    from hetsim.engine.kvsteps import TransferRecord
+    rec = TransferRecord(10**6, 3, *[1.5e9] * 2, 10**4, *[0.25] * 8)
+    deep = sys.getsizeof(rec) + sum(sys.getsizeof(x) for x in rec)
+    assert memory_estimate(1000, 1, stepwise=1) - memory_estimate(1000, 1) >= 1000 * deep
+    sc = hetsim.load_scenario(SCENARIOS / "design-space/kv-serialization.yaml")
+    n, names = 10_000, ["25g-int4-batch"]
+    have = (memory_estimate(n, 1) + memory_estimate(n, 1, stepwise=1)) / 2
+    monkeypatch.setattr(api, "_available_memory", lambda: have)
+    with pytest.raises(ConfigError, match="GB of memory"):
+        api.prepare(dataclasses.replace(sc, workload=dataclasses.replace(sc.workload,
+                                                                         requests=n)), names)
+    plain = hetsim.load_scenario(SCENARIOS / "quickstart.yaml")   # one stream per transfer
+    api.prepare(dataclasses.replace(plain, workload=dataclasses.replace(plain.workload,
+                                                                        requests=n)),
+                ["disagg-1p3d-h100"])     # fits

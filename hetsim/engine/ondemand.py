@@ -25,6 +25,9 @@ from .stats import InstanceStats
 
 __all__ = ["OnDemandDecodeInstance", "OnDemandMixedInstance"]
 
+#: stale entries ``order`` may gather beyond twice its live ones before it is compacted
+_ORDER_SLACK = 64
+
 
 class OnDemandDecodeInstance(DecodeInstance):
     """Owns besides a decode instance: the growth heap, the admission order (for victims),
@@ -38,6 +41,7 @@ class OnDemandDecodeInstance(DecodeInstance):
     def __init__(self, *a, **kw):
         self.grow: list = []             # heap of (step needing a block, id, gen, request)
         self.order: list = []            # admission order, for LIFO victims: (gen, request)
+        self._order_cap = _ORDER_SLACK   # ``order``'s length that triggers its compaction
         self.preempted: deque[Request] = deque()
         self.preemptions = 0
         self.swapped_bytes = 0.0
@@ -79,12 +83,12 @@ class OnDemandDecodeInstance(DecodeInstance):
         super()._start(r, ctx, remaining)
         order = self.order
         order.append((r.gen, r))
-        if len(order) > 2 * self.running + 64:
-            # NOTE: an entry whose gen is stale (the sequence ended or was preempted since;
-            # gens only grow) is skipped by every victim scan, so dropping those keeps the
-            # same victims and the list O(running sequences), not O(requests ever admitted)
-            # (issue 19: it held every request, ~1 KB each, to the end of the run)
-            self.order = [e for e in order if e[0] == e[1].gen]
+        if len(order) > self._order_cap:
+            # NOTE: an entry whose gen is not its request's is stale for good (gen only grows)
+            # and every victim pick skips it: dropping them changes no pick, and lets the
+            # requests that ended go (amortised O(1): the cap doubles what stays)
+            order[:] = [e for e in order if e[1].gen == e[0]]
+            self._order_cap = 2 * len(order) + _ORDER_SLACK
         self._schedule_growth(r)
 
     def _schedule_growth(self, r: Request) -> None:
@@ -181,7 +185,7 @@ class OnDemandDecodeInstance(DecodeInstance):
     def reset(self) -> None:
         # NOTE: a crash loses the host tier's copies too (the whole server restarts)
         super().reset()
-        self.grow, self.order = [], []
+        self.grow, self.order, self._order_cap = [], [], _ORDER_SLACK
         self.preempted.clear()
         self.host.clear()
 

@@ -104,7 +104,9 @@ class Records:
         cols = [self.column(f).tolist() for f in RECORD_COLUMNS]
         return (RequestRecord(*row) for row in zip(*cols))
 
-    def __getitem__(self, i: int) -> RequestRecord:
+    def __getitem__(self, i: int | slice) -> RequestRecord | tuple[RequestRecord, ...]:
+        if isinstance(i, slice):   # as the tuple of records a run returned before issue 19
+            return tuple(self[j] for j in range(*i.indices(self._n)))
         if not -self._n <= i < self._n:
             raise IndexError(i)
         i %= self._n

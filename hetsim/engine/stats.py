@@ -48,7 +48,10 @@ class Timeline:
     def __eq__(self, other) -> bool:
         return tuple(self) == tuple(other)
 
-    __hash__ = None
+    def __hash__(self) -> int:
+        # as the tuple of pairs it equals (so InstanceStats, a frozen dataclass, stays hashable
+        # as it was with a tuple timeline); a statistics snapshot's copy never changes
+        return hash(tuple(self))
 
     def __repr__(self) -> str:
         return f"Timeline({list(self)!r})"
