@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import hetsim
 from hetsim.errors import ConfigError
@@ -26,11 +26,14 @@ def decode(pm, model, tp, context_lens, precision="bf16"):
 @settings(max_examples=200, deadline=None)
 @given(m=dims, n=dims, k=dims, dm=st.integers(0, 4096), cal=st.booleans(),
        p=st.sampled_from(["bf16", "fp16", "fp8"]))
+@example(m=321, n=11265, k=491, dm=128, cal=True, p="fp16")
 def test_gemm_more_rows_never_faster(m, n, k, dm, cal, p):
     # NOTE: monotone in m holds because tiles are re-chosen per shape and padding only grows;
-    # calibrated curves are functions of the padded rows and rise at most linearly
+    # calibrated curves are functions of the padded rows and rise at most linearly. Up to a
+    # part in 1e5: where the weights' bytes dominate (the example: k = 491, n = 11265) the
+    # calibrated efficiency can rise faster than the added rows' bytes (8.6e-7 of the time)
     pm = H100_CAL if cal else H100
-    assert pm.gemm_time(m + dm, n, k, p) >= pm.gemm_time(m, n, k, p) * (1 - 1e-12) or dm == 0
+    assert pm.gemm_time(m + dm, n, k, p) >= pm.gemm_time(m, n, k, p) * (1 - 1e-5) or dm == 0
 
 
 @settings(max_examples=100, deadline=None)
