@@ -6,14 +6,15 @@ per-request fault costs summing to the totals, restore the records, and repeat e
     PYTHONPATH=$PWD python -m tests.fuzz_faults ITERATIONS [SEED [LAYOUT]]
 
 WL=1 also varies the workload (closed loop, warm-up)."""
-import copy, sys, traceback
+import os
+import sys
+import traceback
+
 import numpy as np
-from tests.test_faults import LAYOUTS, PD, scenario, simulate, simulation
+from tests.test_faults import LAYOUTS, PD, scenario, simulation
 from tests.test_fault_recovery import HANDOFFS, _handoff_layout, FP8
-from hetsim.engine.request import TERMINAL
 
 VERBOSE = 0
-import os
 WL = bool(os.environ.get('WL'))
 ALL = {**LAYOUTS, **HANDOFFS}
 ALL["tcp"] = _handoff_layout(engine="tcp")
@@ -126,7 +127,6 @@ def check(name, d):
         assert sum(r[4] for r in rows) == f.lost_prefill_tokens, "lost_prefill"
         assert abs(sum(r[5] for r in rows) - f.kv_bytes_lost) <= 1e-6 * max(1, f.kv_bytes_lost), "kv lost"
         assert abs(sum(r[6] for r in rows) - f.kv_bytes_resent) <= 1e-6 * max(1, f.kv_bytes_resent), "resent"
-        by = {r.id: r for r in recs}
         for row in rows:
             if lim is not None:
                 assert row[1] <= lim + 1, ("retries", row, lim)
@@ -136,8 +136,6 @@ def check(name, d):
         for n, spans in f.outages.items():
             for a, b in spans:
                 assert a <= b
-    ins = d["workload"]
-    import numpy as _np
     from hetsim.api import prepare
     from hetsim.scenario import as_scenario
     _, _, rq = prepare(as_scenario(d))
