@@ -47,7 +47,8 @@ MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
 #: model_path (lower case) -> hetsim catalog model; quantized checkpoints map to the base model
 MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
-          "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b"}
+          "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
+          "minimaxai/minimax-m2.5": "minimax-m2.5"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
@@ -104,11 +105,39 @@ CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
               "qwen/qwen3-235b-a22b-fp8": "fp8_block"}
 
 
-def precision(row) -> dict:
-    mode = CHECKPOINT.get(str(row.get("model_path", "")).strip().lower())
-    mode = row.get("gemm_quant_mode") if mode is None else mode
+#: models whose published fp8 checkpoint is block-scaled (config.json ``weight_block_size``
+#: [128, 128]): their fp8 rows serve it
+BLOCK_FP8 = {"minimaxai/minimax-m2.5"}
+#: nvfp4 rows of these models serve NVIDIA's ModelOpt release (aiconfigurator-core's copy of
+#: its config.json): NVFP4 experts, attention in bf16 (its ``ignore`` list), read by hetsim's
+#: HF importer as ``expert_weights: fp4`` on a bf16 pool
+NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4"}
+
+
+def _mode(row) -> str:
+    mode = row.get("gemm_quant_mode")
     mode = row.get("precision") if pd.isna(mode) else mode
-    compute, weights = FORMATS.get("bf16" if pd.isna(mode) else str(mode), (None, None))
+    return "bf16" if pd.isna(mode) else str(mode)
+
+
+def model_of(row) -> str:
+    """The hetsim model a row serves: a catalog name, or the config.json of the quantized
+    release its row names (:data:`NVFP4_EXPERTS`)."""
+    key = str(row["model_path"]).strip().lower()
+    if key in NVFP4_EXPERTS and _mode(row) == "nvfp4":
+        return str(kerneldb.data_root().parent / "model_configs"
+                   / f"{NVFP4_EXPERTS[key]}_config.json")
+    return MODELS[key]
+
+
+def precision(row) -> dict:
+    key = str(row.get("model_path", "")).strip().lower()
+    mode = CHECKPOINT.get(key, _mode(row))
+    if key in NVFP4_EXPERTS and mode == "nvfp4":
+        mode = "bf16"       # the experts' fp4 is the model's (model_of); the rest is bf16
+    elif key in BLOCK_FP8 and mode == "fp8":
+        mode = "fp8_block"
+    compute, weights = FORMATS.get(mode, (None, None))
     if compute is None:
         raise ConfigError(f"no hetsim format for gemm_quant_mode {mode}")
     return {"compute": compute, "weights": weights, "kv": "bf16"}
@@ -230,7 +259,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
                 "arrival": {"process": "closed", "concurrency": c},
                 "input_tokens": _lengths(int(row["isl"]), spread),
                 "output_tokens": _lengths(int(row["osl"]), spread)}
-    return {"name": f"silicon-{row['id']}", "model": MODELS[key], "workload": workload,
+    return {"name": f"silicon-{row['id']}", "model": model_of(row), "workload": workload,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 

@@ -297,11 +297,9 @@ def from_hf_config(path: str | Path) -> ModelConfig:
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
                         shared_experts=c.get("n_shared_experts") or 0,
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
-        # NOTE: an mxfp4 checkpoint (gpt-oss) quantizes the experts only: its
-        # modules_to_not_convert are attention, router, embeddings and LM head
-        q = c.get("quantization_config")
-        if isinstance(q, dict) and q.get("quant_method") == "mxfp4":
-            d["expert_weights"] = "mxfp4"
+        fmt = _expert_only_format(c.get("quantization_config"))
+        if fmt:
+            d["expert_weights"] = fmt
     if c.get("kv_lora_rank"):
         d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
                         qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
@@ -316,6 +314,27 @@ def from_hf_config(path: str | Path) -> ModelConfig:
         field_ = e.path.partition(".")[0]
         key = _HF_KEYS.get(field_, field_)
         raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
+
+
+def _expert_only_format(q) -> str | None:
+    """The experts' format where a checkpoint quantizes them and leaves attention in 16 bits,
+    else None (a whole-model format is a pool's ``precision``, not the model's):
+    - ``quant_method: mxfp4`` (gpt-oss): its modules_to_not_convert are attention, router,
+      embeddings and LM head;
+    - ModelOpt NVFP4 (NVIDIA's ``*-NVFP4`` MoE releases, ``quant_method: modelopt``,
+      ``quant_algo: NVFP4``) whose ``ignore`` list names the attention modules (``self_attn``):
+      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values).
+    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj`` and dense
+    first layers) are counted in the pool's format."""
+    if not isinstance(q, dict):
+        return None
+    if q.get("quant_method") == "mxfp4":
+        return "mxfp4"
+    ignore = q.get("ignore") or []
+    if (q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4"
+            and any("self_attn" in str(m) for m in ignore)):
+        return "fp4"
+    return None
 
 
 def _windowed_layers(c: dict, p: Path, num_layers: int) -> int:

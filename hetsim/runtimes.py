@@ -188,10 +188,17 @@ def rules(spec: "str | RuntimeSpec", acc, tp: int) -> Rules:
 
 def moe_compute(runtime: str | None, acc) -> dict[str, str]:
     """{checkpoint expert format: the format the runtime's MoE kernels compute it in on
-    ``acc``}, where that is not the pool's compute format. TRT-LLM on Blackwell (a device that
-    computes in fp4) runs MXFP4 experts on MXFP8 activations (its default TRTLLM MoE backend),
-    on Hopper on BF16 activations (TRITON): docs/runtime-rules.md §8."""
-    return {"mxfp4": "fp8"} if runtime == "trtllm" and acc.supports("fp4") else {}
+    ``acc``}, where that is not the pool's compute format (docs/runtime-rules.md §8):
+    - TRT-LLM on Blackwell (a device that computes in fp4) runs MXFP4 experts on MXFP8
+      activations (its default TRTLLM MoE backend), on Hopper on BF16 activations (TRITON);
+    - NVFP4 experts run W4A4 wherever the device computes in fp4, on every runtime: the
+      checkpoint carries the activations' fp4 scales (``input_activations``: 4-bit float,
+      group 16) for exactly that; elsewhere they run on the pool's compute format."""
+    fp4 = acc.supports("fp4")
+    rule = {"fp4": "fp4"} if fp4 else {}
+    if runtime == "trtllm" and fp4:
+        rule["mxfp4"] = "fp8"
+    return rule
 
 
 def sglang_max_running(kv_tokens: int, max_context: int) -> int:

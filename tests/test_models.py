@@ -15,7 +15,7 @@ from .conftest import ROOT
 REQUIRED = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b",
             "llama-3.1-405b", "qwen3-32b", "opt-13b", "opt-66b", "opt-175b", "bloom-176b",
             "mixtral-8x7b", "deepseek-v3", "deepseek-r1", "qwen3-235b-a22b", "qwen3-30b-a3b",
-            "gpt-oss-120b", "gpt-oss-20b"]
+            "gpt-oss-120b", "gpt-oss-20b", "minimax-m2.5"]
 
 
 def test_issue_example():
@@ -100,6 +100,17 @@ def test_gpt_oss_published_counts_and_checkpoint(name, total, active, mlp, gib):
     assert nbytes / 2 ** 30 == pytest.approx(gib, rel=0.01)
 
 
+def test_minimax_m2_5_published_counts():
+    # MiniMax: "230B total parameters with 10B active" (minimax.io/news/minimax-m2; M2.5 is the
+    # same MiniMaxM2ForCausalLM architecture). Like OpenAI, MiniMax leaves the embedding table
+    # out of the active count; the three MTP modules are out of both. "230B" and "10B" are
+    # rounded: 1% and 5%.
+    m = hetsim.load_model("minimax-m2.5")
+    assert m.num_params() / 1e9 == pytest.approx(230, rel=0.01)
+    assert (m.num_params(active=True) - m.vocab_size * m.hidden_size) / 1e9 == pytest.approx(
+        10, rel=0.05)
+
+
 def test_expert_params():
     ds = hetsim.load_model("deepseek-v3")   # 58 MoE layers x (256 routed + 1 shared) experts
     assert ds.expert_params() == 58 * 257 * 3 * 7168 * 2048
@@ -113,6 +124,7 @@ def test_expert_params():
 @pytest.mark.parametrize("name, per_token, window", [
     ("qwen3-235b-a22b", 2 * 94 * 4 * 128 * 2, 0),     # 192,512
     ("qwen3-30b-a3b", 2 * 48 * 4 * 128 * 2, 0),       # 98,304
+    ("minimax-m2.5", 2 * 62 * 8 * 128 * 2, 0),        # 253,952
     ("deepseek-r1", (512 + 64) * 61 * 2, 0),          # 70,272
     # gpt-oss: 18 (12) full-attention layers grow with the context; 18 (12) windowed layers hold
     # at most 128 tokens each
@@ -142,6 +154,7 @@ def _aic_model_configs() -> Path | None:
 @pytest.mark.parametrize("name, hf", [
     ("qwen3-235b-a22b", "Qwen--Qwen3-235B-A22B"), ("qwen3-30b-a3b", "Qwen--Qwen3-30B-A3B"),
     ("gpt-oss-120b", "openai--gpt-oss-120b"), ("gpt-oss-20b", "openai--gpt-oss-20b"),
+    ("minimax-m2.5", "MiniMaxAI--MiniMax-M2.5"),
     ("deepseek-v3", "deepseek-ai--DeepSeek-V3"), ("deepseek-r1", "deepseek-ai--DeepSeek-R1")])
 def test_catalog_matches_the_published_config(name, hf):
     """Each catalog file says what the HF importer reads from the model's own config.json (the
@@ -237,3 +250,40 @@ def test_sliding_window_models_load_plan_and_run(tmp_path):
     plan = (ROOT / "examples/plan/llama8b-chat.yaml").read_text()
     spec.write_text(plan.replace("model: llama-3.1-8b", "model: gpt-oss-20b"))
     assert load_plan_spec(spec).model == "gpt-oss-20b"
+
+
+# --- experts-only quantized checkpoints ---------------------------------------------------------
+def _modelopt(tmp_path, ignore):
+    cfg = {"model_type": "minimax_m2", "num_hidden_layers": 2, "hidden_size": 256,
+           "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+           "intermediate_size": 128, "vocab_size": 1000, "num_local_experts": 8,
+           "num_experts_per_tok": 2,
+           "quantization_config": {"quant_method": "modelopt", "quant_algo": "NVFP4",
+                                   "ignore": ignore}}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    return from_hf_config(p)
+
+
+@pytest.mark.parametrize("ignore, experts", [
+    (["lm_head", "model.layers.0.self_attn*", "model.layers.0.block_sparse_moe.gate"], "fp4"),
+    (["lm_head"], None),          # every Linear in NVFP4: a pool's precision, not the model's
+    ([], None)])
+def test_nvfp4_checkpoint_with_attention_left_out_stores_only_experts_in_fp4(
+        tmp_path, ignore, experts):
+    m = _modelopt(tmp_path, ignore)
+    assert m.expert_weights == experts
+    if experts:   # 4-bit experts, the rest as the pool stores it
+        assert m.weight_bytes("bf16") == pytest.approx(
+            (m.num_params() - m.expert_params()) * 2 + m.expert_params() * 0.5)
+
+
+def test_nvidia_minimax_nvfp4_release_is_the_catalog_model_with_fp4_experts():
+    folder = _aic_model_configs()
+    if folder is None or not (folder / "nvidia--MiniMax-M2.5-NVFP4_config.json").is_file():
+        pytest.skip("aiconfigurator-core (the aic extra) with its model_configs is not installed")
+    m = from_hf_config(folder / "nvidia--MiniMax-M2.5-NVFP4_config.json")
+    blank = dict(name="", aliases=[], source="", expert_weights=None)
+    assert m.expert_weights == "fp4"
+    assert (dataclasses.replace(m, **blank)
+            == dataclasses.replace(hetsim.load_model("minimax-m2.5"), **blank))

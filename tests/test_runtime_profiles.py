@@ -405,3 +405,46 @@ def test_shipped_decode_attention_grows_with_kv_past_the_measured_lengths(name):
         for batch in (64, 512):
             t = [step.decode_attention_time(batch, batch * ctx) for ctx in (16384, 32768, 65536)]
             assert t[1] >= 1.6 * t[0] and t[2] >= 1.6 * t[1], (name, runtime, batch, t)
+
+
+# --- host-bound block-fp8 GEMM tables ---------------------------------------------------------
+def _gemm_rows(block_factor: float) -> pd.DataFrame:
+    """Per-tensor and block fp8 rows of the same shapes, the block ones ``block_factor`` times
+    slower (the form read_op gives: hetsim dtype names, seconds)."""
+    rows = []
+    for m in (1, 8, 64, 1024):
+        for n, k in ((4096, 4096), (8192, 2048)):
+            t = 1e-5 * (1 + m / 256)
+            rows += [("fp8", m, n, k, t), ("fp8-block", m, n, k, t * block_factor)]
+    return pd.DataFrame(rows, columns=["gemm_dtype", "m", "n", "k", "latency_s"])
+
+
+@pytest.mark.parametrize("factor, dropped", [(1.05, False), (2.9, False), (3.1, True), (20, True)])
+def test_block_fp8_rows_far_above_per_tensor_fp8_are_host_bound(factor, dropped):
+    df = _gemm_rows(factor)
+    kept, ratio = aic._host_bound_block_fp8(df)
+    assert ratio == pytest.approx(factor)
+    assert (set(kept["gemm_dtype"]) == {"fp8"}) is dropped
+    assert len(kept) == (len(df) // 2 if dropped else len(df))
+
+
+def test_block_fp8_rule_needs_both_formats():
+    df = _gemm_rows(10)
+    only_block = df[df["gemm_dtype"] == "fp8-block"]
+    kept, ratio = aic._host_bound_block_fp8(only_block)
+    assert np.isnan(ratio) and kept.equals(only_block)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+def test_shipped_profiles_drop_block_fp8_exactly_where_host_bound(name):
+    """aiconfigurator-core 0.12.0's vLLM block-fp8 GEMM tables are host-bound on every system
+    that has both formats; no SGLang or TRT-LLM table is (their block kernels run at 0.56-1.05x
+    per-tensor fp8): the shipped profiles record the drop, and read fp8 for fp8-block weights."""
+    from hetsim.config import read_yaml
+    gemm = read_yaml(SHIPPED / f"{name}.yaml")["calibration"]["tables"]["gemm"]
+    has = "host-bound block-fp8 rows (HOST_BOUND_RATIO)" in gemm.get("dropped", {})
+    assert has == ("block-fp8 small-m / fp8" in gemm)
+    if has:
+        assert name.endswith(".vllm") and gemm["block-fp8 small-m / fp8"] > aic.HOST_BOUND_RATIO
+    if name in ("b200.vllm", "h100-sxm.vllm", "gb200.vllm"):
+        assert has

@@ -2,6 +2,8 @@
 a step model whose times are written out (tests/test_engine_units.py: 1 + prompt tokens / 8 +
 decodes / 4 seconds), the runtimes' defaults and KV capacity, ``runtime:`` as a key, and the
 first-token semantics of disaggregated placements."""
+import dataclasses
+
 import pytest
 
 import hetsim
@@ -384,3 +386,20 @@ def test_token_pages_grow_sixteen_tokens_at_a_time_and_keep_every_token():
     m.submit(req(0, 4, 20))
     env.run()
     assert m.kv.peak == 4 + 19
+
+
+@pytest.mark.parametrize("acc, runtime, compute", [
+    ("b200", "vllm", "fp4"), ("b200", "sglang", "fp4"), ("gb200", "trtllm", "fp4"),
+    ("h200-sxm", "vllm", "bf16"), ("h100-sxm", "trtllm", "bf16")])
+def test_nvfp4_experts_run_w4a4_where_the_gpu_computes_fp4(acc, runtime, compute):
+    """NVFP4 experts (NVIDIA's ModelOpt MoE releases) carry fp4 activation scales and run W4A4
+    on fp4 tensor cores, on every runtime; elsewhere on the pool's format
+    (docs/runtime-rules.md §8)."""
+    from hetsim.perf import PerfModel, StepModel
+    m = dataclasses.replace(hetsim.load_model("minimax-m2.5"), expert_weights="fp4")
+    prof = hetsim.load_accelerator(acc, runtime=runtime)
+    step = StepModel(m, PerfModel(prof), 2, "bf16",
+                     moe_compute=runtimes.moe_compute(runtime, prof))
+    assert (step.expert_weights, step.expert_compute) == ("fp4", compute)
+    if compute == "fp4":   # the profiles' nvfp4 MoE tables time MiniMax's layer
+        assert step.measured_moe
