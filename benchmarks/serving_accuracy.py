@@ -146,12 +146,15 @@ def precision(row) -> dict:
 def provenance(row) -> str:
     """Which campaign measured the row, from ``silicon_data_source``: ``aic`` (aiconfigurator's
     own campaigns: configs from its generator, aiperf client), ``inferencex`` (SemiAnalysis
-    InferenceX exports: a dated ``source_file`` with the image named, or the early runs
-    without one), or ``""`` (unknown)."""
+    InferenceX exports: a dated ``source_file`` with the image named, or a ``db-dump`` of its
+    results database), or ``""`` (unknown)."""
     src = str(row.get("silicon_data_source", ""))
     if "aic-auto-gap-analysis" in src:
         return "aic"
-    return "inferencex" if re.search(r"source_file=\d{4}-\d{2}-\d{2}\.csv", src) else ""
+    # db-dump rows: InferenceX's results database, the same workflows and scripts
+    # (docs/inferencex-minimax-kimi-knobs.md §6)
+    ix = src.startswith("db-dump/") or re.search(r"source_file=\d{4}-\d{2}-\d{2}\.csv", src)
+    return "inferencex" if ix else ""
 
 
 def _measured_on(row) -> str:
@@ -161,6 +164,36 @@ def _measured_on(row) -> str:
 
 def _ceil(n: int, to: int) -> int:
     return -(-n // to) * to
+
+
+def _image(row) -> str:
+    m = re.search(r"vllm-openai:(\S+?)(?:;|\s|$)", str(row.get("silicon_data_source", "")))
+    return m.group(1) if m else ""
+
+
+def minimax_vllm(row) -> dict:
+    """The knobs InferenceX's MiniMax-M2.5 vLLM scripts set, by GPU, checkpoint, image and
+    date (docs/inferencex-minimax-kimi-knobs.md §2, §5, §8; its db-dump rows come from the
+    same workflows, §6). Where a script ran expert parallelism its row does not say (label !=
+    run), ``moe_ep`` is what the server ran."""
+    system, image, day = row["system"], _image(row), _measured_on(row)
+    fp4 = _mode(row) == "nvfp4"
+    tp = _int(row.get("tp_size")) * _int(row.get("attention_dp_size"))
+    merged = image.startswith("v0.19")       # the 2026-04-03 B200 recipe, copied to B300
+    out: dict = {"memory_utilization": 0.90 if merged or system == "h100_sxm" else 0.95}
+    if system in ("b200_sxm", "b300_sxm"):
+        pr = image.startswith("nightly") or (image == "v0.18.0-cu130" and day >= "2026-03-27")
+        if merged or pr or (fp4 and image != "v0.18.0"):
+            out["kv"] = "fp8"
+        if merged:
+            out["max_batch_tokens"] = 2 * int(row["isl"])
+        elif not fp4 and day < "2026-04-02":     # "EP whenever EP_SIZE -ge 1": always
+            out["moe_ep"] = tp
+    elif system == "h200_sxm" and day >= "2026-03-13":
+        out["moe_ep"] = tp                       # TP8 + EP, rows labelled ep 1
+    elif system == "h100_sxm":
+        out["max_seqs"] = 256
+    return out
 
 
 def deployment(row, role: str) -> dict:
@@ -174,8 +207,10 @@ def deployment(row, role: str) -> dict:
       passes max-num-seqs only, from the row's batch.
     - inferencex: docs/inferencex-gptoss-knobs.md (SemiAnalysisAI/InferenceX scripts, commit
       per row there): TRT-LLM max_num_tokens 20000, KV memory 0.85, fp8 KV on B200; vLLM
-      max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05."""
+      max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05 (gpt-oss);
+      docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`)."""
     src, backend = provenance(row), row["backend"]
+    model = str(row["model_path"]).strip().lower()
     batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))
     isl, system = int(row["isl"]), row["system"]
     out: dict = {}
@@ -186,11 +221,13 @@ def deployment(row, role: str) -> dict:
         out["runtime"] = {"mixed_batches": True}
     elif src == "aic" and backend == "vllm":
         out["max_seqs"] = batch
-    elif src == "inferencex" and backend == "trtllm":
+    elif src == "inferencex" and backend == "trtllm" and model == "openai/gpt-oss-120b":
         out.update(max_batch_tokens=20000, memory_utilization=0.85)
         if system == "b200_sxm":
             out["kv"] = "fp8"
-    elif src == "inferencex" and backend == "vllm":
+    elif backend == "vllm" and model == "minimaxai/minimax-m2.5":
+        out.update(minimax_vllm(row))
+    elif src == "inferencex" and backend == "vllm" and model == "openai/gpt-oss-120b":
         out["max_seqs"] = 512 if system == "b200_sxm" else concurrency(row)
         if system == "b200_sxm" and _measured_on(row) >= "2025-12-05":
             out["kv"] = "fp8"
