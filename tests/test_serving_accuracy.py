@@ -124,9 +124,53 @@ def test_precision_and_unknown_names(sa):
     with pytest.raises(ConfigError, match="no hetsim format"):
         sa.precision(_row(gemm_quant_mode="w4a8_weird"))
     with pytest.raises(ConfigError, match="no model"):
-        sa.scenario(_row(model_path="MiniMaxAI/MiniMax-M2.5"))
-    assert sa.simulate(_row(model_path="MiniMaxAI/MiniMax-M2.5"))["skipped"].startswith(
+        sa.scenario(_row(model_path="zhipuai/GLM-5"))
+    assert sa.simulate(_row(model_path="zhipuai/GLM-5"))["skipped"].startswith(
         "hetsim has no model")
+
+
+MINIMAX = dict(model_path="MiniMaxAI/MiniMax-M2.5", isl=1024, tp_size=2)
+
+
+def _ix(system, quant, image, day, **kw):
+    src = f"db-dump/2026-04-27; config_id=1; measured={day}T00:00:00.000Z; vllm/vllm-openai:{image}"
+    return _row(**{**MINIMAX, "system": system, "gemm_quant_mode": quant,
+                   "silicon_data_source": src, **kw})
+
+
+@pytest.mark.parametrize("row, knobs", [
+    # B200 fp8 before the 2026-04-03 recipe: EP whatever the label, 0.95, bf16 KV
+    (_ix("b200_sxm", "fp8", "v0.17.0-cu130", "2026-03-20"),
+     {"memory_utilization": 0.95, "moe_ep": 2}),
+    # the merged v0.19 recipe: fp8 KV, 2 x ISL per step, 0.90, EP as labelled
+    (_ix("b200_sxm", "fp8", "v0.19.0-cu130", "2026-04-10"),
+     {"memory_utilization": 0.90, "kv": "fp8", "max_batch_tokens": 2048}),
+    (_ix("b300_sxm", "nvfp4", "v0.19.0-cu130", "2026-04-18"),
+     {"memory_utilization": 0.90, "kv": "fp8", "max_batch_tokens": 2048}),
+    # PR #947's nightly image: fp8 KV, not yet the merged budget
+    (_ix("b200_sxm", "fp8", "nightly-5b8c30d62b754b575e043ce2fc0dcbf8a64f6306", "2026-04-03"),
+     {"memory_utilization": 0.95, "kv": "fp8"}),
+    # H200 from 2026-03-13: TP8 + EP, labelled ep 1
+    (_ix("h200_sxm", "fp8", "v0.18.0", "2026-03-28", tp_size=8),
+     {"memory_utilization": 0.95, "moe_ep": 8}),
+    (_ix("h200_sxm", "fp8", "v0.16.0", "2026-03-01", tp_size=4), {"memory_utilization": 0.95}),
+    (_ix("h100_sxm", "fp8", "v0.18.0", "2026-03-28", tp_size=4),
+     {"memory_utilization": 0.90, "max_seqs": 256})])
+def test_minimax_rows_run_on_the_knobs_their_script_set(sa, row, knobs):
+    """docs/inferencex-minimax-kimi-knobs.md §8, one row per script state."""
+    assert sa.provenance(row) == "inferencex"
+    assert sa.deployment(row, "mixed") == knobs
+
+
+def test_minimax_checkpoints(sa):
+    """fp8 rows serve the block-scaled release; nvfp4 rows NVIDIA's experts-only NVFP4
+    release (its config.json, fp4 experts on a bf16 pool)."""
+    fp8 = _ix("b200_sxm", "fp8", "v0.19.0-cu130", "2026-04-10")
+    assert sa.precision(fp8) == {"compute": "fp8", "weights": "fp8-block", "kv": "bf16"}
+    assert sa.model_of(fp8) == "minimax-m2.5"
+    fp4 = _ix("b200_sxm", "nvfp4", "v0.19.0-cu130", "2026-04-10")
+    assert sa.precision(fp4) == {"compute": "bf16", "weights": "bf16", "kv": "bf16"}
+    assert sa.model_of(fp4).endswith("nvidia--MiniMax-M2.5-NVFP4_config.json")
 
 
 def test_runtime_puts_every_pool_on_the_rows_runtime(sa):
