@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .config import build, meta, non_negative, positive, read_json, read_yaml
 from .errors import ConfigError, match_name
 from .precision import PRECISION_BYTES, unknown_precision
 
-__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "load_model", "list_models",
-           "from_hf_config"]
+__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "LinearAttention", "load_model",
+           "list_models", "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
 
@@ -55,6 +56,49 @@ class SlidingWindow:
 
 
 @dataclass(frozen=True)
+class LinearAttention:
+    """Linear-attention layers (Gated DeltaNet: Qwen3-Next, Qwen3.5): ``layers`` of the model's
+    layers keep, per sequence, a constant recurrent state (``num_v_heads`` matrices of
+    ``head_k_dim`` x ``head_v_dim`` in ``state_dtype``) and the last ``conv_kernel - 1`` inputs
+    of their short causal convolution, instead of KV that grows with the context.
+
+    NOTE: as for ``sliding_window``, the count is kept, not the pattern (Qwen3.5: three linear
+    layers, then one full-attention layer)."""
+    layers: int = field(metadata=meta("how many layers are linear attention (the rest: full "
+                                      "attention)", positive))
+    num_k_heads: int = field(metadata=meta("query/key heads of a linear layer", positive))
+    head_k_dim: int = field(metadata=meta("per-head query/key dimension", positive))
+    num_v_heads: int = field(metadata=meta("value heads (one state matrix each)", positive))
+    head_v_dim: int = field(metadata=meta("per-head value dimension", positive))
+    conv_kernel: int = field(default=4, metadata=meta(
+        "width of the short causal convolution over q, k and v", positive))
+    kind: Literal["gdn"] = field(default="gdn", metadata=meta(
+        "the recurrence: gdn (Gated DeltaNet, the gated delta rule)"))
+    state_dtype: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata=meta(
+        "format of the recurrent state (the config's mamba_ssm_dtype; SGLang's default fp32)"))
+
+    @property
+    def key_dim(self) -> int:
+        return self.num_k_heads * self.head_k_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.num_v_heads * self.head_v_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the convolution: q, k and v."""
+        return 2 * self.key_dim + self.value_dim
+
+    def params(self, hidden: int) -> int:
+        """One layer's weights: the q/k/v/z input projection, the b/a gate projection (one
+        scalar each per value head), the depthwise convolution and the output projection
+        (A_log, dt_bias and the norm, 2 x num_v_heads + head_v_dim values, left out)."""
+        return (hidden * (2 * self.key_dim + 2 * self.value_dim + 2 * self.num_v_heads)
+                + self.conv_dim * self.conv_kernel + self.value_dim * hidden)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     num_layers: int = field(metadata=meta("transformer blocks", positive))
@@ -70,6 +114,10 @@ class ModelConfig:
     moe: MoE | None = None
     mla: MLA | None = None
     sliding_window: SlidingWindow | None = None
+    linear_attention: LinearAttention | None = None
+    attention_gate: bool = field(default=False, metadata=meta(
+        "gated attention: the query projection also makes a sigmoid gate per head on the "
+        "attention output (Qwen3-Next, Qwen3.5)"))
     expert_weights: str | None = field(default=None, metadata=meta(
         "format the checkpoint stores the expert FFN weights in (gpt-oss: mxfp4); none: the "
         "pool's precision.weights"))
@@ -85,10 +133,14 @@ class ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                               f"{self.num_kv_heads}", path="num_kv_heads")
-        if self.sliding_window and self.sliding_window.layers >= self.num_layers:
-            raise ConfigError(f"{self.sliding_window.layers} windowed layers of {self.num_layers}"
-                              f": at least one layer must attend to the full context (KV that "
-                              f"grows with it)", path="sliding_window.layers")
+        if self.full_attention_layers < 1:
+            parts = {k: w for k, w, p in (("sliding_window", "windowed", self.sliding_window),
+                                          ("linear_attention", "linear", self.linear_attention))
+                     if p}
+            raise ConfigError(f"{self.num_layers - self.full_attention_layers} "
+                              f"{' and '.join(parts.values())} layers of {self.num_layers}: at "
+                              f"least one layer must attend to the full context (KV that grows "
+                              f"with it)", path=f"{list(parts)[-1]}.layers")
         if self.expert_weights is not None:
             why = unknown_precision(self.expert_weights)
             if why or not self.moe:
@@ -117,7 +169,22 @@ class ModelConfig:
     @property
     def full_attention_layers(self) -> int:
         """Layers that attend to (and keep KV for) the whole context."""
-        return self.num_layers - (self.sliding_window.layers if self.sliding_window else 0)
+        return (self.num_layers - (self.sliding_window.layers if self.sliding_window else 0)
+                - (self.linear_attention.layers if self.linear_attention else 0))
+
+    def state_bytes(self, tp: int = 1) -> float:
+        """Bytes of the constant state one sequence holds on one rank of a TP group for its
+        whole life (0 without linear-attention layers): per linear layer its value heads' state
+        matrices in ``state_dtype`` and the convolution's last ``conv_kernel - 1`` inputs in
+        bf16 (as SGLang's mamba pool keeps them, and aiconfigurator-core 0.12.0 sizes them).
+        Heads are split over the ranks (replicated when there are fewer than ranks)."""
+        a = self.linear_attention
+        if a is None:
+            return 0.0
+        heads = max(1, math.ceil(a.num_v_heads / tp))
+        ssm = heads * a.head_k_dim * a.head_v_dim * PRECISION_BYTES[a.state_dtype]
+        conv = math.ceil(a.conv_dim / tp) * (a.conv_kernel - 1) * PRECISION_BYTES["bf16"]
+        return a.layers * (ssm + conv)
 
     def kv_bytes_per_token(self, precision: str = "bf16", tp: int = 1) -> float:
         """KV-cache bytes per token of context held by ONE rank of a TP group: the bytes that
@@ -136,22 +203,28 @@ class ModelConfig:
 
     def kv_bytes(self, tokens: int, precision: str = "bf16", tp: int = 1) -> float:
         """KV bytes one sequence of ``tokens`` tokens of context holds on one rank: every token
-        in the full-attention layers, the last ``size`` in the windowed ones."""
-        full = tokens * self.kv_bytes_per_token(precision, tp)
+        in the full-attention layers, the last ``size`` in the windowed ones, and the linear
+        layers' constant :meth:`state_bytes`."""
+        full = tokens * self.kv_bytes_per_token(precision, tp) + self.state_bytes(tp)
         w = self.sliding_window
         if not w:
             return full
         return full + min(tokens, w.size) * w.layers * self.kv_layer_bytes(precision, tp)
 
-    def kv_tokens(self, tokens: int) -> float:
-        """Tokens of full-attention KV (:meth:`kv_bytes_per_token` each) that hold as many bytes
-        as one sequence of ``tokens``: ``tokens`` itself without a window, plus the window's
-        ``min(tokens, size)`` tokens scaled by windowed / full-attention layers with one.
-        ``kv_bytes(n) == kv_tokens(n) x kv_bytes_per_token()`` (the layers are alike)."""
-        w = self.sliding_window
-        if not w:
-            return tokens
-        return tokens + min(tokens, w.size) * w.layers / self.full_attention_layers
+    def kv_tokens(self, tokens: int, precision: str = "bf16", tp: int = 1) -> float:
+        """Tokens of full-attention KV (:meth:`kv_bytes_per_token` ``(precision, tp)`` each)
+        that hold as many bytes as one sequence of ``tokens``: ``tokens`` itself, plus the
+        window's ``min(tokens, size)`` tokens scaled by windowed / full-attention layers, plus
+        the linear layers' :meth:`state_bytes` over the bytes of one such token (the only term
+        that depends on ``precision`` and ``tp``). The one place a sequence's KV is summed:
+        ``kv_bytes(n, p, tp) == kv_tokens(n, p, tp) x kv_bytes_per_token(p, tp)``; the engine's
+        block pools charge ``kv_tokens(0)`` (the state) once per sequence."""
+        w, n = self.sliding_window, tokens
+        if w:
+            n = tokens + min(tokens, w.size) * w.layers / self.full_attention_layers
+        if self.linear_attention:
+            n += self.state_bytes(tp) / self.kv_bytes_per_token(precision, tp)
+        return n
 
     # --- parameter counts ----------------------------------------------------------------
     def attention_params(self) -> int:
@@ -163,7 +236,8 @@ class ModelConfig:
             kv = h * (m.kv_lora_rank + m.qk_rope_dim) + m.kv_lora_rank * H * (m.qk_nope_dim
                                                                              + m.v_head_dim)
             return q + kv + H * m.v_head_dim * h
-        return h * H * d + 2 * h * self.num_kv_heads * d + H * d * h
+        gate = h * H * d if self.attention_gate else 0
+        return h * H * d + gate + 2 * h * self.num_kv_heads * d + H * d * h
 
     def _ffn_params(self, size: int) -> int:
         return (3 if self.gated_ffn else 2) * self.hidden_size * size
@@ -208,8 +282,10 @@ class ModelConfig:
         embedding table and the LM head (as Qwen and DeepSeek count; OpenAI's gpt-oss figures
         leave the embedding table out of the active count). Norms and biases are left out."""
         emb = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
-        return emb + sum(self.attention_params() + self.ffn_params(i, active)
-                         for i in range(self.num_layers))
+        a = self.linear_attention
+        mixers = (self.num_layers - a.layers) * self.attention_params() + a.layers * a.params(
+            self.hidden_size) if a else self.num_layers * self.attention_params()
+        return emb + mixers + sum(self.ffn_params(i, active) for i in range(self.num_layers))
 
     @property
     def is_moe(self) -> bool:
@@ -259,6 +335,11 @@ def from_hf_config(path: str | Path) -> ModelConfig:
     c = read_json(p)
     if not isinstance(c, dict):
         raise ConfigError("a Hugging Face config.json is a JSON object", file=str(p))
+    text = c.get("text_config")
+    if isinstance(text, dict) and "hidden_size" not in c:
+        # NOTE: a vision-language config (Qwen3.5): the language model is its text_config; the
+        # vision tower (about 0.1% of Qwen3.5-397B's weights) is left out
+        c = {**{k: v for k, v in c.items() if k != "text_config"}, **text}
 
     def get(*keys, default=None):
         for k in keys:
@@ -295,7 +376,7 @@ def from_hf_config(path: str | Path) -> ModelConfig:
     if experts:
         d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
-                        shared_experts=c.get("n_shared_experts") or 0,
+                        shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
         # NOTE: an mxfp4 checkpoint (gpt-oss) quantizes the experts only: its
         # modules_to_not_convert are attention, router, embeddings and LM head
@@ -307,9 +388,22 @@ def from_hf_config(path: str | Path) -> ModelConfig:
                         qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
                         q_lora_rank=c.get("q_lora_rank") or 0)
         d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
-    windowed = _windowed_layers(c, p, d["num_layers"])
-    if windowed:
-        d["sliding_window"] = dict(size=get("sliding_window"), layers=windowed)
+    types = _layer_types(c, p, d["num_layers"])
+    if types.get("sliding_attention"):
+        d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
+    if types.get("linear_attention"):
+        dtype = c.get("mamba_ssm_dtype", "float32")
+        if dtype not in _STATE_DTYPES:
+            raise ConfigError(f"must be one of {', '.join(_STATE_DTYPES)}, got {dtype!r}",
+                              file=str(p), path="mamba_ssm_dtype")
+        d["linear_attention"] = dict(
+            layers=types["linear_attention"], num_k_heads=get("linear_num_key_heads"),
+            head_k_dim=get("linear_key_head_dim"), num_v_heads=get("linear_num_value_heads"),
+            head_v_dim=get("linear_value_head_dim"),
+            conv_kernel=get("linear_conv_kernel_dim", default=4),
+            state_dtype=_STATE_DTYPES[dtype])
+    if c.get("attn_output_gate"):
+        d["attention_gate"] = True
     try:
         return build(ModelConfig, d)
     except ConfigError as e:   # name the config.json key the user can find, not hetsim's field
@@ -318,30 +412,50 @@ def from_hf_config(path: str | Path) -> ModelConfig:
         raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
 
 
-def _windowed_layers(c: dict, p: Path, num_layers: int) -> int:
-    """How many layers ``layer_types`` marks ``sliding_attention`` (gpt-oss, Step).
+def _shared_experts(c: dict, p: Path) -> int:
+    """Shared experts from ``shared_expert_intermediate_size`` (Qwen2-MoE, Qwen3.5): that width
+    in routed experts' widths (0 without one)."""
+    size, moe = c.get("shared_expert_intermediate_size"), c.get("moe_intermediate_size")
+    if not size:
+        return 0
+    if not isinstance(size, int) or not isinstance(moe, int) or moe < 1 or size % moe:
+        raise ConfigError(f"must be a whole multiple of moe_intermediate_size {moe!r}, got "
+                          f"{size!r}", file=str(p), path="shared_expert_intermediate_size")
+    return size // moe
+
+
+#: the config's mamba_ssm_dtype -> hetsim's format name
+_STATE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+#: the layer types hetsim models
+_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+
+
+def _layer_types(c: dict, p: Path, num_layers: int) -> dict[str, int]:
+    """How many layers ``layer_types`` gives each type: ``sliding_attention`` (gpt-oss, Step),
+    ``linear_attention`` (Qwen3.5's Gated DeltaNet), ``full_attention``; {} without the key.
 
     NOTE: a ``sliding_window`` without ``layer_types`` (Mistral-7B-v0.1; Qwen's, off) is read
     as full attention everywhere: KV is over-counted past the window, never under-counted.
     """
     types = c.get("layer_types")
     if types is None:
-        return 0
+        return {}
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise ConfigError(f"must be a list of layer types, got {types!r}", file=str(p),
                           path="layer_types")
-    other = sorted(set(types) - {"full_attention", "sliding_attention"})
+    other = sorted(set(types) - set(_LAYER_TYPES))
     if other:
         raise ConfigError(f"layer type {other[0]!r} is not modelled (hetsim models "
-                          f"full_attention and sliding_attention)", file=str(p), path="layer_types")
+                          f"{', '.join(_LAYER_TYPES)})", file=str(p), path="layer_types")
     if len(types) != num_layers:
         raise ConfigError(f"{len(types)} layer types for {num_layers} layers",
                           file=str(p), path="layer_types")
-    return types.count("sliding_attention")
+    return {t: types.count(t) for t in _LAYER_TYPES}
 
 
 #: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
 _HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
             "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
             "ffn_size": "intermediate_size", "name": "_name_or_path",
-            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types"}
+            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
+            "linear_attention": "layer_types"}

@@ -187,8 +187,10 @@ def test_hf_sliding_window_without_layer_types_is_full_attention(tmp_path):
 
 
 @pytest.mark.parametrize("over, match", [
+    ({"layer_types": ["chunked_attention", "full_attention"] * 2},
+     "layer_types: layer type 'chunked_attention' is not modelled"),
     ({"layer_types": ["linear_attention", "full_attention"] * 2},
-     "layer_types: layer type 'linear_attention' is not modelled"),
+     r"missing key \(one of linear_num_key_heads\)"),
     ({"layer_types": ["sliding_attention", "full_attention"]}, "2 layer types for 4 layers"),
     ({"layer_types": "sliding_attention"}, "layer_types: must be a list"),
     ({"layer_types": ["sliding_attention"] * 4}, "at least one layer must attend to the full"),
