@@ -5,21 +5,21 @@ LM head) depends only on (new tokens, sequences needing logits) and is cached; a
 on the chunks and on (decode batch, sum of decode contexts), so a decode step is O(1).
 Sliding-window layers (gpt-oss) attend to at most the window: a causal band in prefill, and in
 decode the sum over sequences of min(context, window), which the engine keeps as it keeps the
-context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts").
+context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts"). Linear-attention layers
+(Qwen3.5's Gated DeltaNet) have their own projections and a recurrence whose cost depends on
+the new tokens and the batch, never on the context (DESIGN.md, "Linear-attention layers").
 """
 from __future__ import annotations
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
 from .memory import model_problem
+from .linear import GdnShape
 from .ops import PerfModel
 
 __all__ = ["StepModel", "band_pairs"]
 
 _HIGH = ("fp32", "tf32", "fp16", "bf16")
-#: Tokens per chunk of the chunked gated delta rule (flash-linear-attention's
-#: chunk_gated_delta_rule, which SGLang and vLLM run for Gated DeltaNet prefill: BT = 64).
-GDN_CHUNK = 64
 #: The MoE routing a measured MoE grid is read at by default (aiconfigurator times 'balanced',
 #: 'power_law_1.01' and 'power_law_1.2'). NOTE: balanced, because the analytical MoE (the
 #: expected distinct experts of uniform routing) assumes it too, so a profile with and one
@@ -77,6 +77,7 @@ class StepModel:
                                else None)
         self._ctx_form = self._decode_form = self._moe_form = None
         self._ctx_win_form = self._decode_win_form = None
+        self._gdn_ctx_form = self._gdn_gen_form = None
         if pm.kernels is not None:
             self._measured_forms(moe_distribution)
 
@@ -100,6 +101,12 @@ class StepModel:
         if self.window is not None:
             self._ctx_win_form = pm.context_attention_form(*ctx, window=self.window.size)
             self._decode_win_form = pm.decode_attention_form(*dec, window=self.window.size)
+        if self.linear is not None:
+            g = self._gdn
+            self._gdn_ctx_form = pm.gdn_context_form(
+                g, lambda chunks: g.prefill_time(pm, chunks, self.attn_precision))
+            self._gdn_gen_form = pm.gdn_generation_form(
+                g, lambda batch: g.decode_time(pm, batch, self.attn_precision))
         if m.moe:
             e = m.moe
             self._moe_form = pm.moe_form(self.expert_compute, self.expert_weights, m.hidden_size,
@@ -125,32 +132,17 @@ class StepModel:
         return attn
 
     def _linear_shapes(self) -> None:
-        """A linear-attention (Gated DeltaNet) layer on one rank: its projection GEMMs, the
-        activations they move per token, and the FLOPs and bytes of its recurrence per decode
-        token (per sequence) and per prefill token and chunk (DESIGN.md, "Linear-attention
-        layers"). Heads split over the ranks, replicated when fewer than ranks."""
-        a, h, tp = self.linear, self.model.hidden_size, self.tp
-        hk, hv = -(-a.num_k_heads // tp), -(-a.num_v_heads // tp)
-        dk, dv = a.head_k_dim, a.head_v_dim
-        conv = 2 * hk * dk + hv * dv            # q, k, v channels (the convolution's)
+        """A linear-attention (Gated DeltaNet) layer on one rank: its kernels' shape, its
+        projection GEMMs and the activations they move per token. Heads split over the ranks,
+        replicated when fewer than ranks."""
+        a, h = self.linear, self.model.hidden_size
+        g = self._gdn = GdnShape.of(a, self.tp, self.act_bytes)
+        vd = g.v_heads * g.head_v_dim
         # q, k, v and the output gate z; the decay and beta gates (one scalar per value head);
         # the output projection
-        self._lin_gemms = [(conv + hv * dv, h), (2 * hv, h), (h, hv * dv)]
-        self._lin_act = 2 * (conv + hv * dv)
-        act, sb = self.act_bytes, PRECISION_BYTES[a.state_dtype]
-        io = act * (3 * conv + hv * dv)        # conv in/out, the recurrence's q/k/v in, o out
-        state = hv * dk * dv * sb               # the recurrent state, one sequence
-        conv_flops = 2 * conv * a.conv_kernel
-        # decode: decay, k.S, the rank-1 update and q.S, each dk x dv per value head
-        self._lin_decode = (hv * 8 * dk * dv + conv_flops,
-                            io + 2 * state + 2 * conv * (a.conv_kernel - 1) * 2)
-        # prefill (the chunked gated delta rule, chunks of GDN_CHUNK tokens): per token the
-        # state products (q.S, w.S, the update: 3 x 2 dk dv) and the intra-chunk products
-        # (q.k^T, k.k^T, w = T.k: 3 x 2 C dk; attn.v, u = T.v: 2 x 2 C dv) per value head;
-        # per chunk its boundary state written and read
-        c = GDN_CHUNK
-        self._lin_prefill = (hv * (6 * dk * dv + 2 * c * (3 * dk + 2 * dv)) + conv_flops, io,
-                             2 * state)
+        self._lin_gemms = [(g.conv + vd, h), (2 * g.v_heads, h), (h, vd)]
+        self._lin_act = 2 * (g.conv + vd)
+        self._gdn_decode: dict[int, float] = {}     # one layer's decode time per batch
 
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
                   n_experts: float = 1.0, weights: str | None = None) -> float:
@@ -256,21 +248,23 @@ class StepModel:
         return self._full_prefill_time(chunks)
 
     def _linear_prefill_time(self, chunks) -> float:
-        """The linear layers' convolution and chunked recurrence over prefill ``chunks``: their
-        FLOPs and bytes grow with the chunk's new tokens only (the context before it is the
-        state), plus one state write and read per GDN_CHUNK tokens and per sequence."""
-        per_token, io, state = self._lin_prefill
-        q = sum(n for n, _ in chunks)
-        states = sum(-(-n // GDN_CHUNK) + 1 for n, _ in chunks)
-        return self.linear.layers * self.pm.linear_attention_time(
-            q * per_token, q * io + states * state, self.attn_precision)
+        """The linear layers' convolution and chunked recurrence over prefill ``chunks``: a
+        measured grid where the profile has one for this shape, else the roofline
+        (:class:`GdnShape`); either grows with the chunks' new tokens only."""
+        form = self._gdn_ctx_form
+        t = form(chunks) if form is not None else self._gdn.prefill_time(
+            self.pm, chunks, self.attn_precision)
+        return self.linear.layers * t
 
     def _linear_decode_time(self, batch: int) -> float:
         """The linear layers' convolution update and state update for ``batch`` sequences:
         each reads and writes its whole state, whatever its context."""
-        flops, nbytes = self._lin_decode
-        return self.linear.layers * self.pm.linear_attention_time(
-            batch * flops, batch * nbytes, self.attn_precision)
+        t = self._gdn_decode.get(batch)
+        if t is None:
+            form = self._gdn_gen_form
+            t = self._gdn_decode[batch] = form(batch) if form is not None else \
+                self._gdn.decode_time(self.pm, batch, self.attn_precision)
+        return self.linear.layers * t
 
     def _full_prefill_time(self, chunks) -> float:
         if self.window is not None:
