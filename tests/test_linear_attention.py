@@ -195,3 +195,27 @@ def test_scenario_sends_the_state_and_runs():
     want = [Q35.kv_tokens(n, "fp8", tp) * wire for n in disagg["input_tokens"]]
     assert list(disagg["kv_bytes"]) == pytest.approx(want, rel=1e-12)
     assert min(disagg["kv_bytes"]) > Q35.state_bytes(tp) * tp
+
+
+# --- measured GDN kernels -----------------------------------------------------------------------
+def test_step_reads_the_measured_gdn_grids():
+    """On a runtime profile with GDN grids (aiconfigurator-core's gdn_perf, SGLang 0.5.14 on
+    H200), a linear layer's decode is the generation grid at the batch and its prefill the
+    context grid at (chunks, new tokens each); a shape the tables never timed keeps the
+    roofline."""
+    acc = hetsim.load_accelerator("h200-sxm", runtime="sglang")
+    pm = PerfModel(acc)
+    step = StepModel(Q35, pm, 8, "fp8")
+    key = (2, 128, 8, 128, 4)                 # 16 / 8 key heads, 64 / 8 value heads per rank
+    gen, ctx = pm.kernels.get("generation_gdn", key), pm.kernels.get("context_gdn", key)
+    assert step._linear_decode_time(64) == 45 * gen.grid((64,))
+    assert step._linear_prefill_time([(2048, 2048)] * 4) == pytest.approx(
+        45 * ctx.grid((4, 2048)), rel=1e-12)
+    # measured: the convolution and the chunked scan cost several times the roofline's
+    roof = step._gdn.prefill_time(pm, [(8192, 8192)], step.attn_precision)
+    assert ctx.grid((1, 8192)) > 2 * roof
+    odd = dataclasses.replace(Q35, linear_attention=dataclasses.replace(
+        Q35.linear_attention, head_k_dim=96))
+    s2 = StepModel(odd, pm, 8, "fp8")
+    assert s2._gdn_gen_form is None and s2._linear_decode_time(64) == 45 * s2._gdn.decode_time(
+        pm, 64, s2.attn_precision)
