@@ -8,94 +8,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from .config import build, meta, non_negative, positive, read_json, read_yaml
+from .config import build, meta, non_negative, positive, read_yaml
 from .errors import ConfigError, match_name
+from .hf_config import HF_KEYS, hf_fields
+from .model_parts import MLA, LinearAttention, MoE, SlidingWindow
 from .precision import PRECISION_BYTES, unknown_precision
 
 __all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "LinearAttention", "load_model",
            "list_models", "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
-
-
-@dataclass(frozen=True)
-class MoE:
-    num_experts: int = field(metadata=meta("routed experts per MoE layer", positive))
-    top_k: int = field(metadata=meta("routed experts per token", positive))
-    expert_ffn_size: int = field(metadata=meta("intermediate size of one expert", positive))
-    shared_experts: int = field(default=0, metadata=meta("always-active experts", non_negative))
-    first_dense_layers: int = field(default=0, metadata=meta(
-        "leading layers with a dense FFN of ffn_size instead of experts", non_negative))
-
-
-@dataclass(frozen=True)
-class MLA:
-    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds a compressed latent."""
-    kv_lora_rank: int = field(metadata=meta("latent KV dimension", positive))
-    qk_rope_dim: int = field(metadata=meta("decoupled RoPE key dimension", positive))
-    qk_nope_dim: int = field(metadata=meta("per-head non-RoPE query/key dimension", positive))
-    v_head_dim: int = field(metadata=meta("per-head value dimension", positive))
-    q_lora_rank: int = field(default=0, metadata=meta("query low-rank dimension (0: none)",
-                                                      non_negative))
-
-
-@dataclass(frozen=True)
-class SlidingWindow:
-    """Local attention (gpt-oss, Gemma, Step): ``layers`` of the model's layers attend to, and
-    keep KV for, only the last ``size`` tokens; the other layers attend to the whole context.
-
-    NOTE: which layers are windowed does not matter to any cost hetsim computes (the layers are
-    otherwise alike), so the count is kept, not the pattern (gpt-oss: every other layer).
-    """
-    size: int = field(metadata=meta("tokens a windowed layer attends to and keeps KV for",
-                                    positive))
-    layers: int = field(metadata=meta("how many layers are windowed (the rest: full attention)",
-                                      positive))
-
-
-@dataclass(frozen=True)
-class LinearAttention:
-    """Linear-attention layers (Gated DeltaNet: Qwen3-Next, Qwen3.5): ``layers`` of the model's
-    layers keep, per sequence, a constant recurrent state (``num_v_heads`` matrices of
-    ``head_k_dim`` x ``head_v_dim`` in ``state_dtype``) and the last ``conv_kernel - 1`` inputs
-    of their short causal convolution, instead of KV that grows with the context.
-
-    NOTE: as for ``sliding_window``, the count is kept, not the pattern (Qwen3.5: three linear
-    layers, then one full-attention layer)."""
-    layers: int = field(metadata=meta("how many layers are linear attention (the rest: full "
-                                      "attention)", positive))
-    num_k_heads: int = field(metadata=meta("query/key heads of a linear layer", positive))
-    head_k_dim: int = field(metadata=meta("per-head query/key dimension", positive))
-    num_v_heads: int = field(metadata=meta("value heads (one state matrix each)", positive))
-    head_v_dim: int = field(metadata=meta("per-head value dimension", positive))
-    conv_kernel: int = field(default=4, metadata=meta(
-        "width of the short causal convolution over q, k and v", positive))
-    kind: Literal["gdn"] = field(default="gdn", metadata=meta(
-        "the recurrence: gdn (Gated DeltaNet, the gated delta rule)"))
-    state_dtype: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata=meta(
-        "format of the recurrent state (the config's mamba_ssm_dtype; SGLang's default fp32)"))
-
-    @property
-    def key_dim(self) -> int:
-        return self.num_k_heads * self.head_k_dim
-
-    @property
-    def value_dim(self) -> int:
-        return self.num_v_heads * self.head_v_dim
-
-    @property
-    def conv_dim(self) -> int:
-        """Channels of the convolution: q, k and v."""
-        return 2 * self.key_dim + self.value_dim
-
-    def params(self, hidden: int) -> int:
-        """One layer's weights: the q/k/v/z input projection, the b/a gate projection (one
-        scalar each per value head), the depthwise convolution and the output projection
-        (A_log, dt_bias and the norm, 2 x num_v_heads + head_v_dim values, left out)."""
-        return (hidden * (2 * self.key_dim + 2 * self.value_dim + 2 * self.num_v_heads)
-                + self.conv_dim * self.conv_kernel + self.value_dim * hidden)
 
 
 @dataclass(frozen=True)
@@ -330,132 +253,13 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
 
 
 def from_hf_config(path: str | Path) -> ModelConfig:
-    """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek)."""
+    """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek,
+    gpt-oss, Qwen3.5): :func:`hetsim.hf_config.hf_fields`, built and checked as a model file."""
     p = Path(path)
-    c = read_json(p)
-    if not isinstance(c, dict):
-        raise ConfigError("a Hugging Face config.json is a JSON object", file=str(p))
-    text = c.get("text_config")
-    if isinstance(text, dict) and "hidden_size" not in c:
-        # NOTE: a vision-language config (Qwen3.5): the language model is its text_config; the
-        # vision tower (about 0.1% of Qwen3.5-397B's weights) is left out
-        c = {**{k: v for k, v in c.items() if k != "text_config"}, **text}
-
-    def get(*keys, default=None):
-        for k in keys:
-            if c.get(k) is not None:
-                v = c[k]
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ConfigError(f"must be a whole number >= 1, got {v!r}", file=str(p),
-                                      path=k)
-                return v
-        if default is None:
-            raise ConfigError(f"missing key (one of {', '.join(keys)})", file=str(p))
-        return default
-
-    hidden = get("hidden_size", "n_embd", "d_model")
-    heads = get("num_attention_heads", "n_head", "num_heads")
-    if "head_dim" not in c and hidden % heads:
-        raise ConfigError(f"hidden size {hidden} is not a multiple of {heads} heads (and no "
-                          f"head_dim is given)", file=str(p), path="num_attention_heads")
-    mt = c.get("model_type", "")
-    tied = c.get("tie_word_embeddings", mt in ("opt", "bloom"))
-    if not isinstance(tied, bool):
-        raise ConfigError(f"must be true or false, got {tied!r}", file=str(p),
-                          path="tie_word_embeddings")
-    ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
-    d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
-             num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
-             num_heads=heads, num_kv_heads=get("num_key_value_heads", default=heads),
-             head_dim=get("head_dim", default=hidden // heads or 1), ffn_size=ffn,
-             vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
-             tied_embeddings=tied,
-             max_context=get("max_position_embeddings", "n_positions", default=131072),
-             source=str(p))
-    experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
-    if experts:
-        d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
-                        expert_ffn_size=c.get("moe_intermediate_size") or ffn,
-                        shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
-                        first_dense_layers=c.get("first_k_dense_replace") or 0)
-        # NOTE: an mxfp4 checkpoint (gpt-oss) quantizes the experts only: its
-        # modules_to_not_convert are attention, router, embeddings and LM head
-        q = c.get("quantization_config")
-        if isinstance(q, dict) and q.get("quant_method") == "mxfp4":
-            d["expert_weights"] = "mxfp4"
-    if c.get("kv_lora_rank"):
-        d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
-                        qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
-                        q_lora_rank=c.get("q_lora_rank") or 0)
-        d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
-    types = _layer_types(c, p, d["num_layers"])
-    if types.get("sliding_attention"):
-        d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
-    if types.get("linear_attention"):
-        dtype = c.get("mamba_ssm_dtype", "float32")
-        if dtype not in _STATE_DTYPES:
-            raise ConfigError(f"must be one of {', '.join(_STATE_DTYPES)}, got {dtype!r}",
-                              file=str(p), path="mamba_ssm_dtype")
-        d["linear_attention"] = dict(
-            layers=types["linear_attention"], num_k_heads=get("linear_num_key_heads"),
-            head_k_dim=get("linear_key_head_dim"), num_v_heads=get("linear_num_value_heads"),
-            head_v_dim=get("linear_value_head_dim"),
-            conv_kernel=get("linear_conv_kernel_dim", default=4),
-            state_dtype=_STATE_DTYPES[dtype])
-    if c.get("attn_output_gate"):
-        d["attention_gate"] = True
+    d = hf_fields(p)
     try:
         return build(ModelConfig, d)
     except ConfigError as e:   # name the config.json key the user can find, not hetsim's field
         field_ = e.path.partition(".")[0]
-        key = _HF_KEYS.get(field_, field_)
+        key = HF_KEYS.get(field_, field_)
         raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
-
-
-def _shared_experts(c: dict, p: Path) -> int:
-    """Shared experts from ``shared_expert_intermediate_size`` (Qwen2-MoE, Qwen3.5): that width
-    in routed experts' widths (0 without one)."""
-    size, moe = c.get("shared_expert_intermediate_size"), c.get("moe_intermediate_size")
-    if not size:
-        return 0
-    if not isinstance(size, int) or not isinstance(moe, int) or moe < 1 or size % moe:
-        raise ConfigError(f"must be a whole multiple of moe_intermediate_size {moe!r}, got "
-                          f"{size!r}", file=str(p), path="shared_expert_intermediate_size")
-    return size // moe
-
-
-#: the config's mamba_ssm_dtype -> hetsim's format name
-_STATE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-#: the layer types hetsim models
-_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
-
-
-def _layer_types(c: dict, p: Path, num_layers: int) -> dict[str, int]:
-    """How many layers ``layer_types`` gives each type: ``sliding_attention`` (gpt-oss, Step),
-    ``linear_attention`` (Qwen3.5's Gated DeltaNet), ``full_attention``; {} without the key.
-
-    NOTE: a ``sliding_window`` without ``layer_types`` (Mistral-7B-v0.1; Qwen's, off) is read
-    as full attention everywhere: KV is over-counted past the window, never under-counted.
-    """
-    types = c.get("layer_types")
-    if types is None:
-        return {}
-    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise ConfigError(f"must be a list of layer types, got {types!r}", file=str(p),
-                          path="layer_types")
-    other = sorted(set(types) - set(_LAYER_TYPES))
-    if other:
-        raise ConfigError(f"layer type {other[0]!r} is not modelled (hetsim models "
-                          f"{', '.join(_LAYER_TYPES)})", file=str(p), path="layer_types")
-    if len(types) != num_layers:
-        raise ConfigError(f"{len(types)} layer types for {num_layers} layers",
-                          file=str(p), path="layer_types")
-    return {t: types.count(t) for t in _LAYER_TYPES}
-
-
-#: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
-_HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
-            "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
-            "ffn_size": "intermediate_size", "name": "_name_or_path",
-            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
-            "linear_attention": "layer_types"}

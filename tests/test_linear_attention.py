@@ -155,7 +155,7 @@ def test_decode_recurrence_streams_the_state(steps):
     batch = 512
     state = 45 * 8 * 128 * 128 * 4                        # all linear layers, one rank
     floor = batch * 2 * state / pm.bandwidth
-    t = hybrid._linear_decode_time(batch)
+    t = hybrid.linear.decode_time(batch)
     assert floor < t < 1.03 * floor + 45 * 2 * pm.kernel_overhead
 
 
@@ -163,7 +163,7 @@ def test_prefill_recurrence_is_linear_in_new_tokens(steps):
     """A linear layer's prefill cost depends on the chunk's new tokens, not on the context
     before it (that is the state), and is linear in them up to the per-chunk state traffic."""
     hybrid, _ = steps
-    lin = hybrid._linear_prefill_time
+    lin = hybrid.linear.prefill_time
     assert lin([(2048, 2048)]) == lin([(2048, 100_000)])
     one = lin([(GDN_CHUNK * 16, GDN_CHUNK * 16)])
     assert lin([(GDN_CHUNK * 16, GDN_CHUNK * 16)] * 2) == pytest.approx(
@@ -208,14 +208,15 @@ def test_step_reads_the_measured_gdn_grids():
     step = StepModel(Q35, pm, 8, "fp8")
     key = (2, 128, 8, 128, 4)                 # 16 / 8 key heads, 64 / 8 value heads per rank
     gen, ctx = pm.kernels.get("generation_gdn", key), pm.kernels.get("context_gdn", key)
-    assert step._linear_decode_time(64) == 45 * gen.grid((64,))
-    assert step._linear_prefill_time([(2048, 2048)] * 4) == pytest.approx(
+    assert step.linear.decode_time(64) == 45 * gen.grid((64,))
+    assert step.linear.prefill_time([(2048, 2048)] * 4) == pytest.approx(
         45 * ctx.grid((4, 2048)), rel=1e-12)
     # measured: the convolution and the chunked scan cost several times the roofline's
-    roof = step._gdn.prefill_time(pm, [(8192, 8192)], step.attn_precision)
+    roof = step.linear.shape.prefill_time(pm, [(8192, 8192)], step.attn_precision)
     assert ctx.grid((1, 8192)) > 2 * roof
     odd = dataclasses.replace(Q35, linear_attention=dataclasses.replace(
         Q35.linear_attention, head_k_dim=96))
     s2 = StepModel(odd, pm, 8, "fp8")
-    assert s2._gdn_gen_form is None and s2._linear_decode_time(64) == 45 * s2._gdn.decode_time(
-        pm, 64, s2.attn_precision)
+    assert s2.linear._gen is None
+    assert s2.linear.decode_time(64) == 45 * s2.linear.shape.decode_time(pm, 64,
+                                                                          s2.attn_precision)

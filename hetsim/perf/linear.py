@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..precision import PRECISION_BYTES
 
-__all__ = ["GDN_CHUNK", "GdnShape"]
+__all__ = ["GDN_CHUNK", "GdnShape", "LinearLayers"]
 
 #: Tokens per chunk of the chunked gated delta rule (flash-linear-attention's
 #: chunk_gated_delta_rule, which SGLang and vLLM run for Gated DeltaNet prefill: BT = 64).
@@ -85,3 +85,40 @@ class GdnShape:
         q = sum(n for n, _ in chunks)
         states = sum(-(-n // GDN_CHUNK) + 1 for n, _ in chunks)
         return pm.linear_attention_time(q * per_token, q * io + states * state, precision)
+
+
+class LinearLayers:
+    """A model's linear-attention layers on one rank of ``tp``, as the step model costs them:
+    ``layers`` of them, each with projection ``gemms`` [(n, k)] moving ``act`` activations per
+    token, and a recurrence whose time is the profile's measured GDN grid for this shape
+    where it has one (:meth:`hetsim.perf.PerfModel.gdn_context_form`), else the roofline."""
+
+    def __init__(self, linear, pm, tp: int, hidden: int, act_bytes: float, precision: str):
+        self.layers, self.pm, self.precision = linear.layers, pm, precision
+        g = self.shape = GdnShape.of(linear, tp, act_bytes)
+        vd = g.v_heads * g.head_v_dim
+        # q, k, v and the output gate z; the decay and beta gates (one scalar per value head);
+        # the output projection
+        self.gemms = [(g.conv + vd, hidden), (2 * g.v_heads, hidden), (hidden, vd)]
+        self.act = 2 * (g.conv + vd)
+        self._ctx = self._gen = None
+        if pm.kernels is not None:
+            self._ctx = pm.gdn_context_form(g, lambda c: g.prefill_time(pm, c, precision))
+            self._gen = pm.gdn_generation_form(g, lambda b: g.decode_time(pm, b, precision))
+        self._decode: dict[int, float] = {}     # one layer's decode time per batch
+
+    def prefill_time(self, chunks) -> float:
+        """Every linear layer's convolution and chunked recurrence over prefill ``chunks``:
+        grows with the chunks' new tokens only."""
+        t = self._ctx(chunks) if self._ctx is not None else self.shape.prefill_time(
+            self.pm, chunks, self.precision)
+        return self.layers * t
+
+    def decode_time(self, batch: int) -> float:
+        """Every linear layer's convolution update and state update for ``batch`` sequences:
+        each reads and writes its whole state, whatever its context."""
+        t = self._decode.get(batch)
+        if t is None:
+            t = self._decode[batch] = self._gen(batch) if self._gen is not None else \
+                self.shape.decode_time(self.pm, batch, self.precision)
+        return self.layers * t

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
+from .linear import LinearLayers
 from .memory import model_problem
-from .linear import GdnShape
 from .ops import PerfModel
 
 __all__ = ["StepModel", "band_pairs"]
@@ -57,14 +57,14 @@ class StepModel:
         #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
         self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
         self.window = m.sliding_window
-        self.linear = m.linear_attention
+        #: the linear-attention layers (None: none)
+        self.linear = None if m.linear_attention is None else LinearLayers(
+            m.linear_attention, pm, tp, m.hidden_size, self.act_bytes, self.attn_precision)
         self._full_layers = m.full_attention_layers
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
         #: activations a full-attention layer's projections read and write per token
         self._attn_act = 2 * (self.heads + self.kv_heads) * m.head_dim
-        if self.linear is not None:
-            self._linear_shapes()
         self._decode_linear = None
         if pm.calibration is None:
             # Uncalibrated decode attention per layer is max(a T, b T + g B) + kernel in the
@@ -77,7 +77,6 @@ class StepModel:
                                else None)
         self._ctx_form = self._decode_form = self._moe_form = None
         self._ctx_win_form = self._decode_win_form = None
-        self._gdn_ctx_form = self._gdn_gen_form = None
         if pm.kernels is not None:
             self._measured_forms(moe_distribution)
 
@@ -101,12 +100,6 @@ class StepModel:
         if self.window is not None:
             self._ctx_win_form = pm.context_attention_form(*ctx, window=self.window.size)
             self._decode_win_form = pm.decode_attention_form(*dec, window=self.window.size)
-        if self.linear is not None:
-            g = self._gdn
-            self._gdn_ctx_form = pm.gdn_context_form(
-                g, lambda chunks: g.prefill_time(pm, chunks, self.attn_precision))
-            self._gdn_gen_form = pm.gdn_generation_form(
-                g, lambda batch: g.decode_time(pm, batch, self.attn_precision))
         if m.moe:
             e = m.moe
             self._moe_form = pm.moe_form(self.expert_compute, self.expert_weights, m.hidden_size,
@@ -131,19 +124,6 @@ class StepModel:
             attn = [((q + 2 * self.kv_heads) * d, h), (h, H * d)]
         return attn
 
-    def _linear_shapes(self) -> None:
-        """A linear-attention (Gated DeltaNet) layer on one rank: its kernels' shape, its
-        projection GEMMs and the activations they move per token. Heads split over the ranks,
-        replicated when fewer than ranks."""
-        a, h = self.linear, self.model.hidden_size
-        g = self._gdn = GdnShape.of(a, self.tp, self.act_bytes)
-        vd = g.v_heads * g.head_v_dim
-        # q, k, v and the output gate z; the decay and beta gates (one scalar per value head);
-        # the output projection
-        self._lin_gemms = [(g.conv + vd, h), (2 * g.v_heads, h), (h, vd)]
-        self._lin_act = 2 * (g.conv + vd)
-        self._gdn_decode: dict[int, float] = {}     # one layer's decode time per batch
-
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
                   n_experts: float = 1.0, weights: str | None = None) -> float:
         """Dense FFN of ``size`` (sharded by TP); for experts, ``n_experts`` groups of
@@ -165,7 +145,7 @@ class StepModel:
         """One layer but its attention (or recurrence): projections, FFN or experts, norms,
         KV write, all-reduces. ``linear``: a linear-attention layer's projections, no KV."""
         m, pm, f = self.model, self.pm, self.formats
-        gemms = self._lin_gemms if linear else self._layer_gemms
+        gemms = self.linear.gemms if linear else self._layer_gemms
         t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in gemms)
         if layer_is_moe:
             e = m.moe
@@ -182,7 +162,7 @@ class StepModel:
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
         h, fs = m.hidden_size, m.ffn_size // self.tp
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
-                                        + (self._lin_act if linear else self._attn_act))
+                                        + (self.linear.act if linear else self._attn_act))
         # windowed layers write KV too; a linear layer's state write is its recurrence's
         kv_write = 0.0 if linear else n_tok * m.kv_layer_bytes(f.kv, self.tp)
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
@@ -244,27 +224,8 @@ class StepModel:
         """Attention of prefill ``chunks`` in every layer: the full-attention layers', the
         windowed layers' band, the linear layers' chunked recurrence."""
         if self.linear is not None and chunks:
-            return self._full_prefill_time(chunks) + self._linear_prefill_time(chunks)
+            return self._full_prefill_time(chunks) + self.linear.prefill_time(chunks)
         return self._full_prefill_time(chunks)
-
-    def _linear_prefill_time(self, chunks) -> float:
-        """The linear layers' convolution and chunked recurrence over prefill ``chunks``: a
-        measured grid where the profile has one for this shape, else the roofline
-        (:class:`GdnShape`); either grows with the chunks' new tokens only."""
-        form = self._gdn_ctx_form
-        t = form(chunks) if form is not None else self._gdn.prefill_time(
-            self.pm, chunks, self.attn_precision)
-        return self.linear.layers * t
-
-    def _linear_decode_time(self, batch: int) -> float:
-        """The linear layers' convolution update and state update for ``batch`` sequences:
-        each reads and writes its whole state, whatever its context."""
-        t = self._gdn_decode.get(batch)
-        if t is None:
-            form = self._gdn_gen_form
-            t = self._gdn_decode[batch] = form(batch) if form is not None else \
-                self._gdn.decode_time(self.pm, batch, self.attn_precision)
-        return self.linear.layers * t
 
     def _full_prefill_time(self, chunks) -> float:
         if self.window is not None:
@@ -314,7 +275,7 @@ class StepModel:
         else:
             t = self._full_layers * self._decode_layer_time(batch, total_kv)
         if self.linear is not None and batch > 0:
-            t += self._linear_decode_time(batch)
+            t += self.linear.decode_time(batch)
         return t
 
     def _windowed_decode_time(self, batch: int, total_kv: int, window_kv: int | None) -> float:
