@@ -104,6 +104,21 @@ def _decode(kind, kv_blocks, state_tokens, requests):
     return [(r.decode_start_s, r.last_token_s) for r in rs], d.kv.peak
 
 
+@given(tokens=st.integers(0, 5000), size=st.integers(1, 512), layers=st.integers(1, 8),
+       full=st.integers(1, 8), bs=st.sampled_from([1, 4, 16, 64]), state=st.integers(0, 50),
+       whole=st.booleans())
+def test_blocks_add_the_state_to_tokens_and_window(tokens, size, layers, full, bs, state,
+                                                   whole):
+    """A sequence's blocks are its full-attention tokens', its window's and its state's: the
+    state adds the same count at every length, and is never part of what grows."""
+    env = simpy.Environment()
+    kv = BlockPool(env, 10, bs, window=(size, layers, full), whole_window=whole, state=state)
+    bare = BlockPool(env, 10, bs, window=(size, layers, full), whole_window=whole)
+    assert kv.blocks(tokens) == bare.blocks(tokens) + state
+    assert kv.fixed_blocks(tokens) == kv.window_blocks(tokens) + state
+    assert kv.blocks(tokens) - kv.fixed_blocks(tokens) == -(-tokens // bs)
+
+
 def test_the_state_is_held_for_the_whole_request():
     """Two requests of 8 prompt + 4 output tokens (3 decode steps of 1 s): 3 blocks of KV each.
     With a state of 2 blocks each needs 5, so a 9-block decode instance runs them in turn:
