@@ -48,7 +48,8 @@ MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
 MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
           "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
-          "minimaxai/minimax-m2.5": "minimax-m2.5"}
+          "minimaxai/minimax-m2.5": "minimax-m2.5",
+          "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),

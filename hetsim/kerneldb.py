@@ -53,6 +53,11 @@ OPS = {
     "generation_mla": ("mla", "generation_mla_perf"),
     "compute_scale": ("quantize", "computescale_perf"),
     "scale_matrix": ("quantize", "scale_matrix_perf"),
+    # Gated DeltaNet (Qwen3.5's linear attention): each kernel of a layer timed alone
+    # (``kernel_source``: the causal convolution, the chunked scan or the decode recurrence;
+    # ``phase`` context or generation), heads per rank, no dtype column (bf16 activations, the
+    # runtime's default float32 state)
+    "gdn": ("linear_attention", "gdn_perf"),
 }
 
 #: the tables' dtype names (every one aiconfigurator-core 0.12.0 uses) -> hetsim's names:
@@ -78,6 +83,9 @@ SHAPE_COLUMNS = {
     "generation_mla": ("mla_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads", "step"),
     "compute_scale": ("quant_dtype", "m", "k"),
     "scale_matrix": ("quant_dtype", "m", "k"),
+    # (not the kernel: a point's convolution and recurrence are held out together)
+    "gdn": ("phase", "batch_size", "seq_len", "num_k_heads", "head_k_dim", "num_v_heads",
+            "head_v_dim", "d_conv"),
 }
 _DTYPE_COLUMNS = ("gemm_dtype", "attn_dtype", "kv_cache_dtype", "allreduce_dtype", "moe_dtype",
                   "mla_dtype", "quant_dtype")

@@ -9,49 +9,16 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import build, meta, non_negative, positive, read_json, read_yaml
+from .config import build, meta, non_negative, positive, read_yaml
 from .errors import ConfigError, match_name
+from .hf_config import HF_KEYS, hf_fields
+from .model_parts import MLA, LinearAttention, MoE, SlidingWindow
 from .precision import PRECISION_BYTES, unknown_precision
 
-__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "load_model", "list_models",
-           "from_hf_config"]
+__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "LinearAttention", "load_model",
+           "list_models", "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
-
-
-@dataclass(frozen=True)
-class MoE:
-    num_experts: int = field(metadata=meta("routed experts per MoE layer", positive))
-    top_k: int = field(metadata=meta("routed experts per token", positive))
-    expert_ffn_size: int = field(metadata=meta("intermediate size of one expert", positive))
-    shared_experts: int = field(default=0, metadata=meta("always-active experts", non_negative))
-    first_dense_layers: int = field(default=0, metadata=meta(
-        "leading layers with a dense FFN of ffn_size instead of experts", non_negative))
-
-
-@dataclass(frozen=True)
-class MLA:
-    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds a compressed latent."""
-    kv_lora_rank: int = field(metadata=meta("latent KV dimension", positive))
-    qk_rope_dim: int = field(metadata=meta("decoupled RoPE key dimension", positive))
-    qk_nope_dim: int = field(metadata=meta("per-head non-RoPE query/key dimension", positive))
-    v_head_dim: int = field(metadata=meta("per-head value dimension", positive))
-    q_lora_rank: int = field(default=0, metadata=meta("query low-rank dimension (0: none)",
-                                                      non_negative))
-
-
-@dataclass(frozen=True)
-class SlidingWindow:
-    """Local attention (gpt-oss, Gemma, Step): ``layers`` of the model's layers attend to, and
-    keep KV for, only the last ``size`` tokens; the other layers attend to the whole context.
-
-    NOTE: which layers are windowed does not matter to any cost hetsim computes (the layers are
-    otherwise alike), so the count is kept, not the pattern (gpt-oss: every other layer).
-    """
-    size: int = field(metadata=meta("tokens a windowed layer attends to and keeps KV for",
-                                    positive))
-    layers: int = field(metadata=meta("how many layers are windowed (the rest: full attention)",
-                                      positive))
 
 
 @dataclass(frozen=True)
@@ -70,6 +37,10 @@ class ModelConfig:
     moe: MoE | None = None
     mla: MLA | None = None
     sliding_window: SlidingWindow | None = None
+    linear_attention: LinearAttention | None = None
+    attention_gate: bool = field(default=False, metadata=meta(
+        "gated attention: the query projection also makes a sigmoid gate per head on the "
+        "attention output (Qwen3-Next, Qwen3.5)"))
     expert_weights: str | None = field(default=None, metadata=meta(
         "format the checkpoint stores the expert FFN weights in (gpt-oss: mxfp4); none: the "
         "pool's precision.weights"))
@@ -85,10 +56,14 @@ class ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads "
                               f"{self.num_kv_heads}", path="num_kv_heads")
-        if self.sliding_window and self.sliding_window.layers >= self.num_layers:
-            raise ConfigError(f"{self.sliding_window.layers} windowed layers of {self.num_layers}"
-                              f": at least one layer must attend to the full context (KV that "
-                              f"grows with it)", path="sliding_window.layers")
+        if self.full_attention_layers < 1:
+            parts = {k: w for k, w, p in (("sliding_window", "windowed", self.sliding_window),
+                                          ("linear_attention", "linear", self.linear_attention))
+                     if p}
+            raise ConfigError(f"{self.num_layers - self.full_attention_layers} "
+                              f"{' and '.join(parts.values())} layers of {self.num_layers}: at "
+                              f"least one layer must attend to the full context (KV that grows "
+                              f"with it)", path=f"{list(parts)[-1]}.layers")
         if self.expert_weights is not None:
             why = unknown_precision(self.expert_weights)
             if why or not self.moe:
@@ -117,7 +92,22 @@ class ModelConfig:
     @property
     def full_attention_layers(self) -> int:
         """Layers that attend to (and keep KV for) the whole context."""
-        return self.num_layers - (self.sliding_window.layers if self.sliding_window else 0)
+        return (self.num_layers - (self.sliding_window.layers if self.sliding_window else 0)
+                - (self.linear_attention.layers if self.linear_attention else 0))
+
+    def state_bytes(self, tp: int = 1) -> float:
+        """Bytes of the constant state one sequence holds on one rank of a TP group for its
+        whole life (0 without linear-attention layers): per linear layer its value heads' state
+        matrices in ``state_dtype`` and the convolution's last ``conv_kernel - 1`` inputs in
+        bf16 (as SGLang's mamba pool keeps them, and aiconfigurator-core 0.12.0 sizes them).
+        Heads are split over the ranks (replicated when there are fewer than ranks)."""
+        a = self.linear_attention
+        if a is None:
+            return 0.0
+        heads = max(1, math.ceil(a.num_v_heads / tp))
+        ssm = heads * a.head_k_dim * a.head_v_dim * PRECISION_BYTES[a.state_dtype]
+        conv = math.ceil(a.conv_dim / tp) * (a.conv_kernel - 1) * PRECISION_BYTES["bf16"]
+        return a.layers * (ssm + conv)
 
     def kv_bytes_per_token(self, precision: str = "bf16", tp: int = 1) -> float:
         """KV-cache bytes per token of context held by ONE rank of a TP group: the bytes that
@@ -136,22 +126,28 @@ class ModelConfig:
 
     def kv_bytes(self, tokens: int, precision: str = "bf16", tp: int = 1) -> float:
         """KV bytes one sequence of ``tokens`` tokens of context holds on one rank: every token
-        in the full-attention layers, the last ``size`` in the windowed ones."""
-        full = tokens * self.kv_bytes_per_token(precision, tp)
+        in the full-attention layers, the last ``size`` in the windowed ones, and the linear
+        layers' constant :meth:`state_bytes`."""
+        full = tokens * self.kv_bytes_per_token(precision, tp) + self.state_bytes(tp)
         w = self.sliding_window
         if not w:
             return full
         return full + min(tokens, w.size) * w.layers * self.kv_layer_bytes(precision, tp)
 
-    def kv_tokens(self, tokens: int) -> float:
-        """Tokens of full-attention KV (:meth:`kv_bytes_per_token` each) that hold as many bytes
-        as one sequence of ``tokens``: ``tokens`` itself without a window, plus the window's
-        ``min(tokens, size)`` tokens scaled by windowed / full-attention layers with one.
-        ``kv_bytes(n) == kv_tokens(n) x kv_bytes_per_token()`` (the layers are alike)."""
-        w = self.sliding_window
-        if not w:
-            return tokens
-        return tokens + min(tokens, w.size) * w.layers / self.full_attention_layers
+    def kv_tokens(self, tokens: int, precision: str = "bf16", tp: int = 1) -> float:
+        """Tokens of full-attention KV (:meth:`kv_bytes_per_token` ``(precision, tp)`` each)
+        that hold as many bytes as one sequence of ``tokens``: ``tokens`` itself, plus the
+        window's ``min(tokens, size)`` tokens scaled by windowed / full-attention layers, plus
+        the linear layers' :meth:`state_bytes` over the bytes of one such token (the only term
+        that depends on ``precision`` and ``tp``). The one place a sequence's KV is summed:
+        ``kv_bytes(n, p, tp) == kv_tokens(n, p, tp) x kv_bytes_per_token(p, tp)``; the engine's
+        block pools charge ``kv_tokens(0)`` (the state) once per sequence."""
+        w, n = self.sliding_window, tokens
+        if w:
+            n = tokens + min(tokens, w.size) * w.layers / self.full_attention_layers
+        if self.linear_attention:
+            n += self.state_bytes(tp) / self.kv_bytes_per_token(precision, tp)
+        return n
 
     # --- parameter counts ----------------------------------------------------------------
     def attention_params(self) -> int:
@@ -163,7 +159,8 @@ class ModelConfig:
             kv = h * (m.kv_lora_rank + m.qk_rope_dim) + m.kv_lora_rank * H * (m.qk_nope_dim
                                                                              + m.v_head_dim)
             return q + kv + H * m.v_head_dim * h
-        return h * H * d + 2 * h * self.num_kv_heads * d + H * d * h
+        gate = h * H * d if self.attention_gate else 0
+        return h * H * d + gate + 2 * h * self.num_kv_heads * d + H * d * h
 
     def _ffn_params(self, size: int) -> int:
         return (3 if self.gated_ffn else 2) * self.hidden_size * size
@@ -208,8 +205,10 @@ class ModelConfig:
         embedding table and the LM head (as Qwen and DeepSeek count; OpenAI's gpt-oss figures
         leave the embedding table out of the active count). Norms and biases are left out."""
         emb = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
-        return emb + sum(self.attention_params() + self.ffn_params(i, active)
-                         for i in range(self.num_layers))
+        a = self.linear_attention
+        mixers = (self.num_layers - a.layers) * self.attention_params() + a.layers * a.params(
+            self.hidden_size) if a else self.num_layers * self.attention_params()
+        return emb + mixers + sum(self.ffn_params(i, active) for i in range(self.num_layers))
 
     @property
     def is_moe(self) -> bool:
@@ -254,113 +253,13 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
 
 
 def from_hf_config(path: str | Path) -> ModelConfig:
-    """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek)."""
+    """Read a Hugging Face ``config.json`` (Llama, Mistral/Mixtral, Qwen, OPT, BLOOM, DeepSeek,
+    gpt-oss, Qwen3.5): :func:`hetsim.hf_config.hf_fields`, built and checked as a model file."""
     p = Path(path)
-    c = read_json(p)
-    if not isinstance(c, dict):
-        raise ConfigError("a Hugging Face config.json is a JSON object", file=str(p))
-
-    def get(*keys, default=None):
-        for k in keys:
-            if c.get(k) is not None:
-                v = c[k]
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ConfigError(f"must be a whole number >= 1, got {v!r}", file=str(p),
-                                      path=k)
-                return v
-        if default is None:
-            raise ConfigError(f"missing key (one of {', '.join(keys)})", file=str(p))
-        return default
-
-    hidden = get("hidden_size", "n_embd", "d_model")
-    heads = get("num_attention_heads", "n_head", "num_heads")
-    if "head_dim" not in c and hidden % heads:
-        raise ConfigError(f"hidden size {hidden} is not a multiple of {heads} heads (and no "
-                          f"head_dim is given)", file=str(p), path="num_attention_heads")
-    mt = c.get("model_type", "")
-    tied = c.get("tie_word_embeddings", mt in ("opt", "bloom"))
-    if not isinstance(tied, bool):
-        raise ConfigError(f"must be true or false, got {tied!r}", file=str(p),
-                          path="tie_word_embeddings")
-    ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
-    d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
-             num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
-             num_heads=heads, num_kv_heads=get("num_key_value_heads", default=heads),
-             head_dim=get("head_dim", default=hidden // heads or 1), ffn_size=ffn,
-             vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
-             tied_embeddings=tied,
-             max_context=get("max_position_embeddings", "n_positions", default=131072),
-             source=str(p))
-    experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
-    if experts:
-        d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
-                        expert_ffn_size=c.get("moe_intermediate_size") or ffn,
-                        shared_experts=c.get("n_shared_experts") or 0,
-                        first_dense_layers=c.get("first_k_dense_replace") or 0)
-        fmt = _expert_only_format(c.get("quantization_config"))
-        if fmt:
-            d["expert_weights"] = fmt
-    if c.get("kv_lora_rank"):
-        d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
-                        qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
-                        q_lora_rank=c.get("q_lora_rank") or 0)
-        d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
-    windowed = _windowed_layers(c, p, d["num_layers"])
-    if windowed:
-        d["sliding_window"] = dict(size=get("sliding_window"), layers=windowed)
+    d = hf_fields(p)
     try:
         return build(ModelConfig, d)
     except ConfigError as e:   # name the config.json key the user can find, not hetsim's field
         field_ = e.path.partition(".")[0]
-        key = _HF_KEYS.get(field_, field_)
+        key = HF_KEYS.get(field_, field_)
         raise ConfigError(e.message, file=str(p), path=e.path.replace(field_, key, 1)) from None
-
-
-def _expert_only_format(q) -> str | None:
-    """The experts' format where a checkpoint quantizes them and leaves attention in 16 bits,
-    else None (a whole-model format is a pool's ``precision``, not the model's):
-    - ``quant_method: mxfp4`` (gpt-oss): its modules_to_not_convert are attention, router,
-      embeddings and LM head;
-    - ModelOpt NVFP4 (NVIDIA's ``*-NVFP4`` MoE releases, ``quant_method: modelopt``,
-      ``quant_algo: NVFP4``) whose ``ignore`` list names the attention modules (``self_attn``):
-      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values).
-    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj`` and dense
-    first layers) are counted in the pool's format."""
-    if not isinstance(q, dict):
-        return None
-    if q.get("quant_method") == "mxfp4":
-        return "mxfp4"
-    ignore = q.get("ignore") or []
-    if (q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4"
-            and any("self_attn" in str(m) for m in ignore)):
-        return "fp4"
-    return None
-
-
-def _windowed_layers(c: dict, p: Path, num_layers: int) -> int:
-    """How many layers ``layer_types`` marks ``sliding_attention`` (gpt-oss, Step).
-
-    NOTE: a ``sliding_window`` without ``layer_types`` (Mistral-7B-v0.1; Qwen's, off) is read
-    as full attention everywhere: KV is over-counted past the window, never under-counted.
-    """
-    types = c.get("layer_types")
-    if types is None:
-        return 0
-    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise ConfigError(f"must be a list of layer types, got {types!r}", file=str(p),
-                          path="layer_types")
-    other = sorted(set(types) - {"full_attention", "sliding_attention"})
-    if other:
-        raise ConfigError(f"layer type {other[0]!r} is not modelled (hetsim models "
-                          f"full_attention and sliding_attention)", file=str(p), path="layer_types")
-    if len(types) != num_layers:
-        raise ConfigError(f"{len(types)} layer types for {num_layers} layers",
-                          file=str(p), path="layer_types")
-    return types.count("sliding_attention")
-
-
-#: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
-_HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
-            "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
-            "ffn_size": "intermediate_size", "name": "_name_or_path",
-            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types"}

@@ -324,6 +324,29 @@ scenario("model-yaml-bad-field", sub(BASE, "model: llama-3.1-8b", "model: m.yaml
          "m.yaml: ", "num_layers", extra={"m.yaml": "name: m\nnum_layers: 0\n"})
 scenario("model-yaml-missing", sub(BASE, "model: llama-3.1-8b", "model: m.yaml"),
          "m.yaml: ", "file not found")
+# linear-attention layers (Qwen3.5's Gated DeltaNet)
+HYBRID = ("name: m\nnum_layers: 4\nhidden_size: 256\nnum_heads: 4\nffn_size: 512\n"
+          "vocab_size: 1000\nlinear_attention: {layers: 3, num_k_heads: 2, head_k_dim: 32, "
+          "num_v_heads: 4, head_v_dim: 32}\n")
+for id, edit, *expect in [
+    ("linear-unknown-key", ("head_v_dim: 32}", "head_v_dim: 32, state_dtyp: fp32}"),
+     "m.yaml: linear_attention.state_dtyp: unknown key", "did you mean 'state_dtype'"),
+    ("linear-state-dtype", ("head_v_dim: 32}", "head_v_dim: 32, state_dtype: fp8}"),
+     "m.yaml: linear_attention.state_dtype: must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("linear-kind", ("head_v_dim: 32}", "head_v_dim: 32, kind: mamba2}"),
+     "m.yaml: linear_attention.kind: must be one of gdn, got 'mamba2'"),
+    ("linear-zero-heads", ("num_v_heads: 4", "num_v_heads: 0"),
+     "m.yaml: linear_attention.num_v_heads: must be > 0, got 0"),
+    ("linear-missing-heads", ("num_k_heads: 2, ", ""),
+     "m.yaml: linear_attention.num_k_heads: required key is missing"),
+    ("linear-every-layer", ("layers: 3", "layers: 4"),
+     "m.yaml: linear_attention.layers: 4 linear layers of 4: at least one layer must attend"),
+    ("linear-and-window-every-layer", ("ffn_size: 512", "ffn_size: 512\n"
+                                       "sliding_window: {size: 8, layers: 1}"),
+     "m.yaml: linear_attention.layers: 4 windowed and linear layers of 4"),
+]:
+    scenario(f"model-yaml-{id}", sub(BASE, "model: llama-3.1-8b", "model: m.yaml"), *expect,
+             extra={"m.yaml": sub(HYBRID, *edit)})
 scenario("lognormal-missing-sigma", sub(BASE, "mean: 1500, sigma: 0.7, ", "mean: 1500, "),
          "s.yaml: workload.input_tokens.sigma: lognormal needs sigma")
 scenario("uniform-min-over-max", sub(BASE, "{dist: lognormal, mean: 250, sigma: 0.8, max: 1024}",
@@ -448,6 +471,13 @@ for id, cfg, *expect in [
     ("hf-string-kv-heads", hf(num_key_value_heads="8"), "config.json: ",
      "num_key_value_heads"),
     ("hf-binary", b"\x00\x00\x00", "config.json: ", "binary file"),
+    ("hf-linear-missing-dims", hf(layer_types=["linear_attention"] + ["full_attention"] * 31),
+     "config.json: ", "missing key (one of linear_num_key_heads)"),
+    ("hf-linear-state-dtype", hf(layer_types=["linear_attention"] + ["full_attention"] * 31,
+                                 linear_num_key_heads=2, linear_key_head_dim=32,
+                                 linear_num_value_heads=4, linear_value_head_dim=32,
+                                 mamba_ssm_dtype="float8"),
+     "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got 'float8'"),
 ]:
     scenario(id, HF_SC, *expect, extra={"config.json": cfg})
 scenario("hf-missing-file", HF_SC, "config.json: ", "not found")

@@ -17,7 +17,7 @@ LAYERS = [
     ["errors"],
     ["config", "columns", "progress", "plots", "sweep_plots", "outputs", "overrides",
      "executors"],
-    ["precision"],
+    ["precision", "model_parts", "hf_config"],
     ["hardware", "models", "workload", "kerneldb", "runtimes"],
     ["perf"],
     ["calibrate"],          # never the simulator: it runs on GPU hosts with only torch

@@ -15,7 +15,7 @@ from .conftest import ROOT
 REQUIRED = ["llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b",
             "llama-3.1-405b", "qwen3-32b", "opt-13b", "opt-66b", "opt-175b", "bloom-176b",
             "mixtral-8x7b", "deepseek-v3", "deepseek-r1", "qwen3-235b-a22b", "qwen3-30b-a3b",
-            "gpt-oss-120b", "gpt-oss-20b", "minimax-m2.5"]
+            "gpt-oss-120b", "gpt-oss-20b", "minimax-m2.5", "qwen3.5-397b-a17b"]
 
 
 def test_issue_example():
@@ -76,9 +76,13 @@ def test_unknown_model_suggests():
 # model card, parameter table): 120b 116.83B total, 5.13B active, MLP 114.71B, checkpoint
 # 60.8 GiB; 20b 20.91B, 3.61B, 19.12B, 12.8 GiB. Tolerances: 0.5% on totals (hetsim leaves out
 # norms and biases), 2% on active counts published to two digits ("22B" is 21.5-22.5), 0.2% on
-# the figures published to two decimals.
+# the figures published to two decimals. Qwen3.5-397B-A17B "397B in total and 17B activated"
+# (huggingface.co/Qwen/Qwen3.5-397B-A17B; SGLang's Qwen3.5 cookbook, docs.sglang.io/cookbook/
+# autoregressive/Qwen/Qwen3.5: "397B total parameters, 17B activated"): 3% on "17B" (16.5-17.5);
+# its total includes the 0.4B vision tower hetsim leaves out.
 @pytest.mark.parametrize("name, total, active, rel", [
     ("qwen3-235b-a22b", 235, 22, 0.02), ("qwen3-30b-a3b", 30.5, 3.3, 0.02),
+    ("qwen3.5-397b-a17b", 397, 17, 0.03),
     ("deepseek-v3", 671, 37, 0.02), ("deepseek-r1", 671, 37, 0.02)])
 def test_published_param_counts(name, total, active, rel):
     m = hetsim.load_model(name)
@@ -154,7 +158,7 @@ def _aic_model_configs() -> Path | None:
 @pytest.mark.parametrize("name, hf", [
     ("qwen3-235b-a22b", "Qwen--Qwen3-235B-A22B"), ("qwen3-30b-a3b", "Qwen--Qwen3-30B-A3B"),
     ("gpt-oss-120b", "openai--gpt-oss-120b"), ("gpt-oss-20b", "openai--gpt-oss-20b"),
-    ("minimax-m2.5", "MiniMaxAI--MiniMax-M2.5"),
+    ("minimax-m2.5", "MiniMaxAI--MiniMax-M2.5"), ("qwen3.5-397b-a17b", "Qwen--Qwen3.5-397B-A17B"),
     ("deepseek-v3", "deepseek-ai--DeepSeek-V3"), ("deepseek-r1", "deepseek-ai--DeepSeek-R1")])
 def test_catalog_matches_the_published_config(name, hf):
     """Each catalog file says what the HF importer reads from the model's own config.json (the
@@ -200,8 +204,10 @@ def test_hf_sliding_window_without_layer_types_is_full_attention(tmp_path):
 
 
 @pytest.mark.parametrize("over, match", [
+    ({"layer_types": ["chunked_attention", "full_attention"] * 2},
+     "layer_types: layer type 'chunked_attention' is not modelled"),
     ({"layer_types": ["linear_attention", "full_attention"] * 2},
-     "layer_types: layer type 'linear_attention' is not modelled"),
+     r"missing key \(one of linear_num_key_heads\)"),
     ({"layer_types": ["sliding_attention", "full_attention"]}, "2 layer types for 4 layers"),
     ({"layer_types": "sliding_attention"}, "layer_types: must be a list"),
     ({"layer_types": ["sliding_attention"] * 4}, "at least one layer must attend to the full"),

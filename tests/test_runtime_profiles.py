@@ -352,6 +352,42 @@ def test_pool_runtime_errors_name_the_key(tmp_path, acc, extra, words):
     assert "\n" not in str(e.value)
 
 
+def test_gdn_points_sum_the_convolution_and_the_recurrence(root):
+    """A gdn_perf table (context: convolution + chunked scan over batch x seq_len; generation:
+    convolution update + recurrence over batch) becomes one grid per phase and per-rank shape,
+    each point the sum of its two kernels (the faster of two recurrence kernels), the phases
+    apart; a point with one kernel only is counted, not built."""
+    ctx = _grid(batch_size=[1, 4], seq_len=[16, 256], kernel=[0, 1])
+    gen = _grid(batch_size=[1, 8, 64], kernel=[0, 1, 2])
+    n, m = len(ctx["seq_len"]), len(gen["batch_size"])
+    heads = dict(num_k_heads=2, head_k_dim=128, num_v_heads=8, head_v_dim=128, d_conv=4)
+    cols = {k: np.concatenate([np.full(n, v), np.full(m, v)]) for k, v in heads.items()}
+    cols.update(
+        phase=np.array(["context"] * n + ["generation"] * m),
+        kernel_source=np.concatenate([
+            np.array(["causal_conv1d_fn", "chunk_gated_delta_rule"])[ctx["kernel"]],
+            np.array(["causal_conv1d_update", "recurrent_a", "recurrent_b"])[gen["kernel"]]]),
+        batch_size=np.concatenate([ctx["batch_size"], gen["batch_size"]]),
+        seq_len=np.concatenate([ctx["seq_len"], np.ones(m, int)]),
+        latency=np.concatenate([
+            0.001 * (1 + ctx["kernel"]) * ctx["batch_size"] * ctx["seq_len"],
+            0.002 * gen["batch_size"] * np.array([1.0, 3.0, 2.0])[gen["kernel"]]]))
+    keep = ~((cols["phase"] == "generation") & (cols["batch_size"] == 64)
+             & (cols["kernel_source"] != "causal_conv1d_update"))
+    _table(root, "linear_attention", "gdn_perf", **{k: np.asarray(v)[keep]
+                                                    for k, v in cols.items()})
+    p = aic.build("h100_sxm", "vllm", root=root, held_out=0.0)
+    key = (2, 128, 8, 128, 4)
+    c, g = p.kernels.get("context_gdn", key), p.kernels.get("generation_gdn", key)
+    assert c.axes[0].tolist() == [1, 4] and c.axes[1].tolist() == [16, 256]
+    assert c.grid((4, 256)) == pytest.approx(0.003 * 4 * 256 / 1e3, rel=3e-4)   # 1 + 2 parts
+    assert g.axes[0].tolist() == [1, 8]          # batch 64 has its convolution only
+    assert g.grid((8,)) == pytest.approx((0.002 + 0.004) * 8 / 1e3, rel=3e-4)  # conv + faster
+    tabs = p.profile["calibration"]["tables"]
+    assert tabs["generation_gdn"]["dropped"]["GDN point with one of its two kernels only"] == 1
+    assert tabs["context_gdn"]["points"] == 4 and tabs["generation_gdn"]["points"] == 2
+
+
 # --- the shipped profiles ------------------------------------------------------------------
 def test_a_shipped_profile_rebuilds_byte_for_byte(tmp_path):
     """The smallest shipped profile, rebuilt from the installed package by the CLI with torch

@@ -204,7 +204,8 @@ class WindowStep:
     def __init__(self, size, layers=1, full=1):
         self.model = SimpleNamespace(
             sliding_window=SimpleNamespace(size=size, layers=layers), full_attention_layers=full,
-            kv_tokens=lambda n: n + min(n, size) * layers / full)
+            linear_attention=None, kv_tokens=lambda n, *fmt: n + min(n, size) * layers / full)
+        self.formats, self.tp = SimpleNamespace(kv="bf16"), 1
         self.inst, self.steps = None, 0
 
     def _check(self, n, ctx, win):

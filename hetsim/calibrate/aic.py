@@ -9,7 +9,9 @@ shapes (:func:`hetsim.kerneldb.held_out`) and scored on them, beside the datashe
 error on the same rows.
 
 Table rows -> grid points (keys and axes as :data:`hetsim.perf.kernels.OPS` names them):
-gemm (dtype) over (m, n, k); attention (dtype, kv_dtype, heads, kv_heads, head_dim, window)
+gemm (dtype) over (m, n, k); GDN (heads per rank, head dims, convolution width) over (batch,
+isl) in context and batch in generation, the convolution's kernel plus the recurrence's;
+attention (dtype, kv_dtype, heads, kv_heads, head_dim, window)
 over (batch, isl) for context rows without a cached prefix (``step`` 0) and over (batch, kv =
 isl + step) for generation; all-reduce (dtype, gpus) over bytes = message_size elements x the
 dtype's bytes, CUDA-graph rows where a shape has one; MoE (dtype, hidden, inter, topk,
@@ -43,12 +45,15 @@ __all__ = ["AicProfile", "build", "fill_options", "fit_grids", "held_out_fit",
 SOURCES = {"gemm": ("gemm",), "context_attention": ("context_attention",),
            "generation_attention": ("generation_attention",), "allreduce": ("allreduce",),
            "moe": ("moe",), "context_mla": ("context_mla",),
-           "generation_mla": ("generation_mla",), "quantize": ("compute_scale", "scale_matrix")}
+           "generation_mla": ("generation_mla",), "quantize": ("compute_scale", "scale_matrix"),
+           "context_gdn": ("gdn",), "generation_gdn": ("gdn",)}
 _ATTN = {"dtype": "attn_dtype", "kv_dtype": "kv_cache_dtype", "heads": "num_heads",
          "kv_heads": "num_key_value_heads", "head_dim": "head_dim", "window": "window_size",
          "batch": "batch_size", "isl": "isl"}
 _MLA = {"dtype": "mla_dtype", "kv_dtype": "kv_cache_dtype", "heads": "num_heads",
         "batch": "batch_size", "isl": "isl"}
+_GDN = {"k_heads": "num_k_heads", "head_k_dim": "head_k_dim", "v_heads": "num_v_heads",
+        "head_v_dim": "head_v_dim", "conv": "d_conv", "batch": "batch_size"}
 #: hetsim op -> {key or axis field: table column} (kv, bytes and quantize's sum are derived)
 COLUMNS = {
     "gemm": {"dtype": "gemm_dtype", "m": "m", "n": "n", "k": "k"},
@@ -59,7 +64,12 @@ COLUMNS = {
             "distribution": "distribution", "tokens": "num_tokens"},
     "context_mla": _MLA, "generation_mla": _MLA,
     "quantize": {"dtype": "quant_dtype", "m": "m", "k": "k"},
+    "context_gdn": _GDN | {"isl": "seq_len"}, "generation_gdn": _GDN,
 }
+#: a GDN table's kernels by phase: (the convolution's, the recurrence's); a point's time is
+#: their sum (the fastest of several recurrence kernels timed at one point)
+GDN_KERNELS = {"context_gdn": ("context", "causal_conv1d_fn"),
+               "generation_gdn": ("generation", "causal_conv1d_update")}
 @dataclasses.dataclass
 class AicProfile:
     """What :func:`build` returns: the YAML-ready profile and the grids its ``kernels:`` names."""
@@ -143,7 +153,7 @@ def _points(op: str, df: pd.DataFrame, zero_ok: bool = False
         keep = (df["beam_width"] == 1).to_numpy()
         dropped["beam search (beam_width > 1)"] = int((~keep).sum())
         df = df[keep]
-    if op.startswith("context_"):
+    if op.startswith("context_") and "step" in df.columns:    # (GDN tables have no prefix)
         keep = (df["step"] == 0).to_numpy()
         dropped["context after a cached prefix (step > 0)"] = int((~keep).sum())
         df = df[keep]
@@ -151,7 +161,7 @@ def _points(op: str, df: pd.DataFrame, zero_ok: bool = False
         df, n = _allreduce_rows(df)
         dropped["eager all-reduce (a graph row of the shape exists)"] = n
     out = pd.DataFrame({f: df[c].to_numpy() for f, c in COLUMNS[op].items()})
-    if op.startswith("generation_"):
+    if "kv" in OPS[op][1]:
         out["kv"] = (df["isl"] + df["step"]).to_numpy()
         out = out.drop(columns="isl")
     if "window" in out.columns:
@@ -193,6 +203,28 @@ def _quantize(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, 
     return both[["dtype", "m", "k", "seconds"]].reset_index(drop=True), dropped
 
 
+def _gdn(op: str, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One phase of a GDN table as points: the convolution's time plus the recurrence's per
+    (key, axes). The other phase's rows are the other op's (not counted here)."""
+    phase, conv = GDN_KERNELS[op]
+    df = frames["gdn"]
+    df = df[(df["phase"] == phase).to_numpy()]
+    is_conv = (df["kernel_source"] == conv).to_numpy()
+    parts, dropped = [], {}
+    for name, rows in (("convolution", df[is_conv]), ("recurrence", df[~is_conv])):
+        p, d = _points(op, rows)
+        parts.append(p.rename(columns={"seconds": name}))
+        dropped.update({f"{name}: {k}": v for k, v in d.items()})
+    fields = list(OPS[op][0]) + list(OPS[op][1])
+    both = parts[0].merge(parts[1], on=fields, how="outer")
+    one = both[["convolution", "recurrence"]].isna().any(axis=1)
+    if one.any():
+        dropped["GDN point with one of its two kernels only"] = int(one.sum())
+    both = both[~one]
+    both = both.assign(seconds=both["convolution"] + both["recurrence"])
+    return both[fields + ["seconds"]].reset_index(drop=True), dropped
+
+
 # --- points -> grids -----------------------------------------------------------------------
 # --- one system x runtime ------------------------------------------------------------------
 def _op_points(tables, op: str, fraction: float, seed: int):
@@ -214,8 +246,9 @@ def _op_points(tables, op: str, fraction: float, seed: int):
         info["rows read"] = info.get("rows read", 0) + len(df)
         if "device" in df.columns:
             info.setdefault("devices", set()).update(df["device"].astype(str))
-    convert = (lambda fr: _quantize(fr)) if op == "quantize" else \
-        (lambda fr: _points(op, fr[SOURCES[op][0]]))
+    convert = {"quantize": _quantize, "context_gdn": lambda fr: _gdn(op, fr),
+               "generation_gdn": lambda fr: _gdn(op, fr)}.get(
+        op, lambda fr: _points(op, fr[SOURCES[op][0]]))
     every, dropped = convert(frames)
     train, _ = convert({n: f[~held[n]] for n, f in frames.items()})
     test, _ = convert({n: f[held[n]] for n, f in frames.items()})
@@ -242,7 +275,7 @@ def _op(tables, op: str, fraction: float, seed: int, pm):
     n, md, p90 = score(test["seconds"], predict_grids(op, train_grids, test, pm))
     acc = {"n": n, "after_median": sig(md), "after_p90": sig(p90)} if n else {"n": 0}
     if pm is not None and op in ("gemm", "context_attention", "generation_attention",
-                                 "allreduce"):
+                                 "allreduce", "context_gdn", "generation_gdn"):
         dn, dmd, dp90 = score(test["seconds"], datasheet_times(pm, op, test))
         if dn:
             acc.update(datasheet_n=dn, before_median=sig(dmd), before_p90=sig(dp90))
@@ -290,7 +323,7 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
     out["runtime"] = tables.runtime
     out["calibration"] = cal
     out["aliases"] = []
-    used = sorted(p for op in provenance.values() for p in op["tables"])
+    used = sorted({p for op in provenance.values() for p in op["tables"]})   # (GDN: 2 ops, 1 table)
     out["sources"] = list(base.get("sources") or []) + [{
         "key": "AIC", "ref": f"{stamp} (PyPI, Apache-2.0), aiconfigurator_core/systems/data",
         "note": "kernel tables: " + ", ".join(used)}]

@@ -13,6 +13,7 @@ import pandas as pd
 from ..perf import PerfModel
 from ..perf.grid import LogGrid, fill_log_grid
 from ..perf.kernels import OPS, KernelGrid
+from ..perf.linear import GdnShape
 
 __all__ = ["GEMM_FORMATS", "GRID_FILL", "fill_options", "model_base", "fit_grids",
            "predict_grids", "datasheet_times", "score", "round_times", "sig", "plain"]
@@ -54,6 +55,11 @@ def model_base(pm: PerfModel, op: str, key: tuple):
     if op == "allreduce":
         return None if pm.link is None else \
             (lambda x: pm.allreduce_time(float(x[0]), int(f["gpus"])))
+    if op.endswith("_gdn"):      # bf16 activations, the float32 state (the tables' runtimes')
+        g = GdnShape(*key)
+        if op == "generation_gdn":
+            return lambda x: g.decode_time(pm, int(x[0]))
+        return lambda x: g.prefill_time(pm, [(int(x[1]), int(x[1]))] * int(x[0]))
     if not op.endswith("_attention") or not acc.supports(f["dtype"]):
         return None
     heads = (int(f["heads"]), int(f["kv_heads"]), int(f["head_dim"]), f["dtype"], f["kv_dtype"])
@@ -150,6 +156,9 @@ def datasheet_times(pm, op: str, rows: pd.DataFrame) -> np.ndarray:
                 out[i] = pm.gemm_time(int(r.m), int(r.n), int(r.k), p, w)
         elif op == "allreduce" and pm.link:
             out[i] = pm.allreduce_time(float(r.bytes), int(r.gpus))
+        elif op.endswith("_gdn"):
+            n = len(OPS[op][0])
+            out[i] = model_base(pm, op, tuple(r[:n]))(tuple(r[n:n + len(OPS[op][1])]))
         elif op.endswith("attention") and r.window == 0 and acc.supports(r.dtype):
             heads = (int(r.heads), int(r.kv_heads), int(r.head_dim))
             if op == "context_attention":

@@ -50,7 +50,7 @@ import math
 import numpy as np
 import simpy
 
-from .loop import Hang
+from .loop import Hang, kv_format
 from .request import TERMINAL, Request, State
 from .stats import FaultStats
 
@@ -373,7 +373,8 @@ class Faults:
         """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
         self.recomputed_tokens += tokens
         pool = inst.pool
-        lost = inst.step.model.kv_tokens(tokens) * pool.memory.kv_bytes_per_token * pool.spec.tp
+        lost = (inst.step.model.kv_tokens(tokens, *kv_format(inst.step))
+                * pool.memory.kv_bytes_per_token * pool.spec.tp)
         self.kv_bytes_lost += lost
         h = _hit(r)
         h.recomputed += tokens

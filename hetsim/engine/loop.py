@@ -17,6 +17,8 @@ process (``reset`` empties the instance; a new process starts on repair). A degr
 """
 from __future__ import annotations
 
+import math
+
 import simpy
 
 from ..perf import StepModel
@@ -25,7 +27,7 @@ from .policy import SchedulerPolicy, policy_for
 from .request import Request, State
 from .stats import InstanceStats, KVStats
 
-__all__ = ["Instance", "Hang", "kv_window"]
+__all__ = ["Instance", "Hang", "kv_window", "kv_state_blocks"]
 
 
 class Hang(float):
@@ -38,6 +40,23 @@ def kv_window(model) -> tuple[int, int, int] | None:
     full-attention layers), or None without sliding-window layers."""
     w = model.sliding_window
     return (w.size, w.layers, model.full_attention_layers) if w else None
+
+
+def kv_state_blocks(step: StepModel, block_size: int) -> int:
+    """A :class:`BlockPool`'s ``state`` for ``step``'s model at its KV format and TP: the
+    blocks one sequence's linear-attention state takes (0 without such layers), its
+    ``kv_tokens(0)`` (the state in tokens of full-attention KV) rounded up to whole blocks.
+    NOTE: one elastic pool holds both, as aiconfigurator-core 0.12.0 sizes Qwen3.5's memory."""
+    m = step.model
+    if m.linear_attention is None:
+        return 0
+    return math.ceil(m.kv_tokens(0, *kv_format(step)) / block_size)
+
+
+def kv_format(step: StepModel) -> tuple[str, int]:
+    """(KV format, TP): the arguments of ``model.kv_tokens`` for a sequence on ``step``'s
+    instance (they matter only to a linear-attention model's state)."""
+    return step.formats.kv, step.tp
 
 
 class Instance:
@@ -61,7 +80,9 @@ class Instance:
         #: it before routing)
         self.frontend_s = rules.request_overhead_s if rules is not None else 0.0
         self.kv = BlockPool(env, pool.memory.kv_blocks, spec.block_size, gate=self._gate(),
-                            window=kv_window(step.model), whole_window=self.whole_window)
+                            window=kv_window(step.model), whole_window=self.whole_window,
+                            state=kv_state_blocks(step, spec.block_size))
+        self._kv_format = kv_format(step)
         self.ports, self.staging = ports, staging
         self.port = ports.nic if ports is not None else None   # what routers look at
         self.busy_s = 0.0
@@ -230,7 +251,7 @@ class Instance:
         if pc is None or pc.residency != "host" or not req.cached_tokens:
             return 0.0
         link = self.pool.cache_link
-        tokens = self.step.model.kv_tokens(req.cached_tokens)   # the window's too
+        tokens = self.step.model.kv_tokens(req.cached_tokens, *self._kv_format)  # window, state
         nbytes = tokens * self.pool.memory.kv_bytes_per_token
         return link.latency + nbytes / link.bandwidth
 

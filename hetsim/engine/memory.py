@@ -21,13 +21,17 @@ class BlockPool:
     the windowed layers' blocks to :meth:`blocks`: the last min(tokens, window) tokens' KV in
     the same blocks (vLLM's hybrid allocator frees a windowed layer's blocks once they leave
     the window); ``whole_window`` charges a full window from the first token instead.
+    ``state`` (a model with linear-attention layers) is the blocks each sequence's constant
+    recurrent state takes, from its first token to its last (:func:`hetsim.engine.loop.
+    kv_state_blocks`): admission, capacity checks and preemption see it as any other block.
     """
 
     def __init__(self, env: simpy.Environment, capacity: int, block_size: int,
                  gate: Callable[[], bool] | None = None,
-                 window: tuple[int, int, int] | None = None, whole_window: bool = False):
+                 window: tuple[int, int, int] | None = None, whole_window: bool = False,
+                 state: int = 0):
         self.env, self.capacity, self.block_size, self.gate = env, capacity, block_size, gate
-        self.window, self.whole_window = window, whole_window
+        self.window, self.whole_window, self.state = window, whole_window, state
         self.used = 0
         self.peak = 0
         self._waiters: deque[tuple[int, simpy.Event]] = deque()
@@ -36,9 +40,15 @@ class BlockPool:
         self._last = 0.0
 
     def blocks(self, tokens: int) -> int:
-        """Blocks that hold a sequence of ``tokens`` tokens (its windowed layers too)."""
-        n = -(-int(tokens) // self.block_size)
+        """Blocks that hold a sequence of ``tokens`` tokens (its windowed layers and its
+        recurrent state too)."""
+        n = -(-int(tokens) // self.block_size) + self.state
         return n + self.window_blocks(tokens) if self.window else n
+
+    def fixed_blocks(self, tokens: int) -> int:
+        """Blocks of a sequence of ``tokens`` tokens that its full-attention KV does not
+        take: its windowed layers' and its recurrent state's."""
+        return self.window_blocks(tokens) + self.state
 
     def window_blocks(self, tokens: int) -> int:
         """Blocks a sequence of ``tokens`` tokens holds for its windowed layers (0: none)."""

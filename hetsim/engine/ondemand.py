@@ -50,7 +50,8 @@ class OnDemandDecodeInstance(DecodeInstance):
         super().__init__(*a, **kw)
         spec = self.pool.spec
         self.preemption_policy = spec.preemption_policy
-        self.host = BlockPool(self.env, 0, spec.block_size, window=self.kv.window)
+        self.host = BlockPool(self.env, 0, spec.block_size, window=self.kv.window,
+                              state=self.kv.state)
         if spec.kv_offload is not None:
             self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
                 self.pool.memory.kv_bytes_per_token * spec.tp * spec.block_size))
@@ -93,7 +94,7 @@ class OnDemandDecodeInstance(DecodeInstance):
 
     def _schedule_growth(self, r: Request) -> None:
         # context at step k is ctx0 + k - step0; a block is needed when it exceeds the blocks held
-        full = r.kv_blocks - self.kv.window_blocks(r.ctx0)   # the full-attention layers'
+        full = r.kv_blocks - self.kv.fixed_blocks(r.ctx0)   # the full-attention layers'
         k = r.step0 + full * self.kv.block_size + 1 - r.ctx0
         if k < r.done_step:
             heapq.heappush(self.grow, (k, r.id, r.gen, r))
@@ -150,7 +151,7 @@ class OnDemandDecodeInstance(DecodeInstance):
         blocks, held = v.kv_blocks, ctx - 1
         if self.preemption_policy == "swap" and self.host.try_reserve(self.host.blocks(held)):
             v.swapped = self.host.blocks(held)
-            tokens = self.step.model.kv_tokens(held)    # with the window's
+            tokens = self.step.model.kv_tokens(held, *self._kv_format)   # window, state
             self._charge(self._swap_time(tokens))
             self.swapped_bytes += tokens * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
         self.kv.release(blocks)
@@ -168,7 +169,7 @@ class OnDemandDecodeInstance(DecodeInstance):
             n = 1
             if self.grain > 1:      # blocks up to the context of its last step, at most grain
                 last = r.ctx0 + r.done_step - 1 - r.step0
-                n = min(self.grain, -(-last // bs) - (r.kv_blocks - kv.window_blocks(r.ctx0)))
+                n = min(self.grain, -(-last // bs) - (r.kv_blocks - kv.fixed_blocks(r.ctx0)))
             while kv.free < n:
                 v = self.policy.victim(self)
                 assert v is not None, "a running sequence must be preemptible"

@@ -23,7 +23,7 @@ from ..resolve import ResolvedPlacement, ResolvedPool, kv_mismatch
 from ..workload import Requests
 from .faults import Faults
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
-from .loop import kv_window
+from .loop import kv_state_blocks, kv_window
 from .memory import BlockPool
 from .network import PortStats
 from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
@@ -111,7 +111,9 @@ class Simulation:
             name = f"{pool.name}/{i}"
             ports = self.link.make_ports(name, pool) if self.link is not None else None
             staging = (BlockPool(self.env, staging_blocks, spec.block_size,
-                                 window=kv_window(self.model)) if staging_blocks else None)
+                                 window=kv_window(self.model),
+                                 state=kv_state_blocks(step, spec.block_size))
+                       if staging_blocks else None)
             insts.append(kind(self.env, name, pool, step, ports=ports, staging=staging, **kw))
         return insts
 
@@ -145,7 +147,7 @@ class Simulation:
         pair = self.link.pair(p.pool, d.pool)
         if pair.side != "prefill":
             return 0.0
-        return self.link.convert(req, pair)
+        return self.link.convert(req, pair, d)
 
     def _disaggregated(self, req: Request, p):
         env = self.env

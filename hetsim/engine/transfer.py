@@ -14,6 +14,7 @@ from ..perf import PerfModel
 from ..resolve import ResolvedPool, ResolvedTransfer, kv_mismatch, wire_pool
 from .kvsteps import (Batcher, Codec, StreamCost, TransferRecord, descriptors_per_rank,
                       make_codec)
+from .loop import kv_format
 from .network import Network, Port
 from .request import Request, State
 
@@ -155,9 +156,9 @@ class KVLink:
                   pm.kv_convert_time(n * a, n * b, L))
         return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp)
 
-    def convert(self, req: Request, pair: _Pair) -> float:
-        """Charge ``req``'s conversion on the pair; its seconds."""
-        tokens = self.model.kv_tokens(req.input_tokens)
+    def convert(self, req: Request, pair: _Pair, d) -> float:
+        """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds."""
+        tokens = self.model.kv_tokens(req.input_tokens, *kv_format(d.step))
         req.conversion_s = pair.convert_s(tokens)
         self.conversion_bytes += pair.convert_bytes * tokens
         return req.conversion_s
@@ -206,13 +207,14 @@ class KVLink:
             req.kv_granted.succeed()
         else:
             req.to(State.TRANSFERRING)
-        conv = self.convert(req, pair) if pair.side == "decode" else 0.0
+        conv = self.convert(req, pair, d) if pair.side == "decode" else 0.0
         send = self._send if self.steps is None else self._send_steps
         yield from send(req, p, d, pair.wire, h)
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
             yield h.reserve()   # which a decode-side conversion replaces
-            tokens = self.model.kv_tokens(req.input_tokens) * d.pool.memory.kv_bytes_per_token
+            tokens = (self.model.kv_tokens(req.input_tokens, *kv_format(d.step))
+                      * d.pool.memory.kv_bytes_per_token)
             copy = conv if pair.side == "decode" else d.step.pm.kv_convert_time(
                 tokens, tokens, self.model.num_layers)
             yield d.add_work(copy)
@@ -226,8 +228,10 @@ class KVLink:
     def _send(self, req: Request, p, d, wire: float, h: Handoff):
         """The bytes cross the path (a layer-wise stream no faster than the prefill)."""
         env = self.env
-        # NOTE: a windowed layer sends only the window's KV (kv_tokens counts it)
-        req.kv_bytes = self.model.kv_tokens(req.input_tokens) * wire
+        # NOTE: a windowed layer sends only the window's KV, a linear layer its state (kv_tokens
+        # counts both; the state in tokens of the receiver's KV format, exact when the wire
+        # carries that format)
+        req.kv_bytes = self.model.kv_tokens(req.input_tokens, *kv_format(d.step)) * wire
         ports, setup = self.path(p, d)
         cap = None
         ahead = req.prefill_end_expected - env.now
@@ -264,7 +268,7 @@ class KVLink:
         The transfer spans all of it: the exposed time counts the window's wait."""
         env = self.env
         codec = self.codec(p.pool, d.pool)
-        req.kv_bytes = self.model.kv_tokens(req.input_tokens) * wire_per_token
+        req.kv_bytes = self.model.kv_tokens(req.input_tokens, *kv_format(d.step)) * wire_per_token
         wire = req.kv_bytes * codec.ratio
         descriptors = descriptors_per_rank(self.model, req.input_tokens, p.pool.spec.block_size)
         req.transfer_start_s = env.now

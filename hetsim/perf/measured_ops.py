@@ -3,7 +3,7 @@
 :mod:`hetsim.perf.measured` built on it with PerfModel's analytical ops as the carry."""
 from __future__ import annotations
 
-from .measured import (ContextForm, DecodeForm, UniformForm, first_grid, gemm_dtypes,
+from .measured import (ContextForm, DecodeForm, UniformForm, first_grid, gemm_dtypes, lift,
                        nearest_key, nearest_scaling, split_keys)
 
 __all__ = ["MeasuredOps"]
@@ -113,6 +113,31 @@ class MeasuredOps:
                 **nearest_scaling(found[0].grid, "generation", shape, found[1], n_heads,
                                   n_kv_heads))
         return self._forms[memo]
+
+    def gdn_context_form(self, shape, analytical):
+        """One linear layer's measured prefill kernels (causal convolution + chunked gated
+        delta rule) for ``shape`` (:class:`hetsim.perf.linear.GdnShape`, exact key), as a
+        function of prefill chunks, or None. The grid is read at (chunks, mean new tokens);
+        ``analytical(chunks)`` carries it past the grid's edges."""
+        g = self._kernels.get("context_gdn", shape.key) if self._kernels is not None else None
+        if g is None:
+            return None
+        grid = g.grid
+
+        def uniform(p):
+            return analytical([(p[1], p[1])] * max(1, round(p[0])))
+
+        def form(chunks):
+            n = len(chunks)
+            return grid(lift((n, sum(q for q, _ in chunks) / n), grid.axes), uniform)
+        return form
+
+    def gdn_generation_form(self, shape, analytical):
+        """One linear layer's measured decode kernels (convolution update + recurrence) for
+        ``shape`` over the batch, ``analytical(batch)`` carrying it past the top, or None."""
+        g = self._kernels.get("generation_gdn", shape.key) if self._kernels is not None \
+            else None
+        return None if g is None else UniformForm(g.grid, analytical)
 
     def moe_form(self, precision, weight_precision, hidden, inter, topk, experts, tp, ep,
                  distribution, analytical):

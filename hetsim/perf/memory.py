@@ -74,9 +74,11 @@ def model_problem(model) -> str | None:
     Nothing in the catalog is refused today. Sliding-window layers (gpt-oss) are modelled: the
     step model charges them a causal band in prefill and min(context, window) per sequence in
     decode, KV memory and transfers count the window's tokens, and the experts' own weight
-    format (mxfp4) sizes and streams them. What a model config cannot express (per-layer
-    patterns beyond full/sliding, other quantization methods) is refused or read
-    conservatively by :func:`hetsim.models.from_hf_config`, so it does not reach here.
+    format (mxfp4) sizes and streams them. Linear-attention layers (Qwen3.5) are modelled: a
+    constant state per sequence in KV memory, their recurrence in the step model. What a model
+    config cannot express (per-layer patterns beyond full/sliding/linear, other quantization
+    methods) is refused or read conservatively by :func:`hetsim.models.from_hf_config`, so it
+    does not reach here.
     NOTE: kept as the one hook the callers share, so a future unmodelled feature is refused
     everywhere at once rather than simulated wrongly."""
     return None

@@ -242,6 +242,15 @@ class PerfModel(MeasuredOps):
                   + kv_tokens * n_kv_heads * (head_dim + vd) * kvb) / self._bw
         return flops / (ceiling * waves), memory, q_tokens
 
+    def linear_attention_time(self, flops: float, nbytes: float, precision: str = "bf16",
+                              kernels: int = 2) -> float:
+        """A linear-attention layer's recurrence (Gated DeltaNet: its causal convolution and
+        its state update, ``kernels`` launches) as a roofline of ``flops`` at the attention
+        efficiency and ``nbytes`` through HBM. NOTE: no calibrated correction applies (no
+        profile has measured it); a measured GDN grid would replace it."""
+        compute = flops / (self.peak(precision) * self.acc.efficiency.attention)
+        return max(compute, nbytes / self._bw) + kernels * self._kernel
+
     def attention_decode_time(self, batch: int, kv_len: int, n_heads: int, n_kv_heads: int,
                               head_dim: int, precision: str = "bf16",
                               kv_precision: str | None = None) -> float:

@@ -5,12 +5,15 @@ LM head) depends only on (new tokens, sequences needing logits) and is cached; a
 on the chunks and on (decode batch, sum of decode contexts), so a decode step is O(1).
 Sliding-window layers (gpt-oss) attend to at most the window: a causal band in prefill, and in
 decode the sum over sequences of min(context, window), which the engine keeps as it keeps the
-context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts").
+context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts"). Linear-attention layers
+(Qwen3.5's Gated DeltaNet) have their own projections and a recurrence whose cost depends on
+the new tokens and the batch, never on the context (DESIGN.md, "Linear-attention layers").
 """
 from __future__ import annotations
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
+from .linear import LinearLayers
 from .memory import model_problem
 from .ops import PerfModel
 
@@ -54,8 +57,14 @@ class StepModel:
         #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
         self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
         self.window = m.sliding_window
+        #: the linear-attention layers (None: none)
+        self.linear = None if m.linear_attention is None else LinearLayers(
+            m.linear_attention, pm, tp, m.hidden_size, self.act_bytes, self.attn_precision)
+        self._full_layers = m.full_attention_layers
         self._dense_cache: dict[tuple[int, int], float] = {}
         self._layer_gemms = self._gemm_shapes()
+        #: activations a full-attention layer's projections read and write per token
+        self._attn_act = 2 * (self.heads + self.kv_heads) * m.head_dim
         self._decode_linear = None
         if pm.calibration is None:
             # Uncalibrated decode attention per layer is max(a T, b T + g B) + kernel in the
@@ -63,6 +72,9 @@ class StepModel:
             c1, m1, _ = self._decode_parts(1, 1)
             _, m2, _ = self._decode_parts(1, 2)
             self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm.kernel_overhead)
+        #: decode_time's inlined form: only a model whose every layer is full attention
+        self._decode_inline = (self._decode_linear if self.window is None and self.linear is None
+                               else None)
         self._ctx_form = self._decode_form = self._moe_form = None
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
@@ -107,8 +119,9 @@ class StepModel:
                     (h, H * a.v_head_dim)]
             attn += ([(a.q_lora_rank, h), (H * (a.qk_nope_dim + a.qk_rope_dim), a.q_lora_rank)]
                      if a.q_lora_rank else [(H * (a.qk_nope_dim + a.qk_rope_dim), h)])
-        else:
-            attn = [((H + 2 * self.kv_heads) * d, h), (h, H * d)]
+        else:   # a gated attention's query projection makes the gate too
+            q = 2 * H if m.attention_gate else H
+            attn = [((q + 2 * self.kv_heads) * d, h), (h, H * d)]
         return attn
 
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
@@ -128,9 +141,12 @@ class StepModel:
              + pm.gemm_time(rows, h, fs, f.compute, wf) - 2 * launch)
         return t * n_experts + 2 * launch
 
-    def _layer_dense_time(self, n_tok: int, layer_is_moe: bool) -> float:
+    def _layer_dense_time(self, n_tok: int, layer_is_moe: bool, linear: bool = False) -> float:
+        """One layer but its attention (or recurrence): projections, FFN or experts, norms,
+        KV write, all-reduces. ``linear``: a linear-attention layer's projections, no KV."""
         m, pm, f = self.model, self.pm, self.formats
-        t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in self._layer_gemms)
+        gemms = self.linear.gemms if linear else self._layer_gemms
+        t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in gemms)
         if layer_is_moe:
             e = m.moe
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
@@ -146,8 +162,9 @@ class StepModel:
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
         h, fs = m.hidden_size, m.ffn_size // self.tp
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
-                                        + 2 * (self.heads + self.kv_heads) * m.head_dim)
-        kv_write = n_tok * m.kv_layer_bytes(f.kv, self.tp)   # windowed layers write it too
+                                        + (self.linear.act if linear else self._attn_act))
+        # windowed layers write KV too; a linear layer's state write is its recurrence's
+        kv_write = 0.0 if linear else n_tok * m.kv_layer_bytes(f.kv, self.tp)
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
         t += 2 * pm.allreduce_time(n_tok * h * self.act_bytes, self.tp)
         return t
@@ -168,7 +185,9 @@ class StepModel:
             m, pm = self.model, self.pm
             n_moe = 0 if not m.moe else m.num_layers - m.moe.first_dense_layers
             t = 0.0
-            if n_tok:
+            if n_tok and self.linear is not None:
+                t += self._hybrid_dense_time(n_tok, n_moe)
+            elif n_tok:
                 t += (m.num_layers - n_moe) * self._layer_dense_time(n_tok, False)
                 if n_moe:
                     t += n_moe * self._layer_dense_time(n_tok, True)
@@ -176,6 +195,21 @@ class StepModel:
                 t += pm.gemm_time(n_logits, max(1, m.vocab_size // self.tp), m.hidden_size,
                                   self.attn_precision)
             self._dense_cache[key] = t
+        return t
+
+    def _hybrid_dense_time(self, n_tok: int, n_moe: int) -> float:
+        """:meth:`dense_time`'s layers for a model with linear-attention layers.
+        NOTE: the count of each kind is kept, not the pattern; the linear layers are counted
+        among the MoE layers first (Qwen3.5: every layer is MoE, so the split is exact)."""
+        lin = self.linear.layers
+        lin_moe = min(lin, n_moe)
+        n_dense = self.model.num_layers - n_moe
+        t = 0.0
+        for count, moe, linear in ((n_dense - (lin - lin_moe), False, False),
+                                   (lin - lin_moe, False, True), (n_moe - lin_moe, True, False),
+                                   (lin_moe, True, True)):
+            if count:
+                t += count * self._layer_dense_time(n_tok, moe, linear)
         return t
 
     # --- attention -----------------------------------------------------------------------
@@ -187,12 +221,19 @@ class StepModel:
         return m.head_dim, m.head_dim
 
     def prefill_attention_time(self, chunks) -> float:
+        """Attention of prefill ``chunks`` in every layer: the full-attention layers', the
+        windowed layers' band, the linear layers' chunked recurrence."""
+        if self.linear is not None and chunks:
+            return self._full_prefill_time(chunks) + self.linear.prefill_time(chunks)
+        return self._full_prefill_time(chunks)
+
+    def _full_prefill_time(self, chunks) -> float:
         if self.window is not None:
             return self._windowed_prefill_time(chunks)
         if self._ctx_form is not None and chunks:
-            return self.model.num_layers * self._ctx_form(chunks)
+            return self._full_layers * self._ctx_form(chunks)
         qk, v = self._attn_dims()
-        return self.model.num_layers * self.pm.attention_chunks_time(
+        return self._full_layers * self.pm.attention_chunks_time(
             chunks, self.heads, self.heads if self.model.mla else self.kv_heads, qk,
             self.attn_precision, self.formats.kv, v_head_dim=v)
 
@@ -230,8 +271,12 @@ class StepModel:
         all; ``window_kv``: the sum over them of min(context, window) for windowed layers
         (default min(total_kv, batch x window), exact when every context fills the window)."""
         if self.window is not None:
-            return self._windowed_decode_time(batch, total_kv, window_kv)
-        return self.model.num_layers * self._decode_layer_time(batch, total_kv)
+            t = self._windowed_decode_time(batch, total_kv, window_kv)
+        else:
+            t = self._full_layers * self._decode_layer_time(batch, total_kv)
+        if self.linear is not None and batch > 0:
+            t += self.linear.decode_time(batch)
+        return t
 
     def _windowed_decode_time(self, batch: int, total_kv: int, window_kv: int | None) -> float:
         if window_kv is None:
@@ -294,8 +339,8 @@ class StepModel:
         if t is None:
             t = self.dense_time(batch, batch)
         if batch:
-            lin = self._decode_linear
-            if lin is not None and self.window is None:
+            lin = self._decode_inline
+            if lin is not None:
                 # decode_attention_time's linear form inlined: the same operations in order
                 a, b, g, k = lin
                 t += self.model.num_layers * (max(a * total_ctx, b * total_ctx + g * batch) + k)

@@ -58,7 +58,8 @@ def decode_rate(step: StepModel, kv_tokens: int, prompt: int, output: int,
     """Requests/s of one decode instance: the largest power-of-two batch whose step fits the
     TPOT target (with margin) and whose KV fits ``kv_tokens``, each request staying ``output``
     steps (0 when even one request misses the target)."""
-    kv_cap = int(kv_tokens // step.model.kv_tokens(prompt + output))   # windows included
+    # windows and linear-attention state included
+    kv_cap = int(kv_tokens // step.model.kv_tokens(prompt + output, step.formats.kv, step.tp))
     batch, best = 1, 0.0
     while batch <= min(kv_cap, MAX_DECODE_BATCH):
         # NOTE: the batch's mean context is the prompt plus half the output

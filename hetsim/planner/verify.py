@@ -134,7 +134,7 @@ def plan(spec: "PlanSpec | str | Path | dict", progress=None, *, overrides: dict
     mean_in, mean_out = float(np.mean(reqs.input_tokens)), float(np.mean(reqs.output_tokens))
     opts = options(spec, model, mean_in, mean_out)
     # NOTE: the KV crossing the link is sized at bf16 whatever the candidate's KV format
-    kv_bytes = model.kv_tokens(mean_in) * model.kv_bytes_per_token("bf16")
+    kv_bytes = model.kv_tokens(mean_in, "bf16") * model.kv_bytes_per_token("bf16")
     if spec.objective == "goodput-per-accelerator":
         return _plan_per_accelerator(spec, opts, kv_bytes, target, t0, progress, executor)
     cands, considered, infeasible = candidates(spec, opts, kv_bytes, target)

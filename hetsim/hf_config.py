@@ -1,0 +1,157 @@
+"""A Hugging Face ``config.json`` read as a hetsim model file's fields (Llama, Mistral/Mixtral,
+Qwen, OPT, BLOOM, DeepSeek, gpt-oss, Qwen3.5). :func:`hetsim.models.from_hf_config` builds and
+checks them; this module only reads keys, so a bad value is named by its config.json key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import read_json
+from .errors import ConfigError
+
+__all__ = ["hf_fields", "HF_KEYS"]
+
+
+def hf_fields(p: Path) -> dict:
+    """The model-file fields (:class:`hetsim.models.ModelConfig`'s keys) of the Hugging Face
+    ``config.json`` at ``p``; an unreadable or incomplete file is a ConfigError naming it."""
+    c = read_json(p)
+    if not isinstance(c, dict):
+        raise ConfigError("a Hugging Face config.json is a JSON object", file=str(p))
+    text = c.get("text_config")
+    if isinstance(text, dict) and "hidden_size" not in c:
+        # NOTE: a vision-language config (Qwen3.5): the language model is its text_config; the
+        # vision tower (about 0.1% of Qwen3.5-397B's weights) is left out
+        c = {**{k: v for k, v in c.items() if k != "text_config"}, **text}
+
+    def get(*keys, default=None):
+        for k in keys:
+            if c.get(k) is not None:
+                v = c[k]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ConfigError(f"must be a whole number >= 1, got {v!r}", file=str(p),
+                                      path=k)
+                return v
+        if default is None:
+            raise ConfigError(f"missing key (one of {', '.join(keys)})", file=str(p))
+        return default
+
+    hidden = get("hidden_size", "n_embd", "d_model")
+    heads = get("num_attention_heads", "n_head", "num_heads")
+    if "head_dim" not in c and hidden % heads:
+        raise ConfigError(f"hidden size {hidden} is not a multiple of {heads} heads (and no "
+                          f"head_dim is given)", file=str(p), path="num_attention_heads")
+    mt = c.get("model_type", "")
+    tied = c.get("tie_word_embeddings", mt in ("opt", "bloom"))
+    if not isinstance(tied, bool):
+        raise ConfigError(f"must be true or false, got {tied!r}", file=str(p),
+                          path="tie_word_embeddings")
+    ffn = get("intermediate_size", "ffn_dim", "n_inner", default=0) or 4 * hidden
+    d = dict(name=c.get("_name_or_path") or p.parent.name or "hf-model",
+             num_layers=get("num_hidden_layers", "n_layer", "num_layers"), hidden_size=hidden,
+             num_heads=heads, num_kv_heads=get("num_key_value_heads", default=heads),
+             head_dim=get("head_dim", default=hidden // heads or 1), ffn_size=ffn,
+             vocab_size=get("vocab_size"), gated_ffn=mt not in ("opt", "bloom", "gpt2", "gpt_neox"),
+             tied_embeddings=tied,
+             max_context=get("max_position_embeddings", "n_positions", default=131072),
+             source=str(p))
+    experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
+    if experts:
+        d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
+                        expert_ffn_size=c.get("moe_intermediate_size") or ffn,
+                        shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
+                        first_dense_layers=c.get("first_k_dense_replace") or 0)
+        fmt = _expert_only_format(c.get("quantization_config"))
+        if fmt:
+            d["expert_weights"] = fmt
+    if c.get("kv_lora_rank"):
+        d["mla"] = dict(kv_lora_rank=get("kv_lora_rank"), qk_rope_dim=get("qk_rope_head_dim"),
+                        qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
+                        q_lora_rank=c.get("q_lora_rank") or 0)
+        d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
+    types = _layer_types(c, p, d["num_layers"])
+    if types.get("sliding_attention"):
+        d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
+    if types.get("linear_attention"):
+        dtype = c.get("mamba_ssm_dtype", "float32")
+        if dtype not in _STATE_DTYPES:
+            raise ConfigError(f"must be one of {', '.join(_STATE_DTYPES)}, got {dtype!r}",
+                              file=str(p), path="mamba_ssm_dtype")
+        d["linear_attention"] = dict(
+            layers=types["linear_attention"], num_k_heads=get("linear_num_key_heads"),
+            head_k_dim=get("linear_key_head_dim"), num_v_heads=get("linear_num_value_heads"),
+            head_v_dim=get("linear_value_head_dim"),
+            conv_kernel=get("linear_conv_kernel_dim", default=4),
+            state_dtype=_STATE_DTYPES[dtype])
+    if c.get("attn_output_gate"):
+        d["attention_gate"] = True
+    return d
+
+
+def _shared_experts(c: dict, p: Path) -> int:
+    """Shared experts from ``shared_expert_intermediate_size`` (Qwen2-MoE, Qwen3.5): that width
+    in routed experts' widths (0 without one)."""
+    size, moe = c.get("shared_expert_intermediate_size"), c.get("moe_intermediate_size")
+    if not size:
+        return 0
+    if not isinstance(size, int) or not isinstance(moe, int) or moe < 1 or size % moe:
+        raise ConfigError(f"must be a whole multiple of moe_intermediate_size {moe!r}, got "
+                          f"{size!r}", file=str(p), path="shared_expert_intermediate_size")
+    return size // moe
+
+
+#: the config's mamba_ssm_dtype -> hetsim's format name
+_STATE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+#: the layer types hetsim models
+_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+
+
+def _layer_types(c: dict, p: Path, num_layers: int) -> dict[str, int]:
+    """How many layers ``layer_types`` gives each type: ``sliding_attention`` (gpt-oss, Step),
+    ``linear_attention`` (Qwen3.5's Gated DeltaNet), ``full_attention``; {} without the key.
+
+    NOTE: a ``sliding_window`` without ``layer_types`` (Mistral-7B-v0.1; Qwen's, off) is read
+    as full attention everywhere: KV is over-counted past the window, never under-counted.
+    """
+    types = c.get("layer_types")
+    if types is None:
+        return {}
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"must be a list of layer types, got {types!r}", file=str(p),
+                          path="layer_types")
+    other = sorted(set(types) - set(_LAYER_TYPES))
+    if other:
+        raise ConfigError(f"layer type {other[0]!r} is not modelled (hetsim models "
+                          f"{', '.join(_LAYER_TYPES)})", file=str(p), path="layer_types")
+    if len(types) != num_layers:
+        raise ConfigError(f"{len(types)} layer types for {num_layers} layers",
+                          file=str(p), path="layer_types")
+    return {t: types.count(t) for t in _LAYER_TYPES}
+
+
+#: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
+HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
+            "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
+            "ffn_size": "intermediate_size", "name": "_name_or_path",
+            "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
+            "linear_attention": "layer_types"}
+
+
+def _expert_only_format(q) -> str | None:
+    """The experts' format where a checkpoint quantizes them and leaves attention in 16 bits,
+    else None (a whole-model format is a pool's ``precision``, not the model's):
+    - ``quant_method: mxfp4`` (gpt-oss): its modules_to_not_convert are attention, router,
+      embeddings and LM head;
+    - ModelOpt NVFP4 (NVIDIA's ``*-NVFP4`` MoE releases, ``quant_method: modelopt``,
+      ``quant_algo: NVFP4``) whose ``ignore`` list names the attention modules (``self_attn``):
+      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values).
+    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj`` and dense
+    first layers) are counted in the pool's format."""
+    if not isinstance(q, dict):
+        return None
+    if q.get("quant_method") == "mxfp4":
+        return "mxfp4"
+    ignore = q.get("ignore") or []
+    if (q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4"
+            and any("self_attn" in str(m) for m in ignore)):
+        return "fp4"
+    return None
