@@ -106,13 +106,15 @@ CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
               "qwen/qwen3-235b-a22b-fp8": "fp8_block"}
 
 
-#: models whose published fp8 checkpoint is block-scaled (config.json ``weight_block_size``
-#: [128, 128]): their fp8 rows serve it
-BLOCK_FP8 = {"minimaxai/minimax-m2.5"}
+#: models whose published fp8 checkpoint is block-scaled: their fp8 rows serve it (MiniMax's
+#: config.json ``weight_block_size`` [128, 128]; Qwen3.5's rows say ``moe_quant_mode``
+#: fp8_block, as Qwen's FP8 releases are, "block size 128" on Qwen3-235B-A22B-FP8's card)
+BLOCK_FP8 = {"minimaxai/minimax-m2.5", "qwen/qwen3.5-397b-a17b"}
 #: nvfp4 rows of these models serve NVIDIA's ModelOpt release (aiconfigurator-core's copy of
 #: its config.json): NVFP4 experts, attention in bf16 (its ``ignore`` list), read by hetsim's
 #: HF importer as ``expert_weights: fp4`` on a bf16 pool
-NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4"}
+NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4",
+                 "qwen/qwen3.5-397b-a17b": "nvidia--Qwen3.5-397B-A17B-NVFP4"}
 
 
 def _mode(row) -> str:
