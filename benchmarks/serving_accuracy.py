@@ -47,7 +47,8 @@ MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
 #: model_path (lower case) -> hetsim catalog model; quantized checkpoints map to the base model
 MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
-          "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b"}
+          "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
+          "moonshotai/kimi-k2.5": "kimi-k2.5"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
@@ -101,13 +102,20 @@ def agg_workers(row) -> int:
 CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
               # Qwen's FP8 release: "fine-grained fp8 quantization with block size 128" (its
               # model card; config.json weight_block_size [128, 128]), whatever the row says
-              "qwen/qwen3-235b-a22b-fp8": "fp8_block"}
+              "qwen/qwen3-235b-a22b-fp8": "fp8_block",
+              # (model, quant label): Kimi-K2.5's int4_wo rows serve Moonshot's own checkpoint,
+              # int4-g32 routed experts (the catalog model's expert_weights) and bf16 elsewhere
+              # (its config's ignore list), not int4 attention; its nvfp4 rows can only be
+              # NVIDIA's re-quantization (nvidia/Kimi-K2.5-NVFP4: modelopt NVFP4 W4A4 on every
+              # Linear but self_attn and lm_head), modelled as fp4 throughout (see DESIGN.md)
+              ("moonshotai/kimi-k2.5", "int4_wo"): "bf16"}
 
 
 def precision(row) -> dict:
-    mode = CHECKPOINT.get(str(row.get("model_path", "")).strip().lower())
-    mode = row.get("gemm_quant_mode") if mode is None else mode
-    mode = row.get("precision") if pd.isna(mode) else mode
+    model = str(row.get("model_path", "")).strip().lower()
+    label = row.get("gemm_quant_mode")
+    label = row.get("precision") if pd.isna(label) else label
+    mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
     compute, weights = FORMATS.get("bf16" if pd.isna(mode) else str(mode), (None, None))
     if compute is None:
         raise ConfigError(f"no hetsim format for gemm_quant_mode {mode}")

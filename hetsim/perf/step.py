@@ -48,7 +48,8 @@ class StepModel:
         m = model
         self.heads = max(1, m.num_heads // tp)
         self.kv_heads = m.kv_heads_per_rank(tp)
-        # the experts' stored format: f.weights unless the checkpoint's is narrower (mxfp4)
+        # the routed experts' stored format: f.weights unless the checkpoint's is narrower
+        # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
         #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
         #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
@@ -139,8 +140,7 @@ class StepModel:
             t += self._moe_form(n_tok) if self._moe_form is not None else \
                 self._routed_analytic(n_tok)
             if e.shared_experts:
-                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts,
-                                    weights=self.expert_weights)
+                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts)
         else:
             t += self._ffn_time(n_tok, m.ffn_size)
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
