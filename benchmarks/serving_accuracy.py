@@ -48,7 +48,11 @@ MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
 MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
           "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
-          "moonshotai/kimi-k2.5": "kimi-k2.5"}
+          "moonshotai/kimi-k2.5": "kimi-k2.5",
+          # (model_path, quant label) where one path's rows served two checkpoints: vLLM and
+          # TRT-LLM cannot make NVFP4 of Moonshot's int4 experts, so Kimi's nvfp4 rows ran
+          # NVIDIA's re-quantization (assumed: no row names it)
+          ("moonshotai/kimi-k2.5", "nvfp4"): "kimi-k2.5-nvfp4"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
@@ -103,18 +107,22 @@ CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
               # Qwen's FP8 release: "fine-grained fp8 quantization with block size 128" (its
               # model card; config.json weight_block_size [128, 128]), whatever the row says
               "qwen/qwen3-235b-a22b-fp8": "fp8_block",
-              # (model, quant label): Kimi-K2.5's int4_wo rows serve Moonshot's own checkpoint,
-              # int4-g32 routed experts (the catalog model's expert_weights) and bf16 elsewhere
-              # (its config's ignore list), not int4 attention; its nvfp4 rows can only be
-              # NVIDIA's re-quantization (nvidia/Kimi-K2.5-NVFP4: modelopt NVFP4 W4A4 on every
-              # Linear but self_attn and lm_head), modelled as fp4 throughout (see DESIGN.md)
+              # (model_path, quant label): Kimi-K2.5's int4_wo rows serve Moonshot's own
+              # checkpoint, int4-g32 routed experts (the catalog model's expert_weights) and
+              # bf16 elsewhere (its config's ignore list), not int4 attention; its nvfp4 rows
+              # stay fp4 (kimi-k2.5-nvfp4 keeps its attention bf16 itself)
               ("moonshotai/kimi-k2.5", "int4_wo"): "bf16"}
 
 
-def precision(row) -> dict:
-    model = str(row.get("model_path", "")).strip().lower()
+def _checkpoint(row) -> tuple[str, object]:
+    """(model_path in lower case, the row's quant label: gemm_quant_mode, else precision)."""
     label = row.get("gemm_quant_mode")
-    label = row.get("precision") if pd.isna(label) else label
+    return (str(row.get("model_path", "")).strip().lower(),
+            row.get("precision") if pd.isna(label) else label)
+
+
+def precision(row) -> dict:
+    model, label = _checkpoint(row)
     mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
     compute, weights = FORMATS.get("bf16" if pd.isna(mode) else str(mode), (None, None))
     if compute is None:
@@ -223,8 +231,9 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
     spread = SPREAD.get(provenance(row), spread)
-    key = str(row["model_path"]).strip().lower()
-    if key not in MODELS:
+    key = _checkpoint(row)
+    model = MODELS.get(key, MODELS.get(key[0]))
+    if model is None:
         raise ConfigError(f"hetsim has no model for {row['model_path']}")
     if row["system"] not in kerneldb.SYSTEMS:
         raise ConfigError(f"hetsim has no profile for system {row['system']}")
@@ -238,7 +247,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
                 "arrival": {"process": "closed", "concurrency": c},
                 "input_tokens": _lengths(int(row["isl"]), spread),
                 "output_tokens": _lengths(int(row["osl"]), spread)}
-    return {"name": f"silicon-{row['id']}", "model": MODELS[key], "workload": workload,
+    return {"name": f"silicon-{row['id']}", "model": model, "workload": workload,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 

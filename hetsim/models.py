@@ -73,6 +73,10 @@ class ModelConfig:
     expert_weights: str | None = field(default=None, metadata=meta(
         "format the checkpoint stores the routed experts' FFN weights in (gpt-oss: mxfp4, "
         "Kimi-K2.5: int4-g32); none: the pool's precision.weights, as for shared experts"))
+    attention_weights: str | None = field(default=None, metadata=meta(
+        "format the checkpoint keeps the attention projections (q, kv, o) in, and the runtime "
+        "computes them in, whatever the pool's precision (NVIDIA's NVFP4 checkpoints: bf16); "
+        "none: the pool's compute and weights"))
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
@@ -89,6 +93,8 @@ class ModelConfig:
             raise ConfigError(f"{self.sliding_window.layers} windowed layers of {self.num_layers}"
                               f": at least one layer must attend to the full context (KV that "
                               f"grows with it)", path="sliding_window.layers")
+        if self.attention_weights is not None and unknown_precision(self.attention_weights):
+            raise ConfigError(unknown_precision(self.attention_weights), path="attention_weights")
         if self.expert_weights is not None:
             why = unknown_precision(self.expert_weights)
             if why or not self.moe:
@@ -203,10 +209,13 @@ class ModelConfig:
 
     def weight_bytes(self, weights: str) -> float:
         """Bytes of every weight (whole model, unsharded) on a pool storing weights in
-        ``weights``: the routed experts in :meth:`expert_format`, the rest in ``weights``."""
+        ``weights``: the routed experts in :meth:`expert_format`, the attention projections in
+        ``attention_weights`` where the checkpoint fixes it, the rest in ``weights``."""
         experts = self.expert_params(shared=False)
-        return ((self.num_params() - experts) * PRECISION_BYTES[weights]
-                + experts * PRECISION_BYTES[self.expert_format(weights)])
+        attn = self.num_layers * self.attention_params() if self.attention_weights else 0
+        return ((self.num_params() - experts - attn) * PRECISION_BYTES[weights]
+                + experts * PRECISION_BYTES[self.expert_format(weights)]
+                + attn * PRECISION_BYTES[self.attention_weights or weights])
 
     def num_params(self, active: bool = False) -> int:
         """Total parameters (or parameters active per token, for MoE). Both counts include the

@@ -38,7 +38,12 @@ class StepModel:
         f = Formats.of(precision)
         self.formats = f
         acc = pm.acc
-        why = unsupported(acc, f.compute) or model_problem(model)
+        #: (compute, weights) of the attention projections: the checkpoint's own format where
+        #: it fixes one (NVFP4 checkpoints keep them bf16), else the pool's
+        self.attn_gemm = ((model.attention_weights,) * 2 if model.attention_weights
+                          else (f.compute, f.weights))
+        why = (unsupported(acc, f.compute) or unsupported(acc, self.attn_gemm[0])
+               or model_problem(model))
         if why:
             raise ConfigError(why)
         # Attention and elementwise math stay in a 16-bit format when GEMMs run in fp8/int8.
@@ -131,7 +136,7 @@ class StepModel:
 
     def _layer_dense_time(self, n_tok: int, layer_is_moe: bool) -> float:
         m, pm, f = self.model, self.pm, self.formats
-        t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in self._layer_gemms)
+        t = sum(pm.gemm_time(n_tok, n, k, *self.attn_gemm) for n, k in self._layer_gemms)
         if layer_is_moe:
             e = m.moe
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
