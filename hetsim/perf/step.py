@@ -39,7 +39,7 @@ class StepModel:
         self.formats = f
         acc = pm.acc
         #: (compute, weights) of the attention projections: the checkpoint's own format where
-        #: it fixes one (NVFP4 checkpoints keep them bf16), else the pool's
+        #: it fixes one (kimi-k2.5-nvfp4 keeps them bf16), else the pool's
         self.attn_gemm = ((model.attention_weights,) * 2 if model.attention_weights
                           else (f.compute, f.weights))
         why = (unsupported(acc, f.compute) or unsupported(acc, self.attn_gemm[0])
