@@ -49,7 +49,12 @@ MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
           "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
           "minimaxai/minimax-m2.5": "minimax-m2.5",
-          "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b"}
+          "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
+          "moonshotai/kimi-k2.5": "kimi-k2.5",
+          # (model_path, quant label) where one path's rows served two checkpoints: vLLM and
+          # TRT-LLM cannot make NVFP4 of Moonshot's int4 experts, so Kimi's nvfp4 rows ran
+          # NVIDIA's re-quantization (assumed: no row names it)
+          ("moonshotai/kimi-k2.5", "nvfp4"): "kimi-k2.5-nvfp4"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
@@ -103,7 +108,19 @@ def agg_workers(row) -> int:
 CHECKPOINT = {"openai/gpt-oss-120b": "bf16",
               # Qwen's FP8 release: "fine-grained fp8 quantization with block size 128" (its
               # model card; config.json weight_block_size [128, 128]), whatever the row says
-              "qwen/qwen3-235b-a22b-fp8": "fp8_block"}
+              "qwen/qwen3-235b-a22b-fp8": "fp8_block",
+              # (model_path, quant label): Kimi-K2.5's int4_wo rows serve Moonshot's own
+              # checkpoint, int4-g32 routed experts (the catalog model's expert_weights) and
+              # bf16 elsewhere (its config's ignore list), not int4 attention; its nvfp4 rows
+              # stay fp4 (kimi-k2.5-nvfp4 keeps its attention bf16 itself)
+              ("moonshotai/kimi-k2.5", "int4_wo"): "bf16"}
+
+
+def _checkpoint(row) -> tuple[str, object]:
+    """(model_path in lower case, the row's quant label: gemm_quant_mode, else precision)."""
+    label = row.get("gemm_quant_mode")
+    return (str(row.get("model_path", "")).strip().lower(),
+            row.get("precision") if pd.isna(label) else label)
 
 
 #: models whose published fp8 checkpoint is block-scaled: their fp8 rows serve it (MiniMax's
@@ -117,28 +134,26 @@ NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4",
                  "qwen/qwen3.5-397b-a17b": "nvidia--Qwen3.5-397B-A17B-NVFP4"}
 
 
-def _mode(row) -> str:
-    mode = row.get("gemm_quant_mode")
-    mode = row.get("precision") if pd.isna(mode) else mode
-    return "bf16" if pd.isna(mode) else str(mode)
-
-
 def model_of(row) -> str:
     """The hetsim model a row serves: a catalog name, or the config.json of the quantized
     release its row names (:data:`NVFP4_EXPERTS`)."""
-    key = str(row["model_path"]).strip().lower()
-    if key in NVFP4_EXPERTS and _mode(row) == "nvfp4":
+    key = _checkpoint(row)
+    if key[0] in NVFP4_EXPERTS and key[1] == "nvfp4":
         return str(kerneldb.data_root().parent / "model_configs"
-                   / f"{NVFP4_EXPERTS[key]}_config.json")
-    return MODELS[key]
+                   / f"{NVFP4_EXPERTS[key[0]]}_config.json")
+    model = MODELS.get(key, MODELS.get(key[0]))
+    if model is None:
+        raise ConfigError(f"hetsim has no model for {row['model_path']}")
+    return model
 
 
 def precision(row) -> dict:
-    key = str(row.get("model_path", "")).strip().lower()
-    mode = CHECKPOINT.get(key, _mode(row))
-    if key in NVFP4_EXPERTS and mode == "nvfp4":
+    model, label = _checkpoint(row)
+    mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
+    mode = "bf16" if pd.isna(mode) else str(mode)
+    if model in NVFP4_EXPERTS and mode == "nvfp4":
         mode = "bf16"       # the experts' fp4 is the model's (model_of); the rest is bf16
-    elif key in BLOCK_FP8 and mode == "fp8":
+    elif model in BLOCK_FP8 and mode == "fp8":
         mode = "fp8_block"
     compute, weights = FORMATS.get(mode, (None, None))
     if compute is None:
@@ -180,7 +195,7 @@ def minimax_vllm(row) -> dict:
     same workflows, §6). Where a script ran expert parallelism its row does not say (label !=
     run), ``moe_ep`` is what the server ran."""
     system, image, day = row["system"], _image(row), _measured_on(row)
-    fp4 = _mode(row) == "nvfp4"
+    fp4 = _checkpoint(row)[1] == "nvfp4"
     tp = _int(row.get("tp_size")) * _int(row.get("attention_dp_size"))
     merged = image.startswith("v0.19")       # the 2026-04-03 B200 recipe, copied to B300
     out: dict = {"memory_utilization": 0.90 if merged or system == "h100_sxm" else 0.95}
@@ -284,9 +299,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
     spread = SPREAD.get(provenance(row), spread)
-    key = str(row["model_path"]).strip().lower()
-    if key not in MODELS:
-        raise ConfigError(f"hetsim has no model for {row['model_path']}")
+    model = model_of(row)
     if row["system"] not in kerneldb.SYSTEMS:
         raise ConfigError(f"hetsim has no profile for system {row['system']}")
     if row["mode"] == "disagg":

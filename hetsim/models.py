@@ -42,8 +42,12 @@ class ModelConfig:
         "gated attention: the query projection also makes a sigmoid gate per head on the "
         "attention output (Qwen3-Next, Qwen3.5)"))
     expert_weights: str | None = field(default=None, metadata=meta(
-        "format the checkpoint stores the expert FFN weights in (gpt-oss: mxfp4); none: the "
-        "pool's precision.weights"))
+        "format the checkpoint stores the routed experts' FFN weights in (gpt-oss: mxfp4, "
+        "Kimi-K2.5: int4-g32); none: the pool's precision.weights, as for shared experts"))
+    attention_weights: str | None = field(default=None, metadata=meta(
+        "format the checkpoint keeps the attention projections (q, kv, o) in, and the runtime "
+        "computes them in, whatever the pool's precision (kimi-k2.5-nvfp4: bf16); "
+        "none: the pool's compute and weights"))
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
@@ -64,6 +68,8 @@ class ModelConfig:
                               f"{' and '.join(parts.values())} layers of {self.num_layers}: at "
                               f"least one layer must attend to the full context (KV that grows "
                               f"with it)", path=f"{list(parts)[-1]}.layers")
+        if self.attention_weights is not None and unknown_precision(self.attention_weights):
+            raise ConfigError(unknown_precision(self.attention_weights), path="attention_weights")
         if self.expert_weights is not None:
             why = unknown_precision(self.expert_weights)
             if why or not self.moe:
@@ -171,23 +177,28 @@ class ModelConfig:
             return self._ffn_params(self.ffn_size)
         return self._experts_params(active) + self.hidden_size * self.moe.num_experts
 
-    def _experts_params(self, active: bool) -> int:
-        """One MoE layer's expert FFNs (all routed, or the top-k a token uses) and shared ones."""
+    def _experts_params(self, active: bool, shared: bool = True) -> int:
+        """One MoE layer's expert FFNs (all routed, or the top-k a token uses) and, with
+        ``shared``, the shared ones."""
         m = self.moe
-        experts = (m.top_k if active else m.num_experts) + m.shared_experts
+        experts = (m.top_k if active else m.num_experts) + (m.shared_experts if shared else 0)
         return experts * self._ffn_params(m.expert_ffn_size)
 
-    def expert_params(self, active: bool = False) -> int:
-        """Parameters of the expert FFNs (routed and shared; not the router) over all MoE
-        layers: the part a checkpoint like gpt-oss's stores in a narrower format (0: dense)."""
+    def expert_params(self, active: bool = False, shared: bool = True) -> int:
+        """Parameters of the expert FFNs (routed and, with ``shared``, shared; not the router)
+        over all MoE layers (0: dense). The routed ones (``shared=False``) are the part a
+        checkpoint like gpt-oss's or Kimi-K2.5's stores in a narrower format."""
         if not self.moe:
             return 0
-        return (self.num_layers - self.moe.first_dense_layers) * self._experts_params(active)
+        return ((self.num_layers - self.moe.first_dense_layers)
+                * self._experts_params(active, shared))
 
     def expert_format(self, weights: str) -> str:
-        """The format the expert FFNs are stored in on a pool storing weights in ``weights``:
-        the narrower of that and the checkpoint's ``expert_weights`` (serving keeps a
-        published narrow format rather than widening it; a narrower pool format wins)."""
+        """The format the routed experts are stored in on a pool storing weights in
+        ``weights``: the narrower of that and the checkpoint's ``expert_weights`` (serving
+        keeps a published narrow format rather than widening it; a narrower pool format wins).
+        NOTE: shared experts take ``weights``: Kimi-K2.5's int4 checkpoint leaves them bf16
+        (its ``ignore`` list), and gpt-oss has none."""
         e = self.expert_weights
         if e is None or PRECISION_BYTES[weights] < PRECISION_BYTES[e]:
             return weights
@@ -195,10 +206,13 @@ class ModelConfig:
 
     def weight_bytes(self, weights: str) -> float:
         """Bytes of every weight (whole model, unsharded) on a pool storing weights in
-        ``weights``: the experts in :meth:`expert_format`, the rest in ``weights``."""
-        experts = self.expert_params()
-        return ((self.num_params() - experts) * PRECISION_BYTES[weights]
-                + experts * PRECISION_BYTES[self.expert_format(weights)])
+        ``weights``: the routed experts in :meth:`expert_format`, the attention projections in
+        ``attention_weights`` where the checkpoint fixes it, the rest in ``weights``."""
+        experts = self.expert_params(shared=False)
+        attn = self.num_layers * self.attention_params() if self.attention_weights else 0
+        return ((self.num_params() - experts - attn) * PRECISION_BYTES[weights]
+                + experts * PRECISION_BYTES[self.expert_format(weights)]
+                + attn * PRECISION_BYTES[self.attention_weights or weights])
 
     def num_params(self, active: bool = False) -> int:
         """Total parameters (or parameters active per token, for MoE). Both counts include the

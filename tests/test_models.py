@@ -115,6 +115,22 @@ def test_minimax_m2_5_published_counts():
         10, rel=0.05)
 
 
+# Kimi-K2.5's model card (huggingface.co/moonshotai/Kimi-K2.5, README §2 "Model Summary"; the
+# same table in github.com/MoonshotAI/Kimi-K2.5 README.md @6edc2543): "Total Parameters 1T",
+# "Activated Parameters 32B", of the text model (its 400M MoonViT encoder is listed apart). A
+# figure to one significant digit bounds the total to 5%. The active count, like OpenAI's,
+# leaves out the embedding table (a one-row lookup): with it hetsim counts 32.86B, which rounds
+# to 33B, without it 31.69B, which rounds to the card's 32B.
+def test_kimi_k25_published_param_counts():
+    m = hetsim.load_model("kimi-k2.5")
+    embedding = m.vocab_size * m.hidden_size
+    assert m.num_params() / 1e12 == pytest.approx(1.0, rel=0.05)
+    assert round((m.num_params(active=True) - embedding) / 1e9) == 32
+    assert round(m.num_params(active=True) / 1e9) != 32     # the embedding table is not counted
+    # 60 MoE layers x 384 routed experts, the part the int4 checkpoint quantizes
+    assert m.expert_params(shared=False) == 60 * 384 * 3 * 7168 * 2048
+
+
 def test_expert_params():
     ds = hetsim.load_model("deepseek-v3")   # 58 MoE layers x (256 routed + 1 shared) experts
     assert ds.expert_params() == 58 * 257 * 3 * 7168 * 2048

@@ -210,6 +210,24 @@ def test_moe_width_sets_the_tp_group(sa):
     assert pool["tp"] == 4 and sa.scenario(row)["model"] == "qwen3-235b-a22b"
 
 
+@pytest.mark.parametrize("label, model, compute, weights", [
+    ("int4_wo", "kimi-k2.5", "bf16", "bf16"),        # int4-g32 routed experts come with the model
+    ("nvfp4", "kimi-k2.5-nvfp4", "fp4", "fp4")])     # NVIDIA's checkpoint: bf16 attention inside
+def test_kimi_rows_serve_the_checkpoint_of_their_label(sa, label, model, compute, weights):
+    row = _row(model_path=" moonshotai/Kimi-K2.5", gemm_quant_mode=label, tp_size=8,
+               system="h200_sxm" if label == "int4_wo" else "b200_sxm")
+    sc = sa.scenario(row)
+    pool = sc["placements"]["measured"]["pools"]["mixed"]
+    assert sc["model"] == model
+    assert pool["precision"] == {"compute": compute, "weights": weights, "kv": "bf16"}
+    parse_scenario(sc, "kimi")                      # a valid scenario: the weights fit
+    # a label the table has no checkpoint for keeps the path's model and the label's formats
+    other = sa.scenario(_row(model_path="moonshotai/Kimi-K2.5", gemm_quant_mode="fp8", tp_size=8,
+                             system="h200_sxm"))
+    assert other["model"] == "kimi-k2.5"
+    assert other["placements"]["measured"]["pools"]["mixed"]["precision"]["compute"] == "fp8"
+
+
 def test_length_spread(sa):
     w = sa.scenario(_row(isl=1000, osl=10), spread=0.2)["workload"]
     assert w["input_tokens"] == {"dist": "uniform", "min": 800, "max": 1000}

@@ -49,6 +49,11 @@ GEMM_DTYPES: dict[tuple[str, str], tuple[str, ...]] = {
     # a checkpoint's own MXFP4 experts (gpt-oss): the tables' mxfp4 weight-only kernels
     ("bf16", "mxfp4"): ("w4a16-mxfp4",), ("fp16", "mxfp4"): ("w4a16-mxfp4",),
     ("fp8", "mxfp4"): ("w4a8-mxfp4",),
+    # a checkpoint's own group-scaled int4 experts (Kimi-K2.5): the tables' int4 weight-only
+    # kernels (aiconfigurator times them with 128-wide groups: the scales are 3% of the bytes
+    # where Kimi's 32-wide groups make them 11%)
+    ("bf16", "int4-g32"): ("w4a16-int",), ("fp16", "int4-g32"): ("w4a16-int",),
+    ("fp8", "int4-g32"): ("w4a8-int-fp8",),
 }
 
 

@@ -43,7 +43,8 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
         raise ConfigError(why)
     f = Formats.of(precision)
     usable = acc.hbm_bytes * memory_utilization
-    if getattr(model, "expert_weights", None):   # experts in their own format (gpt-oss)
+    # experts (gpt-oss, Kimi-K2.5) or attention (Kimi-K2.5 NVFP4) in their own format
+    if getattr(model, "expert_weights", None) or getattr(model, "attention_weights", None):
         weights = model.weight_bytes(f.weights) / tp
     else:
         weights = model.num_params() / tp * PRECISION_BYTES[f.weights]

@@ -41,7 +41,12 @@ class StepModel:
         f = Formats.of(precision)
         self.formats = f
         acc = pm.acc
-        why = unsupported(acc, f.compute) or model_problem(model)
+        #: (compute, weights) of the attention projections: the checkpoint's own format where
+        #: it fixes one (kimi-k2.5-nvfp4 keeps them bf16), else the pool's
+        self.attn_gemm = ((model.attention_weights,) * 2 if model.attention_weights
+                          else (f.compute, f.weights))
+        why = (unsupported(acc, f.compute) or unsupported(acc, self.attn_gemm[0])
+               or model_problem(model))
         if why:
             raise ConfigError(why)
         # Attention and elementwise math stay in a 16-bit format when GEMMs run in fp8/int8.
@@ -51,7 +56,8 @@ class StepModel:
         m = model
         self.heads = max(1, m.num_heads // tp)
         self.kv_heads = m.kv_heads_per_rank(tp)
-        # the experts' stored format: f.weights unless the checkpoint's is narrower (mxfp4)
+        # the routed experts' stored format: f.weights unless the checkpoint's is narrower
+        # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
         #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
         #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
@@ -146,7 +152,7 @@ class StepModel:
         KV write, all-reduces. ``linear``: a linear-attention layer's projections, no KV."""
         m, pm, f = self.model, self.pm, self.formats
         gemms = self.linear.gemms if linear else self._layer_gemms
-        t = sum(pm.gemm_time(n_tok, n, k, f.compute, f.weights) for n, k in gemms)
+        t = sum(pm.gemm_time(n_tok, n, k, *self.attn_gemm) for n, k in gemms)
         if layer_is_moe:
             e = m.moe
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
@@ -155,8 +161,7 @@ class StepModel:
             t += self._moe_form(n_tok) if self._moe_form is not None else \
                 self._routed_analytic(n_tok)
             if e.shared_experts:
-                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts,
-                                    weights=self.expert_weights)
+                t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts)
         else:
             t += self._ffn_time(n_tok, m.ffn_size)
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
