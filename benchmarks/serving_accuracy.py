@@ -214,6 +214,19 @@ def minimax_vllm(row) -> dict:
     return out
 
 
+def kimi_vllm(row) -> dict:
+    """The knobs InferenceX's single-node Kimi-K2.5 vLLM scripts set (docs/inferencex-minimax-
+    kimi-knobs.md §3, §8): max-num-seqs = CONC, memory 0.95 (int4) or 0.90 (NVFP4), pure TP
+    (the scripts never read EP_SIZE: "tp4 ep4" rows ran TP4), and on B200 NVFP4 from
+    2026-04-20 fp8 KV and a 2 x ISL token budget."""
+    fp4 = _checkpoint(row)[1] == "nvfp4"
+    out = {"max_seqs": concurrency(row), "memory_utilization": 0.90 if fp4 else 0.95,
+           "moe_ep": 1}
+    if fp4 and row["system"] == "b200_sxm" and _measured_on(row) >= "2026-04-20":
+        out.update(kv="fp8", max_batch_tokens=2 * int(row["isl"]))
+    return out
+
+
 def deployment(row, role: str) -> dict:
     """The serving knobs the row's campaign set on a pool of ``role``, where its scripts say
     (a pool's keys; the runtime's own defaults stand for the rest). Sources:
@@ -226,7 +239,7 @@ def deployment(row, role: str) -> dict:
     - inferencex: docs/inferencex-gptoss-knobs.md (SemiAnalysisAI/InferenceX scripts, commit
       per row there): TRT-LLM max_num_tokens 20000, KV memory 0.85, fp8 KV on B200; vLLM
       max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05 (gpt-oss);
-      docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`)."""
+      docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`)."""
     src, backend = provenance(row), row["backend"]
     model = str(row["model_path"]).strip().lower()
     batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))
@@ -245,6 +258,9 @@ def deployment(row, role: str) -> dict:
             out["kv"] = "fp8"
     elif backend == "vllm" and model == "minimaxai/minimax-m2.5":
         out.update(minimax_vllm(row))
+    elif src == "inferencex" and backend == "vllm" and model == "moonshotai/kimi-k2.5" \
+            and row["mode"] == "agg":
+        out.update(kimi_vllm(row))
     elif src == "inferencex" and backend == "vllm" and model == "openai/gpt-oss-120b":
         out["max_seqs"] = 512 if system == "b200_sxm" else concurrency(row)
         if system == "b200_sxm" and _measured_on(row) >= "2025-12-05":

@@ -233,3 +233,16 @@ def test_length_spread(sa):
     assert w["input_tokens"] == {"dist": "uniform", "min": 800, "max": 1000}
     assert w["output_tokens"] == {"dist": "uniform", "min": 8, "max": 10}
     assert sa.scenario(_row(osl=1), spread=0.2)["workload"]["output_tokens"]["dist"] == "fixed"
+
+
+@pytest.mark.parametrize("quant, system, day, knobs", [
+    ("int4_wo", "h200_sxm", "2026-03-10", {"max_seqs": 4, "memory_utilization": 0.95, "moe_ep": 1}),
+    ("nvfp4", "b200_sxm", "2026-03-20", {"max_seqs": 4, "memory_utilization": 0.90, "moe_ep": 1}),
+    ("nvfp4", "b200_sxm", "2026-04-21", {"max_seqs": 4, "memory_utilization": 0.90, "moe_ep": 1,
+                                         "kv": "fp8", "max_batch_tokens": 2048})])
+def test_kimi_rows_run_pure_tp_on_their_script_s_knobs(sa, quant, system, day, knobs):
+    """docs/inferencex-minimax-kimi-knobs.md §3: max-num-seqs CONC, no EP whatever the label."""
+    src = f"source_file=2026-04-06.csv; silicon_concurrency=4; measured={day}; image=vllm/vllm-openai:v0.17.0"
+    row = _row(model_path="moonshotai/Kimi-K2.5", system=system, gemm_quant_mode=quant,
+               isl=1024, tp_size=4, moe_ep_size=4, silicon_data_source=src)
+    assert sa.deployment(row, "mixed") == knobs
