@@ -14,9 +14,12 @@ the frame; every other function here takes that frame.
 What the measurements are: the mean TTFT and mean TPOT of one closed-loop benchmark run at
 ``silicon_concurrency`` clients (named in ``silicon_data_source``; ``batch_size`` for agg
 rows). aiconfigurator's campaigns record ``mean_ttft``/``mean_tpot`` as these columns, and its
-replay of them runs ``10 x concurrency`` requests; so does this one: C clients start together
-(their start burst is in the statistics, as in ``vllm bench serve`` and aiperf, which keep no
-warm-up by default: docs/runtime-rules.md §6), each sends its next request when the last ends.
+replay of them runs ``10 x concurrency`` requests (its ``eval`` client's count; its generator's
+client runs 50 x: docs/aic-campaign-client.md); so does this one: C clients start together
+(their start burst is in the statistics: ``vllm bench serve`` and aiperf keep no warm-up by
+default, and where a campaign sets one, aiperf's and InferenceX's warm-ups finish before the
+measured phase opens with its burst: docs/runtime-rules.md §6, docs/aic-campaign-client.md,
+docs/inferencex-minimax-kimi-knobs.md §1), each sends its next request when the last ends.
 
     python benchmarks/serving_accuracy.py [--limit N] [--model qwen3-32b] [--system h100_sxm]
     python benchmarks/serving_accuracy.py --jobs 2 --readme README.md    # README's block
