@@ -55,6 +55,7 @@ class StepModel:
         self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
         self.window = m.sliding_window
         self._dense_cache: dict[tuple[int, int], float] = {}
+        self._prompt_cache: dict[tuple[int, int, int], float] = {}   # see time()
         self._layer_gemms = self._gemm_shapes()
         self._decode_linear = None
         if pm.calibration is None:
@@ -273,7 +274,22 @@ class StepModel:
              decode_ctx: int = 0, decode_window_ctx: int | None = None) -> float:
         """One iteration: prefill ``chunks`` [(q_len, kv_len)], of which ``n_logits_prefill``
         finish their prompt, plus ``decode_n`` decode tokens over ``decode_ctx`` context
-        (``decode_window_ctx``: the windowed layers' part, see :meth:`decode_attention_time`)."""
+        (``decode_window_ctx``: the windowed layers' part, see :meth:`decode_attention_time`).
+
+        An iteration of one prompt chunk and no decode (nearly every prefill iteration) is
+        memoized by (q_len, kv_len, n_logits_prefill): the time is a pure function of them, so
+        a repeat is the very float the sum below gives (the cache holds one entry per distinct
+        prompt shape, as ``_dense_cache`` does per token count)."""
+        if not decode_n and len(chunks) == 1:
+            (q, kv), = chunks
+            key = (q, kv, n_logits_prefill)
+            t = self._prompt_cache.get(key)
+            if t is None:
+                t = self._prompt_cache[key] = self._time(chunks, n_logits_prefill, 0, 0, None)
+            return t
+        return self._time(chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx)
+
+    def _time(self, chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx) -> float:
         q_tokens = sum(q for q, _ in chunks) if chunks else 0
         t = self.dense_time(q_tokens + decode_n, n_logits_prefill + decode_n)
         if chunks:
