@@ -21,6 +21,10 @@ __all__ = ["Port", "PortStats", "Network"]
 _EPS_S = 1e-9
 
 
+def _capacity(p) -> float:
+    return p.capacity
+
+
 def _finished(f) -> bool:
     return f.remaining <= max(1.0, f.rate * _EPS_S)
 
@@ -168,6 +172,14 @@ class Network:
 
     def _rates(self) -> None:
         """Max-min fair rates by progressive filling over the ports."""
+        if len(self._flows) == 1:
+            # NOTE: progressive filling of a lone flow freezes it at its tightest port's
+            # capacity (cap / 1), the first such port on ties, as the loop below does; a
+            # flow's ports are distinct (two instances' own ports and shared fabric)
+            f = self._flows[0]
+            f.bound = port = min(f.ports, key=_capacity)
+            f.rate = float(port.capacity)
+            return
         unfrozen = set(range(len(self._flows)))
         cap = {}
         for f in self._flows:
