@@ -2,8 +2,8 @@
 indexed by request id.
 
 A request that ends (completed, dropped or failed) writes its fields into its row
-(:meth:`RecordWriter.write`, a block of rows at a time) and its live ``Request`` is let go, so a run holds ~120 bytes per
-request besides the requests in flight. Strings (state, drop reason, instance names) are
+(:meth:`RecordWriter.write`, a block of rows at a time) and its live ``Request`` is let go,
+so a run holds ~120 bytes per request besides the requests in flight. Strings (state, drop reason, instance names) are
 stored as small integer codes into a vocabulary built during the run. ``Records`` is the
 frozen table a run returns: metrics read its columns (:meth:`Records.columns`); iterating or
 indexing it builds ``RequestRecord``s on demand, for callers that want records.

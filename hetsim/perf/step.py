@@ -64,6 +64,12 @@ class StepModel:
             c1, m1, _ = self._decode_parts(1, 1)
             _, m2, _ = self._decode_parts(1, 2)
             self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm.kernel_overhead)
+        #: decode_time's fast form: the linear coefficients and the layer count (no window)
+        lin = self._decode_linear
+        self._decode_lin_layers = (None if lin is None or self.window is not None
+                                   else (*lin, model.num_layers))
+        self._decode_dense: dict[int, float] = {}    # batch -> dense_time(batch, batch)
+        self._iteration_overhead = pm.iteration_overhead
         self._ctx_form = self._decode_form = self._moe_form = None
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
@@ -305,19 +311,22 @@ class StepModel:
     def decode_time(self, batch: int, total_ctx: int, window_ctx: int | None = None) -> float:
         """``time(decode_n=batch, decode_ctx=total_ctx, decode_window_ctx=window_ctx)``, the
         same sums in the same order.
-        NOTE: hot path (once per decode iteration), so written out."""
-        t = self._dense_cache.get((batch, batch))
+        NOTE: hot path (once per decode iteration), so written out: the dense part is cached
+        by batch (``dense_time(batch, batch)``'s value), and the linear attention form below
+        is ``_decode_layer_time``'s with ``max(x, y)`` as ``y if y > x else x`` (the value
+        max returns, NaN included)."""
+        t = self._decode_dense.get(batch)
         if t is None:
-            t = self.dense_time(batch, batch)
+            t = self._decode_dense[batch] = self.dense_time(batch, batch)
         if batch:
-            lin = self._decode_linear
-            if lin is not None and self.window is None:
-                # decode_attention_time's linear form inlined: the same operations in order
-                a, b, g, k = lin
-                t += self.model.num_layers * (max(a * total_ctx, b * total_ctx + g * batch) + k)
+            lin = self._decode_lin_layers
+            if lin is not None:
+                a, b, g, k, layers = lin
+                x, y = a * total_ctx, b * total_ctx + g * batch
+                t += layers * ((y if y > x else x) + k)
             else:
                 t += self.decode_attention_time(batch, total_ctx, window_ctx)
-        return t + self.pm.iteration_overhead
+        return t + self._iteration_overhead
 
 
 def band_pairs(q: int, kv: int, window: int) -> int:
