@@ -11,7 +11,7 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import fault_windows, records_frame, summarize
+from .metrics import fault_windows, records_frame, summarize, summary_frame
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
@@ -165,8 +165,10 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
         run = PlacementRun(name, pl, res, sc.workload.warmup)
-        # NOTE: the frame is built for the summary and let go; Result rebuilds it on demand
-        summaries.append(summarize(run.requests(), pl, sc.slo, res))
+        # NOTE: the summary reads a slim frame over the record columns, let go at once; the
+        # per-request frame is built only if Result.requests is read
+        summaries.append(summarize(summary_frame(res.requests, sc.workload.warmup), pl,
+                                   sc.slo, res))
         runs.append(run)
         if res.transfers is not None:
             transfers[name] = res.transfers

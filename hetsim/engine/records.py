@@ -117,6 +117,10 @@ class Records:
             return np.array(self._vocab[field], dtype=object)[a]
         return a.astype(np.int64) if field in _INTS else a
 
+    def codes(self, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
+        """A string field as stored: (codes by id, read-only; the strings they index)."""
+        return self._cols[field], self._vocab[field]
+
     def columns(self) -> dict[str, np.ndarray]:
         """Every field, in ``RECORD_COLUMNS`` order (what ``metrics.records_frame`` reads)."""
         return {f: self.column(f) for f in RECORD_COLUMNS}
