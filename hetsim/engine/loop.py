@@ -130,7 +130,6 @@ class Instance:
     def _run(self):
         # NOTE: the order of the sums below is part of the golden result (float addition).
         # A fault interrupts one of the three waits (try costs nothing until one does).
-        env = self.env
         while True:
             t = self._schedule()
             if t is None:    # nothing to compute: run queued device work, or wait
@@ -160,12 +159,8 @@ class Instance:
                 t /= self.speed
             if self.begins:
                 self._begin(t)
-            # (_iterate written out: this is the hot path, once per iteration)
-            self.busy_s += t
-            self.iterations += 1
-            self._step_end = env.now + t
             try:
-                yield env.timeout(t)
+                yield self._iterate(t)
             except simpy.Interrupt as i:
                 if not (yield from self._fault(i.cause)):
                     return
