@@ -81,7 +81,11 @@ class Result:
 # on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
 # placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
 # DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
-# 5% of every fitted point with 3 placements and ~15% above those with 1.
+# 5% of every fitted point with 3 placements and ~15% above those with 1. NOTE: a run that
+# only summarises (the summary reads metrics.summary_frame since issue 19's second pass) peaks
+# lower, ~340 B a request and placement (--memory-scale, 1M -> 2M); the estimate stays at the
+# frames-built figure because it is checked before the run, which cannot know whether the
+# caller will read Result.requests (`hetsim run --out` does).
 _BYTES_PER_REQUEST = 24
 _BYTES_PER_REQUEST_PLACEMENT = 700
 # A placement with stepwise KV transfers (kv_transfer encoding, batching or descriptor_us) also
