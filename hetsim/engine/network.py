@@ -10,6 +10,7 @@ deserialize), so the per-step times sum to the flow's duration.
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import NamedTuple
 
 import simpy
@@ -22,8 +23,7 @@ _EPS_S = 1e-9
 _INF = float("inf")
 
 
-def _capacity(p) -> float:
-    return p.capacity
+_capacity = attrgetter("capacity")
 
 
 def _finished(f) -> bool:
