@@ -37,15 +37,36 @@ iterations of one instance per event would not: with 16 instances another instan
 falls inside almost every ~14 ms decode iteration, so there is nothing to merge.
 What each change bought is in README "Measured figures" and DESIGN "Engine".
 
-What each feature costs (``--features``; the same profile, 20k requests, own time): with
-``runtime: vllm`` the decode pool takes KV on demand (``ondemand._grow``,
-``_schedule_growth``, ``_admit``: ~4.5 s of 37 under the profiler) and every iteration's time
-comes from the runtime's measured kernel tables (``perf.measured.at``, 271k calls);
-on-demand KV with preemption is the same growth bookkeeping without the tables; layer-wise
-transfers add a rate-cap change per stream when its prefill ends (594k events where the
-default has 484k) and three max-min recomputations per request (``network._rates``: 2.2 s,
-the largest own time of that run); random crashes cost only their recoveries (~200 retried
-requests in 100k).
+Second pass (issue 19; ``python -m cProfile -s tottime benchmarks/speed.py --one 100000``,
+base 60c7c3a then this change, back to back, the VM loaded by other work, so the seconds move
+by ~15% with the load; the call counts do not). Both make the same 2,379,495 SimPy events
+(the model and its event order did not change); Python calls 61.4M -> 51.8M, 57.1 -> 42.7 s
+under the profiler. Top 15 by own time, seconds (calls), before: SimPy ``step`` 3.01
+(2,379k), ``loop._run`` 2.96 (1,447k), SimPy ``_resume`` 2.89 (2,047k), ``loop._iterate``
+2.16 (1,348k), ``StepModel.decode_time`` 1.89 (1,248k), ``DecodeInstance._schedule`` 1.87
+(1,248k), SimPy ``schedule`` 1.75, ``RecordWriter.write`` 1.54 (100k), SimPy ``run`` 1.52,
+``DecodeInstance._after`` 1.43, ``Event.__init__`` 1.41 (1,680k), ``Network._rates`` 1.39
+(200k), ``DecodeInstance._step_time`` 1.25, ``min`` 1.20 (518k: routing's and the network's
+keys as lambdas), ``Simulation._disaggregated`` 1.10 (500k). After: ``step`` 2.48,
+``_resume`` 2.38, ``_run`` 2.35, ``_iterate`` 1.90, ``schedule`` 1.51, ``_schedule`` 1.40,
+``decode_time`` 1.27, ``run`` 1.24, ``Event.__init__`` 1.21, ``_after`` 1.20,
+``_step_time`` 1.19, ``_disaggregated`` 0.89, ``heappop`` 0.86 (2,479k),
+``Network._reschedule`` 0.86 (200k), ``min`` 0.77; ``write`` and ``_rates`` left the top 15.
+The hot spots found (py-spy, which does not slow the calls it samples) and what was done:
+the prefill step (``PrefillInstance._schedule`` -> ``StepModel.time`` -> the attention op
+model and its calibration curves: ~12% of the run, though nearly every prefill iteration is
+one prompt, 5,101 distinct shapes in 100k) is memoized per prompt shape; ``decode_time``
+built a tuple key per step and walked three attribute chains (now a cache by batch and one
+precomputed tuple); a decode instance called ``_admit`` every iteration (now only when
+sequences wait); ``Enum.__hash__`` (Python code, 1.4M calls from the asserted transitions
+and the records) is identity; least-loaded routing's key is an ``attrgetter``; a lone flow
+(most of the network's recomputations) skips progressive filling, and the filling loop
+walks lists; ``KVLink.path`` is memoized per pair; records are written a block of rows at a
+time. 100k requests: 12.36 -> 9.77 s of CPU (medians of three alternating runs; README
+"Measured figures"). What is left is SimPy's own machinery (``step``, ``_resume``,
+``schedule``, ``run``, ``Event.__init__``: ~20% under the profiler, ~0.5 us an event) and
+the one event per decode iteration it serves; the loop's call of ``_iterate`` stays (a
+test observes every decode iteration there).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import fault_windows, records_frame, summarize
+from .metrics import fault_windows, records_frame, summarize, summary_frame
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
 from .workload import generate
@@ -81,7 +81,11 @@ class Result:
 # on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
 # placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
 # DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
-# 5% of every fitted point with 3 placements and ~15% above those with 1.
+# 5% of every fitted point with 3 placements and ~15% above those with 1. NOTE: a run that
+# only summarises (the summary reads metrics.summary_frame since issue 19's second pass) peaks
+# lower, ~340 B a request and placement (--memory-scale, 1M -> 2M); the estimate stays at the
+# frames-built figure because it is checked before the run, which cannot know whether the
+# caller will read Result.requests (`hetsim run --out` does).
 _BYTES_PER_REQUEST = 24
 _BYTES_PER_REQUEST_PLACEMENT = 700
 # A placement with stepwise KV transfers (kv_transfer encoding, batching or descriptor_us) also
@@ -165,8 +169,10 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
         run = PlacementRun(name, pl, res, sc.workload.warmup)
-        # NOTE: the frame is built for the summary and let go; Result rebuilds it on demand
-        summaries.append(summarize(run.requests(), pl, sc.slo, res))
+        # NOTE: the summary reads a slim frame over the record columns, let go at once; the
+        # per-request frame is built only if Result.requests is read
+        summaries.append(summarize(summary_frame(res.requests, sc.workload.warmup), pl,
+                                   sc.slo, res))
         runs.append(run)
         if res.transfers is not None:
             transfers[name] = res.transfers

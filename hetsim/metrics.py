@@ -27,7 +27,7 @@ from .resolve import ResolvedPlacement
 from .scenario import SLO
 from .workload import Warmup
 
-__all__ = ["records_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
+__all__ = ["records_frame", "summary_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
            "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
            "availability", "time_to_recover", "timeline", "fault_windows"]
 
@@ -41,6 +41,30 @@ def records_frame(records: Records, placement: str, warmup: Warmup | None = None
     requests (every request keeps its row)."""
     df = pd.DataFrame(records.columns(), columns=list(RECORD_COLUMNS))
     df.insert(0, "placement", placement)
+    return _derived(df, warmup)
+
+
+#: the record columns :func:`summarize` reads (and so :func:`summary_frame` keeps)
+_SUMMARY_COLUMNS = ("id", "state", "drop_reason", "arrival_s", "output_tokens",
+                    "prefill_start_s", "prefill_end_s", "transfer_start_s", "transfer_end_s",
+                    "first_token_s", "last_token_s", "kv_bytes", "conversion_s",
+                    "cached_tokens")
+
+
+def summary_frame(records: Records, warmup: Warmup | None = None) -> pd.DataFrame:
+    """What :func:`summarize` reads of :func:`records_frame`, for a caller that wants only
+    the summary (issue 19: ~150 B a request where the whole frame takes ~300): the same
+    values and derived latencies, without the placement and instance names; the float
+    columns are the run's own read-only arrays (not copied), the state and drop reason
+    categoricals over the run's vocabulary (one byte a request, not a string each)."""
+    cols = {f: (pd.Categorical.from_codes(*records.codes(f)) if f in ("state", "drop_reason")
+                else records.column(f)) for f in _SUMMARY_COLUMNS}
+    return _derived(pd.DataFrame(cols, copy=False), warmup)
+
+
+def _derived(df: pd.DataFrame, warmup: Warmup | None) -> pd.DataFrame:
+    """``df`` with the warm-up flag (after ``id``, only with a ``warmup``) and the derived
+    latencies added."""
     if warmup is not None:
         df.insert(df.columns.get_loc("id") + 1, "warmup", warmup_mask(df, warmup))
     df["queue_s"] = df["prefill_start_s"] - df["arrival_s"]

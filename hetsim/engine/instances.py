@@ -145,6 +145,7 @@ class DecodeInstance(Instance):
     window each add one per step, and leave that count off a heap keyed by the step their
     context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
     role = "decode"
+    every_step = False   # _admit runs before every iteration, not only when sequences wait
 
     def __init__(self, *a, first_token: bool = False, **kw):
         self.pending: deque[Request] = deque()
@@ -276,11 +277,13 @@ class DecodeInstance(Instance):
             self._complete(r)
 
     def _admit(self) -> None:
-        if self.pending:     # NOTE: hot path; the policy is asked only when sequences wait
-            self.policy.admit(self)
+        self.policy.admit(self)
 
     def _schedule(self) -> float | None:
-        self._admit()
+        # NOTE: hot path: the policy is asked only when sequences wait (or, for a kind that
+        # admits ``every_step``, always)
+        if self.pending or self.every_step:
+            self._admit()
         self._n = self.running
         t = self._step_time()
         if t is None:

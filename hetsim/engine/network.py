@@ -10,6 +10,7 @@ deserialize), so the per-step times sum to the flow's duration.
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import NamedTuple
 
 import simpy
@@ -19,6 +20,10 @@ __all__ = ["Port", "PortStats", "Network"]
 # A flow is finished when what is left would take under a nanosecond (or under one byte):
 # float time cannot resolve less, and waiting for it would stall the clock.
 _EPS_S = 1e-9
+_INF = float("inf")
+
+
+_capacity = attrgetter("capacity")
 
 
 def _finished(f) -> bool:
@@ -105,7 +110,7 @@ class Network:
         if port is None or transfer.triggered:
             return
         self._advance()
-        port.capacity = float("inf")
+        port.capacity = _INF
         if self._flows:
             self._reschedule()
 
@@ -146,7 +151,7 @@ class Network:
         the flows here would split their float sums and change later event times)."""
         dt = self.env.now - self._last
         moved = sum(f.rate * dt for f in self._flows if p in f.ports)
-        busy = moved / p.capacity if p.capacity != float("inf") else 0.0
+        busy = moved / p.capacity if p.capacity != _INF else 0.0
         return PortStats(p.name, p.group, p.capacity, p.bytes + moved, p.busy_area + busy)
 
     def _advance(self) -> None:
@@ -162,32 +167,48 @@ class Network:
                     f.steps[step] = f.steps.get(step, 0.0) + dt
                 for p in f.ports:
                     p.bytes += moved
-                    if p.capacity != float("inf"):
+                    if p.capacity != _INF:
                         p.busy_area += f.rate / p.capacity * dt
         self._last = now
 
     def _rates(self) -> None:
-        """Max-min fair rates by progressive filling over the ports."""
-        unfrozen = set(range(len(self._flows)))
+        """Max-min fair rates by progressive filling over the ports: the port with the least
+        capacity per unfrozen flow crossing it freezes those flows at that share; repeat.
+        NOTE: flows are taken in list order and ports in each flow's order, so ties and float
+        sums come out the same in every run."""
+        flows = self._flows
+        if len(flows) <= 1:
+            if flows:
+                # NOTE: a lone flow freezes at its tightest port's capacity (cap / 1), the
+                # first such port on ties, as the loop below does; a flow's ports are
+                # distinct (two instances' own ports and shared fabric)
+                f = flows[0]
+                f.bound = port = min(f.ports, key=_capacity)
+                f.rate = float(port.capacity)
+            return
         cap = {}
-        for f in self._flows:
+        for f in flows:
             f.rate = 0.0
             for p in f.ports:
                 cap[p] = p.capacity
+        unfrozen = flows
         while unfrozen:
             count: dict[Port, int] = {}
-            for i in unfrozen:
-                for p in self._flows[i].ports:
+            for f in unfrozen:
+                for p in f.ports:
                     count[p] = count.get(p, 0) + 1
             port = min(count, key=lambda p: cap[p] / count[p])
             share = cap[port] / count[port]
-            for i in [i for i in unfrozen if port in self._flows[i].ports]:
-                f = self._flows[i]
-                f.rate = share
-                f.bound = port
-                for p in f.ports:
-                    cap[p] -= share
-                unfrozen.discard(i)
+            left = []
+            for f in unfrozen:
+                if port in f.ports:
+                    f.rate = share
+                    f.bound = port
+                    for p in f.ports:
+                        cap[p] -= share
+                else:
+                    left.append(f)
+            unfrozen = left
 
     def _reschedule(self) -> None:
         finished = [f for f in self._flows if _finished(f)]

@@ -37,6 +37,7 @@ class OnDemandDecodeInstance(DecodeInstance):
     (``whole_window``), so only its full-attention blocks grow; it over-holds only while its
     context is shorter than the window (at most the window's blocks per sequence)."""
     whole_window = True
+    every_step = True    # KV grows and preempted sequences come back before every step
 
     def __init__(self, *a, **kw):
         self.grow: list = []             # heap of (step needing a block, id, gen, request)

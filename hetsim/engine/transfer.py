@@ -99,6 +99,7 @@ class KVLink:
             self.fabric = Port(f"cross-site:{transfer.cross_site.name}",
                                transfer.cross_site_bandwidth, "cross-site")
         self._pairs: dict = {}
+        self._paths: dict = {}      # (sender, receiver) -> path(sender, receiver)
         self.conversion_bytes = 0.0
         self.steps = transfer.steps
         self.log: list[TransferRecord] = []    # stepwise transfers, in the order they ended
@@ -164,7 +165,16 @@ class KVLink:
         return req.conversion_s
 
     def path(self, p, d) -> tuple[tuple[Port, ...], float]:
-        """Ports a transfer from instance ``p`` to ``d`` crosses, and its fixed setup time."""
+        """Ports a transfer from instance ``p`` to ``d`` crosses, and its fixed setup time.
+        NOTE: memoized per pair: both depend only on the two instances' pools and ports,
+        which a run never replaces (a fault changes a port's capacity, not the port)."""
+        key = (p, d)
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = self._path(p, d)
+        return path
+
+    def _path(self, p, d) -> tuple[tuple[Port, ...], float]:
         pp, dp = p.pool, d.pool
         dom = pp.spec.scale_up_domain
         if dom and dom == dp.spec.scale_up_domain:

@@ -68,6 +68,7 @@ class StepModel:
             m.linear_attention, pm, tp, m.hidden_size, self.act_bytes, self.attn_precision)
         self._full_layers = m.full_attention_layers
         self._dense_cache: dict[tuple[int, int], float] = {}
+        self._prompt_cache: dict[tuple[int, int, int], float] = {}   # see time()
         self._layer_gemms = self._gemm_shapes()
         #: activations a full-attention layer's projections read and write per token
         self._attn_act = 2 * (self.heads + self.kv_heads) * m.head_dim
@@ -78,9 +79,13 @@ class StepModel:
             c1, m1, _ = self._decode_parts(1, 1)
             _, m2, _ = self._decode_parts(1, 2)
             self._decode_linear = (c1, m2 - m1, 2 * m1 - m2, pm.kernel_overhead)
-        #: decode_time's inlined form: only a model whose every layer is full attention
-        self._decode_inline = (self._decode_linear if self.window is None and self.linear is None
-                               else None)
+        #: decode_time's fast form: the linear coefficients and the layer count (only a model
+        #: whose every layer is full attention: no window, no linear-attention layers)
+        lin = self._decode_linear
+        self._decode_lin_layers = (None if lin is None or self.window is not None
+                                   or self.linear is not None else (*lin, model.num_layers))
+        self._decode_dense: dict[int, float] = {}    # batch -> dense_time(batch, batch)
+        self._iteration_overhead = pm.iteration_overhead
         self._ctx_form = self._decode_form = self._moe_form = None
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
@@ -323,7 +328,22 @@ class StepModel:
              decode_ctx: int = 0, decode_window_ctx: int | None = None) -> float:
         """One iteration: prefill ``chunks`` [(q_len, kv_len)], of which ``n_logits_prefill``
         finish their prompt, plus ``decode_n`` decode tokens over ``decode_ctx`` context
-        (``decode_window_ctx``: the windowed layers' part, see :meth:`decode_attention_time`)."""
+        (``decode_window_ctx``: the windowed layers' part, see :meth:`decode_attention_time`).
+
+        An iteration of one prompt chunk and no decode (nearly every prefill iteration) is
+        memoized by (q_len, kv_len, n_logits_prefill): the time is a pure function of them, so
+        a repeat is the very float the sum below gives (the cache holds one entry per distinct
+        prompt shape, as ``_dense_cache`` does per token count)."""
+        if not decode_n and len(chunks) == 1:
+            (q, kv), = chunks
+            key = (q, kv, n_logits_prefill)
+            t = self._prompt_cache.get(key)
+            if t is None:
+                t = self._prompt_cache[key] = self._time(chunks, n_logits_prefill, 0, 0, None)
+            return t
+        return self._time(chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx)
+
+    def _time(self, chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx) -> float:
         q_tokens = sum(q for q, _ in chunks) if chunks else 0
         t = self.dense_time(q_tokens + decode_n, n_logits_prefill + decode_n)
         if chunks:
@@ -339,19 +359,22 @@ class StepModel:
     def decode_time(self, batch: int, total_ctx: int, window_ctx: int | None = None) -> float:
         """``time(decode_n=batch, decode_ctx=total_ctx, decode_window_ctx=window_ctx)``, the
         same sums in the same order.
-        NOTE: hot path (once per decode iteration), so written out."""
-        t = self._dense_cache.get((batch, batch))
+        NOTE: hot path (once per decode iteration), so written out: the dense part is cached
+        by batch (``dense_time(batch, batch)``'s value), and the linear attention form below
+        is ``_decode_layer_time``'s with ``max(x, y)`` as ``y if y > x else x`` (the value
+        max returns, NaN included)."""
+        t = self._decode_dense.get(batch)
         if t is None:
-            t = self.dense_time(batch, batch)
+            t = self._decode_dense[batch] = self.dense_time(batch, batch)
         if batch:
-            lin = self._decode_inline
+            lin = self._decode_lin_layers
             if lin is not None:
-                # decode_attention_time's linear form inlined: the same operations in order
-                a, b, g, k = lin
-                t += self.model.num_layers * (max(a * total_ctx, b * total_ctx + g * batch) + k)
+                a, b, g, k, layers = lin
+                x, y = a * total_ctx, b * total_ctx + g * batch
+                t += layers * ((y if y > x else x) + k)
             else:
                 t += self.decode_attention_time(batch, total_ctx, window_ctx)
-        return t + self.pm.iteration_overhead
+        return t + self._iteration_overhead
 
 
 def band_pairs(q: int, kv: int, window: int) -> int:
