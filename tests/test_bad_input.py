@@ -347,6 +347,15 @@ for id, edit, *expect in [
 ]:
     scenario(f"model-yaml-{id}", sub(BASE, "model: llama-3.1-8b", "model: m.yaml"), *expect,
              extra={"m.yaml": sub(HYBRID, *edit)})
+# a checkpoint whose attention projections are computed in a format the pool's device lacks
+# (kimi-k2.5-nvfp4's are bf16; fp4 here, on Hopper), refused at the pool by validate and run
+ATTN_FP4 = sub(HYBRID, "linear_attention: {layers: 3, num_k_heads: 2, head_k_dim: 32, "
+               "num_v_heads: 4, head_v_dim: 32}\n", "attention_weights: fp4\n")
+for id, cmd in (("run", ("run", "s.yaml", "--out", "res", "-q")), ("validate", VALIDATE)):
+    scenario(f"model-yaml-attention-weights-unsupported-{id}",
+             sub(BASE, "model: llama-3.1-8b", "model: m.yaml"),
+             "s.yaml: placements.coloc.pools.mixed.precision: h100-sxm does not compute in fp4",
+             "attention_weights", cmd=cmd, extra={"m.yaml": ATTN_FP4})
 scenario("lognormal-missing-sigma", sub(BASE, "mean: 1500, sigma: 0.7, ", "mean: 1500, "),
          "s.yaml: workload.input_tokens.sigma: lognormal needs sigma")
 scenario("uniform-min-over-max", sub(BASE, "{dist: lognormal, mean: 250, sigma: 0.8, max: 1024}",
