@@ -60,6 +60,20 @@ def test_gated_attention_doubles_the_query_projection():
     assert Q35.attention_params() - ungated.attention_params() == h * H * d
 
 
+def test_attention_weights_cover_the_projections_the_step_model_computes_in_them():
+    """A hybrid checkpoint that keeps its mixers in bf16 (as NVIDIA's Qwen3.5 NVFP4 release
+    ignores self_attn and linear_attn) on an fp4 pool: the bf16 bytes are exactly the weights
+    of the GEMMs the step model runs in ``attention_weights`` (each full-attention layer's
+    projections, each linear layer's projections) plus the linear layers' depthwise
+    convolutions, counted from the step model's shapes at TP 1."""
+    kept = dataclasses.replace(Q35, attention_weights="bf16")
+    step = StepModel(kept, PerfModel(hetsim.load_accelerator("b200")), 1, "fp4")
+    assert step.attn_gemm == ("bf16", "bf16")
+    a = Q35.linear_attention
+    full = sum(n * k for n, k in step._layer_gemms)
+    linear = sum(n * k for n, k in step.linear.gemms) + a.conv_dim * a.conv_kernel
+    bf16 = Q35.full_attention_layers * full + a.layers * linear
+    assert kept.weight_bytes("fp4") - Q35.weight_bytes("fp4") == bf16 * (2.0 - 0.5)
 # --- KV blocks and admission ---------------------------------------------------------------------
 def _step(state_tokens):
     """A stub step (1 s per iteration) of a model whose every sequence's state takes
