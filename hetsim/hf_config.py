@@ -143,15 +143,29 @@ def _expert_only_format(q) -> str | None:
       embeddings and LM head;
     - ModelOpt NVFP4 (NVIDIA's ``*-NVFP4`` MoE releases, ``quant_method: modelopt``,
       ``quant_algo: NVFP4``) whose ``ignore`` list names the attention modules (``self_attn``):
-      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values).
-    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj`` and dense
-    first layers) are counted in the pool's format."""
+      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values);
+    - compressed-tensors weight-only int4 in symmetric groups of 32 (Moonshot's Kimi-K2.5:
+      ``pack-quantized``, one config group, no input activations) whose ``ignore`` list names
+      the attention modules: ``int4-g32``.
+    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj``, dense first
+    layers and shared experts where the ``ignore`` list leaves them in) are counted in the
+    pool's format."""
     if not isinstance(q, dict):
         return None
     if q.get("quant_method") == "mxfp4":
         return "mxfp4"
     ignore = q.get("ignore") or []
-    if (q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4"
-            and any("self_attn" in str(m) for m in ignore)):
+    if not any("self_attn" in str(m) for m in ignore):
+        return None
+    if q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4":
         return "fp4"
+    groups = q.get("config_groups")
+    if q.get("quant_method") == "compressed-tensors" and isinstance(groups, dict) \
+            and len(groups) == 1:
+        g = next(iter(groups.values()))
+        w = g.get("weights") if isinstance(g, dict) else None
+        if (isinstance(w, dict) and not g.get("input_activations")
+                and (w.get("type"), w.get("num_bits"), w.get("strategy"), w.get("group_size"),
+                     w.get("symmetric")) == ("int", 4, "group", 32, True)):
+            return "int4-g32"
     return None
