@@ -60,7 +60,7 @@ def hf_fields(p: Path) -> dict:
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
                         shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
-        fmt = _expert_only_format(c.get("quantization_config"))
+        fmt = _expert_only_format(c.get("quantization_config"), p)
         if fmt:
             d["expert_weights"] = fmt
     if c.get("kv_lora_rank"):
@@ -136,7 +136,7 @@ HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_laye
             "linear_attention": "layer_types"}
 
 
-def _expert_only_format(q) -> str | None:
+def _expert_only_format(q, p: Path) -> str | None:
     """The experts' format where a checkpoint quantizes them and leaves attention in 16 bits,
     else None (a whole-model format is a pool's ``precision``, not the model's):
     - ``quant_method: mxfp4`` (gpt-oss): its modules_to_not_convert are attention, router,
@@ -155,6 +155,9 @@ def _expert_only_format(q) -> str | None:
     if q.get("quant_method") == "mxfp4":
         return "mxfp4"
     ignore = q.get("ignore") or []
+    if not isinstance(ignore, list):
+        raise ConfigError(f"must be a list of module names, got {ignore!r}", file=str(p),
+                          path="quantization_config.ignore")
     if not any("self_attn" in str(m) for m in ignore):
         return None
     if q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4":
