@@ -73,7 +73,7 @@ def hf_fields(p: Path) -> dict:
         d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
     if types.get("linear_attention"):
         dtype = c.get("mamba_ssm_dtype", "float32")
-        if dtype not in _STATE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _STATE_DTYPES:
             raise ConfigError(f"must be one of {', '.join(_STATE_DTYPES)}, got {dtype!r}",
                               file=str(p), path="mamba_ssm_dtype")
         d["linear_attention"] = dict(

@@ -491,6 +491,11 @@ for id, cfg, *expect in [
                                  linear_num_value_heads=4, linear_value_head_dim=32,
                                  mamba_ssm_dtype="float8"),
      "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got 'float8'"),
+    ("hf-linear-state-dtype-list", hf(layer_types=["linear_attention"] + ["full_attention"] * 31,
+                                      linear_num_key_heads=2, linear_key_head_dim=32,
+                                      linear_num_value_heads=4, linear_value_head_dim=32,
+                                      mamba_ssm_dtype=["float32"]),
+     "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got ['float32']"),
 ]:
     scenario(id, HF_SC, *expect, extra={"config.json": cfg})
 scenario("hf-missing-file", HF_SC, "config.json: ", "not found")
