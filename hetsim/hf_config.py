@@ -82,7 +82,11 @@ def hf_fields(p: Path) -> dict:
             head_v_dim=get("linear_value_head_dim"),
             conv_kernel=get("linear_conv_kernel_dim", default=4),
             state_dtype=_STATE_DTYPES[dtype])
-    if c.get("attn_output_gate"):
+    gate = c.get("attn_output_gate", False)
+    if not isinstance(gate, bool):
+        raise ConfigError(f"must be true or false, got {gate!r}", file=str(p),
+                          path="attn_output_gate")
+    if gate:
         d["attention_gate"] = True
     return d
 

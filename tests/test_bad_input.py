@@ -491,6 +491,8 @@ for id, cfg, *expect in [
                                  linear_num_value_heads=4, linear_value_head_dim=32,
                                  mamba_ssm_dtype="float8"),
      "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got 'float8'"),
+    ("hf-attention-gate-string", hf(attn_output_gate="false"),
+     "config.json: attn_output_gate: must be true or false, got 'false'"),
     ("hf-linear-state-dtype-list", hf(layer_types=["linear_attention"] + ["full_attention"] * 31,
                                       linear_num_key_heads=2, linear_key_head_dim=32,
                                       linear_num_value_heads=4, linear_value_head_dim=32,
