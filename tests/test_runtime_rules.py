@@ -419,3 +419,19 @@ def test_w4a4_experts_without_a_moe_grid_are_composed_in_fp4(runtime):
     assert not bf16.measured_moe and bf16.expert_compute == "fp4"
     for n in (1, 64, 4096):
         assert bf16._routed_analytic(n) == fp4._routed_analytic(n)
+
+
+def test_a_pool_s_weight_only_fp4_experts_stay_weight_only():
+    """W4A4 is an NVFP4 checkpoint's (it carries the activations' fp4 scales): a model whose
+    checkpoint is 16-bit on a pool storing weights in fp4 under bf16 compute runs its experts
+    as the pool says (W4A16), on every runtime; the same pool with the checkpoint's own NVFP4
+    experts runs them W4A4."""
+    from hetsim.perf import PerfModel, StepModel
+    from hetsim.precision import Precision
+    prof = hetsim.load_accelerator("b200", runtime="vllm")
+    pool = Precision("bf16", weights="fp4").formats()
+    m = hetsim.load_model("minimax-m2.5")
+    for model, compute in ((m, "bf16"), (dataclasses.replace(m, expert_weights="fp4"), "fp4")):
+        step = StepModel(model, PerfModel(prof), 2, pool,
+                         moe_compute=runtimes.moe_compute("vllm", prof))
+        assert (step.expert_weights, step.expert_compute) == ("fp4", compute)

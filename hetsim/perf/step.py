@@ -60,8 +60,13 @@ class StepModel:
         # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
         #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
-        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
-        self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
+        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's.
+        #: NOTE: fp4 -> fp4 (W4A4) is an NVFP4 checkpoint's (its activation scales): a pool's
+        #: own weight-only fp4 (``weights: fp4`` under a wider compute) stays weight-only
+        rule = (moe_compute or {}).get(self.expert_weights)
+        if rule == "fp4" and m.expert_weights != "fp4":
+            rule = None
+        self.expert_compute = rule or f.compute
         self.window = m.sliding_window
         #: the linear-attention layers (None: none)
         self.linear = None if m.linear_attention is None else LinearLayers(
