@@ -45,9 +45,9 @@ class ModelConfig:
         "format the checkpoint stores the routed experts' FFN weights in (gpt-oss: mxfp4, "
         "Kimi-K2.5: int4-g32); none: the pool's precision.weights, as for shared experts"))
     attention_weights: str | None = field(default=None, metadata=meta(
-        "format the checkpoint keeps the attention projections (q, kv, o) in, and the runtime "
-        "computes them in, whatever the pool's precision (kimi-k2.5-nvfp4: bf16); "
-        "none: the pool's compute and weights"))
+        "format the checkpoint keeps the attention projections (q, kv, o; a linear-attention "
+        "layer's projections too) in, and the runtime computes them in, whatever the pool's "
+        "precision (kimi-k2.5-nvfp4: bf16); none: the pool's compute and weights"))
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
