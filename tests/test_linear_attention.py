@@ -226,6 +226,31 @@ def test_scenario_sends_the_state_and_runs():
     assert min(disagg["kv_bytes"]) > Q35.state_bytes(tp) * tp
 
 
+@pytest.mark.parametrize("conversion", ["decode", "prefill"])
+def test_a_converted_transfer_sends_the_state_s_own_bytes(conversion):
+    """bf16 KV on the prefill pool, fp8 on the decode pool: the wire carries the prompt's KV in
+    the wire's format (bf16 when the decode side converts, fp8 when the prefill side does) and
+    the linear layers' state in its own bytes (fp32 matrices, bf16 convolution inputs), the
+    same either way."""
+    from hetsim.scenario import parse_scenario
+    raw = {"name": "q", "model": "qwen3.5-397b-a17b",
+           "workload": {"requests": 12, "seed": 3, "arrival": {"process": "poisson",
+                                                              "rate_rps": 4.0},
+                        "input_tokens": {"dist": "uniform", "min": 100, "max": 3000},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 2.0, "tpot_s": 0.05},
+           "placements": {"disagg": {"pools": {
+               "prefill": {"role": "prefill", "accelerator": "h200-sxm", "instances": 1,
+                           "tp": 8, "precision": {"compute": "fp8", "kv": "bf16"}},
+               "decode": {"role": "decode", "accelerator": "h200-sxm", "instances": 1,
+                          "tp": 8, "precision": "fp8"}},
+               "kv_transfer": {"link": "roce-400g", "conversion": conversion}}}}
+    rq = hetsim.run(parse_scenario(raw, "q.yaml")).requests
+    assert (rq["state"] == "completed").all()
+    tp, fmt = 8, {"decode": "bf16", "prefill": "fp8"}[conversion]
+    kv = [n * Q35.kv_bytes_per_token(fmt, tp) * tp for n in rq["input_tokens"]]
+    want = [k + Q35.state_bytes(tp) * tp for k in kv]
+    assert list(rq["kv_bytes"]) == pytest.approx(want, rel=1e-12)
 # --- measured GDN kernels -----------------------------------------------------------------------
 def test_step_reads_the_measured_gdn_grids():
     """On a runtime profile with GDN grids (aiconfigurator-core's gdn_perf, SGLang 0.5.14 on
