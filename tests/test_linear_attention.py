@@ -251,6 +251,12 @@ def test_a_converted_transfer_sends_the_state_s_own_bytes(conversion):
     kv = [n * Q35.kv_bytes_per_token(fmt, tp) * tp for n in rq["input_tokens"]]
     want = [k + Q35.state_bytes(tp) * tp for k in kv]
     assert list(rq["kv_bytes"]) == pytest.approx(want, rel=1e-12)
+    # the conversion pass casts the KV only (on the side that converts), never the state
+    pm = PerfModel(hetsim.load_accelerator("h200-sxm"))
+    conv = [pm.kv_convert_time(n * Q35.kv_bytes_per_token("bf16", tp),
+                               n * Q35.kv_bytes_per_token("fp8", tp), Q35.num_layers)
+            for n in rq["input_tokens"]]
+    assert list(rq["conversion_s"]) == pytest.approx(conv, rel=1e-12)
 # --- measured GDN kernels -----------------------------------------------------------------------
 def test_step_reads_the_measured_gdn_grids():
     """On a runtime profile with GDN grids (aiconfigurator-core's gdn_perf, SGLang 0.5.14 on

@@ -159,8 +159,11 @@ class KVLink:
         return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp, wire_fmt)
 
     def convert(self, req: Request, pair: _Pair, d) -> float:
-        """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds."""
-        tokens = self.model.kv_tokens(req.input_tokens, *kv_format(d.step))
+        """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds.
+        Only the KV is converted: a linear layer's state keeps its own format on both sides
+        (kv_tokens(0), the state's tokens, left out)."""
+        fmt = kv_format(d.step)
+        tokens = self.model.kv_tokens(req.input_tokens, *fmt) - self.model.kv_tokens(0, *fmt)
         req.conversion_s = pair.convert_s(tokens)
         self.conversion_bytes += pair.convert_bytes * tokens
         return req.conversion_s
