@@ -259,7 +259,7 @@ def deployment(row, role: str) -> dict:
         out.update(max_batch_tokens=20000, memory_utilization=0.85)
         if system == "b200_sxm":
             out["kv"] = "fp8"
-    elif backend == "vllm" and model == "minimaxai/minimax-m2.5":
+    elif src == "inferencex" and backend == "vllm" and model == "minimaxai/minimax-m2.5":
         out.update(minimax_vllm(row))
     elif src == "inferencex" and backend == "vllm" and model == "moonshotai/kimi-k2.5" \
             and row["mode"] == "agg":

@@ -60,7 +60,7 @@ def hf_fields(p: Path) -> dict:
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
                         shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
-        fmt = _expert_only_format(c.get("quantization_config"))
+        fmt = _expert_only_format(c.get("quantization_config"), p)
         if fmt:
             d["expert_weights"] = fmt
     if c.get("kv_lora_rank"):
@@ -73,7 +73,7 @@ def hf_fields(p: Path) -> dict:
         d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
     if types.get("linear_attention"):
         dtype = c.get("mamba_ssm_dtype", "float32")
-        if dtype not in _STATE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _STATE_DTYPES:
             raise ConfigError(f"must be one of {', '.join(_STATE_DTYPES)}, got {dtype!r}",
                               file=str(p), path="mamba_ssm_dtype")
         d["linear_attention"] = dict(
@@ -82,7 +82,11 @@ def hf_fields(p: Path) -> dict:
             head_v_dim=get("linear_value_head_dim"),
             conv_kernel=get("linear_conv_kernel_dim", default=4),
             state_dtype=_STATE_DTYPES[dtype])
-    if c.get("attn_output_gate"):
+    gate = c.get("attn_output_gate", False)
+    if not isinstance(gate, bool):
+        raise ConfigError(f"must be true or false, got {gate!r}", file=str(p),
+                          path="attn_output_gate")
+    if gate:
         d["attention_gate"] = True
     return d
 
@@ -136,22 +140,39 @@ HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_laye
             "linear_attention": "layer_types"}
 
 
-def _expert_only_format(q) -> str | None:
+def _expert_only_format(q, p: Path) -> str | None:
     """The experts' format where a checkpoint quantizes them and leaves attention in 16 bits,
     else None (a whole-model format is a pool's ``precision``, not the model's):
     - ``quant_method: mxfp4`` (gpt-oss): its modules_to_not_convert are attention, router,
       embeddings and LM head;
     - ModelOpt NVFP4 (NVIDIA's ``*-NVFP4`` MoE releases, ``quant_method: modelopt``,
       ``quant_algo: NVFP4``) whose ``ignore`` list names the attention modules (``self_attn``):
-      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values).
-    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj`` and dense
-    first layers) are counted in the pool's format."""
+      every other Linear, the experts, in NVFP4 (4-bit E2M1, an fp8 scale per 16 values);
+    - compressed-tensors weight-only int4 in symmetric groups of 32 (Moonshot's Kimi-K2.5:
+      ``pack-quantized``, one config group, no input activations) whose ``ignore`` list names
+      the attention modules: ``int4-g32``.
+    NOTE: the few other Linears such a checkpoint quantizes (DeepSeek's ``o_proj``, dense first
+    layers and shared experts where the ``ignore`` list leaves them in) are counted in the
+    pool's format."""
     if not isinstance(q, dict):
         return None
     if q.get("quant_method") == "mxfp4":
         return "mxfp4"
     ignore = q.get("ignore") or []
-    if (q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4"
-            and any("self_attn" in str(m) for m in ignore)):
+    if not isinstance(ignore, list):
+        raise ConfigError(f"must be a list of module names, got {ignore!r}", file=str(p),
+                          path="quantization_config.ignore")
+    if not any("self_attn" in str(m) for m in ignore):
+        return None
+    if q.get("quant_method") == "modelopt" and q.get("quant_algo") == "NVFP4":
         return "fp4"
+    groups = q.get("config_groups")
+    if q.get("quant_method") == "compressed-tensors" and isinstance(groups, dict) \
+            and len(groups) == 1:
+        g = next(iter(groups.values()))
+        w = g.get("weights") if isinstance(g, dict) else None
+        if (isinstance(w, dict) and not g.get("input_activations")
+                and (w.get("type"), w.get("num_bits"), w.get("strategy"), w.get("group_size"),
+                     w.get("symmetric")) == ("int", 4, "group", 32, True)):
+            return "int4-g32"
     return None

@@ -45,9 +45,9 @@ class ModelConfig:
         "format the checkpoint stores the routed experts' FFN weights in (gpt-oss: mxfp4, "
         "Kimi-K2.5: int4-g32); none: the pool's precision.weights, as for shared experts"))
     attention_weights: str | None = field(default=None, metadata=meta(
-        "format the checkpoint keeps the attention projections (q, kv, o) in, and the runtime "
-        "computes them in, whatever the pool's precision (kimi-k2.5-nvfp4: bf16); "
-        "none: the pool's compute and weights"))
+        "format the checkpoint keeps the attention projections (q, kv, o; a linear-attention "
+        "layer's projections too) in, and the runtime computes them in, whatever the pool's "
+        "precision (kimi-k2.5-nvfp4: bf16); none: the pool's compute and weights"))
     max_context: int = field(default=131072, metadata=meta("maximum context length", positive))
     aliases: list[str] = field(default_factory=list)
     source: str = field(default="", metadata=meta("where the architecture numbers come from"))
@@ -209,7 +209,9 @@ class ModelConfig:
         ``weights``: the routed experts in :meth:`expert_format`, the attention projections in
         ``attention_weights`` where the checkpoint fixes it, the rest in ``weights``."""
         experts = self.expert_params(shared=False)
-        attn = self.num_layers * self.attention_params() if self.attention_weights else 0
+        # every layer's projections the step model computes in attention_weights: the
+        # attention layers' and the linear-attention layers'
+        attn = self.mixer_params() if self.attention_weights else 0
         return ((self.num_params() - experts - attn) * PRECISION_BYTES[weights]
                 + experts * PRECISION_BYTES[self.expert_format(weights)]
                 + attn * PRECISION_BYTES[self.attention_weights or weights])
@@ -219,10 +221,17 @@ class ModelConfig:
         embedding table and the LM head (as Qwen and DeepSeek count; OpenAI's gpt-oss figures
         leave the embedding table out of the active count). Norms and biases are left out."""
         emb = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+        return emb + self.mixer_params() + sum(self.ffn_params(i, active)
+                                               for i in range(self.num_layers))
+
+    def mixer_params(self) -> int:
+        """Every layer's token-mixer weights: the attention projections, or a linear-attention
+        layer's (:meth:`LinearAttention.params`)."""
         a = self.linear_attention
-        mixers = (self.num_layers - a.layers) * self.attention_params() + a.layers * a.params(
-            self.hidden_size) if a else self.num_layers * self.attention_params()
-        return emb + mixers + sum(self.ffn_params(i, active) for i in range(self.num_layers))
+        if a is None:
+            return self.num_layers * self.attention_params()
+        return ((self.num_layers - a.layers) * self.attention_params()
+                + a.layers * a.params(self.hidden_size))
 
     @property
     def is_moe(self) -> bool:

@@ -193,7 +193,9 @@ def moe_compute(runtime: str | None, acc) -> dict[str, str]:
       activations (its default TRTLLM MoE backend), on Hopper on BF16 activations (TRITON);
     - NVFP4 experts run W4A4 wherever the device computes in fp4, on every runtime: the
       checkpoint carries the activations' fp4 scales (``input_activations``: 4-bit float,
-      group 16) for exactly that; elsewhere they run on the pool's compute format."""
+      group 16) for exactly that; elsewhere they run on the pool's compute format (a pool's
+      own weight-only fp4 under a wider compute is not such a checkpoint: StepModel keeps it
+      weight-only)."""
     fp4 = acc.supports("fp4")
     rule = {"fp4": "fp4"} if fp4 else {}
     if runtime == "trtllm" and fp4:

@@ -347,6 +347,15 @@ for id, edit, *expect in [
 ]:
     scenario(f"model-yaml-{id}", sub(BASE, "model: llama-3.1-8b", "model: m.yaml"), *expect,
              extra={"m.yaml": sub(HYBRID, *edit)})
+# a checkpoint whose attention projections are computed in a format the pool's device lacks
+# (kimi-k2.5-nvfp4's are bf16; fp4 here, on Hopper), refused at the pool by validate and run
+ATTN_FP4 = sub(HYBRID, "linear_attention: {layers: 3, num_k_heads: 2, head_k_dim: 32, "
+               "num_v_heads: 4, head_v_dim: 32}\n", "attention_weights: fp4\n")
+for id, cmd in (("run", ("run", "s.yaml", "--out", "res", "-q")), ("validate", VALIDATE)):
+    scenario(f"model-yaml-attention-weights-unsupported-{id}",
+             sub(BASE, "model: llama-3.1-8b", "model: m.yaml"),
+             "s.yaml: placements.coloc.pools.mixed.precision: h100-sxm does not compute in fp4",
+             "attention_weights", cmd=cmd, extra={"m.yaml": ATTN_FP4})
 scenario("lognormal-missing-sigma", sub(BASE, "mean: 1500, sigma: 0.7, ", "mean: 1500, "),
          "s.yaml: workload.input_tokens.sigma: lognormal needs sigma")
 scenario("uniform-min-over-max", sub(BASE, "{dist: lognormal, mean: 250, sigma: 0.8, max: 1024}",
@@ -471,6 +480,10 @@ for id, cfg, *expect in [
     ("hf-string-kv-heads", hf(num_key_value_heads="8"), "config.json: ",
      "num_key_value_heads"),
     ("hf-binary", b"\x00\x00\x00", "config.json: ", "binary file"),
+    ("hf-quantization-ignore-not-a-list",
+     hf(num_local_experts=4, num_experts_per_tok=2,
+        quantization_config={"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": 5}),
+     "config.json: quantization_config.ignore: must be a list of module names, got 5"),
     ("hf-linear-missing-dims", hf(layer_types=["linear_attention"] + ["full_attention"] * 31),
      "config.json: ", "missing key (one of linear_num_key_heads)"),
     ("hf-linear-state-dtype", hf(layer_types=["linear_attention"] + ["full_attention"] * 31,
@@ -478,6 +491,13 @@ for id, cfg, *expect in [
                                  linear_num_value_heads=4, linear_value_head_dim=32,
                                  mamba_ssm_dtype="float8"),
      "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got 'float8'"),
+    ("hf-attention-gate-string", hf(attn_output_gate="false"),
+     "config.json: attn_output_gate: must be true or false, got 'false'"),
+    ("hf-linear-state-dtype-list", hf(layer_types=["linear_attention"] + ["full_attention"] * 31,
+                                      linear_num_key_heads=2, linear_key_head_dim=32,
+                                      linear_num_value_heads=4, linear_value_head_dim=32,
+                                      mamba_ssm_dtype=["float32"]),
+     "config.json: mamba_ssm_dtype: must be one of float32, bfloat16, float16, got ['float32']"),
 ]:
     scenario(id, HF_SC, *expect, extra={"config.json": cfg})
 scenario("hf-missing-file", HF_SC, "config.json: ", "not found")

@@ -84,9 +84,9 @@ def test_catalog_matches_the_published_text_config(tmp_path):
         pytest.skip("aiconfigurator-core (the aic extra) with its model_configs is not installed")
     text = json.loads((folder / "moonshotai--Kimi-K2.5_config.json").read_text())["text_config"]
     (tmp_path / "config.json").write_text(json.dumps(text))
-    blank = dict(name="", aliases=[], source="", expert_weights=None)
+    blank = dict(name="", aliases=[], source="")
     assert (dataclasses.replace(from_hf_config(tmp_path / "config.json"), **blank)
-            == dataclasses.replace(KIMI, **blank))
+            == dataclasses.replace(KIMI, **blank))         # int4-g32 routed experts included
     q = text["quantization_config"]
     w = q["config_groups"]["group_0"]["weights"]
     assert (q["quant_method"], w["type"], w["num_bits"], w["strategy"], w["group_size"],
@@ -95,6 +95,41 @@ def test_catalog_matches_the_published_text_config(tmp_path):
     assert any("mlp\\." in pat for pat in q["ignore"])          # the dense layer's MLP
 
 
+#: Moonshot's quantization_config (its config.json's text_config) as the importer reads it
+INT4_G32 = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+            "config_groups": {"group_0": {
+                "targets": ["Linear"], "input_activations": None,
+                "weights": {"type": "int", "num_bits": 4, "strategy": "group", "group_size": 32,
+                            "symmetric": True, "dynamic": False}}},
+            "ignore": ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*"]}
+
+
+def _group(**weights):
+    g = INT4_G32["config_groups"]["group_0"]
+    return {**INT4_G32, "config_groups": {"group_0": {**g, "weights": {**g["weights"],
+                                                                       **weights}}}}
+
+
+@pytest.mark.parametrize("q, experts", [
+    (INT4_G32, "int4-g32"),
+    (_group(group_size=128), None),                  # another group size: not int4-g32
+    (_group(symmetric=False), None),
+    ({**INT4_G32, "ignore": ["lm_head"]}, None),     # attention int4 too: a pool's precision
+    ({**INT4_G32, "config_groups": {"group_0": {**INT4_G32["config_groups"]["group_0"],
+                                                "input_activations": {"num_bits": 8}}}}, None)])
+def test_hf_importer_reads_the_int4_g32_routed_experts(tmp_path, q, experts):
+    """The importer reads a config.json with Moonshot's compressed-tensors int4 (groups of 32,
+    attention left out) as the catalog's kimi-k2.5 stores it: expert_weights int4-g32."""
+    cfg = {"model_type": "kimi_k2", "num_hidden_layers": 2, "hidden_size": 256,
+           "num_attention_heads": 8, "intermediate_size": 512, "vocab_size": 1000,
+           "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 64,
+           "n_shared_experts": 1, "first_k_dense_replace": 1, "quantization_config": q}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = from_hf_config(tmp_path / "config.json")
+    assert m.expert_weights == experts
+    if experts:
+        routed = m.expert_params(shared=False)
+        assert m.weight_bytes("bf16") == routed * 0.5625 + (m.num_params() - routed) * 2.0
 # --- NVIDIA's NVFP4 checkpoint: attention_weights ------------------------------------------
 def test_nvfp4_checkpoint_is_kimi_with_bf16_attention():
     blank = dict(name="", source="", expert_weights=None, attention_weights=None)

@@ -60,6 +60,20 @@ def test_gated_attention_doubles_the_query_projection():
     assert Q35.attention_params() - ungated.attention_params() == h * H * d
 
 
+def test_attention_weights_cover_the_projections_the_step_model_computes_in_them():
+    """A hybrid checkpoint that keeps its mixers in bf16 (as NVIDIA's Qwen3.5 NVFP4 release
+    ignores self_attn and linear_attn) on an fp4 pool: the bf16 bytes are exactly the weights
+    of the GEMMs the step model runs in ``attention_weights`` (each full-attention layer's
+    projections, each linear layer's projections) plus the linear layers' depthwise
+    convolutions, counted from the step model's shapes at TP 1."""
+    kept = dataclasses.replace(Q35, attention_weights="bf16")
+    step = StepModel(kept, PerfModel(hetsim.load_accelerator("b200")), 1, "fp4")
+    assert step.attn_gemm == ("bf16", "bf16")
+    a = Q35.linear_attention
+    full = sum(n * k for n, k in step._layer_gemms)
+    linear = sum(n * k for n, k in step.linear.gemms) + a.conv_dim * a.conv_kernel
+    bf16 = Q35.full_attention_layers * full + a.layers * linear
+    assert kept.weight_bytes("fp4") - Q35.weight_bytes("fp4") == bf16 * (2.0 - 0.5)
 # --- KV blocks and admission ---------------------------------------------------------------------
 def _step(state_tokens):
     """A stub step (1 s per iteration) of a model whose every sequence's state takes
@@ -212,6 +226,37 @@ def test_scenario_sends_the_state_and_runs():
     assert min(disagg["kv_bytes"]) > Q35.state_bytes(tp) * tp
 
 
+@pytest.mark.parametrize("conversion", ["decode", "prefill"])
+def test_a_converted_transfer_sends_the_state_s_own_bytes(conversion):
+    """bf16 KV on the prefill pool, fp8 on the decode pool: the wire carries the prompt's KV in
+    the wire's format (bf16 when the decode side converts, fp8 when the prefill side does) and
+    the linear layers' state in its own bytes (fp32 matrices, bf16 convolution inputs), the
+    same either way."""
+    from hetsim.scenario import parse_scenario
+    raw = {"name": "q", "model": "qwen3.5-397b-a17b",
+           "workload": {"requests": 12, "seed": 3, "arrival": {"process": "poisson",
+                                                              "rate_rps": 4.0},
+                        "input_tokens": {"dist": "uniform", "min": 100, "max": 3000},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 2.0, "tpot_s": 0.05},
+           "placements": {"disagg": {"pools": {
+               "prefill": {"role": "prefill", "accelerator": "h200-sxm", "instances": 1,
+                           "tp": 8, "precision": {"compute": "fp8", "kv": "bf16"}},
+               "decode": {"role": "decode", "accelerator": "h200-sxm", "instances": 1,
+                          "tp": 8, "precision": "fp8"}},
+               "kv_transfer": {"link": "roce-400g", "conversion": conversion}}}}
+    rq = hetsim.run(parse_scenario(raw, "q.yaml")).requests
+    assert (rq["state"] == "completed").all()
+    tp, fmt = 8, {"decode": "bf16", "prefill": "fp8"}[conversion]
+    kv = [n * Q35.kv_bytes_per_token(fmt, tp) * tp for n in rq["input_tokens"]]
+    want = [k + Q35.state_bytes(tp) * tp for k in kv]
+    assert list(rq["kv_bytes"]) == pytest.approx(want, rel=1e-12)
+    # the conversion pass casts the KV only (on the side that converts), never the state
+    pm = PerfModel(hetsim.load_accelerator("h200-sxm"))
+    conv = [pm.kv_convert_time(n * Q35.kv_bytes_per_token("bf16", tp),
+                               n * Q35.kv_bytes_per_token("fp8", tp), Q35.num_layers)
+            for n in rq["input_tokens"]]
+    assert list(rq["conversion_s"]) == pytest.approx(conv, rel=1e-12)
 # --- measured GDN kernels -----------------------------------------------------------------------
 def test_step_reads_the_measured_gdn_grids():
     """On a runtime profile with GDN grids (aiconfigurator-core's gdn_perf, SGLang 0.5.14 on

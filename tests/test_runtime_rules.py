@@ -403,3 +403,35 @@ def test_nvfp4_experts_run_w4a4_where_the_gpu_computes_fp4(acc, runtime, compute
     assert (step.expert_weights, step.expert_compute) == ("fp4", compute)
     if compute == "fp4":   # the profiles' nvfp4 MoE tables time MiniMax's layer
         assert step.measured_moe
+
+
+@pytest.mark.parametrize("runtime", [None, "trtllm"])
+def test_w4a4_experts_without_a_moe_grid_are_composed_in_fp4(runtime):
+    """Where no measured MoE grid times the layer (the generic profile), the routed experts
+    are composed of fp4 GEMMs too: NVFP4 experts on a bf16 pool cost what they cost on an fp4
+    pool (the same W4A4 kernels), and only the rest of the layer differs."""
+    from hetsim.perf import PerfModel, StepModel
+    m = dataclasses.replace(hetsim.load_model("minimax-m2.5"), expert_weights="fp4")
+    acc = hetsim.load_accelerator("b200")
+    pm = PerfModel(acc)
+    bf16 = StepModel(m, pm, 2, "bf16", moe_compute=runtimes.moe_compute(runtime, acc))
+    fp4 = StepModel(m, pm, 2, "fp4", moe_compute=runtimes.moe_compute(runtime, acc))
+    assert not bf16.measured_moe and bf16.expert_compute == "fp4"
+    for n in (1, 64, 4096):
+        assert bf16._routed_analytic(n) == fp4._routed_analytic(n)
+
+
+def test_a_pool_s_weight_only_fp4_experts_stay_weight_only():
+    """W4A4 is an NVFP4 checkpoint's (it carries the activations' fp4 scales): a model whose
+    checkpoint is 16-bit on a pool storing weights in fp4 under bf16 compute runs its experts
+    as the pool says (W4A16), on every runtime; the same pool with the checkpoint's own NVFP4
+    experts runs them W4A4."""
+    from hetsim.perf import PerfModel, StepModel
+    from hetsim.precision import Precision
+    prof = hetsim.load_accelerator("b200", runtime="vllm")
+    pool = Precision("bf16", weights="fp4").formats()
+    m = hetsim.load_model("minimax-m2.5")
+    for model, compute in ((m, "bf16"), (dataclasses.replace(m, expert_weights="fp4"), "fp4")):
+        step = StepModel(model, PerfModel(prof), 2, pool,
+                         moe_compute=runtimes.moe_compute("vllm", prof))
+        assert (step.expert_weights, step.expert_compute) == ("fp4", compute)

@@ -162,6 +162,15 @@ def test_minimax_rows_run_on_the_knobs_their_script_set(sa, row, knobs):
     assert sa.deployment(row, "mixed") == knobs
 
 
+def test_minimax_knobs_are_inferencex_s_only(sa):
+    """A MiniMax row from another campaign (or one whose source names none) keeps the
+    runtime's defaults: InferenceX's scripts did not set its knobs."""
+    for src in ("source_file=minimax-gap-analysis.csv; silicon_concurrency=4",
+                "aic-auto-gap-analysis; silicon_concurrency=4"):
+        row = _row(**{**MINIMAX, "system": "b200_sxm", "gemm_quant_mode": "fp8",
+                      "silicon_data_source": src})
+        assert sa.provenance(row) != "inferencex"
+        assert "memory_utilization" not in sa.deployment(row, "mixed")
 def test_minimax_checkpoints(sa):
     """fp8 rows serve the block-scaled release; nvfp4 rows NVIDIA's experts-only NVFP4
     release (its config.json, fp4 experts on a bf16 pool)."""

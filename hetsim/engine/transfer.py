@@ -81,12 +81,14 @@ class Handoff:
 
 class _Pair(NamedTuple):
     """Per (prefill pool, decode pool): wire bytes per token, where a format mismatch
-    converts (None: no conversion), its cost in seconds for n tokens, and bytes per token.
-    A token here is one of full-attention KV; a prompt's count is ``model.kv_tokens(n)``."""
+    converts (None: no conversion), its cost in seconds for n tokens, bytes per token, and
+    the KV format on the wire. A token here is one of full-attention KV; a prompt's count is
+    ``model.kv_tokens(n, fmt, tp)`` (the wire's format: a linear layer's state in its tokens)."""
     wire: float
     side: str | None
     convert_s: object
     convert_bytes: float
+    fmt: str
 
 
 class KVLink:
@@ -148,18 +150,21 @@ class KVLink:
         wire_fmt = dst.formats.kv if side == "prefill" else src.formats.kv
         wire = m.kv_bytes_per_token(wire_fmt, dst.spec.tp) * dst.spec.tp
         if side is None:
-            return _Pair(wire, None, None, 0.0)
+            return _Pair(wire, None, None, 0.0, wire_fmt)
         at = src if side == "prefill" else dst
         pm = PerfModel(at.accelerator)
         b_in = m.kv_bytes_per_token(src.formats.kv, at.spec.tp)
         b_out = m.kv_bytes_per_token(dst.formats.kv, at.spec.tp)
         conv_s = (lambda n, pm=pm, a=b_in, b=b_out, L=m.num_layers:
                   pm.kv_convert_time(n * a, n * b, L))
-        return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp)
+        return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp, wire_fmt)
 
     def convert(self, req: Request, pair: _Pair, d) -> float:
-        """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds."""
-        tokens = self.model.kv_tokens(req.input_tokens, *kv_format(d.step))
+        """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds.
+        Only the KV is converted: a linear layer's state keeps its own format on both sides
+        (kv_tokens(0), the state's tokens, left out)."""
+        fmt = kv_format(d.step)
+        tokens = self.model.kv_tokens(req.input_tokens, *fmt) - self.model.kv_tokens(0, *fmt)
         req.conversion_s = pair.convert_s(tokens)
         self.conversion_bytes += pair.convert_bytes * tokens
         return req.conversion_s
@@ -219,7 +224,10 @@ class KVLink:
             req.to(State.TRANSFERRING)
         conv = self.convert(req, pair, d) if pair.side == "decode" else 0.0
         send = self._send if self.steps is None else self._send_steps
-        yield from send(req, p, d, pair.wire, h)
+        # NOTE: a windowed layer sends only the window's KV, a linear layer its state (kv_tokens
+        # counts both, the state in tokens of the wire's format: its bytes exactly)
+        nbytes = self.model.kv_tokens(req.input_tokens, pair.fmt, d.step.tp) * pair.wire
+        yield from send(req, p, d, nbytes, h)
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
             yield h.reserve()   # which a decode-side conversion replaces
@@ -235,13 +243,11 @@ class KVLink:
         req.kv_ready_s = env.now
         req.xfer = None
 
-    def _send(self, req: Request, p, d, wire: float, h: Handoff):
-        """The bytes cross the path (a layer-wise stream no faster than the prefill)."""
+    def _send(self, req: Request, p, d, nbytes: float, h: Handoff):
+        """The prompt's ``nbytes`` cross the path (a layer-wise stream no faster than the
+        prefill)."""
         env = self.env
-        # NOTE: a windowed layer sends only the window's KV, a linear layer its state (kv_tokens
-        # counts both; the state in tokens of the receiver's KV format, exact when the wire
-        # carries that format)
-        req.kv_bytes = self.model.kv_tokens(req.input_tokens, *kv_format(d.step)) * wire
+        req.kv_bytes = nbytes
         ports, setup = self.path(p, d)
         cap = None
         ahead = req.prefill_end_expected - env.now
@@ -272,13 +278,13 @@ class KVLink:
                                            self.model.num_layers)
         return self._codecs[key]
 
-    def _send_steps(self, req: Request, p, d, wire_per_token: float, h: Handoff):
+    def _send_steps(self, req: Request, p, d, nbytes: float, h: Handoff):
         """Encode on the sender, wait in a batch window (with batching), then one stream
         (setup, descriptors, serialize | wire | deserialize), then decode on the receiver.
         The transfer spans all of it: the exposed time counts the window's wait."""
         env = self.env
         codec = self.codec(p.pool, d.pool)
-        req.kv_bytes = self.model.kv_tokens(req.input_tokens, *kv_format(d.step)) * wire_per_token
+        req.kv_bytes = nbytes
         wire = req.kv_bytes * codec.ratio
         descriptors = descriptors_per_rank(self.model, req.input_tokens, p.pool.spec.block_size)
         req.transfer_start_s = env.now

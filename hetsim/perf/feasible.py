@@ -1,8 +1,9 @@
 """Whether a pool can run at all: the one feasibility check shared by resolution and planning.
 
 A pool of ``model`` on ``acc`` at tensor parallelism ``tp`` in ``formats`` is feasible when the
-device computes in the compute format, the TP group fits in one scale-up domain, TP divides the
-attention heads, and the weights and activations leave room for KV (:func:`memory_plan`).
+device computes in the compute format (and in the model's ``attention_weights``, if any), the
+TP group fits in one scale-up domain, TP divides the attention heads, and the weights and
+activations leave room for KV (:func:`memory_plan`).
 :mod:`hetsim.resolve` raises the problem at the pool's key path; the planner skips the option.
 """
 from __future__ import annotations
@@ -34,6 +35,12 @@ def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
     why = unsupported(acc, f.compute)
     if why:
         return PoolProblem("precision", why)
+    # the step model computes the attention projections in the checkpoint's own format where
+    # the model fixes one (attention_weights), whatever the pool's
+    aw = getattr(model, "attention_weights", None)
+    if aw and unsupported(acc, aw):
+        return PoolProblem("precision", f"{unsupported(acc, aw)}: the model's attention_weights "
+                                        f"are computed in {aw}")
     if acc.scale_up and tp > acc.scale_up.domain_size:
         return PoolProblem("tp", f"tp={tp} exceeds {acc.name}'s scale-up domain of "
                                  f"{acc.scale_up.domain_size}")

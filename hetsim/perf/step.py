@@ -60,8 +60,13 @@ class StepModel:
         # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
         #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
-        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's
-        self.expert_compute = (moe_compute or {}).get(self.expert_weights, f.compute)
+        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's.
+        #: NOTE: fp4 -> fp4 (W4A4) is an NVFP4 checkpoint's (its activation scales): a pool's
+        #: own weight-only fp4 (``weights: fp4`` under a wider compute) stays weight-only
+        rule = (moe_compute or {}).get(self.expert_weights)
+        if rule == "fp4" and m.expert_weights != "fp4":
+            rule = None
+        self.expert_compute = rule or f.compute
         self.window = m.sliding_window
         #: the linear-attention layers (None: none)
         self.linear = None if m.linear_attention is None else LinearLayers(
@@ -136,20 +141,23 @@ class StepModel:
         return attn
 
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
-                  n_experts: float = 1.0, weights: str | None = None) -> float:
+                  n_experts: float = 1.0, weights: str | None = None,
+                  compute: str | None = None) -> float:
         """Dense FFN of ``size`` (sharded by TP); for experts, ``n_experts`` groups of
         ``experts_m`` tokens run as one grouped GEMM (one launch). ``weights``: the stored
-        format of these weights (default: the pool's)."""
-        m, pm, f = self.model, self.pm, self.formats
-        wf = weights or f.weights
+        format of these weights, ``compute`` the format they are computed in (default: the
+        pool's)."""
+        m, pm = self.model, self.pm
+        wf = weights or self.formats.weights
+        cf = compute or self.formats.compute
         h, fs = m.hidden_size, max(1, size // self.tp)
         up = 2 * fs if m.gated_ffn else fs
         rows = n_tok if experts_m is None else max(1, int(-(-experts_m // 1)))
         # NOTE: the groups share one launch each for up and down: its fixed cost (a measured
         # grid's launch floor, else the profile's kernel overhead) is paid once, not per group
-        launch = pm.gemm_launch(f.compute, wf) if n_experts != 1.0 else pm.kernel_overhead
-        t = (pm.gemm_time(rows, up, h, f.compute, wf)
-             + pm.gemm_time(rows, h, fs, f.compute, wf) - 2 * launch)
+        launch = pm.gemm_launch(cf, wf) if n_experts != 1.0 else pm.kernel_overhead
+        t = (pm.gemm_time(rows, up, h, cf, wf)
+             + pm.gemm_time(rows, h, fs, cf, wf) - 2 * launch)
         return t * n_experts + 2 * launch
 
     def _layer_dense_time(self, n_tok: int, layer_is_moe: bool, linear: bool = False) -> float:
@@ -180,12 +188,14 @@ class StepModel:
         return t
 
     def _routed_analytic(self, n_tok: float) -> float:
-        """The routed experts of one MoE layer composed from grouped GEMMs."""
+        """The routed experts of one MoE layer composed from grouped GEMMs, in the format the
+        runtime's MoE kernels compute them in (:attr:`expert_compute`), as the measured grid
+        (:meth:`_measured_forms`) reads them."""
         e = self.model.moe
         routed = n_tok * e.top_k
         active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
         return self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
-                              self.expert_weights)
+                              self.expert_weights, self.expert_compute)
 
     def dense_time(self, n_tok: int, n_logits: int) -> float:
         """Everything but attention for ``n_tok`` new tokens, ``n_logits`` of which need logits."""
