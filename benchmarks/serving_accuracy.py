@@ -309,6 +309,30 @@ def _lengths(n: int, spread: float) -> dict:
     return {"dist": "fixed", "value": n} if lo == n else {"dist": "uniform", "min": lo, "max": n}
 
 
+def parallelism(row):
+    """The row with its aggregated worker's parallelism as InferenceX's 2026-03-25 export writes
+    it (``tp_size`` x ``attention_dp_size`` GPUs, experts over ``moe_ep_size`` of them).
+
+    NOTE: InferenceX's 2026-04-06 export and its db-dump write a worker with expert parallelism
+    over G GPUs with both products squared: the same measurement (model, system, lengths,
+    clients, TTFT and TPOT to the digit) is ``tp 4, moe 1 x 4`` in the 03-25 export and
+    ``tp 16, moe 4 x 4`` in the 04-06 one (``tp 8, moe 1 x 8`` and ``tp 64, moe 8 x 8``;
+    ``tp 1, dp 4, moe 1 x 4`` and ``tp 1, dp 16, moe 4 x 4``). Where a row has expert
+    parallelism and moe_tp x moe_ep and tp x attention_dp are the same perfect square G^2 > G,
+    the worker has G GPUs, every one an expert-parallel rank (vLLM's EP spans TP x DP): the larger of tp and attention_dp is
+    divided by G."""
+    if provenance(row) != "inferencex" or row.get("mode") != "agg" \
+            or "2026-03-25.csv" in str(row.get("silicon_data_source", "")):
+        return row
+    tp, dp = _int(row.get("tp_size")), _int(row.get("attention_dp_size"))
+    moe = _int(row.get("moe_tp_size")) * _int(row.get("moe_ep_size"))
+    g = int(round(moe ** 0.5))
+    if _int(row.get("moe_ep_size")) < 2 or g < 2 or g * g != moe or tp * dp != moe:
+        return row
+    tp, dp = (tp, dp // g) if dp >= tp else (tp // g, dp)
+    return {**row, "tp_size": tp, "attention_dp_size": dp, "moe_tp_size": 1, "moe_ep_size": g}
+
+
 def scenario(row, runtime: dict | None = None, spread: float = 0.0,
              requests_per_client: int = 10) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
@@ -317,6 +341,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
+    row = parallelism(row)
     spread = SPREAD.get(provenance(row), spread)
     model = model_of(row)
     if row["system"] not in kerneldb.SYSTEMS:

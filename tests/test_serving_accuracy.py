@@ -255,3 +255,25 @@ def test_kimi_rows_run_pure_tp_on_their_script_s_knobs(sa, quant, system, day, k
     row = _row(model_path="moonshotai/Kimi-K2.5", system=system, gemm_quant_mode=quant,
                isl=1024, tp_size=4, moe_ep_size=4, silicon_data_source=src)
     assert sa.deployment(row, "mixed") == knobs
+
+
+@pytest.mark.parametrize("enc, want", [
+    # the same measurements in InferenceX's 04-06 export (squared) and its 03-25 export
+    ((16, 1, 4, 4), (4, 1, 1, 4)), ((64, 1, 8, 8), (8, 1, 1, 8)), ((1, 16, 4, 4), (1, 4, 1, 4)),
+    ((4, 4, 1, 16), (4, 1, 1, 4)), ((2, 2, 1, 4), (2, 1, 1, 2)),
+    # not squared: kept
+    ((4, 1, 4, 1), (4, 1, 4, 1)), ((8, 1, 8, 1), (8, 1, 8, 1))])
+def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, want):
+    keys = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+    row = _ix("b200_sxm", "fp8", "v0.19.0-cu130", "2026-04-10", **dict(zip(keys, enc)))
+    got = sa.parallelism(row)
+    assert tuple(_int(got[k]) for k in keys) == want
+    pool = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]["mixed"]
+    assert pool["tp"] == want[0] * want[1]
+    # the 03-25 export writes GPUs as they are; so do aic's campaigns
+    early = {**row, "silicon_data_source": "source_file=2026-03-25.csv; measured=2026-03-20"}
+    assert sa.parallelism(early) is early
+
+
+def _int(v):
+    return 1 if v != v else int(v)
