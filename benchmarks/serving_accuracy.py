@@ -59,7 +59,8 @@ MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           # NVIDIA's re-quantization (assumed: no row names it)
           ("moonshotai/kimi-k2.5", "nvfp4"): "kimi-k2.5-nvfp4"}
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
-#: runtimes' default (vLLM/SGLang kv_cache_dtype auto; no row states an fp8 KV cache)
+#: runtimes' default (vLLM/SGLang kv_cache_dtype auto), unless the campaign's scripts set fp8
+#: (:func:`deployment`)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
            "fp8_block": ("fp8", "fp8-block"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
            "int4_wo": ("bf16", "int4"), "int8_wo": ("bf16", "int8")}
@@ -319,8 +320,8 @@ def parallelism(row):
     ``tp 16, moe 4 x 4`` in the 04-06 one (``tp 8, moe 1 x 8`` and ``tp 64, moe 8 x 8``;
     ``tp 1, dp 4, moe 1 x 4`` and ``tp 1, dp 16, moe 4 x 4``). Where a row has expert
     parallelism and moe_tp x moe_ep and tp x attention_dp are the same perfect square G^2 > G,
-    the worker has G GPUs, every one an expert-parallel rank (vLLM's EP spans TP x DP): the larger of tp and attention_dp is
-    divided by G."""
+    the worker has G GPUs, every one an expert-parallel rank (vLLM's EP spans TP x DP): the
+    larger of tp and attention_dp is divided by G."""
     if provenance(row) != "inferencex" or row.get("mode") != "agg" \
             or "2026-03-25.csv" in str(row.get("silicon_data_source", "")):
         return row
@@ -356,7 +357,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
                 "arrival": {"process": "closed", "concurrency": c},
                 "input_tokens": _lengths(int(row["isl"]), spread),
                 "output_tokens": _lengths(int(row["osl"]), spread)}
-    return {"name": f"silicon-{row['id']}", "model": model_of(row), "workload": workload,
+    return {"name": f"silicon-{row['id']}", "model": model, "workload": workload,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 
