@@ -60,13 +60,13 @@ class StepModel:
         # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
         #: the format the runtime's MoE kernels compute those experts in (``moe_compute``:
-        #: {expert format: compute format}, ``runtimes.moe_compute``), else the pool's.
-        #: NOTE: fp4 -> fp4 (W4A4) is an NVFP4 checkpoint's (its activation scales): a pool's
-        #: own weight-only fp4 (``weights: fp4`` under a wider compute) stays weight-only
-        rule = (moe_compute or {}).get(self.expert_weights)
-        if rule == "fp4" and m.expert_weights != "fp4":
-            rule = None
-        self.expert_compute = rule or f.compute
+        #: {checkpoint expert format: compute format}, ``runtimes.moe_compute``), else the
+        #: pool's. NOTE: the rules are the checkpoint's (NVFP4's W4A4 needs its activation
+        #: scales): experts a pool stores in its own format (``weights: fp4`` under a wider
+        #: compute, or narrower than the checkpoint's) compute in the pool's format
+        own = self.expert_weights == m.expert_weights
+        self.expert_compute = ((moe_compute or {}).get(self.expert_weights) if own else None) \
+            or f.compute
         self.window = m.sliding_window
         #: the linear-attention layers (None: none)
         self.linear = None if m.linear_attention is None else LinearLayers(
