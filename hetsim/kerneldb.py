@@ -38,9 +38,9 @@ SYSTEMS = {"a100_sxm": "a100-sxm", "b200_sxm": "b200", "b300_sxm": "b300", "b60"
 #: SGLang from 0.5.14; ``num_heads`` there is already per rank, ``tp_size`` only says which
 #: shard of a 64- or 128-head model it was; aiconfigurator queries them with ``128 // tp``).
 #: vLLM has only ``mla_*_module_perf``: the whole attention module of one model (DeepSeek-V3)
-#: with its projection GEMMs, which hetsim counts as GEMMs of their own, so it is not read as
-#: MLA (it would count the projections twice); older SGLang's ``wideep_*`` tables (DeepEP
-#: wide expert parallelism) are not either. Quantize: ``scale_matrix`` is a static fp8
+#: with its projection GEMMs, which hetsim counts as GEMMs of their own; the MLA core is
+#: derived from it by taking them out (``calibrate.aic._mla_module``). Older SGLang's
+#: ``wideep_*`` tables (DeepEP wide expert parallelism) are not read. Quantize: ``scale_matrix`` is a static fp8
 #: quantization of an m x k activation, ``compute_scale`` what computing the scale from the
 #: activation (dynamic quantization) adds to it.
 OPS = {
@@ -51,6 +51,8 @@ OPS = {
     "moe": ("moe", "moe_perf"),
     "context_mla": ("mla", "context_mla_perf"),
     "generation_mla": ("mla", "generation_mla_perf"),
+    "context_mla_module": ("mla", "mla_context_module_perf"),
+    "generation_mla_module": ("mla", "mla_generation_module_perf"),
     "compute_scale": ("quantize", "computescale_perf"),
     "scale_matrix": ("quantize", "scale_matrix_perf"),
     # Gated DeltaNet (Qwen3.5's linear attention): each kernel of a layer timed alone
@@ -81,6 +83,10 @@ SHAPE_COLUMNS = {
     # per-rank heads: one kernel shape whichever TP shard it was timed as
     "context_mla": ("mla_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads", "step"),
     "generation_mla": ("mla_dtype", "kv_cache_dtype", "batch_size", "isl", "num_heads", "step"),
+    "context_mla_module": ("mla_dtype", "kv_cache_dtype", "gemm_type", "batch_size", "isl",
+                           "num_heads", "step"),
+    "generation_mla_module": ("mla_dtype", "kv_cache_dtype", "gemm_type", "batch_size", "isl",
+                              "num_heads", "step"),
     "compute_scale": ("quant_dtype", "m", "k"),
     "scale_matrix": ("quant_dtype", "m", "k"),
     # (not the kernel: a point's convolution and recurrence are held out together)
@@ -88,7 +94,7 @@ SHAPE_COLUMNS = {
             "head_v_dim", "d_conv"),
 }
 _DTYPE_COLUMNS = ("gemm_dtype", "attn_dtype", "kv_cache_dtype", "allreduce_dtype", "moe_dtype",
-                  "mla_dtype", "quant_dtype")
+                  "mla_dtype", "quant_dtype", "gemm_type")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -484,3 +484,90 @@ def test_shipped_profiles_drop_block_fp8_exactly_where_host_bound(name):
         assert name.endswith(".vllm") and gemm["block-fp8 small-m / fp8"] > aic.HOST_BOUND_RATIO
     if name in ("b200.vllm", "h100-sxm.vllm", "gb200.vllm"):
         assert has
+
+
+# --- MLA from the whole attention module (vLLM) --------------------------------------------
+def _installed_tables(system, runtime):
+    return kerneldb.select(system, runtime)
+
+
+@pytest.mark.parametrize("system, name", [("h100_sxm", "h100-sxm"), ("h200_sxm", "h200-sxm"),
+                                          ("b200_sxm", "b200"), ("gb200", "gb200")])
+def test_module_less_its_projections_reproduces_the_measured_core(system, name):
+    """TRT-LLM has both the whole-module and the core MLA tables: the module less its projection
+    GEMMs (read off the same profile's GEMM grids) is the measured core in decode (median
+    within 6% where the core takes >= 50 us; below that the module's two norms, a few us, stay
+    in), and in context at most 1.5x it, never below (the module's memory-bound RoPE, K/V
+    concatenation and cache write are not in the core kernel)."""
+    from hetsim.perf import PerfModel
+    t = _installed_tables(system, "trtllm")
+    pm = PerfModel(hetsim.load_accelerator(name + "@datasheet"))
+    gemm = aic._module_gemm(t, pm)
+    for op, axis in (("generation_mla", "kv"), ("context_mla", "isl")):
+        derived, _ = aic._mla_module(op, kerneldb.read_op(t, aic.MLA_MODULE[op]), gemm, pm)
+        core, _ = aic._points(op, kerneldb.read_op(t, op))
+        if op == "generation_mla":   # module step s holds s + 1 tokens, the core's step s - 1 s
+            derived = derived.assign(kv=derived["kv"] - 1)
+        m = derived.merge(core, on=["dtype", "kv_dtype", "heads", "batch", axis])
+        m = m[m["seconds_y"] >= 50e-6]
+        ratio = float((m["seconds_x"] / m["seconds_y"]).median())
+        assert len(m) > 100
+        if op == "generation_mla":
+            assert abs(ratio - 1) < 0.06, ratio
+        else:
+            assert 1.0 <= ratio <= 1.5, ratio
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED.glob("*.vllm.yaml")))
+def test_vllm_mla_grids_exactly_where_the_module_table_is_not_eager_inflated(name):
+    """vLLM has MLA only as a whole module: each shipped vLLM profile that has the module table
+    derives its MLA grids from it, unless its small shapes sit above MLA_EAGER_RATIO x the
+    datasheet model (collected before aiconfigurator@c56db49fe: in 0.12.0, every system but
+    B200); then the reason is recorded and no grid is built."""
+    from hetsim.config import read_yaml
+    prof = read_yaml(SHIPPED / f"{name}.yaml")["calibration"]
+    kernels = load_kernels(SHIPPED / prof["kernels"])
+    for op in ("context_mla", "generation_mla"):
+        info = prof["tables"].get(op)
+        if info is None:
+            continue
+        built = bool(kernels.grids(op))
+        assert built == ("not built" not in info)
+        assert (info["small shapes / datasheet"] > aic.MLA_EAGER_RATIO) is not built
+        if built:
+            assert info["derived"].startswith("module time less")
+            assert op in prof["accuracy"]
+    if name == "b200.vllm":
+        assert {"context_mla", "generation_mla"} <= set(kernels.ops())
+    if name in ("h100-sxm.vllm", "h200-sxm.vllm"):
+        assert "not built" in prof["tables"]["generation_mla"]
+
+
+def test_an_eager_floor_on_every_module_row_is_refused(root):
+    """The same module table with a 55 us batch-independent floor added (the eager norm/RoPE
+    chain c56db49fe names) is refused; without it, it is read."""
+    from hetsim.perf import PerfModel
+    pm = PerfModel(hetsim.load_accelerator("h100-sxm@datasheet"))
+    g = _grid(batch_size=[1, 2, 4, 8, 64], step=[16, 256, 1024, 8192], num_heads=[16, 128])
+    n = len(g["step"])
+    g.update(isl=[1] * n, mla_dtype=["bfloat16"] * n, kv_cache_dtype=["bfloat16"] * n,
+             gemm_type=["bfloat16"] * n, model=["deepseek-ai/DeepSeek-V3"] * n)
+    base = pd.DataFrame(g)
+    base = base.assign(kv=base["isl"] + base["step"])
+    proj = aic._mla_projections(base.rename(columns={"batch_size": "batch", "num_heads": "heads"}),
+                                "generation_mla")
+    gemm_ms = pd.Series([pm.gemm_time(int(r.m), int(r.n), int(r.k)) for r in proj.itertuples()]
+                        ).groupby(proj["point"]).sum().to_numpy() * 1e3
+    core_ms = np.array([pm.attention_decode_total_time(b, b * kv, h, 1, 288, "bf16", "bf16", 576)
+                        for b, kv, h in zip(base["batch_size"], base["kv"], base["num_heads"])]
+                       ) * 1e3
+    gemm = aic.fit_grids("gemm", aic._points("gemm", pd.DataFrame({
+        "gemm_dtype": "bf16", "m": proj["m"], "n": proj["n"], "k": proj["k"],
+        "latency_s": [pm.gemm_time(int(r.m), int(r.n), int(r.k)) for r in proj.itertuples()]})
+        )[0], pm)[0]
+    for floor_ms, refused in ((0.0, False), (0.055, True)):
+        df = base.drop(columns="kv").assign(latency_s=(gemm_ms + 2 * core_ms + floor_ms) / 1e3)
+        df["mla_dtype"] = df["kv_cache_dtype"] = df["gemm_type"] = "bf16"
+        points, _ = aic._mla_module("generation_mla", df, gemm, pm)
+        ratio = aic._mla_eager_ratio("generation_mla", points, pm)
+        assert (ratio > aic.MLA_EAGER_RATIO) is refused, ratio

@@ -23,6 +23,7 @@ point, the fastest. Every row not used is counted by reason in the profile.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from .. import kerneldb
 from ..config import read_yaml
 from ..errors import ConfigError, match_name
 from ..hardware import _index, load_accelerator, profile_dirs
+from ..models import load_model
 from ..perf import PerfModel
 from ..perf.kernels import OPS, KernelGrid, MeasuredKernels
 from ..precision import PRECISION_BYTES
@@ -66,6 +68,21 @@ COLUMNS = {
     "quantize": {"dtype": "quant_dtype", "m": "m", "k": "k"},
     "context_gdn": _GDN | {"isl": "seq_len"}, "generation_gdn": _GDN,
 }
+#: an MLA op derived from the whole attention module's table where the runtime has no table of
+#: the core (vLLM): the module's time less its projection GEMMs (:func:`_mla_module`)
+MLA_MODULE = {"context_mla": "context_mla_module", "generation_mla": "generation_mla_module"}
+#: the one model the module tables time whose rows are read (its projection shapes are known:
+#: hetsim's catalog ``deepseek-v3``); other models' rows are counted as dropped
+MLA_MODULE_MODEL = ("deepseek-ai/DeepSeek-V3", "deepseek-v3")
+#: a module-derived MLA op whose small shapes (generation: batch <= 8, kv <= 1100; context:
+#: batch x isl <= 512) median more than this many times the datasheet model carries the eager
+#: native norm/RoPE chain aiconfigurator's vLLM module collector ran before
+#: ai-dynamo/aiconfigurator@c56db49fe (2026-07-29: "a batch-independent ~50-65us per layer
+#: that a serving engine never pays"). In aiconfigurator-core 0.12.0 only B200's vLLM module
+#: tables were collected after it. NOTE: the measured MLA cores of TRT-LLM and SGLang on every
+#: system are at 1.5-5.8x there, B200's vLLM module-derived ones at 3.1-5.0x, every other
+#: system's at 8.1-22x: the threshold sits in that gap
+MLA_EAGER_RATIO = 7.0
 #: a GDN table's kernels by phase: (the convolution's, the recurrence's); a point's time is
 #: their sum (the fastest of several recurrence kernels timed at one point)
 GDN_KERNELS = {"context_gdn": ("context", "causal_conv1d_fn"),
@@ -225,13 +242,98 @@ def _gdn(op: str, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[s
     return both[fields + ["seconds"]].reset_index(drop=True), dropped
 
 
+def _mla_projections(points: pd.DataFrame, op: str) -> pd.DataFrame:
+    """The projection GEMMs of the DeepSeek-V3 attention module at each point (bf16, as the
+    rows read were timed): one row per (point, GEMM), ``point`` its index. The shapes are
+    ``perf.step``'s MLA projections at ``heads`` query heads per rank (absorbed decode's two
+    per-head BMMs are the same FLOPs as the ``kv_b`` GEMM counted there)."""
+    model = load_model(MLA_MODULE_MODEL[1])
+    a, h = model.mla, model.hidden_size
+    heads = points["heads"].to_numpy()
+    # (a generation point's tokens are its batch: one new token each)
+    tokens = points["batch"].to_numpy() * (points["isl"].to_numpy() if op == "context_mla"
+                                           else 1)
+    shapes = [(np.full(len(points), a.kv_lora_rank + a.qk_rope_dim), h),
+              (heads * (a.qk_nope_dim + a.v_head_dim), a.kv_lora_rank),
+              (np.full(len(points), h), heads * a.v_head_dim),
+              (np.full(len(points), a.q_lora_rank), h),
+              (heads * (a.qk_nope_dim + a.qk_rope_dim), a.q_lora_rank)]
+    return pd.concat([pd.DataFrame({"point": np.arange(len(points)), "dtype": "bf16",
+                                    "m": tokens, "n": n, "k": np.broadcast_to(k, len(points))})
+                      for n, k in shapes], ignore_index=True)
+
+
+def _mla_module(op: str, df: pd.DataFrame, gemm: list[KernelGrid], pm: PerfModel | None
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """An MLA op's points from the whole-module table: each point's time less its projection
+    GEMMs off the runtime's own GEMM grids (``gemm``, fitted on every GEMM row).
+
+    NOTE: the module is q_a/q_b, kv_a, the latent up-projection (or absorbed BMMs), the core
+    and o_proj, with two small norms; hetsim charges the GEMMs as GEMMs and the norms in its
+    per-layer elementwise cost, so the GEMMs are taken out and the norms left in (a few us a
+    layer). Only rows timed with bf16 projections are read: vLLM's block-fp8 GEMM tables time
+    the host (``_host_bound_block_fp8``), and the core does not depend on the projections'
+    format. Checked on TRT-LLM, which has both tables (tests/test_runtime_profiles.py)."""
+    dropped = {}
+    keep = (df["model"] == MLA_MODULE_MODEL[0]).to_numpy()
+    dropped[f"module of another model than {MLA_MODULE_MODEL[0]}"] = int((~keep).sum())
+    df = df[keep]
+    keep = (df["gemm_type"] == "bf16").to_numpy()
+    dropped["module timed with quantized projections"] = int((~keep).sum())
+    points, d = _points(op, df[keep])
+    dropped.update(d)
+    proj = _mla_projections(points, op)
+    t = predict_grids("gemm", gemm, proj, pm)
+    per_point = np.bincount(proj["point"].to_numpy(), weights=t, minlength=len(points))
+    core = points["seconds"].to_numpy() - per_point
+    bad = ~(core > 0)      # (NaN: a projection shape off every GEMM grid)
+    dropped["module no slower than its projection GEMMs"] = int(bad.sum())
+    out = points.assign(seconds=core)[~bad].reset_index(drop=True)
+    return out, {k: v for k, v in dropped.items() if v}
+
+
+def _mla_eager_ratio(op: str, points: pd.DataFrame, pm: PerfModel) -> float:
+    """Median of (derived core / datasheet model) over an MLA op's small bf16 shapes
+    (:data:`MLA_EAGER_RATIO`); nan without such shapes."""
+    a = load_model(MLA_MODULE_MODEL[1]).mla
+    width = a.kv_lora_rank + a.qk_rope_dim
+    p = points[points["dtype"] == "bf16"]
+    if op == "generation_mla":
+        p = p[(p["batch"] <= 8) & (p["kv"] <= 1100)]
+        model = [pm.attention_decode_total_time(int(r.batch), int(r.batch * r.kv), int(r.heads),
+                                                1, width // 2, "bf16", r.kv_dtype, width)
+                 for r in p.itertuples()]
+    else:
+        p = p[p["batch"] * p["isl"] <= 512]
+        model = [pm.attention_chunks_time([(int(r.isl), int(r.isl))] * int(r.batch),
+                                          int(r.heads), int(r.heads),
+                                          a.qk_nope_dim + a.qk_rope_dim, "bf16", r.kv_dtype,
+                                          v_head_dim=a.v_head_dim) for r in p.itertuples()]
+    return float(np.median(p["seconds"].to_numpy() / np.array(model))) if len(p) else math.nan
+
+
 # --- points -> grids -----------------------------------------------------------------------
 # --- one system x runtime ------------------------------------------------------------------
-def _op_points(tables, op: str, fraction: float, seed: int):
+def _sources(tables, op: str) -> tuple[str, ...]:
+    """The tables ``op`` is built from in ``tables``: :data:`SOURCES`, or for MLA without a
+    core table the whole module's (:data:`MLA_MODULE`)."""
+    if op in MLA_MODULE and SOURCES[op][0] not in tables.tables \
+            and MLA_MODULE[op] in tables.tables:
+        return (MLA_MODULE[op],)
+    return SOURCES[op]
+
+
+def _module_gemm(tables, pm: PerfModel | None) -> list[KernelGrid]:
+    """The GEMM grids a module's projections are read off: fitted on every GEMM row."""
+    return fit_grids("gemm", _op_points(tables, "gemm", 0.0, 0)[0], pm)[0]
+
+
+def _op_points(tables, op: str, fraction: float, seed: int, pm: PerfModel | None = None):
     """(all points, points not held out, held-out points, provenance) of one hetsim op."""
     frames, held, info = {}, {}, {}
     host_bound = 0
-    for name in SOURCES[op]:
+    sources = _sources(tables, op)
+    for name in sources:
         df = kerneldb.read_op(tables, name)
         if op == "gemm":
             kept, ratio = _host_bound_block_fp8(df)
@@ -246,15 +348,32 @@ def _op_points(tables, op: str, fraction: float, seed: int):
         info["rows read"] = info.get("rows read", 0) + len(df)
         if "device" in df.columns:
             info.setdefault("devices", set()).update(df["device"].astype(str))
-    convert = {"quantize": _quantize, "context_gdn": lambda fr: _gdn(op, fr),
-               "generation_gdn": lambda fr: _gdn(op, fr)}.get(
-        op, lambda fr: _points(op, fr[SOURCES[op][0]]))
+    if sources[0] in MLA_MODULE.values():
+        gemm = _module_gemm(tables, pm)
+        info["derived"] = "module time less its projection GEMMs (this profile's GEMM grids)"
+
+        def convert(fr):
+            return _mla_module(op, fr[sources[0]], gemm, pm)
+    else:
+        convert = {"quantize": _quantize, "context_gdn": lambda fr: _gdn(op, fr),
+                   "generation_gdn": lambda fr: _gdn(op, fr)}.get(
+            op, lambda fr: _points(op, fr[sources[0]]))
     every, dropped = convert(frames)
+    if sources[0] in MLA_MODULE.values() and pm is not None:
+        ratio = _mla_eager_ratio(op, every, pm)
+        info["small shapes / datasheet"] = sig(ratio)
+        if ratio > MLA_EAGER_RATIO:     # no grid: the datasheet model stands for the op
+            info["not built"] = (f"eager-inflated module table (small shapes {ratio:.1f}x the "
+                                 f"datasheet model > MLA_EAGER_RATIO {MLA_EAGER_RATIO:g})")
+            dropped["eager-inflated module (MLA_EAGER_RATIO)"] = len(every)
+            every = every.iloc[:0]
     train, _ = convert({n: f[~held[n]] for n, f in frames.items()})
     test, _ = convert({n: f[held[n]] for n, f in frames.items()})
+    if every.empty:
+        train, test = train.iloc[:0], test.iloc[:0]
     if host_bound:
         dropped["host-bound block-fp8 rows (HOST_BOUND_RATIO)"] = host_bound
-    info.update({"version": tables.tables[SOURCES[op][0]][0], "points": len(every),
+    info.update({"version": tables.tables[sources[0]][0], "points": len(every),
                  "held-out points": len(test), "dropped": dropped})
     return every, train, test, info
 
@@ -263,12 +382,12 @@ def held_out_fit(tables, op: str, fraction: float, seed: int = 0, pm: PerfModel 
                  ) -> tuple[list[KernelGrid], pd.DataFrame]:
     """The grids fitted without the held-out shapes, and the held-out points they are scored
     on (what :func:`build`'s accuracy reports)."""
-    _, train, test, _ = _op_points(tables, op, fraction, seed)
+    _, train, test, _ = _op_points(tables, op, fraction, seed, pm)
     return fit_grids(op, train, pm)[0], test
 
 
 def _op(tables, op: str, fraction: float, seed: int, pm):
-    every, train, test, info = _op_points(tables, op, fraction, seed)
+    every, train, test, info = _op_points(tables, op, fraction, seed, pm)
     grids, fitted = fit_grids(op, every, pm)
     grids = [dataclasses.replace(g, seconds=round_times(g.seconds)) for g in grids]
     train_grids, _ = fit_grids(op, train, pm)
@@ -299,13 +418,19 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
     pm = PerfModel(load_accelerator(name + "@datasheet"))
     grids, accuracy, provenance, devices = [], {}, {}, set()
     for op in OPS:
-        have = [s for s in SOURCES[op] if s in tables.tables]
-        if have and len(have) < len(SOURCES[op]):      # counted, not silently skipped
+        sources = _sources(tables, op)
+        have = [s for s in sources if s in tables.tables]
+        if have and len(have) < len(sources):      # counted, not silently skipped
             provenance[op] = {"tables": [str(tables.tables[s][1].name) for s in have],
-                              "not built": f"needs {' and '.join(SOURCES[op])}"}
+                              "not built": f"needs {' and '.join(sources)}"}
         elif have:
-            g, accuracy[op], provenance[op] = _op(tables, op, held_out, seed, pm)
-            devices |= provenance[op].pop("devices", set())
+            g, acc, info = _op(tables, op, held_out, seed, pm)
+            devices |= info.pop("devices", set())
+            if "not built" in info:     # read, judged unusable: its reason, no grid
+                provenance[op] = {k: info[k] for k in ("tables", "rows read", "version",
+                                                       "small shapes / datasheet", "not built")}
+                continue
+            accuracy[op], provenance[op] = acc, info
             grids += g
     pkg = package_version()
     stamp = f"aiconfigurator-core {pkg}"
