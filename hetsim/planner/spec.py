@@ -146,16 +146,17 @@ class PlanSpec:
                               f"{sites[0]!r}: "
                               f"heterogeneous-PD candidates across sites need cross_site: "
                               f"{{link, latency_us}}", path=f"inventory.{b}.site")
-        why = (f"every inventory accelerator sits on site {sites[0]!r}" if len(sites) == 1
-               else "shapes has no heterogeneous-pd (the only shape that spans sites)")
+        why, fix = ((f"every inventory accelerator sits on site {sites[0]!r}",
+                     "give inventory entries a site:") if len(sites) == 1 else
+                    ("shapes has no heterogeneous-pd (the only shape that spans sites)",
+                     "add heterogeneous-pd to shapes"))
         if self.cross_site is not None and not self.spans_sites:
             raise ConfigError(f"{why}: no candidate crosses sites, so cross_site would go "
-                              f"unused", path="cross_site")
+                              f"unused ({fix})", path="cross_site")
         if (self.resilience is not None and self.resilience.cross_site_factor is not None
                 and not self.spans_sites):
             raise ConfigError(f"{why}: no candidate spans sites, so there is no cross-site "
-                              f"link to degrade (give inventory entries a site: and "
-                              f"cross_site:)", path="resilience.cross_site_factor")
+                              f"link to degrade ({fix})", path="resilience.cross_site_factor")
 
     def _check_tune(self) -> None:
         from ..goodput_search import TUNABLE
