@@ -129,6 +129,10 @@ def test_only_heterogeneous_pd_across_sites_gets_the_link(model):
         if c.cross_site is not None:
             assert c.shape == "heterogeneous-pd" and c.cross_site == sp.cross_site
             spanning.add(c.name())
+        pools = c.placement()["pools"].values()
+        assert [p.get("site", "local") for p in pools] == [site[p["accelerator"]]
+                                                           for p in pools]
+    assert {c.sites() for c in cands if c.shape == "colocated"} == {"remote", "local"}
     # both directions exist: remote prefill with home decode, and home prefill, remote decode
     pairs = {(c.pools["prefill"][0].site, c.pools["decode"][0].site) for c in cands
              if c.name() in spanning}

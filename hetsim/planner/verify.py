@@ -60,11 +60,11 @@ def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> 
     from ..api import plain, run_summaries
     down = spec.resilience is not None
     for _ in range(_VERIFY_TRIES):
-        by_name = {r["name"]: r for r in executor.map(run_summaries, [plain(_scenario(
-            spec, [c], target, spec.verify_requests, down))])[0]}
-        # NOTE: by name: the scenario's text carries placements in sorted order, not _runs'
-        names, lost = zip(*[(name, what) for name, _, what in _runs(spec, c, down)])
-        runs = [by_name[n] for n in names]
+        sc = _scenario(spec, [c], target, spec.verify_requests, down)
+        by_name = {r["name"]: r for r in executor.map(run_summaries, [plain(sc)])[0]}
+        # NOTE: by name: plain() carries the placements sorted by name, not in _runs' order
+        runs = [by_name[name] for name in sc.placements]
+        lost = [what for _, _, what in _runs(spec, c, down)]
         c.attainment = min(r["slo_attainment"] for r in runs)
         if "cross-site" in lost:
             c.cross_site_ok = runs[lost.index("cross-site")]["meets_slo"]
