@@ -169,8 +169,12 @@ def _cmd_plan(args) -> int:
         plan_png(res, tmp / "pareto.png")
     out.write("plan", fill)
     per_acc = spec.objective == "goodput-per-accelerator"
+    # sites and the cross-site verdict: columns only where the spec has them (output as before)
+    sites = len(spec.sites) > 1
+    factor = spec.resilience and spec.resilience.cross_site_factor
     rows = [("plan", "accel", "$/h", "verified", "attainment", "goodput r/s", "r/s per accel",
-             "frontier") + (("tuned knobs",) if spec.tune else ())]
+             "frontier") + (("tuned knobs",) if spec.tune else ()) + (("sites",) if sites else ())
+            + ((f"cross-site x{factor:g}",) if factor else ())]
     front = {id(c) for c in res.frontier}
     key = (lambda c: -c.per_accelerator_rps) if per_acc else by_cost
     for c in sorted(res.verified, key=key):
@@ -180,7 +184,8 @@ def _cmd_plan(args) -> int:
                      "-" if c.goodput_rps is None else f"{c.goodput_rps:.3g}",
                      "-" if c.goodput_rps is None else f"{c.per_accelerator_rps:.3g}",
                      "*" if id(c) in front else "")
-                    + ((flags.knobs(c.knobs),) if spec.tune else ()))
+                    + ((flags.knobs(c.knobs),) if spec.tune else ())
+                    + ((c.sites(),) if sites else ()) + ((_cross_site_cell(c),) if factor else ()))
     goal = ("most goodput per accelerator" if per_acc
             else f"{res.target_rps:g} req/s within SLO")
     rest = "ranked below the short list" if per_acc else "dearer than the short list"
@@ -189,6 +194,9 @@ def _cmd_plan(args) -> int:
           f"simulated, {res.wall_s:.1f} s")
     from .report import text_table
     print(text_table(rows))
+    for c in res.verified:
+        if c.reason:
+            print(f"{c.name()}: {c.reason}")
     best = res.best
     if per_acc:
         print(f"best per accelerator: {best.name()} at {best.per_accelerator_rps:.3g}"
@@ -198,6 +206,13 @@ def _cmd_plan(args) -> int:
               "no candidate met the SLO at the target rate within the inventory and budget")
     print(f"wrote {out.path}/plan.yaml and {out.path}/pareto.png")
     return 0 if best else 1
+
+
+def _cross_site_cell(c) -> str:
+    """A plan row's verdict with the cross-site link degraded (none run: on one site)."""
+    if c.cross_site is None:
+        return "one site"
+    return {True: "pass", False: "FAIL", None: "-"}[c.cross_site_ok]
 
 
 def _cmd_sweep(args) -> int:

@@ -614,7 +614,34 @@ def plan(id, text, *expect, files=None, cmd=PLAN_RUN):
 
 plan("plan-unknown-key", PLAN + "inventry: {}\n", "p.yaml: inventry: unknown key (did you mean")
 plan("plan-resilience-cross-site", PLAN + "resilience: {cross_site_factor: 0.25}\n",
-     "p.yaml: resilience.cross_site_factor: plan's candidates sit on one site")
+     "p.yaml: resilience.cross_site_factor: every inventory accelerator sits on site 'local': "
+     "no candidate spans sites")
+plan("plan-resilience-per-accelerator", PLAN + "objective: goodput-per-accelerator\n"
+     "resilience: {survive: 1}\n", "p.yaml: resilience: resilience applies to objective: cost")
+# sites: an inventory entry's site, the plan's cross_site link between them
+SITES = sub(sub(PLAN, "a100-sxm: {max: 4,", "a100-sxm: {max: 4, site: remote,"),
+            "[colocated, homogeneous-pd]", "[colocated, heterogeneous-pd]")
+CROSS = "cross_site: {link: tcp-100g, latency_us: 2000}\n"
+plan("plan-sites-without-cross-site", SITES,
+     "p.yaml: inventory.a100-sxm.site: a100-sxm sits on site 'remote' and h100-sxm on 'local': "
+     "heterogeneous-PD candidates across sites need cross_site:")
+plan("plan-cross-site-one-site", PLAN + CROSS,
+     "p.yaml: cross_site: every inventory accelerator sits on site 'local': no candidate "
+     "crosses sites, so cross_site would go unused")
+plan("plan-cross-site-no-hetero-shape", sub(SITES, ", heterogeneous-pd]", "]") + CROSS,
+     "p.yaml: cross_site: shapes has no heterogeneous-pd")
+plan("plan-cross-site-unknown-link", SITES + sub(CROSS, "tcp-100g", "tcp-10g"),
+     "p.yaml: cross_site.link: unknown interconnect 'tcp-10g'")
+plan("plan-cross-site-unknown-key", SITES + sub(CROSS, "link:", "lnk:"),
+     "p.yaml: cross_site.lnk: unknown key (did you mean 'link'?)")
+plan("plan-cross-site-latency-negative", SITES + sub(CROSS, "2000", "-1"),
+     "p.yaml: cross_site.latency_us: must be >= 0, got -1")
+plan("plan-site-a-list", sub(SITES, "site: remote", "site: [remote]"),
+     "p.yaml: inventory.a100-sxm.site: must be a string")
+plan("plan-set-site-without-cross-site", sub(PLAN, "[colocated, homogeneous-pd]",
+                                             "[heterogeneous-pd]"),
+     "p.yaml: inventory.a100-sxm.site: ", "(set by --set)",
+     cmd=PLAN_RUN + ("--set", "inventory.a100-sxm.site=remote"))
 plan("plan-resilience-factor-zero", PLAN + "resilience: {cross_site_factor: 0}\n",
      "p.yaml: resilience.cross_site_factor: must be in (0, 1)")
 

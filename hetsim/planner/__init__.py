@@ -7,7 +7,8 @@ Search in three steps, so it stays practical:
    dividing the heads, per-instance capacity under the SLOs (prefill: an M/D/1 queue whose
    90th-percentile wait plus service fits the TTFT target; decode: the largest batch whose step
    fits the TPOT target and whose KV fits memory), rate matching (each pool sized to the target),
-   KV link load, availability caps and the budget.
+   KV link load (and, for a candidate whose prefill and decode sit on different sites, the
+   shared cross-site link's load and crossing time), availability caps and the budget.
 3. **Verify by simulation** the cheapest survivors of each shape at the target rate (growing the
    pool that misses its SLO by one instance, up to three times), then measure the goodput of the
    verified plans for the cost-vs-goodput Pareto frontier.

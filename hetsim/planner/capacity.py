@@ -33,6 +33,8 @@ class Option:
     precision: str
     price: float          # $/h per instance
     capacity_rps: float   # requests/s one instance sustains within its SLO share
+    site: str = "local"   # the inventory entry's site
+    prefill_s: float = 0.0   # one mean prompt's prefill (re-rated when KV crosses sites)
 
     @property
     def label(self) -> str:
@@ -109,8 +111,9 @@ def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tupl
             if not _routing_measured(spec, model, name, tp, prec):
                 continue     # the simulation would refuse it (resolve._check_routing)
             step = StepModel(model, PerfModel(acc), tp, prec)
-            pre = prefill_rate(step.prefill_time([prompt]), slo.ttft_s)
+            service = step.prefill_time([prompt])
+            pre = prefill_rate(service, slo.ttft_s)
             dec = decode_rate(step, mem.kv_tokens, prompt, output, slo.tpot_s)
-            out.append((Option(name, tp, prec, price * tp, 0.0), pre, dec,
+            out.append((Option(name, tp, prec, price * tp, 0.0, stock.site, service), pre, dec,
                         colocated_rate(pre, dec)))
     return out

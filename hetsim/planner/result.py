@@ -73,10 +73,23 @@ class PlanResult:
                 else f"cheapest verified plans for {self.target_rps:g} req/s")
         return {"name": f"{self.spec.name}-plan", "model": self.spec.model,
                 "description": f"hetsim plan: {what} ({self.considered} considered, "
-                               f"{self.pruned} pruned, {self.simulated} simulated)",
+                               f"{self.pruned} pruned, {self.simulated} simulated)"
+                               + self._cross_site_note(chosen),
                 "workload": {k: v for k, v in w.items() if v is not None},
                 "slo": {k: v for k, v in to_dict(self.spec.slo).items() if v is not None},
                 "placements": {_placement_name(c): c.placement() for c in chosen}}
+
+
+    def _cross_site_note(self, chosen: list[Candidate]) -> str:
+        """What ``resilience.cross_site_factor`` verified of the chosen plans ('' unset)."""
+        res = self.spec.resilience
+        if res is None or res.cross_site_factor is None:
+            return ""
+        spans = [_placement_name(c) for c in chosen if c.cross_site is not None]
+        return (f"; each verified with one instance of any pool down, and those spanning "
+                f"sites ({', '.join(spans) or 'none'}) with the cross-site link at "
+                f"x{res.cross_site_factor:g} for the whole run; the others sit on one site "
+                f"(no such run)")
 
 
 def _placement_name(c: Candidate) -> str:

@@ -12,14 +12,18 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from ..config import to_dict
 from ..goodput_search import set_knobs
 from ..hardware import load_interconnect
+from ..scenario import CrossSite
+from .capacity import prefill_rate
 from .spec import PlanSpec
 
 __all__ = ["Candidate", "size", "candidates", "fits_inventory", "cheapest_layouts",
-           "best_units", "KV_LINK_MAX_LOAD"]
+           "best_units", "cross_site_link", "KV_LINK_MAX_LOAD"]
 
-#: The KV of every request crosses the prefill NICs: keep them at most this busy.
+#: The KV of every request crosses the prefill NICs (and, between sites, the one cross-site
+#: link): keep them at most this busy.
 KV_LINK_MAX_LOAD = 0.7
 _PD_SHAPES = ("homogeneous-pd", "heterogeneous-pd")
 
@@ -37,6 +41,9 @@ class Candidate:
     first_token: str = "decode"    # disaggregated: which side shows the first token
     runtime: str | None = None     # every pool's serving runtime
     knobs: dict = field(default_factory=dict)   # tuned runtime knobs (goodput search)
+    cross_site: CrossSite | None = None   # set exactly when prefill and decode sites differ
+    cross_site_ok: bool | None = None     # its run with the cross-site link degraded passed
+    reason: str | None = None             # why verification gave up, where known
 
     @property
     def accelerators(self) -> int:
@@ -50,20 +57,38 @@ class Candidate:
         parts = [f"{n}x{o.acc}-tp{o.tp}-{o.precision}" for o, n in self.pools.values()]
         return f"{self.shape}:" + "+".join(parts) + (f"@{self.link}" if self.link else "")
 
+    def sites(self) -> str:
+        """Its pools' sites in pool order, ``+``-joined as in :meth:`name` (one when shared)."""
+        return "+".join(dict.fromkeys(o.site for o, _ in self.pools.values()))
+
     def placement(self) -> dict:
         pools = {}
         for role, (o, n) in self.pools.items():
             pools[role] = {"role": role, "accelerator": o.acc, "instances": n, "tp": o.tp,
                            "precision": o.precision, "price_usd_per_hour": o.price / o.tp}
+            if o.site != "local":          # a scenario pool's default: written as before
+                pools[role]["site"] = o.site
             if self.runtime:
                 pools[role]["runtime"] = self.runtime
             set_knobs(pools[role], self.knobs)
         pl = {"pools": pools, "router": "least-loaded"}
-        if self.link and self.first_token != "decode":
-            pl["kv_transfer"] = {"link": self.link, "first_token": self.first_token}
+        kv = {"link": self.link}
+        if self.cross_site is not None:
+            kv["cross_site"] = {k: v for k, v in to_dict(self.cross_site).items()
+                                if v is not None}
+        if self.first_token != "decode":
+            kv["first_token"] = self.first_token
+        if self.link and len(kv) > 1:
+            pl["kv_transfer"] = kv
         elif self.link:
             pl["kv_link"] = self.link
         return pl
+
+
+def cross_site_link(cs: CrossSite) -> tuple[float, float]:
+    """(bandwidth B/s, one-way latency s) of the cross-site link, as a scenario resolves it."""
+    lk = load_interconnect(cs.link)
+    return lk.bandwidth * cs.count, lk.latency if cs.latency_us is None else cs.latency_us * 1e-6
 
 
 def size(cap: float, target: float | None) -> int | None:
@@ -109,6 +134,13 @@ def _disaggregated(spec: PlanSpec, opts, kv_bytes: float, target: float | None):
         if shape not in wanted:
             continue
         considered += 1
+        cross = spec.cross_site if op.site != od.site else None
+        bw, lat = cross_site_link(cross) if cross is not None else (math.inf, 0.0)
+        if cross is not None and spec.first_token == "decode":
+            # NOTE: the client waits for the KV to cross sites: one prompt's KV alone on the
+            # link plus its latency comes out of the TTFT budget (queueing on it is not
+            # modelled here; the link stays at most KV_LINK_MAX_LOAD busy, below)
+            pre = prefill_rate(op.prefill_s, spec.slo.ttft_s - kv_bytes / bw - lat)
         n_p, n_d = size(pre, target), size(dec, target)
         if n_p is None or n_d is None:
             continue
@@ -116,11 +148,13 @@ def _disaggregated(spec: PlanSpec, opts, kv_bytes: float, target: float | None):
         load = target if target is not None else min(pre, dec)
         if load * kv_bytes > KV_LINK_MAX_LOAD * lk.bandwidth * op.tp * n_p:
             continue
+        if load * kv_bytes > KV_LINK_MAX_LOAD * bw:    # one link between sites, shared by all
+            continue
         pools = {"prefill": (dataclasses.replace(op, capacity_rps=pre), n_p),
                  "decode": (dataclasses.replace(od, capacity_rps=dec), n_d)}
         c = Candidate(shape, pools, link, op.price * n_p + od.price * n_d,
                       min(pre * n_p, dec * n_d), first_token=spec.first_token,
-                      runtime=spec.runtime)
+                      runtime=spec.runtime, cross_site=cross)
         if fits_inventory(spec, pools):
             out.append(c)
     return considered, out

@@ -19,7 +19,7 @@ from ..perf import model_problem
 from ..precision import unknown_precision
 from ..resilience import Resilience
 from ..runtimes import RuntimeSpec
-from ..scenario import SLO
+from ..scenario import SLO, CrossSite
 from ..workload import WorkloadSpec, check_rate_varies, generate
 
 __all__ = ["Stock", "PlanSpec", "load_plan_spec", "spec_from_raw", "SHAPES"]
@@ -33,6 +33,10 @@ class Stock:
     max: int | None = field(default=None, metadata=meta("accelerators available", positive))
     price_usd_per_hour: float | None = field(default=None, metadata=meta(
         "override the profile's price", positive))
+    site: str = field(default="local", metadata=meta(
+        "datacenter these accelerators sit in (as a scenario pool's site:); one site per "
+        "accelerator type (one inventory entry each). A heterogeneous-PD candidate whose "
+        "prefill and decode accelerators sit on different sites sends its KV over cross_site"))
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class PlanSpec:
         "compute precisions to consider (where the accelerator supports them)"))
     interconnects: list[str] = field(default_factory=lambda: ["roce-400g"], metadata=meta(
         "candidate KV links for disaggregated plans"))
+    cross_site: CrossSite | None = field(default=None, metadata=meta(
+        "the link between the inventory's sites, {link, count, latency_us}, as a scenario's "
+        "kv_transfer.cross_site: needed when inventory entries sit on different sites and "
+        "heterogeneous-pd is searched; every candidate spanning sites shares it"))
     shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     budget_usd_per_hour: float | None = field(default=None, metadata=meta(
         "most a plan may cost", positive))
@@ -76,7 +84,9 @@ class PlanSpec:
     description: str = ""
     resilience: Resilience | None = field(default=None, metadata=meta(
         "{survive: 1}: a plan must also meet its SLO with one instance of any one pool down "
-        "for the whole verification run (verified with a crash: hetsim.engine.faults)"))
+        "for the whole verification run (verified with a crash: hetsim.engine.faults); "
+        "cross_site_factor: f: a candidate spanning sites also with the cross-site link's "
+        "bandwidth x f for the whole run"))
     source_file: str | None = field(default=None, metadata=meta("(set by the loader)"))
 
     def __post_init__(self):
@@ -101,17 +111,52 @@ class PlanSpec:
             raise ConfigError("needs at least one accelerator", path="inventory")
         if self.tune is not None:
             self._check_tune()
-        if self.resilience is not None and self.resilience.cross_site_factor is not None:
-            # NOTE: every candidate's pools sit on one site; a silent no-op would pass anything
-            raise ConfigError("plan's candidates sit on one site, with no cross-site link to "
-                              "degrade; cross_site_factor applies to hetsim check (placements "
-                              "with pools on several sites)", path="resilience.cross_site_factor")
+        if self.resilience is not None and self.objective != "cost":
+            # NOTE: the per-accelerator search measures one-instance units; it never verifies
+            # resilience runs, so the key would pass silently
+            raise ConfigError("resilience applies to objective: cost (a serving unit has one "
+                              "instance per pool, nothing to lose)", path="resilience")
+        self._check_sites()
         check_rate_varies(self.workload, "a plan")
         routing = self.workload.moe_routing
         if routing not in (None, "balanced") and not self.runtime:
             raise ConfigError(f"{routing} routing is read from measured MoE kernels, which only "
                               f"runtime profiles carry: a plan needs runtime:",
                               path="workload.moe_routing")
+
+    @property
+    def sites(self) -> list[str]:
+        """The inventory's sites, in the order entries first name them."""
+        return list(dict.fromkeys(s.site for s in self.inventory.values()))
+
+    @property
+    def spans_sites(self) -> bool:
+        """Some candidate could put prefill and decode on different sites (only
+        heterogeneous-PD can: one site per accelerator type)."""
+        return len(self.sites) > 1 and "heterogeneous-pd" in self.shapes
+
+    def _check_sites(self) -> None:
+        """cross_site is given exactly when some candidate could use it; cross_site_factor
+        only then. NOTE: an unused key would pass silently, a missing one fail late."""
+        sites = self.sites
+        if self.spans_sites and self.cross_site is None:
+            first = next(iter(self.inventory))
+            b = next(k for k, s in self.inventory.items() if s.site != sites[0])
+            raise ConfigError(f"{b} sits on site {self.inventory[b].site!r} and {first} on "
+                              f"{sites[0]!r}: "
+                              f"heterogeneous-PD candidates across sites need cross_site: "
+                              f"{{link, latency_us}}", path=f"inventory.{b}.site")
+        why, fix = ((f"every inventory accelerator sits on site {sites[0]!r}",
+                     "give inventory entries a site:") if len(sites) == 1 else
+                    ("shapes has no heterogeneous-pd (the only shape that spans sites)",
+                     "add heterogeneous-pd to shapes"))
+        if self.cross_site is not None and not self.spans_sites:
+            raise ConfigError(f"{why}: no candidate crosses sites, so cross_site would go "
+                              f"unused ({fix})", path="cross_site")
+        if (self.resilience is not None and self.resilience.cross_site_factor is not None
+                and not self.spans_sites):
+            raise ConfigError(f"{why}: no candidate spans sites, so there is no cross-site "
+                              f"link to degrade ({fix})", path="resilience.cross_site_factor")
 
     def _check_tune(self) -> None:
         from ..goodput_search import TUNABLE
@@ -205,6 +250,11 @@ def _resolve_names(spec: PlanSpec) -> None:
         if same != a:
             raise ConfigError(f"{a!r} and {same!r} name the same profile ({prof.name})",
                               path=key)
+    if spec.cross_site is not None:
+        try:
+            load_interconnect(spec.cross_site.link)
+        except ConfigError as e:
+            raise ConfigError(e.message, path="cross_site.link") from None
     try:
         model = load_model(spec.model)
     except ConfigError as e:

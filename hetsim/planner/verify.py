@@ -30,20 +30,27 @@ __all__ = ["plan"]
 _VERIFY_TRIES = 4
 
 
+def _runs(spec: PlanSpec, c: Candidate, down: bool) -> list[tuple]:
+    """``(name, placement, lost)`` of candidate ``c``'s runs: itself (lost None), then with
+    ``down`` (``resilience``) each pool's first instance crashed for the whole run (lost: the
+    pool) and, spanning sites with ``cross_site_factor``, the cross-site link degraded (lost
+    "cross-site"): :func:`hetsim.resilience.variants`, in its order."""
+    pl = build(Placement, c.placement())
+    out = [(c.name(), pl, None)]
+    for v in variants(c.name(), pl, spec.resilience, spec.slo.ttft_s) if down else ():
+        # NOTE: a pool of one is simulated too: every request needing it times out, the
+        # run misses and that pool grows (as any pool that cannot lose an instance)
+        out.append((v.name, v.placement, v.lost))
+    return out
+
+
 def _scenario(spec: PlanSpec, cands: list[Candidate], rate: float, requests: int,
               down: bool = False) -> Scenario:
-    """The candidates at ``rate``; with ``down`` (``resilience``) each also once per pool with
-    that pool's first instance crashed for the whole run (placement ``<name> without <pool>/0``,
-    :func:`hetsim.resilience.variants`)."""
+    """The candidates at ``rate``, each with its resilience runs when ``down`` (:func:`_runs`:
+    placements ``<name> without <pool>/0``, ``<name> with cross-site x<f>``)."""
     w = dataclasses.replace(spec.workload, requests=requests,
                             arrival=dataclasses.replace(spec.workload.arrival, rate_rps=rate))
-    placements = {}
-    for c in cands:
-        placements[c.name()] = pl = build(Placement, c.placement())
-        for v in variants(c.name(), pl, spec.resilience, spec.slo.ttft_s) if down else ():
-            # NOTE: a pool of one is simulated too: every request needing it times out, the
-            # run misses and that pool grows (as any pool that cannot lose an instance)
-            placements[v.name] = v.placement
+    placements = {name: pl for c in cands for name, pl, _ in _runs(spec, c, down)}
     return Scenario(name=spec.name, model=spec.model, workload=w, slo=spec.slo,
                     placements=placements,
                     source_file=spec.source_file)   # relative workload files, error attribution
@@ -53,18 +60,26 @@ def _verify(spec: PlanSpec, c: Candidate, target: float, executor: Executor) -> 
     from ..api import plain, run_summaries
     down = spec.resilience is not None
     for _ in range(_VERIFY_TRIES):
-        runs = executor.map(run_summaries, [plain(_scenario(
-            spec, [c], target, spec.verify_requests, down))])[0]
-        # the plan itself first, then each pool's instance down: the first that misses
-        s, grow = runs[0], None
+        sc = _scenario(spec, [c], target, spec.verify_requests, down)
+        by_name = {r["name"]: r for r in executor.map(run_summaries, [plain(sc)])[0]}
+        # NOTE: by name: plain() carries the placements sorted by name, not in _runs' order
+        runs = [by_name[name] for name in sc.placements]
+        lost = [what for _, _, what in _runs(spec, c, down)]
         c.attainment = min(r["slo_attainment"] for r in runs)
-        for r, pool in zip(runs, [None, *(c.pools if down else ())]):
-            if not r["meets_slo"]:
-                s, grow = r, pool
-                break
-        else:
+        if "cross-site" in lost:
+            c.cross_site_ok = runs[lost.index("cross-site")]["meets_slo"]
+        # the plan itself first, then each resilience run: the first that misses decides
+        miss = next((i for i, r in enumerate(runs) if not r["meets_slo"]), None)
+        if miss is None:
             c.verified = True
             return c
+        s, grow = runs[miss], lost[miss]
+        if grow == "cross-site":
+            # NOTE: no pool growth widens the one link every transfer between sites shares
+            c.reason = (f"misses its SLO with the cross-site link at "
+                        f"x{spec.resilience.cross_site_factor:g} for the whole run "
+                        f"(attainment {s['slo_attainment']:.1%})")
+            break
         # grow the pool under pressure (or the one that could not lose an instance) by one
         role = grow or ("mixed" if "mixed" in c.pools else (
             "prefill" if s["ttft_s"]["p90"] and s["ttft_s"]["p90"] > spec.slo.ttft_s
