@@ -11,9 +11,10 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import fault_windows, records_frame, summarize, summary_frame
+from .metrics import fault_windows, records_frame
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
+from .summary import latencies, summarize_records, timeline_frame
 from .workload import generate
 
 __all__ = ["Result", "PlacementRun", "run", "prepare", "memory_estimate", "plain", "run_summaries"]
@@ -28,11 +29,30 @@ class PlacementRun:
     sim: SimResult
     warmup: object = None  # Warmup | None
 
-    def requests(self) -> pd.DataFrame:
-        return records_frame(self.sim.requests, self.name, self.warmup)
+    def requests(self, rows: slice = slice(None)) -> pd.DataFrame:
+        """The per-request frame (of the ids in ``rows``)."""
+        return records_frame(self.sim.requests, self.name, self.warmup, rows)
+
+    def request_chunks(self, size: int):
+        """:meth:`requests` as consecutive frames of at most ``size`` rows (never the whole
+        frame at once: what ``--out`` streams to its files)."""
+        n = len(self.sim.requests)
+        return (self.requests(slice(a, min(a + size, n))) for a in range(0, n, size))
 
     def staging(self) -> pd.DataFrame:
         return staging_frame(self.sim, self.placement, self.name)
+
+    def staging_chunks(self, size: int):
+        """:meth:`staging` as consecutive frames of at most ``size`` rows."""
+        return staging_frames(self.sim, self.placement, self.name, size)
+
+    def latencies(self, field: str):
+        """``ttft_s`` or ``tpot_s`` of the measured requests that have one, by id."""
+        return latencies(self.sim.requests, field, self.warmup)
+
+    def timeline(self, slo, bin_s: float) -> pd.DataFrame:
+        """``metrics.timeline`` of this placement's requests, from the columns."""
+        return timeline_frame(self.sim.requests, self.name, slo, bin_s)
 
 
 @dataclass
@@ -59,6 +79,22 @@ class Result:
     def staging(self) -> pd.DataFrame:
         """Prefill-held KV over time (rows only for disaggregated placements)."""
         return pd.concat([r.staging() for r in self.runs], ignore_index=True)
+
+    def request_chunks(self, size: int):
+        """The rows of :attr:`requests`, in order, as frames of at most ``size`` rows
+        (built from the columns one at a time; the whole frame is never built)."""
+        for r in self.runs:
+            yield from r.request_chunks(size)
+
+    def staging_chunks(self, size: int):
+        """The rows of :attr:`staging`, in order, as frames of at most ``size`` rows."""
+        for r in self.runs:
+            yield from r.staging_chunks(size)
+
+    def timeline(self, bin_s: float) -> pd.DataFrame:
+        """``metrics.timeline(self.requests, slo, bin_s)``, from the columns."""
+        return pd.concat([r.timeline(self.scenario.slo, bin_s) for r in self.runs],
+                         ignore_index=True)
 
     @property
     def request_count(self) -> int:
@@ -169,10 +205,9 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
         run = PlacementRun(name, pl, res, sc.workload.warmup)
-        # NOTE: the summary reads a slim frame over the record columns, let go at once; the
-        # per-request frame is built only if Result.requests is read
-        summaries.append(summarize(summary_frame(res.requests, sc.workload.warmup), pl,
-                                   sc.slo, res))
+        # NOTE: the summary reads the record columns (no per-request frame); the frame is
+        # built only if Result.requests is read
+        summaries.append(summarize_records(res.requests, pl, sc.slo, res, sc.workload.warmup))
         runs.append(run)
         if res.transfers is not None:
             transfers[name] = res.transfers
@@ -181,20 +216,30 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     return Result(sc, summaries, runs, reqs.clipped, transfers, windows)
 
 
+_STAGING_COLUMNS = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
+
+
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
     """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
-    parts = []
+    parts = list(staging_frames(res, pl, name))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=_STAGING_COLUMNS))
+
+
+def staging_frames(res: SimResult, pl, name: str, size: int | None = None):
+    """:func:`staging_frame`'s rows, per prefill instance, at most ``size`` rows a frame."""
     for pname, insts in res.instances.items():
         pool = pl.pools[pname]
         if pool.spec.role != "prefill":
             continue
         for inst in insts:
             t, held = inst.timeline.arrays()
-            parts.append(pd.DataFrame({"placement": name, "instance": inst.name, "t_s": t,
-                                       "held_blocks": held,
-                                       "held_tokens": held * pool.spec.block_size}))
-    cols = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+            step = size or max(len(t), 1)
+            for a in range(0, max(len(t), 1), step):    # (an empty timeline: one empty frame)
+                h = held[a:a + step]
+                yield pd.DataFrame({"placement": name, "instance": inst.name,
+                                    "t_s": t[a:a + step], "held_blocks": h,
+                                    "held_tokens": h * pool.spec.block_size})
 
 
 def plain(sc: Scenario) -> tuple[str, str | None]:

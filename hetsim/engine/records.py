@@ -108,11 +108,12 @@ class Records:
     def __len__(self) -> int:
         return self._n
 
-    def column(self, field: str) -> np.ndarray:
-        """One field for every request, by id: float64, int64 or (strings) object."""
+    def column(self, field: str, rows: slice = slice(None)) -> np.ndarray:
+        """One field for every request (or the ids in ``rows``, a slice), by id: float64
+        (the run's own read-only array, or a view of it), int64 or (strings) object."""
         if field == "id":
-            return np.arange(self._n, dtype=np.int64)
-        a = self._cols[field]
+            return np.arange(self._n, dtype=np.int64)[rows]
+        a = self._cols[field][rows]
         if field in self._vocab:
             return np.array(self._vocab[field], dtype=object)[a]
         return a.astype(np.int64) if field in _INTS else a
@@ -121,9 +122,15 @@ class Records:
         """A string field as stored: (codes by id, read-only; the strings they index)."""
         return self._cols[field], self._vocab[field]
 
-    def columns(self) -> dict[str, np.ndarray]:
-        """Every field, in ``RECORD_COLUMNS`` order (what ``metrics.records_frame`` reads)."""
-        return {f: self.column(f) for f in RECORD_COLUMNS}
+    def stored(self, field: str) -> np.ndarray:
+        """A numeric field as stored, read-only, not copied (token counts as int32)."""
+        assert field not in self._vocab, f"{field} is stored as codes: see codes()"
+        return self._cols[field]
+
+    def columns(self, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Every field (of the ids in ``rows``), in ``RECORD_COLUMNS`` order (what
+        ``metrics.records_frame`` reads)."""
+        return {f: self.column(f, rows) for f in RECORD_COLUMNS}
 
     def __iter__(self) -> Iterator[RequestRecord]:
         cols = [self.column(f).tolist() for f in RECORD_COLUMNS]
