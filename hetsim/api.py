@@ -23,7 +23,8 @@ __all__ = ["Result", "PlacementRun", "run", "prepare", "memory_estimate", "plain
 @dataclass(frozen=True)
 class PlacementRun:
     """What one placement's run keeps for the per-request tables: the engine's result (records
-    as columns, ~150 B a request) and what the frames need to be built from it."""
+    as columns and the staging timeline, ~90-150 B a request) and what the frames need to be
+    built from it."""
     name: str
     placement: object      # ResolvedPlacement
     sim: SimResult
@@ -58,8 +59,9 @@ class PlacementRun:
 @dataclass
 class Result:
     """A run's summaries, and its per-request tables built from the record columns on first
-    access (issue 19: a run that needs only summaries never builds a DataFrame per request;
-    the frames are ~450 B a request, the columns ~150 B)."""
+    access (issue 19: a run that needs only summaries never builds a DataFrame per request,
+    nor does ``--out``, which streams them in chunks; the frames are ~450 B a request, the
+    columns ~90-150 B)."""
     scenario: Scenario
     summaries: list[dict]
     runs: list[PlacementRun]
@@ -111,19 +113,16 @@ class Result:
                 "placements": self.summaries}
 
 
-# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (200k and 400k requests,
-# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, after issue 19): 143 MB +
-# n x 752 B x placements, less ~126 B x n (a curvature the fit cannot place; 1M and 2M requests
-# on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
-# placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
-# DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
-# 5% of every fitted point with 3 placements and ~15% above those with 1. NOTE: a run that
-# only summarises (the summary reads metrics.summary_frame since issue 19's second pass) peaks
-# lower, ~340 B a request and placement (--memory-scale, 1M -> 2M); the estimate stays at the
-# frames-built figure because it is checked before the run, which cannot know whether the
-# caller will read Result.requests (`hetsim run --out` does).
+# Peak memory of a run (issue 19, third pass; `python benchmarks/speed.py --phases 200000`
+# and --memory-scale, 2026-12-02). Per request the drawn arrays (24 B). Per request and
+# placement what the engine keeps until the run returns: the record columns (~67 B on the
+# speed benchmark, where 8 of 19 fields carry information; at most ~125 B, every field
+# stored), the prefill staging timeline (~25 B), and while a summary is made its scratch
+# (~20 B); with allocator slack, 200 B covers the worst case. NOTE: `hetsim run --out` no
+# longer builds the per-request frames (it streams them in chunks), so the estimate no longer
+# carries them (700 B before); a caller reading Result.requests builds ~300 B a request more.
 _BYTES_PER_REQUEST = 24
-_BYTES_PER_REQUEST_PLACEMENT = 700
+_BYTES_PER_REQUEST_PLACEMENT = 200
 # A placement with stepwise KV transfers (kv_transfer encoding, batching or descriptor_us) also
 # keeps one TransferRecord per transfer (a 13-field namedtuple of Python numbers, ~450 B with
 # its floats) in its log and in Result.transfers: measured 600 B a request more than the plain
