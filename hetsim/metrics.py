@@ -306,9 +306,10 @@ def assemble(figures: dict, tail: dict, placement: ResolvedPlacement, slo: SLO,
     return {k: _nan_none(v) for k, v in summary.items()}
 
 
-def transfer_steps(transfers: tuple[TransferRecord, ...], measured: pd.Series) -> dict:
-    """Stepwise transfers of the ``measured`` request ids: wire bytes, each step's time per
-    request ({mean, p99}), descriptors per request, streams sent and requests per stream."""
+def transfer_steps(transfers: tuple[TransferRecord, ...], measured) -> dict:
+    """Stepwise transfers of the ``measured`` request ids (a Series or an array of ids):
+    wire bytes, each step's time per request ({mean, p99}), descriptors per request, streams
+    sent and requests per stream."""
     t = pd.DataFrame.from_records(list(transfers), columns=list(TransferRecord._fields))
     t = t[t["id"].isin(measured)]
     batches = int(t["batch"].nunique())

@@ -28,7 +28,7 @@ from .resolve import ResolvedPlacement
 from .scenario import SLO
 from .workload import Warmup
 
-__all__ = ["summarize_records", "warmup_count", "slo_ok", "latencies", "timeline_frame"]
+__all__ = ["summarize_records", "warmup_count", "latencies", "timeline_frame"]
 
 
 def warmup_count(records: Records, warmup: Warmup | None) -> int:
@@ -90,7 +90,7 @@ class _Rows:
         return percentiles_of(self.values(x, only_done), keys, overwrite=True)
 
 
-def slo_ok(rows: _Rows, slo: SLO) -> np.ndarray:
+def _slo_ok(rows: _Rows, slo: SLO) -> np.ndarray:
     """Completed, TTFT within SLO and TPOT within SLO (``metrics.slo_met``), by id."""
     ok = rows.done & (rows.ttft() <= slo.ttft_s)
     tpot = rows.tpot()
@@ -124,7 +124,7 @@ def summarize_records(records: Records, placement: ResolvedPlacement, slo: SLO,
     done = rows.done
     completed = int(np.count_nonzero(done))
     out_tokens = float(records.stored("output_tokens")[rows.rows][done].sum(dtype=np.int64))
-    ok = slo_ok(rows, slo)
+    ok = _slo_ok(rows, slo)
     attainment = float(ok.mean()) if n else 0.0
     met = bool(n) and (bool(attainment >= slo.attainment) if slo.percentile is None
                        else _meets_percentile(rows, slo))
@@ -199,4 +199,4 @@ def latencies(records: Records, field: str, warmup: Warmup | None = None) -> np.
 def timeline_frame(records: Records, name: str, slo: SLO, bin_s: float):
     """``metrics.timeline`` of one placement's requests (warm-up included), from columns."""
     rows = _Rows(records, 0)
-    return bin_goodput(name, rows.arrival, slo_ok(rows, slo), bin_s)
+    return bin_goodput(name, rows.arrival, _slo_ok(rows, slo), bin_s)
