@@ -5,6 +5,7 @@ heterogeneous cluster (6 H100 prefill + 10 A100 decode, Llama-3.1-8B, TP1, Poiss
     python benchmarks/speed.py --memory-scale   # 1M and 2M requests: bytes per request
     python benchmarks/speed.py --memory         # the per-request constants behind api.check_memory
     python benchmarks/speed.py --features [--readme README.md]   # what each engine feature costs
+    python benchmarks/speed.py --phases 200000   # where the bytes are, per phase (tracemalloc)
 
 Each size runs in a fresh process so peak RSS is that run's own; the rate is requests over
 the run's CPU seconds (``time.process_time``: other work on a shared machine does not count),
