@@ -5,6 +5,7 @@ heterogeneous cluster (6 H100 prefill + 10 A100 decode, Llama-3.1-8B, TP1, Poiss
     python benchmarks/speed.py --memory-scale   # 1M and 2M requests: bytes per request
     python benchmarks/speed.py --memory         # the per-request constants behind api.check_memory
     python benchmarks/speed.py --features [--readme README.md]   # what each engine feature costs
+    python benchmarks/speed.py --phases 200000   # where the bytes are, per phase (tracemalloc)
 
 Each size runs in a fresh process so peak RSS is that run's own; the rate is requests over
 the run's CPU seconds (``time.process_time``: other work on a shared machine does not count),
@@ -67,6 +68,25 @@ time. 100k requests: 12.36 -> 9.77 s of CPU (medians of three alternating runs; 
 ``schedule``, ``run``, ``Event.__init__``: ~20% under the profiler, ~0.5 us an event) and
 the one event per decode iteration it serves; the loop's call of ``_iterate`` stays (a
 test observes every decode iteration there).
+
+Memory, third pass (issue 19: 10M requests in 2 GB; ``python benchmarks/speed.py --phases
+200000``: tracemalloc, which counts numpy's buffers, bytes a request held at the end of each
+phase and the phase's peak). Before (48e7472): drawing holds 24 (arrival float64, token
+counts int64; peak 53 while drawing); the simulation ends holding 227, peak 228: the record
+columns 125 (twelve float64 97, four int32 token counts 16, three int32 codes 12, the state
+byte), the prefill staging timeline twice, 65 (the live arrays, grown by appends, and the
+snapshot's copy), the drawn arrays 24; the summary peaks at 274 (the slim pandas frame, ~90,
+over the 183 left once the live timeline goes); ``--out`` peaks at 732 (the whole requests
+frame: pandas' block manager 136, concatenation 48, expression temporaries 48; matplotlib's
+paths for 200k-point CDFs 64; the kv_staging frame). After: the simulation ends holding 129,
+peak 144: the record columns 67 (on this cluster 8 of the 19 fields are stored: a column
+whose rows all wrote one value, or the value of another column set at the same instant,
+stays that until a row differs, ``engine.records.SAME``; instance codes are one byte), the
+staging timeline 25 (12 B a change, its snapshot shares the arrays, copy on write), the drawn
+arrays 24; the summary adds only its scratch, peak 148 (``hetsim.summary``: one float64
+column, one latency's completed values, one-byte masks); ``--out`` streams the frames 64k
+rows at a time and draws CDFs through at most 100k points, so what it adds (~45 MB here:
+imports, one chunk's frame, the plot) does not grow with the run.
 """
 from __future__ import annotations
 
@@ -123,16 +143,20 @@ FEATURES = {
 }
 
 
-def one(n: int, placements: int = 1, feature: str = "none") -> dict:
+def _scenario(n: int, placements: int = 1, feature: str = "none"):
     import dataclasses
-    import hetsim
     from hetsim.config import build
     from hetsim.scenario import Scenario
     (pl,) = SCENARIO["placements"].values()
     raw = {**SCENARIO, "placements": {f"p{i}": pl for i in range(placements)},
            **FEATURES[feature]}
     sc = build(Scenario, raw)
-    sc = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, requests=n))
+    return dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, requests=n))
+
+
+def one(n: int, placements: int = 1, feature: str = "none") -> dict:
+    import hetsim
+    sc = _scenario(n, placements, feature)
     t0, c0 = time.perf_counter(), time.process_time()
     r = hetsim.run(sc)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -144,6 +168,41 @@ def one(n: int, placements: int = 1, feature: str = "none") -> dict:
             "preemptions": s["preemptions"]["count"],
             "faults": s.get("faults", 0), "retried": s.get("requests_retried", 0),
             "failed": s.get("requests_failed", 0)}
+
+
+def phases(n: int, top: int = 5) -> None:
+    """Where the bytes are, per phase of one run (``--phases N``): tracemalloc (which counts
+    numpy's buffers too) after drawing the requests, simulating, summarising and writing
+    ``--out``: bytes a request held at the end of the phase, its peak, and the allocation
+    sites holding the most at the end."""
+    import tempfile
+    import tracemalloc
+    from hetsim.api import PlacementRun, Result, prepare
+    from hetsim.engine.sim import Simulation
+    from hetsim.outputs import check_output_dir
+    from hetsim.report import write_outputs
+    from hetsim.summary import summarize_records
+    sc = _scenario(n)
+    tracemalloc.start()
+
+    def phase(name: str) -> None:
+        now, peak = tracemalloc.get_traced_memory()
+        print(f"{name}: {now / n:.0f} B a request at the end, peak {peak / n:.0f}")
+        for st in tracemalloc.take_snapshot().statistics("lineno")[:top]:
+            f = st.traceback[0]
+            print(f"  {st.size / n:6.1f}  {f.filename.split('site-packages/')[-1]}:{f.lineno}")
+        tracemalloc.reset_peak()
+    model, (pl,), reqs = (lambda m, p, r: (m, list(p.values()), r))(*prepare(sc))
+    phase("draw")
+    res = Simulation(pl, model, reqs, seed=sc.workload.seed).run()
+    phase("simulate")
+    print(f"  (record columns stored: {res.requests.nbytes() / n:.0f} B a request)")
+    s = summarize_records(res.requests, pl, sc.slo, res)
+    phase("summary")
+    r = Result(sc, [s], [PlacementRun(pl.name, pl, res)])
+    with tempfile.TemporaryDirectory() as d:
+        write_outputs(r, check_output_dir(f"{d}/out"))
+        phase("output (--out)")
 
 
 MARK = ("<!-- speed -->", "<!-- /speed -->")
@@ -164,6 +223,8 @@ def main():
                     help="100k requests with each engine feature on in turn: what each costs")
     ap.add_argument("--readme", type=Path, help=f"write the table into this file's {MARK[0]} "
                     "region")
+    ap.add_argument("--phases", type=int, metavar="N",
+                    help="N requests under tracemalloc: bytes a request per phase, and where")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--feature", default="none", choices=FEATURES, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -174,6 +235,8 @@ def main():
         return
     if a.memory:
         return memory()
+    if a.phases:
+        return phases(a.phases)
     if a.features:
         return emit(features(), a.readme, FEATURE_MARK)
     sizes = (1_000_000, 2_000_000) if a.memory_scale else map(int, a.sizes.split(","))

@@ -11,9 +11,10 @@ import pandas as pd
 from .engine.sim import Simulation
 from .engine.stats import SimResult
 from .errors import ConfigError, match_name
-from .metrics import fault_windows, records_frame, summarize, summary_frame
+from .metrics import fault_windows, records_frame
 from .resolve import load_scenario, resolve_scenario
 from .scenario import Scenario, as_scenario, parse_scenario
+from .summary import latencies, summarize_records, timeline_frame
 from .workload import generate
 
 __all__ = ["Result", "PlacementRun", "run", "prepare", "memory_estimate", "plain", "run_summaries"]
@@ -22,24 +23,45 @@ __all__ = ["Result", "PlacementRun", "run", "prepare", "memory_estimate", "plain
 @dataclass(frozen=True)
 class PlacementRun:
     """What one placement's run keeps for the per-request tables: the engine's result (records
-    as columns, ~150 B a request) and what the frames need to be built from it."""
+    as columns and the staging timeline, ~90-150 B a request) and what the frames need to be
+    built from it."""
     name: str
     placement: object      # ResolvedPlacement
     sim: SimResult
     warmup: object = None  # Warmup | None
 
-    def requests(self) -> pd.DataFrame:
-        return records_frame(self.sim.requests, self.name, self.warmup)
+    def requests(self, rows: slice = slice(None)) -> pd.DataFrame:
+        """The per-request frame (of the ids in ``rows``)."""
+        return records_frame(self.sim.requests, self.name, self.warmup, rows)
+
+    def request_chunks(self, size: int):
+        """:meth:`requests` as consecutive frames of at most ``size`` rows (never the whole
+        frame at once: what ``--out`` streams to its files)."""
+        n = len(self.sim.requests)
+        return (self.requests(slice(a, min(a + size, n))) for a in range(0, n, size))
 
     def staging(self) -> pd.DataFrame:
         return staging_frame(self.sim, self.placement, self.name)
+
+    def staging_chunks(self, size: int):
+        """:meth:`staging` as consecutive frames of at most ``size`` rows."""
+        return staging_frames(self.sim, self.placement, self.name, size)
+
+    def latencies(self, field: str):
+        """``ttft_s`` or ``tpot_s`` of the measured requests that have one, by id."""
+        return latencies(self.sim.requests, field, self.warmup)
+
+    def timeline(self, slo, bin_s: float) -> pd.DataFrame:
+        """``metrics.timeline`` of this placement's requests, from the columns."""
+        return timeline_frame(self.sim.requests, self.name, slo, bin_s)
 
 
 @dataclass
 class Result:
     """A run's summaries, and its per-request tables built from the record columns on first
-    access (issue 19: a run that needs only summaries never builds a DataFrame per request;
-    the frames are ~450 B a request, the columns ~150 B)."""
+    access (issue 19: a run that needs only summaries never builds a DataFrame per request,
+    nor does ``--out``, which streams them in chunks; the frames are ~450 B a request, the
+    columns ~90-150 B)."""
     scenario: Scenario
     summaries: list[dict]
     runs: list[PlacementRun]
@@ -60,6 +82,22 @@ class Result:
         """Prefill-held KV over time (rows only for disaggregated placements)."""
         return pd.concat([r.staging() for r in self.runs], ignore_index=True)
 
+    def request_chunks(self, size: int):
+        """The rows of :attr:`requests`, in order, as frames of at most ``size`` rows
+        (built from the columns one at a time; the whole frame is never built)."""
+        for r in self.runs:
+            yield from r.request_chunks(size)
+
+    def staging_chunks(self, size: int):
+        """The rows of :attr:`staging`, in order, as frames of at most ``size`` rows."""
+        for r in self.runs:
+            yield from r.staging_chunks(size)
+
+    def timeline(self, bin_s: float) -> pd.DataFrame:
+        """``metrics.timeline(self.requests, slo, bin_s)``, from the columns."""
+        return pd.concat([r.timeline(self.scenario.slo, bin_s) for r in self.runs],
+                         ignore_index=True)
+
     @property
     def request_count(self) -> int:
         """Rows of ``requests``, without building it."""
@@ -75,19 +113,16 @@ class Result:
                 "placements": self.summaries}
 
 
-# Peak memory of a run, fitted by `python benchmarks/speed.py --memory` (200k and 400k requests,
-# 1 and 3 placements, 16-instance disaggregated cluster; 2026-12-02, after issue 19): 143 MB +
-# n x 752 B x placements, less ~126 B x n (a curvature the fit cannot place; 1M and 2M requests
-# on 1 placement grew 635 B a request). Per request the drawn arrays (24 B); per request and
-# placement the engine's record columns (~120 B) and staging timeline (~32 B), the requests
-# DataFrame (~270 B) and its concatenation, and the kv_staging frame: 700 B, which lands within
-# 5% of every fitted point with 3 placements and ~15% above those with 1. NOTE: a run that
-# only summarises (the summary reads metrics.summary_frame since issue 19's second pass) peaks
-# lower, ~340 B a request and placement (--memory-scale, 1M -> 2M); the estimate stays at the
-# frames-built figure because it is checked before the run, which cannot know whether the
-# caller will read Result.requests (`hetsim run --out` does).
+# Peak memory of a run (issue 19, third pass; `python benchmarks/speed.py --phases 200000`
+# and --memory-scale, 2026-12-02). Per request the drawn arrays (24 B). Per request and
+# placement what the engine keeps until the run returns: the record columns (~67 B on the
+# speed benchmark, where 8 of 19 fields carry information; at most ~125 B, every field
+# stored), the prefill staging timeline (~25 B), and while a summary is made its scratch
+# (~20 B); with allocator slack, 200 B covers the worst case. NOTE: `hetsim run --out` no
+# longer builds the per-request frames (it streams them in chunks), so the estimate no longer
+# carries them (700 B before); a caller reading Result.requests builds ~300 B a request more.
 _BYTES_PER_REQUEST = 24
-_BYTES_PER_REQUEST_PLACEMENT = 700
+_BYTES_PER_REQUEST_PLACEMENT = 200
 # A placement with stepwise KV transfers (kv_transfer encoding, batching or descriptor_us) also
 # keeps one TransferRecord per transfer (a 13-field namedtuple of Python numbers, ~450 B with
 # its floats) in its log and in Result.transfers: measured 600 B a request more than the plain
@@ -169,10 +204,9 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
         cb = (lambda n, _name=name: progress(_name, n, len(reqs))) if progress else None
         res = Simulation(pl, model, reqs, seed=sc.workload.seed, progress=cb).run()
         run = PlacementRun(name, pl, res, sc.workload.warmup)
-        # NOTE: the summary reads a slim frame over the record columns, let go at once; the
-        # per-request frame is built only if Result.requests is read
-        summaries.append(summarize(summary_frame(res.requests, sc.workload.warmup), pl,
-                                   sc.slo, res))
+        # NOTE: the summary reads the record columns (no per-request frame); the frame is
+        # built only if Result.requests is read
+        summaries.append(summarize_records(res.requests, pl, sc.slo, res, sc.workload.warmup))
         runs.append(run)
         if res.transfers is not None:
             transfers[name] = res.transfers
@@ -181,20 +215,30 @@ def run(scenario: "Scenario | str | Path | dict", placements: list[str] | None =
     return Result(sc, summaries, runs, reqs.clipped, transfers, windows)
 
 
+_STAGING_COLUMNS = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
+
+
 def staging_frame(res: SimResult, pl, name: str) -> pd.DataFrame:
     """Blocks and tokens of finished-prompt KV each prefill instance holds, at every change."""
-    parts = []
+    parts = list(staging_frames(res, pl, name))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=_STAGING_COLUMNS))
+
+
+def staging_frames(res: SimResult, pl, name: str, size: int | None = None):
+    """:func:`staging_frame`'s rows, per prefill instance, at most ``size`` rows a frame."""
     for pname, insts in res.instances.items():
         pool = pl.pools[pname]
         if pool.spec.role != "prefill":
             continue
         for inst in insts:
             t, held = inst.timeline.arrays()
-            parts.append(pd.DataFrame({"placement": name, "instance": inst.name, "t_s": t,
-                                       "held_blocks": held,
-                                       "held_tokens": held * pool.spec.block_size}))
-    cols = ["placement", "instance", "t_s", "held_blocks", "held_tokens"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+            step = size or max(len(t), 1)
+            for a in range(0, max(len(t), 1), step):    # (an empty timeline: one empty frame)
+                h = held[a:a + step]
+                yield pd.DataFrame({"placement": name, "instance": inst.name,
+                                    "t_s": t[a:a + step], "held_blocks": h,
+                                    "held_tokens": h * pool.spec.block_size})
 
 
 def plain(sc: Scenario) -> tuple[str, str | None]:

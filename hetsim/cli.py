@@ -43,7 +43,8 @@ def _cmd_run(args) -> int:
     else:
         print(format_table(result.summaries, title=run_title(result)))
         if args.out:
-            print(f"wrote {args.out}/ (summary.json, requests.csv, scenario.resolved.yaml, plots)")
+            print(f"wrote {args.out}/ (summary.json, requests.csv and .parquet, "
+                  "scenario.resolved.yaml, plots)")
     return 0
 
 
@@ -325,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="simulate every placement of a scenario side by side")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    r.add_argument("--out", metavar="DIR", help="write summary.json, requests.csv, the resolved "
-                   "scenario and PNG plots to DIR (new, empty, or a previous hetsim output)")
+    r.add_argument("--out", metavar="DIR", help="write summary.json, requests.csv and "
+                   "requests.parquet, the resolved scenario and PNG plots to DIR (new, empty, "
+                   "or a previous hetsim output)")
     r.add_argument("--force", action="store_true", help=_FORCE_HELP)
     r.add_argument("--placement", action="append", metavar="NAME",
                    help="run only this placement (repeatable)")

@@ -27,39 +27,23 @@ from .resolve import ResolvedPlacement
 from .scenario import SLO
 from .workload import Warmup
 
-__all__ = ["records_frame", "summary_frame", "summarize", "percentiles", "slo_met", "meets", "arrival_window",
-           "metric_error", "metric_names", "warmup_mask", "measured_window", "fault_metrics",
-           "availability", "time_to_recover", "timeline", "fault_windows"]
+__all__ = ["records_frame", "summarize", "assemble", "percentiles", "slo_met", "meets",
+           "meets_percentile", "arrival_window", "metric_error", "metric_names", "warmup_mask",
+           "measured_window", "fault_metrics", "fault_figures", "availability",
+           "time_to_recover", "timeline", "bin_goodput", "fault_windows", "transfer_steps"]
 
 PCTS = {"mean": None, "p50": 50, "p90": 90, "p99": 99}
 
 
-def records_frame(records: Records, placement: str, warmup: Warmup | None = None
-                  ) -> pd.DataFrame:
+def records_frame(records: Records, placement: str, warmup: Warmup | None = None,
+                  rows: slice = slice(None)) -> pd.DataFrame:
     """One row per request record (built straight from the run's columns), with derived
     latencies; with a ``warmup``, a boolean ``warmup`` column after ``id`` flags the warm-up
-    requests (every request keeps its row)."""
-    df = pd.DataFrame(records.columns(), columns=list(RECORD_COLUMNS))
+    requests (every request keeps its row). ``rows``: the requests of those ids only (a
+    chunk of the frame: every value is a function of its own row)."""
+    df = pd.DataFrame(records.columns(rows), columns=list(RECORD_COLUMNS))
     df.insert(0, "placement", placement)
     return _derived(df, warmup)
-
-
-#: the record columns :func:`summarize` reads (and so :func:`summary_frame` keeps)
-_SUMMARY_COLUMNS = ("id", "state", "drop_reason", "arrival_s", "output_tokens",
-                    "prefill_start_s", "prefill_end_s", "transfer_start_s", "transfer_end_s",
-                    "first_token_s", "last_token_s", "kv_bytes", "conversion_s",
-                    "cached_tokens")
-
-
-def summary_frame(records: Records, warmup: Warmup | None = None) -> pd.DataFrame:
-    """What :func:`summarize` reads of :func:`records_frame`, for a caller that wants only
-    the summary (issue 19: ~150 B a request where the whole frame takes ~300): the same
-    values and derived latencies, without the placement and instance names; the float
-    columns are the run's own read-only arrays (not copied), the state and drop reason
-    categoricals over the run's vocabulary (one byte a request, not a string each)."""
-    cols = {f: (pd.Categorical.from_codes(*records.codes(f)) if f in ("state", "drop_reason")
-                else records.column(f)) for f in _SUMMARY_COLUMNS}
-    return _derived(pd.DataFrame(cols, copy=False), warmup)
 
 
 def _derived(df: pd.DataFrame, warmup: Warmup | None) -> pd.DataFrame:
@@ -108,10 +92,17 @@ def measured_window(df: pd.DataFrame, end_s: float) -> tuple[pd.DataFrame, float
 
 
 def percentiles(x: pd.Series) -> dict:
-    x = x.dropna().to_numpy()
+    return percentiles_of(x.dropna().to_numpy())
+
+
+def percentiles_of(x: np.ndarray, keys=tuple(PCTS), overwrite: bool = False) -> dict:
+    """``keys`` of :data:`PCTS` over ``x`` (no NaN). ``overwrite``: ``x`` is the caller's
+    scratch copy and may be reordered (the mean is taken first, and a percentile is an order
+    statistic, so the figures are those of ``x`` as given)."""
     if len(x) == 0:
-        return {k: None for k in PCTS}
-    return {k: float(np.mean(x) if q is None else np.percentile(x, q)) for k, q in PCTS.items()}
+        return {k: None for k in keys}
+    return {k: float(np.mean(x) if PCTS[k] is None else
+                     np.percentile(x, PCTS[k], overwrite_input=overwrite)) for k in keys}
 
 
 def slo_met(df: pd.DataFrame, slo: SLO) -> pd.Series:
@@ -129,8 +120,13 @@ def meets(df: pd.DataFrame, slo: SLO, ok: pd.Series | None = None) -> bool:
         ok = slo_met(df, slo) if ok is None else ok
         return bool(ok.mean() >= slo.attainment)
     done = df["state"] == "completed"
-    ttft = df["ttft_s"].where(done, np.inf).to_numpy()
-    tpot = df["tpot_s"].where(done, np.inf).dropna().to_numpy()
+    return meets_percentile(df["ttft_s"].where(done, np.inf).to_numpy(),
+                            df["tpot_s"].where(done, np.inf).dropna().to_numpy(), slo)
+
+
+def meets_percentile(ttft: np.ndarray, tpot: np.ndarray, slo: SLO) -> bool:
+    """The percentile form of :func:`meets`: ``ttft`` of every request and ``tpot`` of every
+    request that has one (not completed: inf)."""
     q = slo.percentile
     return bool(np.percentile(ttft, q, method="higher") <= slo.ttft_s and
                 (len(tpot) == 0 or np.percentile(tpot, q, method="higher") <= slo.tpot_s))
@@ -196,7 +192,10 @@ def _nan_none(x):
 
 def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: SimResult) -> dict:
     """The per-placement summary: latencies, throughput, SLO attainment, goodput and cost.
-    A pure function of the records (``df``) and the run's statistics (``sim``).
+    A pure function of the records (``df``, as :func:`records_frame` builds it) and the run's
+    statistics (``sim``). ``hetsim.run`` computes the same summary from the record columns
+    (:func:`hetsim.summary.summarize_records`, no frame); this is the frame form, and the
+    oracle a test holds that one to.
 
     With a ``warmup`` column, per-request figures cover the measured requests over the
     measured window (:func:`measured_window`), and the summary adds ``warmup_requests``,
@@ -209,17 +208,60 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
     done = df.loc[df["state"] == "completed",
                   ["output_tokens", "ttft_s", "tpot_s", "e2e_s", "queue_s"]]
     duration = max(end - start, 1e-12)
-    # NOTE: busy time, KV occupancy and link busy area accumulate until the run's last token,
-    # so they are divided by the span they cover (``duration`` without a warm-up)
     run_start = (sim.stats_start_s if sim.stats_start_s is not None else
                  float(whole["arrival_s"].min()) if len(whole) else 0.0)
-    run_s = max(sim.end_s - run_start, 1e-12)
     ok = slo_met(df, slo)
     out_tokens = float(done["output_tokens"].sum())
+    figures = {
+        "requests": int(len(df)),
+        "completed": int(len(done)),
+        "dropped": int((df["state"] == "dropped").sum()),
+        **({"warmup_requests": int(whole["warmup"].sum()),
+            "window_start_s": start if len(df) else None,
+            "window_end_s": end if len(df) else None} if warm else {}),
+        "ttft_s": percentiles(done["ttft_s"]),
+        "tpot_s": percentiles(done["tpot_s"]),
+        "e2e_s": percentiles(done["e2e_s"]),
+        "queue_s": percentiles(done["queue_s"]),
+        "duration_s": duration if len(df) or not warm else 0.0,
+        "throughput_rps": len(done) / duration,
+        "output_tokens_per_s": out_tokens / duration,
+        "slo_attainment": float(ok.mean()) if len(df) else 0.0,
+        "meets_slo": meets(df, slo, ok),
+        "goodput_rps": float(ok.sum()) / arrival_window(df["arrival_s"], duration),
+        "kv_transfer_bytes": float(df["kv_bytes"].sum()),
+        "kv_transfer_s": percentiles(df["transfer_s"]),
+        "kv_wait_s": _mean_p99(df["kv_wait_s"]),
+        "kv_transfer_exposed_s": _mean_p99(df["kv_transfer_exposed_s"]),
+        "kv_conversion_s_total": float(df["conversion_s"].sum()),
+        "prefix_cached_tokens": int(df["cached_tokens"].sum()),
+    }
+    tail = transfer_steps(sim.transfers, df["id"]) if sim.transfers is not None else {}
+    if sim.faults is not None:
+        tail.update(fault_metrics(df, sim, slo, placement))
+    return assemble(figures, tail, placement, slo, sim, run_start)
+
+
+#: the per-request figures, in the summary's order: those before the pools' cost, and the
+#: KV figures after it (``kv_conversion_bytes``, a link counter, sits before the last one)
+_HEAD = ("requests", "completed", "dropped", "warmup_requests", "window_start_s",
+         "window_end_s", "ttft_s", "tpot_s", "e2e_s", "queue_s", "duration_s", "throughput_rps",
+         "output_tokens_per_s", "slo_attainment", "meets_slo", "goodput_rps")
+_KV = ("kv_transfer_bytes", "kv_transfer_s", "kv_wait_s", "kv_transfer_exposed_s",
+       "kv_conversion_s_total")
+
+
+def assemble(figures: dict, tail: dict, placement: ResolvedPlacement, slo: SLO,
+             sim: SimResult, run_start: float) -> dict:
+    """The summary from its per-request ``figures`` (the keys of ``_HEAD``, ``_KV`` and
+    ``prefix_cached_tokens``) and the run's statistics, in the summary's key order;
+    ``tail``: the stepwise-transfer and fault figures (after the pools'); ``run_start``:
+    where the instances' counters start (the first send without a warm-up)."""
+    # NOTE: busy time, KV occupancy and link busy area accumulate until the run's last token,
+    # so they are divided by the span they cover (``duration`` without a warm-up)
+    run_s = max(sim.end_s - run_start, 1e-12)
     cost = sum(p.usd_per_hour for p in placement.pools.values())
-    tokens_per_s = out_tokens / duration
-    goodput = float(ok.sum()) / arrival_window(df["arrival_s"], duration)
-    met = meets(df, slo, ok)
+    tokens_per_s, goodput = figures["output_tokens_per_s"], figures["goodput_rps"]
     util, step = {}, {}
     kv_occ, staging = {}, {}
     preempt = {"count": 0, "swapped_bytes": 0.0, "recomputed_tokens": 0, "device_s": 0.0}
@@ -239,58 +281,35 @@ def summarize(df: pd.DataFrame, placement: ResolvedPlacement, slo: SLO, sim: Sim
             preempt["swapped_bytes"] += i.swapped_bytes
             preempt["recomputed_tokens"] += i.recomputed_tokens
             preempt["device_s"] += i.preemption_s
-    link_util = link_utilization(sim.ports, run_s)
-    transfers = df["transfer_s"]
     summary = {
         "name": placement.name,
-        "requests": int(len(df)),
-        "completed": int(len(done)),
-        "dropped": int((df["state"] == "dropped").sum()),
-        **({"warmup_requests": int(whole["warmup"].sum()),
-            "window_start_s": start if len(df) else None,
-            "window_end_s": end if len(df) else None} if warm else {}),
-        "ttft_s": percentiles(done["ttft_s"]),
-        "tpot_s": percentiles(done["tpot_s"]),
-        "e2e_s": percentiles(done["e2e_s"]),
-        "queue_s": percentiles(done["queue_s"]),
-        "duration_s": duration if len(df) or not warm else 0.0,
-        "throughput_rps": len(done) / duration,
-        "output_tokens_per_s": tokens_per_s,
-        "slo_attainment": float(ok.mean()) if len(df) else 0.0,
-        "meets_slo": met,
-        "goodput_rps": goodput,
+        **{k: figures[k] for k in _HEAD if k in figures},
         "accelerators": sum(p.accelerators for p in placement.pools.values()),
         "cost_per_hour_usd": cost,
         "usd_per_million_output_tokens": (cost / (tokens_per_s * 3600) * 1e6
                                           if tokens_per_s > 0 else None),
         "goodput_rps_per_dollar_hour": goodput / cost if cost > 0 else None,
-        "kv_transfer_bytes": float(df["kv_bytes"].sum()),
-        "kv_transfer_s": percentiles(transfers),
-        "kv_wait_s": _mean_p99(df["kv_wait_s"]),
-        "kv_transfer_exposed_s": _mean_p99(df["kv_transfer_exposed_s"]),
-        "kv_conversion_s_total": float(df["conversion_s"].sum()),
+        **{k: figures[k] for k in _KV},
         "kv_conversion_bytes": float(sim.conversion_bytes),
-        "prefix_cached_tokens": int(df["cached_tokens"].sum()),
+        "prefix_cached_tokens": figures["prefix_cached_tokens"],
         "preemptions": preempt,
         "pool_utilization": util,
         "decode_step_s": step,
-        "link_utilization": link_util,
+        "link_utilization": link_utilization(sim.ports, run_s),
         "kv_occupancy": kv_occ,
         "kv_staging": staging,
         # per instance, as its runtime (or the idealised memory plan) sizes the KV cache
         "kv_capacity_tokens": {n: p.memory.kv_tokens for n, p in placement.pools.items()},
+        **tail,
     }
-    if sim.transfers is not None:
-        summary.update(transfer_steps(sim.transfers, df["id"]))
-    if sim.faults is not None:
-        summary.update(fault_metrics(df, sim, slo, placement))
     summary["bottleneck"] = bottleneck(summary, placement, slo)
     return {k: _nan_none(v) for k, v in summary.items()}
 
 
-def transfer_steps(transfers: tuple[TransferRecord, ...], measured: pd.Series) -> dict:
-    """Stepwise transfers of the ``measured`` request ids: wire bytes, each step's time per
-    request ({mean, p99}), descriptors per request, streams sent and requests per stream."""
+def transfer_steps(transfers: tuple[TransferRecord, ...], measured) -> dict:
+    """Stepwise transfers of the ``measured`` request ids (a Series or an array of ids):
+    wire bytes, each step's time per request ({mean, p99}), descriptors per request, streams
+    sent and requests per stream."""
     t = pd.DataFrame.from_records(list(transfers), columns=list(TransferRecord._fields))
     t = t[t["id"].isin(measured)]
     batches = int(t["batch"].nunique())
@@ -329,9 +348,14 @@ def availability(faults, pools: dict, end_s: float, start_s: float = 0.0) -> dic
 def timeline(df: pd.DataFrame, slo: SLO, bin_s: float) -> pd.DataFrame:
     """Per placement and arrival bin of ``bin_s`` seconds: the requests arriving, those
     meeting the SLO per second (goodput) and their SLO attainment."""
-    ok = slo_met(df, slo)
-    t = (df["arrival_s"] // bin_s) * bin_s
-    g = pd.DataFrame({"placement": df["placement"], "t_s": t, "ok": ok}).groupby(
+    return bin_goodput(df["placement"], df["arrival_s"], slo_met(df, slo), bin_s)
+
+
+def bin_goodput(placement, arrival_s, ok, bin_s: float) -> pd.DataFrame:
+    """:func:`timeline` of requests given as their placement (a name, or one per request),
+    arrival times and whether each met the SLO."""
+    t = (arrival_s // bin_s) * bin_s
+    g = pd.DataFrame({"placement": placement, "t_s": t, "ok": ok}).groupby(
         ["placement", "t_s"], sort=False)["ok"]
     out = pd.DataFrame({"requests": g.size(), "met": g.sum()}).reset_index()
     out["goodput_rps"] = out["met"] / bin_s
@@ -381,7 +405,7 @@ def _fault_events(f, t0: float | None) -> int:
             + sum(b > t0 for _, _, b in f.link_faults + f.degrades))
 
 
-def _request_costs(f, ids: pd.Series, t0: float | None) -> tuple:
+def _request_costs(f, ids: np.ndarray, t0: float | None) -> tuple:
     """(requests moved, transfers retried, recomputed tokens, lost prefill tokens, KV bytes
     lost, KV bytes resent): the run's totals, or with a warm-up those of the measured
     requests ``ids``."""
@@ -399,31 +423,38 @@ def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                   placement: ResolvedPlacement) -> dict:
     """What faults cost a run: events, moved and failed requests, lost KV, availability per
     pool, and the requests that arrived while any instance was down (the fault windows)."""
+    failed = df.loc[df["state"] == "failed", "drop_reason"]
+    return fault_figures(df["id"].to_numpy(), df["arrival_s"].to_numpy(),
+                         slo_met(df, slo).to_numpy(),
+                         {r: int((failed == r).sum()) for r in FAILURE_REASONS}, len(failed),
+                         sim, slo, placement)
+
+
+def fault_figures(ids: np.ndarray, arr: np.ndarray, ok: np.ndarray, failed_by_reason: dict,
+                  failed: int, sim: SimResult, slo: SLO, placement: ResolvedPlacement) -> dict:
+    """:func:`fault_metrics` of the measured requests given as their ids, arrival times and
+    whether each met the SLO (by id), with the failed ones counted (all, and by reason)."""
     f, t0 = sim.faults, sim.stats_start_s
-    failed = df[df["state"] == "failed"]
     retried, transfers, recomputed, lost_prefill, kv_lost, resent = _request_costs(
-        f, df["id"], t0)
+        f, ids, t0)
     windows = fault_windows(sim)
-    arr = df["arrival_s"].to_numpy()
     # the run's end: the last token or, if later (requests that failed), arrival
     end = max(sim.end_s, float(arr.max()) if len(arr) else 0.0)
-    inside = np.zeros(len(df), dtype=bool)
+    inside = np.zeros(len(arr), dtype=bool)
     for a, b in windows:
         inside |= (arr >= a) & (arr < b)
     # a window still open when the run ends (a repair after it, as a resilience run's
     # whole-run fault) counts up to the end only
     win_s = sum(max(0.0, min(b, end) - a) for a, b in windows)
-    ok = slo_met(df, slo)
     met = ok[inside]
-    recover = [time_to_recover(arr, ok.to_numpy(), a, placement.recovery.recover_window_s,
+    recover = [time_to_recover(arr, ok, a, placement.recovery.recover_window_s,
                                slo.attainment) for a, _ in windows]
     done = [t for t in recover if t is not None]
     return {
         "faults": _fault_events(f, t0),
         "requests_retried": retried,
-        "requests_failed": int(len(failed)),
-        "requests_failed_by_reason": {r: int((failed["drop_reason"] == r).sum())
-                                      for r in FAILURE_REASONS},
+        "requests_failed": int(failed),
+        "requests_failed_by_reason": failed_by_reason,
         "recomputed_tokens": recomputed,
         "lost_prefill_tokens": lost_prefill,
         "kv_bytes_lost": kv_lost,
@@ -449,10 +480,7 @@ def arrival_window(arrival_s: pd.Series, fallback: float) -> float:
 
 
 def _mean_p99(x: pd.Series) -> dict:
-    x = x.dropna().to_numpy()
-    if len(x) == 0:
-        return {"mean": None, "p99": None}
-    return {"mean": float(x.mean()), "p99": float(np.percentile(x, 99))}
+    return percentiles_of(x.dropna().to_numpy(), ("mean", "p99"))
 
 
 def link_utilization(ports: tuple[PortStats, ...], duration: float) -> dict:

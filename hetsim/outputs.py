@@ -26,7 +26,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 __all__ = ["MANIFEST", "OutputDir", "check_output_dir", "check_output_file", "write_atomic",
-           "write_text_atomic"]
+           "write_text_atomic", "stream_csv", "stream_parquet"]
 
 #: Written last into every output folder; names the files hetsim wrote there.
 MANIFEST = "hetsim-manifest.json"
@@ -218,3 +218,36 @@ def check_output_dir(path: str | Path, force: bool = False, flag: str = "--out")
                           f"or empty folder, or add --force to replace only hetsim's own files "
                           f"there", path=flag)
     return OutputDir(p, force, flag)
+
+
+def stream_csv(frames, path: Path) -> int:
+    """Write DataFrames one after another as one CSV file (the header once, from the first;
+    no index): the bytes ``pd.concat(frames).to_csv(path, index=False)`` writes, since each
+    row's text depends on its own values only. Returns the rows written."""
+    rows = 0
+    with open(path, "w", newline="") as fh:
+        for df in frames:
+            df.to_csv(fh, header=rows == 0 and not fh.tell(), index=False)
+            rows += len(df)
+    return rows
+
+
+def stream_parquet(frames, path: Path) -> int:
+    """Write DataFrames one after another as one Parquet file, a row group each, with the
+    first frame's schema (pandas metadata included, no index): read back, the concatenated
+    frame. Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    writer, rows = None, 0
+    try:
+        for df in frames:
+            t = pa.Table.from_pandas(df, preserve_index=False,
+                                     schema=writer.schema if writer else None)
+            if writer is None:
+                writer = pq.ParquetWriter(path, t.schema)
+            writer.write_table(t)
+            rows += len(df)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows

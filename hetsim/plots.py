@@ -65,21 +65,27 @@ def timeline_png(frame, spans: dict, title: str, target: float, path) -> None:
     _save(plt, fig, path)
 
 
+#: a CDF is drawn through at most this many of its points (evenly spaced ranks, the first
+#: and last kept): a longer run's curve looks the same at a fraction of the memory
+CDF_POINTS = 100_000
+
+
 def latency_cdf_png(result, path) -> None:
     """TTFT and TPOT CDFs of every placement (log time axis), with the SLO targets; warm-up
-    requests are left out, as from the summary."""
+    requests are left out, as from the summary (values from each run's columns)."""
     import numpy as np
     plt = _pyplot()
-    df = result.requests
-    if "warmup" in df:
-        df = df[~df["warmup"]]
     slo = result.scenario.slo
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, col, target in ((axes[0], "ttft_s", slo.ttft_s), (axes[1], "tpot_s", slo.tpot_s)):
-        for name, g in df.groupby("placement", sort=False):
-            x = np.sort(g[col].dropna().to_numpy())
+        for run in result.runs:
+            x = np.sort(run.latencies(col))
+            y = np.arange(1, len(x) + 1) / len(x)
+            if len(x) > CDF_POINTS:
+                keep = np.linspace(0, len(x) - 1, CDF_POINTS).round().astype(np.int64)
+                x, y = x[keep], y[keep]
             if len(x):
-                ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=_text(name))
+                ax.plot(x, y, label=_text(run.name))
         ax.axvline(target, color="k", ls="--", lw=0.8, label="SLO")
         ax.set_xscale("log")
         ax.set_xlabel(col.replace("_s", " (s)").upper())

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .outputs import OutputDir, check_output_dir
-from .metrics import timeline
+from .outputs import OutputDir, check_output_dir, stream_csv, stream_parquet
 from .plots import goodput_pngs, run_pngs, timeline_png
 from .workload import written
 
@@ -91,17 +90,27 @@ def fault_line(s: dict) -> str:
             f"of the {w['requests']} requests arriving during faults {att}")
 
 
+#: rows per frame (and Parquet row group) when ``--out`` streams the per-request tables
+CHUNK_ROWS = 65_536
+
+
 def write_outputs(result, out: "str | Path | OutputDir") -> Path:
-    """Write summary.json, requests.csv, kv_staging.csv (disaggregated placements: KV held on
-    the prefill side over time), scenario.resolved.yaml and plots into ``out`` by the rules of
-    :mod:`hetsim.outputs` (a plain path must be new, empty or a previous hetsim output)."""
+    """Write summary.json, requests.csv and requests.parquet (the same rows), kv_staging.csv
+    (disaggregated placements: KV held on the prefill side over time),
+    scenario.resolved.yaml and plots into ``out`` by the rules of :mod:`hetsim.outputs` (a
+    plain path must be new, empty or a previous hetsim output).
+
+    NOTE: the per-request tables are streamed from the record columns, ``CHUNK_ROWS`` rows at
+    a time (issue 19): the files hold ``result.requests`` and ``result.staging`` exactly, and
+    neither frame is built."""
     target = out if isinstance(out, OutputDir) else check_output_dir(out)
 
     def fill(tmp: Path) -> None:
         (tmp / "summary.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        result.requests.to_csv(tmp / "requests.csv", index=False)
-        if result.staging is not None and len(result.staging):
-            result.staging.to_csv(tmp / "kv_staging.csv", index=False)
+        stream_csv(result.request_chunks(CHUNK_ROWS), tmp / "requests.csv")
+        stream_parquet(result.request_chunks(CHUNK_ROWS), tmp / "requests.parquet")
+        if not stream_csv(result.staging_chunks(CHUNK_ROWS), tmp / "kv_staging.csv"):
+            (tmp / "kv_staging.csv").unlink()   # no disaggregated placement: no file
         sc = result.scenario.to_dict()
         sc["workload"] = written(sc["workload"])
         (tmp / "scenario.resolved.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
@@ -109,9 +118,10 @@ def write_outputs(result, out: "str | Path | OutputDir") -> Path:
         spans = result.fault_windows
         if spans:      # runs with faults: timeline.png
             sc = result.scenario
-            span = float(result.requests["arrival_s"].max() or 1.0)
-            timeline_png(timeline(result.requests, sc.slo, max(span / 60, 1e-3)), spans,
-                         sc.name, sc.slo.attainment, tmp / "timeline.png")
+            span = max(float(r.sim.requests.column("arrival_s").max(initial=0.0))
+                       for r in result.runs) or 1.0
+            timeline_png(result.timeline(max(span / 60, 1e-3)), spans, sc.name,
+                         sc.slo.attainment, tmp / "timeline.png")
     target.write("run", fill)
     return target.path
 

@@ -43,8 +43,8 @@ def test_out_dir(tmp_path, capsys):
     out = tmp_path / "res"
     assert main(["run", str(SCENARIOS / "quickstart.yaml"), "--out", str(out), "-q"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"summary.json", "requests.csv", "scenario.resolved.yaml", "latency_cdf.png",
-            "cost_vs_goodput.png"} <= names
+    assert {"summary.json", "requests.csv", "requests.parquet", "scenario.resolved.yaml",
+            "latency_cdf.png", "cost_vs_goodput.png"} <= names
     # the resolved scenario runs again
     assert main(["validate", str(out / "scenario.resolved.yaml")]) == 0
 

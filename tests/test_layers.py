@@ -24,7 +24,7 @@ LAYERS = [
     ["scenario", "engine.routers", "resilience"],
     ["resolve"],
     ["engine"],
-    ["metrics"],
+    ["metrics", "summary"],
     ["report"],
     ["api"],
     ["goodput_search"],

@@ -165,3 +165,62 @@ def test_instance_statistics_stay_hashable_values():
     pairs = tuple(a.timeline)
     assert a.timeline == pairs and hash(a.timeline) == hash(pairs)
     assert dataclasses.replace(a, timeline=pairs[:-1]) != a
+
+
+def _table(rows: list[dict], block: int, monkeypatch) -> "tuple":
+    """A table of completed requests with ``rows``' fields, written ``block`` rows at a time."""
+    monkeypatch.setattr(RecordWriter, "_BLOCK", block)
+    w = RecordWriter(len(rows))
+    reqs = [_ended(i, State.COMPLETED, **f) for i, f in enumerate(rows)]
+    for r in reqs:
+        w.write(r)
+    return w.table(), [r.record() for r in reqs]
+
+
+def test_columns_are_stored_only_once_a_row_differs(monkeypatch):
+    """Issue 19: a column every row so far wrote alike stays one constant, and one equal to
+    its SAME column stays that; the first block that differs allocates it, filled with what
+    it stood for. Reading gives back every record exactly either way."""
+    from hetsim.engine.records import SAME
+    nan = math.nan
+    same = [{"prefill_end_s": 1.0 + i, "transfer_start_s": 1.0 + i, "conversion_s": 0.25,
+             "decode_instance": "d/0"} for i in range(10)]
+    table, want = _table(same, 3, monkeypatch)
+    assert all(_same(g, r) for g, r in zip(table, want))
+    assert table._cols["transfer_start_s"] == SAME["transfer_start_s"] == "prefill_end_s"
+    assert table._cols["conversion_s"] == (0.25, np.float64)
+    assert isinstance(table._cols["prefill_end_s"], np.ndarray)
+    assert table.column("conversion_s").tolist() == [0.25] * 10
+    # the 8th row breaks both (a third block): both are allocated, every row still exact;
+    # a NaN of another payload (-nan) breaks a NaN constant too (records are bit-exact)
+    late = [dict(f) for f in same]
+    late[7].update(transfer_start_s=99.0, conversion_s=0.5, kv_ready_s=-nan,
+                   decode_instance="d/1")
+    table, want = _table(late, 3, monkeypatch)
+    assert all(_same(g, r) for g, r in zip(table, want))
+    for f in ("transfer_start_s", "conversion_s", "kv_ready_s"):
+        assert isinstance(table._cols[f], np.ndarray)
+    bits = table.column("kv_ready_s").view(np.uint64)
+    assert bits[7] == np.float64(-nan).view(np.uint64) != bits[0]
+    assert table.column("transfer_start_s").tolist()[6:9] == [7.0, 99.0, 9.0]
+    assert table.codes("decode_instance")[0].dtype == np.uint8
+
+
+def test_codes_widen_past_256_strings(monkeypatch):
+    rows = [{"prefill_instance": f"p/{i}"} for i in range(300)]
+    table, want = _table(rows, 64, monkeypatch)
+    codes, vocab = table.codes("prefill_instance")
+    assert codes.dtype == np.int32 and len(vocab) == 301
+    assert table.column("prefill_instance").tolist() == [f"p/{i}" for i in range(300)]
+
+
+def test_a_timeline_snapshot_shares_its_arrays_and_never_sees_a_later_change():
+    from hetsim.engine.stats import Timeline
+    live = Timeline()
+    live.append(0.5, 3)
+    snap = live.frozen()
+    assert snap._t is live._t and snap._held.itemsize == 4    # no copy; 12 B a change
+    live.append(1.5, 5)
+    assert list(snap) == [(0.5, 3)] and list(live) == [(0.5, 3), (1.5, 5)]
+    t, held = live.arrays()
+    assert t.tolist() == [0.5, 1.5] and held.dtype == np.int64 and held.tolist() == [3, 5]

@@ -17,27 +17,36 @@ __all__ = ["Timeline", "KVStats", "InstanceStats", "FaultStats", "SimResult", "s
 
 
 class Timeline:
-    """(time, held blocks) at each change, kept as two packed arrays (16 bytes a change, where
+    """(time, held blocks) at each change, kept as two packed arrays (12 bytes a change, where
     a tuple each took ~100); iterates as (float, int) pairs and compares equal to their
-    sequence."""
-    __slots__ = ("_t", "_held")
+    sequence.
+
+    NOTE: held blocks are stored as C ints (32-bit: a prefill instance's KV holds far fewer
+    than 2^31 blocks, asserted by ``array`` on append) and read back as int64. A snapshot
+    (:meth:`frozen`) shares the arrays and the live timeline copies them before its next
+    change (copy on write), so the snapshot a run ends with costs no second copy."""
+    __slots__ = ("_t", "_held", "_shared")
 
     def __init__(self, t: array | None = None, held: array | None = None):
         self._t = t if t is not None else array("d")
-        self._held = held if held is not None else array("q")
+        self._held = held if held is not None else array("i")
+        self._shared = False
 
     def append(self, t: float, held: int) -> None:
+        if self._shared:     # a snapshot holds the arrays: it must not see this change
+            self._t, self._held, self._shared = array("d", self._t), array("i", self._held), False
         self._t.append(t)
         self._held.append(held)
 
     def frozen(self) -> "Timeline":
-        """A copy that no later change reaches (what a statistics snapshot keeps)."""
-        return Timeline(array("d", self._t), array("q", self._held))
+        """A snapshot that no later change reaches (what a statistics snapshot keeps)."""
+        self._shared = True
+        return Timeline(self._t, self._held)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(times, held blocks) as numpy arrays (views, read-only)."""
-        t, h = np.frombuffer(self._t, np.float64), np.frombuffer(self._held, np.int64)
-        return t, h
+        """(times, held blocks) as numpy arrays: the times a read-only view, held blocks as
+        int64 (a copy)."""
+        return np.frombuffer(self._t, np.float64), np.array(self._held, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._t)
