@@ -26,7 +26,7 @@ from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_state_blocks, kv_window
 from .memory import BlockPool
 from .network import PortStats
-from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
+from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance, WriteThroughDecodeInstance
 from .records import RecordWriter
 from .request import Request, State
 from .routers import make_router
@@ -94,7 +94,9 @@ class Simulation:
         step = pool.step_model(self.model)
         kind = _KINDS[spec.role]
         # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
-        if spec.role == "decode" and spec.on_demand:
+        if spec.role == "decode" and spec.kv_offload is not None and spec.kv_offload.write_through:
+            kind = WriteThroughDecodeInstance
+        elif spec.role == "decode" and spec.on_demand:
             kind = OnDemandDecodeInstance
         elif spec.role == "mixed" and pool.rules is not None and spec.on_demand:
             kind = OnDemandMixedInstance
