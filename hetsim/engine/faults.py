@@ -471,7 +471,7 @@ class Faults:
         h.flow = link.net.transfer(ports, nbytes, setup)
         yield h.flow
         h.flow = req.xfer = None
-        self.restored += 1
+        self.restored += f.restored == 0       # (requests: one restored twice counts once)
         self.kv_bytes_restored += nbytes
         f.restored += nbytes
         f.loaded = f.stored
