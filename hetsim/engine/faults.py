@@ -450,7 +450,7 @@ class Faults:
         that reads the same KV format (its room reserved first, as a handoff's), then decode
         there: the tail past the copy is recomputed there (``DecodeInstance._restart``).
         With no such instance it recomputes at once."""
-        f, sim, env = req.fault, self.sim, self.env
+        f, sim = req.fault, self.sim
         c, link = f.source, sim.link
         cands = [d for d in sim._decoders(req) if not kv_mismatch(d.pool, c.pool)]
         if not cands:
