@@ -255,6 +255,11 @@ def test_random_crashes_with_host_copies_leak_nothing(capacity_gb, host):
         assert res.faults.restored > 0
         assert s["kv_bytes_restored"] == res.faults.kv_bytes_restored > 0
     assert s["kv_bytes_written_through"] > 0
+    # the per-request costs add up to the run's (the warm-up summary sums them)
+    rows = res.faults.by_request
+    assert sum(r[3] for r in rows) == res.faults.recomputed_tokens
+    assert sum(r[7] for r in rows) == pytest.approx(res.faults.kv_bytes_restored, rel=1e-12)
+    assert sum(r[7] > 0 for r in rows) == res.faults.restored
 
 
 def test_restores_are_deterministic():
