@@ -342,10 +342,12 @@ class Simulation:
 
     def _check_released(self) -> None:
         """Conservation of KV: once every request has ended, every block reserved anywhere
-        (KV pools, staging buffers, host tiers, the prefill side's count of finished prompts'
-        blocks) is back."""
+        (KV pools, staging buffers, host tiers and the copies restores read from them, the
+        prefill side's count of finished prompts' blocks) is back."""
         for insts in self.instances.values():
             for i in insts:
                 pools = [i.kv, i.staging, getattr(i, "host", None)]
-                held = [p.used for p in pools if p is not None] + [getattr(i, "held", 0)]
+                held = [p.used for p in pools if p is not None] + [
+                    getattr(i, "held", 0), getattr(i, "restoring", 0),
+                    len(getattr(i, "copies", ()))]
                 assert not any(held), f"{i.name}: KV blocks not released at the end: {held}"
