@@ -16,7 +16,7 @@ is touched:
   checked against the run, and regenerating fails when the run no longer says it, so that
   prose gets rewritten by a person instead of going stale.
 - ``faults-decode-crash``, ``faults-flaky-cross-site``, ``faults-slow-decode``,
-  ``faults-mtbf-hour``: README "Faults
+  ``faults-mtbf-hour``, ``faults-host-restore``: README "Faults
   and recovery"'s table and paragraphs on ``scenarios/faults/*.yaml``, templates filled in the
   same way, their facts ("nothing fails", "costs nothing a client sees") checked alike.
 - ``check-resilience``: what ``hetsim check examples/ci/resilience.yaml`` prints.
@@ -386,6 +386,56 @@ def mtbf_hour() -> str:
         att3=_pct(three["slo_attainment"]), win3=_pct(three["fault_windows"]["slo_attainment"]))
 
 
+HOST_RESTORE = """\
+`scenarios/faults/host-restore.yaml` crashes decode/0 as above (the same 4,000 requests) with
+the decode pool's `kv_offload` as the engine's swap space, as a write-through store beside
+the engine (256-token chunks) that survives the crash, and as that store on a node that dies
+with it (`host: lost`). With the store, {restored} of the {moved} requests moved are restored
+({gb:.1f} GB read back over the NICs) and only their tails are recomputed: {tail:,} tokens
+instead of {full:,}. They decode again {back1:.2f} s after the crash on average (the crashed
+node's one NIC carries every copy) where re-prefilling took {back0:.2f} s, and the re-prefills
+no longer queue on the prefill pool, so TTFT p99 falls
+from {ttft0:.2f} s to {ttft1:.2f} s; SLO attainment stays where it was ({att0} / {att1}),
+since what misses is TPOT on the three survivors, which a restore does not relieve (its
+requests rejoin them sooner). A lost host is the recompute run exactly: the writes
+({wgb:.0f} GB, about {rate:.1f} GB/s per instance) are assumed to overlap compute."""
+
+
+def host_restore() -> str:
+    here = "faults-host-restore"
+    result = hetsim.run(FAULTS / "host-restore.yaml")
+    sc, r = result.scenario, {s["name"]: s for s in result.summaries}
+    plain, wt, lost = r["recompute"], r["write-through"], r["write-through-host-lost"]
+    # the requests the crash moved: decoding on decode/0 at the crash, re-prefilled after it
+    (crash,) = sc.placements["recompute"].faults
+    df = result.requests.set_index("id")
+    rc, w = (df[df["placement"] == p] for p in ("recompute", "write-through"))
+    moved = rc.index[(rc["arrival_s"] < crash.at_s) & (rc["prefill_start_s"] >= crash.at_s)]
+    back0, back1 = ((g.loc[moved, "decode_start_s"] - crash.at_s).mean() for g in (rc, w))
+    _claim(len(moved) == wt["requests_restored"] and back1 < back0, here,
+           "they decode again sooner")
+    keys = ("slo_attainment", "ttft_s", "tpot_s", "recomputed_tokens", "requests_retried")
+    _claim(all(plain[k] == lost[k] for k in keys) and lost["requests_restored"] == 0, here,
+           "a lost host is the recompute run exactly")
+    _claim(0 < wt["requests_restored"] <= wt["requests_retried"] == plain["requests_retried"]
+           and wt["recomputed_tokens"] < plain["recomputed_tokens"], here,
+           "only their tails are recomputed")
+    _claim(wt["ttft_s"]["p99"] < plain["ttft_s"]["p99"], here, "TTFT p99 falls")
+    _claim(abs(wt["slo_attainment"] - plain["slo_attainment"]) < 0.005, here,
+           "SLO attainment stays where it was")
+    _claim(wt["tpot_s"]["p99"] > sc.slo.tpot_s and max(wt["ttft_s"]["p99"], plain["ttft_s"]["p99"]) < 1,
+           here, "what misses is TPOT")
+    span = wt["duration_s"] * sc.placements["write-through"].pools["decode"].instances
+    return HOST_RESTORE.format(
+        restored=wt["requests_restored"], moved=wt["requests_retried"],
+        gb=wt["kv_bytes_restored"] / 1e9, tail=wt["recomputed_tokens"], back0=back0,
+        back1=back1,
+        full=plain["recomputed_tokens"], ttft0=plain["ttft_s"]["p99"],
+        ttft1=wt["ttft_s"]["p99"], att0=_pct(plain["slo_attainment"]),
+        att1=_pct(wt["slo_attainment"]), wgb=wt["kv_bytes_written_through"] / 1e9,
+        rate=wt["kv_bytes_written_through"] / 1e9 / span)
+
+
 def check_resilience() -> str:
     """What ``hetsim check examples/ci/resilience.yaml`` prints, fenced."""
     out = io.StringIO()
@@ -423,6 +473,7 @@ def design_space_table() -> str:
 REGIONS = {"quickstart": quickstart_block, "design-space": design_space_table,
            "faults-decode-crash": decode_crash, "faults-flaky-cross-site": flaky_cross_site,
            "faults-slow-decode": slow_decode, "faults-mtbf-hour": mtbf_hour,
+           "faults-host-restore": host_restore,
            "check-resilience": check_resilience}
 
 

@@ -154,6 +154,7 @@ _FAULT_METRICS = ["faults", "requests_retried", "requests_failed", "recomputed_t
                   "time_to_recover_s.max", "time_to_recover_s.mean",
                   "time_to_recover_s.unrecovered",
                   "lost_prefill_tokens", "kv_bytes_lost", "kv_bytes_resent", "transfers_retried",
+                  "requests_restored", "kv_bytes_restored", "kv_bytes_written_through",
                   *(f"requests_failed_by_reason.{r}" for r in FAILURE_REASONS),
                   *(f"fault_windows.{k}" for k in ("seconds", "requests", "slo_attainment",
                                                    "goodput_rps"))]
@@ -419,6 +420,20 @@ def _request_costs(f, ids: np.ndarray, t0: float | None) -> tuple:
             float(sum(r[6] for r in rows)))
 
 
+def _restores(f, ids: np.ndarray, t0: float | None, sim: SimResult) -> dict:
+    """Requests restored from a write-through host copy and the KV bytes read back (with a
+    warm-up: the measured requests'), and the KV bytes written to such tiers (the engine's
+    measured span)."""
+    restored, nbytes = f.restored, f.kv_bytes_restored
+    if t0 is not None:
+        measured = set(ids.tolist())
+        rows = [r[7] for r in f.by_request if r[0] in measured]
+        restored, nbytes = sum(b > 0 for b in rows), float(sum(rows))
+    written = sum(i.host_written_bytes for insts in sim.instances.values() for i in insts)
+    return {"requests_restored": restored, "kv_bytes_restored": nbytes,
+            "kv_bytes_written_through": written}
+
+
 def fault_metrics(df: pd.DataFrame, sim: SimResult, slo: SLO,
                   placement: ResolvedPlacement) -> dict:
     """What faults cost a run: events, moved and failed requests, lost KV, availability per
@@ -460,6 +475,7 @@ def fault_figures(ids: np.ndarray, arr: np.ndarray, ok: np.ndarray, failed_by_re
         "kv_bytes_lost": kv_lost,
         "kv_bytes_resent": resent,
         "transfers_retried": transfers,
+        **_restores(f, ids, t0, sim),
         "availability": availability(f, placement.pools, end, t0 or 0.0),
         # over the fault windows: the slowest and mean recovery (None: one never recovered)
         "time_to_recover_s": {"max": max(done) if done and len(done) == len(recover) else None,

@@ -86,7 +86,9 @@ def fault_line(s: dict) -> str:
     att = "-" if w["slo_attainment"] is None else f"{w['slo_attainment']:.1%}"
     return (f"faults in {s['name']}: {s['faults']} applied, {s['requests_retried']} requests "
             f"retried, failed: {failed}, {s['recomputed_tokens']} tokens recomputed, "
-            f"{s['transfers_retried']} transfers retried; availability {avail}; SLO attainment "
+            + (f"{s['requests_restored']} restored from host ({s['kv_bytes_restored'] / 1e9:.2f}"
+               f" GB), " if s.get("requests_restored") else "")
+            + f"{s['transfers_retried']} transfers retried; availability {avail}; SLO attainment "
             f"of the {w['requests']} requests arriving during faults {att}")
 
 

@@ -224,6 +224,10 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
                      if sub is not None and sub.link else host)
     scale_up = (_load_link(acc.scale_up.link, dirs, f"{where}.accelerator")
                 if acc.scale_up else None)
+    off = pool.kv_offload
+    if off is not None and off.chunk_tokens and off.chunk_tokens % pool.block_size:
+        raise ConfigError(f"must be a multiple of the pool's block_size ({pool.block_size}), "
+                          f"got {off.chunk_tokens}", path=f"{where}.kv_offload.chunk_tokens")
     cache_blocks = 0
     pc = pool.prefix_cache
     if pc and pc.residency == "hbm" and pc.capacity_gb:

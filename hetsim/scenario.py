@@ -39,6 +39,19 @@ class KVOffload:
                                              positive))
     link: str = field(default="", metadata=meta(
         "host link profile (default: the accelerator's host_link)"))
+    write_through: bool | None = field(default=None, metadata=meta(
+        "true: the tier is a KV store beside the engine (LMCache's server, Mooncake's store) "
+        "that each running sequence's KV is written to as its chunks fill; it outlives an "
+        "engine crash (unless the fault says host: lost), and a sequence decoding on a crashed "
+        "instance is restored from it, recomputing only the tokens past its last stored chunk. "
+        "Unset/false: the engine's own swap space, lost with it"))
+    chunk_tokens: int | None = field(default=None, metadata=meta(
+        "write_through: tokens per stored chunk, a multiple of the pool's block_size (LMCache: "
+        "256); default: the pool's block_size (one KV block at a time)", positive))
+
+    def __post_init__(self):
+        if self.chunk_tokens is not None and not self.write_through:
+            raise ConfigError("chunk_tokens belongs to write_through: true", path="chunk_tokens")
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,9 @@ class Fault:
     mttr_s: float | None = field(default=None, metadata=meta(
         "random: mean time to repair (crash) or length of a hang, degrade or down, s "
         "(exponential)", positive))
+    host: Literal["survives", "lost"] | None = field(default=None, metadata=meta(
+        "crash: survives (the default: the node stays up, a write-through kv_offload tier on "
+        "it keeps its KV) | lost (the node died too: its host tier with it)"))
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
@@ -218,6 +234,8 @@ class Fault:
         if (self.factor is not None) != (self.kind == "degrade"):
             raise ConfigError("degrade needs factor" if self.kind == "degrade" else
                               f"factor belongs to degrade, not {self.kind}", path="factor")
+        if self.host is not None and self.kind != "crash":
+            raise ConfigError(f"host belongs to a crash, not {self.kind}", path="host")
         if self.random:
             self._check_random()
             return
@@ -497,6 +515,14 @@ class Scenario:
 def _drop_unset(d: dict) -> None:
     if not d.get("faults"):
         d.pop("faults", None)
+    for f in d.get("faults") or ():     # keys added later: written only when set
+        if f.get("host") is None:
+            f.pop("host", None)
+    for pool in d.get("pools", {}).values():
+        kv = pool.get("kv_offload") or {}
+        for k in ("write_through", "chunk_tokens"):
+            if k in kv and kv[k] is None:
+                del kv[k]
     if d.get("recovery") is None:
         d.pop("recovery", None)
 

@@ -46,6 +46,23 @@ ALL["cross-site-batched"] = {"router": "round-robin", "pools": {
                     "cross_site": {"link": "tcp-100g", "latency_us": 2000}}}
 
 
+
+def _write_through(pl, capacity_gb=40, **offload):
+    """``pl`` with its decode pool's host tier a write-through store."""
+    dec = {**pl["pools"]["decode"], "kv_offload": {"capacity_gb": capacity_gb,
+                                                   "write_through": True, **offload}}
+    return {**pl, "pools": {**pl["pools"], "decode": dec}}
+
+
+ALL["write-through"] = _write_through(ALL["swap"], 3, chunk_tokens=64)   # copies stop
+ALL["write-through-3d"] = _write_through({**PD, "pools": {**PD["pools"], "decode": {
+    **PD["pools"]["decode"], "instances": 3}}})
+ALL["write-through-nvlink"] = _write_through(ALL["nvlink"])
+ALL["write-through-tcp"] = _write_through(ALL["tcp"])
+ALL["write-through-layerwise-push"] = _write_through(
+    _handoff_layout(mode="layerwise", handoff="push"))
+
+
 def groups(pl):
     sc, p, sim = simulation(scenario(placement=pl))
     if sim.link is None:
@@ -92,6 +109,8 @@ def faults_for(rng, pl, horizon):
         at = float(rng.uniform(0, horizon)) if rng.random() < 0.7 else float(np.round(rng.uniform(0, horizon), 1))
         f = {"at_s": at, "target": target, "kind": kind,
              ("repair_s" if kind == "crash" else "duration_s"): float(rng.uniform(0.001, 1.0))}
+        if kind == "crash" and rng.random() < 0.3:
+            f["host"] = "lost"
         out.append(_with_factor(rng, f))
     return out
 
@@ -127,6 +146,8 @@ def check(name, d):
         assert sum(r[4] for r in rows) == f.lost_prefill_tokens, "lost_prefill"
         assert abs(sum(r[5] for r in rows) - f.kv_bytes_lost) <= 1e-6 * max(1, f.kv_bytes_lost), "kv lost"
         assert abs(sum(r[6] for r in rows) - f.kv_bytes_resent) <= 1e-6 * max(1, f.kv_bytes_resent), "resent"
+        assert abs(sum(r[7] for r in rows) - f.kv_bytes_restored) <= 1e-6 * max(1, f.kv_bytes_restored), "restored"
+        assert sum(r[7] > 0 for r in rows) == f.restored, "requests restored"
         for row in rows:
             if lim is not None:
                 assert row[1] <= lim + 1, ("retries", row, lim)

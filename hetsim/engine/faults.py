@@ -18,7 +18,13 @@ waiting for or crossing to decode X, prefill copy      ``rehandoff``: the prefil
 held                                                   the KV, so it goes to another decode
 KV on X (decoding, or copied and being converted)      ``recompute``: the prompt + the tokens
                                                        generated so far are prefilled again
+decoding on X, a write-through host copy of its KV     ``restore``: the copy is read over the
+on X's surviving host                                  network into a live decode instance,
+                                                       which recomputes only the tail past it
 =====================================================  ==========================================
+
+A restore that fails (its destination crashes, a link on its path goes down, the host is
+lost) falls back to ``recompute``; the copy is let go on every path.
 
 A handoff in progress (``req.xfer``, a :class:`~hetsim.engine.transfer.Handoff`) is dropped
 at once wherever it stands: its flow or batch share stops, its decode room and staging go
@@ -50,9 +56,11 @@ import math
 import numpy as np
 import simpy
 
+from ..resolve import kv_mismatch
 from .loop import Hang, kv_format
 from .request import TERMINAL, Request, State
 from .stats import FaultStats
+from .transfer import Handoff
 
 __all__ = ["Faults", "FAULT_STREAM"]
 
@@ -60,8 +68,8 @@ __all__ = ["Faults", "FAULT_STREAM"]
 FAULT_STREAM = 3
 #: what a link that is down carries, B/s: nothing to speak of, but rates stay defined
 DOWN_BYTES_PER_S = 1.0
-REROUTE, RESTART, REPREFILL, REHANDOFF, RECOMPUTE = (
-    "reroute", "restart", "reprefill", "rehandoff", "recompute")
+REROUTE, RESTART, REPREFILL, REHANDOFF, RECOMPUTE, RESTORE = (
+    "reroute", "restart", "reprefill", "rehandoff", "recompute", "restore")
 
 
 class _Gone(Exception):
@@ -71,7 +79,8 @@ class _Gone(Exception):
 class _Hit:
     """What a request had before faults changed it, and its recovery so far."""
     __slots__ = ("input_tokens", "output_tokens", "first_token_s", "retries", "pending",
-                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost", "resent")
+                 "transfers", "recomputed", "lost_prefill", "kv_bytes_lost", "resent",
+                 "source", "stored", "blocks", "loaded", "restored")
 
     def __init__(self, req: Request):
         self.input_tokens, self.output_tokens = req.input_tokens, req.output_tokens
@@ -82,6 +91,11 @@ class _Hit:
         self.transfers = self.recomputed = self.lost_prefill = 0
         self.kv_bytes_lost = 0.0
         self.resent = 0.0       # wire bytes of its transfers a fault cut off
+        # a restore in progress: the crashed instance whose host tier holds its copy, the
+        # tokens stored and the host blocks they take (0: the store died too)
+        self.source, self.stored, self.blocks = None, 0, 0
+        self.loaded = None      # restored: tokens whose KV arrived, until it decodes again
+        self.restored = 0.0     # KV bytes read back from a host copy
 
 
 def _hit(r: Request) -> _Hit:
@@ -123,6 +137,7 @@ class Faults:
         self.recomputed_tokens = self.lost_prefill_tokens = 0
         self.kv_bytes_lost = 0.0
         self.kv_bytes_resent = 0.0     # wire bytes of transfer attempts cut off by a fault
+        self.restored, self.kv_bytes_restored = 0, 0.0   # restores from a host copy
         self.link_faults: list[tuple[str, float, float]] = []
         self.degrades: list[tuple[str, float, float]] = []    # (instance, start, end)
         self._slow: dict[str, list[float]] = {}    # instance -> factors of its degrades now
@@ -184,7 +199,7 @@ class Faults:
         if kind == "crash":
             self.crashed.add(inst.name)
             self._end_hangs(inst)
-            self._crash(inst)
+            self._crash(inst, host_lost=f.host == "lost")
         else:
             hang = [start]
             self.hangs[inst.name].append(hang)
@@ -271,11 +286,19 @@ class Faults:
     def _resend(self, ports: set) -> None:
         """Every transfer crossing ``ports`` stops; its prefill copy goes out again (a
         layer-wise stream still beside its prefill goes whole once the prefill ends)."""
-        link, moves = self.sim.link, []
+        link, moves, restores = self.sim.link, [], []
         for r in self.sim.reqs:
             h = r.xfer
-            if h is None or h.wired or r.transfer_end_s == r.transfer_end_s or (
-                    r.fault is not None and r.fault.pending):
+            if h is None or (r.fault is not None and r.fault.pending):
+                continue
+            if r.fault is not None and r.fault.source is not None:    # a restore: fails
+                if h.flow is not None and not ports.isdisjoint(
+                        link.restore_path(r.fault.source, h.d)[0]):
+                    self._drop(r)
+                    r.fault.pending = True
+                    restores.append(r)
+                continue
+            if h.wired or r.transfer_end_s == r.transfer_end_s:
                 continue
             p = self.by_name[r.prefill_instance]
             if ports.isdisjoint(link.path(p, h.d)[0]):
@@ -288,21 +311,29 @@ class Faults:
                 moves.append(r)
         for r in moves:
             self._interrupt(r, (REHANDOFF, 0))
+        for r in restores:
+            self._interrupt(r, (RECOMPUTE, 0))
 
-    def _crash(self, inst) -> None:
+    def _crash(self, inst, host_lost: bool = False) -> None:
         """Stop the instance, release what its requests hold elsewhere, empty it, and send
-        each of them its recovery."""
+        each of them its recovery. A write-through host tier (``inst.copies``) survives
+        unless ``host_lost``: the copies a restore reads stay in it."""
         inst.proc.interrupt("crash")
+        copies = getattr(inst, "copies", None)
+        store = copies if not host_lost else None
         moves = []
         for r in self.sim.reqs:
             if r.state in TERMINAL or r.state is State.CREATED or (
                     r.fault is not None and r.fault.pending):
                 continue
-            cause = self._where(r, inst)
+            cause = self._where(r, inst, store, host_lost)
             if cause is not None:
                 _hit(r).pending = True
                 moves.append((r, cause))
-        inst.reset()
+        if copies is None:
+            inst.reset()
+        else:
+            inst.reset(host_survives=store is not None)
         for r, cause in moves:
             self._interrupt(r, cause)
 
@@ -313,10 +344,18 @@ class Faults:
         r.proc.interrupt(cause)
         _stop(r.xproc)
 
-    def _where(self, r: Request, inst):
+    def _where(self, r: Request, inst, store=None, host_lost: bool = False):
         """The recovery of ``r`` when ``inst`` crashes (None: ``r`` is not on it), having
-        released what ``r`` holds on other instances."""
-        name, st = inst.name, r.state
+        released what ``r`` holds on other instances. ``store``: the write-through copies on
+        ``inst`` that survive it (None: none do)."""
+        name, st, f = inst.name, r.state, r.fault
+        if f is not None and f.source is not None:    # being restored from a host copy
+            if f.source is inst and host_lost:
+                f.blocks = 0        # (the store died: nothing to let go)
+            elif r.decode_instance != name:
+                return None
+            self._drop(r, inst)
+            return RECOMPUTE, 0     # the restore failed: recompute (``_recover``)
         on_p, on_d = r.prefill_instance == name, r.decode_instance == name
         if on_p and st is State.QUEUED:
             return REROUTE, 0
@@ -340,9 +379,18 @@ class Faults:
                 return REHANDOFF, 0
             return None
         if on_d and st in (State.TRANSFERRING, State.DECODING):
-            g = inst.generated(r) if st is State.DECODING else 0
-            self._lost(inst, r, r.input_tokens + g)
+            # (a restored sequence not yet started holds its context: nothing past it)
+            g = (inst.generated(r) if st is State.DECODING and (f is None or f.loaded is None)
+                 else 0)
+            copy = store.get(r.id) if store is not None and st is State.DECODING else None
             self._drop(r, inst)     # (what it held on inst, staging included, died with it)
+            if copy is not None and copy[0]:     # a host copy of its first copy[0] tokens
+                self._lost(inst, r, r.input_tokens + g, kept=copy[0])
+                h = _hit(r)
+                h.source, h.stored, h.blocks = inst, copy[0], copy[1]
+                inst.restoring += copy[1]
+                return RESTORE, g
+            self._lost(inst, r, r.input_tokens + g)
             return RECOMPUTE, g
         return None
 
@@ -369,16 +417,66 @@ class Faults:
         self.transfers_retried += 1
         _hit(r).transfers += 1
 
-    def _lost(self, inst, r: Request, tokens: int) -> None:
-        """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again."""
-        self.recomputed_tokens += tokens
+    def _lost(self, inst, r: Request, tokens: int, kept: int = 0) -> None:
+        """KV of ``tokens`` tokens of ``r`` on ``inst`` is gone and will be computed again,
+        but for the first ``kept`` (a host copy holds them)."""
+        self.recomputed_tokens += tokens - kept
         pool = inst.pool
-        lost = (inst.step.model.kv_tokens(tokens, *kv_format(inst.step))
+        m, fmt = inst.step.model, kv_format(inst.step)
+        lost = ((m.kv_tokens(tokens, *fmt) - (m.kv_tokens(kept, *fmt) if kept else 0))
                 * pool.memory.kv_bytes_per_token * pool.spec.tp)
         self.kv_bytes_lost += lost
         h = _hit(r)
-        h.recomputed += tokens
+        h.recomputed += tokens - kept
         h.kv_bytes_lost += lost
+
+    @staticmethod
+    def _let_go(f: _Hit) -> None:
+        """The host copy a restore read (or would have) goes back to its store."""
+        c = f.source
+        if f.blocks:
+            c.restoring -= f.blocks
+            c.host.release(f.blocks)
+        f.source, f.blocks = None, 0
+
+    def _unrestore(self, r: Request) -> None:
+        """The restore of ``r`` failed: the tokens its copy held are recomputed too."""
+        f = r.fault
+        self._lost(f.source, r, f.stored)
+        self._let_go(f)
+
+    def _restore(self, req: Request):
+        """Read ``req``'s host copy from the crashed instance into a live decode instance
+        that reads the same KV format (its room reserved first, as a handoff's), then decode
+        there: the tail past the copy is recomputed there (``DecodeInstance._restart``).
+        With no such instance it recomputes at once."""
+        f, sim = req.fault, self.sim
+        c, link = f.source, sim.link
+        cands = [d for d in sim._decoders(req) if not kv_mismatch(d.pool, c.pool)]
+        if not cands:
+            self._unrestore(req)
+            req.to(State.CREATED)
+            yield from self._route(req)
+            return
+        ok = [d for d in cands if not d.outages
+              and self._down.isdisjoint(link.restore_path(c, d)[0])]
+        d = (sim.router_decode.pick(ok, req) if ok else
+             (yield from self.pick(sim.router_decode, cands, req)))
+        h = req.xfer = Handoff(req, d)
+        req.decode_instance = d.name
+        yield h.reserve()
+        req.to(State.TRANSFERRING)
+        ports, setup = link.restore_path(c, d)
+        nbytes = c.copy_bytes(f.stored)
+        h.flow = link.net.transfer(ports, nbytes, setup)
+        yield h.flow
+        h.flow = req.xfer = None
+        self.restored += f.restored == 0       # (requests: one restored twice counts once)
+        self.kv_bytes_restored += nbytes
+        f.restored += nbytes
+        f.loaded = f.stored
+        self._let_go(f)
+        yield d.join(req)
 
     # --- request lifecycles --------------------------------------------------------------
     def serve(self, req: Request):
@@ -404,10 +502,15 @@ class Faults:
             f.first_token_s = req.first_token_s
         if req.gen % 2:       # it was running: a stopped generation (see DecodeInstance)
             req.gen += 1
-        req.ctx0 = req.swapped = 0     # (a host-tier copy died with its instance)
-        req.xfer = req.xproc = req.started = req.kv_granted = None
-        nan = math.nan
-        req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = req.kv_ready_s = nan
+        # (swap space dies with its engine; a write-through copy is ``f.source``'s)
+        req.ctx0 = req.swapped = 0
+        req.xfer = req.xproc = req.started = req.kv_granted = f.loaded = None
+        if f.source is not None and kind != RESTORE:     # a restore that failed
+            self._unrestore(req)
+        if kind != RESTORE:   # (a restore keeps the record of the prompt's handoff)
+            nan = math.nan
+            req.transfer_start_s = req.transfer_end_s = req.kv_reserved_s = nan
+            req.kv_ready_s = nan
         p = self.by_name.get(req.prefill_instance)
         if kind == REHANDOFF and p.name in self.crashed:   # its owner crashed meanwhile
             kind = REPREFILL
@@ -416,6 +519,8 @@ class Faults:
         if why:
             if kind == REHANDOFF:       # the prefill side lets its copy go
                 p.release(p.kv.blocks(req.input_tokens))
+            if kind == RESTORE:
+                self._let_go(f)
             req.fail(why)
             return iter(())
         like = self.by_name.get(req.decode_instance)    # (where its KV was converted for)
@@ -427,10 +532,13 @@ class Faults:
                 req.to(State.WAIT_KV)
             req.kv_blocks = p.kv.blocks(req.input_tokens)
             return self.sim._handoff(req, p, like)
-        if kind == RECOMPUTE:
+        if kind in (RECOMPUTE, RESTORE):
             req.input_tokens += generated
             req.output_tokens -= generated
             req.reserve_out -= generated     # the client's limit counts what was written
+        if kind == RESTORE:
+            req.to(State.WAIT_KV)
+            return self._restore(req)
         req.to(State.CREATED)
         return self._route(req)
 
@@ -486,8 +594,10 @@ class Faults:
             if self.timeout_s is not None:
                 left = req.arrival_s + self.timeout_s - env.now
                 if left <= 0:
-                    _hit(req)
-                    if req.state is State.WAIT_KV:   # its prompt's KV, held on prefill
+                    f = _hit(req)
+                    if f.source is not None:        # a restore: its host copy goes
+                        self._let_go(f)
+                    elif req.state is State.WAIT_KV:   # its prompt's KV, held on prefill
                         p = self.by_name[req.prefill_instance]
                         p.release(p.kv.blocks(req.input_tokens))
                     req.fail("timeout")
@@ -512,7 +622,8 @@ class Faults:
                           {n: tuple(v) for n, v in self.outages.items()}, pools,
                           tuple(self.link_faults),
                           tuple((r.id, f.retries, f.transfers, f.recomputed, f.lost_prefill,
-                                 f.kv_bytes_lost, f.resent)
+                                 f.kv_bytes_lost, f.resent, f.restored)
                                 for r in sorted(self.sim.struck, key=lambda r: r.id)
                                 if (f := r.fault) is not None),
-                          degrades=tuple(self.degrades), kv_bytes_resent=self.kv_bytes_resent)
+                          degrades=tuple(self.degrades), kv_bytes_resent=self.kv_bytes_resent,
+                          restored=self.restored, kv_bytes_restored=self.kv_bytes_restored)

@@ -206,12 +206,27 @@ class DecodeInstance(Instance):
         token; vLLM's proxy drops that token and the decode side samples it again
         (``resample``: output steps, the first token at the end of the first)."""
         now = r.decode_start_s = self.env.now
+        if r.fault is not None and r.fault.loaded is not None:   # restored from a host copy
+            self._restart(r)
+            return
         if self.first_token and r.first_token_s != r.first_token_s:     # NaN: not yet seen
             if self.resample:
                 self._start(r, r.input_tokens, r.output_tokens)
                 return
             r.first_token_s = now
         self._start(r, r.input_tokens + 1, r.output_tokens - 1)
+
+    def _restart(self, r: Request) -> None:
+        """``r`` arrived restored from a host copy of its first ``fault.loaded`` tokens
+        (:mod:`hetsim.engine.faults`): the KV of the rest but the token this step writes is
+        recomputed inside the next iteration (as a preempted sequence's is on resuming), and
+        it decodes on from its context (prompt + generated: ``input_tokens``)."""
+        f, ctx = r.fault, r.input_tokens
+        n = ctx - 1 - f.loaded
+        f.loaded = None
+        if n > 0:
+            self._extra += self.step.time([(n, ctx - 1)]) - self.step.pm.iteration_overhead
+        self._start(r, ctx, r.output_tokens)
 
     def _start(self, r: Request, ctx: int, remaining: int) -> None:
         """Put ``r`` in the running batch at context ``ctx`` with ``remaining`` steps to go."""

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from dataclasses import replace
 
 import simpy
 
 from .instances import DecodeInstance, MixedInstance
 from .memory import BlockPool
+from .network import Port
 from .request import Request
 from .stats import InstanceStats
 
-__all__ = ["OnDemandDecodeInstance", "OnDemandMixedInstance"]
+__all__ = ["OnDemandDecodeInstance", "OnDemandMixedInstance", "WriteThroughDecodeInstance"]
 
 #: stale entries ``order`` may gather beyond twice its live ones before it is compacted
 _ORDER_SLACK = 64
@@ -196,6 +198,80 @@ class OnDemandDecodeInstance(DecodeInstance):
                              swapped_bytes=self.swapped_bytes,
                              recomputed_tokens=self.recomputed_tokens,
                              preemption_s=self.preemption_s)
+
+
+class WriteThroughDecodeInstance(OnDemandDecodeInstance):
+    """On-demand decode whose host tier is a KV store beside the engine (``kv_offload:
+    {write_through: true}``: LMCache's server, Mooncake's store): each sequence's KV is
+    written to it a chunk at a time as its chunks fill, and the store outlives an engine crash
+    (:mod:`hetsim.engine.faults` restores from it). Owns besides an on-demand decode instance:
+    ``copies`` (request id -> [tokens stored, host blocks held, still growing]),
+    ``restoring`` (host blocks of copies a restore elsewhere still reads, kept across a
+    crash) and ``host_port`` (the tier's read side, which a restore crosses).
+
+    Invariant: ``host.used`` = the blocks of ``copies`` + ``restoring`` + swapped sequences'.
+    Rule (stated in DESIGN.md): a write takes the host blocks of the chunks it adds or none;
+    the first write that does not fit ends the copy's growth for good (it stays a prefix,
+    the part of a sequence a store can serve). A copy is let go when its sequence completes
+    here, or when a crash moves it (kept only while a restore reads it).
+    NOTE (assumption): the writes overlap compute (asynchronous D2H copies on their own
+    stream) and cost no iteration time; their bytes are counted (``written_bytes``)."""
+
+    def __init__(self, *a, **kw):
+        self.copies: dict[int, list] = {}
+        self.restoring = 0
+        self.written_bytes = 0.0
+        super().__init__(*a, **kw)
+        off = self.pool.spec.kv_offload
+        self.chunk = off.chunk_tokens or self.kv.block_size
+        tp = self.pool.spec.tp
+        self.host_port = Port(f"{self.name}:host-tier", self.host_link.bandwidth * tp)
+
+    def copy_bytes(self, tokens: int) -> float:
+        """Bytes of a stored copy of ``tokens`` tokens (every rank's shard)."""
+        return (self.step.model.kv_tokens(tokens, *self._kv_format)
+                * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp)
+
+    def _schedule_growth(self, r: Request) -> None:
+        # called as a sequence starts and at each block it takes: the chunks filled by then
+        # are written (O(1) per block, no per-token event)
+        self._store(r)
+        super()._schedule_growth(r)
+
+    def _store(self, r: Request) -> None:
+        c = self.copies.get(r.id)
+        if c is None:
+            c = self.copies[r.id] = [0, 0, True]
+        if not c[2]:
+            return
+        tokens = (self._ctx(r) - 1) // self.chunk * self.chunk   # (ctx - 1 tokens hold KV)
+        if tokens <= c[0]:
+            return
+        need = self.host.blocks(tokens) - c[1]
+        if not self.host.try_reserve(need):
+            c[2] = False
+            return
+        self.written_bytes += self.copy_bytes(tokens) - self.copy_bytes(c[0])
+        c[0], c[1] = tokens, c[1] + need
+
+    def _complete(self, r: Request) -> None:
+        c = self.copies.pop(r.id, None)
+        if c is not None and c[1]:
+            self.host.release(c[1])
+        super()._complete(r)
+
+    def reset(self, host_survives: bool = False) -> None:
+        """A crash: the engine's state is gone; the store keeps only the copies restores
+        read (``restoring``, counted by the caller before the reset) if it survives."""
+        super().reset()
+        self.copies = {}
+        if not host_survives:
+            self.restoring = 0
+        elif self.restoring:
+            self.host.take(self.restoring)
+
+    def stats(self, until: float) -> InstanceStats:
+        return replace(super().stats(until), host_written_bytes=self.written_bytes)
 
 
 class OnDemandMixedInstance(MixedInstance, OnDemandDecodeInstance):

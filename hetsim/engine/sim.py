@@ -26,7 +26,7 @@ from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_state_blocks, kv_window
 from .memory import BlockPool
 from .network import PortStats
-from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance
+from .ondemand import OnDemandDecodeInstance, OnDemandMixedInstance, WriteThroughDecodeInstance
 from .records import RecordWriter
 from .request import Request, State
 from .routers import make_router
@@ -94,7 +94,9 @@ class Simulation:
         step = pool.step_model(self.model)
         kind = _KINDS[spec.role]
         # (a runtime's KV admission is in spec.kv_allocation: resolution filled it in)
-        if spec.role == "decode" and spec.on_demand:
+        if spec.role == "decode" and spec.kv_offload is not None and spec.kv_offload.write_through:
+            kind = WriteThroughDecodeInstance
+        elif spec.role == "decode" and spec.on_demand:
             kind = OnDemandDecodeInstance
         elif spec.role == "mixed" and pool.rules is not None and spec.on_demand:
             kind = OnDemandMixedInstance
@@ -340,10 +342,12 @@ class Simulation:
 
     def _check_released(self) -> None:
         """Conservation of KV: once every request has ended, every block reserved anywhere
-        (KV pools, staging buffers, host tiers, the prefill side's count of finished prompts'
-        blocks) is back."""
+        (KV pools, staging buffers, host tiers and the copies restores read from them, the
+        prefill side's count of finished prompts' blocks) is back."""
         for insts in self.instances.values():
             for i in insts:
                 pools = [i.kv, i.staging, getattr(i, "host", None)]
-                held = [p.used for p in pools if p is not None] + [getattr(i, "held", 0)]
+                held = [p.used for p in pools if p is not None] + [
+                    getattr(i, "held", 0), getattr(i, "restoring", 0),
+                    len(getattr(i, "copies", ()))]
                 assert not any(held), f"{i.name}: KV blocks not released at the end: {held}"

@@ -97,6 +97,8 @@ class InstanceStats:
     swapped_bytes: float = 0.0
     recomputed_tokens: int = 0
     preemption_s: float = 0.0   # device time spent swapping and recomputing
+    # write-through host tier (kv_offload.write_through): KV bytes written to it
+    host_written_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -112,14 +114,18 @@ class FaultStats:
     pools: dict[str, str]          # instance -> its pool
     link_faults: tuple[tuple[str, float, float], ...] = ()   # (link group, start, end)
     #: per request a fault hit: (id, retries, transfers_retried, recomputed_tokens,
-    #: lost_prefill_tokens, kv_bytes_lost, kv_bytes_resent), by id (a warm-up's requests are
-    #: left out of the summary with these)
-    by_request: tuple[tuple[int, int, int, int, int, float, float], ...] = ()
+    #: lost_prefill_tokens, kv_bytes_lost, kv_bytes_resent, kv_bytes_restored), by id (a
+    #: warm-up's requests are left out of the summary with these)
+    by_request: tuple[tuple[int, int, int, int, int, float, float, float], ...] = ()
     #: (instance, start, end) of each degrade: the instance ran slower, and stayed up
     degrades: tuple[tuple[str, float, float], ...] = ()
     #: wire bytes of KV transfers a fault cut off before they ended (each is sent again, so
     #: these crossed in vain; the records' kv_bytes are the last attempt's)
     kv_bytes_resent: float = 0.0
+    #: decoding requests restored from a surviving write-through host copy, and the KV bytes
+    #: read back (a restore that failed and fell back to recompute counts in neither)
+    restored: int = 0
+    kv_bytes_restored: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class SimResult:
 
 
 _COUNTERS = ("busy_s", "iterations", "work_s", "decode_tokens", "decode_token_s", "preemptions",
-             "swapped_bytes", "recomputed_tokens", "preemption_s")
+             "swapped_bytes", "recomputed_tokens", "preemption_s", "host_written_bytes")
 
 
 def _mean_since(at_start: float, at_end: float, t0: float, t1: float) -> float:

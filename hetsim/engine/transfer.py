@@ -185,6 +185,22 @@ class KVLink:
         if dom and dom == dp.spec.scale_up_domain:
             link = pp.scale_up
             return (p.ports.scale_up, d.ports.scale_up), link.latency + link.per_transfer_overhead
+        return self._network_path(p, d)
+
+    def restore_path(self, c, d) -> tuple[tuple[Port, ...], float]:
+        """Ports a restore from crashed instance ``c``'s write-through host tier into ``d``
+        crosses, and its setup: the tier's read side (``c.host_port``, its host link), then
+        the path a KV transfer between them takes over the network (the NICs; never the
+        scale-up fabric, which reaches device memory only). ``d`` is ``c`` itself (repaired):
+        the host link alone."""
+        host = (c.host_port,), c.host_link.latency
+        if d is c:
+            return host
+        ports, setup = self._network_path(c, d)
+        return host[0] + ports, host[1] + setup
+
+    def _network_path(self, p, d) -> tuple[tuple[Port, ...], float]:
+        pp, dp = p.pool, d.pool
         pn, dn = self.t.nics[pp.name], self.t.nics[dp.name]
         ports = [p.ports.nic, d.ports.nic]
         setup = max(pn.latency, dn.latency) + max(pn.per_transfer_overhead,
