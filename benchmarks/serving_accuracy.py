@@ -273,8 +273,10 @@ def deployment(row, role: str) -> dict:
 
 
 def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
-    # NOTE: hetsim has no attention DP: a worker's GPUs (tp x attention_dp, or moe_tp x
-    # moe_ep where that is more) are modelled as one TP group, its experts split moe_ep ways
+    # NOTE: a worker's GPUs (tp x attention_dp, or moe_tp x moe_ep where that is more) are
+    # one instance of that many GPUs, its experts split moe_ep ways; attention_dp_size > 1 is
+    # the pool's attention_dp (each rank attention TP tp_size, its own scheduler: the
+    # campaigns' batch and token knobs are per rank, as :func:`deployment` reads them)
     system, backend = row["system"], row["backend"]
     tokens, seqs = BUDGET[backend]
     acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
@@ -285,6 +287,9 @@ def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     pool = {"role": role, "accelerator": kerneldb.SYSTEMS[system], "tp": tp,
             "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
             "precision": precision(row)}
+    dp = _int(row.get(prefix + "attention_dp_size"))
+    if dp > 1:
+        pool["attention_dp"] = dp
     ep = _int(row.get(prefix + "moe_ep_size"))
     if ep > 1 and tp % ep == 0:     # experts split over ranks (a MoE model's rows only)
         pool["moe_ep"] = ep

@@ -97,6 +97,8 @@ def test_agg_concurrency_and_workers(sa):
                gemm_quant_mode="fp8_block")
     pool = sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]
     assert (pool["tp"], pool["instances"], pool["accelerator"]) == (4, 1, "b200")
+    # four attention-DP ranks of TP1 on the worker's 4 GPUs, not one TP4 group
+    assert pool["attention_dp"] == 4
     assert pool["precision"]["compute"] == "fp8" and pool["max_seqs"] == 2048
     # twice the clients of one worker's batch: two workers
     row = _row(silicon_data_source="x; silicon_concurrency=8", batch_size=4)
@@ -270,6 +272,7 @@ def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, w
     assert tuple(_int(got[k]) for k in keys) == want
     pool = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]["mixed"]
     assert pool["tp"] == want[0] * want[1]
+    assert pool.get("attention_dp", 1) == want[1]
     # the 03-25 export writes GPUs as they are; so do aic's campaigns
     early = {**row, "silicon_data_source": "source_file=2026-03-25.csv; measured=2026-03-20"}
     assert sa.parallelism(early) is early
