@@ -339,6 +339,28 @@ def parallelism(row):
     return {**row, "tp_size": tp, "attention_dp_size": dp, "moe_tp_size": 1, "moe_ep_size": g}
 
 
+def kimi_gb200_disagg(row):
+    """The row with the workers' parallelism InferenceX's Kimi-K2.5 GB200 disaggregated recipes
+    ran (docs/inferencex-minimax-kimi-knobs.md §4: the db-dump's per-role tp/ep/dp columns are
+    metadata that lost the layout). Every prefill worker is attention DP over its GPUs with
+    EP over them (vLLM TP1 x DP4 EP, TRT-LLM "dep4"); a decode worker is attention DP + EP
+    when it is the only one (every "1 x dep8/dep16/dep32" recipe) and TP + EP when there are
+    several (every "4 x tep8", "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the
+    dynamo-trt tables."""
+    if provenance(row) != "inferencex" or row.get("mode") != "disagg" \
+            or row.get("system") != "gb200" \
+            or str(row.get("model_path", "")).strip().lower() != "moonshotai/kimi-k2.5":
+        return row
+    out = dict(row)
+    for role in ("prefill_", "decode_"):
+        gpus = max(_int(row.get(role + "tp_size")) * _int(row.get(role + "attention_dp_size")),
+                   _int(row.get(role + "moe_tp_size")) * _int(row.get(role + "moe_ep_size")))
+        dp = gpus if role == "prefill_" or _int(row.get("decode_num_workers")) == 1 else 1
+        out.update({role + "tp_size": gpus // dp, role + "attention_dp_size": dp,
+                    role + "moe_tp_size": 1, role + "moe_ep_size": gpus})
+    return out
+
+
 def scenario(row, runtime: dict | None = None, spread: float = 0.0,
              requests_per_client: int = 10) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
@@ -347,7 +369,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
-    row = parallelism(row)
+    row = kimi_gb200_disagg(parallelism(row))
     spread = SPREAD.get(provenance(row), spread)
     model = model_of(row)
     if row["system"] not in kerneldb.SYSTEMS:

@@ -280,3 +280,29 @@ def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, w
 
 def _int(v):
     return 1 if v != v else int(v)
+
+
+@pytest.mark.parametrize("workers, enc, want", [
+    # a lone decode worker ran DP + EP over its GPUs (dep16), however the export wrote it
+    (1, (16, 1, 1, 1), (1, 16, 16)), (1, (8, 1, 1, 8), (1, 8, 8)),
+    # several decode workers ran TP + EP (tep8, tep4)
+    (4, (8, 1, 1, 8), (8, 1, 8)), (5, (4, 1, 1, 1), (4, 1, 4))])
+def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want):
+    keys = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+    src = "db-dump/2026-04-27; config_id=759; silicon_concurrency=4; measured=2026-04-18"
+    row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
+               backend="trtllm", silicon_data_source=src, batch_size=np.nan, tp_size=np.nan,
+               prefill_batch_size=1, prefill_num_workers=1, prefill_tp_size=4,
+               prefill_attention_dp_size=1, decode_batch_size=4, decode_num_workers=workers,
+               **{"decode_" + k: v for k, v in zip(keys, enc)})
+    got = sa.kimi_gb200_disagg(row)
+    assert (got["decode_tp_size"], got["decode_attention_dp_size"],
+            got["decode_moe_ep_size"]) == want
+    # every prefill worker: attention DP over its 4 GPUs, EP4
+    assert (got["prefill_tp_size"], got["prefill_attention_dp_size"],
+            got["prefill_moe_ep_size"]) == (1, 4, 4)
+    pools = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]
+    assert pools["decode"]["tp"] == want[0] * want[1]
+    assert pools["decode"].get("attention_dp", 1) == want[1]
+    # other campaigns and systems are read as written
+    assert sa.kimi_gb200_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
