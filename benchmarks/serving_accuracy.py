@@ -352,7 +352,9 @@ def kimi_gb200_disagg(row):
             or str(row.get("model_path", "")).strip().lower() != "moonshotai/kimi-k2.5":
         return row
     out = dict(row)
-    for role in ("prefill_", "decode_"):
+    # (a row that does not state its decode workers keeps its decode layout as written)
+    roles = ("prefill_",) if pd.isna(row.get("decode_num_workers")) else ("prefill_", "decode_")
+    for role in roles:
         gpus = max(_int(row.get(role + "tp_size")) * _int(row.get(role + "attention_dp_size")),
                    _int(row.get(role + "moe_tp_size")) * _int(row.get(role + "moe_ep_size")))
         dp = gpus if role == "prefill_" or _int(row.get("decode_num_workers")) == 1 else 1
