@@ -346,18 +346,26 @@ def kimi_gb200_disagg(row):
     EP over them (vLLM TP1 x DP4 EP, TRT-LLM "dep4"); a decode worker is attention DP + EP
     when it is the only one (every "1 x dep8/dep16/dep32" recipe) and TP + EP when there are
     several (every "4 x tep8", "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the
-    dynamo-trt tables."""
+    dynamo-trt tables. Where a row does not state its decode workers (the 2026-03-25
+    export), a decode worker of 16 or 32 GPUs is DP + EP (every such recipe is a lone dep16 or
+    dep32) and a smaller one keeps the row's layout (tep8 and dep8 both exist)."""
     if provenance(row) != "inferencex" or row.get("mode") != "disagg" \
             or row.get("system") != "gb200" \
             or str(row.get("model_path", "")).strip().lower() != "moonshotai/kimi-k2.5":
         return row
     out = dict(row)
-    # (a row that does not state its decode workers keeps its decode layout as written)
-    roles = ("prefill_",) if pd.isna(row.get("decode_num_workers")) else ("prefill_", "decode_")
-    for role in roles:
+    workers = row.get("decode_num_workers")
+    for role in ("prefill_", "decode_"):
         gpus = max(_int(row.get(role + "tp_size")) * _int(row.get(role + "attention_dp_size")),
                    _int(row.get(role + "moe_tp_size")) * _int(row.get(role + "moe_ep_size")))
-        dp = gpus if role == "prefill_" or _int(row.get("decode_num_workers")) == 1 else 1
+        if role == "prefill_" or (not pd.isna(workers) and _int(workers) == 1):
+            dp = gpus
+        elif pd.isna(workers) and gpus >= 16:   # (no recipe runs TP16 or TP32: dep16/dep32)
+            dp = gpus
+        elif pd.isna(workers):    # tep8 or dep8, tep4: the row's own layout
+            continue
+        else:
+            dp = 1
         out.update({role + "tp_size": gpus // dp, role + "attention_dp_size": dp,
                     role + "moe_tp_size": 1, role + "moe_ep_size": gpus})
     return out

@@ -308,11 +308,14 @@ def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want
     assert sa.kimi_gb200_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
 
 
-def test_kimi_gb200_decode_without_a_worker_count_is_read_as_written(sa):
+@pytest.mark.parametrize("gpus, want", [(4, (4, 1)), (8, (8, 1)), (16, (1, 16)),
+                                        (32, (1, 32))])
+def test_kimi_gb200_decode_without_a_worker_count(sa, gpus, want):
+    """Only 16- and 32-GPU decode workers are surely dep16/dep32; 8 may be tep8 or dep8."""
     src = "db-dump/2026-04-27; config_id=759; silicon_concurrency=4; measured=2026-04-18"
     row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
                backend="trtllm", silicon_data_source=src, prefill_tp_size=4,
-               decode_tp_size=4, decode_num_workers=np.nan)
+               decode_tp_size=gpus, decode_num_workers=np.nan)
     got = sa.kimi_gb200_disagg(row)
-    assert (got["decode_tp_size"], got["prefill_attention_dp_size"]) == (4, 4)
-    assert sa._int(got["decode_attention_dp_size"]) == 1
+    assert got["prefill_attention_dp_size"] == 4
+    assert (got["decode_tp_size"], sa._int(got["decode_attention_dp_size"])) == want
