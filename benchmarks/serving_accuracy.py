@@ -273,8 +273,10 @@ def deployment(row, role: str) -> dict:
 
 
 def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
-    # NOTE: hetsim has no attention DP: a worker's GPUs (tp x attention_dp, or moe_tp x
-    # moe_ep where that is more) are modelled as one TP group, its experts split moe_ep ways
+    # NOTE: a worker's GPUs (tp x attention_dp, or moe_tp x moe_ep where that is more) are
+    # one instance of that many GPUs, its experts split moe_ep ways; attention_dp_size > 1 is
+    # the pool's attention_dp (each rank attention TP tp_size, its own scheduler: the
+    # campaigns' batch and token knobs are per rank, as :func:`deployment` reads them)
     system, backend = row["system"], row["backend"]
     tokens, seqs = BUDGET[backend]
     acc = hetsim.load_accelerator(kerneldb.SYSTEMS[system])
@@ -285,6 +287,9 @@ def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     pool = {"role": role, "accelerator": kerneldb.SYSTEMS[system], "tp": tp,
             "instances": _int(row.get(prefix + "num_workers")) if prefix else agg_workers(row),
             "precision": precision(row)}
+    dp = _int(row.get(prefix + "attention_dp_size"))
+    if dp > 1:
+        pool["attention_dp"] = dp
     ep = _int(row.get(prefix + "moe_ep_size"))
     if ep > 1 and tp % ep == 0:     # experts split over ranks (a MoE model's rows only)
         pool["moe_ep"] = ep
@@ -334,6 +339,38 @@ def parallelism(row):
     return {**row, "tp_size": tp, "attention_dp_size": dp, "moe_tp_size": 1, "moe_ep_size": g}
 
 
+def kimi_gb200_disagg(row):
+    """The row with the workers' parallelism InferenceX's Kimi-K2.5 GB200 disaggregated recipes
+    ran (docs/inferencex-minimax-kimi-knobs.md §4: the db-dump's per-role tp/ep/dp columns are
+    metadata that lost the layout). Every prefill worker is attention DP over its GPUs with
+    EP over them (vLLM TP1 x DP4 EP, TRT-LLM "dep4"); a decode worker is attention DP + EP
+    when it is the only one (every "1 x dep8/dep16/dep32" recipe) and TP + EP when there are
+    several (every "4 x tep8", "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the
+    dynamo-trt tables. Where a row does not state its decode workers (the 2026-03-25
+    export), a decode worker of 16 or 32 GPUs is DP + EP (every such recipe is a lone dep16 or
+    dep32) and a smaller one keeps the row's layout (tep8 and dep8 both exist)."""
+    if provenance(row) != "inferencex" or row.get("mode") != "disagg" \
+            or row.get("system") != "gb200" \
+            or str(row.get("model_path", "")).strip().lower() != "moonshotai/kimi-k2.5":
+        return row
+    out = dict(row)
+    workers = row.get("decode_num_workers")
+    for role in ("prefill_", "decode_"):
+        gpus = max(_int(row.get(role + "tp_size")) * _int(row.get(role + "attention_dp_size")),
+                   _int(row.get(role + "moe_tp_size")) * _int(row.get(role + "moe_ep_size")))
+        if role == "prefill_" or (not pd.isna(workers) and _int(workers) == 1):
+            dp = gpus
+        elif pd.isna(workers) and gpus >= 16:   # (no recipe runs TP16 or TP32: dep16/dep32)
+            dp = gpus
+        elif pd.isna(workers):    # tep8 or dep8, tep4: the row's own layout
+            continue
+        else:
+            dp = 1
+        out.update({role + "tp_size": gpus // dp, role + "attention_dp_size": dp,
+                    role + "moe_tp_size": 1, role + "moe_ep_size": gpus})
+    return out
+
+
 def scenario(row, runtime: dict | None = None, spread: float = 0.0,
              requests_per_client: int = 10) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
@@ -342,7 +379,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
-    row = parallelism(row)
+    row = kimi_gb200_disagg(parallelism(row))
     spread = SPREAD.get(provenance(row), spread)
     model = model_of(row)
     if row["system"] not in kerneldb.SYSTEMS:

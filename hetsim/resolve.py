@@ -58,7 +58,8 @@ class ResolvedPool:
         return StepModel(model, PerfModel(self.accelerator), self.spec.tp, self.formats,
                          moe_distribution=self.moe_routing, moe_ep=self.spec.moe_ep or 1,
                          moe_compute=moe_compute(self.rules and self.rules.name,
-                                                 self.accelerator))
+                                                 self.accelerator),
+                         attention_dp=self.spec.dp)
 
     def kv_format(self) -> dict:
         """What a transfer engine cannot paper over: dtype, page size, layout, sharding."""
@@ -209,13 +210,15 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
                  memory_utilization=pool.memory_utilization, block_size=pool.block_size)
     if rules is not None:
         sizes["kv_rule"] = partial(kv_budget, rules)
-    mem = pool_fit(model, acc, pool.tp, f, **sizes)
+    mem = pool_fit(model, acc, pool.tp, f, attention_dp=pool.dp, **sizes)
     if isinstance(mem, PoolProblem):
         raise ConfigError(_in_pool(mem, name), path=f"{where}.{mem.key}" if mem.key else where)
     if rules is not None:
         rules = replace(rules, max_batch_tokens=pool.max_batch_tokens, block_size=pool.block_size)
         if rules.name == "sglang" and seqs_unset:
-            pool = replace(pool, max_seqs=sglang_max_running(mem.kv_tokens, model.max_context))
+            # (each attention-DP rank's scheduler sizes itself by its own KV)
+            pool = replace(pool, max_seqs=sglang_max_running(mem.kv_tokens // pool.dp,
+                                                             model.max_context))
         rules = replace(rules, max_seqs=pool.max_seqs)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
     side = {}

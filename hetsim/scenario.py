@@ -89,13 +89,26 @@ class Pool:
         "MoE models: expert parallelism inside the TP group (each rank holds num_experts / "
         "moe_ep experts, each split tp / moe_ep ways; TRT-LLM moe_expert_parallel_size, vLLM "
         "--enable-expert-parallel at moe_ep = tp); default 1; must divide tp", power_of_two))
+    attention_dp: int | None = field(default=None, metadata=meta(
+        "attention data parallelism: the instance's tp GPUs are attention_dp ranks, each "
+        "running attention and the non-expert layers on its own requests at TP tp / "
+        "attention_dp with those weights replicated, the routed experts over all tp GPUs "
+        "(vLLM --data-parallel-size N --enable-expert-parallel, tp = N x "
+        "--tensor-parallel-size: vllm/engine/arg_utils.py; TRT-LLM enable_attention_dp: true, "
+        "N = tp: tensorrt_llm/llmapi/llm_args.py; SGLang --enable-dp-attention --dp N, "
+        "attention TP = tp / N: python/sglang/srt/layers/dp_attention.py); each rank is its "
+        "own scheduler, so max_seqs and max_batch_tokens are per rank (the instance runs up "
+        "to attention_dp x each) and the KV capacity is attention_dp ranks'; default 1; must "
+        "divide tp", power_of_two))
     precision: str | Precision = field(default="bf16", metadata=meta(
         "bf16, or {compute, weights, kv} per runtime role"))
     max_batch_tokens: int | None = field(default=None, metadata=meta(
         "token budget of one iteration (chunked-prefill size on mixed pools); default 8192, "
-        "or the runtime's", positive))
+        "or the runtime's; with attention_dp, per rank (one prompt chunk at most this)",
+        positive))
     max_seqs: int | None = field(default=None, metadata=meta(
-        "max sequences in one iteration; default 256, or the runtime's", positive))
+        "max sequences in one iteration; default 256, or the runtime's; with attention_dp, "
+        "per rank", positive))
     memory_utilization: float | None = field(default=None, metadata=meta(
         "fraction of device memory the engine may use; default 0.9, or the runtime's rule",
         fraction))
@@ -128,6 +141,9 @@ class Pool:
                     object.__setattr__(self, k, v)
         if self.moe_ep is not None and self.tp % self.moe_ep:
             raise ConfigError(f"moe_ep={self.moe_ep} must divide tp={self.tp}", path="moe_ep")
+        if self.attention_dp is not None and self.tp % self.attention_dp:
+            raise ConfigError(f"attention_dp={self.attention_dp} must divide tp={self.tp}",
+                              path="attention_dp")
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}" + suggest(self.role, ROLES)
                               + f"; one of {', '.join(ROLES)}", path="role")
@@ -143,6 +159,11 @@ class Pool:
         if self.prefix_cache and self.role == "decode":
             raise ConfigError("prefix_cache applies to pools that prefill (prefill or mixed)",
                               path="prefix_cache")
+
+    @property
+    def dp(self) -> int:
+        """Attention data-parallel ranks per instance (1: one TP group)."""
+        return self.attention_dp or 1
 
     @property
     def on_demand(self) -> bool:
@@ -502,7 +523,7 @@ class Scenario:
         for placement in d["placements"].values():
             _drop_unset(placement)
             for pool in placement["pools"].values():
-                for k in ("runtime", "moe_ep", *GENERIC_SIZES):
+                for k in ("runtime", "moe_ep", "attention_dp", *GENERIC_SIZES):
                     if pool.get(k) is None:
                         pool.pop(k, None)
             kv = placement.get("kv_transfer") or {}

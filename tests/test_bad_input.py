@@ -252,6 +252,11 @@ scenario("unsupported-precision", pool(BASE, "decode", "tp: 1}", "tp: 1, precisi
          f"s.yaml: {P_DECODE}.precision: a100-sxm does not compute in fp8")
 scenario("tp-not-power-of-two", pool(BASE, "decode", "tp: 1", "tp: 3"),
          f"s.yaml: {P_DECODE}.tp: must be a power of two, got 3")
+scenario("attention-dp-not-power-of-two",
+         pool(BASE, "decode", "tp: 1", "tp: 8, attention_dp: 3"),
+         f"s.yaml: {P_DECODE}.attention_dp: must be a power of two, got 3")
+scenario("attention-dp-over-tp", pool(BASE, "decode", "tp: 1", "tp: 2, attention_dp: 4"),
+         f"s.yaml: {P_DECODE}.attention_dp: attention_dp=4 must divide tp=2")
 scenario("model-does-not-fit", sub(BASE, "llama-3.1-8b", "llama-3.1-405b"),
          f"s.yaml: {P_MIXED}: pool 'mixed': llama-3.1-405b does not fit")
 scenario("colocated-with-kv-link", sub(BASE, "max_batch_tokens: 2048}\n",

@@ -20,7 +20,7 @@ class Step:
     pm = SimpleNamespace(iteration_overhead=1.0)
     model = SimpleNamespace(sliding_window=None, linear_attention=None,
                             kv_tokens=lambda n, *fmt: n)
-    formats, tp = SimpleNamespace(kv="bf16"), 1
+    formats, tp, attn_tp = SimpleNamespace(kv="bf16"), 1, 1
 
     def time(self, chunks=(), n_logits_prefill=0, decode_n=0, decode_ctx=0,
              decode_window_ctx=None):

@@ -97,6 +97,8 @@ def test_agg_concurrency_and_workers(sa):
                gemm_quant_mode="fp8_block")
     pool = sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]
     assert (pool["tp"], pool["instances"], pool["accelerator"]) == (4, 1, "b200")
+    # four attention-DP ranks of TP1 on the worker's 4 GPUs, not one TP4 group
+    assert pool["attention_dp"] == 4
     assert pool["precision"]["compute"] == "fp8" and pool["max_seqs"] == 2048
     # twice the clients of one worker's batch: two workers
     row = _row(silicon_data_source="x; silicon_concurrency=8", batch_size=4)
@@ -270,6 +272,7 @@ def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, w
     assert tuple(_int(got[k]) for k in keys) == want
     pool = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]["mixed"]
     assert pool["tp"] == want[0] * want[1]
+    assert pool.get("attention_dp", 1) == want[1]
     # the 03-25 export writes GPUs as they are; so do aic's campaigns
     early = {**row, "silicon_data_source": "source_file=2026-03-25.csv; measured=2026-03-20"}
     assert sa.parallelism(early) is early
@@ -277,3 +280,42 @@ def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, w
 
 def _int(v):
     return 1 if v != v else int(v)
+
+
+@pytest.mark.parametrize("workers, enc, want", [
+    # a lone decode worker ran DP + EP over its GPUs (dep16), however the export wrote it
+    (1, (16, 1, 1, 1), (1, 16, 16)), (1, (8, 1, 1, 8), (1, 8, 8)),
+    # several decode workers ran TP + EP (tep8, tep4)
+    (4, (8, 1, 1, 8), (8, 1, 8)), (5, (4, 1, 1, 1), (4, 1, 4))])
+def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want):
+    keys = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+    src = "db-dump/2026-04-27; config_id=759; silicon_concurrency=4; measured=2026-04-18"
+    row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
+               backend="trtllm", silicon_data_source=src, batch_size=np.nan, tp_size=np.nan,
+               prefill_batch_size=1, prefill_num_workers=1, prefill_tp_size=4,
+               prefill_attention_dp_size=1, decode_batch_size=4, decode_num_workers=workers,
+               **{"decode_" + k: v for k, v in zip(keys, enc)})
+    got = sa.kimi_gb200_disagg(row)
+    assert (got["decode_tp_size"], got["decode_attention_dp_size"],
+            got["decode_moe_ep_size"]) == want
+    # every prefill worker: attention DP over its 4 GPUs, EP4
+    assert (got["prefill_tp_size"], got["prefill_attention_dp_size"],
+            got["prefill_moe_ep_size"]) == (1, 4, 4)
+    pools = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]
+    assert pools["decode"]["tp"] == want[0] * want[1]
+    assert pools["decode"].get("attention_dp", 1) == want[1]
+    # other campaigns and systems are read as written
+    assert sa.kimi_gb200_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
+
+
+@pytest.mark.parametrize("gpus, want", [(4, (4, 1)), (8, (8, 1)), (16, (1, 16)),
+                                        (32, (1, 32))])
+def test_kimi_gb200_decode_without_a_worker_count(sa, gpus, want):
+    """Only 16- and 32-GPU decode workers are surely dep16/dep32; 8 may be tep8 or dep8."""
+    src = "db-dump/2026-04-27; config_id=759; silicon_concurrency=4; measured=2026-04-18"
+    row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
+               backend="trtllm", silicon_data_source=src, prefill_tp_size=4,
+               decode_tp_size=gpus, decode_num_workers=np.nan)
+    got = sa.kimi_gb200_disagg(row)
+    assert got["prefill_attention_dp_size"] == 4
+    assert (got["decode_tp_size"], sa._int(got["decode_attention_dp_size"])) == want

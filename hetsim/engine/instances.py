@@ -18,7 +18,7 @@ from collections import deque
 import simpy
 
 from ..runtimes import pad_batch
-from .loop import Instance
+from .loop import Instance, attention_ranks
 from .request import Request, State
 from .stats import InstanceStats, Timeline
 
@@ -165,9 +165,12 @@ class DecodeInstance(Instance):
         r = self.rules
         #: vLLM's disaggregated proxy: the decode side samples the first token again
         self.resample = r is not None and r.name == "vllm"
-        # a decode-only step runs padded to the next captured graph size
-        self._pad = ([pad_batch(r, n) for n in range(r.graph_sizes[-1] + 1)]
-                     if r is not None and r.cuda_graphs and r.graph_padding else None)
+        # a decode-only step runs padded to the next captured graph size; with attention DP
+        # each rank pads its own share: dp x the padded ceil(n / dp) (the step model's split)
+        dp = attention_ranks(self.pool.spec)
+        self._pad = ([pad_batch(r, n) for n in range(r.graph_sizes[-1] + 1)] if dp == 1 else
+                     [dp * pad_batch(r, -(-n // dp)) for n in range(dp * r.graph_sizes[-1] + 1)]
+                     ) if r is not None and r.cuda_graphs and r.graph_padding else None
 
     def fits(self, req: Request) -> bool:
         """The KV reserved for ``req`` (prompt + the output a reserving scheduler assumes)
@@ -386,12 +389,12 @@ class MixedInstance(DecodeInstance):
     def accepts(self, req: Request) -> bool:
         """``req``'s prompt can run here: its KV fits, and without chunked prefill the prompt
         is within the budget (a KV handed over from a remote prefill needs ``fits`` only)."""
-        return self.fits(req) and (self.chunked or req.input_tokens <= self.max_tokens)
+        return self.fits(req) and (self.chunked or req.input_tokens <= self.chunk_tokens)
 
     def refusal(self, req: Request, whose: str = "the instance's") -> str:
         if not self.fits(req):
             return super().refusal(req, whose)
-        return (f"prompt over the token budget ({self.max_tokens}) without chunked prefill "
+        return (f"prompt over the token budget ({self.chunk_tokens}) without chunked prefill "
                 f"(the runtime rejects it)")
 
     def submit(self, req: Request) -> simpy.Event:

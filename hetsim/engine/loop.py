@@ -27,7 +27,7 @@ from .policy import SchedulerPolicy, policy_for
 from .request import Request, State
 from .stats import InstanceStats, KVStats
 
-__all__ = ["Instance", "Hang", "kv_window", "kv_state_blocks"]
+__all__ = ["Instance", "Hang", "kv_window", "kv_state_blocks", "attention_ranks"]
 
 
 class Hang(float):
@@ -53,10 +53,15 @@ def kv_state_blocks(step: StepModel, block_size: int) -> int:
     return math.ceil(m.kv_tokens(0, *kv_format(step)) / block_size)
 
 
+def attention_ranks(spec) -> int:
+    """A pool spec's attention data-parallel ranks per instance (1 where it sets none)."""
+    return getattr(spec, "attention_dp", None) or 1
+
+
 def kv_format(step: StepModel) -> tuple[str, int]:
     """(KV format, TP): the arguments of ``model.kv_tokens`` for a sequence on ``step``'s
     instance (they matter only to a linear-attention model's state)."""
-    return step.formats.kv, step.tp
+    return step.formats.kv, step.attn_tp
 
 
 class Instance:
@@ -72,7 +77,12 @@ class Instance:
                  policy: SchedulerPolicy | None = None):
         self.env, self.name, self.pool, self.step = env, name, pool, step
         spec = pool.spec
-        self.max_tokens, self.max_seqs = spec.max_batch_tokens, spec.max_seqs
+        # NOTE: with attention DP each of the dp ranks is its own scheduler with these limits:
+        # the instance runs up to dp x each, one prompt chunk at most one rank's budget
+        # (``chunk_tokens``); its step model splits the batch over the ranks
+        dp = attention_ranks(spec)
+        self.max_tokens, self.max_seqs = spec.max_batch_tokens * dp, spec.max_seqs * dp
+        self.chunk_tokens = spec.max_batch_tokens
         self.rules = rules = pool.rules      # the serving runtime's (None: idealised)
         self.policy = policy if policy is not None else policy_for(rules)
         self.overlap = rules is not None and rules.overlap

@@ -125,13 +125,16 @@ class FcfsPolicy:
 
 
 def _split(inst, budget: int) -> tuple[list, list]:
-    """Running prompts in admission order take what is left of the step's token budget."""
+    """Running prompts in admission order take what is left of the step's token budget, each
+    at most ``inst.chunk_tokens`` (one attention-DP rank's budget: a chunk runs on one rank;
+    without attention DP the step's whole budget)."""
     chunks, plan = [], []
+    cap = inst.chunk_tokens
     for entry in inst.prefilling:
         if budget <= 0:
             break
         r, done = entry
-        c = min(r.input_tokens - done, budget)
+        c = min(r.input_tokens - done, budget, cap)
         chunks.append((c, done + c))
         plan.append((entry, c))
         budget -= c

@@ -28,9 +28,10 @@ class PoolProblem:
 def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
              max_batched_tokens: int = 8192, max_seqs: int = 256,
              memory_utilization: float = 0.9, block_size: int = 16,
-             kv_rule=None) -> MemoryPlan | PoolProblem:
+             kv_rule=None, attention_dp: int = 1) -> MemoryPlan | PoolProblem:
     """The pool's memory plan, or its first problem, checked in the order precision, scale-up
-    domain, heads, memory. The keyword arguments are :func:`memory_plan`'s."""
+    domain, heads, memory. The keyword arguments are :func:`memory_plan`'s (with attention
+    DP the heads are split tp / attention_dp ways)."""
     f = Formats.of(formats)
     why = unsupported(acc, f.compute)
     if why:
@@ -44,13 +45,15 @@ def pool_fit(model, acc, tp: int, formats: "str | Formats", *,
     if acc.scale_up and tp > acc.scale_up.domain_size:
         return PoolProblem("tp", f"tp={tp} exceeds {acc.name}'s scale-up domain of "
                                  f"{acc.scale_up.domain_size}")
-    if model.num_heads % tp:
-        return PoolProblem("tp", f"tp={tp} does not divide {model.name}'s {model.num_heads} "
+    atp = tp // attention_dp
+    if model.num_heads % atp:
+        what = f"tp={tp}" if attention_dp == 1 else f"tp / attention_dp = {atp}"
+        return PoolProblem("tp", f"{what} does not divide {model.name}'s {model.num_heads} "
                                  f"heads")
     try:
         return memory_plan(model, acc, tp, f, max_batched_tokens=max_batched_tokens,
                            max_seqs=max_seqs, memory_utilization=memory_utilization,
-                           block_size=block_size, kv_rule=kv_rule)
+                           block_size=block_size, kv_rule=kv_rule, attention_dp=attention_dp)
     except ConfigError as e:
         return PoolProblem("", e.message)
 

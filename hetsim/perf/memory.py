@@ -16,9 +16,10 @@ class MemoryPlan:
     weight_bytes: float
     activation_bytes: float
     kv_bytes: float
-    kv_bytes_per_token: float  # per rank
+    kv_bytes_per_token: float  # per device (its share at the attention TP)
     kv_tokens: int             # tokens of full-attention KV the instance can hold (a
-    #                            sequence of n tokens takes model.kv_tokens(n) of them)
+    #                            sequence of n tokens takes model.kv_tokens(n) of them);
+    #                            with attention DP, N ranks' (each holds its own requests')
     kv_blocks: int
     block_size: int
 
@@ -29,7 +30,7 @@ class MemoryPlan:
 
 def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 8192,
                 max_seqs: int = 256, memory_utilization: float = 0.9,
-                block_size: int = 16, kv_rule=None) -> MemoryPlan:
+                block_size: int = 16, kv_rule=None, attention_dp: int = 1) -> MemoryPlan:
     """Split one device's memory; raise ConfigError if the model leaves no room for KV.
 
     NOTE: vLLM-style accounting: ``memory_utilization`` of HBM is usable (the rest covers the
@@ -37,6 +38,14 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
     the activation workspace is sized for the largest iteration (``max_batched_tokens``) plus
     fp32 logits for ``max_seqs``. ``kv_rule(total, weights, activations) -> KV bytes``
     replaces that split with a serving runtime's own (:func:`hetsim.runtimes.kv_budget`).
+
+    ``attention_dp`` N > 1: the tp devices are N ranks of attn_tp = tp / N; everything but the
+    routed experts (attention, dense layers, shared experts, embeddings, LM head) is sharded
+    attn_tp ways and replicated over the ranks, the routed experts tp ways; each rank keeps
+    its own requests' KV at attn_tp sharding, so the instance holds N ranks' KV (for MLA,
+    whose latent every TP rank replicates, N x what TP alone gives). ``max_batched_tokens``
+    and ``max_seqs`` are per rank (the runtimes' flags are each rank scheduler's); the
+    experts' activations are sized for every rank's tokens.
     """
     why = model_problem(model)
     if why:
@@ -44,28 +53,43 @@ def memory_plan(model, acc, tp: int, precision, *, max_batched_tokens: int = 819
     f = Formats.of(precision)
     usable = acc.hbm_bytes * memory_utilization
     # experts (gpt-oss, Kimi-K2.5) or attention (Kimi-K2.5 NVFP4) in their own format
-    if getattr(model, "expert_weights", None) or getattr(model, "attention_weights", None):
+    n, atp = attention_dp, tp // attention_dp
+    if n > 1:
+        weights = _dp_weight_bytes(model, f.weights, tp, atp)
+    elif getattr(model, "expert_weights", None) or getattr(model, "attention_weights", None):
         weights = model.weight_bytes(f.weights) / tp
     else:
         weights = model.num_params() / tp * PRECISION_BYTES[f.weights]
     act_b = 4.0 if f.compute in ("fp32", "tf32") else 2.0
     h, ffn = model.hidden_size, (model.moe.expert_ffn_size * model.moe.top_k if model.moe
                                  else model.ffn_size)
-    per_token = (4 * h + (model.num_heads + 2 * model.num_kv_heads) * model.head_dim / tp
-                 + 3 * ffn / tp) * act_b
-    activations = max_batched_tokens * per_token + max_seqs * model.vocab_size / tp * 4.0
+    # (a dense model's FFN is per rank at atp; an MoE's experts see every rank's tokens)
+    ffn_share = 3 * ffn * n / tp if model.moe else 3 * ffn / atp
+    per_token = (4 * h + (model.num_heads + 2 * model.num_kv_heads) * model.head_dim / atp
+                 + ffn_share) * act_b
+    activations = max_batched_tokens * per_token + max_seqs * model.vocab_size / atp * 4.0
     kv = (usable - weights - activations if kv_rule is None
           else kv_rule(acc.hbm_bytes, weights, activations))
-    per_tok = model.kv_bytes_per_token(f.kv, tp)
-    tokens = int(kv // per_tok) if kv > 0 else 0
+    per_tok = model.kv_bytes_per_token(f.kv, atp)
+    tokens = int(kv // per_tok) if kv > 0 else 0     # one rank's
     if tokens < block_size:
         need = (weights + activations) / 1e9
         raise ConfigError(
-            f"{model.name} does not fit on {acc.name} at tp={tp} ({f.weights} weights): needs "
+            f"{model.name} does not fit on {acc.name} at tp={tp}"
+            f"{f' (attention_dp={n})' if n > 1 else ''} ({f.weights} weights): needs "
             f"{need:.1f} GB per device before KV, {usable / 1e9:.1f} GB usable; raise tp or use "
             f"a narrower weight format")
-    return MemoryPlan(usable, weights, activations, kv, per_tok, (tokens // block_size) *
-                      block_size, tokens // block_size, block_size)
+    blocks = n * (tokens // block_size)     # whole blocks per rank, N ranks
+    return MemoryPlan(usable, weights, activations, kv, per_tok, blocks * block_size, blocks,
+                      block_size)
+
+
+def _dp_weight_bytes(model, weights: str, tp: int, atp: int) -> float:
+    """Weight bytes per device under attention DP: the routed experts sharded tp ways, the
+    rest (attention, dense FFN, shared experts, router, embeddings) attn_tp ways."""
+    total = model.weight_bytes(weights)
+    routed = model.expert_params(shared=False) * PRECISION_BYTES[model.expert_format(weights)]
+    return (total - routed) / atp + routed / tp
 
 
 def model_problem(model) -> str | None:

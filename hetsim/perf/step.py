@@ -8,8 +8,14 @@ decode the sum over sequences of min(context, window), which the engine keeps as
 context sum (DESIGN.md, "Sliding-window layers and mxfp4 experts"). Linear-attention layers
 (Qwen3.5's Gated DeltaNet) have their own projections and a recurrence whose cost depends on
 the new tokens and the batch, never on the context (DESIGN.md, "Linear-attention layers").
+With attention data parallelism (``attention_dp`` N > 1) the instance's tp GPUs are N ranks,
+each running attention and the non-expert layers on its own requests at TP tp / N, and the
+routed experts run over every rank's tokens on all tp GPUs (DESIGN.md, "Attention data
+parallelism"); a step then takes its slowest rank.
 """
 from __future__ import annotations
+
+import heapq
 
 from ..errors import ConfigError
 from ..precision import PRECISION_BYTES, Formats, unsupported
@@ -29,12 +35,19 @@ MOE_DISTRIBUTION = "balanced"
 
 
 class StepModel:
-    """Iteration time for ``model`` at tensor parallelism ``tp`` on ``pm``'s accelerator."""
+    """Iteration time for ``model`` at tensor parallelism ``tp`` on ``pm``'s accelerator;
+    ``attention_dp`` N > 1: the tp GPUs are N attention data-parallel ranks of TP tp / N each
+    (:meth:`_dp_time`)."""
 
     def __init__(self, model, pm: PerfModel, tp: int = 1, precision: "str | Formats" = "bf16",
                  moe_distribution: str = MOE_DISTRIBUTION, moe_ep: int = 1,
-                 moe_compute: "dict[str, str] | None" = None):
+                 moe_compute: "dict[str, str] | None" = None, attention_dp: int = 1):
         self.model, self.pm, self.tp = model, pm, tp
+        if attention_dp < 1 or tp % attention_dp:
+            raise ConfigError(f"attention_dp={attention_dp} must divide tp={tp}")
+        #: attention data-parallel ranks, and the TP of each: attention, the dense layers,
+        #: shared experts, router, norms and the LM head are sharded attn_tp ways (tp at N = 1)
+        self.attention_dp, self.attn_tp = attention_dp, tp // attention_dp
         #: expert parallelism inside the TP group: a measured MoE grid of (tp / ep, ep) times
         #: the layer; without one the routed experts are costed TP-sharded either way
         self.moe_ep = moe_ep
@@ -54,8 +67,9 @@ class StepModel:
             (p for p in ("bf16", "fp16") if acc.supports(p)), f.compute)
         self.act_bytes = PRECISION_BYTES["fp32" if f.compute in ("fp32", "tf32") else "bf16"]
         m = model
-        self.heads = max(1, m.num_heads // tp)
-        self.kv_heads = m.kv_heads_per_rank(tp)
+        atp = self.attn_tp
+        self.heads = max(1, m.num_heads // atp)
+        self.kv_heads = m.kv_heads_per_rank(atp)
         # the routed experts' stored format: f.weights unless the checkpoint's is narrower
         # (mxfp4, int4-g32); shared experts are stored as the rest of the model (f.weights)
         self.expert_weights = m.expert_format(f.weights)
@@ -70,9 +84,10 @@ class StepModel:
         self.window = m.sliding_window
         #: the linear-attention layers (None: none)
         self.linear = None if m.linear_attention is None else LinearLayers(
-            m.linear_attention, pm, tp, m.hidden_size, self.act_bytes, self.attn_precision)
+            m.linear_attention, pm, atp, m.hidden_size, self.act_bytes, self.attn_precision)
         self._full_layers = m.full_attention_layers
         self._dense_cache: dict[tuple[int, int], float] = {}
+        self._experts_cache: dict[int, float] = {}   # attention DP: all tokens -> experts
         self._prompt_cache: dict[tuple[int, int, int], float] = {}   # see time()
         self._layer_gemms = self._gemm_shapes()
         #: activations a full-attention layer's projections read and write per token
@@ -95,6 +110,10 @@ class StepModel:
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
             self._measured_forms(moe_distribution)
+        if attention_dp > 1:
+            # NOTE: the rank split replaces the whole-instance sums; at N = 1 nothing is
+            # rebound, so that path is the very code (and floats) it was
+            self._time, self.decode_time = self._dp_time, self._dp_decode_time
 
     @property
     def measured_moe(self) -> bool:
@@ -142,15 +161,15 @@ class StepModel:
 
     def _ffn_time(self, n_tok: int, size: int, experts_m: float | None = None,
                   n_experts: float = 1.0, weights: str | None = None,
-                  compute: str | None = None) -> float:
-        """Dense FFN of ``size`` (sharded by TP); for experts, ``n_experts`` groups of
-        ``experts_m`` tokens run as one grouped GEMM (one launch). ``weights``: the stored
-        format of these weights, ``compute`` the format they are computed in (default: the
-        pool's)."""
+                  compute: str | None = None, tp: int | None = None) -> float:
+        """Dense FFN of ``size`` (sharded ``tp`` ways, default the attention TP); for experts,
+        ``n_experts`` groups of ``experts_m`` tokens run as one grouped GEMM (one launch).
+        ``weights``: the stored format of these weights, ``compute`` the format they are
+        computed in (default: the pool's)."""
         m, pm = self.model, self.pm
         wf = weights or self.formats.weights
         cf = compute or self.formats.compute
-        h, fs = m.hidden_size, max(1, size // self.tp)
+        h, fs = m.hidden_size, max(1, size // (tp or self.attn_tp))
         up = 2 * fs if m.gated_ffn else fs
         rows = n_tok if experts_m is None else max(1, int(-(-experts_m // 1)))
         # NOTE: the groups share one launch each for up and down: its fixed cost (a measured
@@ -160,9 +179,12 @@ class StepModel:
              + pm.gemm_time(rows, h, fs, cf, wf) - 2 * launch)
         return t * n_experts + 2 * launch
 
-    def _layer_dense_time(self, n_tok: int, layer_is_moe: bool, linear: bool = False) -> float:
+    def _layer_dense_time(self, n_tok: int, layer_is_moe: bool, linear: bool = False,
+                          routed: bool = True) -> float:
         """One layer but its attention (or recurrence): projections, FFN or experts, norms,
-        KV write, all-reduces. ``linear``: a linear-attention layer's projections, no KV."""
+        KV write, all-reduces. ``linear``: a linear-attention layer's projections, no KV.
+        ``routed`` False (attention DP): one rank's part of an MoE layer, its routed experts
+        and their token exchange left to :meth:`experts_time`, one all-reduce (attention's)."""
         m, pm, f = self.model, self.pm, self.formats
         gemms = self.linear.gemms if linear else self._layer_gemms
         t = sum(pm.gemm_time(n_tok, n, k, *self.attn_gemm) for n, k in gemms)
@@ -171,20 +193,23 @@ class StepModel:
             t += pm.gemm_time(n_tok, e.num_experts, m.hidden_size, self.attn_precision)
             # NOTE: a measured MoE grid times aiconfigurator's MoE op, the fused routed-experts
             # kernels alone (router GEMM, shared experts and all-reduce are charged as without)
-            t += self._moe_form(n_tok) if self._moe_form is not None else \
-                self._routed_analytic(n_tok)
+            if routed:
+                t += self._moe_form(n_tok) if self._moe_form is not None else \
+                    self._routed_analytic(n_tok)
             if e.shared_experts:
                 t += self._ffn_time(n_tok, e.expert_ffn_size * e.shared_experts)
         else:
             t += self._ffn_time(n_tok, m.ffn_size)
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
-        h, fs = m.hidden_size, m.ffn_size // self.tp
+        atp = self.attn_tp
+        h, fs = m.hidden_size, m.ffn_size // atp
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
                                         + (self.linear.act if linear else self._attn_act))
         # windowed layers write KV too; a linear layer's state write is its recurrence's
-        kv_write = 0.0 if linear else n_tok * m.kv_layer_bytes(f.kv, self.tp)
+        kv_write = 0.0 if linear else n_tok * m.kv_layer_bytes(f.kv, atp)
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
-        t += 2 * pm.allreduce_time(n_tok * h * self.act_bytes, self.tp)
+        reduces = 1 if layer_is_moe and not routed else 2
+        t += reduces * pm.allreduce_time(n_tok * h * self.act_bytes, atp)
         return t
 
     def _routed_analytic(self, n_tok: float) -> float:
@@ -195,29 +220,56 @@ class StepModel:
         routed = n_tok * e.top_k
         active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
         return self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
-                              self.expert_weights, self.expert_compute)
+                              self.expert_weights, self.expert_compute, self.tp)
+
+    @property
+    def _moe_layers(self) -> int:
+        m = self.model
+        return 0 if not m.moe else m.num_layers - m.moe.first_dense_layers
 
     def dense_time(self, n_tok: int, n_logits: int) -> float:
-        """Everything but attention for ``n_tok`` new tokens, ``n_logits`` of which need logits."""
+        """Everything but attention for ``n_tok`` new tokens, ``n_logits`` of which need
+        logits. Under attention DP: one rank's ``n_tok`` tokens, the routed experts left out
+        (they run over every rank's tokens: :meth:`experts_time`)."""
         key = (n_tok, n_logits)
         t = self._dense_cache.get(key)
         if t is None:
             m, pm = self.model, self.pm
-            n_moe = 0 if not m.moe else m.num_layers - m.moe.first_dense_layers
+            n_moe = self._moe_layers
+            routed = self.attention_dp == 1
             t = 0.0
             if n_tok and self.linear is not None:
-                t += self._hybrid_dense_time(n_tok, n_moe)
+                t += self._hybrid_dense_time(n_tok, n_moe, routed)
             elif n_tok:
                 t += (m.num_layers - n_moe) * self._layer_dense_time(n_tok, False)
                 if n_moe:
-                    t += n_moe * self._layer_dense_time(n_tok, True)
+                    t += n_moe * self._layer_dense_time(n_tok, True, routed=routed)
             if n_logits:
-                t += pm.gemm_time(n_logits, max(1, m.vocab_size // self.tp), m.hidden_size,
+                t += pm.gemm_time(n_logits, max(1, m.vocab_size // self.attn_tp), m.hidden_size,
                                   self.attn_precision)
             self._dense_cache[key] = t
         return t
 
-    def _hybrid_dense_time(self, n_tok: int, n_moe: int) -> float:
+    def experts_time(self, n_tok: int) -> float:
+        """Attention DP: the routed experts of every MoE layer over ``n_tok`` tokens (all the
+        ranks' together) on the tp GPUs (``moe_ep`` as given), and their token exchange.
+        NOTE: the exchange is an all-gather of every rank's hidden states before the experts
+        and a reduce-scatter of their outputs after: together the two halves of a ring
+        all-reduce of the gathered tokens (same steps, same bytes per link), so it is costed
+        as ``allreduce_time`` of ``n_tok`` tokens over tp (the profile's collective model)."""
+        t = self._experts_cache.get(n_tok)
+        if t is None:
+            t = 0.0
+            if n_tok and self._moe_layers:
+                moe = (self._moe_form(n_tok) if self._moe_form is not None
+                       else self._routed_analytic(n_tok))
+                xchg = self.pm.allreduce_time(n_tok * self.model.hidden_size * self.act_bytes,
+                                              self.tp)
+                t = self._moe_layers * (moe + xchg)
+            self._experts_cache[n_tok] = t
+        return t
+
+    def _hybrid_dense_time(self, n_tok: int, n_moe: int, routed: bool = True) -> float:
         """:meth:`dense_time`'s layers for a model with linear-attention layers.
         NOTE: the count of each kind is kept, not the pattern; the linear layers are counted
         among the MoE layers first (Qwen3.5: every layer is MoE, so the split is exact)."""
@@ -229,7 +281,7 @@ class StepModel:
                                    (lin - lin_moe, False, True), (n_moe - lin_moe, True, False),
                                    (lin_moe, True, True)):
             if count:
-                t += count * self._layer_dense_time(n_tok, moe, linear)
+                t += count * self._layer_dense_time(n_tok, moe, linear, routed)
         return t
 
     # --- attention -----------------------------------------------------------------------
@@ -386,6 +438,57 @@ class StepModel:
                 t += self.decode_attention_time(batch, total_ctx, window_ctx)
         return t + self._iteration_overhead
 
+    # --- attention data parallelism ------------------------------------------------------
+    def _dp_time(self, chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx):
+        """:meth:`time` under attention DP (N ranks). Decodes split evenly (ranks 0 .. r - 1
+        hold one more where N does not divide them); a prompt chunk stays whole on one rank,
+        the largest first to the rank holding the fewest tokens (ties: the lowest rank), and
+        the first ``n_logits_prefill`` chunks are the ones finishing their prompt (the
+        schedulers list those first: ``policy._split``). Each rank's attention and non-expert
+        layers run on its own tokens; the routed experts wait for every rank (their exchange
+        is a barrier each MoE layer), so the step is the slowest rank's part plus
+        :meth:`experts_time` of all the tokens."""
+        n = self.attention_dp
+        base, extra = divmod(decode_n, n)
+        dec = [base + (r < extra) for r in range(n)]
+        mine: list[list] = [[] for _ in range(n)]
+        logits = [0] * n
+        load = [(dec[r], r) for r in range(n)]     # (tokens, rank): a heap, least first
+        heapq.heapify(load)
+        for i in sorted(range(len(chunks)), key=lambda i: -chunks[i][0]):
+            tokens, r = heapq.heappop(load)
+            mine[r].append(chunks[i])
+            logits[r] += i < n_logits_prefill
+            heapq.heappush(load, (tokens + chunks[i][0], r))
+        slowest = 0.0
+        for r in range(n):
+            b, own = dec[r], mine[r]
+            q = sum(c for c, _ in own)
+            t = self.dense_time(q + b, logits[r] + b)
+            if own:
+                t += self.prefill_attention_time(own)
+            if b:
+                t += self._rank_decode_attention(b, decode_n, decode_ctx, decode_window_ctx)
+            slowest = t if t > slowest else slowest
+        q_all = sum(q for q, _ in chunks)
+        return slowest + self.experts_time(q_all + decode_n) + self.pm.iteration_overhead
+
+    def _rank_decode_attention(self, b: int, batch: int, total_ctx: int,
+                               window_ctx: int | None) -> float:
+        """Decode attention of a rank holding ``b`` of the ``batch`` sequences: the context
+        sums scaled by b / batch, rounded up (NOTE: the ranks' contexts are not tracked
+        apart; an even split of the batch is taken to split its context evenly too)."""
+        win = None if window_ctx is None else -(-window_ctx * b // batch)
+        return self.decode_attention_time(b, -(-total_ctx * b // batch), win)
+
+    def _dp_decode_time(self, batch: int, total_ctx: int, window_ctx: int | None = None) -> float:
+        """:meth:`decode_time` under attention DP: the slowest rank holds ceil(batch / N)
+        sequences (:meth:`_dp_time`'s split, the same sums in the same order); O(1)."""
+        b = -(-batch // self.attention_dp)
+        t = self.dense_time(b, b)
+        if batch:
+            t += self._rank_decode_attention(b, batch, total_ctx, window_ctx)
+        return t + self.experts_time(batch) + self._iteration_overhead
 
 def band_pairs(q: int, kv: int, window: int) -> int:
     """(query, key) pairs of a chunk of ``q`` queries ending at position ``kv`` (1-based, so the
