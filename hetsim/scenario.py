@@ -166,6 +166,12 @@ class Pool:
         return self.attention_dp or 1
 
     @property
+    def attn_tp(self) -> int:
+        """The ranks one sequence's KV is sharded over: tp / :attr:`dp` (a request lives on one
+        attention data-parallel rank), so its KV bytes are per-device bytes x this."""
+        return self.tp // self.dp
+
+    @property
     def on_demand(self) -> bool:
         """Decode KV grows block by block and may preempt (vLLM-style)."""
         return (self.kv_allocation == "on-demand" or self.preemption is not None

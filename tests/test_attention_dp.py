@@ -229,3 +229,30 @@ def test_the_shipped_scenario_holds_n_ranks_of_mla_kv():
     assert dp8.memory.weight_bytes > tp8.memory.weight_bytes
     assert sc.to_dict()["placements"]["tp1-dp8"]["pools"]["mixed"]["attention_dp"] == 8
     assert "attention_dp" not in sc.to_dict()["placements"]["tp8"]["pools"]["mixed"]
+
+
+@pytest.mark.parametrize("decode_dp", [1, 8])
+def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
+    """A request's KV lives on one attention data-parallel rank (tp / N GPUs): the wire carries
+    that group's shards, not the whole instance's. Kimi-K2.5's MLA latent is whole on every
+    rank, so TP8 receives 8 copies and 8 DP ranks of TP1 one: bytes = tokens x latent bytes
+    per token x layers x attn_tp."""
+    dec = {"role": "decode", "accelerator": "b200-sxm", "instances": 1, "tp": 8, "moe_ep": 8}
+    if decode_dp > 1:
+        dec["attention_dp"] = decode_dp
+    raw = {"name": "adp-wire", "model": "kimi-k2.5",
+           "workload": {"requests": 3, "seed": 1, "arrival": {"process": "poisson",
+                                                                 "rate_rps": 1.0},
+                        "input_tokens": {"dist": "fixed", "value": 1000},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 10, "tpot_s": 1},
+           "placements": {"p": {"pools": {
+               "prefill": {"role": "prefill", "accelerator": "b200-sxm", "instances": 1,
+                           "tp": 8, "moe_ep": 8},
+               "decode": dec}, "kv_link": "roce-400g"}}}
+    from hetsim.scenario import parse_scenario
+    res = hetsim.run(parse_scenario(raw, "adp-wire.yaml"))
+    m = hetsim.load_model("kimi-k2.5")
+    latent = (m.mla.kv_lora_rank + m.mla.qk_rope_dim) * 2 * m.num_layers   # bf16 KV
+    want = 1000 * latent * (8 // decode_dp)
+    assert res.requests["kv_bytes"].tolist() == pytest.approx([want] * 3)

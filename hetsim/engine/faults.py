@@ -424,7 +424,7 @@ class Faults:
         pool = inst.pool
         m, fmt = inst.step.model, kv_format(inst.step)
         lost = ((m.kv_tokens(tokens, *fmt) - (m.kv_tokens(kept, *fmt) if kept else 0))
-                * pool.memory.kv_bytes_per_token * pool.spec.tp)
+                * pool.memory.kv_bytes_per_token * pool.spec.attn_tp)
         self.kv_bytes_lost += lost
         h = _hit(r)
         h.recomputed += tokens - kept

@@ -87,10 +87,10 @@ def make_codec(steps, src, dst, wire_fmt: str, layers: int) -> Codec:
     ratio = steps.ratio
     if ratio is None:   # a named codec: the element-size ratio (resolution checked it shrinks)
         ratio = PRECISION_BYTES[steps.codec] / PRECISION_BYTES[wire_fmt]
-    enc = _rate(steps.encode_bytes_per_s, PerfModel(src.accelerator), ratio, src.spec.tp,
+    enc = _rate(steps.encode_bytes_per_s, PerfModel(src.accelerator), ratio, src.spec.attn_tp,
                 layers)
     # decoding reads the codes and writes the KV back: the same pass the other way round
-    dec = _rate(steps.decode_bytes_per_s, PerfModel(dst.accelerator), ratio, dst.spec.tp,
+    dec = _rate(steps.decode_bytes_per_s, PerfModel(dst.accelerator), ratio, dst.spec.attn_tp,
                 layers)
     return Codec(ratio, enc, dec)
 

@@ -57,7 +57,7 @@ class OnDemandDecodeInstance(DecodeInstance):
                               state=self.kv.state)
         if spec.kv_offload is not None:
             self.host.capacity = int(spec.kv_offload.capacity_gb * 1e9 // (
-                self.pool.memory.kv_bytes_per_token * spec.tp * spec.block_size))
+                self.pool.memory.kv_bytes_per_token * spec.attn_tp * spec.block_size))
         self.host_link = self.pool.offload_link
         #: blocks taken per growth: token-granular pages (SGLang's page 1) grow 16 tokens at
         #: a time, one heap event per 16 tokens instead of per token (a sequence holds at most
@@ -156,7 +156,8 @@ class OnDemandDecodeInstance(DecodeInstance):
             v.swapped = self.host.blocks(held)
             tokens = self.step.model.kv_tokens(held, *self._kv_format)   # window, state
             self._charge(self._swap_time(tokens))
-            self.swapped_bytes += tokens * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp
+            self.swapped_bytes += (tokens * self.pool.memory.kv_bytes_per_token
+                                   * self.pool.spec.attn_tp)
         self.kv.release(blocks)
         v.kv_blocks = 0
         self.preempted.appendleft(v)
@@ -228,9 +229,9 @@ class WriteThroughDecodeInstance(OnDemandDecodeInstance):
         self.host_port = Port(f"{self.name}:host-tier", self.host_link.bandwidth * tp)
 
     def copy_bytes(self, tokens: int) -> float:
-        """Bytes of a stored copy of ``tokens`` tokens (every rank's shard)."""
+        """Bytes of a stored copy of ``tokens`` tokens (every shard of its rank's group)."""
         return (self.step.model.kv_tokens(tokens, *self._kv_format)
-                * self.pool.memory.kv_bytes_per_token * self.pool.spec.tp)
+                * self.pool.memory.kv_bytes_per_token * self.pool.spec.attn_tp)
 
     def _schedule_growth(self, r: Request) -> None:
         # called as a sequence starts and at each block it takes: the chunks filled by then

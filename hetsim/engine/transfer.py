@@ -146,18 +146,19 @@ class KVLink:
         m, conv = self.model, self.t.conversion
         mismatch = bool(kv_mismatch(src, dst))
         side = conv if mismatch and conv != "none" else None
-        # What the receiver's ranks must get, in the format on the wire.
+        # What the receiver's ranks must get, in the format on the wire (the sequence's
+        # shards: one attention data-parallel rank's group holds it, attn_tp = tp at dp 1)
         wire_fmt = dst.formats.kv if side == "prefill" else src.formats.kv
-        wire = m.kv_bytes_per_token(wire_fmt, dst.spec.tp) * dst.spec.tp
+        wire = m.kv_bytes_per_token(wire_fmt, dst.spec.attn_tp) * dst.spec.attn_tp
         if side is None:
             return _Pair(wire, None, None, 0.0, wire_fmt)
         at = src if side == "prefill" else dst
         pm = PerfModel(at.accelerator)
-        b_in = m.kv_bytes_per_token(src.formats.kv, at.spec.tp)
-        b_out = m.kv_bytes_per_token(dst.formats.kv, at.spec.tp)
+        b_in = m.kv_bytes_per_token(src.formats.kv, at.spec.attn_tp)
+        b_out = m.kv_bytes_per_token(dst.formats.kv, at.spec.attn_tp)
         conv_s = (lambda n, pm=pm, a=b_in, b=b_out, L=m.num_layers:
                   pm.kv_convert_time(n * a, n * b, L))
-        return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.tp, wire_fmt)
+        return _Pair(wire, side, conv_s, (b_in + b_out) * at.spec.attn_tp, wire_fmt)
 
     def convert(self, req: Request, pair: _Pair, d) -> float:
         """Charge ``req``'s conversion on the pair (to decode instance ``d``); its seconds.
@@ -242,7 +243,7 @@ class KVLink:
         send = self._send if self.steps is None else self._send_steps
         # NOTE: a windowed layer sends only the window's KV, a linear layer its state (kv_tokens
         # counts both, the state in tokens of the wire's format: its bytes exactly)
-        nbytes = self.model.kv_tokens(req.input_tokens, pair.fmt, d.step.tp) * pair.wire
+        nbytes = self.model.kv_tokens(req.input_tokens, pair.fmt, d.step.attn_tp) * pair.wire
         yield from send(req, p, d, nbytes, h)
         p.release(prefill_blocks)
         if staged:   # from the staging buffer into the decode KV pool: a local copy pass,
@@ -323,7 +324,7 @@ class KVLink:
         req.transfer_end_s = env.now
         s = cost.steps
         self.log.append(TransferRecord(
-            req.id, cost.index, req.kv_bytes, wire, descriptors * d.pool.spec.tp, cost.setup_s,
+            req.id, cost.index, req.kv_bytes, wire, descriptors * d.pool.spec.attn_tp, cost.setup_s,
             cost.descriptors_s, encode, cost.sent_s - joined, s.get("serialize", 0.0),
             s.get("wire", 0.0), s.get("deserialize", 0.0), env.now - decoded))
 
