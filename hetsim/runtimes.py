@@ -39,8 +39,8 @@ GIB = 2 ** 30
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
 #: (2026-12-02, with the MiniMax, Kimi and Qwen3.5 rows: vLLM 175 rows, SGLang 72, TRT-LLM 52)
-STEP_OVERHEAD_S = {"vllm": 0.00102, "sglang": 0.00145, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0338, "sglang": 0.226, "trtllm": 0.0278}
+STEP_OVERHEAD_S = {"vllm": 0.000822, "sglang": 0.00145, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0362, "sglang": 0.226, "trtllm": 0.0278}
 
 @dataclass(frozen=True)
 class RuntimeSpec:
