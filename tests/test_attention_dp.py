@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import hetsim
 from hetsim import runtimes
-from hetsim.engine.instances import DecodeInstance, MixedInstance
+from hetsim.engine.instances import DecodeInstance, MixedInstance, PrefillInstance
+from hetsim.engine.ondemand import OnDemandDecodeInstance
 from hetsim.errors import ConfigError
 from hetsim.models import ModelConfig
 from hetsim.model_parts import MLA, MoE
@@ -186,6 +187,21 @@ def test_each_rank_is_a_scheduler_the_instance_runs_n_times_its_limits():
     assert (m.max_seqs, m.max_tokens, m.chunk_tokens) == (12, 64, 16)
     env, m = make(MixedInstance, "mixed", max_tokens=16, max_seqs=3)
     assert (m.max_seqs, m.max_tokens, m.chunk_tokens) == (3, 16, 16)
+
+
+@pytest.mark.parametrize("kind, role", [(PrefillInstance, "prefill"), (DecodeInstance, "decode"),
+                                        (OnDemandDecodeInstance, "decode"),
+                                        (MixedInstance, "mixed")])
+def test_a_request_must_fit_one_ranks_kv(kind, role):
+    """A request lives on one rank: 100 blocks of 4 tokens over 4 ranks is 25 blocks (100
+    tokens) a rank, so a 100-token sequence fits and a 104-token one does not, though the
+    instance's pool holds 400 tokens (without attention DP both fit)."""
+    fit, over = (req(0, 100, 1), req(1, 104, 1)) if role == "prefill" else (
+        req(0, 60, 40), req(1, 60, 44))
+    env, i = make(kind, role, kv_blocks=100, attention_dp=4)
+    assert i.fits(fit) and not i.fits(over)
+    env, i = make(kind, role, kv_blocks=100)
+    assert i.fits(fit) and i.fits(over)
 
 
 def test_a_prompt_chunk_is_at_most_one_ranks_budget():
