@@ -272,3 +272,26 @@ def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
     latent = (m.mla.kv_lora_rank + m.mla.qk_rope_dim) * 2 * m.num_layers   # bf16 KV
     want = 1000 * latent * (8 // decode_dp)
     assert res.requests["kv_bytes"].tolist() == pytest.approx([want] * 3)
+
+
+@pytest.mark.parametrize("prefill_tp, mismatch", [(8, ["tp 8 vs 1"]), (1, [])])
+def test_kv_sharding_is_the_ranks_attention_tp(prefill_tp, mismatch):
+    """A decode pool of tp 8 as 8 attention-DP ranks keeps each sequence's KV whole on one GPU
+    (GQA heads sharded attn_tp = 1 ways): a TP8 prefill's KV must be resharded for it, a TP1
+    prefill's arrives as it is held."""
+    from hetsim.resolve import kv_mismatch
+    from hetsim.scenario import parse_scenario
+    raw = {"name": "adp-shard", "model": "llama-3.1-8b",
+           "workload": {"requests": 1, "seed": 1, "arrival": {"process": "poisson",
+                                                                 "rate_rps": 1.0},
+                        "input_tokens": {"dist": "fixed", "value": 100},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 10, "tpot_s": 1},
+           "placements": {"p": {"pools": {
+               "prefill": {"role": "prefill", "accelerator": "h100-sxm", "instances": 1,
+                           "tp": prefill_tp},
+               "decode": {"role": "decode", "accelerator": "h100-sxm", "instances": 1,
+                          "tp": 8, "attention_dp": 8}}, "kv_link": "roce-400g"}}}
+    _, placements = resolve_scenario(parse_scenario(raw, "adp-shard.yaml"))
+    pools = placements["p"].pools
+    assert kv_mismatch(pools["prefill"], pools["decode"]) == mismatch
