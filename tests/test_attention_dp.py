@@ -247,6 +247,21 @@ def test_the_shipped_scenario_holds_n_ranks_of_mla_kv():
     assert "attention_dp" not in sc.to_dict()["placements"]["tp8"]["pools"]["mixed"]
 
 
+def _disagg(model, requests, prompt, prefill, decode):
+    """A one-placement scenario ``p`` of ``prefill`` and ``decode`` pools over roce-400g:
+    ``requests`` of ``prompt`` tokens, 4 out."""
+    from hetsim.scenario import parse_scenario
+    raw = {"name": "adp", "model": model,
+           "workload": {"requests": requests, "seed": 1,
+                        "arrival": {"process": "poisson", "rate_rps": 1.0},
+                        "input_tokens": {"dist": "fixed", "value": prompt},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 10, "tpot_s": 1},
+           "placements": {"p": {"pools": {"prefill": prefill, "decode": decode},
+                                "kv_link": "roce-400g"}}}
+    return parse_scenario(raw, "adp.yaml")
+
+
 @pytest.mark.parametrize("decode_dp", [1, 8])
 def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
     """A request's KV lives on one attention data-parallel rank (tp / N GPUs): the wire carries
@@ -256,18 +271,8 @@ def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
     dec = {"role": "decode", "accelerator": "b200-sxm", "instances": 1, "tp": 8, "moe_ep": 8}
     if decode_dp > 1:
         dec["attention_dp"] = decode_dp
-    raw = {"name": "adp-wire", "model": "kimi-k2.5",
-           "workload": {"requests": 3, "seed": 1, "arrival": {"process": "poisson",
-                                                                 "rate_rps": 1.0},
-                        "input_tokens": {"dist": "fixed", "value": 1000},
-                        "output_tokens": {"dist": "fixed", "value": 4}},
-           "slo": {"ttft_s": 10, "tpot_s": 1},
-           "placements": {"p": {"pools": {
-               "prefill": {"role": "prefill", "accelerator": "b200-sxm", "instances": 1,
-                           "tp": 8, "moe_ep": 8},
-               "decode": dec}, "kv_link": "roce-400g"}}}
-    from hetsim.scenario import parse_scenario
-    res = hetsim.run(parse_scenario(raw, "adp-wire.yaml"))
+    pre = {"role": "prefill", "accelerator": "b200-sxm", "instances": 1, "tp": 8, "moe_ep": 8}
+    res = hetsim.run(_disagg("kimi-k2.5", 3, 1000, pre, dec))
     m = hetsim.load_model("kimi-k2.5")
     latent = (m.mla.kv_lora_rank + m.mla.qk_rope_dim) * 2 * m.num_layers   # bf16 KV
     want = 1000 * latent * (8 // decode_dp)
@@ -280,18 +285,9 @@ def test_kv_sharding_is_the_ranks_attention_tp(prefill_tp, mismatch):
     (GQA heads sharded attn_tp = 1 ways): a TP8 prefill's KV must be resharded for it, a TP1
     prefill's arrives as it is held."""
     from hetsim.resolve import kv_mismatch
-    from hetsim.scenario import parse_scenario
-    raw = {"name": "adp-shard", "model": "llama-3.1-8b",
-           "workload": {"requests": 1, "seed": 1, "arrival": {"process": "poisson",
-                                                                 "rate_rps": 1.0},
-                        "input_tokens": {"dist": "fixed", "value": 100},
-                        "output_tokens": {"dist": "fixed", "value": 4}},
-           "slo": {"ttft_s": 10, "tpot_s": 1},
-           "placements": {"p": {"pools": {
-               "prefill": {"role": "prefill", "accelerator": "h100-sxm", "instances": 1,
-                           "tp": prefill_tp},
-               "decode": {"role": "decode", "accelerator": "h100-sxm", "instances": 1,
-                          "tp": 8, "attention_dp": 8}}, "kv_link": "roce-400g"}}}
-    _, placements = resolve_scenario(parse_scenario(raw, "adp-shard.yaml"))
+    pre = {"role": "prefill", "accelerator": "h100-sxm", "instances": 1, "tp": prefill_tp}
+    dec = {"role": "decode", "accelerator": "h100-sxm", "instances": 1, "tp": 8,
+           "attention_dp": 8}
+    _, placements = resolve_scenario(_disagg("llama-3.1-8b", 1, 100, pre, dec))
     pools = placements["p"].pools
     assert kv_mismatch(pools["prefill"], pools["decode"]) == mismatch
