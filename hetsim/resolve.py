@@ -62,9 +62,11 @@ class ResolvedPool:
                          attention_dp=self.spec.dp)
 
     def kv_format(self) -> dict:
-        """What a transfer engine cannot paper over: dtype, page size, layout, sharding."""
+        """What a transfer engine cannot paper over: dtype, page size, layout, sharding (a
+        sequence's KV is sharded over its attention data-parallel rank's GPUs: attn_tp, which
+        is tp without attention DP)."""
         return {"dtype": self.formats.kv, "block_size": self.spec.block_size,
-                "layout": self.spec.kv_layout, "tp": self.spec.tp}
+                "layout": self.spec.kv_layout, "tp": self.spec.attn_tp}
 
 
 def kv_mismatch(src: ResolvedPool, dst: ResolvedPool) -> list[str]:

@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import hetsim
 from hetsim import runtimes
-from hetsim.engine.instances import DecodeInstance, MixedInstance
+from hetsim.engine.instances import DecodeInstance, MixedInstance, PrefillInstance
+from hetsim.engine.ondemand import OnDemandDecodeInstance
 from hetsim.errors import ConfigError
 from hetsim.models import ModelConfig
 from hetsim.model_parts import MLA, MoE
@@ -188,6 +189,21 @@ def test_each_rank_is_a_scheduler_the_instance_runs_n_times_its_limits():
     assert (m.max_seqs, m.max_tokens, m.chunk_tokens) == (3, 16, 16)
 
 
+@pytest.mark.parametrize("kind, role", [(PrefillInstance, "prefill"), (DecodeInstance, "decode"),
+                                        (OnDemandDecodeInstance, "decode"),
+                                        (MixedInstance, "mixed")])
+def test_a_request_must_fit_one_ranks_kv(kind, role):
+    """A request lives on one rank: 100 blocks of 4 tokens over 4 ranks is 25 blocks (100
+    tokens) a rank, so a 100-token sequence fits and a 104-token one does not, though the
+    instance's pool holds 400 tokens (without attention DP both fit)."""
+    fit, over = (req(0, 100, 1), req(1, 104, 1)) if role == "prefill" else (
+        req(0, 60, 40), req(1, 60, 44))
+    env, i = make(kind, role, kv_blocks=100, attention_dp=4)
+    assert i.fits(fit) and not i.fits(over)
+    env, i = make(kind, role, kv_blocks=100)
+    assert i.fits(fit) and i.fits(over)
+
+
 def test_a_prompt_chunk_is_at_most_one_ranks_budget():
     """A 40-token prompt on ranks of budget 16 runs in chunks of 16, 16, 8 ([0, 3), [3, 6),
     [6, 8): first token at 8), though the instance's step has 64 tokens; its one decode
@@ -231,6 +247,21 @@ def test_the_shipped_scenario_holds_n_ranks_of_mla_kv():
     assert "attention_dp" not in sc.to_dict()["placements"]["tp8"]["pools"]["mixed"]
 
 
+def _disagg(model, requests, prompt, prefill, decode):
+    """A one-placement scenario ``p`` of ``prefill`` and ``decode`` pools over roce-400g:
+    ``requests`` of ``prompt`` tokens, 4 out."""
+    from hetsim.scenario import parse_scenario
+    raw = {"name": "adp", "model": model,
+           "workload": {"requests": requests, "seed": 1,
+                        "arrival": {"process": "poisson", "rate_rps": 1.0},
+                        "input_tokens": {"dist": "fixed", "value": prompt},
+                        "output_tokens": {"dist": "fixed", "value": 4}},
+           "slo": {"ttft_s": 10, "tpot_s": 1},
+           "placements": {"p": {"pools": {"prefill": prefill, "decode": decode},
+                                "kv_link": "roce-400g"}}}
+    return parse_scenario(raw, "adp.yaml")
+
+
 @pytest.mark.parametrize("decode_dp", [1, 8])
 def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
     """A request's KV lives on one attention data-parallel rank (tp / N GPUs): the wire carries
@@ -240,19 +271,23 @@ def test_a_sequences_transfer_is_one_rank_groups_kv(decode_dp):
     dec = {"role": "decode", "accelerator": "b200-sxm", "instances": 1, "tp": 8, "moe_ep": 8}
     if decode_dp > 1:
         dec["attention_dp"] = decode_dp
-    raw = {"name": "adp-wire", "model": "kimi-k2.5",
-           "workload": {"requests": 3, "seed": 1, "arrival": {"process": "poisson",
-                                                                 "rate_rps": 1.0},
-                        "input_tokens": {"dist": "fixed", "value": 1000},
-                        "output_tokens": {"dist": "fixed", "value": 4}},
-           "slo": {"ttft_s": 10, "tpot_s": 1},
-           "placements": {"p": {"pools": {
-               "prefill": {"role": "prefill", "accelerator": "b200-sxm", "instances": 1,
-                           "tp": 8, "moe_ep": 8},
-               "decode": dec}, "kv_link": "roce-400g"}}}
-    from hetsim.scenario import parse_scenario
-    res = hetsim.run(parse_scenario(raw, "adp-wire.yaml"))
+    pre = {"role": "prefill", "accelerator": "b200-sxm", "instances": 1, "tp": 8, "moe_ep": 8}
+    res = hetsim.run(_disagg("kimi-k2.5", 3, 1000, pre, dec))
     m = hetsim.load_model("kimi-k2.5")
     latent = (m.mla.kv_lora_rank + m.mla.qk_rope_dim) * 2 * m.num_layers   # bf16 KV
     want = 1000 * latent * (8 // decode_dp)
     assert res.requests["kv_bytes"].tolist() == pytest.approx([want] * 3)
+
+
+@pytest.mark.parametrize("prefill_tp, mismatch", [(8, ["tp 8 vs 1"]), (1, [])])
+def test_kv_sharding_is_the_ranks_attention_tp(prefill_tp, mismatch):
+    """A decode pool of tp 8 as 8 attention-DP ranks keeps each sequence's KV whole on one GPU
+    (GQA heads sharded attn_tp = 1 ways): a TP8 prefill's KV must be resharded for it, a TP1
+    prefill's arrives as it is held."""
+    from hetsim.resolve import kv_mismatch
+    pre = {"role": "prefill", "accelerator": "h100-sxm", "instances": 1, "tp": prefill_tp}
+    dec = {"role": "decode", "accelerator": "h100-sxm", "instances": 1, "tp": 8,
+           "attention_dp": 8}
+    _, placements = resolve_scenario(_disagg("llama-3.1-8b", 1, 100, pre, dec))
+    pools = placements["p"].pools
+    assert kv_mismatch(pools["prefill"], pools["decode"]) == mismatch

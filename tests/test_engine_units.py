@@ -35,6 +35,7 @@ def pool(role, kv_blocks=100, max_tokens=64, max_seqs=8, rules=None, **spec):
                         role=role, prefix_cache=None, preemption_policy="recompute",
                         kv_offload=None, tp=1)
     s.__dict__.update(spec)
+    s.attn_tp = s.tp // (spec.get("attention_dp") or 1)     # as scenario.Pool.attn_tp
     return SimpleNamespace(name=role, spec=s, cache_link=None, offload_link=None, rules=rules,
                            memory=SimpleNamespace(kv_blocks=kv_blocks, kv_bytes_per_token=1.0))
 

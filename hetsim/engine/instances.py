@@ -63,7 +63,7 @@ class PrefillInstance(Instance):
         return area / until if until > 0 else 0.0
 
     def fits(self, req: Request) -> bool:
-        return self.kv.blocks(req.input_tokens) <= self.kv.capacity
+        return self.kv.blocks(req.input_tokens) <= self.rank_capacity
 
     def submit(self, req: Request) -> simpy.Event:
         """Queue a prompt; the returned event fires when its prefill (first token) is done."""
@@ -174,8 +174,8 @@ class DecodeInstance(Instance):
 
     def fits(self, req: Request) -> bool:
         """The KV reserved for ``req`` (prompt + the output a reserving scheduler assumes)
-        fits in the whole cache."""
-        return self.kv.blocks(req.input_tokens + req.reserve_out) <= self.kv.capacity
+        fits in the whole cache (one attention-DP rank's share: a request lives on one)."""
+        return self.kv.blocks(req.input_tokens + req.reserve_out) <= self.rank_capacity
 
     def refusal(self, req: Request, whose: str = "the instance's") -> str:
         """Why ``req`` does not fit here (``fits`` is False)."""

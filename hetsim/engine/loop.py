@@ -83,6 +83,9 @@ class Instance:
         dp = attention_ranks(spec)
         self.max_tokens, self.max_seqs = spec.max_batch_tokens * dp, spec.max_seqs * dp
         self.chunk_tokens = spec.max_batch_tokens
+        #: attention DP ranks: a request lives on one, so its KV must fit one rank's share
+        #: of the block pool (``rank_capacity``), though the pool is the N ranks' together
+        self.dp = dp
         self.rules = rules = pool.rules      # the serving runtime's (None: idealised)
         self.policy = policy if policy is not None else policy_for(rules)
         self.overlap = rules is not None and rules.overlap
@@ -228,6 +231,12 @@ class Instance:
 
     def _after(self) -> None:
         raise NotImplementedError
+
+    @property
+    def rank_capacity(self) -> int:
+        """KV blocks one attention data-parallel rank holds: what one request may take (the
+        whole pool without attention DP)."""
+        return self.kv.capacity // self.dp
 
     def reset(self) -> None:
         """A crash: everything on the instance is gone (its requests are moved by

@@ -72,8 +72,8 @@ class OnDemandDecodeInstance(DecodeInstance):
 
     def fits(self, req: Request) -> bool:
         """The whole sequence it will grow to fits in the cache (nothing is reserved for an
-        output limit: the KV grows as tokens come)."""
-        return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.kv.capacity
+        output limit: the KV grows as tokens come; one attention-DP rank's share)."""
+        return self.kv.blocks(req.input_tokens + req.output_tokens) <= self.rank_capacity
 
     def _idle(self) -> simpy.Event:
         return self.kv.wait_release() | self._sleep() if self.preempted else self._sleep()
