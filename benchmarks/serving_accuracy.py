@@ -326,7 +326,10 @@ def parallelism(row):
     ``tp 1, dp 4, moe 1 x 4`` and ``tp 1, dp 16, moe 4 x 4``). Where a row has expert
     parallelism and moe_tp x moe_ep and tp x attention_dp are the same perfect square G^2 > G,
     the worker has G GPUs, every one an expert-parallel rank (vLLM's EP spans TP x DP): the
-    larger of tp and attention_dp is divided by G."""
+    larger of tp and attention_dp is divided by G. ``batch_size`` is per attention-DP rank
+    (``batch_size x attention_dp_size`` is the worker's clients in both exports: 64 clients
+    are ``batch 64, dp 1`` in the 03-25 export and ``batch 16, dp 4`` in the 04-06 one), so
+    where dp is divided the batch is multiplied: one worker keeps all its clients."""
     if provenance(row) != "inferencex" or row.get("mode") != "agg" \
             or "2026-03-25.csv" in str(row.get("silicon_data_source", "")):
         return row
@@ -335,8 +338,14 @@ def parallelism(row):
     g = int(round(moe ** 0.5))
     if _int(row.get("moe_ep_size")) < 2 or g < 2 or g * g != moe or tp * dp != moe:
         return row
-    tp, dp = (tp, dp // g) if dp >= tp else (tp // g, dp)
-    return {**row, "tp_size": tp, "attention_dp_size": dp, "moe_tp_size": 1, "moe_ep_size": g}
+    batch = row.get("batch_size")
+    if dp >= tp:
+        dp //= g
+        batch = batch if pd.isna(batch) else batch * g
+    else:
+        tp //= g
+    return {**row, "tp_size": tp, "attention_dp_size": dp, "moe_tp_size": 1, "moe_ep_size": g,
+            "batch_size": batch}
 
 
 def kimi_gb200_disagg(row):
@@ -371,6 +380,22 @@ def kimi_gb200_disagg(row):
     return out
 
 
+def unreplayable(row) -> str:
+    """Why a row cannot be replayed as measured ("" where it can). InferenceX's H100 vLLM
+    gpt-oss docker script passed the client ``--max-concurrency 512`` from IX@d22bf9ca9
+    (2025-11-21) until IX@4e135fd3f (2025-12-08) while the server kept ``--max-num-seqs`` at
+    the sweep's CONC (4-64) and sent ``10 x CONC`` prompts (docs/inferencex-gptoss-knobs.md §1,
+    §2.2): its rows say 512 clients, and the CONC the server ran (its cap and its request
+    count) is not recorded."""
+    if provenance(row) == "inferencex" and row["backend"] == "vllm" \
+            and row["system"] == "h100_sxm" and concurrency(row) == 512 \
+            and _checkpoint(row)[0] == "openai/gpt-oss-120b" \
+            and "2025-11-21" <= _measured_on(row) <= "2025-12-08":
+        return ("InferenceX's H100 gpt-oss client ran 512 clients against a server capped at "
+                "an unrecorded CONC (IX@d22bf9ca9 to IX@4e135fd3f)")
+    return ""
+
+
 def scenario(row, runtime: dict | None = None, spread: float = 0.0,
              requests_per_client: int = 10) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
@@ -379,6 +404,8 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
     own spread."""
+    if why := unreplayable(row):
+        raise ConfigError(why)
     row = kimi_gb200_disagg(parallelism(row))
     spread = SPREAD.get(provenance(row), spread)
     model = model_of(row)

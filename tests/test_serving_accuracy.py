@@ -278,6 +278,39 @@ def test_inferencex_squared_parallelism_is_read_as_the_gpus_it_ran_on(sa, enc, w
     assert sa.parallelism(early) is early
 
 
+def test_squared_attention_dp_rows_keep_every_client_on_one_worker(sa):
+    """The 04-06 export's ``batch 16, dp 4, moe 1 x 16`` at 64 clients is the 03-25 export's
+    ``batch 64, dp 1, moe 1 x 4``: one TP4 worker serving all 64 clients, not four workers of
+    16 (which hid the measured 20 s of KV-bound queueing)."""
+    keys = ("tp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+    src = "source_file=2026-04-06.csv; silicon_concurrency=64; measured=2026-03-28"
+    squared = _row(**{**MINIMAX, **dict(zip(keys, (4, 4, 1, 16))), "batch_size": 16,
+                      "silicon_data_source": src})
+    plain = {**squared, **dict(zip(keys, (4, 1, 1, 4))), "batch_size": 64,
+             "silicon_data_source": src.replace("04-06", "03-25")}
+    for row in (squared, plain):
+        sc = sa.scenario(row, runtime={})
+        pool = sc["placements"]["measured"]["pools"]["mixed"]
+        assert (pool["instances"], pool["tp"], pool.get("attention_dp", 1)) == (1, 4, 1)
+        assert sc["workload"]["arrival"]["concurrency"] == 64
+
+
+@pytest.mark.parametrize("conc, day, system, skip", [
+    (512, "2025-12-05", "h100_sxm", True), (512, "2025-12-08", "h100_sxm", True),
+    (64, "2025-12-05", "h100_sxm", False),     # the slurm twin's rows: CONC on both sides
+    (512, "2025-12-05", "b200_sxm", False),    # B200's server cap is 512 (no bug)
+    (512, "2026-01-10", "h100_sxm", False)])   # after IX@4e135fd3f
+def test_gpt_oss_h100_rows_of_the_client_bug_window_are_not_replayed(sa, conc, day, system, skip):
+    src = (f"source_file=2026-04-06.csv; model=GPT-OSS-120B; silicon_concurrency={conc}; "
+           f"measured={day}T00:00:00.000Z; wip=False; image=vllm/vllm-openai:v0.11.2")
+    row = _row(model_path="openai/gpt-oss-120b", system=system, isl=1024, osl=1024,
+               batch_size=conc, silicon_data_source=src)
+    assert bool(sa.unreplayable(row)) is skip
+    if skip:
+        got = sa.simulate(row, runtime={})
+        assert "unrecorded CONC" in got["skipped"] and "hetsim_ttft_ms" not in got
+
+
 def _int(v):
     return 1 if v != v else int(v)
 
