@@ -243,7 +243,9 @@ def deployment(row, role: str) -> dict:
     - inferencex: docs/inferencex-gptoss-knobs.md (SemiAnalysisAI/InferenceX scripts, commit
       per row there): TRT-LLM max_num_tokens 20000, KV memory 0.85, fp8 KV on B200; vLLM
       max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05 (gpt-oss);
-      docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`)."""
+      docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`; Kimi's
+      GB200 dynamo-trt recipes, §4.2: :data:`KIMI_GB200_TRT`; their decode ``stream_interval
+      100`` is not modelled)."""
     src, backend = provenance(row), row["backend"]
     model = str(row["model_path"]).strip().lower()
     batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))
@@ -260,6 +262,16 @@ def deployment(row, role: str) -> dict:
         out.update(max_batch_tokens=20000, memory_utilization=0.85)
         if system == "b200_sxm":
             out["kv"] = "fp8"
+    elif (recipe := kimi_gb200_trt_recipe(row)) is not None and role == "prefill":
+        # every ctx worker: max_num_tokens 16384, max_batch_size 16 (1k) or 2 (8k), KV fp8 in
+        # 0.4 of free memory, overlap scheduler off (§4.2)
+        out.update(max_batch_tokens=16384, max_seqs=16 if isl <= 1024 else 2,
+                   memory_utilization=0.4, kv="fp8", runtime={"overlap": False})
+    elif recipe is not None and role == "decode":
+        # gen: max_num_tokens = max_batch_size (per attention-DP rank, as hetsim reads it:
+        # assumed, §4.2 did not check), KV fp8, the recipe's memory fraction
+        out.update(max_seqs=recipe[2], max_batch_tokens=recipe[2], memory_utilization=recipe[3],
+                   kv="fp8")
     elif src == "inferencex" and backend == "vllm" and model == "minimaxai/minimax-m2.5":
         out.update(minimax_vllm(row))
     elif src == "inferencex" and backend == "vllm" and model == "moonshotai/kimi-k2.5" \
@@ -348,6 +360,40 @@ def parallelism(row):
             "batch_size": batch}
 
 
+#: InferenceX's Kimi-K2.5 GB200 dynamo-trt recipes (docs/inferencex-minimax-kimi-knobs.md §4.2,
+#: NVIDIA/srt-slurm@94903bdb ``recipes/kimi2.5/trtllm_dynamo/disagg/gb200Nvfp4/*/STP``):
+#: (isl, clients, decode GPUs) -> (prefill workers, decode workers, decode max_batch_size,
+#: decode free_gpu_memory_fraction). The 2026-03-25 export's "wip" rows (measured 2026-04-02)
+#: name no workers; their client counts are these recipes' own (666, 2253, 4301, 6452, 333,
+#: 615, 2151 ...), so their layouts are taken from them (assumed: the recipes were committed
+#: on 04-10, after those runs).
+KIMI_GB200_TRT = {
+    **{(1024, c, 8): (1, 4, 128, 0.9) for c in (4, 192, 360, 668)},
+    **{(1024, c, 4): (1, 5, 8, 0.9) for c in (5, 15, 30, 55)},
+    (1024, 666, 16): (1, 1, 32, 0.75), (1024, 2253, 32): (1, 1, 64, 0.7),
+    (1024, 4301, 8): (1, 1, 768, 0.8), (1024, 6452, 8): (1, 1, 768, 0.8),
+    (1024, 4301, 16): (2, 1, 256, 0.75), (1024, 4301, 32): (2, 1, 128, 0.7),
+    (8192, 4, 8): (1, 4, 1, 0.9), (8192, 156, 4): (1, 4, 32, 0.9),
+    **{(8192, c, 4): (1, 5, 16, 0.9) for c in (5, 15, 30, 60, 105)},
+    (8192, 333, 16): (2, 1, 16, 0.8), (8192, 615, 16): (3, 1, 32, 0.8),
+    (8192, 2151, 8): (5, 1, 256, 0.8), (8192, 2253, 16): (7, 1, 128, 0.8)}
+
+
+def _kimi_gb200(row) -> bool:
+    return provenance(row) == "inferencex" and row.get("mode") == "disagg" \
+        and row.get("system") == "gb200" \
+        and str(row.get("model_path", "")).strip().lower() == "moonshotai/kimi-k2.5"
+
+
+def kimi_gb200_trt_recipe(row) -> tuple | None:
+    """The dynamo-trt recipe a Kimi-K2.5 GB200 row ran (:data:`KIMI_GB200_TRT`), or None."""
+    if not _kimi_gb200(row) or row.get("backend") != "trtllm":
+        return None
+    gpus = max(_int(row.get("decode_tp_size")) * _int(row.get("decode_attention_dp_size")),
+               _int(row.get("decode_moe_tp_size")) * _int(row.get("decode_moe_ep_size")))
+    return KIMI_GB200_TRT.get((int(row["isl"]), concurrency(row), gpus))
+
+
 def kimi_gb200_disagg(row):
     """The row with the workers' parallelism InferenceX's Kimi-K2.5 GB200 disaggregated recipes
     ran (docs/inferencex-minimax-kimi-knobs.md §4: the db-dump's per-role tp/ep/dp columns are
@@ -357,13 +403,17 @@ def kimi_gb200_disagg(row):
     several (every "4 x tep8", "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the
     dynamo-trt tables. Where a row does not state its decode workers (the 2026-03-25
     export), a decode worker of 16 or 32 GPUs is DP + EP (every such recipe is a lone dep16 or
-    dep32) and a smaller one keeps the row's layout (tep8 and dep8 both exist)."""
-    if provenance(row) != "inferencex" or row.get("mode") != "disagg" \
-            or row.get("system") != "gb200" \
-            or str(row.get("model_path", "")).strip().lower() != "moonshotai/kimi-k2.5":
+    dep32) and a smaller one keeps the row's layout (tep8 and dep8 both exist). A dynamo-trt
+    row that names no workers takes its recipe's (:func:`kimi_gb200_trt_recipe`)."""
+    if not _kimi_gb200(row):
         return row
     out = dict(row)
-    workers = row.get("decode_num_workers")
+    recipe = kimi_gb200_trt_recipe(row)
+    if recipe is not None:
+        for role, n in zip(("prefill_num_workers", "decode_num_workers"), recipe):
+            if pd.isna(row.get(role)):
+                out[role] = n
+    workers = out.get("decode_num_workers")
     for role in ("prefill_", "decode_"):
         gpus = max(_int(row.get(role + "tp_size")) * _int(row.get(role + "attention_dp_size")),
                    _int(row.get(role + "moe_tp_size")) * _int(row.get(role + "moe_ep_size")))

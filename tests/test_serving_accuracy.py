@@ -341,6 +341,30 @@ def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want
     assert sa.kimi_gb200_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
 
 
+@pytest.mark.parametrize("isl, conc, gpus, want", [
+    # (prefill workers, decode workers, decode attention DP, decode max_seqs)
+    (8192, 2151, 8, (5, 1, 8, 256)), (1024, 4301, 8, (1, 1, 8, 768)),
+    (1024, 4301, 32, (2, 1, 32, 128)), (1024, 55, 4, (1, 5, 1, 8))])
+def test_kimi_gb200_trt_rows_without_workers_run_their_recipe(sa, isl, conc, gpus, want):
+    """The 03-25 export's wip rows name no workers: the dynamo-trt recipe of their client
+    count and decode GPUs gives them (docs/inferencex-minimax-kimi-knobs.md §4.2)."""
+    src = (f"source_file=2026-03-25.csv; model=Kimi-K2.5; silicon_concurrency={conc}; "
+           "measured=2026-04-02T05:37:55Z; wip=True")
+    row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
+               backend="trtllm", gemm_quant_mode="nvfp4", silicon_data_source=src, isl=isl,
+               osl=1024, batch_size=np.nan, tp_size=np.nan, prefill_tp_size=4,
+               prefill_attention_dp_size=1, decode_tp_size=gpus, decode_attention_dp_size=1)
+    pools = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]
+    p, d = pools["prefill"], pools["decode"]
+    assert (p["instances"], d["instances"], d.get("attention_dp", 1), d["max_seqs"]) == want
+    assert (p["attention_dp"], p["max_batch_tokens"], p["memory_utilization"]) == (4, 16384, 0.4)
+    assert p["runtime"]["overlap"] is False and d["precision"]["kv"] == "fp8"
+    # a client count no recipe has keeps the old reading (one worker each)
+    other = sa.scenario({**row, "silicon_data_source": src.replace(f"={conc};", "=7;")},
+                        runtime={})["placements"]["measured"]["pools"]
+    assert other["prefill"]["instances"] == 1 and "max_seqs" not in other["decode"]
+
+
 @pytest.mark.parametrize("gpus, want", [(4, (4, 1)), (8, (8, 1)), (16, (1, 16)),
                                         (32, (1, 32))])
 def test_kimi_gb200_decode_without_a_worker_count(sa, gpus, want):
