@@ -3,7 +3,8 @@
 docs/runtime-rules.md §5: no runtime source states a per-step host time or a per-request
 frontend time. hetsim fits one of each per runtime on the measured runs the team may use
 (``serving_accuracy.allowed_rows``: the Llama and DeepSeek families are never read), only on
-runs that barely queue: aggregated, 1-4 clients.
+runs that barely queue: aggregated, 1-4 clients, each measurement once
+(``serving_accuracy.measurements``: InferenceX's exports repeat runs).
 
 1. Every runtime's constants at 0: the step overhead is the median, over that runtime's rows,
    of measured TPOT - hetsim TPOT (a TPOT is a decode step plus the gap between steps),
@@ -24,7 +25,7 @@ import sys
 
 import numpy as np
 
-from serving_accuracy import allowed_rows, concurrency, evaluate
+from serving_accuracy import allowed_rows, concurrency, evaluate, measurements
 
 
 def fit_rows(rows, max_clients: int):
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--max-clients", type=int, default=4)
     a = ap.parse_args(argv)
-    res = fit(fit_rows(allowed_rows(), a.max_clients), a.jobs)
+    res = fit(fit_rows(measurements(allowed_rows()), a.max_clients), a.jobs)
     for name, r in res.items():
         print(f"{name}: step {r['step_overhead_s'] * 1e3:.3g} ms, request "
               f"{r['request_overhead_s'] * 1e3:.3g} ms ({r['rows']} rows)")

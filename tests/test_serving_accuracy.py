@@ -76,6 +76,19 @@ def test_filter_is_the_only_reader(sa, sample, monkeypatch):
     assert [n for n, s in src.items() if "SAMPLE" in s and "resources" in s] == ["allowed_rows"]
 
 
+def test_a_measurement_repeated_by_another_export_counts_once(sa):
+    a = _row(id="a", silicon_data_source="source_file=2026-03-25.csv; silicon_concurrency=64",
+             batch_size=64, tp_size=4)
+    # the 04-06 export's copy: parallelism written squared, the same run to the digit
+    b = {**a, "id": "b", "silicon_data_source": a["silicon_data_source"].replace("03-25", "04-06"),
+         "tp_size": 16, "batch_size": 16, "attention_dp_size": 4}
+    other = {**a, "id": "c", "silicon_ttft_ms": 50.5}       # another run of that configuration
+    fewer = {**a, "id": "d", "silicon_data_source": "source_file=x.csv; silicon_concurrency=32"}
+    got = sa.measurements(pd.DataFrame([a, b, other, fewer]))
+    assert list(got["id"]) == ["a", "c", "d"]
+    assert sa.measurements(pd.DataFrame([a]).iloc[:0]).empty
+
+
 def test_agg_row_maps_to_one_mixed_pool(sa):
     sc = sa.scenario(_row(batch_size=16, tp_size=4))
     pool = sc["placements"]["measured"]["pools"]["mixed"]
