@@ -219,6 +219,52 @@ def test_runtime_defaults_by_gpu(rt, acc, want):
     assert p.rules.max_seqs == p.spec.max_seqs
 
 
+# SGLang's state pool for a linear-attention model (docs/runtime-rules.md §1): Qwen3.5 on four
+# B200s, whose KV capacity (millions of tokens) never binds the default cap; its states do
+def _q35(runtime, **extra):
+    return _pool(runtime, acc="b200", model="qwen3.5-397b-a17b", tp=4,
+                 precision={"compute": "fp8", "weights": "fp8", "kv": "fp8"}, **extra)
+
+
+def _slots(p):
+    """The state slots SGLang's ratio split gives one rank: 0.9 / 1.9 of its KV memory."""
+    state = hetsim.load_model("qwen3.5-397b-a17b").state_bytes(4)
+    return int(p.memory.kv_bytes * 0.9 / 1.9 // state)
+
+
+@pytest.mark.parametrize("runtime, per_request", [
+    ("sglang", 5),                                          # radix cache + extra_buffer
+    ({"name": "sglang", "overlap": False}, 3),              # radix cache, no_buffer
+    ({"name": "sglang", "radix_cache": False}, 1)])         # --disable-radix-cache
+def test_sglang_caps_a_hybrid_models_running_requests_by_its_state_slots(runtime, per_request):
+    p = _q35(runtime)
+    assert 0 < p.spec.max_seqs == _slots(p) // per_request < 4096
+    assert p.rules.max_seqs == p.spec.max_seqs
+
+
+def test_sglang_hybrid_cap_with_max_running_requests_set():
+    """--max-running-requests with the radix cache off sizes the state pool (one slot each:
+    the cap stands); with the radix cache on the ratio's pool still caps it."""
+    off = _q35({"name": "sglang", "radix_cache": False}, max_seqs=100000)
+    assert off.spec.max_seqs == 100000
+    on = _q35("sglang", max_seqs=100000)
+    assert on.spec.max_seqs == _slots(on) // 5
+    assert _q35("sglang", max_seqs=64).spec.max_seqs == 64
+
+
+def test_sglang_state_pool_leaves_models_without_linear_layers_alone():
+    a = _pool("sglang", acc="b200")
+    b = _pool({"name": "sglang", "radix_cache": False}, acc="b200")
+    assert a.spec.max_seqs == b.spec.max_seqs == runtimes.sglang_max_running(
+        a.memory.kv_tokens, hetsim.load_model("llama-3.1-8b").max_context)
+
+
+def test_radix_cache_is_sglangs_key():
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "vllm", "radix_cache": False})
+    assert "radix_cache is SGLang's" in str(e.value)
+
+
 def test_kv_capacity_follows_each_runtimes_rule():
     total = hetsim.load_accelerator("h100-sxm").hbm_bytes
     for rt in ("vllm", "trtllm", "sglang"):
