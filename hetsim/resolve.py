@@ -202,6 +202,10 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
             acc.efficiency, iteration_overhead_ms=rules.step_overhead_s * 1e3))
         pool = _with_rules(pool, rules)
         rules = replace(rules, memory_fraction=pool.memory_utilization)
+        if rules.recv_interval > 1 and (pool.role != "mixed" or pool.dp > 1):
+            # SGLang asserts it off with attention DP; hetsim gates colocated pools only
+            raise ConfigError("recv_interval applies to a colocated (mixed) pool without "
+                              "attention DP", path=f"{where}.runtime.recv_interval")
     if pool.moe_ep and pool.moe_ep > 1:
         moe = model.moe
         if moe is None or moe.num_experts % pool.moe_ep:

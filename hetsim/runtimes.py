@@ -20,7 +20,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import meta
+from .config import meta, positive
 from .errors import ConfigError, suggest
 
 __all__ = ["RUNTIMES", "VERSIONS", "RuntimeSpec", "Rules", "rules", "kv_budget",
@@ -76,6 +76,10 @@ class RuntimeSpec:
         "device-idle time per engine step (host work not hidden by CUDA graphs and overlap "
         "scheduling), seconds; replaces the profile's iteration_overhead_ms",
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
+    recv_interval: int | None = field(default=None, metadata=meta(
+        "SGLang only: --scheduler-recv-interval, its scheduler takes in new requests once "
+        "the steps since it last did weigh this much (a decode step 1, a prefill step 1000); "
+        "1 (the default): every step", positive))
     radix_cache: bool | None = field(default=None, metadata=meta(
         "SGLang only: its radix (prefix) cache, on unless --disable-radix-cache; hetsim "
         "models what it changes for a linear-attention model's state pool (its size and the "
@@ -87,8 +91,9 @@ class RuntimeSpec:
             raise ConfigError(f"unknown runtime {self.name!r}" + suggest(name, RUNTIMES)
                               + f"; one of {', '.join(RUNTIMES)}", path="name")
         object.__setattr__(self, "name", name)
-        if self.radix_cache is not None and name != "sglang":
-            raise ConfigError(f"radix_cache is SGLang's; {name} has none", path="radix_cache")
+        for key in ("radix_cache", "recv_interval"):
+            if getattr(self, key) is not None and name != "sglang":
+                raise ConfigError(f"{key} is SGLang's; {name} has none", path=key)
         if self.version is not None and self.version != VERSIONS[name]:
             raise ConfigError(f"hetsim has {name}'s rules for version {VERSIONS[name]} only, "
                               f"got {self.version!r}", path="version")
@@ -119,6 +124,7 @@ class Rules:
     memory: str                  # which KV-capacity rule (see :func:`kv_budget`)
     memory_fraction: float
     radix_cache: bool = False    # SGLang's radix cache (sizes a hybrid model's state pool)
+    recv_interval: int = 1       # SGLang's scheduler_recv_interval (see SglangPolicy)
 
 
 def _sizes(*ranges, limit: int) -> tuple[int, ...]:
@@ -160,7 +166,7 @@ def _sglang(acc, tp) -> dict:
                 mixed_batches=False, kv_admission="estimate", cuda_graphs=True,
                 graph_sizes=graphs, graph_padding=True, overlap=True,
                 first_token_delay_steps=0, memory="sglang", memory_fraction=fraction,
-                radix_cache=True)
+                radix_cache=True, recv_interval=1)
 
 
 def _trtllm(acc, tp) -> dict:

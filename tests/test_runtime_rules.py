@@ -139,6 +139,47 @@ def test_sglang_prefill_step_pauses_the_decodes():
     assert m.decode_tokens == 2 + 1
 
 
+@pytest.mark.parametrize("interval, start", [(1, 3.25), (3, 5.75), (2, 4.5)])
+def test_sglang_takes_in_requests_every_recv_interval_decode_steps(interval, start):
+    """--scheduler-recv-interval: r1 arrives at 2.5 while r0 decodes (steps [2, 3.25),
+    [3.25, 4.5), [4.5, 5.75)). The prefill step [0, 2) weighs 1000, so the scheduler takes in
+    requests at 2; then only when the decode steps since weigh ``interval``: r1 is seen, and
+    prefilled, at the formation after 3 decode steps (5.75) or 2 (4.5); interval 1 is every
+    step."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                  rules=rules(name="sglang", kv_admission="estimate", mixed_batches=False,
+                              recv_interval=interval))
+    r0, r1 = req(0, 8, 10), req(1, 8, 2)
+    m.submit(r0)
+    arrive(env, m, r1, 2.5)
+    env.run()
+    assert r0.prefill_start_s == 0 and r0.first_token_s == 2
+    assert (r1.prefill_start_s, r1.first_token_s) == (start, start + 2)
+
+
+def test_sglang_recv_interval_never_holds_an_idle_engine():
+    """An idle scheduler loop weighs 1 and spins: a request reaching an idle engine is taken
+    in at once, whatever the interval."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                  rules=rules(name="sglang", kv_admission="estimate", mixed_batches=False,
+                              recv_interval=30))
+    r0, r1 = req(0, 8, 2), req(1, 8, 2)
+    m.submit(r0)
+    arrive(env, m, r1, 10.0)
+    env.run()
+    assert (r0.prefill_start_s, r1.prefill_start_s) == (0, 10.0)
+
+
+def test_recv_interval_is_sglangs_and_colocated():
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "trtllm", "recv_interval": 30})
+    assert "recv_interval is SGLang's" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "sglang", "recv_interval": 30}, tp=2, attention_dp=2)
+    assert "colocated (mixed) pool" in str(e.value)
+    assert _pool({"name": "sglang", "recv_interval": 30}).rules.recv_interval == 30
+
+
 def test_sglang_admission_counts_the_running_requests_future_tokens():
     """40 tokens of KV (10 blocks of 4). r0 (4, 30) runs; r1 (4, 8) needs 4 + 8 + a page
     while r0 is expected to write (29 - k) x ~0.7 more and holds its own blocks: r1 waits
