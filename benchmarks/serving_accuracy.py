@@ -261,24 +261,25 @@ def qwen35_mtp(row) -> bool:
 #: (system, precision) -> the server knobs of InferenceX's non-MTP Qwen3.5 SGLang script, as
 #: deployment() keys (docs/inferencex-qwen35-knobs.md §2): --mem-fraction-static, the token
 #: budget (--chunked-prefill-size, with --max-prefill-tokens the same or SGLang's default
-#: 16384), --max-running-requests ("conc": the sweep's CONC), --kv-cache-dtype; every script
-#: passes --disable-radix-cache. B300 rows measured 2026-04-03 (image v0.5.9) ran a script the
-#: repository does not hold: they keep SGLang's defaults.
+#: 16384), --max-running-requests ("conc": the sweep's CONC), --kv-cache-dtype, and
+#: --scheduler-recv-interval ("recv": "conc" is the scripts' 30 from CONC 16, else 10; none:
+#: SGLang's 1); every script passes --disable-radix-cache. B300 rows measured 2026-04-03
+#: (image v0.5.9) ran a script the repository does not hold: they keep SGLang's defaults.
 QWEN35_SGLANG = {
     ("b200_sxm", "bf16"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
-                           "max_seqs": 128},
+                           "max_seqs": 128, "recv": "conc"},
     ("b200_sxm", "fp8"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
-                          "max_seqs": 128, "kv": "fp8"},
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"},
     ("b200_sxm", "fp4"): {"memory_utilization": 0.85, "max_batch_tokens": 32768,
-                          "max_seqs": 128, "kv": "fp8"},
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"},
     ("h200_sxm", "fp8"): {"memory_utilization": 0.80, "max_batch_tokens": 16384,
                           "max_seqs": 128, "kv": "fp8"},
     ("b300_sxm", "bf16"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
-                           "max_seqs": 128},
+                           "max_seqs": 128, "recv": "conc"},
     ("b300_sxm", "fp8"): {"memory_utilization": 0.80, "max_batch_tokens": 16384,
-                          "max_seqs": "conc", "kv": "fp8"},
+                          "max_seqs": "conc", "kv": "fp8", "recv": 10},
     ("b300_sxm", "fp4"): {"memory_utilization": 0.80, "max_batch_tokens": 32768,
-                          "max_seqs": 128, "kv": "fp8"}}
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"}}
 
 
 def qwen35_sglang(row) -> dict:
@@ -290,9 +291,14 @@ def qwen35_sglang(row) -> dict:
     knobs = dict(QWEN35_SGLANG.get((system, str(row.get("precision"))), {}))
     if not knobs:
         return {}
+    conc = concurrency(row)
     if knobs["max_seqs"] == "conc":
-        knobs["max_seqs"] = concurrency(row)
-    return {**knobs, "runtime": {"radix_cache": False}}
+        knobs["max_seqs"] = conc
+    runtime = {"radix_cache": False}
+    recv = knobs.pop("recv", None)
+    if recv is not None:
+        runtime["recv_interval"] = (30 if conc >= 16 else 10) if recv == "conc" else recv
+    return {**knobs, "runtime": runtime}
 
 
 def deployment(row, role: str) -> dict:
@@ -310,8 +316,8 @@ def deployment(row, role: str) -> dict:
       docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`; Kimi's
       GB200 dynamo-trt recipes, §4.2: :data:`KIMI_GB200_TRT`; their decode ``stream_interval
       100`` is not modelled); docs/inferencex-qwen35-knobs.md (Qwen3.5 SGLang,
-      :func:`qwen35_sglang`: memory fraction, token budget, max-running-requests, fp8 KV and
-      the radix cache off, by GPU and precision)."""
+      :func:`qwen35_sglang`: memory fraction, token budget, max-running-requests, fp8 KV,
+      the scheduler's receive interval and the radix cache off, by GPU and precision)."""
     src, backend = provenance(row), row["backend"]
     model = str(row["model_path"]).strip().lower()
     batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))

@@ -397,26 +397,33 @@ def _gap(system, precision, tp, moe_tp, moe_ep):
 
 
 OFF = {"runtime": {"radix_cache": False}}
+RECV30 = {"runtime": {"radix_cache": False, "recv_interval": 30}}    # 64 clients: CONC >= 16
 
 
 @pytest.mark.parametrize("row, knobs", [
     # docs/inferencex-qwen35-knobs.md §2, one row per script; every one disables the radix cache
     (_q35("b200_sxm", "bf16", "nightly-dev-20260216-d3bae71e", "2026-02-20", tp_size=8,
           moe_tp_size=8), {"memory_utilization": 0.82, "max_batch_tokens": 32768,
-                           "max_seqs": 128, **OFF}),
+                           "max_seqs": 128, **RECV30}),
     (_q35("b200_sxm", "fp8", "v0.5.9-cu130-amd64", "2026-03-24", moe_tp_size=1, moe_ep_size=4),
      {"memory_utilization": 0.82, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
-      **OFF}),
+      **RECV30}),
     (_q35("b200_sxm", "fp4", "nightly-dev-20260402-d7256eb6", "2026-04-08"),
      {"memory_utilization": 0.85, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
-      **OFF}),
+      **RECV30}),
+    # below 16 clients the scripts' receive interval is 10
+    (_q35("b200_sxm", "fp4", "nightly-dev-20260402-d7256eb6", "2026-04-08",
+          silicon_data_source="db-dump/2026-04-27; config_id=708; silicon_concurrency=8; "
+          "measured=2026-04-08T00:00:00.000Z; lmsysorg/sglang:nightly-dev-20260402-d7256eb6"),
+     {"memory_utilization": 0.85, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
+      "runtime": {"radix_cache": False, "recv_interval": 10}}),
     (_q35("h200_sxm", "fp8", "v0.5.9-cu129-amd64", "2026-03-04", tp_size=8, moe_tp_size=1,
           moe_ep_size=8), {"memory_utilization": 0.80, "max_batch_tokens": 16384,
                            "max_seqs": 128, "kv": "fp8", **OFF}),
-    # B300 fp8 from 2026-04-17: --max-running-requests CONC
+    # B300 fp8 from 2026-04-17: --max-running-requests CONC, --scheduler-recv-interval 10
     (_q35("b300_sxm", "fp8", "v0.5.10.post1-cu130", "2026-04-17"),
      {"memory_utilization": 0.80, "max_batch_tokens": 16384, "max_seqs": 64, "kv": "fp8",
-      **OFF}),
+      "runtime": {"radix_cache": False, "recv_interval": 10}}),
     # B300 rows of 2026-04-03 ran a script the repository does not hold: SGLang's defaults
     (_q35("b300_sxm", "fp8", "v0.5.9-cu130-amd64", "2026-04-03"), {}),
     # aiconfigurator's gap-analysis copies of InferenceX rows run their scripts' knobs
@@ -451,4 +458,4 @@ def test_qwen35_gap_rows_keep_their_parallelism(sa):
     pool = sa.scenario(_gap("b200_sxm", "fp8", 4, 1, 4), runtime={})
     pool = pool["placements"]["measured"]["pools"]["mixed"]
     assert (pool["instances"], pool["tp"], pool.get("moe_ep")) == (1, 4, 4)
-    assert pool["runtime"] == {"name": "sglang", "radix_cache": False}
+    assert pool["runtime"] == {"name": "sglang", "radix_cache": False, "recv_interval": 30}
