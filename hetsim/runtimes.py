@@ -77,13 +77,11 @@ class RuntimeSpec:
         "scheduling), seconds; replaces the profile's iteration_overhead_ms",
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
     recv_interval: int | None = field(default=None, metadata=meta(
-        "SGLang only: --scheduler-recv-interval, its scheduler takes in new requests once "
-        "the steps since it last did weigh this much (a decode step 1, a prefill step 1000); "
-        "1 (the default): every step", positive))
+        "SGLang's --scheduler-recv-interval: new requests are taken in once the steps since "
+        "the last intake weigh this much (decode 1, prefill 1000); default 1", positive))
     radix_cache: bool | None = field(default=None, metadata=meta(
-        "SGLang only: its radix (prefix) cache, on unless --disable-radix-cache; hetsim "
-        "models what it changes for a linear-attention model's state pool (its size and the "
-        "state slots a running request holds), not prefix hits"))
+        "SGLang's radix cache (on unless --disable-radix-cache): sizes a linear-attention "
+        "model's state pool and the slots a request holds (prefix hits are not modelled)"))
 
     def __post_init__(self):
         name = self.name.strip().lower()
