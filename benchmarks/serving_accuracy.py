@@ -188,10 +188,17 @@ def provenance(row) -> str:
     src = str(row.get("silicon_data_source", ""))
     if "aic-auto-gap-analysis" in src:
         return "aic"
+    if QWEN35_GAP in src:
+        return "inferencex"
     # db-dump rows: InferenceX's results database, the same workflows and scripts
     # (docs/inferencex-minimax-kimi-knobs.md §6)
     ix = src.startswith("db-dump/") or re.search(r"source_file=\d{4}-\d{2}-\d{2}\.csv", src)
     return "inferencex" if ix else ""
+
+
+#: aiconfigurator's Qwen3.5 gap-analysis file: each of its rows is an InferenceX SGLang row
+#: (the same system, lengths and clients, and TTFT to 0.01 ms) without the source note
+QWEN35_GAP = "source_file=qwen3.5-397b-gap-analysis.csv"
 
 
 def _measured_on(row) -> str:
@@ -246,6 +253,69 @@ def kimi_vllm(row) -> dict:
     return out
 
 
+def _sglang_image(row) -> str:
+    m = re.search(r"sglang:(\S+?)(?:;|\s|$)", str(row.get("silicon_data_source", "")))
+    return m.group(1) if m else ""
+
+
+def qwen35_mtp(row) -> bool:
+    """Whether a Qwen3.5 SGLang row is one of InferenceX's ``qwen3.5-fp8-b200-sglang-mtp``
+    runs (EAGLE speculative decoding; docs/inferencex-qwen35-knobs.md §2.3): the B200 fp8 rows
+    of image v0.5.9-cu130 (measured 2026-03-20T22:08Z, that config's commit) and their
+    gap-analysis copies, TP4 without EP (the non-MTP fp8 config of the time ran TP4 EP4 and
+    TP8 only). The export dropped the results' ``spec_decoding`` column."""
+    if provenance(row) != "inferencex" or row.get("backend") != "sglang" \
+            or _checkpoint(row)[0] != "qwen/qwen3.5-397b-a17b" or row.get("system") != "b200_sxm" \
+            or str(row.get("precision")) != "fp8":
+        return False
+    if QWEN35_GAP in str(row.get("silicon_data_source", "")):
+        return _int(row.get("tp_size")) == 4 and _int(row.get("moe_ep_size")) == 1
+    return _sglang_image(row) == "v0.5.9-cu130"
+
+
+#: (system, precision) -> the server knobs of InferenceX's non-MTP Qwen3.5 SGLang script, as
+#: deployment() keys (docs/inferencex-qwen35-knobs.md §2): --mem-fraction-static, the token
+#: budget (--chunked-prefill-size, with --max-prefill-tokens the same or SGLang's default
+#: 16384), --max-running-requests ("conc": the sweep's CONC), --kv-cache-dtype, and
+#: --scheduler-recv-interval ("recv": "conc" is the scripts' 30 from CONC 16, else 10; none:
+#: SGLang's 1); every script passes --disable-radix-cache. B300 rows measured 2026-04-03
+#: (image v0.5.9) ran a script the repository does not hold: they keep SGLang's defaults.
+QWEN35_SGLANG = {
+    ("b200_sxm", "bf16"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
+                           "max_seqs": 128, "recv": "conc"},
+    ("b200_sxm", "fp8"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"},
+    ("b200_sxm", "fp4"): {"memory_utilization": 0.85, "max_batch_tokens": 32768,
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"},
+    ("h200_sxm", "fp8"): {"memory_utilization": 0.80, "max_batch_tokens": 16384,
+                          "max_seqs": 128, "kv": "fp8"},
+    ("b300_sxm", "bf16"): {"memory_utilization": 0.82, "max_batch_tokens": 32768,
+                           "max_seqs": 128, "recv": "conc"},
+    ("b300_sxm", "fp8"): {"memory_utilization": 0.80, "max_batch_tokens": 16384,
+                          "max_seqs": "conc", "kv": "fp8", "recv": 10},
+    ("b300_sxm", "fp4"): {"memory_utilization": 0.80, "max_batch_tokens": 32768,
+                          "max_seqs": 128, "kv": "fp8", "recv": "conc"}}
+
+
+def qwen35_sglang(row) -> dict:
+    """The knobs InferenceX's non-MTP Qwen3.5 SGLang script of the row's GPU and precision set
+    (:data:`QWEN35_SGLANG`), radix cache off; {} for B300 rows before its scripts (2026-04-17)."""
+    system = row["system"]
+    if system == "b300_sxm" and _measured_on(row) < "2026-04-17":
+        return {}
+    knobs = dict(QWEN35_SGLANG.get((system, str(row.get("precision"))), {}))
+    if not knobs:
+        return {}
+    conc = concurrency(row)
+    if knobs["max_seqs"] == "conc":
+        knobs["max_seqs"] = conc
+    runtime = {"radix_cache": False}
+    recv = knobs.pop("recv", None)
+    if recv is not None:
+        runtime["recv_interval"] = (30 if conc >= 16 else 10) if recv == "conc" else recv
+    return {**knobs, "runtime": runtime}
+
+
 def deployment(row, role: str) -> dict:
     """The serving knobs the row's campaign set on a pool of ``role``, where its scripts say
     (a pool's keys; the runtime's own defaults stand for the rest). Sources:
@@ -260,7 +330,9 @@ def deployment(row, role: str) -> dict:
       max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05 (gpt-oss);
       docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`; Kimi's
       GB200 dynamo-trt recipes, §4.2: :data:`KIMI_GB200_TRT`; their decode ``stream_interval
-      100`` is not modelled)."""
+      100`` is not modelled); docs/inferencex-qwen35-knobs.md (Qwen3.5 SGLang,
+      :func:`qwen35_sglang`: memory fraction, token budget, max-running-requests, fp8 KV,
+      the scheduler's receive interval and the radix cache off, by GPU and precision)."""
     src, backend = provenance(row), row["backend"]
     model = str(row["model_path"]).strip().lower()
     batch = _int(row.get(("" if role == "mixed" else role + "_") + "batch_size"))
@@ -292,6 +364,9 @@ def deployment(row, role: str) -> dict:
     elif src == "inferencex" and backend == "vllm" and model == "moonshotai/kimi-k2.5" \
             and row["mode"] == "agg":
         out.update(kimi_vllm(row))
+    elif src == "inferencex" and backend == "sglang" and model == "qwen/qwen3.5-397b-a17b" \
+            and role == "mixed":
+        out.update(qwen35_sglang(row))
     elif src == "inferencex" and backend == "vllm" and model == "openai/gpt-oss-120b":
         out["max_seqs"] = 512 if system == "b200_sxm" else concurrency(row)
         if system == "b200_sxm" and _measured_on(row) >= "2025-12-05":
@@ -357,8 +432,9 @@ def parallelism(row):
     (``batch_size x attention_dp_size`` is the worker's clients in both exports: 64 clients
     are ``batch 64, dp 1`` in the 03-25 export and ``batch 16, dp 4`` in the 04-06 one), so
     where dp is divided the batch is multiplied: one worker keeps all its clients."""
+    src = str(row.get("silicon_data_source", ""))
     if provenance(row) != "inferencex" or row.get("mode") != "agg" \
-            or "2026-03-25.csv" in str(row.get("silicon_data_source", "")):
+            or "2026-03-25.csv" in src or QWEN35_GAP in src:     # (the 03-25 form)
         return row
     tp, dp = _int(row.get("tp_size")), _int(row.get("attention_dp_size"))
     moe = _int(row.get("moe_tp_size")) * _int(row.get("moe_ep_size"))
@@ -452,6 +528,9 @@ def unreplayable(row) -> str:
     the sweep's CONC (4-64) and sent ``10 x CONC`` prompts (docs/inferencex-gptoss-knobs.md §1,
     §2.2): its rows say 512 clients, and the CONC the server ran (its cap and its request
     count) is not recorded."""
+    if qwen35_mtp(row):
+        return ("InferenceX's qwen3.5-fp8-b200-sglang-mtp run (EAGLE speculative decoding, "
+                "IX@35d4bb367): hetsim does not model speculative decoding")
     if provenance(row) == "inferencex" and row["backend"] == "vllm" \
             and row["system"] == "h100_sxm" and concurrency(row) == 512 \
             and _checkpoint(row)[0] == "openai/gpt-oss-120b" \

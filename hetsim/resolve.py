@@ -16,7 +16,8 @@ from .hardware import Accelerator, Interconnect, load_accelerator, load_intercon
 from .models import ModelConfig, load_model
 from .perf import MemoryPlan, PerfModel, PoolProblem, StepModel, model_problem, pool_fit
 from .precision import PRECISION_BYTES, Formats
-from .runtimes import Rules, RuntimeSpec, kv_budget, moe_compute, sglang_max_running
+from .runtimes import (STATE_SLOTS_PER_REQUEST, Rules, RuntimeSpec, kv_budget, moe_compute,
+                       sglang_max_running, sglang_state_slots)
 from .runtimes import rules as runtime_rules
 from .overrides import blame
 from .scenario import (Encoding, Fault, KVTransfer, Placement, Pool, Recovery, Scenario,
@@ -201,6 +202,10 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
             acc.efficiency, iteration_overhead_ms=rules.step_overhead_s * 1e3))
         pool = _with_rules(pool, rules)
         rules = replace(rules, memory_fraction=pool.memory_utilization)
+        if rules.recv_interval > 1 and (pool.role != "mixed" or pool.dp > 1):
+            # SGLang asserts it off with attention DP; hetsim gates colocated pools only
+            raise ConfigError("recv_interval applies to a colocated (mixed) pool without "
+                              "attention DP", path=f"{where}.runtime.recv_interval")
     if pool.moe_ep and pool.moe_ep > 1:
         moe = model.moe
         if moe is None or moe.num_experts % pool.moe_ep:
@@ -217,10 +222,8 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
         raise ConfigError(_in_pool(mem, name), path=f"{where}.{mem.key}" if mem.key else where)
     if rules is not None:
         rules = replace(rules, max_batch_tokens=pool.max_batch_tokens, block_size=pool.block_size)
-        if rules.name == "sglang" and seqs_unset:
-            # (each attention-DP rank's scheduler sizes itself by its own KV)
-            pool = replace(pool, max_seqs=sglang_max_running(mem.kv_tokens // pool.dp,
-                                                             model.max_context))
+        if rules.name == "sglang":
+            pool = replace(pool, max_seqs=_sglang_running(rules, pool, model, mem, seqs_unset))
         rules = replace(rules, max_seqs=pool.max_seqs)
     host = _load_link(acc.host_link or "pcie-gen5", dirs, f"{where}.accelerator")
     side = {}
@@ -244,6 +247,29 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
     return ResolvedPool(name, pool, acc, f, mem, host_link=host, scale_up=scale_up,
                         offload_link=side["kv_offload"], cache_link=side["prefix_cache"],
                         cache_blocks=cache_blocks, rules=rules)
+
+
+def _sglang_running(rules: Rules, pool: Pool, model: ModelConfig, mem, unset: bool) -> int:
+    """SGLang's running-request cap on each attention-DP rank (its scheduler sizes itself by
+    its own KV): the KV-derived default where the pool sets none, and for a linear-attention
+    model at most what its state pool holds (:func:`sglang_state_slots`).
+
+    NOTE: SGLang keeps the states in a pool of their own, carved out of the KV memory before
+    the KV pool is sized; hetsim's one block pool holds both (kv_state_blocks), so only the
+    cap and the capacity the default reads are SGLang's, and KV may use idle slots' memory."""
+    kv_tokens, slots = mem.kv_tokens // pool.dp, None
+    if model.linear_attention is not None:
+        state = model.state_bytes(pool.tp // pool.dp)
+        slots = sglang_state_slots(mem.kv_bytes, state, rules.radix_cache,
+                                   None if unset else pool.max_seqs)
+        kv_tokens = int(kv_tokens * max(0.0, 1 - slots * state / mem.kv_bytes))
+    if unset:
+        return sglang_max_running(kv_tokens, model.max_context, slots, rules.radix_cache,
+                                  rules.overlap)
+    if slots is None:
+        return pool.max_seqs
+    return max(1, min(pool.max_seqs,
+                      slots // STATE_SLOTS_PER_REQUEST[rules.radix_cache, rules.overlap]))
 
 
 def _with_rules(pool: Pool, rules: Rules) -> Pool:

@@ -20,11 +20,11 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import meta
+from .config import meta, positive
 from .errors import ConfigError, suggest
 
 __all__ = ["RUNTIMES", "VERSIONS", "RuntimeSpec", "Rules", "rules", "kv_budget",
-           "sglang_max_running", "pad_batch", "moe_compute"]
+           "sglang_max_running", "sglang_state_slots", "pad_batch", "moe_compute"]
 
 RUNTIMES = ("vllm", "sglang", "trtllm")
 #: the version each runtime's rules were read from (docs/runtime-rules.md, "Versions read"),
@@ -76,6 +76,12 @@ class RuntimeSpec:
         "device-idle time per engine step (host work not hidden by CUDA graphs and overlap "
         "scheduling), seconds; replaces the profile's iteration_overhead_ms",
         lambda v: None if v >= 0 else f"must be >= 0, got {v}"))
+    recv_interval: int | None = field(default=None, metadata=meta(
+        "SGLang's --scheduler-recv-interval: new requests are taken in once the steps since "
+        "the last intake weigh this much (decode 1, prefill 1000); default 1", positive))
+    radix_cache: bool | None = field(default=None, metadata=meta(
+        "SGLang's radix cache (on unless --disable-radix-cache): sizes a linear-attention "
+        "model's state pool and the slots a request holds (prefix hits are not modelled)"))
 
     def __post_init__(self):
         name = self.name.strip().lower()
@@ -83,6 +89,9 @@ class RuntimeSpec:
             raise ConfigError(f"unknown runtime {self.name!r}" + suggest(name, RUNTIMES)
                               + f"; one of {', '.join(RUNTIMES)}", path="name")
         object.__setattr__(self, "name", name)
+        for key in ("radix_cache", "recv_interval"):
+            if getattr(self, key) is not None and name != "sglang":
+                raise ConfigError(f"{key} is SGLang's; {name} has none", path=key)
         if self.version is not None and self.version != VERSIONS[name]:
             raise ConfigError(f"hetsim has {name}'s rules for version {VERSIONS[name]} only, "
                               f"got {self.version!r}", path="version")
@@ -112,6 +121,8 @@ class Rules:
     step_overhead_s: float
     memory: str                  # which KV-capacity rule (see :func:`kv_budget`)
     memory_fraction: float
+    radix_cache: bool = False    # SGLang's radix cache (sizes a hybrid model's state pool)
+    recv_interval: int = 1       # SGLang's scheduler_recv_interval (see SglangPolicy)
 
 
 def _sizes(*ranges, limit: int) -> tuple[int, ...]:
@@ -152,7 +163,8 @@ def _sglang(acc, tp) -> dict:
     return dict(max_batch_tokens=chunk, max_seqs=4096, block_size=1, chunked_prefill=True,
                 mixed_batches=False, kv_admission="estimate", cuda_graphs=True,
                 graph_sizes=graphs, graph_padding=True, overlap=True,
-                first_token_delay_steps=0, memory="sglang", memory_fraction=fraction)
+                first_token_delay_steps=0, memory="sglang", memory_fraction=fraction,
+                radix_cache=True, recv_interval=1)
 
 
 def _trtllm(acc, tp) -> dict:
@@ -203,10 +215,39 @@ def moe_compute(runtime: str | None, acc) -> dict[str, str]:
     return rule
 
 
-def sglang_max_running(kv_tokens: int, max_context: int) -> int:
+#: SGLang's hybrid (mamba / linear-attention) state pool (docs/runtime-rules.md §1, sglang@0.5.14
+#: ``model_runner_kv_cache_mixin.py``): sized by ratio, its memory is ``mamba_full_memory_ratio``
+#: (default 0.9) times the full-attention KV pool's; a running request holds, by (radix cache,
+#: overlap schedule), 1 state slot with the radix cache off, else
+#: MAMBA_CACHE_SIZE_MAX_RUNNING_REQUESTS_RATIO (3), plus 2 for the extra_buffer strategy the
+#: radix cache takes under the overlap schedule (``_handle_mamba_radix_cache``: no_buffer,
+#: and no extra slots, without it)
+MAMBA_FULL_MEMORY_RATIO = 0.9
+STATE_SLOTS_PER_REQUEST = {(False, False): 1, (False, True): 1, (True, False): 3,
+                           (True, True): 3 + 2}
+
+
+def sglang_state_slots(kv_bytes: float, state_bytes: float, radix_cache: bool,
+                       max_running: int | None) -> int:
+    """SGLang 0.5.14 ``handle_max_mamba_cache``: the state slots of a hybrid model's pool on
+    one rank, out of the ``kv_bytes`` its KV pool would otherwise get. With the radix cache
+    off and ``--max-running-requests`` set, one slot per running request; otherwise the
+    pool takes ratio / (1 + ratio) of that memory, ``state_bytes`` a slot."""
+    if not radix_cache and max_running is not None:
+        return max_running
+    r = MAMBA_FULL_MEMORY_RATIO
+    return int(kv_bytes * r / (1 + r) // state_bytes)
+
+
+def sglang_max_running(kv_tokens: int, max_context: int, state_slots: int | None = None,
+                       radix_cache: bool = True, overlap: bool = True) -> int:
     """SGLang 0.5.14 ``_resolve_max_num_reqs``: min(max(min(capacity / context x 512, 4096),
-    2048), capacity // 2) (docs/runtime-rules.md §1)."""
-    return max(1, int(min(max(min(kv_tokens / max_context * 512, 4096), 2048), kv_tokens // 2)))
+    2048), capacity // 2), and for a hybrid model at most its ``state_slots`` over the slots
+    a request holds (:data:`STATE_SLOTS_PER_REQUEST`) (docs/runtime-rules.md §1)."""
+    cap = int(min(max(min(kv_tokens / max_context * 512, 4096), 2048), kv_tokens // 2))
+    if state_slots is not None:
+        cap = min(cap, state_slots // STATE_SLOTS_PER_REQUEST[radix_cache, overlap])
+    return max(1, cap)
 
 
 def kv_budget(r: Rules, total: float, weights: float, activations: float) -> float:

@@ -139,6 +139,47 @@ def test_sglang_prefill_step_pauses_the_decodes():
     assert m.decode_tokens == 2 + 1
 
 
+@pytest.mark.parametrize("interval, start", [(1, 3.25), (3, 5.75), (2, 4.5)])
+def test_sglang_takes_in_requests_every_recv_interval_decode_steps(interval, start):
+    """--scheduler-recv-interval: r1 arrives at 2.5 while r0 decodes (steps [2, 3.25),
+    [3.25, 4.5), [4.5, 5.75)). The prefill step [0, 2) weighs 1000, so the scheduler takes in
+    requests at 2; then only when the decode steps since weigh ``interval``: r1 is seen, and
+    prefilled, at the formation after 3 decode steps (5.75) or 2 (4.5); interval 1 is every
+    step."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                  rules=rules(name="sglang", kv_admission="estimate", mixed_batches=False,
+                              recv_interval=interval))
+    r0, r1 = req(0, 8, 10), req(1, 8, 2)
+    m.submit(r0)
+    arrive(env, m, r1, 2.5)
+    env.run()
+    assert r0.prefill_start_s == 0 and r0.first_token_s == 2
+    assert (r1.prefill_start_s, r1.first_token_s) == (start, start + 2)
+
+
+def test_sglang_recv_interval_never_holds_an_idle_engine():
+    """An idle scheduler loop weighs 1 and spins: a request reaching an idle engine is taken
+    in at once, whatever the interval."""
+    env, m = make(OnDemandMixedInstance, "mixed", max_tokens=16,
+                  rules=rules(name="sglang", kv_admission="estimate", mixed_batches=False,
+                              recv_interval=30))
+    r0, r1 = req(0, 8, 2), req(1, 8, 2)
+    m.submit(r0)
+    arrive(env, m, r1, 10.0)
+    env.run()
+    assert (r0.prefill_start_s, r1.prefill_start_s) == (0, 10.0)
+
+
+def test_recv_interval_is_sglangs_and_colocated():
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "trtllm", "recv_interval": 30})
+    assert "recv_interval is SGLang's" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "sglang", "recv_interval": 30}, tp=2, attention_dp=2)
+    assert "colocated (mixed) pool" in str(e.value)
+    assert _pool({"name": "sglang", "recv_interval": 30}).rules.recv_interval == 30
+
+
 def test_sglang_admission_counts_the_running_requests_future_tokens():
     """40 tokens of KV (10 blocks of 4). r0 (4, 30) runs; r1 (4, 8) needs 4 + 8 + a page
     while r0 is expected to write (29 - k) x ~0.7 more and holds its own blocks: r1 waits
@@ -217,6 +258,52 @@ def test_runtime_defaults_by_gpu(rt, acc, want):
         ctx = hetsim.load_model("llama-3.1-8b").max_context
         assert p.spec.max_seqs == runtimes.sglang_max_running(p.memory.kv_tokens, ctx)
     assert p.rules.max_seqs == p.spec.max_seqs
+
+
+# SGLang's state pool for a linear-attention model (docs/runtime-rules.md §1): Qwen3.5 on four
+# B200s, whose KV capacity (millions of tokens) never binds the default cap; its states do
+def _q35(runtime, **extra):
+    return _pool(runtime, acc="b200", model="qwen3.5-397b-a17b", tp=4,
+                 precision={"compute": "fp8", "weights": "fp8", "kv": "fp8"}, **extra)
+
+
+def _slots(p):
+    """The state slots SGLang's ratio split gives one rank: 0.9 / 1.9 of its KV memory."""
+    state = hetsim.load_model("qwen3.5-397b-a17b").state_bytes(4)
+    return int(p.memory.kv_bytes * 0.9 / 1.9 // state)
+
+
+@pytest.mark.parametrize("runtime, per_request", [
+    ("sglang", 5),                                          # radix cache + extra_buffer
+    ({"name": "sglang", "overlap": False}, 3),              # radix cache, no_buffer
+    ({"name": "sglang", "radix_cache": False}, 1)])         # --disable-radix-cache
+def test_sglang_caps_a_hybrid_models_running_requests_by_its_state_slots(runtime, per_request):
+    p = _q35(runtime)
+    assert 0 < p.spec.max_seqs == _slots(p) // per_request < 4096
+    assert p.rules.max_seqs == p.spec.max_seqs
+
+
+def test_sglang_hybrid_cap_with_max_running_requests_set():
+    """--max-running-requests with the radix cache off sizes the state pool (one slot each:
+    the cap stands); with the radix cache on the ratio's pool still caps it."""
+    off = _q35({"name": "sglang", "radix_cache": False}, max_seqs=100000)
+    assert off.spec.max_seqs == 100000
+    on = _q35("sglang", max_seqs=100000)
+    assert on.spec.max_seqs == _slots(on) // 5
+    assert _q35("sglang", max_seqs=64).spec.max_seqs == 64
+
+
+def test_sglang_state_pool_leaves_models_without_linear_layers_alone():
+    a = _pool("sglang", acc="b200")
+    b = _pool({"name": "sglang", "radix_cache": False}, acc="b200")
+    assert a.spec.max_seqs == b.spec.max_seqs == runtimes.sglang_max_running(
+        a.memory.kv_tokens, hetsim.load_model("llama-3.1-8b").max_context)
+
+
+def test_radix_cache_is_sglangs_key():
+    with pytest.raises(ConfigError) as e:
+        _pool({"name": "vllm", "radix_cache": False})
+    assert "radix_cache is SGLang's" in str(e.value)
 
 
 def test_kv_capacity_follows_each_runtimes_rule():

@@ -389,3 +389,86 @@ def test_kimi_gb200_decode_without_a_worker_count(sa, gpus, want):
     got = sa.kimi_gb200_disagg(row)
     assert got["prefill_attention_dp_size"] == 4
     assert (got["decode_tp_size"], sa._int(got["decode_attention_dp_size"])) == want
+
+
+Q35 = dict(model_path="Qwen/Qwen3.5-397B-A17B", backend="sglang", isl=1024, osl=1024,
+           tp_size=4, moe_tp_size=4, moe_ep_size=1, batch_size=64)
+
+
+def _q35(system, precision, image, day, export="2026-03-25", **kw):
+    src = (f"source_file={export}.csv; model=Qwen3.5-397B; silicon_concurrency=64; "
+           f"measured={day}T00:00:00Z; wip=False; image=lmsysorg/sglang:{image}")
+    return _row(**{**Q35, "system": system, "precision": precision,
+                   "silicon_data_source": src, **kw})
+
+
+def _gap(system, precision, tp, moe_tp, moe_ep):
+    return _row(**{**Q35, "system": system, "precision": precision, "tp_size": tp,
+                   "moe_tp_size": moe_tp, "moe_ep_size": moe_ep, "silicon_data_source":
+                   "source_file=qwen3.5-397b-gap-analysis.csv; silicon_concurrency=64; "
+                   "aic_database_mode=SILICON"})
+
+
+OFF = {"runtime": {"radix_cache": False}}
+RECV30 = {"runtime": {"radix_cache": False, "recv_interval": 30}}    # 64 clients: CONC >= 16
+
+
+@pytest.mark.parametrize("row, knobs", [
+    # docs/inferencex-qwen35-knobs.md §2, one row per script; every one disables the radix cache
+    (_q35("b200_sxm", "bf16", "nightly-dev-20260216-d3bae71e", "2026-02-20", tp_size=8,
+          moe_tp_size=8), {"memory_utilization": 0.82, "max_batch_tokens": 32768,
+                           "max_seqs": 128, **RECV30}),
+    (_q35("b200_sxm", "fp8", "v0.5.9-cu130-amd64", "2026-03-24", moe_tp_size=1, moe_ep_size=4),
+     {"memory_utilization": 0.82, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
+      **RECV30}),
+    (_q35("b200_sxm", "fp4", "nightly-dev-20260402-d7256eb6", "2026-04-08"),
+     {"memory_utilization": 0.85, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
+      **RECV30}),
+    # below 16 clients the scripts' receive interval is 10
+    (_q35("b200_sxm", "fp4", "nightly-dev-20260402-d7256eb6", "2026-04-08",
+          silicon_data_source="db-dump/2026-04-27; config_id=708; silicon_concurrency=8; "
+          "measured=2026-04-08T00:00:00.000Z; lmsysorg/sglang:nightly-dev-20260402-d7256eb6"),
+     {"memory_utilization": 0.85, "max_batch_tokens": 32768, "max_seqs": 128, "kv": "fp8",
+      "runtime": {"radix_cache": False, "recv_interval": 10}}),
+    (_q35("h200_sxm", "fp8", "v0.5.9-cu129-amd64", "2026-03-04", tp_size=8, moe_tp_size=1,
+          moe_ep_size=8), {"memory_utilization": 0.80, "max_batch_tokens": 16384,
+                           "max_seqs": 128, "kv": "fp8", **OFF}),
+    # B300 fp8 from 2026-04-17: --max-running-requests CONC, --scheduler-recv-interval 10
+    (_q35("b300_sxm", "fp8", "v0.5.10.post1-cu130", "2026-04-17"),
+     {"memory_utilization": 0.80, "max_batch_tokens": 16384, "max_seqs": 64, "kv": "fp8",
+      "runtime": {"radix_cache": False, "recv_interval": 10}}),
+    # B300 rows of 2026-04-03 ran a script the repository does not hold: SGLang's defaults
+    (_q35("b300_sxm", "fp8", "v0.5.9-cu130-amd64", "2026-04-03"), {}),
+    # aiconfigurator's gap-analysis copies of InferenceX rows run their scripts' knobs
+    (_gap("h200_sxm", "fp8", 8, 1, 8), {"memory_utilization": 0.80, "max_batch_tokens": 16384,
+                                        "max_seqs": 128, "kv": "fp8", **OFF})])
+def test_qwen35_sglang_rows_run_on_the_knobs_their_script_set(sa, row, knobs):
+    assert sa.provenance(row) == "inferencex"
+    assert sa.deployment(row, "mixed") == knobs
+
+
+@pytest.mark.parametrize("row, mtp", [
+    (_q35("b200_sxm", "fp8", "v0.5.9-cu130", "2026-03-20"), True),
+    (_q35("b200_sxm", "fp8", "v0.5.9-cu130", "2026-03-20", export="2026-04-06"), True),
+    (_gap("b200_sxm", "fp8", 4, 4, 1), True),
+    # the non-MTP config's runs: another image, TP4 with EP4 or TP8
+    (_q35("b200_sxm", "fp8", "v0.5.9-cu130-amd64", "2026-03-24", moe_tp_size=1, moe_ep_size=4),
+     False),
+    (_gap("b200_sxm", "fp8", 4, 1, 4), False), (_gap("b200_sxm", "fp8", 8, 8, 1), False),
+    (_q35("b300_sxm", "fp8", "v0.5.9-cu130", "2026-04-03"), False)])
+def test_qwen35_b200_mtp_rows_are_not_replayed(sa, row, mtp):
+    """InferenceX's qwen3.5-fp8-b200-sglang-mtp runs (docs/inferencex-qwen35-knobs.md §2.3):
+    hetsim has no speculative decoding."""
+    assert bool(sa.unreplayable(row)) is mtp
+    if mtp:
+        got = sa.simulate(row, runtime={})
+        assert "speculative decoding" in got["skipped"] and "hetsim_ttft_ms" not in got
+
+
+def test_qwen35_gap_rows_keep_their_parallelism(sa):
+    """The gap-analysis file writes TP4 EP4 as tp 4, moe 1 x 4 (the 03-25 export's form), not
+    squared: one worker of four GPUs."""
+    pool = sa.scenario(_gap("b200_sxm", "fp8", 4, 1, 4), runtime={})
+    pool = pool["placements"]["measured"]["pools"]["mixed"]
+    assert (pool["instances"], pool["tp"], pool.get("moe_ep")) == (1, 4, 4)
+    assert pool["runtime"] == {"name": "sglang", "radix_cache": False, "recv_interval": 30}

@@ -190,6 +190,8 @@ class RuntimePolicy(FcfsPolicy):
                     break
             if overlap and not _ready(inst, r, bool(seqs)):
                 break
+            if not self._received(r):
+                break
             blocks = kv.blocks(r.input_tokens + (r.reserve_out if self.reserve_output else 0))
             if not kv.try_reserve(blocks):
                 break
@@ -200,6 +202,12 @@ class RuntimePolicy(FcfsPolicy):
             queued += need
             seqs += 1
         return _split(inst, budget)
+
+    def _received(self, r: Request) -> bool:
+        """Whether the scheduler has taken ``r`` in (SGLang's receive interval); the waiting
+        prompts it has are ahead of those it has not, so the first one not taken stops
+        admission."""
+        return True
 
     def _budget(self, inst) -> int:
         """The step's token budget left for prompts: the decodes take one token each (none
@@ -227,13 +235,48 @@ class SglangPolicy(RuntimePolicy):
     (each clipped at 4096; max_new_tokens is the request's ``reserve_out``) x ``new_token_ratio``, which decays from 0.7 to 0.098 over 600 decode steps and
     restarts from the victim's progress when a request is retracted. The KV grows per token;
     when it runs out the request with the fewest outputs (ties: longest prompt) is retracted
-    and recomputed later."""
+    and recomputed later.
+
+    ``recv_interval`` > 1 (``--scheduler-recv-interval``; sglang 0.5.14
+    ``managers/scheduler_recv_skipper.py`` ``SchedulerRecvSkipper``, ``environ.py``
+    SGLANG_SCHEDULER_RECV_SKIPPER_WEIGHT_*): the scheduler takes in the requests that reached
+    it only when the steps since it last did weigh ``recv_interval`` (a decode step 1, any other
+    1000: a prefill step is always followed by a receive), and at once when idle (an idle loop
+    weighs 1 and spins). Under overlap the receive at a step's formation sees what arrived
+    before the step beside which it is formed (:func:`_ready`)."""
     CLIP = 4096                    # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
     INIT, MIN, DECAY_STEPS = 0.7, 0.7 * 0.14, 600
+    PREFILL_WEIGHT = 1000          # SGLANG_SCHEDULER_RECV_SKIPPER_WEIGHT_DEFAULT (decode: 1)
 
-    def __init__(self, mixed: bool = False, overlap: bool = True, chunked: bool = True):
+    def __init__(self, mixed: bool = False, overlap: bool = True, chunked: bool = True,
+                 recv_interval: int = 1):
         super().__init__(chunked=chunked, reserve_output=False, overlap=overlap, mixed=mixed)
         self._ratio0, self._since = self.INIT, 0   # ratio at decode step _since
+        self.recv_interval = recv_interval
+        self._counter = 0          # weight of the steps formed since the last receive
+        self._weight = 1           # weight of the last step formed
+        self._seen: set = set()    # waiting prompts the scheduler has taken in
+
+    def chunk(self, inst) -> tuple[list, list]:
+        if self.recv_interval <= 1:
+            return super().chunk(inst)
+        self._receive(inst)
+        chunks, plan = super().chunk(inst)
+        self._weight = self.PREFILL_WEIGHT if chunks else 1
+        return chunks, plan
+
+    def _receive(self, inst) -> None:
+        idle = not (inst.running or inst.prefilling)
+        self._counter += self._weight
+        if self._counter < self.recv_interval and not idle:
+            return
+        self._counter = 0
+        # (a prompt the instance no longer waits for drops out of the set here)
+        self._seen = {r for r in inst.waiting
+                      if idle or not self.overlap or r.eligible <= inst.iterations}
+
+    def _received(self, r: Request) -> bool:
+        return self.recv_interval <= 1 or r in self._seen
 
     def ratio(self, step_no: int) -> float:
         """``new_token_ratio`` at decode step ``step_no``."""
@@ -275,7 +318,7 @@ def policy_for(rules) -> SchedulerPolicy:
         return FcfsPolicy()
     if rules.kv_admission == "estimate":
         return SglangPolicy(mixed=rules.mixed_batches, overlap=rules.overlap,
-                            chunked=rules.chunked_prefill)
+                            chunked=rules.chunked_prefill, recv_interval=rules.recv_interval)
     return RuntimePolicy(chunked=rules.chunked_prefill,
                          reserve_output=rules.kv_admission == "reserve-output",
                          overlap=rules.overlap, mixed=rules.mixed_batches)
