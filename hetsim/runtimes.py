@@ -38,9 +38,10 @@ GIB = 2 ** 30
 #: (DESIGN.md "Serving runtimes"): per step, the device-idle time between steps that CUDA-graph
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
-#: (2026-12-02, with the MiniMax, Kimi and Qwen3.5 rows: vLLM 175 rows, SGLang 72, TRT-LLM 52)
-STEP_OVERHEAD_S = {"vllm": 0.000822, "sglang": 0.00145, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0362, "sglang": 0.226, "trtllm": 0.0278}
+#: (2026-12-02, each measurement once, the Qwen3.5 SGLang scripts' knobs: vLLM 144 rows,
+#: SGLang 50, TRT-LLM 49)
+STEP_OVERHEAD_S = {"vllm": 0.000732, "sglang": 0.00159, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0301, "sglang": 0.183, "trtllm": 0.0295}
 
 @dataclass(frozen=True)
 class RuntimeSpec:
