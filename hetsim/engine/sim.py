@@ -17,10 +17,10 @@ from dataclasses import replace
 from itertools import groupby
 
 import numpy as np
-import simpy
 
 from ..resolve import ResolvedPlacement, ResolvedPool, kv_mismatch
 from ..workload import Requests
+from .environment import Environment
 from .faults import Faults
 from .instances import DecodeInstance, MixedInstance, PrefillInstance
 from .loop import kv_state_blocks, kv_window
@@ -44,7 +44,7 @@ class Simulation:
     def __init__(self, placement: ResolvedPlacement, model, requests: Requests, seed: int = 0,
                  progress=None):
         self.placement, self.model, self.requests = placement, model, requests
-        self.env = simpy.Environment()
+        self.env = Environment()
         self.progress = progress
         self.done = 0
         # Router randomness is its own source, seeded per placement name (stable across runs).
