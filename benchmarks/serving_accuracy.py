@@ -47,6 +47,7 @@ SAMPLE = "silicon_sample.csv"
 HELD_OUT = ("meta-llama/", "nvidia/llama-", "deepseek-ai/", "nvidia/deepseek-")
 AIC_CSV = Path(__file__).parent / "data" / "aic_serving_estimates.csv"
 MARK = ("<!-- serving_accuracy -->", "<!-- /serving_accuracy -->")
+DECOMPOSITION = ("<!-- serving_decomposition -->", "<!-- /serving_decomposition -->")
 #: model_path (lower case) -> hetsim catalog model; quantized checkpoints map to the base model
 MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b", "qwen/qwen3-235b-a22b": "qwen3-235b-a22b",
@@ -686,6 +687,65 @@ def per_row(df: pd.DataFrame) -> str:
     return ok[cols[:7] + ["conc"] + cols[7:]].to_string(index=False, float_format="%.1f")
 
 
+#: a decomposition group: one deployment and load, measured at several output lengths
+RUN_KEYS = ["campaign", "backend", "backend_version", "system", "model_path", "precision",
+            "mode", "tp_size", "moe_ep_size", "attention_dp_size", "isl", "clients"]
+
+
+def _stall_fit(osl, tpot) -> tuple[float, float]:
+    """Least squares of ``tpot = step + stall / (osl - 1)``: the decode step every token pays
+    and the time added once per request's decode window (the other clients' prefills run
+    in it), both in the units of ``tpot``."""
+    u = 1.0 / (np.asarray(osl, float) - 1)
+    stall, step = np.polyfit(u, np.asarray(tpot, float), 1)
+    return float(step), float(stall)
+
+
+def decompose(df: pd.DataFrame) -> pd.DataFrame:
+    """Split TPOT, measured and hetsim's, into the decode step and the per-request stall.
+
+    A benchmark's TPOT is ``(e2e - ttft) / (osl - 1)``: the decode steps plus whatever ran in
+    a request's decode window, which for a closed loop is mostly the other clients' prefills.
+    Rows of one deployment, prompt length and client count measured at several output
+    lengths separate the two (:func:`_stall_fit`). With C clients interleaved, each decode
+    window holds the other C - 1 prefills; with the clients in lock-step (every client
+    finishing in the same step and re-sending together), none of them, since a round's
+    prefills run before its first tokens. So ``stall`` says which the measured run was, and
+    ``step`` whether hetsim's decode step or its dynamics is what differs."""
+    ok = df[(df["skipped"].isna() | (df["skipped"] == "")) & df["hetsim_tpot_ms"].notna()].copy()
+    ok["campaign"] = ok["silicon_data_source"].astype(str).str.extract(
+        r"source_file=([^;]+)", expand=False).fillna(ok["silicon_data_source"].astype(str)
+                                                     .str.split(";").str[0])
+    ok["clients"] = ok.apply(concurrency, axis=1)
+    lines = []
+    for key, g in ok.groupby(RUN_KEYS, dropna=False):
+        g = g.drop_duplicates("osl")
+        if len(g) < 2:
+            continue
+        m_step, m_stall = _stall_fit(g["osl"], g["silicon_tpot_ms"])
+        h_step, h_stall = _stall_fit(g["osl"], g["hetsim_tpot_ms"])
+        lines.append(dict(zip(RUN_KEYS, key), lengths=len(g), measured_step=m_step,
+                          measured_stall=m_stall, hetsim_step=h_step, hetsim_stall=h_stall))
+    return pd.DataFrame(lines)
+
+
+def decomposition_table(d: pd.DataFrame) -> str:
+    """Per runtime, system and model: medians over the groups :func:`decompose` found.
+    "stall / (C - 1)" is the stall per other client (the prefill each one adds to a decode
+    window when the clients interleave)."""
+    head = ["runtime", "system", "model", "groups", "decode step: hetsim / measured",
+            "measured stall / (C - 1), ms", "hetsim stall / (C - 1), ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    d = d.assign(m_per=d["measured_stall"] / (d["clients"] - 1).clip(lower=1),
+                 h_per=d["hetsim_stall"] / (d["clients"] - 1).clip(lower=1),
+                 step_ratio=d["hetsim_step"] / d["measured_step"],
+                 model=d["model_path"].str.split("/").str[-1])
+    for (b, s, m), g in d.groupby(["backend", "system", "model"]):
+        lines.append(f"| {b} | {s} | {m} | {len(g)} | {g['step_ratio'].median():.2f} | "
+                     f"{g['m_per'].median():.0f} | {g['h_per'].median():.0f} |")
+    return "\n".join(lines)
+
+
 def select(rows: pd.DataFrame, a) -> pd.DataFrame:
     """The filters of the command line (model: hetsim name or model_path substring)."""
     if a.model:
@@ -716,12 +776,22 @@ def main(argv=None) -> int:
                     "of how much lock-stepped clients cost)")
     ap.add_argument("--rows", action="store_true", help="print every modelled row")
     ap.add_argument("--csv", type=Path, help="write every row, with both estimates, here")
-    ap.add_argument("--readme", type=Path, help=f"write the block into its {MARK[0]} region")
+    ap.add_argument("--readme", type=Path, help=f"write the block into its {MARK[0]} region "
+                    f"(with --decompose: {DECOMPOSITION[0]})")
     ap.add_argument("--sample", type=Path, help=f"another {SAMPLE} (default: the installed "
                     "aiconfigurator-core's)")
+    ap.add_argument("--decompose", type=Path, metavar="CSV",
+                    help="read a --csv output and print TPOT split into decode step and "
+                    "per-request stall, measured and hetsim's (no simulation)")
     ap.add_argument("--refresh-aic", action="store_true",
                     help=f"recompute aic's estimates into {AIC_CSV.name} and exit")
     a = ap.parse_args(argv)
+    if a.decompose:         # from a run's rows: no simulation, nothing of aic's needed
+        from kernel_accuracy import emit
+        rows = pd.read_csv(a.decompose, keep_default_na=False, na_values=[""])
+        emit(f"{len(rows)} rows of a `--csv` run.\n\n"
+             + decomposition_table(decompose(rows)), a.readme, DECOMPOSITION)
+        return 0
     allowed = allowed_rows(a.sample)
     rows = select(measurements(allowed), a)
     if a.refresh_aic:       # the rows hetsim has a model for; aiconfigurator_core only here

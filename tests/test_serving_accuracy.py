@@ -3,6 +3,7 @@ silicon_sample.csv (never the shipped file): the held-out filter, row -> scenari
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -472,3 +473,33 @@ def test_qwen35_gap_rows_keep_their_parallelism(sa):
     pool = pool["placements"]["measured"]["pools"]["mixed"]
     assert (pool["instances"], pool["tp"], pool.get("moe_ep")) == (1, 4, 4)
     assert pool["runtime"] == {"name": "sglang", "radix_cache": False, "recv_interval": 30}
+
+
+def test_decompose_separates_the_decode_step_from_the_per_request_stall(sa):
+    """TPOT = step + stall / (osl - 1), recovered exactly for measured and hetsim; a load
+    measured at one output length, and a skipped row, give nothing."""
+    rows = []
+    for osl in (128, 256, 512):
+        rows.append(_row(id=f"a{osl}", osl=osl, batch_size=8, skipped="",
+                         silicon_tpot_ms=15.0 + 7 * 60.0 / (osl - 1),    # 7 interleaved prefills
+                         hetsim_tpot_ms=18.0 + 0.0 / (osl - 1)))          # lock-step: none
+    rows.append(_row(id="b", osl=128, batch_size=16, skipped="", hetsim_tpot_ms=20.0))
+    rows.append(_row(id="c", osl=64, batch_size=8, skipped="no model", hetsim_tpot_ms=np.nan))
+    d = sa.decompose(pd.DataFrame(rows))
+    assert len(d) == 1 and d.loc[0, "lengths"] == 3 and d.loc[0, "clients"] == 8
+    assert math.isclose(d.loc[0, "measured_step"], 15.0, rel_tol=1e-9)
+    assert math.isclose(d.loc[0, "measured_stall"], 420.0, rel_tol=1e-9)
+    assert math.isclose(d.loc[0, "hetsim_step"], 18.0, rel_tol=1e-9)
+    assert abs(d.loc[0, "hetsim_stall"]) < 1e-6
+    assert "| vllm | h100_sxm | Qwen3-32B | 1 | 1.20 | 60 | 0 |" in sa.decomposition_table(d)
+
+
+def test_decompose_reads_a_csv_the_run_wrote(sa, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(sa.__file__).parent))   # as when run as a script
+    rows = [_row(id=f"a{osl}", osl=osl, skipped="", silicon_tpot_ms=10.0 + 100 / (osl - 1),
+                 hetsim_tpot_ms=12.0 + 50 / (osl - 1)) for osl in (101, 201)]
+    rows.append(_row(id="c", osl=64, skipped="no model", hetsim_tpot_ms=np.nan))
+    path = tmp_path / "rows.csv"
+    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.4g")
+    assert sa.main(["--decompose", str(path)]) == 0
+    assert "| vllm | h100_sxm | Qwen3-32B | 1 | 1.20 | 100 | 50 |" in capsys.readouterr().out
