@@ -788,7 +788,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.decompose:         # from a run's rows: no simulation, nothing of aic's needed
         from kernel_accuracy import emit
-        rows = pd.read_csv(a.decompose, keep_default_na=False, na_values=[""])
+        rows = allowed_rows(a.decompose)        # through the held-out filter, whatever the file
+        need = {"skipped", "osl", "silicon_tpot_ms", "hetsim_tpot_ms", *RUN_KEYS} - {
+            "campaign", "clients"}
+        if missing := sorted(need - set(rows.columns)):
+            print(f"{a.decompose}: not a --csv output of this script (no column "
+                  f"{', '.join(missing)})", file=sys.stderr)
+            return 2
         emit(f"{len(rows)} rows of a `--csv` run.\n\n"
              + decomposition_table(decompose(rows)), a.readme, DECOMPOSITION)
         return 0

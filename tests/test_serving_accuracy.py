@@ -503,3 +503,6 @@ def test_decompose_reads_a_csv_the_run_wrote(sa, tmp_path, capsys, monkeypatch):
     pd.DataFrame(rows).to_csv(path, index=False, float_format="%.4g")
     assert sa.main(["--decompose", str(path)]) == 0
     assert "| vllm | h100_sxm | Qwen3-32B | 1 | 1.20 | 100 | 50 |" in capsys.readouterr().out
+    pd.DataFrame([_row()]).to_csv(path, index=False)          # the sample itself: no estimates
+    assert sa.main(["--decompose", str(path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
