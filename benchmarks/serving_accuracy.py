@@ -719,12 +719,11 @@ def decompose(df: pd.DataFrame) -> pd.DataFrame:
     ok["clients"] = ok.apply(concurrency, axis=1)
     lines = []
     for key, g in ok.groupby(RUN_KEYS, dropna=False):
-        g = g.drop_duplicates("osl")
-        if len(g) < 2:
+        if g["osl"].nunique() < 2:      # (repeated lengths: separate runs, all fitted)
             continue
         m_step, m_stall = _stall_fit(g["osl"], g["silicon_tpot_ms"])
         h_step, h_stall = _stall_fit(g["osl"], g["hetsim_tpot_ms"])
-        lines.append(dict(zip(RUN_KEYS, key), lengths=len(g), measured_step=m_step,
+        lines.append(dict(zip(RUN_KEYS, key), lengths=g["osl"].nunique(), measured_step=m_step,
                           measured_stall=m_stall, hetsim_step=h_step, hetsim_stall=h_stall))
     return pd.DataFrame(lines)
 
