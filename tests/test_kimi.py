@@ -72,7 +72,7 @@ def test_vllm_reads_the_int4_weight_only_moe_table(acc):
     grid = pm.kernels.get("moe", ("w4a16-int", KIMI.hidden_size, e.expert_ffn_size, e.top_k,
                                   e.num_experts, 8, 1, "balanced"))
     assert grid is not None and step.measured_moe
-    assert step._moe_form(64.0) == pytest.approx(grid.grid((64.0,)), rel=1e-9)
+    assert step._moe_grid(64.0) == pytest.approx(grid.grid((64.0,)), rel=1e-9)
 
 
 def test_catalog_matches_the_published_text_config(tmp_path):

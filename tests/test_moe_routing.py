@@ -53,7 +53,26 @@ def test_routed_experts_read_the_grid_measured_at_that_routing(routing):
                                          g.measured if g.measured is not None else
                                          [True] * len(g.seconds)):
         if measured:
-            assert step._moe_form(float(tokens)) == pytest.approx(float(seconds), rel=1e-9)
+            assert step._moe_grid(float(tokens)) == pytest.approx(float(seconds), rel=1e-9)
+            if routing != "balanced":       # skewed: the table as measured
+                assert step._moe_form(float(tokens)) == step._moe_grid(float(tokens))
+
+
+def test_balanced_routing_reads_the_table_at_the_experts_random_routing_reaches():
+    """aiconfigurator's balanced table spreads n tokens' top-k over min(E, n k) experts;
+    tokens that pick their experts independently reach E (1 - (1 - k/E)^n). Where weights
+    bound the layer (few tokens) the table is read in that proportion; where every expert is
+    reached either way, as measured; never less for more tokens."""
+    model, _, step = _step("balanced")
+    E, k = model.moe.num_experts, model.moe.top_k           # 128, 8
+    assert step._moe_form(1.0) == pytest.approx(step._moe_grid(1.0), rel=1e-12)
+    for n in (2, 4, 8, 16, 32):
+        reached = E * (1 - (1 - k / E) ** n)
+        assert step._moe_form(n) / step._moe_grid(n) == pytest.approx(
+            reached / min(E, n * k), rel=2e-3)
+    assert 16 * 8 / E == 1 and step._moe_form(16) < 0.65 * step._moe_grid(16)
+    for n in (1024, 4096, 16384):
+        assert step._moe_form(n) == pytest.approx(step._moe_grid(n), rel=1e-9)
 
 
 def test_skewed_routing_changes_the_run_and_balanced_is_the_default(tmp_path):

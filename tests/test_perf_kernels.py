@@ -240,6 +240,24 @@ def test_an_unmeasured_moe_split_reads_another_split_of_the_same_gpus(tmp_path):
                                                          ("x", 1, 1, 1, 1, 1, 8, "b")]
 
 
+def test_balanced_moe_grows_with_tokens_where_the_table_grows_with_its_experts(tmp_path):
+    """A balanced table whose time is its reached experts' weights (min(E, n k) of them) plus
+    per-token work, read at the experts independent routing reaches: never less for more
+    tokens, the table's own time once every expert is reached."""
+    model = hetsim.load_model("qwen3-30b-a3b")              # 128 experts, top 8
+    tokens = 2.0 ** np.arange(13)
+    seconds = 1e-5 + np.minimum(128, 8 * tokens) * 2e-6 + tokens * 1e-8
+    path = tmp_path / "moe.npz"
+    kernels([KernelGrid("moe", ("bf16", 2048, 768, 8, 128, 1, 1, "balanced"), (tokens,),
+                        seconds)]).save(path)
+    step = hetsim.StepModel(model, hetsim.PerfModel(dataclasses.replace(
+        BASE, calibration=Calibration(device="synthetic", kernels=str(path)), runtime="vllm")))
+    times = [step._moe_form(n) for n in range(1, 4097)]
+    assert all(b >= a for a, b in zip(times, times[1:]))
+    assert times[15] < 0.7 * step._moe_grid(16)              # 82 of 128 experts reached
+    assert times[4095] == pytest.approx(seconds[-1], rel=1e-6)   # stored in float32
+
+
 def test_mla_reads_the_mla_grids(pm):
     fmt = hetsim.Formats("fp8", "fp8", "bf16")       # the grids hold bf16 KV
     step = hetsim.StepModel(DS, pm, tp=1, precision=fmt)

@@ -413,7 +413,7 @@ def test_mxfp4_experts_run_in_the_runtime_s_activation_format(acc, runtime, tabl
     grid = pm.kernels.get("moe", (table, m.hidden_size, e.expert_ffn_size, e.top_k,
                                   e.num_experts, 1, 1, "balanced"))
     assert grid is not None and step.measured_moe
-    assert step._moe_form(64.0) == pytest.approx(grid.grid((64.0,)), rel=1e-9)
+    assert step._moe_grid(64.0) == pytest.approx(grid.grid((64.0,)), rel=1e-9)
 
 
 @pytest.mark.parametrize("model, extra, path, words", [

@@ -106,7 +106,7 @@ class StepModel:
                                    or self.linear is not None else (*lin, model.num_layers))
         self._decode_dense: dict[int, float] = {}    # batch -> dense_time(batch, batch)
         self._iteration_overhead = pm.iteration_overhead
-        self._ctx_form = self._decode_form = self._moe_form = None
+        self._ctx_form = self._decode_form = self._moe_form = self._moe_grid = None
         self._ctx_win_form = self._decode_win_form = None
         if pm.kernels is not None:
             self._measured_forms(moe_distribution)
@@ -137,10 +137,13 @@ class StepModel:
             self._decode_win_form = pm.decode_attention_form(*dec, window=self.window.size)
         if m.moe:
             e = m.moe
-            self._moe_form = pm.moe_form(self.expert_compute, self.expert_weights, m.hidden_size,
+            self._moe_grid = pm.moe_form(self.expert_compute, self.expert_weights, m.hidden_size,
                                          e.expert_ffn_size, e.top_k, e.num_experts,
                                          self.tp // self.moe_ep, self.moe_ep,
                                          moe_distribution, self._routed_analytic)
+            if self._moe_grid is not None:
+                self._moe_form = (self._moe_spread if moe_distribution == "balanced"
+                                  else self._moe_grid)
 
     # --- shapes --------------------------------------------------------------------------
     def _gemm_shapes(self):
@@ -212,15 +215,49 @@ class StepModel:
         t += reduces * pm.allreduce_time(n_tok * h * self.act_bytes, atp)
         return t
 
+    def _active_experts(self, n_tok: float) -> float:
+        """Experts that ``n_tok`` tokens route to, in expectation, when each token's top-k
+        are equally likely to be any k of the experts (``balanced`` routing)."""
+        e = self.model.moe
+        return e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
+
     def _routed_analytic(self, n_tok: float) -> float:
         """The routed experts of one MoE layer composed from grouped GEMMs, in the format the
         runtime's MoE kernels compute them in (:attr:`expert_compute`), as the measured grid
         (:meth:`_measured_forms`) reads them."""
         e = self.model.moe
-        routed = n_tok * e.top_k
-        active = e.num_experts * (1.0 - (1.0 - e.top_k / e.num_experts) ** n_tok)
-        return self._ffn_time(n_tok, e.expert_ffn_size, routed / active, active,
+        active = self._active_experts(n_tok)
+        return self._ffn_time(n_tok, e.expert_ffn_size, n_tok * e.top_k / active, active,
                               self.expert_weights, self.expert_compute, self.tp)
+
+    def _routed_work(self, n_tok: float, active: float) -> float:
+        """The roofline of one MoE layer's routed experts on one GPU: ``n_tok`` x top-k rows
+        over ``active`` experts, each expert's weights read once (work alone: no tiles, no
+        launches)."""
+        m, pm = self.model, self.pm
+        h, fs = m.hidden_size, max(1, m.moe.expert_ffn_size // self.tp)
+        rows = n_tok * m.moe.top_k / active
+        compute = memory = 0.0
+        for n, k in (((2 if m.gated_ffn else 1) * fs, h), (h, fs)):
+            c, b = pm._gemm_parts(rows, n, k, self.expert_compute, self.expert_weights, 1.0)
+            compute, memory = compute + c, memory + b
+        return active * max(compute, memory)
+
+    def _moe_spread(self, n_tok: float) -> float:
+        """The measured MoE grid under ``balanced`` routing, at the experts such routing
+        reaches. NOTE: aiconfigurator's ``balanced`` table routes by a fixed stride
+        (ai-dynamo/aiconfigurator collector/helper.py ``balanced_logits``@006afd78: token i's
+        j-th expert is (i + j ceil(E / k)) mod E), so its n tokens reach min(E, n k) experts:
+        every expert from n = E / k on. Tokens that each pick k of E equally likely reach
+        E (1 - (1 - k/E)^n) in expectation (gpt-oss at 32 tokens: 82 of 128), and at decode
+        sizes the fused kernel's time is its active experts' weights (the tables' time grows in
+        proportion to them below E / k). The grid is read times the roofline's ratio between
+        the two: the active experts' share where weights bound the layer, 1 where compute
+        does."""
+        e = self.model.moe
+        return self._moe_grid(n_tok) * (
+            self._routed_work(n_tok, self._active_experts(n_tok))
+            / self._routed_work(n_tok, min(e.num_experts, n_tok * e.top_k)))
 
     @property
     def _moe_layers(self) -> int:

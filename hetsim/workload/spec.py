@@ -213,9 +213,10 @@ class WorkloadSpec:
         "reserve this, not the output the request turns out to have; unset: the true output "
         "(exact where the client forces every output to its length, ignore_eos)", positive))
     moe_routing: str | None = field(default=None, metadata=meta(
-        "MoE models: how tokens spread over the experts, balanced (the default) | "
-        "power_law_1.01 | power_law_1.2; skewed routing is read from measured MoE kernels, so "
-        "it needs every pool on a runtime profile that timed the model's MoE layer",
+        "MoE models: how tokens spread over the experts, balanced (the default: each token's "
+        "top-k equally likely to be any k experts) | power_law_1.01 | power_law_1.2; skewed "
+        "routing is read from measured MoE kernels, so it needs every pool on a runtime "
+        "profile that timed the model's MoE layer",
         _moe_routing))
 
     def __post_init__(self):
