@@ -142,7 +142,7 @@ class StepModel:
                                          self.tp // self.moe_ep, self.moe_ep,
                                          moe_distribution, self._routed_analytic)
             if self._moe_grid is not None:
-                self._moe_form = (self._moe_spread if moe_distribution == "balanced"
+                self._moe_form = (self._moe_spread if moe_distribution == MOE_DISTRIBUTION
                                   else self._moe_grid)
 
     # --- shapes --------------------------------------------------------------------------
