@@ -328,7 +328,8 @@ def deployment(row, role: str) -> dict:
       passes max-num-seqs only, from the row's batch.
     - inferencex: docs/inferencex-gptoss-knobs.md (SemiAnalysisAI/InferenceX scripts, commit
       per row there): TRT-LLM max_num_tokens 20000, KV memory 0.85, fp8 KV on B200; vLLM
-      max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05 (gpt-oss);
+      max-num-seqs 512 on B200, CONC on H100/H200, fp8 KV on B200 from 2025-12-05, MXFP8
+      MoE activations on B200 (``VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1``) (gpt-oss);
       docs/inferencex-minimax-kimi-knobs.md (:func:`minimax_vllm`, :func:`kimi_vllm`; Kimi's
       GB200 dynamo-trt recipes, §4.2: :data:`KIMI_GB200_TRT`; their decode ``stream_interval
       100`` is not modelled); docs/inferencex-qwen35-knobs.md (Qwen3.5 SGLang,
@@ -370,8 +371,11 @@ def deployment(row, role: str) -> dict:
         out.update(qwen35_sglang(row))
     elif src == "inferencex" and backend == "vllm" and model == "openai/gpt-oss-120b":
         out["max_seqs"] = 512 if system == "b200_sxm" else concurrency(row)
-        if system == "b200_sxm" and _measured_on(row) >= "2025-12-05":
-            out["kv"] = "fp8"
+        if system == "b200_sxm":
+            # VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 in every B200 script of the window
+            out["runtime"] = {"mxfp4_moe": "mxfp8"}
+            if _measured_on(row) >= "2025-12-05":
+                out["kv"] = "fp8"
     return out
 
 

@@ -58,8 +58,7 @@ class ResolvedPool:
         """The iteration-time model of one of this pool's instances running ``model``."""
         return StepModel(model, PerfModel(self.accelerator), self.spec.tp, self.formats,
                          moe_distribution=self.moe_routing, moe_ep=self.spec.moe_ep or 1,
-                         moe_compute=moe_compute(self.rules and self.rules.name,
-                                                 self.accelerator),
+                         moe_compute=moe_compute(self.rules, self.accelerator),
                          attention_dp=self.spec.dp)
 
     def kv_format(self) -> dict:
@@ -196,7 +195,10 @@ def _resolve_pool(name, pool: Pool, model: ModelConfig, dirs, where) -> Resolved
                               "runtime: {name: ..., kv_admission: ...} instead",
                               path=f"{where}.kv_allocation")
         seqs_unset = pool.max_seqs is None
-        rules = runtime_rules(spec, acc, pool.tp)
+        try:
+            rules = runtime_rules(spec, acc, pool.tp)
+        except ConfigError as e:
+            raise ConfigError(e.message, path=f"{where}.runtime.{e.path}") from None
         # the runtime's host time per step replaces the profile's generic engine overhead
         acc = replace(acc, efficiency=replace(
             acc.efficiency, iteration_overhead_ms=rules.step_overhead_s * 1e3))

@@ -80,6 +80,10 @@ class RuntimeSpec:
     recv_interval: int | None = field(default=None, metadata=meta(
         "SGLang's --scheduler-recv-interval: new requests are taken in once the steps since "
         "the last intake weigh this much (decode 1, prefill 1000); default 1", positive))
+    mxfp4_moe: Literal["bf16", "mxfp8"] | None = field(default=None, metadata=meta(
+        "the activations MXFP4 experts compute on, on a Blackwell (fp4) device: bf16 or mxfp8 "
+        "(vLLM: bf16, mxfp8 with VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1; TRT-LLM: mxfp8, its "
+        "TRTLLM MoE backend; SGLang: the pool's compute format)"))
     radix_cache: bool | None = field(default=None, metadata=meta(
         "SGLang's radix cache (on unless --disable-radix-cache): sizes a linear-attention "
         "model's state pool and the slots a request holds (prefix hits are not modelled)"))
@@ -122,6 +126,8 @@ class Rules:
     step_overhead_s: float
     memory: str                  # which KV-capacity rule (see :func:`kv_budget`)
     memory_fraction: float
+    #: what MXFP4 experts compute on where the device has fp4: "mxfp8", else the pool's compute
+    mxfp4_moe: str | None = None
     radix_cache: bool = False    # SGLang's radix cache (sizes a hybrid model's state pool)
     recv_interval: int = 1       # SGLang's scheduler_recv_interval (see SglangPolicy)
 
@@ -140,7 +146,8 @@ def _vllm(acc, tp) -> dict:
     return dict(max_batch_tokens=tokens, max_seqs=seqs, block_size=16, chunked_prefill=True,
                 mixed_batches=True, kv_admission="on-demand", cuda_graphs=True,
                 graph_sizes=graphs, graph_padding=True, overlap=True,
-                first_token_delay_steps=0, memory="vllm", memory_fraction=0.92)
+                first_token_delay_steps=0, memory="vllm", memory_fraction=0.92,
+                mxfp4_moe="bf16")
 
 
 def _sglang(acc, tp) -> dict:
@@ -165,7 +172,7 @@ def _sglang(acc, tp) -> dict:
                 mixed_batches=False, kv_admission="estimate", cuda_graphs=True,
                 graph_sizes=graphs, graph_padding=True, overlap=True,
                 first_token_delay_steps=0, memory="sglang", memory_fraction=fraction,
-                radix_cache=True, recv_interval=1)
+                radix_cache=True, recv_interval=1, mxfp4_moe=None)
 
 
 def _trtllm(acc, tp) -> dict:
@@ -175,7 +182,8 @@ def _trtllm(acc, tp) -> dict:
     return dict(max_batch_tokens=8192, max_seqs=2048, block_size=32, chunked_prefill=False,
                 mixed_batches=True, kv_admission="reserve-output", cuda_graphs=True,
                 graph_sizes=graphs, graph_padding=False, overlap=True,
-                first_token_delay_steps=1, memory="trtllm", memory_fraction=0.9)
+                first_token_delay_steps=1, memory="trtllm", memory_fraction=0.9,
+                mxfp4_moe="mxfp8" if acc.supports("fp4") else "bf16")
 
 
 _DEFAULTS = {"vllm": _vllm, "sglang": _sglang, "trtllm": _trtllm}
@@ -191,6 +199,9 @@ def rules(spec: "str | RuntimeSpec", acc, tp: int) -> Rules:
         v = getattr(spec, f.name)
         if f.name not in ("name", "version") and v is not None and f.name in d:
             d[f.name] = v
+    if spec.mxfp4_moe == "mxfp8" and not acc.supports("fp4"):
+        raise ConfigError(f"MXFP8-activation MXFP4 experts run on Blackwell (fp4) devices; "
+                          f"{acc.name} has no fp4", path="mxfp4_moe")
     if spec.overlap is not None and spec.name == "trtllm":
         d["first_token_delay_steps"] = int(spec.overlap)
     fitted = {k: getattr(spec, k) if getattr(spec, k) is not None else table[spec.name]
@@ -199,11 +210,12 @@ def rules(spec: "str | RuntimeSpec", acc, tp: int) -> Rules:
     return Rules(name=spec.name, version=VERSIONS[spec.name], **fitted, **d)
 
 
-def moe_compute(runtime: str | None, acc) -> dict[str, str]:
+def moe_compute(rules: Rules | None, acc) -> dict[str, str]:
     """{checkpoint expert format: the format the runtime's MoE kernels compute it in on
     ``acc``}, where that is not the pool's compute format (docs/runtime-rules.md §8):
-    - TRT-LLM on Blackwell (a device that computes in fp4) runs MXFP4 experts on MXFP8
-      activations (its default TRTLLM MoE backend), on Hopper on BF16 activations (TRITON);
+    - MXFP4 experts on MXFP8 activations where the rules say so (``mxfp4_moe``): TRT-LLM on
+      Blackwell (a device that computes in fp4) by default (its TRTLLM MoE backend; on Hopper
+      BF16 activations, TRITON), vLLM with VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1;
     - NVFP4 experts run W4A4 wherever the device computes in fp4, on every runtime: the
       checkpoint carries the activations' fp4 scales (``input_activations``: 4-bit float,
       group 16) for exactly that; elsewhere they run on the pool's compute format (a pool's
@@ -211,7 +223,7 @@ def moe_compute(runtime: str | None, acc) -> dict[str, str]:
       weight-only)."""
     fp4 = acc.supports("fp4")
     rule = {"fp4": "fp4"} if fp4 else {}
-    if runtime == "trtllm" and fp4:
+    if fp4 and rules is not None and rules.mxfp4_moe == "mxfp8":
         rule["mxfp4"] = "fp8"
     return rule
 

@@ -67,7 +67,8 @@ def test_vllm_reads_the_int4_weight_only_moe_table(acc):
     Kimi's layer (hidden 7168, experts 384 of 2048, top 8), its TP 8 grid."""
     prof = hetsim.load_accelerator(acc, runtime="vllm")
     pm = PerfModel(prof)
-    step = StepModel(KIMI, pm, 8, "bf16", moe_compute=runtimes.moe_compute("vllm", prof))
+    step = StepModel(KIMI, pm, 8, "bf16",
+                     moe_compute=runtimes.moe_compute(runtimes.rules("vllm", prof, 8), prof))
     e = KIMI.moe
     grid = pm.kernels.get("moe", ("w4a16-int", KIMI.hidden_size, e.expert_ffn_size, e.top_k,
                                   e.num_experts, 8, 1, "balanced"))

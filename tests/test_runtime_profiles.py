@@ -404,6 +404,46 @@ def test_a_shipped_profile_rebuilds_byte_for_byte(tmp_path):
     assert out.with_suffix(".npz").read_bytes() == (SHIPPED / f"{name}.npz").read_bytes()
 
 
+def test_vllm_borrows_sglang_s_mxfp8_moe_grids_for_the_layers_it_lacks(root):
+    """vLLM's MXFP8-activation MXFP4 experts are FlashInfer's kernel, which aiconfigurator
+    times under SGLang (aic.BORROWED_MOE): a vLLM profile reads SGLang's grid of that format
+    for a layer its own table lacks, exactly as fitted, keeps its own where it has one, and
+    names the lent table; nothing else is borrowed."""
+    def moe(runtime, rows, version):
+        g = _grid(num_tokens=[1, 8, 64, 512], layer=list(range(len(rows))))
+        layer = g.pop("layer")
+        dtype, hidden = (np.array(v)[layer] for v in zip(*rows))
+        n = len(hidden)
+        d = root / "data" / "h100_sxm" / "moe" / runtime / version
+        d.mkdir(parents=True, exist_ok=True)
+        scale = {"sglang": 2.0, "vllm": 1.0}[runtime]
+        pd.DataFrame(dict(g, moe_dtype=dtype, hidden_size=hidden, inter_size=hidden,
+                          topk=[4] * n, num_experts=[128] * n, moe_tp_size=[1] * n,
+                          moe_ep_size=[1] * n, distribution=["balanced"] * n,
+                          latency=scale * (0.01 + g["num_tokens"] * hidden * 1e-8))
+                     ).to_parquet(d / "moe_perf.parquet")
+    moe("vllm", [("w4a16_mxfp4", 2880), ("w4a8_mxfp4_mxfp8", 4096)], "0.24.0")
+    moe("sglang", [("w4a8_mxfp4_mxfp8", 2880), ("w4a8_mxfp4_mxfp8", 4096),
+                   ("w4a16_mxfp4", 1024)], "0.5.14")
+    (root / "query_versions.yaml").write_text(
+        "defaults:\n  vllm: {current: '0.24.0'}\n  sglang: {current: '0.5.14'}\n")
+    p = aic.build("h100_sxm", "vllm", root=root)
+    grids = {g.key[:2]: g for g in p.kernels.grids("moe")}
+    assert set(grids) == {("w4a16-mxfp4", 2880), ("w4a8-mxfp4", 4096), ("w4a8-mxfp4", 2880)}
+    # vLLM's own mxfp8 layer is its own (1x), the lent one SGLang's (2x), every point
+    own = grids["w4a8-mxfp4", 4096]
+    assert np.allclose(own.seconds, (0.01 + own.axes[0] * 4096 * 1e-8) * 1e-3, rtol=1e-3)
+    assert np.allclose(grids["w4a8-mxfp4", 2880].seconds,
+                       2 * (0.01 + grids["w4a8-mxfp4", 2880].axes[0] * 2880 * 1e-8) * 1e-3,
+                       rtol=1e-3)
+    lent = p.profile["calibration"]["tables"]["moe"]["borrowed"]
+    assert lent == {"w4a8-mxfp4": {"table": "h100_sxm/moe/sglang/0.5.14/moe_perf.parquet",
+                                   "grids": 1}}
+    assert "moe/sglang/0.5.14" in p.profile["sources"][-1]["note"]
+    assert "borrowed" not in aic.build("h100_sxm", "sglang", root=root).profile[
+        "calibration"]["tables"]["moe"]
+
+
 def test_half_of_a_quantize_pair_is_reported_not_built(root):
     (root / "data/h100_sxm/quantize/vllm/0.24.0/scale_matrix_perf.parquet").unlink()
     p = aic.build("h100_sxm", "vllm", root=root)

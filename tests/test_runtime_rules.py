@@ -28,6 +28,15 @@ def rules(**kw) -> runtimes.Rules:
     return runtimes.Rules(**{**base, **kw})
 
 
+def moe_compute(runtime, acc, tp: int = 1):
+    """``runtimes.moe_compute`` under ``runtime``'s rules on ``acc`` (a name, a
+    ``RuntimeSpec`` mapping, or None: no runtime)."""
+    if runtime is None:
+        return runtimes.moe_compute(None, acc)
+    spec = runtimes.RuntimeSpec(**runtime) if isinstance(runtime, dict) else runtime
+    return runtimes.moe_compute(runtimes.rules(spec, acc, tp), acc)
+
+
 def arrive(env, inst, r, at):
     def go():
         yield env.timeout(at)
@@ -397,18 +406,24 @@ def test_moe_ep_reads_the_expert_parallel_kernels():
     assert ep._moe_form is not None
 
 
+MXFP8 = {"name": "vllm", "mxfp4_moe": "mxfp8"}
+
+
 @pytest.mark.parametrize("acc, runtime, table", [
     ("b200", "trtllm", "w4a8-mxfp4"), ("gb200", "trtllm", "w4a8-mxfp4"),
     ("h200-sxm", "trtllm", "w4a16-mxfp4"), ("b200", "vllm", "w4a16-mxfp4"),
+    ("b200", MXFP8, "w4a8-mxfp4"), ("gb200", MXFP8, "w4a8-mxfp4"),
 ])
 def test_mxfp4_experts_run_in_the_runtime_s_activation_format(acc, runtime, table):
     """TRT-LLM on Blackwell runs gpt-oss's MXFP4 experts on MXFP8 activations, on Hopper on
-    BF16 (docs/runtime-rules.md §8): a bf16 pool reads that table's MoE grid, exactly."""
+    BF16; vLLM on BF16 unless VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8 is set (docs/runtime-rules.md
+    §8): a bf16 pool reads that table's MoE grid, exactly."""
     from hetsim.perf import PerfModel, StepModel
     m = hetsim.load_model("gpt-oss-120b")
-    prof = hetsim.load_accelerator(acc, runtime=runtime)
+    name = runtime["name"] if isinstance(runtime, dict) else runtime
+    prof = hetsim.load_accelerator(acc, runtime=name)
     pm = PerfModel(prof)
-    step = StepModel(m, pm, 1, "bf16", moe_compute=runtimes.moe_compute(runtime, prof))
+    step = StepModel(m, pm, 1, "bf16", moe_compute=moe_compute(runtime, prof))
     e = m.moe
     grid = pm.kernels.get("moe", (table, m.hidden_size, e.expert_ffn_size, e.top_k,
                                   e.num_experts, 1, 1, "balanced"))
@@ -425,6 +440,16 @@ def test_bad_moe_ep_names_its_key(model, extra, path, words):
         _pool("vllm", model=model, acc="h200-sxm", **extra)
     assert e.value.path.endswith(path) and words in e.value.message
 
+
+
+def test_mxfp8_moe_activations_need_an_fp4_device():
+    """vLLM's MXFP8-activation MXFP4 kernel is Blackwell's (SM100): asked for on a Hopper pool
+    it is refused, naming the key; on Blackwell it is taken."""
+    with pytest.raises(ConfigError) as e:
+        _pool(MXFP8, acc="h200-sxm", model="gpt-oss-120b")
+    assert e.value.path.endswith("runtime.mxfp4_moe") and "fp4" in e.value.message
+    assert _pool(MXFP8, acc="b200", model="gpt-oss-120b").rules.mxfp4_moe == "mxfp8"
+    assert _pool("vllm", acc="b200", model="gpt-oss-120b").rules.mxfp4_moe == "bf16"
 
 
 def test_decode_side_first_token_keeps_tpot_unbiased():
@@ -486,7 +511,7 @@ def test_nvfp4_experts_run_w4a4_where_the_gpu_computes_fp4(acc, runtime, compute
     m = dataclasses.replace(hetsim.load_model("minimax-m2.5"), expert_weights="fp4")
     prof = hetsim.load_accelerator(acc, runtime=runtime)
     step = StepModel(m, PerfModel(prof), 2, "bf16",
-                     moe_compute=runtimes.moe_compute(runtime, prof))
+                     moe_compute=moe_compute(runtime, prof))
     assert (step.expert_weights, step.expert_compute) == ("fp4", compute)
     if compute == "fp4":   # the profiles' nvfp4 MoE tables time MiniMax's layer
         assert step.measured_moe
@@ -501,8 +526,8 @@ def test_w4a4_experts_without_a_moe_grid_are_composed_in_fp4(runtime):
     m = dataclasses.replace(hetsim.load_model("minimax-m2.5"), expert_weights="fp4")
     acc = hetsim.load_accelerator("b200")
     pm = PerfModel(acc)
-    bf16 = StepModel(m, pm, 2, "bf16", moe_compute=runtimes.moe_compute(runtime, acc))
-    fp4 = StepModel(m, pm, 2, "fp4", moe_compute=runtimes.moe_compute(runtime, acc))
+    bf16 = StepModel(m, pm, 2, "bf16", moe_compute=moe_compute(runtime, acc))
+    fp4 = StepModel(m, pm, 2, "fp4", moe_compute=moe_compute(runtime, acc))
     assert not bf16.measured_moe and bf16.expert_compute == "fp4"
     for n in (1, 64, 4096):
         assert bf16._routed_analytic(n) == fp4._routed_analytic(n)
@@ -520,5 +545,5 @@ def test_a_pool_s_weight_only_fp4_experts_stay_weight_only():
     m = hetsim.load_model("minimax-m2.5")
     for model, compute in ((m, "bf16"), (dataclasses.replace(m, expert_weights="fp4"), "fp4")):
         step = StepModel(model, PerfModel(prof), 2, pool,
-                         moe_compute=runtimes.moe_compute("vllm", prof))
+                         moe_compute=moe_compute("vllm", prof))
         assert (step.expert_weights, step.expert_compute) == ("fp4", compute)

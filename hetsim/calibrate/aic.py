@@ -83,6 +83,17 @@ MLA_MODULE_MODEL = ("deepseek-ai/DeepSeek-V3", "deepseek-v3")
 #: system are at 1.5-5.8x there, B200's vLLM module-derived ones at 3.1-5.0x, every other
 #: system's at 8.1-22x: the threshold sits in that gap
 MLA_EAGER_RATIO = 7.0
+#: MoE kernels a runtime runs through the very library kernel another runtime's tables time:
+#: (runtime, MoE format) -> the runtime whose table the profile reads for the layers its own
+#: table has no grid of that format for (``provenance["moe"]["borrowed"]`` names the table).
+#: NOTE: vLLM runs MXFP4 experts on MXFP8 activations with FlashInfer's TRT-LLM-gen kernel
+#: (``SM100_FI_MXFP4_MXFP8_TRTLLM``, selected by VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1:
+#: vllm-project/vllm@007d5005 ``quantization/mxfp4.py`` ``get_mxfp4_backend``), the kernel
+#: aiconfigurator times for SGLang as ``w4a8_mxfp4_mxfp8`` (ai-dynamo/aiconfigurator@095f58a5
+#: ``collector/sglang/collect_moe.py``: kernel source ``sglang_flashinfer_trtllm_moe``);
+#: vLLM's 0.24.0 tables time that format at two DeepSeek/Kimi shapes only. Their BF16-activation
+#: tables of the same FlashInfer kernel agree within 2% (b200, gpt-oss, 1-16384 tokens)
+BORROWED_MOE = {("vllm", "w4a8-mxfp4"): "sglang"}
 #: a GDN table's kernels by phase: (the convolution's, the recurrence's); a point's time is
 #: their sum (the fastest of several recurrence kernels timed at one point)
 GDN_KERNELS = {"context_gdn": ("context", "causal_conv1d_fn"),
@@ -378,6 +389,36 @@ def _op_points(tables, op: str, fraction: float, seed: int, pm: PerfModel | None
     return every, train, test, info
 
 
+def _borrowed_moe(tables, own: set, pm: PerfModel, root=None
+                  ) -> tuple[list[KernelGrid], dict | None]:
+    """The MoE grids :data:`BORROWED_MOE` gives ``tables``' runtime: each format's grids of
+    the lending runtime's table (same system, its declared current version) for the layers
+    ``own`` (the keys of the runtime's own MoE grids) lacks, fitted on every row; and their
+    provenance (None: none borrowed)."""
+    grids, info = [], None
+    for (runtime, dtype), lender in BORROWED_MOE.items():
+        if runtime != tables.runtime:
+            continue
+        try:
+            src = kerneldb.select(tables.system, lender, root=root)
+        except ConfigError:      # the system has no tables of the lending runtime
+            continue
+        if "moe" not in src.tables:
+            continue
+        df = kerneldb.read_op(src, "moe")
+        points, _ = _points("moe", df[(df["moe_dtype"] == dtype).to_numpy()])
+        got, _ = fit_grids("moe", points, pm)
+        got = [dataclasses.replace(g, seconds=round_times(g.seconds)) for g in got
+               if g.key not in own]
+        if got:
+            version, path = src.tables["moe"]
+            info = info or {}
+            info[dtype] = {"table": f"{src.system}/moe/{lender}/{version}/{path.name}",
+                           "grids": len(got)}
+            grids += got
+    return grids, info
+
+
 def held_out_fit(tables, op: str, fraction: float, seed: int = 0, pm: PerfModel | None = None
                  ) -> tuple[list[KernelGrid], pd.DataFrame]:
     """The grids fitted without the held-out shapes, and the held-out points they are scored
@@ -432,6 +473,11 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
                 continue
             accuracy[op], provenance[op] = acc, info
             grids += g
+    if "moe" in provenance:
+        lent, info = _borrowed_moe(tables, {g.key for g in grids if g.op == "moe"}, pm, root)
+        if lent:
+            provenance["moe"]["borrowed"] = info
+            grids += lent
     pkg = package_version()
     stamp = f"aiconfigurator-core {pkg}"
     kernels_file = kernels_file or f"{name}.{tables.runtime}.npz"
@@ -448,7 +494,9 @@ def build(system: str, runtime: str, version: str | None = None, *, held_out: fl
     out["runtime"] = tables.runtime
     out["calibration"] = cal
     out["aliases"] = []
-    used = sorted({p for op in provenance.values() for p in op["tables"]})   # (GDN: 2 ops, 1 table)
+    used = sorted({p for op in provenance.values() for p in op["tables"]}    # (GDN: 2 ops, 1 table)
+                  | {b["table"] for op in provenance.values()
+                     for b in op.get("borrowed", {}).values()})
     out["sources"] = list(base.get("sources") or []) + [{
         "key": "AIC", "ref": f"{stamp} (PyPI, Apache-2.0), aiconfigurator_core/systems/data",
         "note": "kernel tables: " + ", ".join(used)}]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..hardware import load_accelerator
 from ..perf import PerfModel, PoolProblem, StepModel, pool_fit
-from ..runtimes import RuntimeSpec, moe_compute
+from ..runtimes import RuntimeSpec, moe_compute, rules
 from .spec import PlanSpec
 
 __all__ = ["Option", "options", "prefill_rate", "decode_rate", "colocated_rate",
@@ -84,12 +84,12 @@ def _routing_measured(spec: PlanSpec, model, acc: str, tp: int, prec: str) -> bo
     routing = spec.workload.moe_routing
     if routing in (None, "balanced") or model.moe is None:
         return True
-    runtime = RuntimeSpec.of(spec.runtime).name
-    prof = load_accelerator(acc, runtime=runtime)
+    runtime = RuntimeSpec.of(spec.runtime)
+    prof = load_accelerator(acc, runtime=runtime.name)
     # NOTE: the MoE kernels the simulated pool reads (ResolvedPool.step_model): the runtime's
     # expert compute format, which may not be the pool's (TRT-LLM on Blackwell: MXFP8)
     return StepModel(model, PerfModel(prof), tp, prec, moe_distribution=routing,
-                     moe_compute=moe_compute(runtime, prof)).measured_moe
+                     moe_compute=moe_compute(rules(runtime, prof, tp), prof)).measured_moe
 
 
 def options(spec: PlanSpec, model, mean_in: float, mean_out: float) -> list[tuple]:
