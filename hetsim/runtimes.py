@@ -38,10 +38,11 @@ GIB = 2 ** 30
 #: (DESIGN.md "Serving runtimes"): per step, the device-idle time between steps that CUDA-graph
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
-#: (2026-12-02, each measurement once, the Qwen3.5 SGLang scripts' knobs: vLLM 144 rows,
-#: SGLang 50, TRT-LLM 49)
-STEP_OVERHEAD_S = {"vllm": 0.000732, "sglang": 0.00159, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0301, "sglang": 0.183, "trtllm": 0.0295}
+#: (2026-12-03, with aiconfigurator's balanced MoE tables read at the experts balanced routing
+#: reaches and vLLM's MXFP8 MoE on InferenceX's B200 gpt-oss rows: vLLM 144 rows, SGLang 50,
+#: TRT-LLM 49)
+STEP_OVERHEAD_S = {"vllm": 0.000826, "sglang": 0.00171, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0322, "sglang": 0.183, "trtllm": 0.03}
 
 @dataclass(frozen=True)
 class RuntimeSpec:
