@@ -13,8 +13,10 @@ Rows, read as aiconfigurator-core 0.12.0's loaders read them: gemm (m x k) @ (k 
 scaling scored as fp8 compute, weight-only ints as bf16 compute with int weights, SmoothQuant
 as int8); context attention: ``batch_size`` causal prompts of ``isl`` tokens after ``step``
 cached; generation attention: one token per sequence against ``isl + step`` cached; all-reduce:
-``message_size`` *elements* per GPU, CUDA-graph rows only (what serving replays); MoE: counted,
-not scored (hetsim has no single MoE op). Of several kernels timed for one shape, the fastest.
+``message_size`` *elements* per GPU, CUDA-graph rows only (what serving replays); MoE: a layer's
+routed experts at ``num_tokens`` tokens, scored by the table grid only (the generic models have
+no single MoE op: the step model composes one from GEMMs for a whole model). Of several
+kernels timed for one shape, the fastest.
 
     pip install 'hetsim[aic]'
     python benchmarks/kernel_accuracy.py [--system h100_sxm] [--runtime vllm] [--by-dtype]
@@ -170,7 +172,9 @@ GRID_KEYS = {"gemm": (("gemm_dtype",), ("m", "n", "k")),
                                                 "num_key_value_heads", "head_dim",
                                                 "window_size"), ("batch_size", "isl")),
              "generation_attention": (ATTN_KEY, ("batch_size", "kv")),
-             "allreduce": (("allreduce_dtype", "num_gpus"), ("message_size",))}
+             "allreduce": (("allreduce_dtype", "num_gpus"), ("message_size",)),
+             "moe": (("moe_dtype", "hidden_size", "inter_size", "topk", "num_experts",
+                      "moe_tp_size", "moe_ep_size", "distribution"), ("num_tokens",))}
 #: how a table-grid model reads its grid: "log" interpolates log time; "ratio" interpolates
 #: log(measured / datasheet model) and multiplies the model's time at the query back in
 GRID_MODES = ("log", "ratio")
@@ -198,7 +202,10 @@ class TableGrid:
         self.fallback = 0
 
     def model(self, key: tuple):
-        """The datasheet time of a shape at ``key`` (None where the model has none)."""
+        """The datasheet time of a shape at ``key`` (None where the model has none: MoE, whose
+        grid interpolates log time and keeps its edge time past it, as a profile's does)."""
+        if self.op == "moe":
+            return None
         keys, axes = GRID_KEYS[self.op]
         fields = dict(zip(keys, key))
         probe = pd.DataFrame([{**fields, **{a: 1 for a in axes}, "isl": 1, "step": 0}])
@@ -281,7 +288,7 @@ def _with_kv(df: pd.DataFrame) -> pd.DataFrame:
 
 def grid_models(split: Split, root: Path | None = None, mode: str = "ratio") -> Models:
     """The generic models plus the kernel-table grids (GEMM, context and generation
-    attention, all-reduce) fitted on the rows ``split`` does not hold out."""
+    attention, all-reduce, MoE) fitted on the rows ``split`` does not hold out."""
     def models(system: str, runtime: str) -> dict[str, dict[str, Predictor]]:
         out = generic_models(system, runtime)
         if not out:
@@ -493,8 +500,8 @@ def main(argv=None, models: Models = generic_models) -> int:
     ap.add_argument("--root", type=Path, help="an aiconfigurator-core systems folder "
                     "(default: the installed package's)")
     ap.add_argument("--grid", action="store_true", help="also score the kernel-table grids "
-                    "(GEMM, attention, all-reduce), fitted on the rows not held out (issue "
-                    "14's table-backed model)")
+                    "(GEMM, attention, all-reduce, MoE), fitted on the rows not held out "
+                    "(issue 14's table-backed model)")
     ap.add_argument("--grid-mode", choices=GRID_MODES, default="ratio",
                     help="how the grids interpolate (TableGrid; default: ratio)")
     a = ap.parse_args(argv)

@@ -220,6 +220,46 @@ def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_p
         assert list(refit(held)) == list(pred(held))
 
 
+def test_moe_grid_interpolates_held_out_token_counts_and_never_sees_them(ka, tmp_path):
+    """MoE is scored by the table grid (no generic model has a MoE op): on a layer whose time
+    is a power law of its tokens, the held-out counts inside the measured range are read
+    exactly (log-log), past it at the edge's time (as a profile's grid reads), and the
+    held-out measurements never reach the fit."""
+    tokens = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
+
+    def write(root, latency):
+        n = len(tokens) * 2
+        _table(root, "h100_sxm", "moe", "vllm", "moe_perf", moe_dtype=["fp8"] * n,
+               num_tokens=np.tile(tokens, 2), hidden_size=[4096] * n, inter_size=[1536] * n,
+               topk=[8] * n, num_experts=[128] * n, moe_tp_size=[1] * n, moe_ep_size=[1] * n,
+               distribution=["balanced"] * len(tokens) + ["power_law_1.2"] * len(tokens),
+               kernel_source=["k"] * n, latency=latency)
+    law = 1e-2 * np.tile(tokens, 2) ** 0.7
+    write(tmp_path, law)
+    split = ka.Split(0.3, 0)
+    models = ka.grid_models(split, tmp_path)("h100_sxm", "vllm")
+    assert "moe" not in models["datasheet"]
+    pred = models["table grid"]["moe"]
+    df, _ = ka.prepare(kerneldb.read_op(kerneldb.select("h100_sxm", "vllm", root=tmp_path),
+                                        "moe"), "moe")
+    out = kerneldb.held_out(df, "moe", 0.3, 0)
+    held, fit = df[out], df[~out]
+    span = fit.groupby("distribution").num_tokens.agg(["min", "max"])
+    first, last = (held.distribution.map(span[c]) for c in ("min", "max"))
+    inside, outside = held[(held.num_tokens > first) & (held.num_tokens < last)], \
+        held[(held.num_tokens < first) | (held.num_tokens > last)]
+    assert len(inside) >= 3 and len(outside) >= 1
+    np.testing.assert_allclose(pred(inside), inside.latency_s, rtol=1e-9)
+    edge = fit.set_index(["distribution", "num_tokens"]).latency_s
+    for r, p in zip(outside.itertuples(), pred(outside)):
+        at = span["max" if r.num_tokens > span["max"][r.distribution] else "min"]
+        assert p == pytest.approx(edge[r.distribution, at[r.distribution]], rel=1e-9)
+    other = tmp_path / "other"
+    write(other, np.where(out, 9.0, 1.0) * law)       # (df is the table's row order)
+    refit = ka.grid_models(split, other)("h100_sxm", "vllm")["table grid"]["moe"]
+    assert list(refit(held)) == list(pred(held))
+
+
 def test_attention_grid_reads_kv_as_isl_plus_step_and_interpolates_a_power_law(ka, tmp_path):
     """Decode attention tables give the KV length as isl + step; the grid spans it, and on a
     power law of batch and KV length it predicts held-out shapes exactly."""
