@@ -407,9 +407,9 @@ def _borrowed_moe(tables, own: set, pm: PerfModel, root=None
             continue
         df = kerneldb.read_op(src, "moe")
         points, _ = _points("moe", df[(df["moe_dtype"] == dtype).to_numpy()])
-        got, _ = fit_grids("moe", points, pm)
-        got = [dataclasses.replace(g, seconds=round_times(g.seconds)) for g in got
-               if g.key not in own]
+        keys = pd.MultiIndex.from_frame(points[list(OPS["moe"][0])])
+        got, _ = fit_grids("moe", points[~keys.isin(list(own))], pm)
+        got = [dataclasses.replace(g, seconds=round_times(g.seconds)) for g in got]
         if got:
             version, path = src.tables["moe"]
             info = info or {}
