@@ -59,10 +59,18 @@ MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           # TRT-LLM cannot make NVFP4 of Moonshot's int4 experts, so Kimi's nvfp4 rows ran
           # NVIDIA's re-quantization (assumed: no row names it)
           ("moonshotai/kimi-k2.5", "nvfp4"): "kimi-k2.5-nvfp4"}
+#: what a release appends to its base model's name: instruction tuning, a quantized
+#: re-release, a dated or numbered revision (``-Instruct``, ``-FP8``, ``-0528``, ``-v2``)
+RELEASE_SUFFIX = re.compile(r"-(?:instruct|it|chat|hf|fp8|fp4|nvfp4|v\d+|\d{4})$", re.I)
 #: gemm_quant_mode (else precision) -> (compute, weights); the KV cache stays bf16, the
 #: runtimes' default (vLLM/SGLang kv_cache_dtype auto), unless the campaign's scripts set fp8
 #: (:func:`deployment`)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
+           "bfloat16": ("bf16", "bf16"), "float16": ("fp16", "fp16"),
+           # aiconfigurator's static-scale fp8 (ModelOpt's per-tensor checkpoints): hetsim
+           # charges its fp8 GEMM tables as timed, with the scale computed (README, "Decode
+           # step or dynamics?")
+           "fp8_static": ("fp8", "fp8"),
            "fp8_block": ("fp8", "fp8-block"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
            "int4_wo": ("bf16", "int4"), "int8_wo": ("bf16", "int8")}
 #: runtime -> (token budget per step, max running requests) as each defaults on 80-192 GB GPUs
@@ -161,10 +169,28 @@ def model_of(row) -> str:
     if key[0] in NVFP4_EXPERTS and key[1] == "nvfp4":
         return str(kerneldb.data_root().parent / "model_configs"
                    / f"{NVFP4_EXPERTS[key[0]]}_config.json")
-    model = MODELS.get(key, MODELS.get(key[0]))
+    model = MODELS.get(key, MODELS.get(key[0])) or catalog_model(str(row["model_path"]))
     if model is None:
         raise ConfigError(f"hetsim has no model for {row['model_path']}")
     return model
+
+
+def catalog_model(model_path: str) -> str | None:
+    """The catalog model a release serves, for a path :data:`MODELS` does not name: its name
+    without the organisation and a leading ``Meta-``, as a catalog name or alias, release
+    suffixes (:data:`RELEASE_SUFFIX`) taken off one at a time from the end until one is
+    (``meta-llama/Meta-Llama-3.1-8B-Instruct`` -> llama-3.1-8b, ``deepseek-ai/DeepSeek-V3-0324``
+    -> deepseek-v3: ``-V3`` is the name's); None where the catalog has no such model."""
+    name = model_path.strip().rpartition("/")[2].lower().removeprefix("meta-")
+    while name:
+        try:
+            return hetsim.load_model(name).name
+        except ConfigError:
+            shorter = RELEASE_SUFFIX.sub("", name)
+            if shorter == name:
+                return None
+            name = shorter
+    return None
 
 
 def precision(row) -> dict:

@@ -145,6 +145,25 @@ def test_precision_and_unknown_names(sa):
         "hetsim has no model")
 
 
+@pytest.mark.parametrize("path, model", [
+    ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+    ("nvidia/Llama-3.3-70B-Instruct-FP8", "llama-3.1-70b"),   # 3.3 is a post-trained 3.1
+    ("deepseek-ai/DeepSeek-V3-0324", "deepseek-v3"),          # "-V3" is the name's
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-v3"),
+    ("deepseek-ai/DeepSeek-V3.2", None), ("Qwen/Qwen3-8B", None),
+])
+def test_a_release_serves_its_catalog_base_model(sa, path, model):
+    """A model path the replay has no entry for serves the catalog model its release is of
+    (organisation, ``Meta-`` and release suffixes dropped), or none: the judged families and
+    future rows replay without a list of every release, and nothing is guessed."""
+    assert sa.catalog_model(path) == model
+    if model:
+        sc = parse_scenario(sa.scenario(_row(model_path=path, gemm_quant_mode="fp8_static")),
+                            "t")
+        assert sc.model == model
+        assert sc.placements["measured"].pools["mixed"].precision.compute == "fp8"
+
+
 MINIMAX = dict(model_path="MiniMaxAI/MiniMax-M2.5", isl=1024, tp_size=2)
 
 
