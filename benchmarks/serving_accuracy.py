@@ -67,10 +67,9 @@ RELEASE_SUFFIX = re.compile(r"-(?:instruct|it|chat|hf|fp8|fp4|nvfp4|v\d+|\d{4})$
 #: (:func:`deployment`)
 FORMATS = {"bf16": ("bf16", "bf16"), "fp16": ("fp16", "fp16"), "fp8": ("fp8", "fp8"),
            "bfloat16": ("bf16", "bf16"), "float16": ("fp16", "fp16"),
-           # aiconfigurator's static-scale fp8 (ModelOpt's per-tensor checkpoints): hetsim
-           # charges its fp8 GEMM tables as timed, with the scale computed (README, "Decode
-           # step or dynamics?")
-           "fp8_static": ("fp8", "fp8"),
+           # aiconfigurator's static-scale fp8 (ModelOpt's per-tensor checkpoints): the fp8
+           # tables less the activation-scale computation (precision ``fp8-static``)
+           "fp8_static": ("fp8", "fp8-static"),
            "fp8_block": ("fp8", "fp8-block"), "nvfp4": ("fp4", "fp4"), "fp4": ("fp4", "fp4"),
            "int4_wo": ("bf16", "int4"), "int8_wo": ("bf16", "int8")}
 #: runtime -> (token budget per step, max running requests) as each defaults on 80-192 GB GPUs

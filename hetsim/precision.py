@@ -26,12 +26,15 @@ __all__ = ["PRECISION_BYTES", "Formats", "Precision", "unknown_precision", "unsu
 #: ``fp8-block``: fp8 values with one fp32 scale per 128 x 128 block (DeepSeek-V3's and Qwen3's
 #: FP8 checkpoints; the scales, 1/4096 of a byte per value, are left out): a weight format,
 #: computed in fp8, that selects the block-scaled kernels (``weights: fp8-block``).
+#: ``fp8-static``: per-tensor fp8 weights whose checkpoint carries static activation scales
+#: (NVIDIA's ModelOpt FP8 releases): computed in fp8 like ``fp8``, with the activations quantized
+#: by the stored scale, so a runtime GEMM pays no scale computation (``PerfModel.gemm_time``).
 #: ``int4-g32``: symmetric 4-bit integers with one bf16 scale per group of 32 along k, 4.5 bits
 #: (compressed-tensors ``pack-quantized``, group_size 32: Kimi-K2.5's routed experts); like
 #: mxfp4 a storage format only (weight-only: dequantized to the compute format).
 PRECISION_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
                    "fp4": 0.5, "int4": 0.5, "mxfp4": 4.25 / 8, "fp8-block": 1.0,
-                   "int4-g32": 4.5 / 8}
+                   "fp8-static": 1.0, "int4-g32": 4.5 / 8}
 
 
 def unknown_precision(name: str) -> str | None:

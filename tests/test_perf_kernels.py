@@ -108,6 +108,41 @@ def test_gemm_dtype_mapping_and_fallbacks(pm):
         DATASHEET.gemm_time(64, 4096, 1024, "bf16", "int4")
 
 
+def test_static_fp8_gemm_is_the_table_less_its_scale_computation_floored_at_the_roofline(
+        tmp_path):
+    """``weights: fp8-static`` (a checkpoint with static activation scales) reads the fp8 grid
+    less the activation-scale computation at (m, k), never below the GEMM's roofline, as
+    aiconfigurator derives fp8_static; without a scale grid (SGLang's is 0) the time is the
+    table's, and ``fp8`` (dynamic) keeps the table's time either way."""
+    mk = np.meshgrid(M, K, indexing="ij")
+    scale = np.where(mk[1] <= 128, 1e-5, 2e-6) + mk[0] * mk[1] * 1e-14
+    path = tmp_path / "fp8.npz"
+    kernels([KernelGrid("gemm", ("fp8",), (M, N, K), _gemm(3.0)),
+             KernelGrid("compute_scale", ("fp8",), (M, K), scale)]).save(path)
+    pm = hetsim.PerfModel(dataclasses.replace(
+        BASE, calibration=Calibration(device="synthetic", kernels=str(path)), runtime="trtllm"))
+    table = 3.0 * _gemm()
+    assert pm.gemm_time(64, 4096, 1024, "fp8") == pytest.approx(table[2, 2, 1], rel=1e-6)
+    static = pm.gemm_time(64, 4096, 1024, "fp8", "fp8-static")
+    assert static == pytest.approx(table[2, 2, 1] - scale[2, 1], rel=1e-6)
+    assert static > pm._gemm_work(64, 4096, 1024, "fp8", "fp8")
+    # a small GEMM whose scale computation is most of its time: the roofline floors it
+    floor = pm._gemm_work(8, 128, 128, "fp8", "fp8")
+    assert table[1, 0, 0] - scale[1, 0] < floor
+    assert pm.gemm_time(8, 128, 128, "fp8", "fp8-static") == floor
+    # ... but never above the table's own time (a kernel measured below the roofline)
+    for m, n, k in ((1, 128, 128), (8, 32768, 14336), (4096, 32768, 14336)):
+        assert pm.gemm_time(m, n, k, "fp8", "fp8-static") <= pm.gemm_time(m, n, k, "fp8")
+    # no scale grid: the table's time (and the dtype mapping is fp8's)
+    assert gemm_dtypes("fp8", "fp8-static") == gemm_dtypes("fp8", "fp8")
+    path = tmp_path / "noscale.npz"
+    kernels([KernelGrid("gemm", ("fp8",), (M, N, K), _gemm(3.0))]).save(path)
+    plain = hetsim.PerfModel(dataclasses.replace(
+        BASE, calibration=Calibration(device="synthetic", kernels=str(path)), runtime="sglang"))
+    assert plain.gemm_time(64, 4096, 1024, "fp8", "fp8-static") == \
+        plain.gemm_time(64, 4096, 1024, "fp8")
+
+
 # --- attention ----------------------------------------------------------------------------
 def test_context_attention_exact_key_and_equal_work_rule(pm):
     t = pm.attention_chunks_time([(1024, 1024)] * 16, 32, 8, 128)

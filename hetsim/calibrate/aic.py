@@ -17,7 +17,9 @@ isl + step) for generation; all-reduce (dtype, gpus) over bytes = message_size e
 dtype's bytes, CUDA-graph rows where a shape has one; MoE (dtype, hidden, inter, topk,
 experts, tp, ep, distribution) over tokens; MLA (dtype, kv_dtype, heads per rank) like
 attention; quantize (dtype) over (m, k) = ``compute_scale`` + ``scale_matrix`` of one shape
-(a dynamic per-token quantization of an m x k activation). Of several kernels timed for one
+(a dynamic per-token quantization of an m x k activation), and compute_scale alone (what a
+static-scale checkpoint's fp8 GEMM does not pay; SGLang's table is 0: nothing to take off). Of
+several kernels timed for one
 point, the fastest. Every row not used is counted by reason in the profile.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ SOURCES = {"gemm": ("gemm",), "context_attention": ("context_attention",),
            "generation_attention": ("generation_attention",), "allreduce": ("allreduce",),
            "moe": ("moe",), "context_mla": ("context_mla",),
            "generation_mla": ("generation_mla",), "quantize": ("compute_scale", "scale_matrix"),
+           "compute_scale": ("compute_scale",),
            "context_gdn": ("gdn",), "generation_gdn": ("gdn",)}
 _ATTN = {"dtype": "attn_dtype", "kv_dtype": "kv_cache_dtype", "heads": "num_heads",
          "kv_heads": "num_key_value_heads", "head_dim": "head_dim", "window": "window_size",
@@ -66,6 +69,7 @@ COLUMNS = {
             "distribution": "distribution", "tokens": "num_tokens"},
     "context_mla": _MLA, "generation_mla": _MLA,
     "quantize": {"dtype": "quant_dtype", "m": "m", "k": "k"},
+    "compute_scale": {"dtype": "quant_dtype", "m": "m", "k": "k"},
     "context_gdn": _GDN | {"isl": "seq_len"}, "generation_gdn": _GDN,
 }
 #: an MLA op derived from the whole attention module's table where the runtime has no table of

@@ -55,6 +55,9 @@ OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "context_mla": (("dtype", "kv_dtype", "heads"), ("batch", "isl")),
     "generation_mla": (("dtype", "kv_dtype", "heads"), ("batch", "kv")),
     "quantize": (("dtype",), ("m", "k")),
+    # the scale computation a dynamically quantized GEMM's activations pay (in the fp8 GEMM
+    # tables' time; a static-scale checkpoint's do not)
+    "compute_scale": (("dtype",), ("m", "k")),
     # Gated DeltaNet (linear attention), one layer's two kernels per phase summed: heads per
     # rank, head dims, the convolution's width; context over (sequences, tokens each)
     "context_gdn": (("k_heads", "head_k_dim", "v_heads", "head_v_dim", "conv"),

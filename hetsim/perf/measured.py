@@ -40,6 +40,7 @@ __all__ = ["GEMM_DTYPES", "gemm_dtypes", "nearest_key", "lift", "first_grid", "C
 GEMM_DTYPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("bf16", "bf16"): ("bf16",), ("fp16", "fp16"): ("fp16", "bf16"),
     ("fp8", "fp8"): ("fp8", "fp8-block"), ("fp8", "fp8-block"): ("fp8-block", "fp8"),
+    ("fp8", "fp8-static"): ("fp8", "fp8-block"),
     ("fp4", "fp4"): ("fp4",),
     ("int8", "int8"): ("w8a8-int-smoothquant",),
     ("bf16", "int8"): ("w8a16-int",), ("fp16", "int8"): ("w8a16-int",),

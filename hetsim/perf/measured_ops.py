@@ -24,6 +24,15 @@ class MeasuredOps:
             self._forms[key] = g.grid if g is not None else None
         return self._forms[key]
 
+    def _scale_grid(self, precision: str):
+        """The measured grid of the activation-scale computation a dynamically quantized GEMM
+        in ``precision`` pays (op ``compute_scale``, over (m, k)), or None."""
+        key = ("compute_scale", precision)
+        if key not in self._forms:
+            g = self._kernels.get("compute_scale", (precision,))
+            self._forms[key] = g.grid if g is not None else None
+        return self._forms[key]
+
     def gemm_launch(self, precision: str, weight_precision: str | None = None) -> float:
         """The fixed cost of one GEMM launch in this format: the measured grid's fastest shape
         (its launch floor) where the profile has one, else ``kernel_overhead``. A grouped GEMM
