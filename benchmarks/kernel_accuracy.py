@@ -203,7 +203,8 @@ class TableGrid:
 
     def model(self, key: tuple):
         """The datasheet time of a shape at ``key`` (None where the model has none: MoE, whose
-        grid interpolates log time and keeps its edge time past it, as a profile's does)."""
+        grid interpolates log time and keeps its edge time past it; a profile carries it past
+        the top with the step model's composed experts, which a table row has no model for)."""
         if self.op == "moe":
             return None
         keys, axes = GRID_KEYS[self.op]

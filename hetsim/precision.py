@@ -86,6 +86,14 @@ class Precision:
     def __post_init__(self):
         for k in ("compute", "weights", "kv"):
             _check_known(k, getattr(self, k))
+        for k in ("compute", "kv"):
+            if getattr(self, k) == "fp8-static":
+                raise ConfigError("fp8-static is a weight format (fp8 weights with static "
+                                  "activation scales)", path=k)
+        if self.weights == "fp8-static" and self.compute != "fp8":
+            raise ConfigError(f"fp8-static weights compute in fp8 (their activations are "
+                              f"quantized by the stored scale), not {self.compute}",
+                              path="weights")
         if self.weights and PRECISION_BYTES[self.weights] > PRECISION_BYTES[self.compute]:
             raise ConfigError(f"weights ({self.weights}) are wider than compute ({self.compute});"
                               f" weight-only quantization stores weights narrower than compute",

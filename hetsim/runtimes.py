@@ -82,9 +82,10 @@ class RuntimeSpec:
         "SGLang's --scheduler-recv-interval: new requests are taken in once the steps since "
         "the last intake weigh this much (decode 1, prefill 1000); default 1", positive))
     mxfp4_moe: Literal["bf16", "mxfp8"] | None = field(default=None, metadata=meta(
-        "the activations MXFP4 experts compute on, on a Blackwell (fp4) device: bf16 or mxfp8 "
-        "(vLLM: bf16, mxfp8 with VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1; TRT-LLM: mxfp8, its "
-        "TRTLLM MoE backend; SGLang: the pool's compute format)"))
+        "the activations MXFP4 experts compute on, on a Blackwell (fp4) device: mxfp8, or "
+        "bf16 = the pool's compute format (vLLM: bf16, mxfp8 with "
+        "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1; TRT-LLM: mxfp8, its TRTLLM MoE backend; "
+        "SGLang: the pool's compute format)"))
     radix_cache: bool | None = field(default=None, metadata=meta(
         "SGLang's radix cache (on unless --disable-radix-cache): sizes a linear-attention "
         "model's state pool and the slots a request holds (prefix hits are not modelled)"))

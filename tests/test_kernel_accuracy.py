@@ -223,8 +223,8 @@ def test_gemm_grid_is_fitted_without_the_held_out_rows_and_scores_them(ka, tmp_p
 def test_moe_grid_interpolates_held_out_token_counts_and_never_sees_them(ka, tmp_path):
     """MoE is scored by the table grid (no generic model has a MoE op): on a layer whose time
     is a power law of its tokens, the held-out counts inside the measured range are read
-    exactly (log-log), past it at the edge's time (as a profile's grid reads), and the
-    held-out measurements never reach the fit."""
+    exactly (log-log), past it at the edge's time (no model carries it: a profile's carry is
+    the step model's composed experts), and the held-out measurements never reach the fit."""
     tokens = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
 
     def write(root, latency):

@@ -454,6 +454,23 @@ def test_half_of_a_quantize_pair_is_reported_not_built(root):
         p.profile["calibration"]["accuracy"]
 
 
+def test_compute_scale_grid_is_the_table_unless_it_is_zero_at_most_shapes(root):
+    """The activation-scale computation a static-scale fp8 GEMM saves is the runtime's
+    ``computescale`` table; a table that is 0 at most shapes (SGLang's: its quantize kernel
+    finds the scale) gives no grid, its stray non-zero rows counted, not taken off GEMMs."""
+    p = aic.build("h100_sxm", "vllm", root=root)
+    (g,) = p.kernels.grids("compute_scale")
+    assert g.key == ("fp8",) and g.seconds.min() > 0
+    q = _grid(m=[1, 16, 256, 4096], k=[1024, 4096])
+    n = len(q["m"])
+    _table(root, "quantize", "computescale_perf", quant_dtype=["fp8"] * n, **q,
+           latency=np.where(np.arange(n) < 2, 0.003, 0.0))
+    p = aic.build("h100_sxm", "vllm", root=root)
+    assert p.kernels.grids("compute_scale") == []
+    assert p.profile["calibration"]["tables"]["compute_scale"]["dropped"] == {
+        "table 0 at most shapes (the scale is found inside the quantize kernel)": n}
+
+
 def test_a_profile_whose_grids_are_missing_or_corrupt_is_refused(tmp_path, capsys):
     import shutil
     shipped = Path(hetsim.__file__).resolve().parents[1] / "hardware_profiles" / "runtimes"

@@ -161,7 +161,8 @@ def test_a_release_serves_its_catalog_base_model(sa, path, model):
         sc = parse_scenario(sa.scenario(_row(model_path=path, gemm_quant_mode="fp8_static")),
                             "t")
         assert sc.model == model
-        assert sc.placements["measured"].pools["mixed"].precision.compute == "fp8"
+        prec = sc.placements["measured"].pools["mixed"].precision
+        assert (prec.compute, prec.weights) == ("fp8", "fp8-static")
 
 
 MINIMAX = dict(model_path="MiniMaxAI/MiniMax-M2.5", isl=1024, tp_size=2)

@@ -18,7 +18,7 @@ dtype's bytes, CUDA-graph rows where a shape has one; MoE (dtype, hidden, inter,
 experts, tp, ep, distribution) over tokens; MLA (dtype, kv_dtype, heads per rank) like
 attention; quantize (dtype) over (m, k) = ``compute_scale`` + ``scale_matrix`` of one shape
 (a dynamic per-token quantization of an m x k activation), and compute_scale alone (what a
-static-scale checkpoint's fp8 GEMM does not pay; SGLang's table is 0: nothing to take off). Of
+static-scale checkpoint's fp8 GEMM does not pay; none where the table is 0, as SGLang's). Of
 several kernels timed for one
 point, the fastest. Every row not used is counted by reason in the profile.
 """
@@ -235,6 +235,19 @@ def _quantize(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, 
     return both[["dtype", "m", "k", "seconds"]].reset_index(drop=True), dropped
 
 
+def _compute_scale(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The ``compute_scale`` table as points, or none where it is 0 at most shapes (SGLang's:
+    its quantization kernel finds the scale as it goes, so a static-scale GEMM saves nothing;
+    the few non-zero rows are noise, which a grid would take off every GEMM)."""
+    df = frames["compute_scale"]
+    if not len(df) or df["latency_s"].median() <= 0:
+        return (pd.DataFrame(columns=[*OPS["compute_scale"][0], *OPS["compute_scale"][1],
+                                      "seconds"]),
+                {"table 0 at most shapes (the scale is found inside the quantize kernel)":
+                 len(df)} if len(df) else {})
+    return _points("compute_scale", df)
+
+
 def _gdn(op: str, frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
     """One phase of a GDN table as points: the convolution's time plus the recurrence's per
     (key, axes). The other phase's rows are the other op's (not counted here)."""
@@ -370,7 +383,8 @@ def _op_points(tables, op: str, fraction: float, seed: int, pm: PerfModel | None
         def convert(fr):
             return _mla_module(op, fr[sources[0]], gemm, pm)
     else:
-        convert = {"quantize": _quantize, "context_gdn": lambda fr: _gdn(op, fr),
+        convert = {"quantize": _quantize, "compute_scale": _compute_scale,
+                   "context_gdn": lambda fr: _gdn(op, fr),
                    "generation_gdn": lambda fr: _gdn(op, fr)}.get(
             op, lambda fr: _points(op, fr[sources[0]]))
     every, dropped = convert(frames)
