@@ -55,12 +55,15 @@ def hf_fields(p: Path) -> dict:
              max_context=get("max_position_embeddings", "n_positions", default=131072),
              source=str(p))
     experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
-    if experts:
+    if experts and mt == "llama4_text":
+        d["ffn_size"], d["moe"] = _llama4_moe(c, p, d["num_layers"], experts, ffn, get)
+    elif experts:
         d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
                         expert_ffn_size=c.get("moe_intermediate_size") or ffn,
                         shared_experts=c.get("n_shared_experts") or _shared_experts(c, p),
                         first_dense_layers=c.get("first_k_dense_replace") or 0)
-        fmt = _expert_only_format(c.get("quantization_config"), p)
+    if experts:
+        fmt = _expert_only_format(c.get("quantization_config") or _modelopt_quant(p), p)
         if fmt:
             d["expert_weights"] = fmt
     if c.get("kv_lora_rank"):
@@ -89,6 +92,32 @@ def hf_fields(p: Path) -> dict:
     if gate:
         d["attention_gate"] = True
     return d
+
+
+def _llama4_moe(c: dict, p: Path, layers: int, experts: int, ffn: int, get) -> tuple:
+    """(dense FFN size, moe fields) of a Llama 4 text config (transformers'
+    ``Llama4TextConfig`` and ``modeling_llama4``): MoE layers every ``interleave_moe_layer_step``
+    layers (``moe_layers``, default ``range(step - 1, layers, step)``: Maverick's step 2 makes
+    half of its 48 layers dense), each with its routed experts and one shared expert of the
+    experts' width ``intermediate_size`` (``Llama4TextMoe.shared_expert``); the dense layers'
+    FFN is ``intermediate_size_mlp`` wide.
+    NOTE: the dense layers are counted as hetsim's ``first_dense_layers`` (the count is what
+    the step model and memory read; a pipeline stage's share of them may differ). Llama 4's
+    chunked local attention (``attention_chunk_size`` on three layers in four) is read as full
+    attention: KV past a chunk is over-counted, never under-counted, as for a
+    ``sliding_window`` without ``layer_types``."""
+    step = get("interleave_moe_layer_step", default=1)
+    moe_layers = c.get("moe_layers")
+    if moe_layers is None:
+        moe_layers = range(step - 1, layers, step)
+    elif not isinstance(moe_layers, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers
+            for i in moe_layers):
+        raise ConfigError(f"must be a list of layer indices below {layers}, got {moe_layers!r}",
+                          file=str(p), path="moe_layers")
+    moe = dict(num_experts=experts, top_k=get("num_experts_per_tok"), expert_ffn_size=ffn,
+               shared_experts=1, first_dense_layers=layers - len(set(moe_layers)))
+    return get("intermediate_size_mlp", default=ffn), moe
 
 
 def _shared_experts(c: dict, p: Path) -> int:
@@ -138,6 +167,25 @@ HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_laye
             "ffn_size": "intermediate_size", "name": "_name_or_path",
             "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
             "linear_attention": "layer_types"}
+
+
+def _modelopt_quant(p: Path) -> dict | None:
+    """The quantization of a ModelOpt checkpoint that keeps it beside config.json rather than
+    in it (NVIDIA's DeepSeek and GLM NVFP4 releases: ``hf_quant_config.json``, or
+    ``<name>_hf_quant_config.json`` beside ``<name>_config.json`` as aiconfigurator-core
+    names its copies), as config.json's ``quantization_config`` would say it: its
+    ``exclude_modules`` are the ``ignore`` list; None without such a file."""
+    stem = p.name.removesuffix("config.json")
+    q = p.with_name(stem + "hf_quant_config.json")
+    if stem == p.name or not q.is_file():
+        return None
+    raw = read_json(q)
+    quant = raw.get("quantization") if isinstance(raw, dict) else None
+    if not isinstance(quant, dict):
+        raise ConfigError("a ModelOpt hf_quant_config.json has a quantization object",
+                          file=str(q), path="quantization")
+    return {"quant_method": "modelopt", "quant_algo": quant.get("quant_algo"),
+            "ignore": quant.get("exclude_modules") or []}
 
 
 def _expert_only_format(q, p: Path) -> str | None:

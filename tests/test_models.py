@@ -309,3 +309,85 @@ def test_nvidia_minimax_nvfp4_release_is_the_catalog_model_with_fp4_experts():
     assert m.expert_weights == "fp4"
     assert (dataclasses.replace(m, **blank)
             == dataclasses.replace(hetsim.load_model("minimax-m2.5"), **blank))
+
+
+def test_deepseek_nvfp4_release_keeps_the_mla_projections_bf16():
+    """NVIDIA's NVFP4 DeepSeek: V3's architecture, every other Linear in fp4 on an fp4 pool,
+    the MLA projections bf16 (ModelOpt's recipe disables ``*attn*``)."""
+    m, v3 = hetsim.load_model("deepseek-r1-nvfp4"), hetsim.load_model("deepseek-v3")
+    blank = dict(name="", aliases=[], source="", attention_weights=None, expert_weights=None)
+    assert dataclasses.replace(m, **blank) == dataclasses.replace(v3, **blank)
+    assert hetsim.load_model("deepseek-v3.1").name == "deepseek-v3"
+    folder = _aic_model_configs()
+    if folder is not None and (folder / "nvidia--DeepSeek-V3.1-NVFP4_config.json").is_file():
+        v31 = from_hf_config(folder / "nvidia--DeepSeek-V3.1-NVFP4_config.json")
+        assert v31.expert_weights == "fp4"      # its hf_quant_config.json excludes self_attn
+        assert dataclasses.replace(v31, **blank) == dataclasses.replace(m, **blank)
+    assert m.weight_bytes("fp4") == pytest.approx(
+        v3.weight_bytes("fp4") + m.mixer_params() * (2 - 0.5))
+
+
+def test_a_modelopt_quant_file_beside_the_config_is_read(tmp_path):
+    """NVIDIA's DeepSeek and GLM NVFP4 releases keep their quantization in
+    hf_quant_config.json beside config.json (aiconfigurator-core: <name>_hf_quant_config.json
+    beside <name>_config.json); its exclude_modules are the ignore list."""
+    cfg = {"model_type": "deepseek_v3", "num_hidden_layers": 2, "hidden_size": 256,
+           "num_attention_heads": 8, "intermediate_size": 128, "vocab_size": 1000,
+           "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 64}
+    quant = {"quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8",
+                              "exclude_modules": ["lm_head", "model.layers.0.self_attn.q_a_proj"]}}
+    for name, qname in (("config.json", "hf_quant_config.json"),
+                        ("x--M_config.json", "x--M_hf_quant_config.json")):
+        d = tmp_path / name.partition("_")[0]
+        d.mkdir()
+        (d / name).write_text(json.dumps(cfg))
+        assert from_hf_config(d / name).expert_weights is None     # nothing beside it yet
+        (d / qname).write_text(json.dumps(quant))
+        assert from_hf_config(d / name).expert_weights == "fp4"
+        (d / qname).write_text(json.dumps({"quantization": ["NVFP4"]}))
+        with pytest.raises(ConfigError, match="quantization object") as e:
+            from_hf_config(d / name)
+        assert e.value.file == str(d / qname) and e.value.path == "quantization"
+
+
+def _llama4(tmp_path, **over):
+    text = {"model_type": "llama4_text", "num_hidden_layers": 4, "hidden_size": 256,
+            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+            "intermediate_size": 128, "intermediate_size_mlp": 512, "vocab_size": 1000,
+            "num_local_experts": 4, "num_experts_per_tok": 1, **over}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"model_type": "llama4", "text_config": text}))
+    return from_hf_config(p)
+
+
+@pytest.mark.parametrize("over, dense", [({"interleave_moe_layer_step": 2}, 2), ({}, 0),
+                                         ({"moe_layers": [3]}, 3)])
+def test_llama4_interleaves_moe_layers_with_a_shared_expert(tmp_path, over, dense):
+    """transformers' Llama 4: MoE every interleave_moe_layer_step layers (or moe_layers), each
+    with one shared expert of the experts' width; the other layers dense, intermediate_size_mlp
+    wide."""
+    m = _llama4(tmp_path, **over)
+    assert (m.ffn_size, m.moe.expert_ffn_size, m.moe.shared_experts) == (512, 128, 1)
+    assert m.moe.first_dense_layers == dense
+    per_moe = 3 * 256 * 128 * (4 + 1) + 256 * 4
+    assert sum(m.ffn_params(i) for i in range(4)) == dense * 3 * 256 * 512 + (4 - dense) * per_moe
+
+
+def test_llama4_bad_moe_layers_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="layer indices below 4") as e:
+        _llama4(tmp_path, moe_layers=[1, 9])
+    assert e.value.path == "moe_layers"
+
+
+@pytest.mark.parametrize("hf, total, active", [
+    # Meta's model cards: 17B active of 400B (Maverick) and of 109B (Scout, with its vision
+    # encoder, which the importer leaves out)
+    ("meta-llama--Llama-4-Maverick-17B-128E-Instruct", 400e9, 17e9),
+    ("meta-llama--Llama-4-Scout-17B-16E-Instruct", 108e9, 17e9)])
+def test_llama4_published_configs_have_their_published_sizes(hf, total, active):
+    folder = _aic_model_configs()
+    if folder is None or not (folder / f"{hf}_config.json").is_file():
+        pytest.skip("aiconfigurator-core (the aic extra) with its model_configs is not installed")
+    m = from_hf_config(folder / f"{hf}_config.json")
+    assert m.num_params() == pytest.approx(total, rel=0.02)
+    assert m.num_params(active=True) == pytest.approx(active, rel=0.02)
