@@ -54,11 +54,10 @@ MODELS = {"qwen/qwen3-32b": "qwen3-32b", "nvidia/qwen3-32b-nvfp4": "qwen3-32b",
           "openai/gpt-oss-120b": "gpt-oss-120b", "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
           "minimaxai/minimax-m2.5": "minimax-m2.5",
           "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
-          "moonshotai/kimi-k2.5": "kimi-k2.5",
-          # (model_path, quant label) where one path's rows served two checkpoints: vLLM and
-          # TRT-LLM cannot make NVFP4 of Moonshot's int4 experts, so Kimi's nvfp4 rows ran
-          # NVIDIA's re-quantization (assumed: no row names it)
-          ("moonshotai/kimi-k2.5", "nvfp4"): "kimi-k2.5-nvfp4"}
+          # its nvfp4 rows serve kimi-k2.5-nvfp4 (:func:`model_of`): vLLM and TRT-LLM cannot
+          # make NVFP4 of Moonshot's int4 experts, so they ran NVIDIA's re-quantization
+          # (assumed: no row names it)
+          "moonshotai/kimi-k2.5": "kimi-k2.5"}
 #: what a release appends to its base model's name: instruction tuning, a quantized
 #: re-release, a dated or numbered revision (``-Instruct``, ``-FP8``, ``-0528``, ``-v2``)
 RELEASE_SUFFIX = re.compile(r"-(?:instruct|it|chat|hf|fp8|fp4|nvfp4|v\d+|\d{4})$", re.I)
@@ -150,25 +149,41 @@ def _checkpoint(row) -> tuple[str, object]:
             row.get("precision") if pd.isna(label) else label)
 
 
-#: models whose published fp8 checkpoint is block-scaled: their fp8 rows serve it (MiniMax's
-#: config.json ``weight_block_size`` [128, 128]; Qwen3.5's rows say ``moe_quant_mode``
-#: fp8_block, as Qwen's FP8 releases are, "block size 128" on Qwen3-235B-A22B-FP8's card)
-BLOCK_FP8 = {"minimaxai/minimax-m2.5", "qwen/qwen3.5-397b-a17b"}
+#: catalog models whose publisher's fp8 checkpoint is block-scaled: their fp8 rows serve it
+#: (MiniMax's config.json ``weight_block_size`` [128, 128]; Qwen3.5's rows say
+#: ``moe_quant_mode`` fp8_block, as Qwen's FP8 releases are, "block size 128" on
+#: Qwen3-235B-A22B-FP8's card; DeepSeek-V3's and R1's config.json ``weight_block_size``
+#: [128, 128], aiconfigurator-core's model_configs/deepseek-ai--DeepSeek-{V3,R1}_config.json:
+#: DeepSeek trained and released them in fp8 blocks). NVIDIA's re-releases are not theirs
+#: (:func:`precision`).
+BLOCK_FP8 = {"minimax-m2.5", "qwen3.5-397b-a17b", "deepseek-v3"}
 #: nvfp4 rows of these models serve NVIDIA's ModelOpt release (aiconfigurator-core's copy of
 #: its config.json): NVFP4 experts, attention in bf16 (its ``ignore`` list), read by hetsim's
 #: HF importer as ``expert_weights: fp4`` on a bf16 pool
 NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4",
-                 "qwen/qwen3.5-397b-a17b": "nvidia--Qwen3.5-397B-A17B-NVFP4"}
+                 "qwen/qwen3.5-397b-a17b": "nvidia--Qwen3.5-397B-A17B-NVFP4",
+                 # its hf_quant_config.json beside config.json: every layer's attention
+                 # projections and DSA indexer excluded
+                 "zhipuai/glm-5": "nvidia--GLM-5-NVFP4"}
 
 
 def model_of(row) -> str:
     """The hetsim model a row serves: a catalog name, or the config.json of the quantized
-    release its row names (:data:`NVFP4_EXPERTS`)."""
+    release its row names (:data:`NVFP4_EXPERTS`), or the published config.json of a model
+    the catalog has not (:func:`published_config`). An nvfp4 row of a model whose NVIDIA NVFP4
+    release the catalog has (``<model>-nvfp4``) serves that release, whatever path it names:
+    the runtimes serve NVFP4 from ModelOpt checkpoints, they do not make it of another
+    checkpoint (Kimi-K2.5's nvfp4 rows name Moonshot's int4 release)."""
     key = _checkpoint(row)
     if key[0] in NVFP4_EXPERTS and key[1] == "nvfp4":
         return str(kerneldb.data_root().parent / "model_configs"
                    / f"{NVFP4_EXPERTS[key[0]]}_config.json")
-    model = MODELS.get(key, MODELS.get(key[0])) or catalog_model(str(row["model_path"]))
+    path = str(row["model_path"])
+    model = MODELS.get(key[0]) or catalog_model(path)
+    if model is not None and key[1] == "nvfp4" \
+            and f"{model.removesuffix('-nvfp4')}-nvfp4" in hetsim.list_models():
+        return f"{model.removesuffix('-nvfp4')}-nvfp4"
+    model = model or published_config(path)
     if model is None:
         raise ConfigError(f"hetsim has no model for {row['model_path']}")
     return model
@@ -179,27 +194,67 @@ def catalog_model(model_path: str) -> str | None:
     without the organisation and a leading ``Meta-``, as a catalog name or alias, release
     suffixes (:data:`RELEASE_SUFFIX`) taken off one at a time from the end until one is
     (``meta-llama/Meta-Llama-3.1-8B-Instruct`` -> llama-3.1-8b, ``deepseek-ai/DeepSeek-V3-0324``
-    -> deepseek-v3: ``-V3`` is the name's); None where the catalog has no such model."""
+    -> deepseek-v3: ``-V3`` is the name's); None where the catalog has no such model. A release
+    whose name says fp4 (``-FP4``, ``-NVFP4``) serves the catalog's ``<model>-nvfp4`` where
+    there is one: NVIDIA's NVFP4 recipe keeps some layers out of fp4, which that entry says
+    (``nvidia/DeepSeek-R1-0528-FP4-v2`` -> deepseek-v3-nvfp4)."""
     name = model_path.strip().rpartition("/")[2].lower().removeprefix("meta-")
+    fp4 = False
     while name:
         try:
-            return hetsim.load_model(name).name
+            found = hetsim.load_model(name).name
         except ConfigError:
             shorter = RELEASE_SUFFIX.sub("", name)
             if shorter == name:
                 return None
+            fp4 = fp4 or name[len(shorter):] in ("-fp4", "-nvfp4")
             name = shorter
+            continue
+        if fp4 and f"{found}-nvfp4" in hetsim.list_models():
+            return f"{found}-nvfp4"
+        return found
+    return None
+
+
+def published_config(model_path: str) -> str | None:
+    """For a model the catalog has not, the config.json its publisher released, as
+    aiconfigurator-core ships it (``model_configs/<org>--<name>_config.json``, matched without
+    regard to case; another organisation's copy of the same name where the path's has none, as
+    for a re-release; release suffixes taken off as in :func:`catalog_model`), read by
+    hetsim's Hugging Face importer; None where there is none."""
+    org, _, name = model_path.strip().lower().rpartition("/")
+    configs: dict[str, list] = {}
+    for f in sorted((kerneldb.data_root().parent / "model_configs").glob("*_config.json")):
+        o, _, n = f.name.lower().removesuffix("_config.json").partition("--")
+        configs.setdefault(n, []).append((o != org, str(f)))
+    while name:
+        if name in configs:
+            return min(configs[name])[1]     # the path's own organisation's first
+        shorter = RELEASE_SUFFIX.sub("", name)
+        if shorter == name:
+            return None
+        name = shorter
     return None
 
 
 def precision(row) -> dict:
+    """The pool's formats: the row's quant label as the checkpoint it names was published
+    (:data:`CHECKPOINT`, :data:`NVFP4_EXPERTS`, :data:`BLOCK_FP8`); an ``fp8`` row of an
+    NVIDIA re-release (``nvidia/...-FP8``) serves a ModelOpt checkpoint, per-tensor fp8 with
+    calibrated static activation scales (aiconfigurator-core's
+    model_configs/nvidia--Llama-3.1-70B-Instruct-FP8_hf_quant_config.json: producer modelopt,
+    quant_algo FP8; ModelOpt writes each layer's ``input_scale``), ``weights: fp8-static``."""
     model, label = _checkpoint(row)
     mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
     mode = "bf16" if pd.isna(mode) else str(mode)
+    nvidia = model.startswith("nvidia/")
     if model in NVFP4_EXPERTS and mode == "nvfp4":
         mode = "bf16"       # the experts' fp4 is the model's (model_of); the rest is bf16
-    elif model in BLOCK_FP8 and mode == "fp8":
-        mode = "fp8_block"
+    elif mode == "fp8" and nvidia:
+        mode = "fp8_static"
+    elif mode == "fp8" and (row.get("moe_quant_mode") == "fp8_block"
+                            or model_of(row) in BLOCK_FP8):
+        mode = "fp8_block"      # the row's MoE label says the checkpoint's blocks
     compute, weights = FORMATS.get(mode, (None, None))
     if compute is None:
         raise ConfigError(f"no hetsim format for gemm_quant_mode {mode}")
@@ -404,6 +459,45 @@ def deployment(row, role: str) -> dict:
     return out
 
 
+def modelopt(row) -> bool:
+    """Whether the row serves one of NVIDIA's ModelOpt releases: an ``nvidia/`` path with an
+    fp8 or nvfp4 label, or a catalog ``<model>-nvfp4`` entry or :data:`NVFP4_EXPERTS` config
+    :func:`model_of` chose for an nvfp4 row."""
+    path, label = _checkpoint(row)
+    if label not in ("fp8", "nvfp4"):
+        return False
+    model = model_of(row)
+    return path.startswith("nvidia/") or model.endswith(("-nvfp4", "NVFP4_config.json"))
+
+
+def _release(version: str) -> tuple:
+    """A runtime version as numbers (``0.5.6.post2`` -> (0, 5, 6)); a label that is not one
+    (``nightly-dev-20260402-...``, ``glm5-hopper``: the file's 2026 images) reads as newer
+    than every release."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", str(version))
+    return tuple(map(int, m.groups())) if m else (float("inf"),)
+
+
+def checkpoint_kv_fp8(row) -> bool:
+    """Whether the runtime, left at its default KV dtype ("auto"), stores the KV cache in fp8
+    because the checkpoint says so: NVIDIA's ModelOpt releases name ``kv_cache_quant_algo:
+    FP8`` (every FP8 and NVFP4 one in aiconfigurator-core's model_configs; ModelOpt's DeepSeek
+    recipe, ``--enable_fp8_kvcache`` on by default). TRT-LLM's PyTorch backend keeps the
+    checkpoint's KV quantization under "auto" (``_torch/pyexecutor/model_loader.py``
+    ``validate_and_set_kv_cache_quant``: "Using checkpoint KV quantization"); SGLang from
+    0.5.4 does (``model_runner.py``: fp8 where the quant config's ``kv_cache_quant_algo`` is
+    FP8; 0.5.3 only for FP4 checkpoints, ``ModelOptFp8Config`` kept it under another name);
+    vLLM does not ("auto" is the model dtype through 0.12 at least, ``config/cache.py``)."""
+    if not modelopt(row):
+        return False
+    version = _release(row.get("backend_version", ""))
+    if row["backend"] == "trtllm":
+        return True
+    if row["backend"] == "sglang":
+        return version >= (0, 5, 4) or (version >= (0, 5, 3) and _checkpoint(row)[1] == "nvfp4")
+    return False
+
+
 def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     # NOTE: a worker's GPUs (tp x attention_dp, or moe_tp x moe_ep where that is more) are
     # one instance of that many GPUs, its experts split moe_ep ways; attention_dp_size > 1 is
@@ -428,6 +522,8 @@ def _pool(row, role: str, prefix: str, runtime: dict | None) -> dict:
     if runtime is not None:     # the runtime's own sizes, rules and kernels, as deployed
         knobs = deployment(row, role)
         pool["runtime"] = {"name": backend, **knobs.pop("runtime", {}), **runtime}
+        if "kv" not in knobs and checkpoint_kv_fp8(row):
+            knobs["kv"] = "fp8"
         if "kv" in knobs:
             pool["precision"] = {**pool["precision"], "kv": knobs.pop("kv")}
         pool.update(knobs)
@@ -501,9 +597,21 @@ KIMI_GB200_TRT = {
 
 
 def _kimi_gb200(row) -> bool:
-    return provenance(row) == "inferencex" and row.get("mode") == "disagg" \
-        and row.get("system") == "gb200" \
+    return _gb200_mla_disagg(row) \
         and str(row.get("model_path", "")).strip().lower() == "moonshotai/kimi-k2.5"
+
+
+def _gb200_mla_disagg(row) -> bool:
+    """An InferenceX GB200 disaggregated row of an MLA MoE model (DeepSeek-V3's lineage:
+    Kimi-K2.5, GLM-5, DeepSeek); gpt-oss's recipes are another layout (prefill TP1,
+    docs/inferencex-gptoss-knobs.md §2.6) and keep the row's columns."""
+    if not (provenance(row) == "inferencex" and row.get("mode") == "disagg"
+            and row.get("system") == "gb200"):
+        return False
+    try:
+        return hetsim.load_model(model_of(row)).mla is not None
+    except ConfigError:
+        return False
 
 
 def kimi_gb200_trt_recipe(row) -> tuple | None:
@@ -515,18 +623,21 @@ def kimi_gb200_trt_recipe(row) -> tuple | None:
     return KIMI_GB200_TRT.get((int(row["isl"]), concurrency(row), gpus))
 
 
-def kimi_gb200_disagg(row):
-    """The row with the workers' parallelism InferenceX's Kimi-K2.5 GB200 disaggregated recipes
-    ran (docs/inferencex-minimax-kimi-knobs.md §4: the db-dump's per-role tp/ep/dp columns are
-    metadata that lost the layout). Every prefill worker is attention DP over its GPUs with
-    EP over them (vLLM TP1 x DP4 EP, TRT-LLM "dep4"); a decode worker is attention DP + EP
-    when it is the only one (every "1 x dep8/dep16/dep32" recipe) and TP + EP when there are
-    several (every "4 x tep8", "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the
-    dynamo-trt tables. Where a row does not state its decode workers (the 2026-03-25
-    export), a decode worker of 16 or 32 GPUs is DP + EP (every such recipe is a lone dep16 or
-    dep32) and a smaller one keeps the row's layout (tep8 and dep8 both exist). A dynamo-trt
+def gb200_mla_disagg(row):
+    """The row with the workers' parallelism InferenceX's GB200 disaggregated recipes of MLA
+    MoE models ran, as read from Kimi-K2.5's (docs/inferencex-minimax-kimi-knobs.md §4: the
+    db-dump's per-role tp/ep/dp columns are metadata that lost the layout) and applied to
+    every MLA MoE model's such rows (GLM-5's, whose recipes were not read: their replayed TPOT
+    goes from 34% to 14% median error with this layout, TTFT stays ~4x short; DeepSeek's, held
+    out). Every prefill worker is attention DP over its GPUs with EP over them (vLLM TP1 x DP4
+    EP, TRT-LLM "dep4"); a decode worker is attention DP + EP when it is the only one (every
+    "1 x dep8/dep16/dep32" recipe) and TP + EP when there are several (every "4 x tep8",
+    "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the dynamo-trt tables. Where a row
+    does not state its decode workers (the 2026-03-25 export), a decode worker of 16 or 32
+    GPUs is DP + EP (every such recipe is a lone dep16 or dep32) and a smaller one keeps the
+    row's layout (tep8 and dep8 both exist). A dynamo-trt
     row that names no workers takes its recipe's (:func:`kimi_gb200_trt_recipe`)."""
-    if not _kimi_gb200(row):
+    if not _gb200_mla_disagg(row):
         return row
     out = dict(row)
     recipe = kimi_gb200_trt_recipe(row)
@@ -580,7 +691,7 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
     own spread."""
     if why := unreplayable(row):
         raise ConfigError(why)
-    row = kimi_gb200_disagg(parallelism(row))
+    row = gb200_mla_disagg(parallelism(row))
     spread = SPREAD.get(provenance(row), spread)
     model = model_of(row)
     if row["system"] not in kerneldb.SYSTEMS:

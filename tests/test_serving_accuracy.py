@@ -140,8 +140,8 @@ def test_precision_and_unknown_names(sa):
     with pytest.raises(ConfigError, match="no hetsim format"):
         sa.precision(_row(gemm_quant_mode="w4a8_weird"))
     with pytest.raises(ConfigError, match="no model"):
-        sa.scenario(_row(model_path="zhipuai/GLM-5"))
-    assert sa.simulate(_row(model_path="zhipuai/GLM-5"))["skipped"].startswith(
+        sa.scenario(_row(model_path="someone/NoSuchModel-7B"))
+    assert sa.simulate(_row(model_path="someone/NoSuchModel-7B"))["skipped"].startswith(
         "hetsim has no model")
 
 
@@ -149,7 +149,10 @@ def test_precision_and_unknown_names(sa):
     ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama-3.1-8b"),
     ("nvidia/Llama-3.3-70B-Instruct-FP8", "llama-3.1-70b"),   # 3.3 is a post-trained 3.1
     ("deepseek-ai/DeepSeek-V3-0324", "deepseek-v3"),          # "-V3" is the name's
-    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-v3"),
+    # NVIDIA's fp4 releases of it, MLA projections bf16 (-FP4 taken off under -v2, -0528)
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-v3-nvfp4"),
+    ("nvidia/DeepSeek-V3.1-NVFP4", "deepseek-v3-nvfp4"),
+    ("nvidia/Llama-3.3-70B-Instruct-FP4", "llama-3.1-70b"),     # no -nvfp4 entry: whole fp4
     ("deepseek-ai/DeepSeek-V3.2", None), ("Qwen/Qwen3-8B", None),
 ])
 def test_a_release_serves_its_catalog_base_model(sa, path, model):
@@ -163,6 +166,80 @@ def test_a_release_serves_its_catalog_base_model(sa, path, model):
         assert sc.model == model
         prec = sc.placements["measured"].pools["mixed"].precision
         assert (prec.compute, prec.weights) == ("fp8", "fp8-static")
+
+
+@pytest.mark.parametrize("path, config", [
+    ("deepseek-ai/DeepSeek-V3.2", "deepseek-ai--DeepSeek-V3.2"),
+    ("Qwen/Qwen3-8B", "Qwen--Qwen3-8B"),
+    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "meta-llama--Llama-4-Scout-17B-16E-Instruct"),
+    # another organisation's re-release: the publisher's config, the quant suffix taken off
+    ("nvidia/Llama-4-Maverick-17B-128E-Instruct-FP8",
+     "meta-llama--Llama-4-Maverick-17B-128E-Instruct"),
+    ("zhipuai/GLM-5", "zai-org--GLM-5"),
+    ("someone/NoSuchModel-7B", None)])
+def test_a_model_the_catalog_lacks_serves_its_published_config(sa, path, config):
+    got = sa.published_config(path)
+    assert (got and Path(got).name) == (config and f"{config}_config.json")
+    if config:
+        assert sa.model_of(_row(model_path=path)) == got
+
+
+@pytest.mark.parametrize("path, label, moe, want", [
+    # DeepSeek's own fp8 releases are 128x128 blocks whatever the label says
+    ("deepseek-ai/DeepSeek-R1-0528", "fp8", np.nan, ("deepseek-v3", "fp8", "fp8-block")),
+    # NVIDIA's fp8 re-releases are ModelOpt's per-tensor static-scale checkpoints
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", np.nan, ("llama-3.1-70b", "fp8", "fp8-static")),
+    # a row's MoE label of blocks is the checkpoint's
+    ("zhipuai/GLM-5", "fp8", "fp8_block", (None, "fp8", "fp8-block")),
+    # an nvfp4 row serves NVIDIA's NVFP4 release, whatever path it names
+    ("deepseek-ai/DeepSeek-R1", "nvfp4", "nvfp4", ("deepseek-v3-nvfp4", "fp4", "fp4")),
+    ("moonshotai/Kimi-K2.5", "nvfp4", "nvfp4", ("kimi-k2.5-nvfp4", "fp4", "fp4")),
+    ("moonshotai/Kimi-K2.5", "int4_wo", "int4_wo", ("kimi-k2.5", "bf16", "bf16")),
+    # a publisher's plain fp8 label stays per-tensor dynamic fp8
+    ("Qwen/Qwen3-32B", "fp8", "fp8", ("qwen3-32b", "fp8", "fp8"))])
+def test_a_row_serves_the_checkpoint_its_publisher_released(sa, path, label, moe, want):
+    row = _row(model_path=path, gemm_quant_mode=label, moe_quant_mode=moe)
+    prec = sa.precision(row)
+    assert (prec["compute"], prec["weights"]) == want[1:]
+    if want[0]:
+        assert sa.model_of(row) == want[0]
+
+
+@pytest.mark.parametrize("path, label, backend, version, kv", [
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "trtllm", "1.0.0rc3", "fp8"),
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "nvfp4", "trtllm", "1.2.0rc6.post1", "fp8"),
+    ("deepseek-ai/DeepSeek-R1", "nvfp4", "sglang", "0.5.6.post2", "fp8"),
+    ("nvidia/Llama-3.3-70B-Instruct-FP4", "nvfp4", "sglang", "0.5.3", "fp8"),
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "sglang", "0.5.3", "bf16"),
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "sglang", "nightly-dev", "fp8"),
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "sglang", "0.5.1.post1", "bf16"),
+    ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "vllm", "0.12.0", "bf16"),
+    ("deepseek-ai/DeepSeek-R1", "fp8", "trtllm", "1.0.0rc3", "bf16"),     # not ModelOpt's
+    ("meta-llama/Llama-3.1-8B-Instruct", "bf16", "trtllm", "1.0.0rc3", "bf16")])
+def test_the_kv_cache_is_fp8_where_the_runtime_keeps_the_checkpoints(sa, path, label, backend,
+                                                                     version, kv):
+    """NVIDIA's ModelOpt releases name an fp8 KV cache: TRT-LLM keeps it under its default
+    "auto", SGLang from 0.5.4 (0.5.3 for FP4 checkpoints), vLLM never."""
+    row = _row(model_path=path, gemm_quant_mode=label, backend=backend,
+               backend_version=version)
+    pools = sa.scenario(row, runtime={})["placements"]["measured"]["pools"]
+    assert pools["mixed"]["precision"]["kv"] == kv
+    assert sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]["precision"]["kv"] \
+        == "bf16"          # the idealised engine has no runtime default to follow
+
+
+def test_gb200_disagg_layout_reading_is_for_mla_models_only(sa):
+    """GLM-5's GB200 rows take the DeepSeek-lineage recipes' layout (a lone decode worker of
+    32 GPUs: DP + EP); gpt-oss's, another recipe family, keep the row's columns."""
+    src = "source_file=2026-03-25.csv; model=GLM-5; silicon_concurrency=5; measured=2026-04-02"
+    row = _row(mode="disagg", model_path="zhipuai/GLM-5", system="gb200", backend="trtllm",
+               gemm_quant_mode="nvfp4", silicon_data_source=src, batch_size=np.nan,
+               tp_size=np.nan, prefill_tp_size=4, prefill_attention_dp_size=1,
+               decode_tp_size=32, decode_attention_dp_size=1)
+    got = sa.gb200_mla_disagg(row)
+    assert (got["prefill_attention_dp_size"], got["decode_attention_dp_size"]) == (4, 32)
+    gpt = {**row, "model_path": "openai/gpt-oss-120b"}
+    assert sa.gb200_mla_disagg(gpt) == gpt
 
 
 MINIMAX = dict(model_path="MiniMaxAI/MiniMax-M2.5", isl=1024, tp_size=2)
@@ -362,7 +439,7 @@ def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want
                prefill_batch_size=1, prefill_num_workers=1, prefill_tp_size=4,
                prefill_attention_dp_size=1, decode_batch_size=4, decode_num_workers=workers,
                **{"decode_" + k: v for k, v in zip(keys, enc)})
-    got = sa.kimi_gb200_disagg(row)
+    got = sa.gb200_mla_disagg(row)
     assert (got["decode_tp_size"], got["decode_attention_dp_size"],
             got["decode_moe_ep_size"]) == want
     # every prefill worker: attention DP over its 4 GPUs, EP4
@@ -372,7 +449,7 @@ def test_kimi_gb200_disagg_workers_run_as_the_recipes_say(sa, workers, enc, want
     assert pools["decode"]["tp"] == want[0] * want[1]
     assert pools["decode"].get("attention_dp", 1) == want[1]
     # other campaigns and systems are read as written
-    assert sa.kimi_gb200_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
+    assert sa.gb200_mla_disagg({**row, "system": "b200_sxm"})["decode_tp_size"] == enc[0]
 
 
 @pytest.mark.parametrize("isl, conc, gpus, want", [
@@ -407,7 +484,7 @@ def test_kimi_gb200_decode_without_a_worker_count(sa, gpus, want):
     row = _row(mode="disagg", model_path="moonshotai/Kimi-K2.5", system="gb200",
                backend="trtllm", silicon_data_source=src, prefill_tp_size=4,
                decode_tp_size=gpus, decode_num_workers=np.nan)
-    got = sa.kimi_gb200_disagg(row)
+    got = sa.gb200_mla_disagg(row)
     assert got["prefill_attention_dp_size"] == 4
     assert (got["decode_tp_size"], sa._int(got["decode_attention_dp_size"])) == want
 
