@@ -487,7 +487,8 @@ def checkpoint_kv_fp8(row) -> bool:
     ``validate_and_set_kv_cache_quant``: "Using checkpoint KV quantization"); SGLang from
     0.5.4 does (``model_runner.py``: fp8 where the quant config's ``kv_cache_quant_algo`` is
     FP8; 0.5.3 only for FP4 checkpoints, ``ModelOptFp8Config`` kept it under another name);
-    vLLM does not ("auto" is the model dtype through 0.12 at least, ``config/cache.py``)."""
+    vLLM does not ("auto" is the model dtype through 0.12 at least, ``config/cache.py``).
+    Sources and versions: docs/runtime-rules.md §2."""
     if not modelopt(row):
         return False
     version = _release(row.get("backend_version", ""))

@@ -41,8 +41,8 @@ GIB = 2 ** 30
 #: (2026-12-03, with aiconfigurator's balanced MoE tables read at the experts balanced routing
 #: reaches and vLLM's MXFP8 MoE on InferenceX's B200 gpt-oss rows: vLLM 144 rows, SGLang 50,
 #: TRT-LLM 49)
-STEP_OVERHEAD_S = {"vllm": 0.000826, "sglang": 0.00171, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0322, "sglang": 0.183, "trtllm": 0.03}
+STEP_OVERHEAD_S = {"vllm": 0.000826, "sglang": 0.00199, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0322, "sglang": 0.194, "trtllm": 0.03}
 
 @dataclass(frozen=True)
 class RuntimeSpec:
