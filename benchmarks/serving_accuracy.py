@@ -28,6 +28,7 @@ docs/inferencex-minimax-kimi-knobs.md §1), each sends its next request when the
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 import time
@@ -150,43 +151,72 @@ def _checkpoint(row) -> tuple[str, object]:
 
 
 #: catalog models whose publisher's fp8 checkpoint is block-scaled: their fp8 rows serve it
-#: (MiniMax's config.json ``weight_block_size`` [128, 128]; Qwen3.5's rows say
-#: ``moe_quant_mode`` fp8_block, as Qwen's FP8 releases are, "block size 128" on
-#: Qwen3-235B-A22B-FP8's card; DeepSeek-V3's and R1's config.json ``weight_block_size``
-#: [128, 128], aiconfigurator-core's model_configs/deepseek-ai--DeepSeek-{V3,R1}_config.json:
-#: DeepSeek trained and released them in fp8 blocks). NVIDIA's re-releases are not theirs
-#: (:func:`precision`).
-BLOCK_FP8 = {"minimax-m2.5", "qwen3.5-397b-a17b", "deepseek-v3"}
-#: nvfp4 rows of these models serve NVIDIA's ModelOpt release (aiconfigurator-core's copy of
-#: its config.json): NVFP4 experts, attention in bf16 (its ``ignore`` list), read by hetsim's
-#: HF importer as ``expert_weights: fp4`` on a bf16 pool
-NVFP4_EXPERTS = {"minimaxai/minimax-m2.5": "nvidia--MiniMax-M2.5-NVFP4",
-                 "qwen/qwen3.5-397b-a17b": "nvidia--Qwen3.5-397B-A17B-NVFP4",
-                 # its hf_quant_config.json beside config.json: every layer's attention
-                 # projections and DSA indexer excluded
-                 "zhipuai/glm-5": "nvidia--GLM-5-NVFP4"}
+#: (MiniMax's config.json ``weight_block_size`` [128, 128]; DeepSeek-V3's and R1's, in
+#: aiconfigurator-core's model_configs/deepseek-ai--DeepSeek-{V3,R1}_config.json: DeepSeek
+#: trained and released them in fp8 blocks). Rows whose ``moe_quant_mode`` says fp8_block
+#: (Qwen3.5's, GLM-5's) say so themselves; NVIDIA's re-releases are not these (:func:`precision`).
+BLOCK_FP8 = {"minimax-m2.5", "deepseek-v3"}
+#: quant labels of a checkpoint in NVFP4 (aiconfigurator writes nvfp4, some rows fp4)
+FP4_LABELS = ("nvfp4", "fp4")
+
+
+def _label(row) -> str | None:
+    """The row's quant label as the checkpoint it names was published (:data:`CHECKPOINT`
+    applied: gpt-oss's nvfp4 rows are OpenAI's bf16 + MXFP4 checkpoint); None: none given."""
+    model, label = _checkpoint(row)
+    mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
+    return None if pd.isna(mode) else str(mode)
 
 
 def model_of(row) -> str:
-    """The hetsim model a row serves: a catalog name, or the config.json of the quantized
-    release its row names (:data:`NVFP4_EXPERTS`), or the published config.json of a model
-    the catalog has not (:func:`published_config`). An nvfp4 row of a model whose NVIDIA NVFP4
-    release the catalog has (``<model>-nvfp4``) serves that release, whatever path it names:
-    the runtimes serve NVFP4 from ModelOpt checkpoints, they do not make it of another
-    checkpoint (Kimi-K2.5's nvfp4 rows name Moonshot's int4 release)."""
-    key = _checkpoint(row)
-    if key[0] in NVFP4_EXPERTS and key[1] == "nvfp4":
-        return str(kerneldb.data_root().parent / "model_configs"
-                   / f"{NVFP4_EXPERTS[key[0]]}_config.json")
-    path = str(row["model_path"])
-    model = MODELS.get(key[0]) or catalog_model(path)
-    if model is not None and key[1] == "nvfp4" \
-            and f"{model.removesuffix('-nvfp4')}-nvfp4" in hetsim.list_models():
-        return f"{model.removesuffix('-nvfp4')}-nvfp4"
+    """The hetsim model a row serves (:func:`served_model` of its path and label)."""
+    return served_model(str(row["model_path"]), _label(row))
+
+
+@functools.lru_cache(maxsize=None)
+def served_model(path: str, label: str | None) -> str:
+    """The hetsim model a release at ``path`` serves under quant ``label``: a catalog name
+    (:data:`MODELS`, :func:`catalog_model`), else the published config.json of a model the
+    catalog has not (:func:`published_config`). An NVFP4 row serves NVIDIA's NVFP4 release of
+    the model, whatever path it names: the runtimes serve NVFP4 from ModelOpt checkpoints, they
+    do not make it of another checkpoint (Kimi-K2.5's nvfp4 rows name Moonshot's int4
+    release). That release is the catalog's ``<model>-nvfp4`` where there is one, else
+    NVIDIA's own ``<name>-NVFP4`` config.json as aiconfigurator-core ships it (MiniMax-M2.5,
+    Qwen3.5, GLM-5, DeepSeek-V3.2: read with its ``hf_quant_config.json``), else the model in
+    fp4 throughout."""
+    key = path.strip().lower()
+    model = MODELS.get(key) or catalog_model(path)
+    if label in FP4_LABELS:
+        if model is not None and f"{model.removesuffix('-nvfp4')}-nvfp4" in _catalog_names():
+            return f"{model.removesuffix('-nvfp4')}-nvfp4"
+        name = key.rpartition("/")[2]
+        while (shorter := RELEASE_SUFFIX.sub("", name)) != name:
+            name = shorter
+        nvidia = [f for org, f in _model_configs().get(f"{name}-nvfp4", []) if org == "nvidia"]
+        if nvidia:
+            return nvidia[0]
     model = model or published_config(path)
     if model is None:
-        raise ConfigError(f"hetsim has no model for {row['model_path']}")
+        raise ConfigError(f"hetsim has no model for {path}")
     return model
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog_names() -> frozenset:
+    return frozenset(hetsim.list_models())
+
+
+@functools.lru_cache(maxsize=1)
+def _model_configs() -> dict[str, list[tuple[str, str]]]:
+    """aiconfigurator-core's copies of published config.json files: lower-case name ->
+    [(organisation, file)], organisations in file order."""
+    out: dict[str, list] = {}
+    for f in sorted((kerneldb.data_root().parent / "model_configs").glob("*_config.json")):
+        if f.name.endswith("_hf_quant_config.json"):
+            continue
+        org, _, name = f.name.lower().removesuffix("_config.json").partition("--")
+        out.setdefault(name, []).append((org, str(f)))
+    return out
 
 
 def catalog_model(model_path: str) -> str | None:
@@ -210,7 +240,7 @@ def catalog_model(model_path: str) -> str | None:
             fp4 = fp4 or name[len(shorter):] in ("-fp4", "-nvfp4")
             name = shorter
             continue
-        if fp4 and f"{found}-nvfp4" in hetsim.list_models():
+        if fp4 and f"{found}-nvfp4" in _catalog_names():
             return f"{found}-nvfp4"
         return found
     return None
@@ -223,13 +253,10 @@ def published_config(model_path: str) -> str | None:
     for a re-release; release suffixes taken off as in :func:`catalog_model`), read by
     hetsim's Hugging Face importer; None where there is none."""
     org, _, name = model_path.strip().lower().rpartition("/")
-    configs: dict[str, list] = {}
-    for f in sorted((kerneldb.data_root().parent / "model_configs").glob("*_config.json")):
-        o, _, n = f.name.lower().removesuffix("_config.json").partition("--")
-        configs.setdefault(n, []).append((o != org, str(f)))
+    configs = _model_configs()
     while name:
-        if name in configs:
-            return min(configs[name])[1]     # the path's own organisation's first
+        if name in configs:     # the path's own organisation's copy first
+            return min(configs[name], key=lambda c: c[0] != org)[1]
         shorter = RELEASE_SUFFIX.sub("", name)
         if shorter == name:
             return None
@@ -239,26 +266,36 @@ def published_config(model_path: str) -> str | None:
 
 def precision(row) -> dict:
     """The pool's formats: the row's quant label as the checkpoint it names was published
-    (:data:`CHECKPOINT`, :data:`NVFP4_EXPERTS`, :data:`BLOCK_FP8`); an ``fp8`` row of an
-    NVIDIA re-release (``nvidia/...-FP8``) serves a ModelOpt checkpoint, per-tensor fp8 with
-    calibrated static activation scales (aiconfigurator-core's
+    (:func:`_label`). An NVFP4 row served from a config.json whose experts alone are fp4
+    (:func:`served_model`: NVIDIA's MoE releases that keep attention out of fp4) runs a bf16
+    pool, the experts' fp4 being the model's. An fp8 row is block-scaled where its
+    ``moe_quant_mode`` says fp8_block or the model is in :data:`BLOCK_FP8`; an fp8 row of an
+    NVIDIA fp8 re-release (``nvidia/...-FP8``) serves a ModelOpt checkpoint, per-tensor fp8
+    with calibrated static activation scales (aiconfigurator-core's
     model_configs/nvidia--Llama-3.1-70B-Instruct-FP8_hf_quant_config.json: producer modelopt,
-    quant_algo FP8; ModelOpt writes each layer's ``input_scale``), ``weights: fp8-static``."""
-    model, label = _checkpoint(row)
-    mode = CHECKPOINT.get((model, label), CHECKPOINT.get(model, label))
-    mode = "bf16" if pd.isna(mode) else str(mode)
-    nvidia = model.startswith("nvidia/")
-    if model in NVFP4_EXPERTS and mode == "nvfp4":
-        mode = "bf16"       # the experts' fp4 is the model's (model_of); the rest is bf16
-    elif mode == "fp8" and nvidia:
+    quant_algo FP8; ModelOpt writes each layer's ``input_scale``), ``weights: fp8-static``.
+    Raises ConfigError where the row has no model or no format."""
+    mode = _label(row) or "bf16"
+    model = model_of(row)
+    if mode in FP4_LABELS and model.endswith(".json") \
+            and hetsim.load_model(model).expert_weights == "fp4":
+        mode = "bf16"
+    elif mode == "fp8" and row.get("moe_quant_mode") == "fp8_block":
+        mode = "fp8_block"
+    elif mode == "fp8" and _nvidia_fp8(row):
         mode = "fp8_static"
-    elif mode == "fp8" and (row.get("moe_quant_mode") == "fp8_block"
-                            or model_of(row) in BLOCK_FP8):
-        mode = "fp8_block"      # the row's MoE label says the checkpoint's blocks
+    elif mode == "fp8" and model in BLOCK_FP8:
+        mode = "fp8_block"
     compute, weights = FORMATS.get(mode, (None, None))
     if compute is None:
         raise ConfigError(f"no hetsim format for gemm_quant_mode {mode}")
     return {"compute": compute, "weights": weights, "kv": "bf16"}
+
+
+def _nvidia_fp8(row) -> bool:
+    """An NVIDIA fp8 re-release: an ``nvidia/`` path whose name says FP8."""
+    path = _checkpoint(row)[0]
+    return path.startswith("nvidia/") and "-fp8" in path
 
 
 def provenance(row) -> str:
@@ -460,42 +497,42 @@ def deployment(row, role: str) -> dict:
 
 
 def modelopt(row) -> bool:
-    """Whether the row serves one of NVIDIA's ModelOpt releases: an ``nvidia/`` path with an
-    fp8 or nvfp4 label, or a catalog ``<model>-nvfp4`` entry or :data:`NVFP4_EXPERTS` config
-    :func:`model_of` chose for an nvfp4 row."""
-    path, label = _checkpoint(row)
-    if label not in ("fp8", "nvfp4"):
-        return False
-    model = model_of(row)
-    return path.startswith("nvidia/") or model.endswith(("-nvfp4", "NVFP4_config.json"))
+    """Whether the row serves one of NVIDIA's ModelOpt checkpoints: any NVFP4 row (the
+    runtimes serve NVFP4 only from such checkpoints, :func:`served_model`), an fp8 row of an
+    NVIDIA fp8 re-release, or a row aiconfigurator labels ``fp8_static`` (its static-scale
+    fp8 checkpoints are ModelOpt's: model_configs/Qwen--Qwen3-32B-FP8-Static-PerTensor)."""
+    label = _label(row)
+    return label in FP4_LABELS or label == "fp8_static" or (label == "fp8" and _nvidia_fp8(row))
 
 
-def _release(version: str) -> tuple:
-    """A runtime version as numbers (``0.5.6.post2`` -> (0, 5, 6)); a label that is not one
-    (``nightly-dev-20260402-...``, ``glm5-hopper``: the file's 2026 images) reads as newer
-    than every release."""
-    m = re.match(r"(\d+)\.(\d+)\.(\d+)", str(version))
+def _release(version) -> tuple:
+    """A runtime version as numbers (``0.5.6.post2``, ``v0.5.6`` -> (0, 5, 6)); a label that
+    is not one (``nightly-dev-20260402-...``, ``glm5-hopper``: the file's 2026 images) reads
+    as newer than every release, no version at all as older."""
+    if pd.isna(version) or not str(version).strip():
+        return (0,)
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", str(version).strip())
     return tuple(map(int, m.groups())) if m else (float("inf"),)
 
 
 def checkpoint_kv_fp8(row) -> bool:
     """Whether the runtime, left at its default KV dtype ("auto"), stores the KV cache in fp8
-    because the checkpoint says so: NVIDIA's ModelOpt releases name ``kv_cache_quant_algo:
-    FP8`` (every FP8 and NVFP4 one in aiconfigurator-core's model_configs; ModelOpt's DeepSeek
-    recipe, ``--enable_fp8_kvcache`` on by default). TRT-LLM's PyTorch backend keeps the
-    checkpoint's KV quantization under "auto" (``_torch/pyexecutor/model_loader.py``
-    ``validate_and_set_kv_cache_quant``: "Using checkpoint KV quantization"); SGLang from
-    0.5.4 does (``model_runner.py``: fp8 where the quant config's ``kv_cache_quant_algo`` is
-    FP8; 0.5.3 only for FP4 checkpoints, ``ModelOptFp8Config`` kept it under another name);
-    vLLM does not ("auto" is the model dtype through 0.12 at least, ``config/cache.py``).
-    Sources and versions: docs/runtime-rules.md §2."""
+    because the checkpoint says so: NVIDIA's ModelOpt FP8 and NVFP4 releases name
+    ``kv_cache_quant_algo: FP8`` (every one in aiconfigurator-core's model_configs but the
+    MIXED_PRECISION ones; ModelOpt's DeepSeek recipe, ``--enable_fp8_kvcache`` on by default).
+    TRT-LLM's PyTorch backend keeps the checkpoint's KV quantization under "auto"
+    (``_torch/pyexecutor/model_loader.py`` ``validate_and_set_kv_cache_quant``: "Using
+    checkpoint KV quantization"); SGLang from 0.5.4 does (``model_runner.py``: fp8 where the
+    quant config's ``kv_cache_quant_algo`` is FP8; 0.5.3 only for FP4 checkpoints,
+    ``ModelOptFp8Config`` kept it under another name); vLLM does not ("auto" is the model dtype
+    through 0.12 at least, ``config/cache.py``). Sources and versions: docs/runtime-rules.md §2."""
     if not modelopt(row):
         return False
-    version = _release(row.get("backend_version", ""))
     if row["backend"] == "trtllm":
         return True
     if row["backend"] == "sglang":
-        return version >= (0, 5, 4) or (version >= (0, 5, 3) and _checkpoint(row)[1] == "nvfp4")
+        version = _release(row.get("backend_version"))
+        return version >= (0, 5, 4) or (version >= (0, 5, 3) and _label(row) in FP4_LABELS)
     return False
 
 
@@ -598,8 +635,8 @@ KIMI_GB200_TRT = {
 
 
 def _kimi_gb200(row) -> bool:
-    return _gb200_mla_disagg(row) \
-        and str(row.get("model_path", "")).strip().lower() == "moonshotai/kimi-k2.5"
+    return str(row.get("model_path", "")).strip().lower() == "moonshotai/kimi-k2.5" \
+        and _gb200_mla_disagg(row)
 
 
 def _gb200_mla_disagg(row) -> bool:
@@ -610,9 +647,15 @@ def _gb200_mla_disagg(row) -> bool:
             and row.get("system") == "gb200"):
         return False
     try:
-        return hetsim.load_model(model_of(row)).mla is not None
+        return _mla_moe(model_of(row))
     except ConfigError:
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def _mla_moe(model: str) -> bool:
+    m = hetsim.load_model(model)
+    return m.mla is not None and m.moe is not None
 
 
 def kimi_gb200_trt_recipe(row) -> tuple | None:
@@ -629,7 +672,7 @@ def gb200_mla_disagg(row):
     MoE models ran, as read from Kimi-K2.5's (docs/inferencex-minimax-kimi-knobs.md §4: the
     db-dump's per-role tp/ep/dp columns are metadata that lost the layout) and applied to
     every MLA MoE model's such rows (GLM-5's, whose recipes were not read: their replayed TPOT
-    goes from 34% to 14% median error with this layout, TTFT stays ~4x short; DeepSeek's, held
+    goes from 34% to 11% median error with this layout, TTFT stays ~4x short; DeepSeek's, held
     out). Every prefill worker is attention DP over its GPUs with EP over them (vLLM TP1 x DP4
     EP, TRT-LLM "dep4"); a decode worker is attention DP + EP when it is the only one (every
     "1 x dep8/dep16/dep32" recipe) and TP + EP when there are several (every "4 x tep8",

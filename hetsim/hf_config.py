@@ -55,7 +55,7 @@ def hf_fields(p: Path) -> dict:
              max_context=get("max_position_embeddings", "n_positions", default=131072),
              source=str(p))
     experts = c.get("num_local_experts") or c.get("n_routed_experts") or c.get("num_experts")
-    if experts and mt == "llama4_text":
+    if experts and mt in ("llama4", "llama4_text"):
         d["ffn_size"], d["moe"] = _llama4_moe(c, p, d["num_layers"], experts, ffn, get)
     elif experts:
         d["moe"] = dict(num_experts=experts, top_k=get("num_experts_per_tok"),
@@ -112,9 +112,9 @@ def _llama4_moe(c: dict, p: Path, layers: int, experts: int, ffn: int, get) -> t
         moe_layers = range(step - 1, layers, step)
     elif not isinstance(moe_layers, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers
-            for i in moe_layers):
-        raise ConfigError(f"must be a list of layer indices below {layers}, got {moe_layers!r}",
-                          file=str(p), path="moe_layers")
+            for i in moe_layers) or not moe_layers:
+        raise ConfigError(f"must be a non-empty list of layer indices below {layers}, got "
+                          f"{moe_layers!r}", file=str(p), path="moe_layers")
     moe = dict(num_experts=experts, top_k=get("num_experts_per_tok"), expert_ffn_size=ffn,
                shared_experts=1, first_dense_layers=layers - len(set(moe_layers)))
     return get("intermediate_size_mlp", default=ffn), moe

@@ -39,8 +39,8 @@ GIB = 2 ** 30
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
 #: (2026-12-03, with aiconfigurator's balanced MoE tables read at the experts balanced routing
-#: reaches and vLLM's MXFP8 MoE on InferenceX's B200 gpt-oss rows: vLLM 144 rows, SGLang 50,
-#: TRT-LLM 49)
+#: reaches and vLLM's MXFP8 MoE on InferenceX's B200 gpt-oss rows: vLLM 144 rows, TRT-LLM 49;
+#: SGLang refitted the same day once GLM-5's rows were replayed: 60 rows)
 STEP_OVERHEAD_S = {"vllm": 0.000826, "sglang": 0.00199, "trtllm": 0.0}
 REQUEST_OVERHEAD_S = {"vllm": 0.0322, "sglang": 0.194, "trtllm": 0.03}
 

@@ -374,9 +374,10 @@ def test_llama4_interleaves_moe_layers_with_a_shared_expert(tmp_path, over, dens
 
 
 def test_llama4_bad_moe_layers_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="layer indices below 4") as e:
-        _llama4(tmp_path, moe_layers=[1, 9])
-    assert e.value.path == "moe_layers"
+    for bad in ([1, 9], [], [True]):
+        with pytest.raises(ConfigError, match="layer indices below 4") as e:
+            _llama4(tmp_path, moe_layers=bad)
+        assert e.value.path == "moe_layers"
 
 
 @pytest.mark.parametrize("hf, total, active", [

@@ -196,13 +196,30 @@ def test_a_model_the_catalog_lacks_serves_its_published_config(sa, path, config)
     ("moonshotai/Kimi-K2.5", "nvfp4", "nvfp4", ("kimi-k2.5-nvfp4", "fp4", "fp4")),
     ("moonshotai/Kimi-K2.5", "int4_wo", "int4_wo", ("kimi-k2.5", "bf16", "bf16")),
     # a publisher's plain fp8 label stays per-tensor dynamic fp8
-    ("Qwen/Qwen3-32B", "fp8", "fp8", ("qwen3-32b", "fp8", "fp8"))])
-def test_a_row_serves_the_checkpoint_its_publisher_released(sa, path, label, moe, want):
+    ("Qwen/Qwen3-32B", "fp8", "fp8", ("qwen3-32b", "fp8", "fp8")),
+    # an NVIDIA release that is not an fp8 one, labelled fp8: dynamic, not ModelOpt's static
+    ("nvidia/Llama-3_3-Nemotron-Super-49B-v1", "fp8", np.nan,
+     ("nvidia--Llama-3_3-Nemotron-Super-49B-v1", "fp8", "fp8")),
+    # the row's fp8_block label wins over the path's organisation
+    ("nvidia/Some-Model-FP8", "fp8", "fp8_block", (None, "fp8", "fp8-block")),
+    # NVFP4 from NVIDIA's own config.json of the release, experts alone fp4: a bf16 pool
+    ("deepseek-ai/DeepSeek-V3.2", "nvfp4", "nvfp4",
+     ("nvidia--DeepSeek-V3.2-NVFP4", "bf16", "bf16")),
+    ("zai-org/GLM-5", "nvfp4", "nvfp4", ("nvidia--GLM-5-NVFP4", "bf16", "bf16")),
+    ("zhipuai/GLM-5", "fp4", "fp4", ("nvidia--GLM-5-NVFP4", "bf16", "bf16")),
+    # NVIDIA's release quantizes attention too: an fp4 pool
+    ("Qwen/Qwen3-235B-A22B", "nvfp4", "nvfp4", ("nvidia--Qwen3-235B-A22B-NVFP4", "fp4", "fp4"))])
+def test_a_row_serves_the_checkpoint_its_publisher_released(sa, monkeypatch, path, label, moe,
+                                                            want):
     row = _row(model_path=path, gemm_quant_mode=label, moe_quant_mode=moe)
+    if want[0] is None:     # no model of that name: serve Qwen3-32B, read the path's rule
+        real = sa.served_model
+        monkeypatch.setattr(sa, "served_model", lambda p, lab: real("Qwen/Qwen3-32B", lab))
     prec = sa.precision(row)
     assert (prec["compute"], prec["weights"]) == want[1:]
     if want[0]:
-        assert sa.model_of(row) == want[0]
+        got = sa.model_of(row)
+        assert got == want[0] or Path(got).name == f"{want[0]}_config.json"
 
 
 @pytest.mark.parametrize("path, label, backend, version, kv", [
@@ -215,7 +232,13 @@ def test_a_row_serves_the_checkpoint_its_publisher_released(sa, path, label, moe
     ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "sglang", "0.5.1.post1", "bf16"),
     ("nvidia/Llama-3.1-70B-Instruct-FP8", "fp8", "vllm", "0.12.0", "bf16"),
     ("deepseek-ai/DeepSeek-R1", "fp8", "trtllm", "1.0.0rc3", "bf16"),     # not ModelOpt's
-    ("meta-llama/Llama-3.1-8B-Instruct", "bf16", "trtllm", "1.0.0rc3", "bf16")])
+    ("meta-llama/Llama-3.1-8B-Instruct", "bf16", "trtllm", "1.0.0rc3", "bf16"),
+    # an nvfp4 row is a ModelOpt checkpoint whatever its path; gpt-oss's nvfp4 label is not
+    ("Qwen/Qwen3-32B", "nvfp4", "trtllm", "1.2.0rc6.post1", "fp8"),
+    ("openai/gpt-oss-120b", "nvfp4", "trtllm", "1.2.0rc6.post1", "bf16"),
+    ("Qwen/Qwen3-32B", "fp8_static", "sglang", "0.5.10.post1", "fp8"),
+    ("Qwen/Qwen3-32B", "nvfp4", "sglang", "v0.5.4", "fp8"),
+    ("Qwen/Qwen3-32B", "nvfp4", "sglang", np.nan, "bf16")])       # no version: not assumed
 def test_the_kv_cache_is_fp8_where_the_runtime_keeps_the_checkpoints(sa, path, label, backend,
                                                                      version, kv):
     """NVIDIA's ModelOpt releases name an fp8 KV cache: TRT-LLM keeps it under its default
@@ -226,6 +249,15 @@ def test_the_kv_cache_is_fp8_where_the_runtime_keeps_the_checkpoints(sa, path, l
     assert pools["mixed"]["precision"]["kv"] == kv
     assert sa.scenario(row)["placements"]["measured"]["pools"]["mixed"]["precision"]["kv"] \
         == "bf16"          # the idealised engine has no runtime default to follow
+
+
+def test_published_config_prefers_the_paths_own_organisation(sa, monkeypatch):
+    configs = {"m-7b": [("alpha", "/a/alpha--M-7B_config.json"),
+                        ("beta", "/b/beta--M-7B_config.json")]}
+    monkeypatch.setattr(sa, "_model_configs", lambda: configs)
+    assert sa.published_config("beta/M-7B-Instruct") == "/b/beta--M-7B_config.json"
+    assert sa.published_config("gamma/M-7B-FP8") == "/a/alpha--M-7B_config.json"
+    assert sa.published_config("alpha/M-8B") is None
 
 
 def test_gb200_disagg_layout_reading_is_for_mla_models_only(sa):
