@@ -189,10 +189,8 @@ def served_model(path: str, label: str | None) -> str:
     if label in FP4_LABELS:
         if model is not None and f"{model.removesuffix('-nvfp4')}-nvfp4" in _catalog_names():
             return f"{model.removesuffix('-nvfp4')}-nvfp4"
-        name = key.rpartition("/")[2]
-        while (shorter := RELEASE_SUFFIX.sub("", name)) != name:
-            name = shorter
-        nvidia = [f for org, f in _model_configs().get(f"{name}-nvfp4", []) if org == "nvidia"]
+        *_, base = _release_names(key.rpartition("/")[2])
+        nvidia = [f for org, f in _model_configs().get(f"{base}-nvfp4", []) if org == "nvidia"]
         if nvidia:
             return nvidia[0]
     model = model or published_config(path)
@@ -228,22 +226,27 @@ def catalog_model(model_path: str) -> str | None:
     whose name says fp4 (``-FP4``, ``-NVFP4``) serves the catalog's ``<model>-nvfp4`` where
     there is one: NVIDIA's NVFP4 recipe keeps some layers out of fp4, which that entry says
     (``nvidia/DeepSeek-R1-0528-FP4-v2`` -> deepseek-v3-nvfp4)."""
-    name = model_path.strip().rpartition("/")[2].lower().removeprefix("meta-")
-    fp4 = False
-    while name:
+    full = model_path.strip().rpartition("/")[2].lower().removeprefix("meta-")
+    for name in _release_names(full):
         try:
             found = hetsim.load_model(name).name
         except ConfigError:
-            shorter = RELEASE_SUFFIX.sub("", name)
-            if shorter == name:
-                return None
-            fp4 = fp4 or name[len(shorter):] in ("-fp4", "-nvfp4")
-            name = shorter
             continue
-        if fp4 and f"{found}-nvfp4" in _catalog_names():
-            return f"{found}-nvfp4"
-        return found
+        fp4 = re.search(r"-(?:nv)?fp4(?:-|$)", full[len(name):])     # among the suffixes
+        return f"{found}-nvfp4" if fp4 and f"{found}-nvfp4" in _catalog_names() else found
     return None
+
+
+def _release_names(name: str):
+    """``name``, then with release suffixes (:data:`RELEASE_SUFFIX`) taken off one at a time
+    from the end (``deepseek-r1-0528-fp4-v2``, ``deepseek-r1-0528-fp4``, ...,
+    ``deepseek-r1``)."""
+    while name:
+        yield name
+        shorter = RELEASE_SUFFIX.sub("", name)
+        if shorter == name:
+            return
+        name = shorter
 
 
 def published_config(model_path: str) -> str | None:
@@ -252,15 +255,11 @@ def published_config(model_path: str) -> str | None:
     regard to case; another organisation's copy of the same name where the path's has none, as
     for a re-release; release suffixes taken off as in :func:`catalog_model`), read by
     hetsim's Hugging Face importer; None where there is none."""
-    org, _, name = model_path.strip().lower().rpartition("/")
+    org, _, full = model_path.strip().lower().rpartition("/")
     configs = _model_configs()
-    while name:
+    for name in _release_names(full):
         if name in configs:     # the path's own organisation's copy first
             return min(configs[name], key=lambda c: c[0] != org)[1]
-        shorter = RELEASE_SUFFIX.sub("", name)
-        if shorter == name:
-            return None
-        name = shorter
     return None
 
 
@@ -679,8 +678,8 @@ def gb200_mla_disagg(row):
     "5 x tep4", "4 x tep4"), in both the dynamo-vllm and the dynamo-trt tables. Where a row
     does not state its decode workers (the 2026-03-25 export), a decode worker of 16 or 32
     GPUs is DP + EP (every such recipe is a lone dep16 or dep32) and a smaller one keeps the
-    row's layout (tep8 and dep8 both exist). A dynamo-trt
-    row that names no workers takes its recipe's (:func:`kimi_gb200_trt_recipe`)."""
+    row's layout (tep8 and dep8 both exist). A dynamo-trt row that names no workers takes its
+    recipe's (:func:`kimi_gb200_trt_recipe`)."""
     if not _gb200_mla_disagg(row):
         return row
     out = dict(row)
