@@ -208,15 +208,16 @@ def test_cross_site_link_is_shared(tmp_path, base_dict):
 
 # --- ownership ------------------------------------------------------------------------------
 def test_pull_never_admits_more_kv_than_decode_holds(tmp_path, base_dict, monkeypatch):
-    """The invariant is checked at every decode iteration, on a run that fills decode memory."""
+    """The invariant is checked at every decode iteration the loop begins (a span's first:
+    its sequences and their blocks stay until it ends), on a run that fills decode memory."""
     seen = []
     orig = loop.Instance._iterate
 
-    def checked(self, t):
+    def checked(self, t, end=None):
         if isinstance(self, inst_mod.DecodeInstance):
             assert self.kv.used <= self.kv.capacity
             seen.append(self.kv.used / self.kv.capacity)
-        return orig(self, t)
+        return orig(self, t, end)
     monkeypatch.setattr(loop.Instance, "_iterate", checked)
     sc = disagg(base_dict, tmp_path, {"pull": pools(d_memory_utilization=0.25)},
                 requests=300, arrival={"process": "poisson", "rate_rps": 20.0},

@@ -29,6 +29,9 @@ class Step:
     def decode_time(self, n, ctx, window_ctx=None):
         return self.time(decode_n=n, decode_ctx=ctx, decode_window_ctx=window_ctx)
 
+    def decode_times(self, n, ctx, grow, count, window_ctx=None):
+        return [self.decode_time(n, ctx + j * grow, window_ctx) for j in range(1, count + 1)]
+
 
 def pool(role, kv_blocks=100, max_tokens=64, max_seqs=8, rules=None, **spec):
     s = SimpleNamespace(max_batch_tokens=max_tokens, max_seqs=max_seqs, block_size=4,
@@ -230,6 +233,52 @@ def test_decode_continuous_batching_trace():
     assert (d.kv.used, d.ctx_sum, d.running, d.n_requests, d.load_tokens) == (0, 0, 0, 0, 0)
     s = d.stats(5.5)
     assert (s.running, s.kv.used, s.kv.peak, s.decode_tokens) == (0, 0, 7, 6)
+
+
+def _join_at(env, d, r, at):
+    """A process that hands ``r`` (its KV reserved now) to ``d`` at ``at``."""
+    r.state = State.TRANSFERRING
+    d.reserve(r)
+
+    def go():
+        yield env.timeout(at)
+        d.join(r)
+    env.process(go())
+
+
+@pytest.mark.parametrize("spans", [True, False])
+def test_decode_join_inside_a_span_waits_for_the_iteration_in_progress(spans, monkeypatch):
+    """r0 (8 out: 7 steps of 1.25 s) runs alone; r1 (3 out: 2 steps) joins at 3.0, inside
+    the third step [2.5, 3.75): it starts at 3.75, the two share steps of 1.5 s to 6.75 (r1
+    ends), then r0 runs its last two alone to 9.25. The same with and without spans."""
+    monkeypatch.setattr(DecodeInstance, "spans", spans)
+    env, d = make(DecodeInstance, "decode")
+    r0, r1 = req(0, 8, 8), req(1, 4, 3)
+    _join_at(env, d, r0, 0.0)
+    _join_at(env, d, r1, 3.0)
+    env.run()
+    assert (r1.decode_start_s, r1.last_token_s, r0.last_token_s) == (3.75, 6.75, 9.25)
+    assert (d.step_no, d.iterations, d.decode_tokens) == (7, 7, 9)
+    assert (d.busy_s, d.decode_token_s) == (9.25, 12.25)
+
+
+def test_decode_span_settles_for_a_reader_inside_it():
+    """Statistics read inside a span see every iteration begun by then: at 3.0 (third step of
+    1.25 s running) 3 iterations, 3.75 s busy counted whole as they began, 0.75 s of it still
+    to run; and the span's event fires at its last step's end, as one iteration's would."""
+    env, d = make(DecodeInstance, "decode")
+    r0 = req(0, 8, 8)
+    _join_at(env, d, r0, 0.0)
+    seen = []
+
+    def look():
+        yield env.timeout(3.0)
+        s = d.stats(env.now)
+        seen.append((s.iterations, s.busy_s, d.running_s(env.now), d.step_no, d.generated(r0)))
+    env.process(look())
+    env.run()
+    assert seen == [(3, 3.75, 0.75, 2, 3)]
+    assert (r0.last_token_s, d.iterations, d.busy_s) == (8.75, 7, 8.75)
 
 
 # --- mixed ----------------------------------------------------------------------------------

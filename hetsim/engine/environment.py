@@ -8,12 +8,23 @@ spends an event on besides the event itself (issue 19). Nothing else changes: it
 """
 from __future__ import annotations
 
-from heapq import heappop
+from heapq import heappop, heappush
 
 import simpy
 from simpy.core import BoundClass
+from simpy.events import NORMAL
 
-__all__ = ["Environment"]
+__all__ = ["Environment", "at"]
+
+
+def at(env: simpy.Environment, time: float) -> simpy.Event:
+    """An event that fires at ``time`` (not before ``env.now``), as a ``Timeout`` made then
+    would: scheduled at that very float (``env.timeout(time - env.now)`` fires at
+    ``now + (time - now)``, which may round to another). Any SimPy environment."""
+    ev = simpy.Event(env)
+    ev._ok, ev._value = True, None
+    heappush(env._queue, (time, NORMAL, next(env._eid), ev))
+    return ev
 
 
 class Environment(simpy.Environment):

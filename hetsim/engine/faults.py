@@ -203,6 +203,7 @@ class Faults:
         else:
             hang = [start]
             self.hangs[inst.name].append(hang)
+            inst.cut()     # (the iteration in progress is what the hang freezes)
             inst.proc.interrupt(Hang(down_s))
         yield env.timeout(down_s)
         if kind != "crash":
@@ -232,9 +233,11 @@ class Faults:
         start = env.now
         fs = self._slow.setdefault(inst.name, [])
         fs.append(factor)
+        inst.cut()      # the iterations after the one in progress run at the new speed
         inst.speed = float(math.prod(fs))
         yield env.timeout(seconds)
         fs.remove(factor)
+        inst.cut()
         inst.speed = float(math.prod(fs))
         self.degrades.append((inst.name, start, env.now))
 
@@ -318,6 +321,7 @@ class Faults:
         """Stop the instance, release what its requests hold elsewhere, empty it, and send
         each of them its recovery. A write-through host tier (``inst.copies``) survives
         unless ``host_lost``: the copies a restore reads stay in it."""
+        inst.cut()
         inst.proc.interrupt("crash")
         copies = getattr(inst, "copies", None)
         store = copies if not host_lost else None

@@ -18,11 +18,14 @@ from collections import deque
 import simpy
 
 from ..runtimes import pad_batch
+from .environment import at
 from .loop import Instance, attention_ranks
 from .request import Request, State
 from .stats import InstanceStats, Timeline
 
 __all__ = ["PrefillInstance", "DecodeInstance", "MixedInstance"]
+
+SPAN_MAX = 16    # iterations a decode span works out ahead at most (DecodeInstance._span_from)
 
 
 class PrefillInstance(Instance):
@@ -146,6 +149,7 @@ class DecodeInstance(Instance):
     context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
     role = "decode"
     every_step = False   # _admit runs before every iteration, not only when sequences wait
+    spans = True
 
     def __init__(self, *a, first_token: bool = False, **kw):
         self.pending: deque[Request] = deque()
@@ -199,6 +203,7 @@ class DecodeInstance(Instance):
         req.to(State.DECODING)
         req.done = self.env.event()
         self.pending.append(req)
+        self.cut()
         self._notify()
         return req.done
 
@@ -341,6 +346,63 @@ class DecodeInstance(Instance):
         if active and active[0][0] <= self.step_no:   # (most steps complete nobody)
             self._finish()
 
+    # --- spans (the loop's ``_span_from``) ----------------------------------------------
+    def _span_from(self, t: float) -> float | None:
+        """The iterations from this one to the next whose end completes a sequence run as one
+        span where nothing else would change between them: no sequence waits to join (a
+        join, or queued work, cuts the span: ``cut``), none sees its first token here, no
+        sliding window. Each one's time is the one its own iteration would take: the same
+        calls, the same sums in the same order (``t`` over ``speed``, ends added one by
+        one), so every record and counter is as if each had been its own event.
+        ``_span`` = [iterations applied, their model times, their ends, the speed]; at
+        most ``SPAN_MAX`` iterations (a cut wastes the times worked out past it)."""
+        active = self.active
+        k = active[0][0] - self.step_no   # iterations to the first end (a stale top: sooner)
+        if k < 2 or self.pending or self._first or self.window:
+            return None
+        n, speed = self._n, self.speed
+        times = self.step.decode_times(self._padded(n), self.ctx_sum, n, min(k, SPAN_MAX) - 1,
+                                       self.win_sum)
+        end = self.env.now + t
+        ends = [end]
+        for u in times:
+            end += u / speed if speed != 1.0 else u
+            ends.append(end)
+        self._span = [0, times, ends, speed]
+        return end
+
+    def _settle(self, now: float) -> None:
+        """Apply the span's iterations begun by ``now`` (as ``_after``, ``_schedule`` and
+        ``_iterate`` would have at their starts)."""
+        sp = self._span
+        i, times, ends, speed = sp
+        n = self._n
+        while i < len(times) and ends[i] <= now:
+            u = times[i]
+            self.step_no += 1
+            self.ctx_sum += n
+            self.decode_tokens += n
+            self.decode_token_s += u * n / speed
+            self.busy_s += u / speed if speed != 1.0 else u
+            self.iterations += 1
+            i += 1
+            self._step_end = ends[i]
+        sp[0] = i
+
+    def _cut(self) -> None:
+        """The span ends with the iteration in progress: the loop's event moves there."""
+        self._settle(self.env.now)
+        i, times, ends, _ = self._span
+        if i == len(times):
+            return
+        del times[i:], ends[i + 1:]
+        # NOTE: the loop's process waits on the span's event; it waits on one at the new
+        # end instead (as SimPy's own interrupt takes a process off its target)
+        proc = self.proc
+        proc._target.callbacks.remove(proc._resume)
+        ev = proc._target = at(self.env, ends[i])
+        ev.callbacks.append(proc._resume)
+
     def _first_tokens(self) -> None:
         """The sequences that joined before this step show the client their first token."""
         now = self.env.now
@@ -351,6 +413,7 @@ class DecodeInstance(Instance):
 
     def generated(self, r: Request) -> int:
         """Tokens ``r`` holds past its prompt here (the prefill's first token included)."""
+        self.settle()
         if r.gen % 2:     # running (an odd gen: started and not stopped since)
             return self._ctx(r) - r.input_tokens
         return max(1, r.ctx0 - r.input_tokens)   # waiting to join, or preempted
@@ -374,6 +437,7 @@ class MixedInstance(DecodeInstance):
     pause the decodes), and the client may see a prompt's first token ``first_token_delay_steps``
     steps after the step that computed it (TRT-LLM's overlap scheduler: ``_late``)."""
     role = "mixed"
+    spans = False     # prompt chunks change the iterations
 
     def __init__(self, *a, **kw):
         self.waiting: deque[Request] = deque()

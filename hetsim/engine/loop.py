@@ -22,6 +22,7 @@ import math
 import simpy
 
 from ..perf import StepModel
+from .environment import at
 from .memory import BlockPool
 from .policy import SchedulerPolicy, policy_for
 from .request import Request, State
@@ -70,6 +71,7 @@ class Instance:
     work queue, and the counters its statistics snapshot reads."""
     role = ""
     begins = False   # the kind has a _begin (checked, not called, on the hot path)
+    spans = False    # the kind runs quiet iterations as one event (``_span_from``)
     whole_window = False   # KV blocks: a whole window per sequence (see BlockPool)
 
     def __init__(self, env: simpy.Environment, name: str, pool, step: StepModel, *,
@@ -115,6 +117,7 @@ class Instance:
         #: takes 1/speed as long; one in progress keeps the speed it started with
         self.speed = 1.0
         self.resets = 0        # crashes that emptied it (a handoff checks none came between)
+        self._span = None      # the span of iterations running (``_span_from``), or None
         self.proc = env.process(self._run())
 
     def _gate(self):
@@ -129,6 +132,7 @@ class Instance:
         if seconds <= 0:
             ev.succeed()
             return ev
+        self.cut()
         self._work.append((seconds, ev))
         self._notify()
         return ev
@@ -155,11 +159,13 @@ class Instance:
         self._wake = self.env.event()
         return self._wake
 
-    def _iterate(self, t: float):
+    def _iterate(self, t: float, end: float | None = None):
+        """Begin an iteration of ``t`` seconds: the event the loop waits on fires when it
+        ends, or at ``end`` where the kind runs a span of iterations from it (``_span_from``)."""
         self.busy_s += t
         self.iterations += 1
         self._step_end = self.env.now + t
-        return self.env.timeout(t)
+        return self.env.timeout(t) if end is None else at(self.env, end)
 
     def _run(self):
         # NOTE: the order of the sums below is part of the golden result (float addition).
@@ -184,22 +190,27 @@ class Instance:
                             return
                 continue
             evs = ()
+            plain = True       # the model's iteration alone (a span may start from it)
             if self._work:
                 work, evs = self._take_work()
                 t += work
+                plain = False
             if self._extra:
                 t += self._take_extra()
+                plain = False
             if self.speed != 1.0:    # degraded (faults): everything on the device slower
                 t /= self.speed
             if self.begins:
                 self._begin(t)
             try:
-                yield self._iterate(t)
+                yield self._iterate(t, self._span_from(t) if plain and self.spans else None)
             except simpy.Interrupt as i:
                 if not (yield from self._fault(i.cause)):
                     return
             for ev in evs:
                 ev.succeed()
+            if self._span is not None:
+                self._end_span()
             self._after()
 
     def _fault(self, cause):
@@ -219,6 +230,38 @@ class Instance:
             except simpy.Interrupt as i:   # struck again while hung
                 cause = i.cause
         return False
+
+    # --- spans: quiet iterations as one event -------------------------------------------
+    def _span_from(self, t: float) -> float | None:
+        """Where an iteration of ``t`` begins now and the ones after it would run unchanged
+        (the same sequences, nothing added), the kind may run them as one span: it returns
+        when the last ends (the loop's event fires then), keeps their times in ``_span``,
+        and applies each one's effects as it would have begun (``settle``). None: one
+        iteration, as always."""
+        return None
+
+    def settle(self) -> None:
+        """Bring the counters and state up to now inside a span (every iteration begun by
+        now applied): anything that reads them from outside the loop calls this first."""
+        if self._span is not None:
+            self._settle(self.env.now)
+
+    def cut(self) -> None:
+        """Something changed what the next iteration would run (a sequence joined, work was
+        queued, a fault struck, the speed changed): the span ends with the iteration in
+        progress, and the loop goes on from there as it would have."""
+        if self._span is not None:
+            self._cut()
+
+    def _settle(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _cut(self) -> None:
+        raise NotImplementedError
+
+    def _end_span(self) -> None:
+        self._settle(self.env.now)
+        self._span = None
 
     def _schedule(self) -> float | None:
         raise NotImplementedError
@@ -241,13 +284,14 @@ class Instance:
     def reset(self) -> None:
         """A crash: everything on the instance is gone (its requests are moved by
         :mod:`hetsim.engine.faults`); it comes back cold. Counters for statistics stay."""
+        self.settle()
         self.kv.clear()
         if self.staging is not None:
             self.staging.clear()
         self.resets += 1
         # busy_s counted the iteration in progress whole as it started: its rest never runs
         self.busy_s -= self.running_s(self.env.now)
-        self._work, self._extra, self._wake = [], 0.0, None
+        self._work, self._extra, self._wake, self._span = [], 0.0, None, None
         self.load_tokens = self.n_requests = 0
         self._step_end = self._hung_until = self.env.now    # (a hang ends with the crash)
 
@@ -305,7 +349,8 @@ class Instance:
         self.kv.peak = self.kv.used
 
     def stats(self, until: float, **kind) -> InstanceStats:
-        """The snapshot metrics read, over [0, until]."""
+        """The snapshot metrics read, over [0, until] (inside a span: as it stands now)."""
+        self.settle()
         kv = self.kv
         return InstanceStats(
             self.name, self.pool.name, self.role, self.busy_s, self.iterations, self.work_s,

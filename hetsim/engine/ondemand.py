@@ -40,6 +40,7 @@ class OnDemandDecodeInstance(DecodeInstance):
     context is shorter than the window (at most the window's blocks per sequence)."""
     whole_window = True
     every_step = True    # KV grows and preempted sequences come back before every step
+    spans = False        # (so every step may change what the next holds)
 
     def __init__(self, *a, **kw):
         self.grow: list = []             # heap of (step needing a block, id, gen, request)

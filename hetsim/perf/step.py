@@ -475,6 +475,27 @@ class StepModel:
                 t += self.decode_attention_time(batch, total_ctx, window_ctx)
         return t + self._iteration_overhead
 
+    def decode_times(self, batch: int, ctx: int, grow: int, count: int,
+                     window_ctx: int | None = None) -> list[float]:
+        """``[decode_time(batch, ctx + j * grow, window_ctx) for j in 1 .. count]``, the very
+        floats (a decode span's iterations: each adds ``grow`` tokens of context), without a
+        call per iteration on the linear form."""
+        lin = self._decode_lin_layers
+        if lin is None or not batch or self.attention_dp > 1:
+            return [self.decode_time(batch, ctx + j * grow, window_ctx)
+                    for j in range(1, count + 1)]
+        t0 = self._decode_dense.get(batch)
+        if t0 is None:
+            t0 = self._decode_dense[batch] = self.dense_time(batch, batch)
+        a, b, g, k, layers = lin
+        gb, over = g * batch, self._iteration_overhead
+        out = []
+        for _ in range(count):
+            ctx += grow
+            x, y = a * ctx, b * ctx + gb
+            out.append(t0 + layers * ((y if y > x else x) + k) + over)
+        return out
+
     # --- attention data parallelism ------------------------------------------------------
     def _dp_time(self, chunks, n_logits_prefill, decode_n, decode_ctx, decode_window_ctx):
         """:meth:`time` under attention DP (N ranks). Decodes split evenly (ranks 0 .. r - 1

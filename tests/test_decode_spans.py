@@ -1,0 +1,70 @@
+"""Decode spans (issue 19: quiet decode iterations run as one event) change nothing: the same
+records, instance statistics and fault accounting as one event per iteration, on random fault
+schedules (crashes, hangs and degrades striking inside spans) over the handoff kinds whose
+decode pools reserve KV (the ones that run spans), and the step model's batched decode times
+are the very floats of its one-step form."""
+import numpy as np
+import pytest
+
+import hetsim
+from hetsim.engine.instances import DecodeInstance
+from hetsim.models import load_model
+from hetsim.perf import PerfModel, StepModel
+
+from .fuzz_faults import ALL, faults_for
+from .test_faults import scenario, simulation
+
+LAYOUTS = ["pd-reserve", "push", "layerwise", "layerwise-push", "batched", "tcp", "nvlink",
+           "decode-conversion", "cross-site-batched"]
+
+
+def _run(d, spans: bool, monkeypatch):
+    monkeypatch.setattr(DecodeInstance, "spans", spans)
+    counted = []
+    if spans:
+        orig = DecodeInstance._span_from
+
+        def span_from(self, t):
+            end = orig(self, t)
+            counted.append(end is not None)
+            return end
+        monkeypatch.setattr(DecodeInstance, "_span_from", span_from)
+    _, _, sim = simulation(d)
+    res = sim.run()
+    stats = {p: [i.stats(sim.env.now) for i in insts] for p, insts in sim.instances.items()}
+    f = res.faults
+    return (res.requests, stats, None if f is None else (f.by_request, f.outages)), sum(counted)
+
+
+@pytest.mark.parametrize("case", range(2 * len(LAYOUTS)))
+def test_spans_give_the_records_of_one_event_per_iteration(case, monkeypatch):
+    name = LAYOUTS[case % len(LAYOUTS)]
+    rng = np.random.default_rng([19, case])
+    d = scenario(placement=ALL[name], requests=int(rng.integers(20, 60)),
+                 rate=float(rng.uniform(5, 60)), process="poisson",
+                 seed=int(rng.integers(100)), faults=faults_for(rng, ALL[name], 2.0),
+                 recovery={"retry_limit": int(rng.integers(1, 4))})
+    d["workload"]["input_tokens"] = {"dist": "uniform", "min": 100, "max": 8000}
+    d["workload"]["output_tokens"] = {"dist": "uniform", "min": 1, "max": 300}
+    if case >= len(LAYOUTS):
+        d["workload"]["warmup"] = {"requests": 5}     # statistics snapshot inside spans
+    on, spans = _run(d, True, monkeypatch)
+    off, none = _run(d, False, monkeypatch)
+    assert spans > 0 and none == 0      # spans really ran
+    assert on == off
+
+
+@pytest.mark.parametrize("model,kw", [
+    ("llama-3.1-8b", {"tp": 1}),                    # the linear form
+    ("gpt-oss-120b", {"tp": 1}),                    # sliding-window layers
+    ("qwen3.5-397b-a17b", {"tp": 8}),               # linear-attention layers
+    ("deepseek-v3", {"tp": 8, "attention_dp": 8}),  # attention DP
+])
+def test_decode_times_are_the_one_step_floats(model, kw):
+    m = load_model(model)
+    step = StepModel(m, PerfModel(hetsim.load_accelerator("h100-sxm")), **kw)
+    for batch, ctx, grow, window in [(1, 100, 1, None), (37, 50_000, 37, 20_000),
+                                     (256, 1_000_000, 255, None)]:
+        w = window if m.sliding_window else None
+        want = [step.decode_time(batch, ctx + j * grow, w) for j in range(1, 17)]
+        assert step.decode_times(batch, ctx, grow, 16, w) == want
