@@ -13,7 +13,9 @@ The on-demand decode variant is in :mod:`hetsim.engine.ondemand`.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate
 
 import simpy
 
@@ -363,31 +365,39 @@ class DecodeInstance(Instance):
         n, speed = self._n, self.speed
         times = self.step.decode_times(self._padded(n), self.ctx_sum, n, min(k, SPAN_MAX) - 1,
                                        self.win_sum)
-        end = self.env.now + t
-        ends = [end]
-        for u in times:
-            end += u / speed if speed != 1.0 else u
-            ends.append(end)
+        # each end the one before plus its time (accumulate adds left to right)
+        ends = list(accumulate(times if speed == 1.0 else [u / speed for u in times],
+                               initial=self.env.now + t))
         self._span = [0, times, ends, speed]
-        return end
+        return ends[-1]
 
     def _settle(self, now: float) -> None:
         """Apply the span's iterations begun by ``now`` (as ``_after``, ``_schedule`` and
         ``_iterate`` would have at their starts)."""
         sp = self._span
         i, times, ends, speed = sp
-        n = self._n
-        while i < len(times) and ends[i] <= now:
-            u = times[i]
-            self.step_no += 1
-            self.ctx_sum += n
-            self.decode_tokens += n
-            self.decode_token_s += u * n / speed
-            self.busy_s += u / speed if speed != 1.0 else u
-            self.iterations += 1
-            i += 1
-            self._step_end = ends[i]
-        sp[0] = i
+        j = bisect_right(ends, now, i, len(times))   # ends[i:j] <= now: begun
+        if j == i:
+            return
+        n, m = self._n, j - i
+        self.step_no += m
+        self.ctx_sum += n * m
+        self.decode_tokens += n * m
+        self.iterations += m
+        # the float sums one iteration at a time, as each would have added its own
+        # (``u * n / 1.0`` is ``u * n``)
+        busy, tok = self.busy_s, self.decode_token_s
+        if speed == 1.0:
+            for u in times[i:j]:
+                tok += u * n
+                busy += u
+        else:
+            for u in times[i:j]:
+                tok += u * n / speed
+                busy += u / speed
+        self.busy_s, self.decode_token_s = busy, tok
+        self._step_end = ends[j]
+        sp[0] = j
 
     def _cut(self) -> None:
         """The span ends with the iteration in progress: the loop's event moves there."""
