@@ -33,9 +33,10 @@ prefill steps ~19%, the loop ~9%, the network ~8%, writing records ~4%; 100k req
 ~11.5 s of CPU where they took ~13. What is left is mostly one SimPy event per decode
 iteration (13 per request here, ~7 us each, ~2.7 us of it SimPy's event and process
 machinery); driving the instance loop by callbacks instead of a process would save part of
-that, at the cost of the fault interrupts the loop's process receives. Running several quiet
-iterations of one instance per event would not: with 16 instances another instance's event
-falls inside almost every ~14 ms decode iteration, so there is nothing to merge.
+that, at the cost of the fault interrupts the loop's process receives. (Written then: running
+several quiet iterations of one instance per event would not, since another instance's event
+falls inside almost every ~14 ms decode iteration. That was wrong: only an event that
+changes this instance's batch matters, not another instance's; the fifth pass below does it.)
 What each change bought is in README "Measured figures" and DESIGN "Engine".
 
 Second pass (issue 19; ``python -m cProfile -s tottime benchmarks/speed.py --one 100000``,
@@ -99,6 +100,21 @@ event loop (-1.1%). Python calls at 20k (cProfile): 11.52M -> 11.04M (``step``'s
 Tried and not kept: the instance loop driven by its events' callbacks instead of a process,
 737k (-2.1% in all): the rest of SimPy's share in the profile (``schedule``, ``Timeout``,
 the heap) is the work an event must do, not overhead around it.
+
+Fifth pass (issue 19: decode spans; DESIGN "Decode spans"). A reserving decode instance runs
+its iterations from one batch change to the next as one event (at most 16), its counters
+applied when read. Instruction counts (valgrind callgrind, ``--one 2000`` and ``--one 6000``,
+the difference per request; each tree on its own ``PYTHONPATH``): 744k a request before
+(4461488), 629k with spans (b645ef2), 611k once the span's ends are accumulated and a
+settle bisects (-18% in all; 614k with at most 32 iterations a span, where a cut wastes
+more worked-out times). 20k requests (cProfile): SimPy events 484,574 -> 229,473, process
+resumes 418k -> 202k, decode step times 258k worked out one call each -> 357k in 38.7k batched
+calls (a cut, ~1 a request as a sequence joins, drops the 140k past it), the loop's
+``_run`` 298k -> 82k. CPU seconds for 100k requests on this session's 2-core VM (its
+host not quiet: the same run moved 16.0-21.3 s within an hour): 19.7 before, 16.0-16.7
+after. What is left is spread thin: the request's own process (lifecycle, handoff, network
+flow: ~10 resumes a request), the prefill iterations (2 events a request), routing's and the
+network's ``min`` keys, writing records.
 """
 from __future__ import annotations
 
