@@ -1,8 +1,10 @@
 """Decode spans (issue 19: quiet decode iterations run as one event) change nothing: the same
 records, instance statistics and fault accounting as one event per iteration, on random fault
-schedules (crashes, hangs and degrades striking inside spans) over the handoff kinds whose
-decode pools reserve KV (the ones that run spans), and the step model's batched decode times
-are the very floats of its one-step form."""
+schedules (crashes, hangs and degrades striking inside spans) over the handoff kinds, on
+decode pools that reserve KV and on ones that take it on demand (growth inside spans,
+preemption at their ends, vLLM's and SGLang's schedulers, the KV-aware router reading free
+memory inside them), and the step model's batched decode times are the very floats of its
+one-step form."""
 import numpy as np
 import pytest
 
@@ -12,10 +14,22 @@ from hetsim.models import load_model
 from hetsim.perf import PerfModel, StepModel
 
 from .fuzz_faults import ALL, faults_for
-from .test_faults import scenario, simulation
+from .test_faults import PD, scenario, simulation
 
+
+def _decode(**kw):
+    return {**PD, "pools": {**PD["pools"], "decode": {**PD["pools"]["decode"], **kw}}}
+
+
+# on-demand decode (its KV grows inside spans) at a memory where growth preempts, under each
+# runtime that takes KV on demand, and read by the KV-aware router
+ON_DEMAND = {
+    "on-demand-tight": _decode(preemption="recompute", memory_utilization=0.22),
+    "vllm": {**_decode(runtime="vllm", memory_utilization=0.22), "router": "kv-aware"},
+    "sglang": _decode(runtime="sglang", memory_utilization=0.22),
+}
 LAYOUTS = ["pd-reserve", "push", "layerwise", "layerwise-push", "batched", "tcp", "nvlink",
-           "decode-conversion", "cross-site-batched"]
+           "decode-conversion", "cross-site-batched", "pd-on-demand", "swap", *ON_DEMAND]
 
 
 def _run(d, spans: bool, monkeypatch):
@@ -40,9 +54,10 @@ def _run(d, spans: bool, monkeypatch):
 def test_spans_give_the_records_of_one_event_per_iteration(case, monkeypatch):
     name = LAYOUTS[case % len(LAYOUTS)]
     rng = np.random.default_rng([19, case])
-    d = scenario(placement=ALL[name], requests=int(rng.integers(20, 60)),
+    pl = ON_DEMAND.get(name) or ALL[name]
+    d = scenario(placement=pl, requests=int(rng.integers(20, 60)),
                  rate=float(rng.uniform(5, 60)), process="poisson",
-                 seed=int(rng.integers(100)), faults=faults_for(rng, ALL[name], 2.0),
+                 seed=int(rng.integers(100)), faults=faults_for(rng, pl, 2.0),
                  recovery={"retry_limit": int(rng.integers(1, 4))})
     d["workload"]["input_tokens"] = {"dist": "uniform", "min": 100, "max": 8000}
     d["workload"]["output_tokens"] = {"dist": "uniform", "min": 1, "max": 300}

@@ -17,6 +17,9 @@ class Inst:
     kv: object = None
     port: object = None
 
+    def settle(self):
+        """(An instance's counters brought up to now: nothing to bring here.)"""
+
 
 @dataclass
 class Pool:

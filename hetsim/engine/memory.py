@@ -72,15 +72,16 @@ class BlockPool:
         """Blocks the queued reservations ask for."""
         return sum(n for n, _ in self._waiters)
 
-    def _account(self) -> None:
-        now = self.env.now
+    def _account(self, at: float | None = None) -> None:
+        now = self.env.now if at is None else at
         self._area += self.used * (now - self._last)
         self._last = now
 
-    def take(self, n: int) -> None:
-        """Take ``n`` free blocks now, past the queue and the gate (the caller checked
+    def take(self, n: int, at: float | None = None) -> None:
+        """Take ``n`` free blocks now (or as of ``at``, not before the last change: a decode
+        span's growth, applied late), past the queue and the gate (the caller checked
         ``free``)."""
-        self._account()
+        self._account(at)
         self.used += n
         assert self.used <= self.capacity, "KV blocks over-committed"
         if self.used > self.peak:

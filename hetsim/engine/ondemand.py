@@ -14,6 +14,7 @@ so the cost is O(blocks), not O(tokens).
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import deque
 from dataclasses import replace
 
@@ -40,7 +41,6 @@ class OnDemandDecodeInstance(DecodeInstance):
     context is shorter than the window (at most the window's blocks per sequence)."""
     whole_window = True
     every_step = True    # KV grows and preempted sequences come back before every step
-    spans = False        # (so every step may change what the next holds)
 
     def __init__(self, *a, **kw):
         self.grow: list = []             # heap of (step needing a block, id, gen, request)
@@ -97,9 +97,7 @@ class OnDemandDecodeInstance(DecodeInstance):
         self._schedule_growth(r)
 
     def _schedule_growth(self, r: Request) -> None:
-        # context at step k is ctx0 + k - step0; a block is needed when it exceeds the blocks held
-        full = r.kv_blocks - self.kv.fixed_blocks(r.ctx0)   # the full-attention layers'
-        k = r.step0 + full * self.kv.block_size + 1 - r.ctx0
+        k = self._next_growth(r, r.kv_blocks)
         if k < r.done_step:
             heapq.heappush(self.grow, (k, r.id, r.gen, r))
 
@@ -163,18 +161,16 @@ class OnDemandDecodeInstance(DecodeInstance):
         v.kv_blocks = 0
         self.preempted.appendleft(v)
 
-    def _grow(self) -> None:
+    def _grow(self, at: float | None = None) -> None:
         """Give each sequence crossing a block boundary this step its next blocks (``grain``
-        at a time, fewer near its last token)."""
-        grow, kv, bs = self.grow, self.kv, self.kv.block_size
+        at a time, fewer near its last token); ``at``: the time the step began (a span's
+        step, applied late)."""
+        grow, kv = self.grow, self.kv
         while grow and grow[0][0] <= self.step_no:
             _, _, gen, r = heapq.heappop(grow)
             if r.gen != gen:
                 continue
-            n = 1
-            if self.grain > 1:      # blocks up to the context of its last step, at most grain
-                last = r.ctx0 + r.done_step - 1 - r.step0
-                n = min(self.grain, -(-last // bs) - (r.kv_blocks - kv.fixed_blocks(r.ctx0)))
+            n = self._growth(r, r.kv_blocks)
             while kv.free < n:
                 v = self.policy.victim(self)
                 assert v is not None, "a running sequence must be preemptible"
@@ -183,10 +179,95 @@ class OnDemandDecodeInstance(DecodeInstance):
                     break
             if r.gen != gen:   # it was the victim
                 continue
-            kv.take(n)
+            kv.take(n, at)
             r.kv_blocks += n
             self._schedule_growth(r)
         assert kv.used <= kv.capacity, "KV blocks over-committed"
+
+    def _growth(self, r: Request, held: int) -> int:
+        """Blocks ``r`` takes at its next growth, holding ``held``: one, or with token pages
+        up to the context of its last step, at most ``grain``."""
+        if self.grain == 1:
+            return 1
+        kv = self.kv
+        last = r.ctx0 + r.done_step - 1 - r.step0
+        return min(self.grain, -(-last // kv.block_size) - (held - kv.fixed_blocks(r.ctx0)))
+
+    def _next_growth(self, r: Request, held: int) -> int:
+        """The step at which ``r``, holding ``held`` blocks, needs its next (its context at
+        step k is ctx0 + k - step0: one past the blocks' tokens)."""
+        full = held - self.kv.fixed_blocks(r.ctx0)   # the full-attention layers'
+        return r.step0 + full * self.kv.block_size + 1 - r.ctx0
+
+    # --- spans (``DecodeInstance._span_from``) -------------------------------------------
+    def reserve(self, req: Request) -> simpy.Event:
+        """A reservation that would take blocks a span's growth still counts on cuts it."""
+        if self._span is not None:
+            self._settle(self.env.now)
+            if self.kv.free - self._blocks_on_arrival(req) < self._span_need:
+                self._cut()
+        return super().reserve(req)
+
+    def _span_from(self, t: float) -> float | None:
+        """As a reserving instance's span, through the steps where sequences grow: their
+        blocks are worked out ahead without changing anything (the growth heap's order,
+        copied), and the span stops before the first growth the free blocks would not cover
+        (that step's boundary preempts, as always). Nothing may wait to come back."""
+        if self.preempted:
+            return None
+        end = super()._span_from(t)
+        self._span_need = 0           # blocks the span's growth still takes
+        if end is None or not self.grow:
+            return end
+        s0, times = self.step_no, self._span[1]
+        # at most: every entry grows every grain x block_size tokens, grain blocks each time
+        grain, free = self.grain, self.kv.free
+        most = len(self.grow) * grain * (1 + len(times) // (grain * self.kv.block_size))
+        if most <= free:
+            self._span_need = most
+            return end
+        last = s0 + len(times)        # the last step whose growth runs inside the span
+        heap = [e for e in self.grow if e[0] <= last]
+        if not heap:
+            return end
+        heapq.heapify(heap)
+        need, held = 0, {}
+        while heap:
+            k, rid, gen, r = heapq.heappop(heap)
+            if r.gen != gen:
+                continue
+            h = held.get(rid, r.kv_blocks)
+            n = self._growth(r, h)
+            if need + n > free:       # step k's boundary would preempt: the span ends there
+                keep = k - s0 - 1     # iterations after the first that stay in the span
+                if keep < 1:
+                    self._span = None
+                    return None
+                del times[keep:], self._span[2][keep + 1:]
+                end = self._span[2][-1]
+                break
+            need += n
+            held[rid] = h + n
+            nxt = self._next_growth(r, h + n)
+            if nxt < r.done_step and nxt <= last:
+                heapq.heappush(heap, (nxt, rid, gen, r))
+        self._span_need = need
+        return end
+
+    def _settle(self, now: float) -> None:
+        """Each step begun by ``now`` grows its sequences first, as of its start."""
+        i, _, ends, _ = self._span
+        j = bisect_right(ends, now, i, len(self._span[1]))
+        grow, base = self.grow, self.step_no
+        top = base + j - i            # the last step begun by now
+        if grow and grow[0][0] <= top:
+            used = self.kv.used
+            while grow and grow[0][0] <= top:   # each step with growth, in order
+                s = self.step_no = grow[0][0]
+                self._grow(ends[s - base - 1 + i])   # as of that step's start
+            self.step_no = base
+            self._span_need -= self.kv.used - used
+        super()._settle(now)
 
     def reset(self) -> None:
         # NOTE: a crash loses the host tier's copies too (the whole server restarts)
@@ -218,6 +299,8 @@ class WriteThroughDecodeInstance(OnDemandDecodeInstance):
     here, or when a crash moves it (kept only while a restore reads it).
     NOTE (assumption): the writes overlap compute (asynchronous D2H copies on their own
     stream) and cost no iteration time; their bytes are counted (``written_bytes``)."""
+
+    spans = False     # (its copies are written as each step fills their chunks)
 
     def __init__(self, *a, **kw):
         self.copies: dict[int, list] = {}

@@ -95,6 +95,7 @@ class KVAware:
 
     @staticmethod
     def score(inst) -> float:
+        inst.settle()    # (a decode span's growth, as of now)
         kv = inst.kv
         free = (kv.free - kv.queued_blocks) / kv.capacity
         port = inst.port

@@ -71,6 +71,7 @@ class Handoff:
                 d.staging.release(self.staged)
             self.staged = 0
         if self.room_ev is not None:
+            d.cut()     # (blocks given back may grant queued reservations)
             if not d.kv.cancel(self.room_ev):
                 d.kv.release(self.room)
             d.load_tokens -= self.req.input_tokens + self.req.output_tokens
