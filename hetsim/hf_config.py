@@ -91,6 +91,8 @@ def hf_fields(p: Path) -> dict:
                           path="attn_output_gate")
     if gate:
         d["attention_gate"] = True
+    if c.get("use_qk_norm") is True and c.get("qk_norm_type") == "per_layer":
+        d["layer_qk_norm"] = True
     return d
 
 
@@ -166,7 +168,8 @@ HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_laye
             "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
             "ffn_size": "intermediate_size", "name": "_name_or_path",
             "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
-            "linear_attention": "layer_types"}
+            "linear_attention": "layer_types", "attention_gate": "attn_output_gate",
+            "layer_qk_norm": "qk_norm_type"}
 
 
 def _modelopt_quant(p: Path) -> dict | None:

@@ -41,6 +41,10 @@ class ModelConfig:
     attention_gate: bool = field(default=False, metadata=meta(
         "gated attention: the query projection also makes a sigmoid gate per head on the "
         "attention output (Qwen3-Next, Qwen3.5)"))
+    layer_qk_norm: bool = field(default=False, metadata=meta(
+        "QK-norm over the whole layer's query and key vectors, not per head (MiniMax-M2 "
+        "qk_norm_type per_layer): a tensor-parallel layer sums the norm's variance over its "
+        "ranks, one all-reduce a layer"))
     expert_weights: str | None = field(default=None, metadata=meta(
         "format the checkpoint stores the routed experts' FFN weights in (gpt-oss: mxfp4, "
         "Kimi-K2.5: int4-g32); none: the pool's precision.weights, as for shared experts"))

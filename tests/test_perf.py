@@ -147,3 +147,21 @@ def test_decode_time_is_the_general_iteration_exactly(batch, ctx, name):
     step = hetsim.StepModel(hetsim.load_model("llama-3.1-8b"),
                             hetsim.PerfModel(hetsim.load_accelerator(name)), 1, "bf16")
     assert step.decode_time(batch, ctx) == step.time(decode_n=batch, decode_ctx=ctx)
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_layer_wide_qk_norm_is_one_small_all_reduce_per_layer_under_tp(tp):
+    """A QK-norm over all of a layer's heads (MiniMax-M2, ``qk_norm_type: per_layer``) sums its
+    variance over the TP ranks: each layer pays one all-reduce of two fp32 a token on top of
+    the same model normed per head, and a TP 1 layer pays nothing."""
+    import dataclasses
+    H200 = hetsim.PerfModel(hetsim.load_accelerator("h200-sxm", runtime="vllm"))
+    wide = hetsim.load_model("minimax-m2.5")
+    assert wide.layer_qk_norm
+    local = dataclasses.replace(wide, layer_qk_norm=False)
+    for n_tok in (1, 8, 300):
+        a = hetsim.StepModel(wide, H200, tp).dense_time(n_tok, n_tok)
+        b = hetsim.StepModel(local, H200, tp).dense_time(n_tok, n_tok)
+        extra = 0.0 if tp == 1 else wide.num_layers * H200.allreduce_time(n_tok * 8, tp)
+        assert a - b == pytest.approx(extra, rel=1e-9, abs=1e-15)
+        assert tp == 1 or extra > 0

@@ -213,6 +213,10 @@ class StepModel:
         t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
         reduces = 1 if layer_is_moe and not routed else 2
         t += reduces * pm.allreduce_time(n_tok * h * self.act_bytes, atp)
+        if m.layer_qk_norm and not linear and atp > 1:
+            # the norm's variance of q and of k (fp32) summed over the ranks' heads
+            # (vLLM minimax_m2.py: MiniMaxText01RMSNormTP.forward_qk)
+            t += pm.allreduce_time(n_tok * 2 * 4, atp)
         return t
 
     def _active_experts(self, n_tok: float) -> float:
