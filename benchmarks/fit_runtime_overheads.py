@@ -4,10 +4,7 @@ docs/runtime-rules.md §5: no runtime source states a per-step host time or a pe
 frontend time. hetsim fits one of each per runtime on the measured runs the team may use
 (``serving_accuracy.allowed_rows``: the Llama and DeepSeek families are never read), only on
 runs that barely queue: aggregated, 1-4 clients, each measurement once
-(``serving_accuracy.measurements``: InferenceX's exports repeat runs), of models whose
-decode step hetsim sums in full: a model with DeepSeek Sparse Attention (GLM-5: its
-config.json's ``index_topk``) is read as dense MLA, its indexer's work left out, and that
-missing kernel time would come out as host time (``incomplete_step``).
+(``serving_accuracy.measurements``: InferenceX's exports repeat runs).
 
 1. Every runtime's constants at 0: the step overhead is the median, over that runtime's rows,
    of measured TPOT - hetsim TPOT (a TPOT is a decode step plus the gap between steps),
@@ -24,36 +21,17 @@ printed values.
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import sys
 
 import numpy as np
 
-from serving_accuracy import allowed_rows, concurrency, evaluate, measurements, model_of
-
-
-@functools.lru_cache(maxsize=None)
-def _sparse_attention(model: str) -> bool:
-    """Whether ``model`` (a catalog name, or a config.json :func:`model_of` serves) has
-    DeepSeek Sparse Attention, which the HF importer reads as dense MLA."""
-    if not model.endswith(".json"):
-        return False
-    with open(model) as f:
-        return json.load(f).get("index_topk") is not None
-
-
-def incomplete_step(row) -> bool:
-    """Whether hetsim's decode step for ``row``'s model leaves out work the model does."""
-    return _sparse_attention(model_of(row))
+from serving_accuracy import allowed_rows, concurrency, evaluate, measurements
 
 
 def fit_rows(rows, max_clients: int):
-    """The rows the fit reads: aggregated runs of at most ``max_clients`` clients whose model's
-    step hetsim sums in full (:func:`incomplete_step`)."""
+    """The rows the fit reads: aggregated runs of at most ``max_clients`` clients."""
     c = rows.apply(concurrency, axis=1)
-    whole = ~rows.apply(incomplete_step, axis=1)
-    return rows[(rows["mode"] == "agg") & (c <= max_clients) & whole]
+    return rows[(rows["mode"] == "agg") & (c <= max_clients)]
 
 
 def _median_gap(df, measured: str, predicted: str) -> tuple[float, int]:

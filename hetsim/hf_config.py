@@ -71,6 +71,8 @@ def hf_fields(p: Path) -> dict:
                         qk_nope_dim=get("qk_nope_head_dim"), v_head_dim=get("v_head_dim"),
                         q_lora_rank=c.get("q_lora_rank") or 0)
         d["head_dim"] = d["mla"]["qk_nope_dim"] + d["mla"]["qk_rope_dim"]
+    if c.get("index_topk") is not None:
+        d["sparse_attention"] = _sparse_attention(c, p, d["num_layers"], get)
     types = _layer_types(c, p, d["num_layers"])
     if types.get("sliding_attention"):
         d["sliding_window"] = dict(size=get("sliding_window"), layers=types["sliding_attention"])
@@ -94,6 +96,28 @@ def hf_fields(p: Path) -> dict:
     if c.get("use_qk_norm") is True and c.get("qk_norm_type") == "per_layer":
         d["layer_qk_norm"] = True
     return d
+
+
+def _sparse_attention(c: dict, p: Path, layers: int, get) -> dict:
+    """DeepSeek Sparse Attention (DeepSeek-V3.2, GLM-5): ``index_topk`` tokens per query, an
+    indexer of ``index_n_heads`` x ``index_head_dim``; where ``indexer_types`` is given (GLM-5.2:
+    'full' layers run an indexer, 'shared' ones reuse an earlier layer's top-k), the count of
+    'full' ones. An ``index_topk_freq`` other than 1 without that list is refused: which layers
+    it spares is not written in the config."""
+    types = c.get("indexer_types")
+    fields = dict(top_k=get("index_topk"), heads=get("index_n_heads"),
+                  head_dim=get("index_head_dim"))
+    if types is not None:
+        if (not isinstance(types, list) or len(types) != layers
+                or not set(types) <= {"full", "shared"} or "full" not in types):
+            raise ConfigError(f"must list 'full' or 'shared' for each of the {layers} layers, "
+                              f"at least one 'full'", file=str(p), path="indexer_types")
+        fields["indexer_layers"] = types.count("full")
+    elif c.get("index_topk_freq", 1) != 1:
+        raise ConfigError(f"an indexer every {c['index_topk_freq']!r} layers without "
+                          f"indexer_types (which layers) is not modelled", file=str(p),
+                          path="index_topk_freq")
+    return fields
 
 
 def _llama4_moe(c: dict, p: Path, layers: int, experts: int, ffn: int, get) -> tuple:
@@ -169,7 +193,7 @@ HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_laye
             "ffn_size": "intermediate_size", "name": "_name_or_path",
             "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
             "linear_attention": "layer_types", "attention_gate": "attn_output_gate",
-            "layer_qk_norm": "qk_norm_type"}
+            "layer_qk_norm": "qk_norm_type", "sparse_attention": "index_topk"}
 
 
 def _modelopt_quant(p: Path) -> dict | None:

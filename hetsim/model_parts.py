@@ -1,6 +1,7 @@
 """The optional sections of a model file (:class:`hetsim.models.ModelConfig`): experts (``moe:``),
-latent attention (``mla:``), windowed layers (``sliding_window:``) and linear-attention layers
-(``linear_attention:``), one frozen dataclass each, with their own sizes."""
+latent attention (``mla:``) and its sparse form (``sparse_attention:``), windowed layers
+(``sliding_window:``) and linear-attention layers (``linear_attention:``), one frozen dataclass
+each, with their own sizes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +9,7 @@ from typing import Literal
 
 from .config import meta, non_negative, positive
 
-__all__ = ["MoE", "MLA", "SlidingWindow", "LinearAttention"]
+__all__ = ["MoE", "MLA", "SparseAttention", "SlidingWindow", "LinearAttention"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,38 @@ class MLA:
     v_head_dim: int = field(metadata=meta("per-head value dimension", positive))
     q_lora_rank: int = field(default=0, metadata=meta("query low-rank dimension (0: none)",
                                                       non_negative))
+
+
+@dataclass(frozen=True)
+class SparseAttention:
+    """DeepSeek Sparse Attention (DeepSeek-V3.2, GLM-5) on the MLA layers: a lightning indexer
+    scores each query against every earlier token (``heads`` heads of ``head_dim`` in fp8, one
+    shared key per token kept in a cache of its own) and the MLA attends to the ``top_k``
+    best-scored tokens only (all of them while the context is shorter).
+
+    NOTE: the indexer's projections and key are replicated on every TP rank (vLLM's and
+    SGLang's ``Indexer``: ``ReplicatedLinear``, one key head). Its key cache holds, per token
+    and layer, ``head_dim`` fp8 values and one fp32 scale per 128 (vLLM
+    ``deepseek_v2.py`` ``Indexer``: ``head_dim + head_dim // quant_block_size * 4`` bytes,
+    block 128), whatever the MLA cache's format. ``indexer_layers`` of the MLA layers run an
+    indexer (GLM-5.2's ``indexer_types``: the others reuse an earlier layer's choice); the
+    count is kept, not the pattern."""
+    top_k: int = field(metadata=meta("tokens each query attends to (index_topk)", positive))
+    heads: int = field(metadata=meta("indexer query heads (index_n_heads)", positive))
+    head_dim: int = field(metadata=meta("indexer head dimension (index_head_dim)", positive))
+    indexer_layers: int = field(default=0, metadata=meta(
+        "MLA layers that run their own indexer (0: every one)", non_negative))
+
+    @property
+    def key_bytes(self) -> int:
+        """Indexer key-cache bytes per token in one indexer layer."""
+        return self.head_dim + self.head_dim // 128 * 4
+
+    def params(self, hidden: int, q_rank: int) -> int:
+        """One indexer's projections: its queries from the query latent (the hidden state
+        without one), its key and its per-head weights from the hidden state."""
+        return (q_rank or hidden) * self.heads * self.head_dim + hidden * (self.head_dim
+                                                                           + self.heads)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from pathlib import Path
 from .config import build, meta, non_negative, positive, read_yaml
 from .errors import ConfigError, match_name
 from .hf_config import HF_KEYS, hf_fields
-from .model_parts import MLA, LinearAttention, MoE, SlidingWindow
+from .model_parts import MLA, LinearAttention, MoE, SlidingWindow, SparseAttention
 from .precision import PRECISION_BYTES, unknown_precision
 
-__all__ = ["ModelConfig", "MoE", "MLA", "SlidingWindow", "LinearAttention", "load_model",
+__all__ = ["ModelConfig", "MoE", "MLA", "SparseAttention", "SlidingWindow", "LinearAttention",
+           "load_model",
            "list_models", "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
@@ -36,6 +37,7 @@ class ModelConfig:
     tied_embeddings: bool = False
     moe: MoE | None = None
     mla: MLA | None = None
+    sparse_attention: SparseAttention | None = None
     sliding_window: SlidingWindow | None = None
     linear_attention: LinearAttention | None = None
     attention_gate: bool = field(default=False, metadata=meta(
@@ -72,6 +74,16 @@ class ModelConfig:
                               f"{' and '.join(parts.values())} layers of {self.num_layers}: at "
                               f"least one layer must attend to the full context (KV that grows "
                               f"with it)", path=f"{list(parts)[-1]}.layers")
+        if self.sparse_attention is not None:
+            why = ("sparse attention selects tokens for latent attention: it needs mla"
+                   if self.mla is None else
+                   "sparse attention with sliding-window or linear-attention layers is not "
+                   "modelled" if self.sliding_window or self.linear_attention else
+                   f"indexer_layers {self.sparse_attention.indexer_layers} exceeds the "
+                   f"{self.num_layers} layers"
+                   if self.sparse_attention.indexer_layers > self.num_layers else None)
+            if why:
+                raise ConfigError(why, path="sparse_attention")
         if self.attention_weights is not None and unknown_precision(self.attention_weights):
             raise ConfigError(unknown_precision(self.attention_weights), path="attention_weights")
         if self.expert_weights is not None:
@@ -89,15 +101,32 @@ class ModelConfig:
         """KV-cache bytes ONE layer writes per token on one rank of a TP group.
 
         MHA/GQA: 2 (K and V) x kv_heads/tp x head_dim x bytes. MLA: the latent and the RoPE
-        key, replicated on every rank. Every layer writes this much for every new token.
+        key, replicated on every rank, and a sparse-attention model's indexer key
+        (:attr:`indexer_key_bytes`, in its own fp8 format). Every layer writes this much for
+        every new token.
         """
         try:
             b = PRECISION_BYTES[precision]
         except KeyError:
             raise ConfigError(unknown_precision(precision)) from None
         if self.mla:
-            return (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b
+            return (self.mla.kv_lora_rank + self.mla.qk_rope_dim) * b + self.indexer_key_bytes
         return 2 * self.kv_heads_per_rank(tp) * self.head_dim * b
+
+    @property
+    def indexer_key_bytes(self) -> float:
+        """A sparse-attention model's indexer keys per token, averaged over its layers (the
+        indexer layers' :attr:`SparseAttention.key_bytes`; 0 without sparse attention)."""
+        s = self.sparse_attention
+        if s is None:
+            return 0.0
+        return s.key_bytes * self.indexer_layers / self.num_layers
+
+    @property
+    def indexer_layers(self) -> int:
+        """Layers that run a sparse-attention indexer (0 without sparse attention)."""
+        s = self.sparse_attention
+        return 0 if s is None else s.indexer_layers or self.num_layers
 
     @property
     def full_attention_layers(self) -> int:
@@ -233,7 +262,10 @@ class ModelConfig:
         layer's (:meth:`LinearAttention.params`)."""
         a = self.linear_attention
         if a is None:
-            return self.num_layers * self.attention_params()
+            s = self.sparse_attention
+            indexers = 0 if s is None else self.indexer_layers * s.params(
+                self.hidden_size, self.mla.q_lora_rank)
+            return self.num_layers * self.attention_params() + indexers
         return ((self.num_layers - a.layers) * self.attention_params()
                 + a.layers * a.params(self.hidden_size))
 

@@ -38,11 +38,10 @@ GIB = 2 ** 30
 #: (DESIGN.md "Serving runtimes"): per step, the device-idle time between steps that CUDA-graph
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
-#: (2026-12-03, later: MiniMax's layer-wide QK-norm all-reduce in the step model, and models
-#: whose step hetsim knows to leave work out (GLM-5's sparse-attention indexer) kept out of the
-#: fit: vLLM 144 rows, TRT-LLM 49, SGLang 50)
-STEP_OVERHEAD_S = {"vllm": 0.000692, "sglang": 0.00171, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0326, "sglang": 0.183, "trtllm": 0.03}
+#: (2026-12-03, latest: MiniMax's layer-wide QK-norm all-reduce and GLM-5's sparse attention
+#: in the step model: vLLM 144 rows, TRT-LLM 49, SGLang 60)
+STEP_OVERHEAD_S = {"vllm": 0.000692, "sglang": 0.00199, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0326, "sglang": 0.194, "trtllm": 0.03}
 
 @dataclass(frozen=True)
 class RuntimeSpec:

@@ -21,6 +21,7 @@ class Step:
     model = SimpleNamespace(sliding_window=None, linear_attention=None,
                             kv_tokens=lambda n, *fmt: n)
     formats, tp, attn_tp = SimpleNamespace(kv="bf16"), 1, 1
+    read_window = 0
 
     def time(self, chunks=(), n_logits_prefill=0, decode_n=0, decode_ctx=0,
              decode_window_ctx=None):

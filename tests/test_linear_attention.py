@@ -81,7 +81,7 @@ def _step(state_tokens):
     model = SimpleNamespace(sliding_window=None, linear_attention=object(),
                             kv_tokens=lambda n, *fmt: n + state_tokens)
     return SimpleNamespace(model=model, formats=SimpleNamespace(kv="bf16"), tp=1, attn_tp=1,
-                           pm=SimpleNamespace(iteration_overhead=1.0),
+                           pm=SimpleNamespace(iteration_overhead=1.0), read_window=0,
                            time=lambda *a, **k: 1.0, decode_time=lambda *a, **k: 1.0,
                            decode_times=lambda n, ctx, grow, count, w=None: [1.0] * count)
 

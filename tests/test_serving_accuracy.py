@@ -636,21 +636,3 @@ def test_decompose_reads_a_csv_the_run_wrote(sa, tmp_path, capsys, monkeypatch):
     assert sa.main(["--decompose", str(path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
-
-def test_host_cost_fit_reads_only_models_whose_step_is_summed_in_full(sa, monkeypatch, tmp_path):
-    """fit_runtime_overheads: aggregated rows at <= max_clients clients, and not a model whose
-    config.json has DeepSeek Sparse Attention (``index_topk``: the importer reads it as dense
-    MLA, so its indexer's time would be fitted as host time)."""
-    import json
-    dsa, dense = tmp_path / "dsa_config.json", tmp_path / "dense_config.json"
-    dsa.write_text(json.dumps({"index_topk": 2048}))
-    dense.write_text(json.dumps({}))
-    served = {"zhipuai/GLM-5": str(dsa), "x/Other": str(dense)}
-    with benchmark_module("fit_runtime_overheads") as fit:
-        monkeypatch.setattr(fit, "model_of", lambda row: served.get(row["model_path"],
-                                                                   "qwen3-32b"))
-        rows = pd.DataFrame([_row(id="a"), _row(id="b", model_path="zhipuai/GLM-5"),
-                             _row(id="c", model_path="x/Other"), _row(id="d", batch_size=8),
-                             _row(id="e", mode="disagg", prefill_batch_size=1,
-                                  decode_batch_size=1)])
-        assert list(fit.fit_rows(rows, 4)["id"]) == ["a", "c"]

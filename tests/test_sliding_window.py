@@ -206,6 +206,7 @@ class WindowStep:
             sliding_window=SimpleNamespace(size=size, layers=layers), full_attention_layers=full,
             linear_attention=None, kv_tokens=lambda n, *fmt: n + min(n, size) * layers / full)
         self.formats, self.tp, self.attn_tp = SimpleNamespace(kv="bf16"), 1, 1
+        self.read_window = size
         self.inst, self.steps = None, 0
 
     def _check(self, n, ctx, win):

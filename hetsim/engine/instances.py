@@ -145,8 +145,8 @@ class DecodeInstance(Instance):
     """Owns besides the base: sequences waiting to join (``pending``) and the running batch,
     a heap of (done step, id, gen, request); ``gen`` tells a live entry from a stale one.
 
-    With sliding-window layers it also keeps ``win_sum`` = sum over running sequences of
-    min(context, window) exactly, in O(1) per step: ``n_below`` sequences still short of the
+    With sliding-window layers (or sparse attention: top-k for the window) it also keeps
+    ``win_sum`` = sum over running sequences of min(context, window) exactly, in O(1) per step: ``n_below`` sequences still short of the
     window each add one per step, and leave that count off a heap keyed by the step their
     context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
     role = "decode"
@@ -166,8 +166,9 @@ class DecodeInstance(Instance):
         self.n_below = 0         # running sequences whose context is below the window
         self.crossing: list[tuple[int, int, int, Request]] = []
         super().__init__(*a, **kw)
-        w = self.step.model.sliding_window
-        self.window = w.size if w else 0   # 0: no windowed layers
+        #: the most context some layers read (sliding window, sparse attention's top-k; 0:
+        #: none), for ``win_sum``
+        self.window = self.step.read_window
         r = self.rules
         #: vLLM's disaggregated proxy: the decode side samples the first token again
         self.resample = r is not None and r.name == "vllm"

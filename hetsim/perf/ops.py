@@ -263,8 +263,16 @@ class PerfModel(MeasuredOps):
                               kernels: int = 2) -> float:
         """A linear-attention layer's recurrence (Gated DeltaNet: its causal convolution and
         its state update, ``kernels`` launches) as a roofline of ``flops`` at the attention
-        efficiency and ``nbytes`` through HBM. NOTE: no calibrated correction applies (no
-        profile has measured it); a measured GDN grid would replace it."""
+        efficiency and ``nbytes`` through HBM (:meth:`attention_roofline`). NOTE: no
+        calibrated correction applies (no profile has measured it); a measured GDN grid would
+        replace it."""
+        return self.attention_roofline(flops, nbytes, precision, kernels)
+
+    def attention_roofline(self, flops: float, nbytes: float, precision: str = "bf16",
+                           kernels: int = 1) -> float:
+        """An attention-like op known only by its work: ``flops`` at the attention efficiency
+        of ``precision``'s peak or ``nbytes`` through HBM, whichever is longer, plus
+        ``kernels`` launches (a linear-attention recurrence, a sparse-attention indexer)."""
         compute = flops / (self.peak(precision) * self.acc.efficiency.attention)
         return max(compute, nbytes / self._bw) + kernels * self._kernel
 

@@ -82,6 +82,10 @@ class StepModel:
         self.expert_compute = ((moe_compute or {}).get(self.expert_weights) if own else None) \
             or f.compute
         self.window = m.sliding_window
+        #: DeepSeek Sparse Attention: every MLA layer reads at most top_k tokens of context,
+        #: and its indexer layers score all of it (:meth:`_indexer_decode`)
+        self.sparse = m.sparse_attention
+        self._indexer_precision = "fp8" if acc.supports("fp8") else self.attn_precision
         #: the linear-attention layers (None: none)
         self.linear = None if m.linear_attention is None else LinearLayers(
             m.linear_attention, pm, atp, m.hidden_size, self.act_bytes, self.attn_precision)
@@ -103,7 +107,8 @@ class StepModel:
         #: whose every layer is full attention: no window, no linear-attention layers)
         lin = self._decode_linear
         self._decode_lin_layers = (None if lin is None or self.window is not None
-                                   or self.linear is not None else (*lin, model.num_layers))
+                                   or self.linear is not None or self.sparse is not None
+                                   else (*lin, model.num_layers))
         self._decode_dense: dict[int, float] = {}    # batch -> dense_time(batch, batch)
         self._iteration_overhead = pm.iteration_overhead
         self._ctx_form = self._decode_form = self._moe_form = self._moe_grid = None
@@ -114,6 +119,15 @@ class StepModel:
             # NOTE: the rank split replaces the whole-instance sums; at N = 1 nothing is
             # rebound, so that path is the very code (and floats) it was
             self._time, self.decode_time = self._dp_time, self._dp_decode_time
+
+    @property
+    def read_window(self) -> int:
+        """The most tokens of a sequence's context some of its layers read (0: every layer
+        reads all of it): the sliding window, or sparse attention's top-k. The engine keeps
+        the sum over running sequences of min(context, this) for :meth:`decode_time`."""
+        if self.window is not None:
+            return self.window.size
+        return self.sparse.top_k if self.sparse is not None else 0
 
     @property
     def measured_moe(self) -> bool:
@@ -285,6 +299,8 @@ class StepModel:
                 t += (m.num_layers - n_moe) * self._layer_dense_time(n_tok, False)
                 if n_moe:
                     t += n_moe * self._layer_dense_time(n_tok, True, routed=routed)
+            if n_tok and self.sparse is not None:
+                t += m.indexer_layers * self._indexer_projections(n_tok)
             if n_logits:
                 t += pm.gemm_time(n_logits, max(1, m.vocab_size // self.attn_tp), m.hidden_size,
                                   self.attn_precision)
@@ -343,6 +359,8 @@ class StepModel:
     def _full_prefill_time(self, chunks) -> float:
         if self.window is not None:
             return self._windowed_prefill_time(chunks)
+        if self.sparse is not None and chunks:
+            return self._sparse_prefill_time(chunks)
         if self._ctx_form is not None and chunks:
             return self._full_layers * self._ctx_form(chunks)
         qk, v = self._attn_dims()
@@ -378,13 +396,71 @@ class StepModel:
         windowed = max(compute, memory) + pm.kernel_overhead
         return m.full_attention_layers * full + self.window.layers * windowed
 
+    # --- sparse attention (DeepSeek-V3.2, GLM-5) --------------------------------------------
+    def _indexer_projections(self, n_tok: int) -> float:
+        """One indexer's projections for ``n_tok`` tokens, replicated on every rank: its
+        queries (heads x head_dim from the query latent) and its key and head weights (from the
+        hidden state; vLLM runs those two as one GEMM, ``wk_weights_proj``)."""
+        s, m, pm = self.sparse, self.model, self.pm
+        return (pm.gemm_time(n_tok, s.heads * s.head_dim, m.mla.q_lora_rank or m.hidden_size,
+                             *self.attn_gemm)
+                + pm.gemm_time(n_tok, s.head_dim + s.heads, m.hidden_size, *self.attn_gemm))
+
+    def _indexer_scores(self, queries: int, pairs: float, keys: float) -> float:
+        """One indexer layer scoring ``pairs`` (query, key) pairs of ``queries`` queries over
+        ``keys`` cached keys in all, then picking each query's top-k: the fp8 score kernel
+        (2 x heads x head_dim flops a pair; the keys and the queries read) and the top-k
+        kernel. NOTE: each pair's fp32 score is written and read back (8 B a pair); no
+        kernel table times the indexer, so this is the roofline at the attention efficiency."""
+        s = self.sparse
+        flops = 2.0 * s.heads * s.head_dim * pairs
+        nbytes = keys * s.key_bytes + 8.0 * pairs + queries * s.heads * s.head_dim
+        return self.pm.attention_roofline(flops, nbytes, self._indexer_precision, kernels=2)
+
+    def _sparse_prefill_time(self, chunks) -> float:
+        """Every MLA layer's attention over the tokens the indexer picks, and the indexer
+        layers' scoring. A query at position p reads min(p, top_k) keys: the measured (else
+        modelled) MLA time of the chunk's band (at most q + top_k - 1 keys, the window's
+        rule), scaled by the ratio of the pairs read to the band's causal pairs (exactly the
+        dense time while the context is within top_k); the indexer scores every causal pair.
+        NOTE: a runtime may run short prompts on a dense kernel and long ones on a sparse
+        absorbed one; both are read here as the MLA op the profile measured."""
+        m, w = self.model, self.sparse.top_k
+        band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
+        if self._ctx_form is not None:
+            mla = self._ctx_form(band)
+        else:
+            qk, v = self._attn_dims()
+            mla = self.pm.attention_chunks_time(band, self.heads, self.heads, qk,
+                                                self.attn_precision, self.formats.kv,
+                                                v_head_dim=v)
+        causal = sum(band_pairs(q, kv, kv) for q, kv in band)
+        if causal:
+            mla *= sum(band_pairs(q, kv, w) for q, kv in chunks) / causal
+        pairs = sum(band_pairs(q, kv, kv) for q, kv in chunks)
+        scores = self._indexer_scores(sum(q for q, _ in chunks), pairs,
+                                      sum(kv for _, kv in chunks))
+        return self._full_layers * mla + m.indexer_layers * scores
+
+    def _sparse_decode_time(self, batch: int, total_kv: int, read_kv: int | None) -> float:
+        """Decode attention under sparse attention: every MLA layer reads ``read_kv`` latents
+        (the sum of min(context, top_k); default min(total_kv, batch x top_k), exact when every
+        context reaches top_k), and each indexer layer scores all ``total_kv`` tokens."""
+        if read_kv is None:
+            read_kv = min(total_kv, batch * self.sparse.top_k)
+        return (self._full_layers * self._decode_layer_time(batch, read_kv)
+                + self.model.indexer_layers * self._indexer_scores(batch, total_kv, total_kv))
+
     def decode_attention_time(self, batch: int, total_kv: int,
                               window_kv: int | None = None) -> float:
         """Decode attention of ``batch`` sequences holding ``total_kv`` tokens of context in
-        all; ``window_kv``: the sum over them of min(context, window) for windowed layers
-        (default min(total_kv, batch x window), exact when every context fills the window)."""
+        all; ``window_kv``: the sum over them of min(context, window) for windowed layers, or
+        of min(context, top_k) under sparse attention (default min(total_kv, batch x window),
+        exact when every context fills the window)."""
         if self.window is not None:
             t = self._windowed_decode_time(batch, total_kv, window_kv)
+        elif self.sparse is not None:
+            t = self._sparse_decode_time(batch, total_kv, window_kv) if batch > 0 else 0.0
         else:
             t = self._full_layers * self._decode_layer_time(batch, total_kv)
         if self.linear is not None and batch > 0:
