@@ -16,8 +16,7 @@ from .model_parts import MLA, LinearAttention, MoE, SlidingWindow, SparseAttenti
 from .precision import PRECISION_BYTES, unknown_precision
 
 __all__ = ["ModelConfig", "MoE", "MLA", "SparseAttention", "SlidingWindow", "LinearAttention",
-           "load_model",
-           "list_models", "from_hf_config"]
+           "load_model", "list_models", "from_hf_config"]
 
 CATALOG = Path(__file__).resolve().parent / "catalog" / "models"
 
@@ -75,15 +74,7 @@ class ModelConfig:
                               f"least one layer must attend to the full context (KV that grows "
                               f"with it)", path=f"{list(parts)[-1]}.layers")
         if self.sparse_attention is not None:
-            why = ("sparse attention selects tokens for latent attention: it needs mla"
-                   if self.mla is None else
-                   "sparse attention with sliding-window or linear-attention layers is not "
-                   "modelled" if self.sliding_window or self.linear_attention else
-                   f"indexer_layers {self.sparse_attention.indexer_layers} exceeds the "
-                   f"{self.num_layers} layers"
-                   if self.sparse_attention.indexer_layers > self.num_layers else None)
-            if why:
-                raise ConfigError(why, path="sparse_attention")
+            self._check_sparse()
         if self.attention_weights is not None and unknown_precision(self.attention_weights):
             raise ConfigError(unknown_precision(self.attention_weights), path="attention_weights")
         if self.expert_weights is not None:
@@ -91,6 +82,17 @@ class ModelConfig:
             if why or not self.moe:
                 raise ConfigError(why or "only a model with experts (moe:) has expert weights",
                                   path="expert_weights")
+
+    def _check_sparse(self) -> None:
+        s, why = self.sparse_attention, None
+        if self.mla is None:
+            why = "sparse attention selects tokens for latent attention: it needs mla"
+        elif self.sliding_window or self.linear_attention:
+            why = "sparse attention with sliding-window or linear-attention layers is not modelled"
+        elif s.indexer_layers > self.num_layers:
+            why = f"indexer_layers {s.indexer_layers} exceeds the {self.num_layers} layers"
+        if why:
+            raise ConfigError(why, path="sparse_attention")
 
     # --- KV cache: the one function -------------------------------------------------------
     def kv_heads_per_rank(self, tp: int = 1) -> int:

@@ -234,6 +234,22 @@ def _pool(role, kv_blocks=1000, **spec):
                            memory=SimpleNamespace(kv_blocks=kv_blocks, kv_bytes_per_token=1.0))
 
 
+def run_decode(env, d, shapes, gap: float) -> list[Request]:
+    """Requests of (prompt, output) ``shapes`` reserve and join decode instance ``d`` one every
+    ``gap`` seconds, their KV already there; runs ``env`` to the end."""
+    reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(shapes)]
+
+    def arrive(r, at):
+        yield env.timeout(at)
+        r.state = State.TRANSFERRING
+        yield d.reserve(r)
+        yield d.join(r)
+    for i, r in enumerate(reqs):
+        env.process(arrive(r, i * gap))
+    env.run()
+    return reqs
+
+
 @pytest.mark.parametrize("kind", [DecodeInstance, OnDemandDecodeInstance])
 def test_decode_keeps_the_window_sum_exact(kind):
     """Sequences start below, at and above the window, cross it, finish and (on-demand, with
@@ -242,17 +258,8 @@ def test_decode_keeps_the_window_sum_exact(kind):
     step = WindowStep(size=10)
     blocks = 1000 if kind is DecodeInstance else 30
     d = step.inst = kind(env, "d/0", _pool("decode", blocks), step)
-    reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(
-        [(1, 30), (3, 5), (9, 12), (10, 4), (25, 8), (2, 40), (6, 2), (40, 15)])]
-
-    def arrive(r, at):
-        yield env.timeout(at)
-        r.state = State.TRANSFERRING
-        yield d.reserve(r)
-        yield d.join(r)
-    for i, r in enumerate(reqs):
-        env.process(arrive(r, i * 2.5))
-    env.run()
+    reqs = run_decode(env, d, [(1, 30), (3, 5), (9, 12), (10, 4), (25, 8), (2, 40), (6, 2),
+                               (40, 15)], 2.5)
     assert all(r.last_token_s is not None for r in reqs)
     assert step.steps > 20 and d.win_sum == d.ctx_sum == d.n_below == d.running == 0
     assert d.kv.used == 0

@@ -10,13 +10,12 @@ import simpy
 import hetsim
 from hetsim.engine.instances import DecodeInstance
 from hetsim.engine.ondemand import OnDemandDecodeInstance
-from hetsim.engine.request import Request, State
 from hetsim.errors import ConfigError
 from hetsim.models import SparseAttention, from_hf_config
 from hetsim.perf import PerfModel, StepModel
 from hetsim.perf.step import band_pairs
 
-from .test_sliding_window import _pool
+from .test_sliding_window import _pool, run_decode
 
 TOP_K = 256
 #: a small DeepSeek-V3.2-like config: its attention's sizes (latent 512 + 64, an indexer of
@@ -159,17 +158,7 @@ def test_engine_hands_the_step_the_sum_of_min_context_top_k(dsa, kind):
         seen.append(read)
         return orig(n, ctx, read)
     step.decode_time = checked
-    reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(
-        [(10, 300), (250, 20), (256, 5), (600, 40), (100, 200)])]
-
-    def arrive(r, at):
-        yield env.timeout(at)
-        r.state = State.TRANSFERRING
-        yield d.reserve(r)
-        yield d.join(r)
-    for i, r in enumerate(reqs):
-        env.process(arrive(r, i * 0.05))
-    env.run()
+    reqs = run_decode(env, d, [(10, 300), (250, 20), (256, 5), (600, 40), (100, 200)], 0.05)
     assert all(r.last_token_s == r.last_token_s for r in reqs)      # every one finished
     assert len(seen) > 200 and d.win_sum == d.ctx_sum == d.running == 0
 

@@ -146,9 +146,10 @@ class DecodeInstance(Instance):
     a heap of (done step, id, gen, request); ``gen`` tells a live entry from a stale one.
 
     With sliding-window layers (or sparse attention: top-k for the window) it also keeps
-    ``win_sum`` = sum over running sequences of min(context, window) exactly, in O(1) per step: ``n_below`` sequences still short of the
-    window each add one per step, and leave that count off a heap keyed by the step their
-    context reaches the window (``crossing``; stale entries skipped by ``gen`` as above)."""
+    ``win_sum`` = sum over running sequences of min(context, window) exactly, in O(1) per
+    step: ``n_below`` sequences still short of the window each add one per step, and leave
+    that count off a heap keyed by the step their context reaches the window (``crossing``;
+    stale entries skipped by ``gen`` as above)."""
     role = "decode"
     every_step = False   # _admit runs before every iteration, not only when sequences wait
     spans = True

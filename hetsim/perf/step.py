@@ -83,7 +83,7 @@ class StepModel:
             or f.compute
         self.window = m.sliding_window
         #: DeepSeek Sparse Attention: every MLA layer reads at most top_k tokens of context,
-        #: and its indexer layers score all of it (:meth:`_indexer_decode`)
+        #: and its indexer layers score all of it (:meth:`_sparse_decode_time`)
         self.sparse = m.sparse_attention
         self._indexer_precision = "fp8" if acc.supports("fp8") else self.attn_precision
         #: the linear-attention layers (None: none)
