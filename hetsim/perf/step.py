@@ -361,10 +361,15 @@ class StepModel:
             return self._windowed_prefill_time(chunks)
         if self.sparse is not None and chunks:
             return self._sparse_prefill_time(chunks)
+        return self._full_layers * self._layer_attention(chunks)
+
+    def _layer_attention(self, chunks) -> float:
+        """One full-attention layer's attention over prefill ``chunks``: the profile's measured
+        grid where it has one, else the op model."""
         if self._ctx_form is not None and chunks:
-            return self._full_layers * self._ctx_form(chunks)
+            return self._ctx_form(chunks)
         qk, v = self._attn_dims()
-        return self._full_layers * self.pm.attention_chunks_time(
+        return self.pm.attention_chunks_time(
             chunks, self.heads, self.heads if self.model.mla else self.kv_heads, qk,
             self.attn_precision, self.formats.kv, v_head_dim=v)
 
@@ -380,8 +385,7 @@ class StepModel:
         qk, v = self._attn_dims()
         kvh = self.heads if m.mla else self.kv_heads
         args = (self.heads, kvh, qk, self.attn_precision, self.formats.kv, v)
-        full = self._ctx_form(chunks) if self._ctx_form is not None and chunks else \
-            pm.attention_chunks_time(chunks, *args[:5], v_head_dim=v)
+        full = self._layer_attention(chunks)
         band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
         if self._ctx_win_form is not None and chunks:
             # NOTE: the band, not the chunk: a windowed layer reads at most q + w - 1 keys
@@ -427,13 +431,7 @@ class StepModel:
         absorbed one; both are read here as the MLA op the profile measured."""
         m, w = self.model, self.sparse.top_k
         band = [(q, min(kv, q + w - 1)) for q, kv in chunks]
-        if self._ctx_form is not None:
-            mla = self._ctx_form(band)
-        else:
-            qk, v = self._attn_dims()
-            mla = self.pm.attention_chunks_time(band, self.heads, self.heads, qk,
-                                                self.attn_precision, self.formats.kv,
-                                                v_head_dim=v)
+        mla = self._layer_attention(band)
         causal = sum(band_pairs(q, kv, kv) for q, kv in band)
         if causal:
             mla *= sum(band_pairs(q, kv, w) for q, kv in chunks) / causal
