@@ -725,9 +725,10 @@ def unreplayable(row) -> str:
 
 
 def scenario(row, runtime: dict | None = None, spread: float = 0.0,
-             requests_per_client: int = 10) -> dict:
+             requests_per_client: int = 10, ramp_s: float = 0.0) -> dict:
     """The hetsim scenario of one measured row (a dict, as a YAML file would give it);
     ``spread`` > 0 draws lengths below the row's (clients then drift out of lock-step);
+    ``ramp_s`` > 0 starts the clients evenly over that many seconds instead of together;
     ``runtime`` (None: the idealised engine on the generic profile) puts every pool on the
     row's runtime as its campaign deployed it (:func:`deployment`), with these overrides of
     its rules (``{}``: none). A campaign whose client spreads lengths (``SPREAD``) keeps its
@@ -746,22 +747,32 @@ def scenario(row, runtime: dict | None = None, spread: float = 0.0,
         pools = {"mixed": _pool(row, "mixed", "", runtime)}
     c = concurrency(row)
     workload = {"requests": requests_per_client * c, "seed": 0,
-                "arrival": {"process": "closed", "concurrency": c},
+                "arrival": {"process": "closed", "concurrency": c,
+                            **({"ramp_s": ramp_s} if ramp_s > 0 else {})},
                 "input_tokens": _lengths(int(row["isl"]), spread),
                 "output_tokens": _lengths(int(row["osl"]), spread)}
     return {"name": f"silicon-{row['id']}", "model": model, "workload": workload,
             "slo": {"ttft_s": 1e3, "tpot_s": 1e3}, "placements": {"measured": {"pools": pools}}}
 
 
-def simulate(row, runtime: dict | None = None, spread: float = 0.0) -> dict:
-    """hetsim's mean TTFT and TPOT (ms) of one row, or the reason it was not modelled."""
+def _completed(row, runtime, spread, ramp_s=0.0) -> pd.DataFrame:
+    sc = parse_scenario(scenario(row, runtime, spread, ramp_s=ramp_s), f"{SAMPLE}#{row['id']}")
+    df = hetsim.run(sc).requests
+    return df[df["state"] == "completed"].sort_values("arrival_s", kind="stable")
+
+
+def simulate(row, runtime: dict | None = None, spread: float = 0.0,
+             stagger: bool = False) -> dict:
+    """hetsim's mean TTFT and TPOT (ms) of one row, or the reason it was not modelled.
+    ``stagger``: the clients start evenly over one request's mean end-to-end time as a first,
+    lock-stepped run predicts it (so their phases are spread over a cycle from the start)."""
     t0 = time.perf_counter()
     try:
-        sc = parse_scenario(scenario(row, runtime, spread), f"{SAMPLE}#{row['id']}")
-        df = hetsim.run(sc).requests
+        done = _completed(row, runtime, spread)
+        if stagger:
+            done = _completed(row, runtime, spread, float(done["e2e_s"].mean()))
     except ConfigError as e:
         return {"id": row["id"], "skipped": str(e).split(": ", 1)[-1]}
-    done = df[df["state"] == "completed"].sort_values("arrival_s", kind="stable")
     burst = concurrency(row)       # the clients' first requests, sent together at t = 0
     return {"id": row["id"], "skipped": "", "hetsim_ttft_ms": 1e3 * done["ttft_s"].mean(),
             "hetsim_tpot_ms": 1e3 * done["tpot_s"].mean(),
@@ -776,9 +787,9 @@ def _simulate_kw(args):
 
 
 def evaluate(rows: pd.DataFrame, runtime: dict | None = None, jobs: int = 1,
-             spread: float = 0.0) -> pd.DataFrame:
+             spread: float = 0.0, stagger: bool = False) -> pd.DataFrame:
     """``rows`` (an :func:`allowed_rows` frame) with hetsim's figures and skip reasons."""
-    work = [(r, runtime, spread) for r in rows.to_dict("records")]
+    work = [(r, runtime, spread, stagger) for r in rows.to_dict("records")]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
             out = list(ex.map(_simulate_kw, work, chunksize=1))
@@ -956,6 +967,10 @@ def main(argv=None) -> int:
     ap.add_argument("--length-spread", type=float, default=0.0, metavar="F",
                     help="draw ISL and OSL uniform in [(1-F) x, x] instead of fixed (a check "
                     "of how much lock-stepped clients cost)")
+    ap.add_argument("--stagger", action="store_true",
+                    help="start the clients evenly over one request's end-to-end time (hetsim's "
+                    "own, from a first lock-stepped run) instead of together: the bound of "
+                    "fully desynchronised clients (docs/aic-campaign-client.md §6)")
     ap.add_argument("--rows", action="store_true", help="print every modelled row")
     ap.add_argument("--csv", type=Path, help="write every row, with both estimates, here")
     ap.add_argument("--readme", type=Path, help=f"write the block into its {MARK[0]} region "
@@ -986,12 +1001,12 @@ def main(argv=None) -> int:
         from aic_serving import refresh
         return refresh(rows[rows["model_path"].str.strip().str.lower().isin(MODELS)], AIC_CSV)
     t0 = time.perf_counter()
-    df = with_aic(evaluate(rows, {} if a.runtime else None, a.jobs, a.length_spread))
+    df = with_aic(evaluate(rows, {} if a.runtime else None, a.jobs, a.length_spread, a.stagger))
     wall = time.perf_counter() - t0
     ok = df[df["skipped"] == ""]
     s = summary(ok)
     if a.runtime and a.idealised:
-        base = with_aic(evaluate(rows, None, a.jobs, a.length_spread))
+        base = with_aic(evaluate(rows, None, a.jobs, a.length_spread, a.stagger))
         line = summary(base[base["skipped"] == ""]).iloc[[-1]]
         s = pd.concat([s, line.assign(backend="all", system="idealised engine")])
         wall = time.perf_counter() - t0
@@ -1000,7 +1015,8 @@ def main(argv=None) -> int:
              "export's measurement counted once), "
              f"10 x concurrency requests each, seed 0; {wall:.0f} s on {a.jobs} process(es)."
              f"{' Every pool on its row runtime, as deployed.' if a.runtime else ''}"
-             f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}\n\n"
+             f"{f' Lengths spread {a.length_spread:g}.' if a.length_spread else ''}"
+             f"{' Clients staggered over one cycle.' if a.stagger else ''}\n\n"
              + table(s) + "\n\nNot modelled:\n" + skipped(df))
     if a.rows:
         print(per_row(df) + "\n")
