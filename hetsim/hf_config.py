@@ -95,6 +95,8 @@ def hf_fields(p: Path) -> dict:
         d["attention_gate"] = True
     if c.get("use_qk_norm") is True and c.get("qk_norm_type") == "per_layer":
         d["layer_qk_norm"] = True
+    elif c.get("use_qk_norm") is True or mt in QK_NORM_TYPES:
+        d["qk_norm"] = True
     return d
 
 
@@ -187,13 +189,21 @@ def _layer_types(c: dict, p: Path, num_layers: int) -> dict[str, int]:
     return {t: types.count(t) for t in _LAYER_TYPES}
 
 
+#: model types whose attention norms every query and key head before RoPE, though their
+#: config.json has no key that says so (transformers: ``Qwen3Attention``, ``Qwen3MoeAttention``,
+#: ``Qwen3NextAttention``, ``Qwen3_5Attention`` and ``Gemma3Attention`` all build ``q_norm`` and
+#: ``k_norm`` over head_dim); other models say it with ``use_qk_norm`` (GLM-4.5)
+QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe", "qwen3_next", "qwen3_5", "qwen3_5_text",
+                           "qwen3_5_moe", "qwen3_5_moe_text", "gemma3", "gemma3_text"})
+
 #: hetsim's ModelConfig field -> the config.json key it is read from (the usual spelling)
 HF_KEYS = {"num_kv_heads": "num_key_value_heads", "num_layers": "num_hidden_layers",
             "num_heads": "num_attention_heads", "max_context": "max_position_embeddings",
             "ffn_size": "intermediate_size", "name": "_name_or_path",
             "moe": "num_local_experts", "mla": "kv_lora_rank", "sliding_window": "layer_types",
             "linear_attention": "layer_types", "attention_gate": "attn_output_gate",
-            "layer_qk_norm": "qk_norm_type", "sparse_attention": "index_topk"}
+            "layer_qk_norm": "qk_norm_type", "qk_norm": "use_qk_norm",
+            "sparse_attention": "index_topk"}
 
 
 def _modelopt_quant(p: Path) -> dict | None:

@@ -42,6 +42,9 @@ class ModelConfig:
     attention_gate: bool = field(default=False, metadata=meta(
         "gated attention: the query projection also makes a sigmoid gate per head on the "
         "attention output (Qwen3-Next, Qwen3.5)"))
+    qk_norm: bool = field(default=False, metadata=meta(
+        "an RMSNorm of every query and key head before RoPE (Qwen3, Qwen3.5, Gemma 3): one "
+        "more kernel a full-attention layer"))
     layer_qk_norm: bool = field(default=False, metadata=meta(
         "QK-norm over the whole layer's query and key vectors, not per head (MiniMax-M2 "
         "qk_norm_type per_layer): a tensor-parallel layer sums the norm's variance over its "
@@ -73,6 +76,9 @@ class ModelConfig:
                               f"{' and '.join(parts.values())} layers of {self.num_layers}: at "
                               f"least one layer must attend to the full context (KV that grows "
                               f"with it)", path=f"{list(parts)[-1]}.layers")
+        if self.qk_norm and self.layer_qk_norm:
+            raise ConfigError("a model norms q and k per head (qk_norm) or over the layer "
+                              "(layer_qk_norm), not both", path="layer_qk_norm")
         if self.sparse_attention is not None:
             self._check_sparse()
         if self.attention_weights is not None and unknown_precision(self.attention_weights):

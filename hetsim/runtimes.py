@@ -38,10 +38,10 @@ GIB = 2 ** 30
 #: (DESIGN.md "Serving runtimes"): per step, the device-idle time between steps that CUDA-graph
 #: replay and overlap scheduling leave (it replaces the profile's iteration_overhead_ms);
 #: per request, the time outside the engine (HTTP, tokenisation, the first streamed chunk)
-#: (2026-12-03, latest: MiniMax's layer-wide QK-norm all-reduce and GLM-5's sparse attention
-#: in the step model: vLLM 144 rows, TRT-LLM 49, SGLang 60)
-STEP_OVERHEAD_S = {"vllm": 0.000692, "sglang": 0.00199, "trtllm": 0.0}
-REQUEST_OVERHEAD_S = {"vllm": 0.0326, "sglang": 0.194, "trtllm": 0.03}
+#: (2026-12-03, latest: the QK-norm kernel of Qwen3, Qwen3.5 and MiniMax in the step model:
+#: vLLM 144 rows, TRT-LLM 49, SGLang 60)
+STEP_OVERHEAD_S = {"vllm": 0.000617, "sglang": 0.00186, "trtllm": 0.0}
+REQUEST_OVERHEAD_S = {"vllm": 0.0328, "sglang": 0.194, "trtllm": 0.03}
 
 @dataclass(frozen=True)
 class RuntimeSpec:

@@ -392,3 +392,28 @@ def test_llama4_published_configs_have_their_published_sizes(hf, total, active):
     m = from_hf_config(folder / f"{hf}_config.json")
     assert m.num_params() == pytest.approx(total, rel=0.02)
     assert m.num_params(active=True) == pytest.approx(active, rel=0.02)
+
+
+# --- QK-norm -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("over, per_head, per_layer", [
+    ({"model_type": "qwen3"}, True, False),                       # architectural: no key says it
+    ({"model_type": "qwen3_5_moe_text"}, True, False),
+    ({"model_type": "llama"}, False, False),
+    ({"model_type": "glm4_moe", "use_qk_norm": True}, True, False),
+    ({"model_type": "minimax_m2", "use_qk_norm": True, "qk_norm_type": "per_layer"}, False, True),
+    ({"model_type": "minimax_m2", "use_qk_norm": False, "qk_norm_type": "per_layer"}, False, False)])
+def test_hf_config_reads_the_qk_norm(tmp_path, over, per_head, per_layer):
+    cfg = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 8,
+           "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 512,
+           "vocab_size": 1000, **over}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = from_hf_config(tmp_path / "config.json")
+    assert (m.qk_norm, m.layer_qk_norm) == (per_head, per_layer)
+
+
+def test_a_model_norms_q_and_k_one_way(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text("name: x\nnum_layers: 2\nhidden_size: 256\nnum_heads: 8\nffn_size: 512\n"
+                 "vocab_size: 1000\nqk_norm: true\nlayer_qk_norm: true\n")
+    with pytest.raises(ConfigError, match="layer_qk_norm: a model norms q and k per head"):
+        hetsim.load_model(str(f))

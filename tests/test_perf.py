@@ -153,15 +153,36 @@ def test_decode_time_is_the_general_iteration_exactly(batch, ctx, name):
 def test_layer_wide_qk_norm_is_one_small_all_reduce_per_layer_under_tp(tp):
     """A QK-norm over all of a layer's heads (MiniMax-M2, ``qk_norm_type: per_layer``) sums its
     variance over the TP ranks: each layer pays one all-reduce of two fp32 a token on top of
-    the same model normed per head, and a TP 1 layer pays nothing."""
+    the same model normed per head, and a TP 1 layer pays nothing more."""
     import dataclasses
     H200 = hetsim.PerfModel(hetsim.load_accelerator("h200-sxm", runtime="vllm"))
     wide = hetsim.load_model("minimax-m2.5")
     assert wide.layer_qk_norm
-    local = dataclasses.replace(wide, layer_qk_norm=False)
+    local = dataclasses.replace(wide, layer_qk_norm=False, qk_norm=True)
     for n_tok in (1, 8, 300):
         a = hetsim.StepModel(wide, H200, tp).dense_time(n_tok, n_tok)
         b = hetsim.StepModel(local, H200, tp).dense_time(n_tok, n_tok)
         extra = 0.0 if tp == 1 else wide.num_layers * H200.allreduce_time(n_tok * 8, tp)
         assert a - b == pytest.approx(extra, rel=1e-9, abs=1e-15)
         assert tp == 1 or extra > 0
+
+
+@pytest.mark.parametrize("name", ["qwen3-32b", "qwen3.5-397b-a17b"])
+def test_qk_norm_is_one_kernel_and_one_pass_over_q_and_k_per_full_attention_layer(name):
+    """Per-head QK-norm (Qwen3, Qwen3.5): every full-attention layer runs one more kernel
+    (each runtime's default path fuses the q and k norms into one) that reads and writes q
+    and k once more; a linear-attention layer (Qwen3.5's Gated DeltaNet) has none."""
+    import dataclasses
+    pm = hetsim.PerfModel(hetsim.load_accelerator("h100-sxm", runtime="vllm"))
+    normed = hetsim.load_model(name)
+    assert normed.qk_norm and not normed.layer_qk_norm
+    plain = dataclasses.replace(normed, qk_norm=False)
+    for tp, n_tok in ((1, 1), (2, 8), (4, 512)):
+        a, b = (hetsim.StepModel(m, pm, tp) for m in (normed, plain))
+        heads, kv_heads = normed.num_heads // tp, normed.kv_heads_per_rank(tp)
+        qk = n_tok * a.act_bytes * 2 * (heads + kv_heads) * normed.head_dim
+        layers = normed.full_attention_layers
+        assert layers < normed.num_layers or not normed.linear_attention
+        got = a.dense_time(n_tok, n_tok) - b.dense_time(n_tok, n_tok)
+        per_layer = pm.kernel_overhead + pm.memory_time(qk) - pm.memory_time(0)
+        assert got == pytest.approx(layers * per_layer, rel=1e-9)

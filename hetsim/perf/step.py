@@ -96,6 +96,7 @@ class StepModel:
         self._layer_gemms = self._gemm_shapes()
         #: activations a full-attention layer's projections read and write per token
         self._attn_act = 2 * (self.heads + self.kv_heads) * m.head_dim
+        self._qk_norm = m.qk_norm or m.layer_qk_norm
         self._decode_linear = None
         if pm.calibration is None:
             # Uncalibrated decode attention per layer is max(a T, b T + g B) + kernel in the
@@ -218,13 +219,19 @@ class StepModel:
         else:
             t += self._ffn_time(n_tok, m.ffn_size)
         # Norms, residual adds, activation, RoPE and KV-cache write: memory-bound, ~5 kernels.
+        # A QK-norm reads and writes q and k once more, in one kernel more (every runtime's
+        # default: vLLM's Inductor combo kernel of the q and k norms, SGLang's
+        # fused_inplace_qknorm, TRT-LLM's fused_qk_norm_rope where a plain layer's RoPE runs
+        # inside attention; DESIGN.md "QK-norm")
         atp = self.attn_tp
         h, fs = m.hidden_size, m.ffn_size // atp
+        qk = self._qk_norm and not linear
         act = n_tok * self.act_bytes * (10 * h + (3 if m.gated_ffn else 2) * fs
-                                        + (self.linear.act if linear else self._attn_act))
+                                        + (self.linear.act if linear else
+                                           2 * self._attn_act if qk else self._attn_act))
         # windowed layers write KV too; a linear layer's state write is its recurrence's
         kv_write = 0.0 if linear else n_tok * m.kv_layer_bytes(f.kv, atp)
-        t += pm.memory_time(act + kv_write) + 4 * pm.kernel_overhead
+        t += pm.memory_time(act + kv_write) + (5 if qk else 4) * pm.kernel_overhead
         reduces = 1 if layer_is_moe and not routed else 2
         t += reduces * pm.allreduce_time(n_tok * h * self.act_bytes, atp)
         if m.layer_qk_norm and not linear and atp > 1:
