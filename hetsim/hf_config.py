@@ -95,7 +95,8 @@ def hf_fields(p: Path) -> dict:
         d["attention_gate"] = True
     if c.get("use_qk_norm") is True and c.get("qk_norm_type") == "per_layer":
         d["layer_qk_norm"] = True
-    elif c.get("use_qk_norm") is True or mt in QK_NORM_TYPES:
+    elif c.get("use_qk_norm") is True or (mt in QK_NORM_TYPES
+                                          and c.get("use_qk_norm") is not False):
         d["qk_norm"] = True
     return d
 

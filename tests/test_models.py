@@ -399,6 +399,7 @@ def test_llama4_published_configs_have_their_published_sizes(hf, total, active):
     ({"model_type": "qwen3"}, True, False),                       # architectural: no key says it
     ({"model_type": "qwen3_5_moe_text"}, True, False),
     ({"model_type": "llama"}, False, False),
+    ({"model_type": "qwen3", "use_qk_norm": False}, False, False),  # a config that says no
     ({"model_type": "glm4_moe", "use_qk_norm": True}, True, False),
     ({"model_type": "minimax_m2", "use_qk_norm": True, "qk_norm_type": "per_layer"}, False, True),
     ({"model_type": "minimax_m2", "use_qk_norm": False, "qk_norm_type": "per_layer"}, False, False)])
